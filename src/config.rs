@@ -1,0 +1,297 @@
+//! Configuration: one struct per component, merged by figment from built-in defaults, then
+//! `otelephant.toml` (or the file named by `--config`), then `OTELEPHANT_*` environment variables
+//! (`__` separates nesting levels), then command-line flags. Read once at start-up and passed down.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "otelephant.toml";
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "OTELEPHANT_";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub postgres: PostgresConfig,
+    pub otlp: OtlpConfig,
+    pub admin: AdminConfig,
+    pub pipeline: PipelineConfig,
+    pub partitions: PartitionConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// Where the data goes. The database is created if it does not exist.
+    pub url: String,
+    /// Schema that holds otelephant's tables; created if missing. Lets several otelephant
+    /// installations (or test runs) share one database.
+    pub schema: String,
+    /// Most connections the pool opens; writers and maintenance share them.
+    pub pool_size: usize,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@localhost:5432/otelephant".into(),
+            schema: "public".into(),
+            pool_size: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Listen address of the OTLP/gRPC receiver (and the query service).
+    pub grpc_addr: SocketAddr,
+    /// Listen address of the OTLP/HTTP receiver.
+    pub http_addr: SocketAddr,
+    /// Largest request accepted, measured after decompression; larger ones get
+    /// RESOURCE_EXHAUSTED. 64 MiB is the OTLP specification's recommendation.
+    pub max_request_bytes: usize,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: ([0, 0, 0, 0], 4317).into(),
+            http_addr: ([0, 0, 0, 0], 4318).into(),
+            max_request_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen address of `/metrics`, `/healthz` and `/readyz`.
+    pub addr: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            addr: ([0, 0, 0, 0], 9464).into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Encoded bytes that may wait in the queue or sit in unfinished batches at once. A request
+    /// waits for room before it is queued, so this bounds ingest memory.
+    pub queue_bytes: usize,
+    /// Writer tasks, each writing one batch at a time on its own connection.
+    pub writers: usize,
+    /// A batch is written once it holds this many rows...
+    pub batch_max_rows: usize,
+    /// ...or this many encoded bytes...
+    pub batch_max_bytes: usize,
+    /// ...or this many milliseconds after its first request arrived.
+    pub linger_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            queue_bytes: 64 * 1024 * 1024,
+            writers: 2,
+            batch_max_rows: 50_000,
+            batch_max_bytes: 16 * 1024 * 1024,
+            linger_ms: 20,
+        }
+    }
+}
+
+impl PipelineConfig {
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartitionConfig {
+    /// Daily partitions are kept ready this many days ahead of today (UTC).
+    pub days_ahead: u32,
+    /// Partitions are also created this many days back, for data that arrives late.
+    pub days_behind: u32,
+    /// How often the partition check runs, in seconds.
+    pub check_interval_secs: u64,
+}
+
+impl Default for PartitionConfig {
+    fn default() -> Self {
+        Self {
+            days_ahead: 3,
+            days_behind: 1,
+            check_interval_secs: 3600,
+        }
+    }
+}
+
+impl Config {
+    /// Merges the configuration sources in order of precedence. `file` is `--config`;
+    /// `overrides` are the command-line flags, already in the shape of this struct.
+    ///
+    /// # Errors
+    /// A missing `--config` file, unknown keys and values of the wrong type, each named by key.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
+        Self::figment(file)?
+            .merge(overrides)
+            .extract()
+            .map_err(ConfigError::Invalid)
+    }
+
+    fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::MissingFile(path.display().to_string()))
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        Ok(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.pipeline;
+        let checks = [
+            ("pipeline.writers", p.writers == 0),
+            ("pipeline.queue_bytes", p.queue_bytes == 0),
+            ("pipeline.batch_max_rows", p.batch_max_rows == 0),
+            ("pipeline.batch_max_bytes", p.batch_max_bytes == 0),
+            ("postgres.pool_size", self.postgres.pool_size == 0),
+            ("otlp.max_request_bytes", self.otlp.max_request_bytes == 0),
+            (
+                "partitions.check_interval_secs",
+                self.partitions.check_interval_secs == 0,
+            ),
+        ];
+        if let Some((key, _)) = checks.iter().find(|(_, bad)| *bad) {
+            return Err(ConfigError::Zero(key));
+        }
+        if self.postgres.pool_size < p.writers + 1 {
+            return Err(ConfigError::PoolTooSmall {
+                pool: self.postgres.pool_size,
+                writers: p.writers,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] figment::Error),
+    #[error("invalid configuration: {0} must be greater than 0")]
+    Zero(&'static str),
+    #[error("invalid configuration: postgres.pool_size ({pool}) must exceed pipeline.writers ({writers}) so maintenance can get a connection")]
+    PoolTooSmall { pool: usize, writers: usize },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn sources_merge_in_order_of_precedence() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                DEFAULT_CONFIG_FILE,
+                r#"
+                [postgres]
+                url = "postgres://file@db/file"
+                schema = "from_file"
+                [pipeline]
+                writers = 3
+                "#,
+            )?;
+            jail.set_env("OTELEPHANT_POSTGRES__SCHEMA", "from_env");
+            jail.set_env("OTELEPHANT_PIPELINE__LINGER_MS", "7");
+            let flags = Figment::new().merge(Serialized::default(
+                "postgres.url",
+                "postgres://flag@db/flag",
+            ));
+            let config = Config::load(None, flags).expect("loads");
+            assert_eq!(config.postgres.url, "postgres://flag@db/flag");
+            assert_eq!(config.postgres.schema, "from_env");
+            assert_eq!(config.pipeline.writers, 3);
+            assert_eq!(config.pipeline.linger_ms, 7);
+            assert_eq!(config.otlp, OtlpConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        Jail::expect_with(|_| {
+            let config = Config::load(None, Figment::new()).expect("loads");
+            assert_eq!(config, Config::default());
+            assert_eq!(
+                config.postgres.url,
+                "postgres://postgres@localhost:5432/otelephant"
+            );
+            assert_eq!(config.otlp.grpc_addr.to_string(), "0.0.0.0:4317");
+            assert_eq!(config.otlp.http_addr.to_string(), "0.0.0.0:4318");
+            assert_eq!(config.admin.addr.to_string(), "0.0.0.0:9464");
+            config.validate().expect("defaults are valid");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[postgres]\nurl = \"x\"\nturbo = true\n")?;
+            let err = Config::load(Some(Path::new("bad.toml")), Figment::new()).unwrap_err();
+            assert!(err.to_string().contains("turbo"), "{err}");
+
+            jail.create_file("bad2.toml", "[pipeline]\nwriters = \"many\"\n")?;
+            let err = Config::load(Some(Path::new("bad2.toml")), Figment::new()).unwrap_err();
+            assert!(err.to_string().contains("writers"), "{err}");
+
+            jail.set_env("OTELEPHANT_OTLP__GRPC_ADDR", "not an address");
+            let err = Config::load(None, Figment::new()).unwrap_err();
+            assert!(err.to_string().contains("grpc_addr"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        Jail::expect_with(|_| {
+            let err = Config::load(Some(Path::new("nope.toml")), Figment::new()).unwrap_err();
+            assert!(matches!(err, ConfigError::MissingFile(_)));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn zero_sizes_are_rejected() {
+        let mut config = Config::default();
+        config.pipeline.writers = 0;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("pipeline.writers"));
+    }
+}

@@ -1,0 +1,479 @@
+//! The one mapping between OTLP `AnyValue`/attribute maps and jsonb, in both directions: encode
+//! (JSON text written straight into a COPY buffer) for ingest, decode (from `serde_json::Value`)
+//! for reading back. The two are exact inverses; the tests check it over random values.
+//!
+//! | AnyValue            | jsonb                                                     |
+//! |---------------------|-----------------------------------------------------------|
+//! | string              | string                                                    |
+//! | bool                | `true` / `false`                                          |
+//! | int                 | number without a decimal point: `42`                      |
+//! | double              | number with a decimal point: `42.0`, `0.5`                 |
+//! | double NaN, ±Inf, -0| `{"$double": "NaN"}`, `"Infinity"`, `"-Infinity"`, `"-0"` |
+//! | bytes               | `{"$bytes": "<standard base64>"}`                         |
+//! | array               | array                                                     |
+//! | kvlist              | object                                                    |
+//! | empty (no value)    | `null`                                                    |
+//! | string_value_strindex | `{"$strindex": n}` (profiles only)                      |
+//!
+//! A nested kvlist whose only key is one of the `$` tags above is written as
+//! `{"$map": {...}}`, so it cannot be mistaken for a tagged value. Attribute maps at the top
+//! level (a column) are always plain objects. Map key order is not kept (jsonb orders keys;
+//! OTLP maps are unordered), and of duplicate keys, which OTLP forbids, the last one wins.
+
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
+use bytes::{BufMut, BytesMut};
+use opentelemetry_proto::tonic::common::v1::{
+    any_value::Value, AnyValue, ArrayValue, KeyValue, KeyValueList,
+};
+use serde_json::Value as Json;
+
+pub const TAG_DOUBLE: &str = "$double";
+pub const TAG_BYTES: &str = "$bytes";
+pub const TAG_MAP: &str = "$map";
+pub const TAG_STRINDEX: &str = "$strindex";
+const TAGS: [&str; 4] = [TAG_DOUBLE, TAG_BYTES, TAG_MAP, TAG_STRINDEX];
+
+/// Key order of written maps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// As sent: cheapest, for records.
+    AsSent,
+    /// Sorted by key at every level: one canonical text per map, for content hashes.
+    Sorted,
+}
+
+/// Writes an attribute map as a JSON object.
+pub fn write_attributes(buf: &mut BytesMut, attributes: &[KeyValue], order: Order) {
+    buf.put_u8(b'{');
+    match order {
+        Order::AsSent => {
+            for (i, kv) in attributes.iter().enumerate() {
+                write_entry(buf, i, kv, order);
+            }
+        }
+        Order::Sorted => {
+            let mut sorted: Vec<&KeyValue> = attributes.iter().collect();
+            sorted.sort_by(|a, b| a.key.cmp(&b.key));
+            for (i, kv) in sorted.into_iter().enumerate() {
+                write_entry(buf, i, kv, order);
+            }
+        }
+    }
+    buf.put_u8(b'}');
+}
+
+fn write_entry(buf: &mut BytesMut, i: usize, kv: &KeyValue, order: Order) {
+    if i > 0 {
+        buf.put_u8(b',');
+    }
+    write_str(buf, &kv.key);
+    buf.put_u8(b':');
+    write_optional_value(buf, kv.value.as_ref(), order);
+}
+
+fn write_optional_value(buf: &mut BytesMut, value: Option<&AnyValue>, order: Order) {
+    match value.and_then(|v| v.value.as_ref()) {
+        None => buf.put_slice(b"null"),
+        Some(v) => write_value(buf, v, order),
+    }
+}
+
+/// Writes one AnyValue as JSON.
+pub fn write_any_value(buf: &mut BytesMut, value: &AnyValue, order: Order) {
+    write_optional_value(buf, Some(value), order)
+}
+
+fn write_value(buf: &mut BytesMut, value: &Value, order: Order) {
+    match value {
+        Value::StringValue(s) => write_str(buf, s),
+        Value::BoolValue(true) => buf.put_slice(b"true"),
+        Value::BoolValue(false) => buf.put_slice(b"false"),
+        Value::IntValue(i) => write_int(buf, *i),
+        Value::DoubleValue(d) => write_double(buf, *d),
+        Value::BytesValue(b) => {
+            write_tag(buf, TAG_BYTES);
+            buf.put_u8(b'"');
+            let at = buf.len();
+            buf.resize(at + base64::encoded_len(b.len(), true).unwrap_or(0), 0);
+            let written = BASE64.encode_slice(b, &mut buf[at..]).unwrap_or(0);
+            buf.truncate(at + written);
+            buf.put_slice(b"\"}");
+        }
+        Value::ArrayValue(array) => {
+            buf.put_u8(b'[');
+            for (i, v) in array.values.iter().enumerate() {
+                if i > 0 {
+                    buf.put_u8(b',');
+                }
+                write_any_value(buf, v, order);
+            }
+            buf.put_u8(b']');
+        }
+        Value::KvlistValue(list) => {
+            let ambiguous =
+                matches!(list.values.as_slice(), [only] if TAGS.contains(&only.key.as_str()));
+            if ambiguous {
+                write_tag(buf, TAG_MAP);
+                write_attributes(buf, &list.values, order);
+                buf.put_u8(b'}');
+            } else {
+                write_attributes(buf, &list.values, order);
+            }
+        }
+        Value::StringValueStrindex(i) => {
+            write_tag(buf, TAG_STRINDEX);
+            write_int(buf, i64::from(*i));
+            buf.put_u8(b'}');
+        }
+    }
+}
+
+/// Opens `{"tag":`; the caller writes the value and the closing brace.
+fn write_tag(buf: &mut BytesMut, tag: &str) {
+    buf.put_u8(b'{');
+    write_str(buf, tag);
+    buf.put_u8(b':');
+}
+
+pub fn write_int(buf: &mut BytesMut, i: impl itoa::Integer) {
+    let mut digits = itoa::Buffer::new();
+    buf.put_slice(digits.format(i).as_bytes());
+}
+
+/// A double as a JSON number that always has a decimal point (so it reads back as a double,
+/// never an int), or a `$double` tag for the values JSON and numeric cannot hold.
+pub fn write_double(buf: &mut BytesMut, d: f64) {
+    let special = if d.is_nan() {
+        Some("NaN")
+    } else if d == f64::INFINITY {
+        Some("Infinity")
+    } else if d == f64::NEG_INFINITY {
+        Some("-Infinity")
+    } else if d == 0.0 && d.is_sign_negative() {
+        Some("-0")
+    } else {
+        None
+    };
+    if let Some(name) = special {
+        write_tag(buf, TAG_DOUBLE);
+        write_str(buf, name);
+        buf.put_u8(b'}');
+        return;
+    }
+    // Display prints the shortest digits that read back as the same double, never an exponent.
+    let at = buf.len();
+    std::fmt::Write::write_fmt(&mut BufWriter(buf), format_args!("{d}")).ok();
+    if !buf[at..].contains(&b'.') {
+        buf.put_slice(b".0");
+    }
+}
+
+struct BufWriter<'a>(&'a mut BytesMut);
+
+impl std::fmt::Write for BufWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Writes `s` as a JSON string.
+pub fn write_str(buf: &mut BytesMut, s: &str) {
+    buf.put_u8(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        buf.put_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            buf.put_slice(b"\\u00");
+            buf.put_u8(HEX[(b >> 4) as usize]);
+            buf.put_u8(HEX[(b & 0xf) as usize]);
+        } else {
+            buf.put_slice(escape);
+        }
+        start = i + 1;
+    }
+    buf.put_slice(&bytes[start..]);
+    buf.put_u8(b'"');
+}
+
+/// Writes bytes as a JSON string of lowercase hex (trace and span ids).
+pub fn write_hex(buf: &mut BytesMut, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.put_u8(b'"');
+    for b in bytes {
+        buf.put_u8(HEX[(b >> 4) as usize]);
+        buf.put_u8(HEX[(b & 0xf) as usize]);
+    }
+    buf.put_u8(b'"');
+}
+
+/// What stored JSON that does not follow the mapping looks like.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    #[error("expected a JSON object for an attribute map, found {0}")]
+    NotAMap(String),
+    #[error("number {0} is neither an int64 nor a double")]
+    BadNumber(String),
+    #[error("bad {tag} value {value}")]
+    BadTag { tag: &'static str, value: String },
+}
+
+/// Reads an attribute map written by [`write_attributes`].
+///
+/// # Errors
+/// When `json` is not an object or holds a value the mapping never writes.
+pub fn attributes_from_json(json: &Json) -> Result<Vec<KeyValue>, MappingError> {
+    let Json::Object(map) = json else {
+        return Err(MappingError::NotAMap(json.to_string()));
+    };
+    map.iter()
+        .map(|(key, value)| {
+            Ok(KeyValue {
+                key: key.clone(),
+                value: Some(any_value_from_json(value)?),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// Reads an AnyValue written by [`write_any_value`].
+///
+/// # Errors
+/// When `json` holds a value the mapping never writes.
+pub fn any_value_from_json(json: &Json) -> Result<AnyValue, MappingError> {
+    let value = match json {
+        Json::Null => None,
+        Json::Bool(b) => Some(Value::BoolValue(*b)),
+        Json::String(s) => Some(Value::StringValue(s.clone())),
+        Json::Number(n) => Some(number_from_json(n)?),
+        Json::Array(items) => Some(Value::ArrayValue(ArrayValue {
+            values: items
+                .iter()
+                .map(any_value_from_json)
+                .collect::<Result<_, _>>()?,
+        })),
+        Json::Object(map) => Some(match map.iter().next() {
+            Some((tag, inner)) if map.len() == 1 && TAGS.contains(&tag.as_str()) => {
+                tagged_from_json(tag, inner)?
+            }
+            _ => Value::KvlistValue(KeyValueList {
+                values: attributes_from_json(json)?,
+            }),
+        }),
+    };
+    Ok(AnyValue { value })
+}
+
+fn number_from_json(n: &serde_json::Number) -> Result<Value, MappingError> {
+    if let Some(i) = n.as_i64() {
+        Ok(Value::IntValue(i))
+    } else if n.is_f64() {
+        Ok(Value::DoubleValue(n.as_f64().unwrap_or(f64::NAN)))
+    } else {
+        Err(MappingError::BadNumber(n.to_string()))
+    }
+}
+
+fn tagged_from_json(tag: &str, inner: &Json) -> Result<Value, MappingError> {
+    let bad = |tag| MappingError::BadTag {
+        tag,
+        value: inner.to_string(),
+    };
+    match tag {
+        TAG_DOUBLE => double_from_json(inner).map(Value::DoubleValue),
+        TAG_BYTES => inner
+            .as_str()
+            .and_then(|s| BASE64.decode(s).ok())
+            .map(Value::BytesValue)
+            .ok_or_else(|| bad(TAG_BYTES)),
+        TAG_MAP => Ok(Value::KvlistValue(KeyValueList {
+            values: attributes_from_json(inner)?,
+        })),
+        _ => inner
+            .as_i64()
+            .and_then(|i| i32::try_from(i).ok())
+            .map(Value::StringValueStrindex)
+            .ok_or_else(|| bad(TAG_STRINDEX)),
+    }
+}
+
+/// Reads a double written by [`write_double`]: a number, or a `$double` tag's name.
+///
+/// # Errors
+/// When `json` is neither.
+pub fn double_from_json(json: &Json) -> Result<f64, MappingError> {
+    match json {
+        Json::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| MappingError::BadNumber(n.to_string())),
+        Json::String(s) => match s.as_str() {
+            "NaN" => Ok(f64::NAN),
+            "Infinity" => Ok(f64::INFINITY),
+            "-Infinity" => Ok(f64::NEG_INFINITY),
+            "-0" => Ok(-0.0),
+            _ => Err(MappingError::BadTag {
+                tag: TAG_DOUBLE,
+                value: s.clone(),
+            }),
+        },
+        Json::Object(map) if map.len() == 1 => match map.get(TAG_DOUBLE) {
+            Some(inner) => double_from_json(inner),
+            None => Err(MappingError::BadTag {
+                tag: TAG_DOUBLE,
+                value: json.to_string(),
+            }),
+        },
+        _ => Err(MappingError::BadTag {
+            tag: TAG_DOUBLE,
+            value: json.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn to_json(value: &AnyValue) -> Json {
+        let mut buf = BytesMut::new();
+        write_any_value(&mut buf, value, Order::AsSent);
+        serde_json::from_slice(&buf)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&buf)))
+    }
+
+    fn v(value: Value) -> AnyValue {
+        AnyValue { value: Some(value) }
+    }
+
+    #[test]
+    fn natural_json_for_the_common_types() {
+        assert_eq!(
+            to_json(&v(Value::StringValue("a\"b\\c\n\u{1}é".into()))),
+            Json::from("a\"b\\c\n\u{1}é")
+        );
+        assert_eq!(to_json(&v(Value::IntValue(-42))).to_string(), "-42");
+        assert_eq!(to_json(&v(Value::DoubleValue(42.0))).to_string(), "42.0");
+        assert_eq!(to_json(&v(Value::BoolValue(true))), Json::Bool(true));
+        assert_eq!(to_json(&AnyValue { value: None }), Json::Null);
+        assert_eq!(
+            to_json(&v(Value::BytesValue(vec![0, 255]))),
+            serde_json::json!({"$bytes": "AP8="})
+        );
+        assert_eq!(
+            to_json(&v(Value::DoubleValue(f64::NAN))),
+            serde_json::json!({"$double": "NaN"})
+        );
+    }
+
+    #[test]
+    fn sorted_order_is_canonical() {
+        let kv = |k: &str, i| KeyValue {
+            key: k.into(),
+            value: Some(v(Value::IntValue(i))),
+            ..Default::default()
+        };
+        let mut a = BytesMut::new();
+        let mut b = BytesMut::new();
+        write_attributes(&mut a, &[kv("b", 1), kv("a", 2)], Order::Sorted);
+        write_attributes(&mut b, &[kv("a", 2), kv("b", 1)], Order::Sorted);
+        assert_eq!(a, b);
+        assert_eq!(&a[..], b"{\"a\":2,\"b\":1}");
+    }
+
+    pub(crate) fn any_value() -> impl Strategy<Value = AnyValue> {
+        let leaf = prop_oneof![
+            Just(AnyValue { value: None }),
+            any::<String>().prop_map(|s| v(Value::StringValue(s))),
+            any::<bool>().prop_map(|b| v(Value::BoolValue(b))),
+            any::<i64>().prop_map(|i| v(Value::IntValue(i))),
+            any::<f64>().prop_map(|d| v(Value::DoubleValue(d))),
+            prop_oneof![
+                Just(f64::NAN),
+                Just(f64::INFINITY),
+                Just(-0.0),
+                Just(1e300),
+                Just(5e-324)
+            ]
+            .prop_map(|d| v(Value::DoubleValue(d))),
+            proptest::collection::vec(any::<u8>(), 0..20).prop_map(|b| v(Value::BytesValue(b))),
+            any::<i32>().prop_map(|i| v(Value::StringValueStrindex(i))),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6)
+                    .prop_map(|values| v(Value::ArrayValue(ArrayValue { values }))),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        any::<String>(),
+                        Just(TAG_MAP.to_string()),
+                        Just(TAG_BYTES.to_string())
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| v(Value::KvlistValue(KeyValueList {
+                    values: m
+                        .into_iter()
+                        .map(|(key, value)| KeyValue {
+                            key,
+                            value: Some(value),
+                            ..Default::default()
+                        })
+                        .collect()
+                }))),
+            ]
+        })
+    }
+
+    /// Equality that treats NaN as equal to itself and maps as unordered.
+    pub(crate) fn same(a: &AnyValue, b: &AnyValue) -> bool {
+        match (&a.value, &b.value) {
+            (Some(Value::DoubleValue(x)), Some(Value::DoubleValue(y))) => {
+                (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits()
+            }
+            (Some(Value::ArrayValue(x)), Some(Value::ArrayValue(y))) => {
+                x.values.len() == y.values.len()
+                    && x.values.iter().zip(&y.values).all(|(a, b)| same(a, b))
+            }
+            (Some(Value::KvlistValue(x)), Some(Value::KvlistValue(y))) => {
+                same_map(&x.values, &y.values)
+            }
+            (x, y) => x == y,
+        }
+    }
+
+    pub(crate) fn same_map(x: &[KeyValue], y: &[KeyValue]) -> bool {
+        let empty = AnyValue::default();
+        x.len() == y.len()
+            && x.iter().all(|kv| {
+                y.iter().any(|other| {
+                    other.key == kv.key
+                        && same(
+                            kv.value.as_ref().unwrap_or(&empty),
+                            other.value.as_ref().unwrap_or(&empty),
+                        )
+                })
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn decode_inverts_encode(value in any_value()) {
+            let back = any_value_from_json(&to_json(&value)).expect("decodes");
+            prop_assert!(same(&value, &back), "{value:?} came back as {back:?}");
+        }
+    }
+}

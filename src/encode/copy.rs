@@ -1,0 +1,173 @@
+//! PostgreSQL binary COPY encoding: a table's column list and a buffer of tuples encoded for
+//! `COPY table (columns) FROM STDIN (FORMAT binary)`. Each tuple is an int16 field count, then
+//! per field an int32 length (-1 for NULL) and the value in the type's binary send format, all
+//! in network byte order. A stream is `HEADER`, any number of tuples, `TRAILER`; tuples are
+//! self-contained, so buffers from many requests concatenate into one stream.
+
+use bytes::{BufMut, BytesMut};
+
+/// Signature, flags (no OIDs) and header extension length.
+pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// A field count of -1 ends the stream.
+pub const TRAILER: &[u8] = &[0xff, 0xff];
+
+const JSONB_VERSION: u8 = 1;
+const INT8_OID: i32 = 20;
+const FLOAT8_OID: i32 = 701;
+
+/// A table as the COPY encoder sees it: the column list each tuple follows, in order.
+#[derive(Debug)]
+pub struct Table {
+    pub name: &'static str,
+    pub columns: &'static [&'static str],
+}
+
+impl Table {
+    /// `COPY name (columns) FROM STDIN (FORMAT binary)` into `target` (the table, or a
+    /// staging table of the same shape).
+    pub fn copy_statement(&self, target: &str) -> String {
+        format!(
+            "COPY {target} ({}) FROM STDIN (FORMAT binary)",
+            self.columns.join(", ")
+        )
+    }
+}
+
+/// Encoded tuples for one table.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub buf: BytesMut,
+    pub count: usize,
+}
+
+impl Rows {
+    /// Starts a tuple of `table`; the caller writes exactly one field per column, in order.
+    pub fn row(&mut self, table: &Table) -> Row<'_> {
+        self.count += 1;
+        let fields = table.columns.len();
+        self.buf.put_i16(fields as i16);
+        Row {
+            buf: &mut self.buf,
+            left: fields,
+        }
+    }
+}
+
+/// One tuple being written. Dropping it checks, in debug builds, that every column got a field.
+pub struct Row<'a> {
+    buf: &'a mut BytesMut,
+    left: usize,
+}
+
+impl Drop for Row<'_> {
+    fn drop(&mut self) {
+        debug_assert_eq!(self.left, 0, "a COPY tuple was left with missing fields");
+    }
+}
+
+impl Row<'_> {
+    fn field(&mut self, len: usize) -> &mut BytesMut {
+        debug_assert!(self.left > 0, "a COPY tuple got more fields than columns");
+        self.left -= 1;
+        self.buf.put_i32(len as i32);
+        self.buf
+    }
+
+    pub fn null(&mut self) {
+        debug_assert!(self.left > 0, "a COPY tuple got more fields than columns");
+        self.left -= 1;
+        self.buf.put_i32(-1);
+    }
+
+    pub fn int8(&mut self, v: i64) {
+        self.field(8).put_i64(v);
+    }
+
+    /// An unsigned 64-bit value in a bigint column, its bits reinterpreted.
+    pub fn uint64(&mut self, v: u64) {
+        self.int8(v as i64);
+    }
+
+    pub fn int4(&mut self, v: i32) {
+        self.field(4).put_i32(v);
+    }
+
+    pub fn float8(&mut self, v: f64) {
+        self.field(8).put_f64(v);
+    }
+
+    pub fn opt_float8(&mut self, v: Option<f64>) {
+        match v {
+            Some(v) => self.float8(v),
+            None => self.null(),
+        }
+    }
+
+    pub fn bool(&mut self, v: bool) {
+        self.field(1).put_u8(v as u8);
+    }
+
+    pub fn text(&mut self, v: &str) {
+        self.field(v.len()).put_slice(v.as_bytes());
+    }
+
+    pub fn bytea(&mut self, v: &[u8]) {
+        self.field(v.len()).put_slice(v);
+    }
+
+    /// An OTLP bytes field where empty means absent: NULL when empty.
+    pub fn bytea_or_null(&mut self, v: &[u8]) {
+        if v.is_empty() {
+            self.null()
+        } else {
+            self.bytea(v)
+        }
+    }
+
+    /// A jsonb field whose JSON text `write` appends to the buffer.
+    pub fn jsonb(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        let at = self.buf.len();
+        self.field(0).put_u8(JSONB_VERSION);
+        write(self.buf);
+        let len = (self.buf.len() - at - 4) as i32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// A jsonb field from JSON text that is already encoded.
+    pub fn jsonb_text(&mut self, json: &[u8]) {
+        self.field(json.len() + 1).put_u8(JSONB_VERSION);
+        self.buf.put_slice(json);
+    }
+
+    pub fn int8_array(&mut self, values: impl ExactSizeIterator<Item = i64>) {
+        let n = values.len();
+        self.array_header(n, INT8_OID);
+        for v in values {
+            self.buf.put_i32(8);
+            self.buf.put_i64(v);
+        }
+    }
+
+    pub fn float8_array(&mut self, values: impl ExactSizeIterator<Item = f64>) {
+        let n = values.len();
+        self.array_header(n, FLOAT8_OID);
+        for v in values {
+            self.buf.put_i32(8);
+            self.buf.put_f64(v);
+        }
+    }
+
+    /// A one-dimensional array of `n` 8-byte elements: dimension count, has-nulls flag, element
+    /// type, then (when not empty) the length and lower bound of the dimension.
+    fn array_header(&mut self, n: usize, oid: i32) {
+        let len = if n == 0 { 12 } else { 20 + n * 12 };
+        let buf = self.field(len);
+        buf.put_i32(if n == 0 { 0 } else { 1 });
+        buf.put_i32(0);
+        buf.put_i32(oid);
+        if n > 0 {
+            buf.put_i32(n as i32);
+            buf.put_i32(1);
+        }
+    }
+}

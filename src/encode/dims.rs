@@ -1,0 +1,254 @@
+//! Resources and instrumentation scopes: stored once each, keyed by a stable hash of their
+//! content (xxh3-64 of a canonical encoding: attributes sorted by key), and referenced by id from
+//! every record. [`KnownIds`] remembers which ids are committed, so a request only carries the
+//! dimension rows the database may still lack.
+
+use std::{
+    collections::HashSet,
+    hash::{BuildHasherDefault, Hasher},
+    sync::Mutex,
+};
+
+use bytes::{BufMut, BytesMut};
+use opentelemetry_proto::tonic::{
+    common::v1::{EntityRef, InstrumentationScope},
+    resource::v1::Resource,
+};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::{
+    attributes::{write_attributes, write_str, Order},
+    copy::Table,
+    Encoded, TableId,
+};
+
+pub const RESOURCES: Table = Table {
+    name: "resources",
+    columns: &[
+        "resource_id",
+        "attributes",
+        "dropped_attributes_count",
+        "entity_refs",
+        "schema_url",
+    ],
+};
+
+pub const SCOPES: Table = Table {
+    name: "scopes",
+    columns: &[
+        "scope_id",
+        "name",
+        "version",
+        "attributes",
+        "dropped_attributes_count",
+        "schema_url",
+    ],
+};
+
+/// Seeds that keep the id spaces of the dimension kinds apart.
+pub const RESOURCE_SEED: u64 = 1;
+pub const SCOPE_SEED: u64 = 2;
+pub const SERIES_SEED: u64 = 3;
+
+const KNOWN_SHARDS: usize = 16;
+/// Ids remembered per shard; a full shard is cleared, which only costs re-sending some rows.
+const KNOWN_PER_SHARD: usize = 1 << 16;
+
+/// The ids are already hashes, so the set uses them as they are.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only i64 ids are hashed")
+    }
+    fn write_i64(&mut self, id: i64) {
+        self.0 = id as u64;
+    }
+}
+
+type IdSet = HashSet<i64, BuildHasherDefault<IdHasher>>;
+
+/// Dimension ids known to be committed, shared by every handler and writer.
+pub struct KnownIds {
+    shards: [Mutex<IdSet>; KNOWN_SHARDS],
+}
+
+impl Default for KnownIds {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::new(IdSet::default())),
+        }
+    }
+}
+
+impl KnownIds {
+    fn shard(&self, id: i64) -> std::sync::MutexGuard<'_, IdSet> {
+        let shard = &self.shards[(id as u64 >> 60) as usize % KNOWN_SHARDS];
+        shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn contains(&self, id: i64) -> bool {
+        self.shard(id).contains(&id)
+    }
+
+    /// Records ids whose rows have committed.
+    pub fn insert_all(&self, ids: &[i64]) {
+        for &id in ids {
+            let mut shard = self.shard(id);
+            if shard.len() >= KNOWN_PER_SHARD {
+                shard.clear();
+            }
+            shard.insert(id);
+        }
+    }
+
+    /// Forgets everything, for when dimension rows may have been deleted.
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clear();
+        }
+    }
+}
+
+/// Encodes one request: the records' tables plus the dimension rows they need.
+pub struct RequestEncoder<'a> {
+    known: &'a KnownIds,
+    pub out: Encoded,
+    /// Dimension ids this request already decided about.
+    seen: IdSet,
+    scratch: BytesMut,
+}
+
+impl<'a> RequestEncoder<'a> {
+    pub fn new(known: &'a KnownIds) -> Self {
+        Self {
+            known,
+            out: Encoded::default(),
+            seen: IdSet::default(),
+            scratch: BytesMut::new(),
+        }
+    }
+
+    /// Whether the row for `id` must be written: not committed before, and not already in this
+    /// request.
+    pub fn needs(&mut self, id: i64) -> bool {
+        if !self.seen.insert(id) || self.known.contains(id) {
+            return false;
+        }
+        self.out.new_dimension_ids.push(id);
+        true
+    }
+
+    /// The id of a resource (with the schema_url of the message that carried it), adding its row
+    /// if the database may lack it. An absent resource is stored as an empty one.
+    pub fn resource(&mut self, resource: Option<&Resource>, schema_url: &str) -> i64 {
+        let empty = Resource::default();
+        let resource = resource.unwrap_or(&empty);
+        let mut canon = std::mem::take(&mut self.scratch);
+        canon.clear();
+        write_attributes(&mut canon, &resource.attributes, Order::Sorted);
+        let attributes_len = canon.len();
+        canon.put_u32(resource.dropped_attributes_count);
+        let refs_at = canon.len();
+        if !resource.entity_refs.is_empty() {
+            write_entity_refs(&mut canon, &resource.entity_refs);
+        }
+        let refs_end = canon.len();
+        canon.put_slice(schema_url.as_bytes());
+        let id = xxh3_64_with_seed(&canon, RESOURCE_SEED) as i64;
+        if self.needs(id) {
+            let mut row = self.out.rows_mut(TableId::Resources).row(&RESOURCES);
+            row.int8(id);
+            row.jsonb_text(&canon[..attributes_len]);
+            row.int8(i64::from(resource.dropped_attributes_count));
+            if refs_end > refs_at {
+                row.jsonb_text(&canon[refs_at..refs_end]);
+            } else {
+                row.null();
+            }
+            row.text(schema_url);
+        }
+        self.scratch = canon;
+        id
+    }
+
+    /// The id of an instrumentation scope (with its message's schema_url), adding its row if
+    /// the database may lack it. An absent scope is stored as an empty one.
+    pub fn scope(&mut self, scope: Option<&InstrumentationScope>, schema_url: &str) -> i64 {
+        let empty = InstrumentationScope::default();
+        let scope = scope.unwrap_or(&empty);
+        let mut canon = std::mem::take(&mut self.scratch);
+        canon.clear();
+        write_attributes(&mut canon, &scope.attributes, Order::Sorted);
+        let attributes_len = canon.len();
+        canon.put_u32(scope.dropped_attributes_count);
+        for part in [&scope.name, &scope.version] {
+            canon.put_u64(part.len() as u64);
+            canon.put_slice(part.as_bytes());
+        }
+        canon.put_slice(schema_url.as_bytes());
+        let id = xxh3_64_with_seed(&canon, SCOPE_SEED) as i64;
+        if self.needs(id) {
+            let mut row = self.out.rows_mut(TableId::Scopes).row(&SCOPES);
+            row.int8(id);
+            row.text(&scope.name);
+            row.text(&scope.version);
+            row.jsonb_text(&canon[..attributes_len]);
+            row.int8(i64::from(scope.dropped_attributes_count));
+            row.text(schema_url);
+        }
+        self.scratch = canon;
+        id
+    }
+
+    /// A buffer for building canonical content; give it back with [`Self::return_scratch`].
+    pub fn take_scratch(&mut self) -> BytesMut {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf
+    }
+
+    pub fn return_scratch(&mut self, buf: BytesMut) {
+        self.scratch = buf;
+    }
+}
+
+/// `[{"type", "schema_url", "id_keys", "description_keys"}]`.
+pub fn write_entity_refs(buf: &mut BytesMut, refs: &[EntityRef]) {
+    buf.put_u8(b'[');
+    for (i, r) in refs.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(b"{\"type\":");
+        write_str(buf, &r.r#type);
+        buf.put_slice(b",\"schema_url\":");
+        write_str(buf, &r.schema_url);
+        for (name, keys) in [
+            ("id_keys", &r.id_keys),
+            ("description_keys", &r.description_keys),
+        ] {
+            buf.put_slice(b",\"");
+            buf.put_slice(name.as_bytes());
+            buf.put_slice(b"\":[");
+            for (j, key) in keys.iter().enumerate() {
+                if j > 0 {
+                    buf.put_u8(b',');
+                }
+                write_str(buf, key);
+            }
+            buf.put_u8(b']');
+        }
+        buf.put_u8(b'}');
+    }
+    buf.put_u8(b']');
+}

@@ -1,0 +1,76 @@
+//! OTLP -> rows: turns one export request into binary COPY tuples for each table it touches,
+//! plus the resources, scopes and metric series that the database may not have yet. Runs in the
+//! request handler, so the writer only streams bytes.
+
+pub mod attributes;
+pub mod copy;
+pub mod dims;
+pub mod logs;
+pub mod metrics;
+pub mod traces;
+
+use copy::{Rows, Table};
+
+/// Every table the pipeline writes, in the order a batch writes them. The first
+/// [`DIMENSION_TABLES`] are keyed by a content hash in their first column and are upserted
+/// (through a staging table, `ON CONFLICT DO NOTHING`) before the records that reference them.
+pub const TABLES: [&Table; 9] = [
+    &dims::RESOURCES,
+    &dims::SCOPES,
+    &metrics::SERIES,
+    &traces::SPANS,
+    &logs::LOGS,
+    &metrics::NUMBER_POINTS,
+    &metrics::HISTOGRAM_POINTS,
+    &metrics::EXP_HISTOGRAM_POINTS,
+    &metrics::SUMMARY_POINTS,
+];
+pub const DIMENSION_TABLES: usize = 3;
+
+/// Index into [`TABLES`].
+#[derive(Debug, Clone, Copy)]
+pub enum TableId {
+    Resources,
+    Scopes,
+    MetricSeries,
+    Spans,
+    Logs,
+    NumberPoints,
+    HistogramPoints,
+    ExpHistogramPoints,
+    SummaryPoints,
+}
+
+impl TableId {
+    pub fn table(self) -> &'static Table {
+        TABLES[self as usize]
+    }
+}
+
+/// One request's rows, ready to stream.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub rows: [Rows; TABLES.len()],
+    /// Ids of the dimension rows included above, remembered as stored once they commit.
+    pub new_dimension_ids: Vec<i64>,
+}
+
+impl Encoded {
+    pub fn rows_mut(&mut self, table: TableId) -> &mut Rows {
+        &mut self.rows[table as usize]
+    }
+
+    /// Encoded bytes, what the queue's capacity counts.
+    pub fn bytes(&self) -> usize {
+        self.rows.iter().map(|r| r.buf.len()).sum()
+    }
+
+    /// Record rows (spans, log records, data points), not counting dimensions.
+    pub fn records(&self) -> usize {
+        self.rows[DIMENSION_TABLES..].iter().map(|r| r.count).sum()
+    }
+
+    pub fn total_rows(&self) -> usize {
+        self.rows.iter().map(|r| r.count).sum()
+    }
+}

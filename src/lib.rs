@@ -1,0 +1,24 @@
+//! otelephant: an OpenTelemetry (OTLP) backend that stores traces, metrics and logs in
+//! PostgreSQL.
+//!
+//! A request flows left to right through the stages below; it is answered only after the
+//! transaction holding its rows has committed.
+//!
+//! # Layout
+//! - [`config`]: the configuration structs and how their sources merge.
+//! - [`receive`]: front doors; [`receive::grpc`] serves the OTLP/gRPC export services.
+//! - [`encode`]: OTLP -> binary COPY tuples. [`encode::copy`] is the tuple encoder,
+//!   [`encode::attributes`] the AnyValue <-> jsonb mapping (both directions),
+//!   [`encode::dims`] resources, scopes and the cache of known ids, and
+//!   [`encode::traces`], [`encode::metrics`], [`encode::logs`] one signal each.
+//! - [`pipeline`]: the bounded queue, acknowledgements, and the batching writer tasks.
+//! - [`store`]: the pool ([`store::connect`]), [`store::migrate`], [`store::partitions`] and the
+//!   COPY transaction in [`store::writer`].
+//! - [`server`]: start-up, wiring and shutdown.
+
+pub mod config;
+pub mod encode;
+pub mod pipeline;
+pub mod receive;
+pub mod server;
+pub mod store;

@@ -1,0 +1,139 @@
+//! The path from request handlers to the writers: a queue bounded both in requests and in
+//! encoded bytes, and the acknowledgement each request waits for. A handler gets its answer only
+//! after the transaction holding its rows has committed (or failed).
+
+mod batcher;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use tokio::{
+    sync::{mpsc, oneshot, Mutex, OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+};
+
+use crate::{
+    config::PipelineConfig,
+    encode::{dims::KnownIds, Encoded, TABLES},
+};
+
+/// Requests that may wait in the queue at once; the byte budget usually binds first.
+pub const QUEUE_REQUESTS: usize = 4096;
+
+/// One request's encoded rows, frozen for streaming: per table (indexed like [`TABLES`]) the
+/// tuples and their count.
+pub struct Payload {
+    pub tables: [(Bytes, usize); TABLES.len()],
+    pub new_dimension_ids: Vec<i64>,
+}
+
+impl Payload {
+    fn new(encoded: Encoded) -> Self {
+        let mut rows = encoded.rows.into_iter();
+        Self {
+            tables: std::array::from_fn(|_| {
+                let r = rows.next().unwrap_or_default();
+                (r.buf.freeze(), r.count)
+            }),
+            new_dimension_ids: encoded.new_dimension_ids,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.tables.iter().map(|(_, n)| n).sum()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.tables.iter().map(|(b, _)| b.len()).sum()
+    }
+}
+
+/// Why a request's rows were not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The database write failed; sending again may succeed.
+    #[error("storing the batch failed: {0}")]
+    Database(String),
+    /// The pipeline is closed: the server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// A request in the queue: its rows, the room it holds in the queue, and where its answer goes.
+pub struct WriteRequest {
+    pub payload: Payload,
+    pub ack: oneshot::Sender<Result<(), WriteError>>,
+    _room: OwnedSemaphorePermit,
+}
+
+/// The handlers' side of the pipeline.
+#[derive(Clone)]
+pub struct Pipeline {
+    tx: mpsc::Sender<WriteRequest>,
+    room: Arc<Semaphore>,
+    capacity_bytes: u32,
+    pub known: Arc<KnownIds>,
+}
+
+impl Pipeline {
+    /// Starts `config.writers` writer tasks on `pool`. The writers stop once every clone of the
+    /// returned `Pipeline` is dropped and the queue has drained.
+    pub fn start(config: &PipelineConfig, pool: Pool) -> (Self, Vec<JoinHandle<()>>) {
+        let (tx, rx) = mpsc::channel(QUEUE_REQUESTS);
+        let rx = Arc::new(Mutex::new(rx));
+        let capacity_bytes = config.queue_bytes.min(u32::MAX as usize) as u32;
+        let known = Arc::new(KnownIds::default());
+        let writers = (0..config.writers)
+            .map(|id| {
+                let batcher = batcher::Batcher::new(
+                    id,
+                    config.clone(),
+                    rx.clone(),
+                    pool.clone(),
+                    known.clone(),
+                );
+                tokio::spawn(batcher.run())
+            })
+            .collect();
+        let room = Arc::new(Semaphore::new(capacity_bytes as usize));
+        (
+            Self {
+                tx,
+                room,
+                capacity_bytes,
+                known,
+            },
+            writers,
+        )
+    }
+
+    /// Queues a request's rows and waits until they are committed.
+    ///
+    /// # Errors
+    /// [`WriteError`] when the rows were not stored.
+    pub async fn submit(&self, encoded: Encoded) -> Result<(), WriteError> {
+        if encoded.total_rows() == 0 {
+            return Ok(());
+        }
+        let payload = Payload::new(encoded);
+        // A request larger than the whole queue still goes through, alone.
+        let need = (payload.bytes().max(1) as u64).min(u64::from(self.capacity_bytes)) as u32;
+        let room = self
+            .room
+            .clone()
+            .acquire_many_owned(need)
+            .await
+            .map_err(|_| WriteError::ShuttingDown)?;
+        let (ack, answer) = oneshot::channel();
+        self.tx
+            .send(WriteRequest {
+                payload,
+                ack,
+                _room: room,
+            })
+            .await
+            .map_err(|_| WriteError::ShuttingDown)?;
+        answer.await.unwrap_or(Err(WriteError::ShuttingDown))
+    }
+}

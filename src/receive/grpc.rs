@@ -1,0 +1,174 @@
+//! The OTLP/gRPC receiver: `TraceService`, `MetricsService` and `LogsService` Export, accepting
+//! gzip and zstd, with the request size limit answered as RESOURCE_EXHAUSTED.
+
+use std::convert::Infallible;
+
+use http::{HeaderValue, Request, Response};
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{
+        logs_service_server::{LogsService, LogsServiceServer},
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    },
+    metrics::v1::{
+        metrics_service_server::{MetricsService, MetricsServiceServer},
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    },
+    trace::v1::{
+        trace_service_server::{TraceService, TraceServiceServer},
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    },
+};
+use tonic::{
+    body::Body, codec::CompressionEncoding, server::NamedService, service::Routes, Code, Status,
+};
+use tower::Service;
+
+use crate::{
+    encode::{logs, metrics, traces, Encoded},
+    pipeline::Pipeline,
+};
+
+/// The three export services; cheap to clone, all sharing one pipeline.
+#[derive(Clone)]
+pub struct OtlpGrpc {
+    pipeline: Pipeline,
+}
+
+impl OtlpGrpc {
+    pub fn new(pipeline: Pipeline) -> Self {
+        Self { pipeline }
+    }
+
+    /// Encodes a request off the async threads (a request may be tens of megabytes) and waits
+    /// for its rows to commit.
+    async fn ingest<R: Send + 'static>(
+        &self,
+        request: tonic::Request<R>,
+        encode: fn(&R, &crate::encode::dims::KnownIds) -> Encoded,
+    ) -> Result<(), Status> {
+        let request = request.into_inner();
+        let known = self.pipeline.known.clone();
+        let encoded = tokio::task::spawn_blocking(move || encode(&request, &known))
+            .await
+            .map_err(|err| Status::internal(format!("encoding the request failed: {err}")))?;
+        self.pipeline
+            .submit(encoded)
+            .await
+            .map_err(|err| super::status(&err))
+    }
+
+    /// The routes of the three services, each accepting compressed requests up to
+    /// `max_request_bytes` decoded.
+    pub fn routes(self, max_request_bytes: usize) -> Routes {
+        let gzip = CompressionEncoding::Gzip;
+        let zstd = CompressionEncoding::Zstd;
+        let traces = TraceServiceServer::new(self.clone())
+            .accept_compressed(gzip)
+            .accept_compressed(zstd)
+            .max_decoding_message_size(max_request_bytes);
+        let metrics = MetricsServiceServer::new(self.clone())
+            .accept_compressed(gzip)
+            .accept_compressed(zstd)
+            .max_decoding_message_size(max_request_bytes);
+        let logs = LogsServiceServer::new(self)
+            .accept_compressed(gzip)
+            .accept_compressed(zstd)
+            .max_decoding_message_size(max_request_bytes);
+        Routes::new(SizeLimitStatus(traces))
+            .add_service(SizeLimitStatus(metrics))
+            .add_service(SizeLimitStatus(logs))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+        self.ingest(request, traces::encode).await?;
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, Status> {
+        self.ingest(request, metrics::encode).await?;
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
+        self.ingest(request, logs::encode).await?;
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// Tonic answers a message over the size limit with OUT_OF_RANGE when it arrives uncompressed
+/// (and RESOURCE_EXHAUSTED when it is compressed). OTLP clients expect RESOURCE_EXHAUSTED for
+/// both, so this rewrites the former; the rejection happens before any handler runs, in the
+/// response headers of a trailers-only answer.
+#[derive(Clone)]
+struct SizeLimitStatus<S>(S);
+
+impl<S: NamedService> NamedService for SizeLimitStatus<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<Request<Body>> for SizeLimitStatus<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let response = self.0.call(request);
+        Box::pin(async move {
+            let mut response = response.await?;
+            let headers = response.headers_mut();
+            let too_large = headers.get("grpc-status").and_then(|v| v.to_str().ok())
+                == Some(&(Code::OutOfRange as i32).to_string())
+                && headers
+                    .get("grpc-message")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|m| {
+                        m.contains("message%20length%20too%20large")
+                            || m.contains("message length too large")
+                    });
+            if too_large {
+                headers.insert(
+                    "grpc-status",
+                    HeaderValue::from(Code::ResourceExhausted as i32),
+                );
+            }
+            Ok(response)
+        })
+    }
+}

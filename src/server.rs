@@ -1,0 +1,133 @@
+//! Start-up and shutdown: connect and migrate, prepare partitions, start the writers and the
+//! listeners; on shutdown stop accepting, let the queue drain through the writers, and return.
+
+use std::{future::Future, net::SocketAddr, time::SystemTime};
+
+use deadpool_postgres::Pool;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::server::TcpIncoming;
+
+use crate::{
+    config::Config,
+    pipeline::Pipeline,
+    receive::grpc::OtlpGrpc,
+    store::{self, migrate, partitions, StoreError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("a server task panicked: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A started server.
+pub struct Server {
+    /// Where OTLP/gRPC listens (useful when configured with port 0).
+    pub grpc_addr: SocketAddr,
+    pub pool: Pool,
+    stop: oneshot::Sender<()>,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    writers: Vec<JoinHandle<()>>,
+    maintenance: JoinHandle<()>,
+}
+
+/// Connects, migrates and prepares the database.
+///
+/// # Errors
+/// When the database cannot be reached, created or migrated.
+pub async fn prepare_database(config: &Config) -> Result<Pool, StartError> {
+    let pool = store::connect(&config.postgres).await?;
+    let mut client = pool.get().await.map_err(StoreError::from)?;
+    migrate::run(&mut client).await?;
+    partitions::ensure(
+        &mut client,
+        partitions::epoch_day(SystemTime::now()),
+        &config.partitions,
+    )
+    .await?;
+    Ok(pool)
+}
+
+impl Server {
+    /// Starts everything and returns once the listeners accept connections.
+    ///
+    /// # Errors
+    /// Invalid configuration, database set-up failures, addresses that cannot be bound.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let pool = prepare_database(&config).await?;
+        let maintenance = tokio::spawn(partitions::maintain(
+            pool.clone(),
+            config.partitions.clone(),
+        ));
+        let (pipeline, writers) = Pipeline::start(&config.pipeline, pool.clone());
+
+        let addr = config.otlp.grpc_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let grpc_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let routes = OtlpGrpc::new(pipeline).routes(config.otlp.max_request_bytes);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let grpc = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+        tracing::info!(%grpc_addr, "OTLP/gRPC listening");
+        Ok(Self {
+            grpc_addr,
+            pool,
+            stop,
+            grpc,
+            writers,
+            maintenance,
+        })
+    }
+
+    /// Runs until `signal` resolves, then shuts down.
+    ///
+    /// # Errors
+    /// When the gRPC server fails or a task panics.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), ServeError> {
+        signal.await;
+        self.shutdown().await
+    }
+
+    /// Stops accepting requests, waits for in-flight ones to be written and answered, and stops
+    /// the writers.
+    ///
+    /// # Errors
+    /// When the gRPC server fails or a task panics.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(());
+        // The server owns the services and so the pipeline's senders; once it has finished
+        // the in-flight requests, the queue closes and the writers drain it and exit.
+        self.grpc.await??;
+        for writer in self.writers {
+            writer.await?;
+        }
+        self.maintenance.abort();
+        self.pool.close();
+        Ok(())
+    }
+}

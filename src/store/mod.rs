@@ -1,0 +1,117 @@
+//! PostgreSQL: the connection pool (creating the database and schema when missing), schema
+//! migrations, daily partitions, and the COPY writer that the pipeline's batches go through.
+
+pub mod migrate;
+pub mod partitions;
+pub mod writer;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{error::SqlState, NoTls};
+
+use crate::config::PostgresConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid postgres.url: {0}")]
+    Url(tokio_postgres::Error),
+    #[error("postgres.url names no database")]
+    NoDatabase,
+    #[error("invalid postgres.schema {0:?}: use lowercase letters, digits and _, not starting with a digit")]
+    Schema(String),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("could not build the connection pool: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
+    #[error("migration {version} ({name}) was changed after it was applied; applied migrations must never be edited")]
+    MigrationChanged { version: i32, name: String },
+}
+
+/// A schema name that can go into `search_path` and SQL unquoted.
+fn valid_schema(schema: &str) -> bool {
+    let mut chars = schema.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && schema.len() <= 63
+}
+
+/// Connects to the configured database, creating it and the schema if they do not exist, and
+/// returns a pool whose connections use the schema.
+///
+/// # Errors
+/// A malformed URL or schema name, an unreachable server, or missing rights to create them.
+pub async fn connect(config: &PostgresConfig) -> Result<Pool, StoreError> {
+    if !valid_schema(&config.schema) {
+        return Err(StoreError::Schema(config.schema.clone()));
+    }
+    let mut pg: tokio_postgres::Config = config.url.parse().map_err(StoreError::Url)?;
+    let database = pg.get_dbname().ok_or(StoreError::NoDatabase)?.to_owned();
+    create_database_if_missing(&pg, &database).await?;
+
+    let (client, connection) = pg.connect(NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", config.schema))
+        .await
+        .or_else(ignore_duplicate)?;
+    drop(client);
+
+    pg.options(format!("-c search_path={}", config.schema));
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager).max_size(config.pool_size).build()?)
+}
+
+/// Concurrent `IF NOT EXISTS` creations can still collide; the loser sees the winner's object.
+fn ignore_duplicate(err: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
+    match err.code() {
+        Some(code)
+            if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::DUPLICATE_SCHEMA =>
+        {
+            Ok(())
+        }
+        Some(code) if *code == SqlState::DUPLICATE_DATABASE => Ok(()),
+        _ => Err(err),
+    }
+}
+
+async fn create_database_if_missing(
+    pg: &tokio_postgres::Config,
+    database: &str,
+) -> Result<(), StoreError> {
+    match pg.connect(NoTls).await {
+        Ok(_) => return Ok(()),
+        Err(err) if err.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
+        Err(err) => return Err(err.into()),
+    }
+    let mut maintenance = pg.clone();
+    maintenance.dbname("postgres");
+    let (client, connection) = maintenance.connect(NoTls).await?;
+    tokio::spawn(connection);
+    let quoted = format!("\"{}\"", database.replace('"', "\"\""));
+    tracing::info!(database, "creating database");
+    client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await
+        .or_else(ignore_duplicate)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn schema_names() {
+        for ok in ["public", "otel_1", "_x"] {
+            assert!(super::valid_schema(ok), "{ok}");
+        }
+        for bad in ["", "1abc", "Upper", "a;drop", "a b", "a\"b"] {
+            assert!(!super::valid_schema(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Writes one batch in one transaction: dimension rows first (COPY into a session-temporary
+//! staging table, then `INSERT ... ON CONFLICT DO NOTHING` in key order, so concurrent writers
+//! neither fail nor deadlock on the same new resource), then each record table with one binary
+//! COPY streaming every request's tuples back to back.
+
+use bytes::Bytes;
+use deadpool_postgres::{Pool, Transaction};
+use futures_util::SinkExt;
+
+use super::StoreError;
+use crate::{
+    encode::{
+        copy::{Table, HEADER, TRAILER},
+        DIMENSION_TABLES, TABLES,
+    },
+    pipeline::Payload,
+};
+
+/// Stores every payload of a batch, or none of them.
+///
+/// # Errors
+/// No connection, or any statement of the transaction failing.
+pub async fn write_batch(pool: &Pool, batch: &[&Payload]) -> Result<(), StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    for (index, table) in TABLES.iter().enumerate() {
+        let chunks: Vec<&Bytes> = batch
+            .iter()
+            .map(|p| &p.tables[index])
+            .filter(|(_, n)| *n > 0)
+            .map(|(b, _)| b)
+            .collect();
+        if chunks.is_empty() {
+            continue;
+        }
+        if index < DIMENSION_TABLES {
+            upsert_dimension(&tx, table, &chunks).await?;
+        } else {
+            copy(&tx, &table.copy_statement(table.name), &chunks).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn upsert_dimension(
+    tx: &Transaction<'_>,
+    table: &Table,
+    chunks: &[&Bytes],
+) -> Result<(), StoreError> {
+    let stage = format!("stage_{}", table.name);
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+        table.name
+    ))
+    .await?;
+    copy(tx, &table.copy_statement(&stage), chunks).await?;
+    let columns = table.columns.join(", ");
+    let key = table.columns[0];
+    let insert = format!(
+        "INSERT INTO {name} ({columns}) SELECT {columns} FROM {stage} ORDER BY {key} ON CONFLICT ({key}) DO NOTHING",
+        name = table.name
+    );
+    tx.execute(&tx.prepare_cached(&insert).await?, &[]).await?;
+    Ok(())
+}
+
+/// Streams the tuples of `chunks` through one `COPY ... FROM STDIN (FORMAT binary)`.
+pub async fn copy(
+    tx: &Transaction<'_>,
+    statement: &str,
+    chunks: &[&Bytes],
+) -> Result<u64, StoreError> {
+    let statement = tx.prepare_cached(statement).await?;
+    let sink = tx.copy_in::<_, Bytes>(&statement).await?;
+    futures_util::pin_mut!(sink);
+    sink.feed(Bytes::from_static(HEADER)).await?;
+    for chunk in chunks {
+        sink.feed((*chunk).clone()).await?;
+    }
+    sink.feed(Bytes::from_static(TRAILER)).await?;
+    Ok(sink.finish().await?)
+}
