@@ -270,7 +270,10 @@ mod tests {
 
             jail.set_env("OTELEPHANT_OTLP__GRPC_ADDR", "not an address");
             let err = Config::load(None, Figment::new()).unwrap_err();
-            assert!(err.to_string().contains("grpc_addr"), "{err}");
+            assert!(
+                err.to_string().to_lowercase().contains("otlp.grpc_addr"),
+                "{err}"
+            );
             Ok(())
         });
     }

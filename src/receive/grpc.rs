@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use opentelemetry_proto::tonic::collector::{
     logs::v1::{
         logs_service_server::{LogsService, LogsServiceServer},
@@ -58,7 +58,7 @@ impl OtlpGrpc {
     }
 
     /// The routes of the three services, each accepting compressed requests up to
-    /// `max_request_bytes` decoded.
+    /// `max_request_bytes` decoded, with tonic's rejections given OTLP's status codes.
     pub fn routes(self, max_request_bytes: usize) -> Routes {
         let gzip = CompressionEncoding::Gzip;
         let zstd = CompressionEncoding::Zstd;
@@ -74,9 +74,9 @@ impl OtlpGrpc {
             .accept_compressed(gzip)
             .accept_compressed(zstd)
             .max_decoding_message_size(max_request_bytes);
-        Routes::new(SizeLimitStatus(traces))
-            .add_service(SizeLimitStatus(metrics))
-            .add_service(SizeLimitStatus(logs))
+        Routes::new(RejectionStatus(traces))
+            .add_service(RejectionStatus(metrics))
+            .add_service(RejectionStatus(logs))
     }
 }
 
@@ -119,18 +119,36 @@ impl LogsService for OtlpGrpc {
     }
 }
 
-/// Tonic answers a message over the size limit with OUT_OF_RANGE when it arrives uncompressed
-/// (and RESOURCE_EXHAUSTED when it is compressed). OTLP clients expect RESOURCE_EXHAUSTED for
-/// both, so this rewrites the former; the rejection happens before any handler runs, in the
-/// response headers of a trailers-only answer.
+/// Tonic rejects some requests before any handler runs, with codes OTLP clients do not
+/// expect: a message over the size limit gets OUT_OF_RANGE when it arrives uncompressed, and a
+/// message that does not decode gets INTERNAL. This rewrites those answers (trailers-only
+/// responses, so the status is in the headers) to RESOURCE_EXHAUSTED and INVALID_ARGUMENT,
+/// keeping tonic's message.
 #[derive(Clone)]
-struct SizeLimitStatus<S>(S);
+struct RejectionStatus<S>(S);
 
-impl<S: NamedService> NamedService for SizeLimitStatus<S> {
+impl<S: NamedService> NamedService for RejectionStatus<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S> Service<Request<Body>> for SizeLimitStatus<S>
+/// The status a pre-handler rejection should have had, if it needs another.
+fn corrected(status: &Status) -> Option<Code> {
+    match status.code() {
+        Code::OutOfRange if status.message().contains("message length too large") => {
+            Some(Code::ResourceExhausted)
+        }
+        Code::Internal
+            if status
+                .message()
+                .starts_with("failed to decode Protobuf message") =>
+        {
+            Some(Code::InvalidArgument)
+        }
+        _ => None,
+    }
+}
+
+impl<S> Service<Request<Body>> for RejectionStatus<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
     S::Future: Send + 'static,
@@ -151,24 +169,14 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let response = self.0.call(request);
         Box::pin(async move {
-            let mut response = response.await?;
-            let headers = response.headers_mut();
-            let too_large = headers.get("grpc-status").and_then(|v| v.to_str().ok())
-                == Some(&(Code::OutOfRange as i32).to_string())
-                && headers
-                    .get("grpc-message")
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|m| {
-                        m.contains("message%20length%20too%20large")
-                            || m.contains("message length too large")
-                    });
-            if too_large {
-                headers.insert(
-                    "grpc-status",
-                    HeaderValue::from(Code::ResourceExhausted as i32),
-                );
-            }
-            Ok(response)
+            let response = response.await?;
+            let Some(status) = Status::from_header_map(response.headers()) else {
+                return Ok(response);
+            };
+            Ok(match corrected(&status) {
+                Some(code) => Status::new(code, status.message()).into_http(),
+                None => response,
+            })
         })
     }
 }

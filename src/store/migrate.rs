@@ -50,12 +50,16 @@ pub async fn run(client: &mut Object) -> Result<Vec<i32>, StoreError> {
             )
             .await?;
         match row {
-            Some(row) if row.get::<_, i64>(0) == migration.checksum() => continue,
+            Some(row) if row.get::<_, i64>(0) == migration.checksum() => {
+                tx.rollback().await?;
+                continue;
+            }
             Some(_) => {
+                tx.rollback().await?;
                 return Err(StoreError::MigrationChanged {
                     version: migration.version,
                     name: migration.name.to_owned(),
-                })
+                });
             }
             None => {}
         }

@@ -1,0 +1,277 @@
+//! Test harness: each test gets its own PostgreSQL schema in the test database (so tests run in
+//! parallel), an in-process server on port 0, a SQL client, and cleanup when it ends.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use opentelemetry_proto::tonic::{
+    collector::{
+        logs::v1::logs_service_client::LogsServiceClient,
+        metrics::v1::metrics_service_client::MetricsServiceClient,
+        trace::v1::trace_service_client::TraceServiceClient,
+    },
+    common::v1::{any_value::Value, AnyValue, ArrayValue, KeyValue, KeyValueList},
+};
+use otelephant::{config::Config, server::Server};
+use tokio_postgres::{Client, NoTls};
+use tonic::transport::Channel;
+
+/// The database the tests use; created if missing. Override with OTELEPHANT_TEST_DATABASE_URL.
+pub fn database_url() -> String {
+    std::env::var("OTELEPHANT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/otelephant_test".into())
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A schema of its own in the test database, dropped when this is dropped.
+pub struct TestSchema {
+    pub name: String,
+}
+
+impl TestSchema {
+    pub fn new() -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Self {
+            name: format!("test_{}_{n}", std::process::id()),
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        let mut config = Config::default();
+        config.postgres.url = database_url();
+        config.postgres.schema = self.name.clone();
+        config.postgres.pool_size = 4;
+        config.otlp.grpc_addr = ([127, 0, 0, 1], 0).into();
+        config.pipeline.linger_ms = 5;
+        config
+    }
+
+    /// A SQL client whose search_path is this schema.
+    pub async fn sql(&self) -> Client {
+        let mut pg: tokio_postgres::Config = database_url().parse().expect("test database url");
+        pg.options(format!("-c search_path={}", self.name));
+        let (client, connection) = pg
+            .connect(NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on; use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime
+                .block_on(async {
+                    let (client, connection) =
+                        tokio_postgres::connect(&database_url(), NoTls).await?;
+                    tokio::spawn(connection);
+                    client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .await
+                })
+                .map_err(std::io::Error::other)
+        })
+        .join();
+    }
+}
+
+/// A running server on its own schema.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub sql: Client,
+    /// Held so the schema is dropped when the test ends.
+    _schema: TestSchema,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let schema = TestSchema::new();
+        let mut config = schema.config();
+        adjust(&mut config);
+        let server = Server::start(config).await.expect("server starts");
+        let sql = schema.sql().await;
+        Self {
+            server: Some(server),
+            sql,
+            _schema: schema,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!(
+            "http://{}",
+            self.server.as_ref().expect("running").grpc_addr
+        )
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(self.endpoint())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    pub async fn traces(&self) -> TraceServiceClient<Channel> {
+        TraceServiceClient::new(self.channel().await)
+    }
+
+    pub async fn metrics(&self) -> MetricsServiceClient<Channel> {
+        MetricsServiceClient::new(self.channel().await)
+    }
+
+    pub async fn logs(&self) -> LogsServiceClient<Channel> {
+        LogsServiceClient::new(self.channel().await)
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.sql
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+pub fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+pub fn s(v: &str) -> Value {
+    Value::StringValue(v.into())
+}
+
+/// One attribute of every AnyValue variant, nested ones included, plus hostile text.
+pub fn every_value_attributes() -> Vec<KeyValue> {
+    vec![
+        kv(
+            "string",
+            s("héllo ✓ 日本語 🐘 \"quoted\" back\\slash\nnewline\ttab\u{1}"),
+        ),
+        kv("empty.string", s("")),
+        kv("bool.true", Value::BoolValue(true)),
+        kv("bool.false", Value::BoolValue(false)),
+        kv("int", Value::IntValue(-42)),
+        kv("int.max", Value::IntValue(i64::MAX)),
+        kv("int.min", Value::IntValue(i64::MIN)),
+        kv("double", Value::DoubleValue(3.25)),
+        kv("double.whole", Value::DoubleValue(42.0)),
+        kv("double.tiny", Value::DoubleValue(5e-324)),
+        kv("double.huge", Value::DoubleValue(1.7976931348623157e308)),
+        kv("double.nan", Value::DoubleValue(f64::NAN)),
+        kv("double.inf", Value::DoubleValue(f64::INFINITY)),
+        kv("double.neg_inf", Value::DoubleValue(f64::NEG_INFINITY)),
+        kv("double.neg_zero", Value::DoubleValue(-0.0)),
+        kv("bytes", Value::BytesValue(vec![0, 1, 2, 254, 255])),
+        kv("bytes.empty", Value::BytesValue(vec![])),
+        kv(
+            "array",
+            Value::ArrayValue(ArrayValue {
+                values: vec![
+                    AnyValue {
+                        value: Some(Value::IntValue(1)),
+                    },
+                    AnyValue {
+                        value: Some(Value::DoubleValue(1.0)),
+                    },
+                    AnyValue {
+                        value: Some(s("one")),
+                    },
+                    AnyValue { value: None },
+                    AnyValue {
+                        value: Some(Value::ArrayValue(ArrayValue::default())),
+                    },
+                ],
+            }),
+        ),
+        kv("array.empty", Value::ArrayValue(ArrayValue::default())),
+        kv(
+            "map",
+            Value::KvlistValue(KeyValueList {
+                values: vec![
+                    kv(
+                        "nested",
+                        Value::KvlistValue(KeyValueList {
+                            values: vec![kv("deep", Value::IntValue(7))],
+                        }),
+                    ),
+                    kv("$bytes", s("a map key that looks like a tag")),
+                ],
+            }),
+        ),
+        kv(
+            "map.tag_lookalike",
+            Value::KvlistValue(KeyValueList {
+                values: vec![kv("$double", s("NaN"))],
+            }),
+        ),
+        kv("map.empty", Value::KvlistValue(KeyValueList::default())),
+        KeyValue {
+            key: "empty.value".into(),
+            value: Some(AnyValue { value: None }),
+            ..Default::default()
+        },
+    ]
+}
+
+/// A comparable form of an attribute map: sorted by key at every level, doubles by their bits
+/// (so NaN equals NaN and -0 differs from 0), an absent value the same as an empty one.
+pub fn normalize(attributes: &[KeyValue]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), normalize_value(kv.value.as_ref())))
+        .collect();
+    out.sort();
+    out
+}
+
+fn normalize_value(value: Option<&AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        None => "empty".into(),
+        Some(Value::DoubleValue(d)) => format!("double:{:x}", d.to_bits()),
+        Some(Value::ArrayValue(a)) => {
+            let items: Vec<String> = a.values.iter().map(|v| normalize_value(Some(v))).collect();
+            format!("array:[{}]", items.join(","))
+        }
+        Some(Value::KvlistValue(l)) => format!("map:{:?}", normalize(&l.values)),
+        Some(other) => format!("{other:?}"),
+    }
+}
+
+pub fn normalize_any(value: &AnyValue) -> String {
+    normalize_value(Some(value))
+}
+
+/// Reads a stored attribute map back into OTLP.
+pub fn attributes(json: &serde_json::Value) -> Vec<KeyValue> {
+    otelephant::encode::attributes::attributes_from_json(json)
+        .expect("stored attributes follow the mapping")
+}
+
+pub fn nanos_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+}
