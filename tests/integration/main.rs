@@ -2,6 +2,7 @@
 //! so they build once and run in parallel, each in a schema of its own.
 
 mod common;
+mod e2e;
 mod grpc;
 mod logs;
 mod metrics;

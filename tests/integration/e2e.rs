@@ -1,0 +1,180 @@
+//! End to end with real clients: the OpenTelemetry Python SDK's OTLP/gRPC exporters, installed
+//! into a venv by `tests/e2e/setup-venv.sh`, send to an in-process server; the test reads what
+//! they sent back out of PostgreSQL.
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+use crate::common::*;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv's python, creating the venv first if needed.
+async fn e2e_python() -> PathBuf {
+    let output = Command::new(repo().join("tests/e2e/setup-venv.sh"))
+        .output()
+        .await
+        .expect("run setup-venv.sh");
+    assert!(
+        output.status.success(),
+        "setting up the e2e venv failed (needs python3 and PyPI):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8(output.stdout).expect("utf-8 path").trim())
+}
+
+#[tokio::test]
+async fn python_sdk_grpc_exporters_land_in_postgres() {
+    let python = e2e_python().await;
+    let mut t = TestServer::start().await;
+    let service = format!("e2e-{}", std::process::id());
+    let output = Command::new(python)
+        .arg(repo().join("tests/e2e/sdk_grpc.py"))
+        .arg(t.endpoint())
+        .arg(&service)
+        .output()
+        .await
+        .expect("run the Python SDK client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the SDK reported failed exports:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let trace_id = stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("trace_id="))
+        .expect("the client prints its trace id");
+
+    // Spans: two in the trace, with their attributes' types, event, link and error status.
+    let spans = t
+        .sql
+        .query(
+            "SELECT s.name, s.kind, s.status_code, s.status_message, s.attributes, s.events, s.links
+             FROM spans s JOIN resources r USING (resource_id)
+             WHERE s.trace_id = decode($1, 'hex') AND r.service_name = $2 ORDER BY s.start_time_unix_nano",
+            &[&trace_id, &service],
+        )
+        .await
+        .expect("spans");
+    let names: Vec<String> = spans.iter().map(|r| r.get("name")).collect();
+    assert_eq!(names, ["checkout", "charge card"]);
+    let parent = &spans[0];
+    assert_eq!(parent.get::<_, i32>("kind"), 2, "SERVER");
+    let attrs: serde_json::Value = parent.get("attributes");
+    assert_eq!(attrs["http.status_code"], serde_json::json!(200));
+    assert_eq!(attrs["ratio"].to_string(), "0.25");
+    assert_eq!(attrs["cached"], serde_json::json!(false));
+    assert_eq!(attrs["tags"], serde_json::json!(["a", "b", "ü"]));
+    let events: serde_json::Value = parent.get("events");
+    assert_eq!(events[0]["name"], "cart.loaded");
+    assert_eq!(events[0]["attributes"]["items"], serde_json::json!(3));
+    let child = &spans[1];
+    assert_eq!(child.get::<_, Option<i32>>("status_code"), Some(2));
+    assert_eq!(child.get::<_, String>("status_message"), "card declined");
+    let events: serde_json::Value = child.get("events");
+    assert_eq!(events[0]["name"], "exception");
+    assert_eq!(events[0]["attributes"]["exception.message"], "declined ✗");
+    let links: serde_json::Value = child.get("links");
+    assert_eq!(links[0]["trace_id"], trace_id);
+    assert_eq!(links[0]["attributes"]["link.kind"], "follows");
+
+    // Logs: severity, body, attributes, and the trace context of the span they were logged in.
+    let logs = t
+        .sql
+        .query(
+            "SELECT severity_text, severity_number, body, attributes->>'order.id', trace_id, scope_name
+             FROM logs_view WHERE service_name = $1 ORDER BY time",
+            &[&service],
+        )
+        .await
+        .expect("logs");
+    assert_eq!(logs.len(), 2);
+    assert_eq!(logs[0].get::<_, String>(0), "WARN");
+    assert_eq!(logs[0].get::<_, i32>(1), 13);
+    assert_eq!(logs[0].get::<_, String>(2), "payment retried 2 times");
+    assert_eq!(logs[0].get::<_, Option<String>>(3).as_deref(), Some("o-17"));
+    assert!(
+        logs[0].get::<_, Option<String>>(4).is_some(),
+        "logged inside a span"
+    );
+    assert_eq!(logs[1].get::<_, String>(2), "plain info line");
+    assert_eq!(logs[1].get::<_, Option<String>>(4), None);
+
+    // Metrics: every instrument became its series, with points in the right table.
+    let series = t
+        .sql
+        .query(
+            "SELECT metric_name, metric_type, is_monotonic, count(*)::int FROM metric_series m
+             JOIN resources r USING (resource_id) WHERE r.service_name = $1
+             GROUP BY 1, 2, 3 ORDER BY 1",
+            &[&service],
+        )
+        .await
+        .expect("series");
+    let got: Vec<(String, String, Option<bool>, i32)> = series
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("e2e.inflight".into(), "sum".into(), Some(false), 1),
+            ("e2e.latency".into(), "histogram".into(), None, 1),
+            (
+                "e2e.latency.exp".into(),
+                "exponential_histogram".into(),
+                None,
+                1
+            ),
+            ("e2e.requests".into(), "sum".into(), Some(true), 2),
+            ("e2e.temperature".into(), "gauge".into(), None, 1),
+        ]
+    );
+    let requests: Vec<i64> = t
+        .sql
+        .query(
+            "SELECT value_int FROM metric_points_number p JOIN metric_series m USING (series_id)
+             WHERE m.metric_name = 'e2e.requests' ORDER BY m.attributes->>'route'",
+            &[],
+        )
+        .await
+        .expect("counter points")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(requests, [5, 2]);
+    let histogram = t
+        .sql
+        .query_one("SELECT count, sum, min, max FROM metric_histograms_view WHERE metric_name = 'e2e.latency'", &[])
+        .await
+        .expect("histogram");
+    assert_eq!(histogram.get::<_, i64>(0), 3);
+    assert_eq!(histogram.get::<_, Option<f64>>(1), Some(258.5));
+    assert_eq!(histogram.get::<_, Option<f64>>(2), Some(1.5));
+    assert_eq!(histogram.get::<_, Option<f64>>(3), Some(250.0));
+    let exp_count: i64 = t
+        .sql
+        .query_one(
+            "SELECT sum(count)::bigint FROM metric_points_exp_histogram",
+            &[],
+        )
+        .await
+        .expect("exp")
+        .get(0);
+    assert_eq!(exp_count, 3);
+    let gauge: f64 = t
+        .sql
+        .query_one(
+            "SELECT value FROM metric_points_view WHERE metric_name = 'e2e.temperature'",
+            &[],
+        )
+        .await
+        .expect("gauge")
+        .get(0);
+    assert_eq!(gauge, 21.5);
+    t.stop().await;
+}
