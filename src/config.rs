@@ -149,7 +149,7 @@ impl Config {
         Self::figment(file)?
             .merge(overrides)
             .extract()
-            .map_err(ConfigError::Invalid)
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
     }
 
     fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
@@ -199,7 +199,7 @@ pub enum ConfigError {
     #[error("config file {0} does not exist")]
     MissingFile(String),
     #[error("invalid configuration: {0}")]
-    Invalid(#[from] figment::Error),
+    Invalid(Box<figment::Error>),
     #[error("invalid configuration: {0} must be greater than 0")]
     Zero(&'static str),
     #[error("invalid configuration: postgres.pool_size ({pool}) must exceed pipeline.writers ({writers}) so maintenance can get a connection")]
@@ -207,6 +207,7 @@ pub enum ConfigError {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error.
 mod tests {
     use super::*;
     use figment::Jail;

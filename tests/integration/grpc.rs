@@ -98,7 +98,7 @@ async fn undecodable_requests_get_invalid_argument() {
 }
 
 /// Sends one raw gRPC request over HTTP/2 and returns (grpc-status, grpc-message).
-async fn http_post_grpc(endpoint: &str, path: &str, body: Vec<u8>) -> (i32, String) {
+async fn http_post_grpc(endpoint: &str, path: &'static str, body: Vec<u8>) -> (i32, String) {
     let channel = tonic::transport::Channel::from_shared(endpoint.to_owned())
         .expect("endpoint")
         .connect()
@@ -106,7 +106,7 @@ async fn http_post_grpc(endpoint: &str, path: &str, body: Vec<u8>) -> (i32, Stri
         .expect("connect");
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
-    let path = http::uri::PathAndQuery::from_maybe_shared(path.to_owned()).expect("path");
+    let path = http::uri::PathAndQuery::from_maybe_shared(path).expect("path");
     // Skip the 5-byte frame header: the codec adds its own.
     let request = tonic::Request::new(bytes::Bytes::from(body[5..].to_vec()));
     match grpc
