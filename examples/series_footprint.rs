@@ -127,18 +127,21 @@ async fn main() -> anyhow::Result<()> {
 
     let (sql, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    sql.batch_execute(&format!(
-        "SET search_path = {schema};
-         VACUUM ANALYZE metric_points_number, metric_series;
-         CREATE TABLE inline_points AS
+    // One statement per call: VACUUM cannot run in the implicit transaction of a multi-statement string.
+    for statement in [
+        format!("SET search_path = {schema}"),
+        "VACUUM ANALYZE metric_points_number, metric_series".into(),
+        "CREATE TABLE inline_points AS
              SELECT p.time_unix_nano, p.start_time_unix_nano, p.value_int, p.value_double, p.flags, p.exemplars,
                     m.metric_name, m.metric_type, m.description, m.unit, m.aggregation_temporality,
                     m.is_monotonic, m.metadata, m.attributes, m.resource_id, m.scope_id
-             FROM metric_points_number p JOIN metric_series m USING (series_id);
-         CREATE INDEX ON inline_points (metric_name, time_unix_nano);
-         VACUUM ANALYZE inline_points;"
-    ))
-    .await?;
+             FROM metric_points_number p JOIN metric_series m USING (series_id)"
+            .into(),
+        "CREATE INDEX ON inline_points (metric_name, time_unix_nano)".into(),
+        "VACUUM ANALYZE inline_points".into(),
+    ] {
+        sql.batch_execute(&statement).await?;
+    }
     let size = |query: &'static str| {
         let sql = &sql;
         async move { sql.query_one(query, &[]).await.map(|r| r.get::<_, i64>(0)) }
