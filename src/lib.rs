@@ -14,8 +14,10 @@
 //! - [`pipeline`]: the bounded queue, acknowledgements, and the batching writer tasks.
 //! - [`store`]: the pool ([`store::connect`]), [`store::migrate`], [`store::partitions`] and the
 //!   COPY transaction in [`store::writer`].
+//! - [`admin`]: `/healthz` and `/readyz` on the admin address.
 //! - [`server`]: start-up, wiring and shutdown.
 
+pub mod admin;
 pub mod config;
 pub mod encode;
 pub mod pipeline;

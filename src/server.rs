@@ -8,6 +8,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::server::TcpIncoming;
 
 use crate::{
+    admin::{self, Health},
     config::Config,
     pipeline::Pipeline,
     receive::grpc::OtlpGrpc,
@@ -39,6 +40,10 @@ pub enum ServeError {
 pub struct Server {
     /// Where OTLP/gRPC listens (useful when configured with port 0).
     pub grpc_addr: SocketAddr,
+    /// Where `/healthz` and `/readyz` are served.
+    pub admin_addr: SocketAddr,
+    health: Health,
+    admin: JoinHandle<()>,
     pub pool: Pool,
     stop: oneshot::Sender<()>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -63,6 +68,16 @@ pub async fn prepare_database(config: &Config) -> Result<Pool, StartError> {
     Ok(pool)
 }
 
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?;
+    Ok((listener, local))
+}
+
 impl Server {
     /// Starts everything and returns once the listeners accept connections.
     ///
@@ -77,13 +92,15 @@ impl Server {
         ));
         let (pipeline, writers) = Pipeline::start(&config.pipeline, pool.clone());
 
-        let addr = config.otlp.grpc_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Listen { addr, source })?;
-        let grpc_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Listen { addr, source })?;
+        let (listener, grpc_addr) = bind(config.otlp.grpc_addr).await?;
+        let (admin_listener, admin_addr) = bind(config.admin.addr).await?;
+        let health = Health::new(pool.clone());
+        let admin_router = admin::router(health.clone());
+        let admin = tokio::spawn(async move {
+            if let Err(err) = axum::serve(admin_listener, admin_router).await {
+                tracing::error!(%err, "admin server failed");
+            }
+        });
         let routes = OtlpGrpc::new(pipeline).routes(config.otlp.max_request_bytes);
         let (stop, stopped) = oneshot::channel::<()>();
         let grpc = tokio::spawn(
@@ -93,9 +110,12 @@ impl Server {
                     let _ = stopped.await;
                 }),
         );
-        tracing::info!(%grpc_addr, "OTLP/gRPC listening");
+        tracing::info!(%grpc_addr, %admin_addr, "OTLP/gRPC and admin listening");
         Ok(Self {
             grpc_addr,
+            admin_addr,
+            health,
+            admin,
             pool,
             stop,
             grpc,
@@ -119,6 +139,7 @@ impl Server {
     /// # Errors
     /// When the gRPC server fails or a task panics.
     pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.health.start_shutdown();
         let _ = self.stop.send(());
         // The server owns the services and so the pipeline's senders; once it has finished
         // the in-flight requests, the queue closes and the writers drain it and exit.
@@ -127,6 +148,7 @@ impl Server {
             writer.await?;
         }
         self.maintenance.abort();
+        self.admin.abort();
         self.pool.close();
         Ok(())
     }

@@ -1,7 +1,10 @@
 //! Test harness: each test gets its own PostgreSQL schema in the test database (so tests run in
 //! parallel), an in-process server on port 0, a SQL client, and cleanup when it ends.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc, Mutex,
+};
 
 use opentelemetry_proto::tonic::{
     collector::{
@@ -12,6 +15,7 @@ use opentelemetry_proto::tonic::{
     common::v1::{any_value::Value, AnyValue, ArrayValue, KeyValue, KeyValueList},
 };
 use otelephant::{config::Config, server::Server};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_postgres::{Client, NoTls};
 use tonic::transport::Channel;
 
@@ -42,6 +46,7 @@ impl TestSchema {
         config.postgres.schema = self.name.clone();
         config.postgres.pool_size = 4;
         config.otlp.grpc_addr = ([127, 0, 0, 1], 0).into();
+        config.admin.addr = ([127, 0, 0, 1], 0).into();
         config.pipeline.linger_ms = 5;
         config
     }
@@ -274,4 +279,43 @@ pub fn nanos_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_nanos() as u64
+}
+
+/// A TCP proxy to the test database that a test can cut.
+pub struct Proxy {
+    port: u16,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let registry = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                registry.lock().expect("registry").push(conn);
+            }
+        });
+        tasks.lock().expect("registry").push(accept);
+        Self { port, tasks }
+    }
+
+    pub fn url(&self) -> String {
+        database_url().replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
+    }
+
+    /// Drops every connection and stops listening: the database is unreachable.
+    pub fn cut(&self) {
+        for task in self.tasks.lock().expect("registry").drain(..) {
+            task.abort();
+        }
+    }
 }

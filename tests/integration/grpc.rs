@@ -1,8 +1,6 @@
 //! The OTLP/gRPC front door: compression, size limits, undecodable and empty requests, and the
 //! answer when the database is away.
 
-use std::sync::{Arc, Mutex};
-
 use opentelemetry_proto::tonic::{
     collector::{
         logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
@@ -10,7 +8,6 @@ use opentelemetry_proto::tonic::{
     },
     trace::v1::{ResourceSpans, ScopeSpans},
 };
-use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::{codec::CompressionEncoding, Code};
 
 use crate::{common::*, traces::full_span};
@@ -189,45 +186,6 @@ async fn empty_requests_succeed() {
         .expect("hollow request");
     assert_eq!(t.count("spans").await, 0);
     t.stop().await;
-}
-
-/// A TCP proxy to the test database that a test can cut.
-struct Proxy {
-    port: u16,
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let registry = tasks.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                registry.lock().expect("registry").push(conn);
-            }
-        });
-        tasks.lock().expect("registry").push(accept);
-        Self { port, tasks }
-    }
-
-    fn url(&self) -> String {
-        database_url().replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
-    }
-
-    /// Drops every connection and stops listening: the database is unreachable.
-    fn cut(&self) {
-        for task in self.tasks.lock().expect("registry").drain(..) {
-            task.abort();
-        }
-    }
 }
 
 #[tokio::test]

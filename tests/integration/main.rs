@@ -1,6 +1,7 @@
 //! Integration tests against the real PostgreSQL at 127.0.0.1:5432 (see `common`), one binary
 //! so they build once and run in parallel, each in a schema of its own.
 
+mod admin;
 mod common;
 mod e2e;
 mod grpc;

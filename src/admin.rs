@@ -1,0 +1,88 @@
+//! The admin listener: `/healthz` (the process is alive) and `/readyz` (it can take data: the
+//! database answers, migrations are applied, and it is not shutting down), for load balancers
+//! and orchestrators.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{extract::State, http::StatusCode, routing::get, Router};
+use deadpool_postgres::Pool;
+
+use crate::store::migrate::MIGRATIONS;
+
+/// How long `/readyz` waits for the database before calling it unreachable.
+pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What readiness depends on, shared with the server so shutdown can flip it first.
+#[derive(Clone)]
+pub struct Health {
+    pool: Pool,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl Health {
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            shutting_down: Arc::default(),
+        }
+    }
+
+    pub fn start_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Ok when ready, else why not.
+    pub async fn check(&self) -> Result<(), String> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err("shutting down".into());
+        }
+        let latest = MIGRATIONS.last().map_or(0, |m| m.version);
+        let probe = async {
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| format!("database unreachable: {e}"))?;
+            let row = client
+                .query_one(
+                    "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                    &[],
+                )
+                .await
+                .map_err(|e| format!("database unreachable: {e}"))?;
+            let applied: i32 = row.get(0);
+            if applied < latest {
+                return Err(format!(
+                    "database schema is at version {applied}, this server needs {latest}"
+                ));
+            }
+            Ok(())
+        };
+        tokio::time::timeout(READY_CHECK_TIMEOUT, probe)
+            .await
+            .unwrap_or_else(|_| Err("database did not answer in time".into()))
+    }
+}
+
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(health)
+}
+
+async fn readyz(State(health): State<Health>) -> (StatusCode, String) {
+    match health.check().await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
