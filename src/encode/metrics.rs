@@ -302,10 +302,7 @@ fn histogram_point(enc: &mut RequestEncoder<'_>, point: &HistogramDataPoint, ser
         point.start_time_unix_nano,
         series,
     );
-    row.uint64(point.count);
-    row.opt_float8(point.sum);
-    row.opt_float8(point.min);
-    row.opt_float8(point.max);
+    totals(&mut row, point.count, point.sum, point.min, point.max);
     row.int8_array(point.bucket_counts.iter().map(|&c| c as i64));
     row.float8_array(point.explicit_bounds.iter().copied());
     row.int8(i64::from(point.flags));
@@ -327,10 +324,7 @@ fn exp_histogram_point(
         point.start_time_unix_nano,
         series,
     );
-    row.uint64(point.count);
-    row.opt_float8(point.sum);
-    row.opt_float8(point.min);
-    row.opt_float8(point.max);
+    totals(&mut row, point.count, point.sum, point.min, point.max);
     row.int4(point.scale);
     row.uint64(point.zero_count);
     row.float8(point.zero_threshold);
@@ -338,6 +332,14 @@ fn exp_histogram_point(
     buckets(&mut row, point.negative.as_ref());
     row.int8(i64::from(point.flags));
     exemplars(&mut row, &point.exemplars);
+}
+
+/// The count, sum, min and max columns both histogram tables have.
+fn totals(row: &mut Row<'_>, count: u64, sum: Option<f64>, min: Option<f64>, max: Option<f64>) {
+    row.uint64(count);
+    row.opt_float8(sum);
+    row.opt_float8(min);
+    row.opt_float8(max);
 }
 
 /// Offset (NULL when the message is absent) and counts of one side of an exponential histogram.

@@ -60,9 +60,12 @@ pub async fn ensure(
     Ok(created)
 }
 
-/// Runs [`ensure`] every `check_interval_secs` until the pool closes.
+/// Runs [`ensure`] every `check_interval_secs` (the first time one interval from now) until the
+/// pool closes.
 pub async fn maintain(pool: Pool, config: PartitionConfig) {
-    let mut tick = tokio::time::interval(Duration::from_secs(config.check_interval_secs));
+    // Start-up already ran the first check.
+    let period = Duration::from_secs(config.check_interval_secs);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
