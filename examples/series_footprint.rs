@@ -6,13 +6,10 @@
 //! `cargo run --release --example series_footprint [DATABASE_URL]`
 
 use opentelemetry_proto::tonic::{
-    collector::metrics::v1::{
-        metrics_service_client::MetricsServiceClient, ExportMetricsServiceRequest,
-    },
+    collector::metrics::v1::{metrics_service_client::MetricsServiceClient, ExportMetricsServiceRequest},
     common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue},
     metrics::v1::{
-        metric::Data, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics,
-        ScopeMetrics,
+        metric::Data, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
     },
     resource::v1::Resource,
 };
@@ -23,21 +20,14 @@ const POINTS_PER_SERIES: usize = 500;
 const SERIES_PER_REQUEST: usize = 50;
 
 fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
 }
 
 fn resource() -> Resource {
     let mut attributes = vec![kv("service.name", Value::StringValue("footprint".into()))];
     for (k, v) in [
         ("service.version", "1.42.0"),
-        (
-            "service.instance.id",
-            "6f1c9a4e-2b7d-4f8a-9c3e-1d2a3b4c5d6e",
-        ),
+        ("service.instance.id", "6f1c9a4e-2b7d-4f8a-9c3e-1d2a3b4c5d6e"),
         ("host.name", "ip-10-1-2-3.eu-west-1.compute.internal"),
         ("host.arch", "amd64"),
         ("os.type", "linux"),
@@ -48,10 +38,7 @@ fn resource() -> Resource {
     ] {
         attributes.push(kv(k, Value::StringValue(v.into())));
     }
-    Resource {
-        attributes,
-        ..Default::default()
-    }
+    Resource { attributes, ..Default::default() }
 }
 
 fn request(first_series: usize, round: usize, now: u64) -> ExportMetricsServiceRequest {
@@ -65,16 +52,10 @@ fn request(first_series: usize, round: usize, now: u64) -> ExportMetricsServiceR
                 data_points: vec![NumberDataPoint {
                     attributes: vec![
                         kv("http.request.method", Value::StringValue("GET".into())),
-                        kv(
-                            "http.route",
-                            Value::StringValue(format!("/api/v1/items/{series}")),
-                        ),
+                        kv("http.route", Value::StringValue(format!("/api/v1/items/{series}"))),
                         kv("http.response.status_code", Value::IntValue(200)),
                         kv("network.protocol.version", Value::StringValue("1.1".into())),
-                        kv(
-                            "server.address",
-                            Value::StringValue("payments.internal".into()),
-                        ),
+                        kv("server.address", Value::StringValue("payments.internal".into())),
                     ],
                     start_time_unix_nano: now - 60_000_000_000,
                     time_unix_nano: now + round as u64 * 1_000_000_000,
@@ -115,9 +96,7 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::start(config).await?;
     let mut client = MetricsServiceClient::connect(format!("http://{}", server.grpc_addr)).await?;
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos() as u64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
     for round in 0..POINTS_PER_SERIES {
         for first in (0..SERIES).step_by(SERIES_PER_REQUEST) {
             client.export(request(first, round, now)).await?;
@@ -166,11 +145,7 @@ async fn main() -> anyhow::Result<()> {
         inline,
         inline as f64 / points as f64
     );
-    println!(
-        "inlining would take {:.1}x the space",
-        inline as f64 / with_series as f64
-    );
-    sql.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await?;
+    println!("inlining would take {:.1}x the space", inline as f64 / with_series as f64);
+    sql.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! The admin listener: `/healthz` (the process is alive) and `/readyz` (it can take data: the
-//! database answers, migrations are applied, and it is not shutting down), for load balancers
-//! and orchestrators.
+//! Health: the admin listener's `/healthz` (the process is alive) and `/readyz` (it can take
+//! data: the database answers, migrations are applied, and it is not shutting down), and the
+//! readiness check that `grpc.health.v1.Health` follows too.
 
 use std::{
     sync::{
@@ -12,6 +12,7 @@ use std::{
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use deadpool_postgres::Pool;
+use tokio::sync::Notify;
 
 use crate::store::migrate::MIGRATIONS;
 
@@ -23,44 +24,46 @@ pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Health {
     pool: Pool,
     shutting_down: Arc<AtomicBool>,
+    shutdown_notice: Arc<Notify>,
 }
 
 impl Health {
     pub fn new(pool: Pool) -> Self {
-        Self {
-            pool,
-            shutting_down: Arc::default(),
-        }
+        Self { pool, shutting_down: Arc::default(), shutdown_notice: Arc::default() }
     }
 
     pub fn start_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutdown_notice.notify_waiters();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when shutdown starts (at once if it has).
+    pub async fn shutdown_started(&self) {
+        let notified = self.shutdown_notice.notified();
+        if !self.is_shutting_down() {
+            notified.await;
+        }
     }
 
     /// Ok when ready, else why not.
     pub async fn check(&self) -> Result<(), String> {
-        if self.shutting_down.load(Ordering::SeqCst) {
+        if self.is_shutting_down() {
             return Err("shutting down".into());
         }
         let latest = MIGRATIONS.last().map_or(0, |m| m.version);
         let probe = async {
-            let client = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| format!("database unreachable: {e}"))?;
+            let client = self.pool.get().await.map_err(|e| format!("database unreachable: {e}"))?;
             let row = client
-                .query_one(
-                    "SELECT coalesce(max(version), 0) FROM schema_migrations",
-                    &[],
-                )
+                .query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
                 .await
                 .map_err(|e| format!("database unreachable: {e}"))?;
             let applied: i32 = row.get(0);
             if applied < latest {
-                return Err(format!(
-                    "database schema is at version {applied}, this server needs {latest}"
-                ));
+                return Err(format!("database schema is at version {applied}, this server needs {latest}"));
             }
             Ok(())
         };
@@ -71,18 +74,12 @@ impl Health {
 }
 
 pub fn router(health: Health) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(health)
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(health)
 }
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, String) {
     match health.check().await {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        ),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }

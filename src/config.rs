@@ -78,9 +78,7 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self {
-            addr: ([0, 0, 0, 0], 9464).into(),
-        }
+        Self { addr: ([0, 0, 0, 0], 9464).into() }
     }
 }
 
@@ -131,11 +129,7 @@ pub struct PartitionConfig {
 
 impl Default for PartitionConfig {
     fn default() -> Self {
-        Self {
-            days_ahead: 3,
-            days_behind: 1,
-            check_interval_secs: 3600,
-        }
+        Self { days_ahead: 3, days_behind: 1, check_interval_secs: 3600 }
     }
 }
 
@@ -146,18 +140,13 @@ impl Config {
     /// # Errors
     /// A missing `--config` file, unknown keys and values of the wrong type, each named by key.
     pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        Self::figment(file)?
-            .merge(overrides)
-            .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+        Self::figment(file)?.merge(overrides).extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
     }
 
     fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
-            Some(path) if !path.exists() => {
-                return Err(ConfigError::MissingFile(path.display().to_string()))
-            }
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.display().to_string())),
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
                 figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
@@ -176,19 +165,13 @@ impl Config {
             ("pipeline.batch_max_bytes", p.batch_max_bytes == 0),
             ("postgres.pool_size", self.postgres.pool_size == 0),
             ("otlp.max_request_bytes", self.otlp.max_request_bytes == 0),
-            (
-                "partitions.check_interval_secs",
-                self.partitions.check_interval_secs == 0,
-            ),
+            ("partitions.check_interval_secs", self.partitions.check_interval_secs == 0),
         ];
         if let Some((key, _)) = checks.iter().find(|(_, bad)| *bad) {
             return Err(ConfigError::Zero(key));
         }
         if self.postgres.pool_size < p.writers + 1 {
-            return Err(ConfigError::PoolTooSmall {
-                pool: self.postgres.pool_size,
-                writers: p.writers,
-            });
+            return Err(ConfigError::PoolTooSmall { pool: self.postgres.pool_size, writers: p.writers });
         }
         Ok(())
     }
@@ -227,10 +210,7 @@ mod tests {
             )?;
             jail.set_env("OTELEPHANT_POSTGRES__SCHEMA", "from_env");
             jail.set_env("OTELEPHANT_PIPELINE__LINGER_MS", "7");
-            let flags = Figment::new().merge(Serialized::default(
-                "postgres.url",
-                "postgres://flag@db/flag",
-            ));
+            let flags = Figment::new().merge(Serialized::default("postgres.url", "postgres://flag@db/flag"));
             let config = Config::load(None, flags).expect("loads");
             assert_eq!(config.postgres.url, "postgres://flag@db/flag");
             assert_eq!(config.postgres.schema, "from_env");
@@ -246,10 +226,7 @@ mod tests {
         Jail::expect_with(|_| {
             let config = Config::load(None, Figment::new()).expect("loads");
             assert_eq!(config, Config::default());
-            assert_eq!(
-                config.postgres.url,
-                "postgres://postgres@localhost:5432/otelephant"
-            );
+            assert_eq!(config.postgres.url, "postgres://postgres@localhost:5432/otelephant");
             assert_eq!(config.otlp.grpc_addr.to_string(), "0.0.0.0:4317");
             assert_eq!(config.otlp.http_addr.to_string(), "0.0.0.0:4318");
             assert_eq!(config.admin.addr.to_string(), "0.0.0.0:9464");
@@ -271,10 +248,7 @@ mod tests {
 
             jail.set_env("OTELEPHANT_OTLP__GRPC_ADDR", "not an address");
             let err = Config::load(None, Figment::new()).unwrap_err();
-            assert!(
-                err.to_string().to_lowercase().contains("otlp.grpc_addr"),
-                "{err}"
-            );
+            assert!(err.to_string().to_lowercase().contains("otlp.grpc_addr"), "{err}");
             Ok(())
         });
     }
@@ -292,10 +266,6 @@ mod tests {
     fn zero_sizes_are_rejected() {
         let mut config = Config::default();
         config.pipeline.writers = 0;
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("pipeline.writers"));
+        assert!(config.validate().unwrap_err().to_string().contains("pipeline.writers"));
     }
 }

@@ -14,6 +14,7 @@
 //! - [`pipeline`]: the bounded queue, acknowledgements, and the batching writer tasks.
 //! - [`store`]: the pool ([`store::connect`]), [`store::migrate`], [`store::partitions`] and the
 //!   COPY transaction in [`store::writer`].
+//! - [`query`]: the read API, `otelephant.query.v1.QueryService`, OTLP back out of the tables.
 //! - [`admin`]: `/healthz` and `/readyz` on the admin address.
 //! - [`server`]: start-up, wiring and shutdown.
 
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod config;
 pub mod encode;
 pub mod pipeline;
+pub mod query;
 pub mod receive;
 pub mod server;
 pub mod store;

@@ -10,10 +10,7 @@ use otelephant::{config::Config, server::Server};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "OpenTelemetry (OTLP) backend storing traces, metrics and logs in PostgreSQL"
-)]
+#[command(version, about = "OpenTelemetry (OTLP) backend storing traces, metrics and logs in PostgreSQL")]
 struct Cli {
     /// Configuration file (default: ./otelephant.toml, if present).
     #[arg(long, short, global = true)]
@@ -66,9 +63,7 @@ impl Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), cli.overrides())?;
@@ -92,11 +87,10 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = interrupt => {}
             _ = term.recv() => {}

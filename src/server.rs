@@ -11,6 +11,7 @@ use crate::{
     admin::{self, Health},
     config::Config,
     pipeline::Pipeline,
+    query::{self, Query},
     receive::grpc::OtlpGrpc,
     store::{self, migrate, partitions, StoreError},
 };
@@ -21,11 +22,10 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("building gRPC reflection failed: {0}")]
+    Reflection(tonic_reflection::server::Error),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,7 @@ pub struct Server {
     pub admin_addr: SocketAddr,
     health: Health,
     admin: JoinHandle<()>,
+    health_watch: JoinHandle<()>,
     pub pool: Pool,
     stop: oneshot::Sender<()>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -59,22 +60,39 @@ pub async fn prepare_database(config: &Config) -> Result<Pool, StartError> {
     let pool = store::connect(&config.postgres).await?;
     let mut client = pool.get().await.map_err(StoreError::from)?;
     migrate::run(&mut client).await?;
-    partitions::ensure(
-        &mut client,
-        partitions::epoch_day(SystemTime::now()),
-        &config.partitions,
-    )
-    .await?;
+    partitions::ensure(&mut client, partitions::epoch_day(SystemTime::now()), &config.partitions).await?;
     Ok(pool)
 }
 
+/// How often the gRPC health status is brought up to date with [`Health::check`].
+pub const HEALTH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps `grpc.health.v1.Health` (for the whole server, "") in step with readiness, checking
+/// every [`HEALTH_CHECK_INTERVAL`], and sets it NOT_SERVING for good once shutdown starts.
+async fn watch_health(health: Health, reporter: tonic_health::server::HealthReporter) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {}
+            () = health.shutdown_started() => {}
+        }
+        report_health(&health, &reporter).await;
+        if health.is_shutting_down() {
+            return;
+        }
+    }
+}
+
+async fn report_health(health: &Health, reporter: &tonic_health::server::HealthReporter) {
+    let status = match health.check().await {
+        Ok(()) => tonic_health::ServingStatus::Serving,
+        Err(_) => tonic_health::ServingStatus::NotServing,
+    };
+    reporter.set_service_status("", status).await;
+}
+
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Listen { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| StartError::Listen { addr, source })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+    let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
     Ok((listener, local))
 }
 
@@ -86,10 +104,7 @@ impl Server {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         let pool = prepare_database(&config).await?;
-        let maintenance = tokio::spawn(partitions::maintain(
-            pool.clone(),
-            config.partitions.clone(),
-        ));
+        let maintenance = tokio::spawn(partitions::maintain(pool.clone(), config.partitions.clone()));
         let (pipeline, writers) = Pipeline::start(&config.pipeline, pool.clone());
 
         let (listener, grpc_addr) = bind(config.otlp.grpc_addr).await?;
@@ -101,14 +116,30 @@ impl Server {
                 tracing::error!(%err, "admin server failed");
             }
         });
-        let routes = OtlpGrpc::new(pipeline).routes(config.otlp.max_request_bytes);
+        let (grpc_health, grpc_health_service) = tonic_health::server::health_reporter();
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(query::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1().map_err(StartError::Reflection)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(StartError::Reflection)?;
+        let routes = OtlpGrpc::new(pipeline)
+            .routes(config.otlp.max_request_bytes)
+            .add_service(Query::new(pool.clone()).server())
+            .add_service(grpc_health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        report_health(&health, &grpc_health).await;
+        let health_watch = tokio::spawn(watch_health(health.clone(), grpc_health));
         let (stop, stopped) = oneshot::channel::<()>();
         let grpc = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+            tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(
+                TcpIncoming::from(listener),
+                async {
                     let _ = stopped.await;
-                }),
+                },
+            ),
         );
         tracing::info!(%grpc_addr, %admin_addr, "OTLP/gRPC and admin listening");
         Ok(Self {
@@ -116,6 +147,7 @@ impl Server {
             admin_addr,
             health,
             admin,
+            health_watch,
             pool,
             stop,
             grpc,
@@ -140,6 +172,8 @@ impl Server {
     /// When the gRPC server fails or a task panics.
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.health.start_shutdown();
+        // The watcher turns the gRPC health status NOT_SERVING on seeing the shutdown.
+        self.health_watch.await?;
         let _ = self.stop.send(());
         // The server owns the services and so the pipeline's senders; once it has finished
         // the in-flight requests, the queue closes and the writers drain it and exit.

@@ -110,8 +110,7 @@ fn write_value(buf: &mut BytesMut, value: &Value, order: Order) {
             buf.put_u8(b']');
         }
         Value::KvlistValue(list) => {
-            let ambiguous =
-                matches!(list.values.as_slice(), [only] if TAGS.contains(&only.key.as_str()));
+            let ambiguous = matches!(list.values.as_slice(), [only] if TAGS.contains(&only.key.as_str()));
             if ambiguous {
                 write_tag(buf, TAG_MAP);
                 write_attributes(buf, &list.values, order);
@@ -239,11 +238,7 @@ pub fn attributes_from_json(json: &Json) -> Result<Vec<KeyValue>, MappingError> 
     };
     map.iter()
         .map(|(key, value)| {
-            Ok(KeyValue {
-                key: key.clone(),
-                value: Some(any_value_from_json(value)?),
-                ..Default::default()
-            })
+            Ok(KeyValue { key: key.clone(), value: Some(any_value_from_json(value)?), ..Default::default() })
         })
         .collect()
 }
@@ -259,18 +254,13 @@ pub fn any_value_from_json(json: &Json) -> Result<AnyValue, MappingError> {
         Json::String(s) => Some(Value::StringValue(s.clone())),
         Json::Number(n) => Some(number_from_json(n)?),
         Json::Array(items) => Some(Value::ArrayValue(ArrayValue {
-            values: items
-                .iter()
-                .map(any_value_from_json)
-                .collect::<Result<_, _>>()?,
+            values: items.iter().map(any_value_from_json).collect::<Result<_, _>>()?,
         })),
         Json::Object(map) => Some(match map.iter().next() {
             Some((tag, inner)) if map.len() == 1 && TAGS.contains(&tag.as_str()) => {
                 tagged_from_json(tag, inner)?
             }
-            _ => Value::KvlistValue(KeyValueList {
-                values: attributes_from_json(json)?,
-            }),
+            _ => Value::KvlistValue(KeyValueList { values: attributes_from_json(json)? }),
         }),
     };
     Ok(AnyValue { value })
@@ -287,10 +277,7 @@ fn number_from_json(n: &serde_json::Number) -> Result<Value, MappingError> {
 }
 
 fn tagged_from_json(tag: &str, inner: &Json) -> Result<Value, MappingError> {
-    let bad = |tag| MappingError::BadTag {
-        tag,
-        value: inner.to_string(),
-    };
+    let bad = |tag| MappingError::BadTag { tag, value: inner.to_string() };
     match tag {
         TAG_DOUBLE => double_from_json(inner).map(Value::DoubleValue),
         TAG_BYTES => inner
@@ -298,9 +285,7 @@ fn tagged_from_json(tag: &str, inner: &Json) -> Result<Value, MappingError> {
             .and_then(|s| BASE64.decode(s).ok())
             .map(Value::BytesValue)
             .ok_or_else(|| bad(TAG_BYTES)),
-        TAG_MAP => Ok(Value::KvlistValue(KeyValueList {
-            values: attributes_from_json(inner)?,
-        })),
+        TAG_MAP => Ok(Value::KvlistValue(KeyValueList { values: attributes_from_json(inner)? })),
         _ => inner
             .as_i64()
             .and_then(|i| i32::try_from(i).ok())
@@ -315,30 +300,19 @@ fn tagged_from_json(tag: &str, inner: &Json) -> Result<Value, MappingError> {
 /// When `json` is neither.
 pub fn double_from_json(json: &Json) -> Result<f64, MappingError> {
     match json {
-        Json::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| MappingError::BadNumber(n.to_string())),
+        Json::Number(n) => n.as_f64().ok_or_else(|| MappingError::BadNumber(n.to_string())),
         Json::String(s) => match s.as_str() {
             "NaN" => Ok(f64::NAN),
             "Infinity" => Ok(f64::INFINITY),
             "-Infinity" => Ok(f64::NEG_INFINITY),
             "-0" => Ok(-0.0),
-            _ => Err(MappingError::BadTag {
-                tag: TAG_DOUBLE,
-                value: s.clone(),
-            }),
+            _ => Err(MappingError::BadTag { tag: TAG_DOUBLE, value: s.clone() }),
         },
         Json::Object(map) if map.len() == 1 => match map.get(TAG_DOUBLE) {
             Some(inner) => double_from_json(inner),
-            None => Err(MappingError::BadTag {
-                tag: TAG_DOUBLE,
-                value: json.to_string(),
-            }),
+            None => Err(MappingError::BadTag { tag: TAG_DOUBLE, value: json.to_string() }),
         },
-        _ => Err(MappingError::BadTag {
-            tag: TAG_DOUBLE,
-            value: json.to_string(),
-        }),
+        _ => Err(MappingError::BadTag { tag: TAG_DOUBLE, value: json.to_string() }),
     }
 }
 
@@ -350,8 +324,7 @@ mod tests {
     fn to_json(value: &AnyValue) -> Json {
         let mut buf = BytesMut::new();
         write_any_value(&mut buf, value, Order::AsSent);
-        serde_json::from_slice(&buf)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&buf)))
+        serde_json::from_slice(&buf).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&buf)))
     }
 
     fn v(value: Value) -> AnyValue {
@@ -360,31 +333,19 @@ mod tests {
 
     #[test]
     fn natural_json_for_the_common_types() {
-        assert_eq!(
-            to_json(&v(Value::StringValue("a\"b\\c\n\u{1}é".into()))),
-            Json::from("a\"b\\c\n\u{1}é")
-        );
+        assert_eq!(to_json(&v(Value::StringValue("a\"b\\c\n\u{1}é".into()))), Json::from("a\"b\\c\n\u{1}é"));
         assert_eq!(to_json(&v(Value::IntValue(-42))).to_string(), "-42");
         assert_eq!(to_json(&v(Value::DoubleValue(42.0))).to_string(), "42.0");
         assert_eq!(to_json(&v(Value::BoolValue(true))), Json::Bool(true));
         assert_eq!(to_json(&AnyValue { value: None }), Json::Null);
-        assert_eq!(
-            to_json(&v(Value::BytesValue(vec![0, 255]))),
-            serde_json::json!({"$bytes": "AP8="})
-        );
-        assert_eq!(
-            to_json(&v(Value::DoubleValue(f64::NAN))),
-            serde_json::json!({"$double": "NaN"})
-        );
+        assert_eq!(to_json(&v(Value::BytesValue(vec![0, 255]))), serde_json::json!({"$bytes": "AP8="}));
+        assert_eq!(to_json(&v(Value::DoubleValue(f64::NAN))), serde_json::json!({"$double": "NaN"}));
     }
 
     #[test]
     fn sorted_order_is_canonical() {
-        let kv = |k: &str, i| KeyValue {
-            key: k.into(),
-            value: Some(v(Value::IntValue(i))),
-            ..Default::default()
-        };
+        let kv =
+            |k: &str, i| KeyValue { key: k.into(), value: Some(v(Value::IntValue(i))), ..Default::default() };
         let mut a = BytesMut::new();
         let mut b = BytesMut::new();
         write_attributes(&mut a, &[kv("b", 1), kv("a", 2)], Order::Sorted);
@@ -400,14 +361,8 @@ mod tests {
             any::<bool>().prop_map(|b| v(Value::BoolValue(b))),
             any::<i64>().prop_map(|i| v(Value::IntValue(i))),
             any::<f64>().prop_map(|d| v(Value::DoubleValue(d))),
-            prop_oneof![
-                Just(f64::NAN),
-                Just(f64::INFINITY),
-                Just(-0.0),
-                Just(1e300),
-                Just(5e-324)
-            ]
-            .prop_map(|d| v(Value::DoubleValue(d))),
+            prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(-0.0), Just(1e300), Just(5e-324)]
+                .prop_map(|d| v(Value::DoubleValue(d))),
             proptest::collection::vec(any::<u8>(), 0..20).prop_map(|b| v(Value::BytesValue(b))),
             any::<i32>().prop_map(|i| v(Value::StringValueStrindex(i))),
         ];
@@ -416,22 +371,14 @@ mod tests {
                 proptest::collection::vec(inner.clone(), 0..6)
                     .prop_map(|values| v(Value::ArrayValue(ArrayValue { values }))),
                 proptest::collection::btree_map(
-                    prop_oneof![
-                        any::<String>(),
-                        Just(TAG_MAP.to_string()),
-                        Just(TAG_BYTES.to_string())
-                    ],
+                    prop_oneof![any::<String>(), Just(TAG_MAP.to_string()), Just(TAG_BYTES.to_string())],
                     inner,
                     0..5
                 )
                 .prop_map(|m| v(Value::KvlistValue(KeyValueList {
                     values: m
                         .into_iter()
-                        .map(|(key, value)| KeyValue {
-                            key,
-                            value: Some(value),
-                            ..Default::default()
-                        })
+                        .map(|(key, value)| KeyValue { key, value: Some(value), ..Default::default() })
                         .collect()
                 }))),
             ]
@@ -445,12 +392,9 @@ mod tests {
                 (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits()
             }
             (Some(Value::ArrayValue(x)), Some(Value::ArrayValue(y))) => {
-                x.values.len() == y.values.len()
-                    && x.values.iter().zip(&y.values).all(|(a, b)| same(a, b))
+                x.values.len() == y.values.len() && x.values.iter().zip(&y.values).all(|(a, b)| same(a, b))
             }
-            (Some(Value::KvlistValue(x)), Some(Value::KvlistValue(y))) => {
-                same_map(&x.values, &y.values)
-            }
+            (Some(Value::KvlistValue(x)), Some(Value::KvlistValue(y))) => same_map(&x.values, &y.values),
             (x, y) => x == y,
         }
     }
@@ -461,10 +405,7 @@ mod tests {
             && x.iter().all(|kv| {
                 y.iter().any(|other| {
                     other.key == kv.key
-                        && same(
-                            kv.value.as_ref().unwrap_or(&empty),
-                            other.value.as_ref().unwrap_or(&empty),
-                        )
+                        && same(kv.value.as_ref().unwrap_or(&empty), other.value.as_ref().unwrap_or(&empty))
                 })
             })
     }

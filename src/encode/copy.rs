@@ -26,10 +26,7 @@ impl Table {
     /// `COPY name (columns) FROM STDIN (FORMAT binary)` into `target` (the table, or a
     /// staging table of the same shape).
     pub fn copy_statement(&self, target: &str) -> String {
-        format!(
-            "COPY {target} ({}) FROM STDIN (FORMAT binary)",
-            self.columns.join(", ")
-        )
+        format!("COPY {target} ({}) FROM STDIN (FORMAT binary)", self.columns.join(", "))
     }
 }
 
@@ -46,10 +43,7 @@ impl Rows {
         self.count += 1;
         let fields = table.columns.len();
         self.buf.put_i16(fields as i16);
-        Row {
-            buf: &mut self.buf,
-            left: fields,
-        }
+        Row { buf: &mut self.buf, left: fields }
     }
 }
 

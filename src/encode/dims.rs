@@ -24,25 +24,12 @@ use super::{
 
 pub const RESOURCES: Table = Table {
     name: "resources",
-    columns: &[
-        "resource_id",
-        "attributes",
-        "dropped_attributes_count",
-        "entity_refs",
-        "schema_url",
-    ],
+    columns: &["resource_id", "attributes", "dropped_attributes_count", "entity_refs", "schema_url"],
 };
 
 pub const SCOPES: Table = Table {
     name: "scopes",
-    columns: &[
-        "scope_id",
-        "name",
-        "version",
-        "attributes",
-        "dropped_attributes_count",
-        "schema_url",
-    ],
+    columns: &["scope_id", "name", "version", "attributes", "dropped_attributes_count", "schema_url"],
 };
 
 /// Seeds that keep the id spaces of the dimension kinds apart.
@@ -79,18 +66,14 @@ pub struct KnownIds {
 
 impl Default for KnownIds {
     fn default() -> Self {
-        Self {
-            shards: std::array::from_fn(|_| Mutex::new(IdSet::default())),
-        }
+        Self { shards: std::array::from_fn(|_| Mutex::new(IdSet::default())) }
     }
 }
 
 impl KnownIds {
     fn shard(&self, id: i64) -> std::sync::MutexGuard<'_, IdSet> {
         let shard = &self.shards[(id as u64 >> 60) as usize % KNOWN_SHARDS];
-        shard
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn contains(&self, id: i64) -> bool {
@@ -111,10 +94,7 @@ impl KnownIds {
     /// Forgets everything, for when dimension rows may have been deleted.
     pub fn clear(&self) {
         for shard in &self.shards {
-            shard
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clear();
+            shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
         }
     }
 }
@@ -130,12 +110,7 @@ pub struct RequestEncoder<'a> {
 
 impl<'a> RequestEncoder<'a> {
     pub fn new(known: &'a KnownIds) -> Self {
-        Self {
-            known,
-            out: Encoded::default(),
-            seen: IdSet::default(),
-            scratch: BytesMut::new(),
-        }
+        Self { known, out: Encoded::default(), seen: IdSet::default(), scratch: BytesMut::new() }
     }
 
     /// Whether the row for `id` must be written: not committed before, and not already in this
@@ -233,10 +208,7 @@ pub fn write_entity_refs(buf: &mut BytesMut, refs: &[EntityRef]) {
         write_str(buf, &r.r#type);
         buf.put_slice(b",\"schema_url\":");
         write_str(buf, &r.schema_url);
-        for (name, keys) in [
-            ("id_keys", &r.id_keys),
-            ("description_keys", &r.description_keys),
-        ] {
+        for (name, keys) in [("id_keys", &r.id_keys), ("description_keys", &r.description_keys)] {
             buf.put_slice(b",\"");
             buf.put_slice(name.as_bytes());
             buf.put_slice(b"\":[");
@@ -251,4 +223,33 @@ pub fn write_entity_refs(buf: &mut BytesMut, refs: &[EntityRef]) {
         buf.put_u8(b'}');
     }
     buf.put_u8(b']');
+}
+
+/// Reads `entity_refs` back (the inverse of [`write_entity_refs`]).
+///
+/// # Errors
+/// When the JSON does not have the shape `write_entity_refs` gives it.
+pub fn entity_refs_from_json(
+    json: &serde_json::Value,
+) -> Result<Vec<EntityRef>, super::attributes::MappingError> {
+    let bad = || super::attributes::MappingError::NotAMap(json.to_string());
+    let text = |v: &serde_json::Value, key: &str| v.get(key).and_then(|s| s.as_str()).map(str::to_owned);
+    let keys = |v: &serde_json::Value, key: &str| -> Option<Vec<String>> {
+        v.get(key)?.as_array()?.iter().map(|k| k.as_str().map(str::to_owned)).collect()
+    };
+    json.as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|r| {
+            let entity = || {
+                Some(EntityRef {
+                    r#type: text(r, "type")?,
+                    schema_url: text(r, "schema_url")?,
+                    id_keys: keys(r, "id_keys")?,
+                    description_keys: keys(r, "description_keys")?,
+                })
+            };
+            entity().ok_or_else(bad)
+        })
+        .collect()
 }

@@ -2,9 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::{
-    collector::logs::v1::ExportLogsServiceRequest, logs::v1::LogRecord,
-};
+use opentelemetry_proto::tonic::{collector::logs::v1::ExportLogsServiceRequest, logs::v1::LogRecord};
 
 use super::{
     attributes::{write_any_value, write_attributes, Order},
@@ -35,9 +33,7 @@ pub const LOGS: Table = Table {
 
 /// Encodes every log record of an export request.
 pub fn encode(request: &ExportLogsServiceRequest, known: &KnownIds) -> Encoded {
-    let received = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let received = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let mut enc = RequestEncoder::new(known);
     for resource_logs in &request.resource_logs {
         let resource_id = enc.resource(resource_logs.resource.as_ref(), &resource_logs.schema_url);
@@ -55,19 +51,10 @@ pub fn encode(request: &ExportLogsServiceRequest, known: &KnownIds) -> Encoded {
 /// The time a record is filed under: its own time, else when it was observed, else when it was
 /// received.
 pub fn timestamp(record: &LogRecord, received: u64) -> u64 {
-    [record.time_unix_nano, record.observed_time_unix_nano]
-        .into_iter()
-        .find(|&t| t != 0)
-        .unwrap_or(received)
+    [record.time_unix_nano, record.observed_time_unix_nano].into_iter().find(|&t| t != 0).unwrap_or(received)
 }
 
-fn encode_record(
-    rows: &mut Rows,
-    record: &LogRecord,
-    resource_id: i64,
-    scope_id: i64,
-    received: u64,
-) {
+fn encode_record(rows: &mut Rows, record: &LogRecord, resource_id: i64, scope_id: i64, received: u64) {
     let mut row = rows.row(&LOGS);
     row.uint64(timestamp(record, received));
     row.uint64(record.time_unix_nano);

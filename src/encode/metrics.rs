@@ -7,9 +7,8 @@ use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::KeyValue,
     metrics::v1::{
-        exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
-        Exemplar, ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint,
-        SummaryDataPoint,
+        exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point, Exemplar,
+        ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
     },
 };
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -110,10 +109,7 @@ pub const SUMMARY_POINTS: Table = Table {
 pub fn encode(request: &ExportMetricsServiceRequest, known: &KnownIds) -> Encoded {
     let mut enc = RequestEncoder::new(known);
     for resource_metrics in &request.resource_metrics {
-        let resource_id = enc.resource(
-            resource_metrics.resource.as_ref(),
-            &resource_metrics.schema_url,
-        );
+        let resource_id = enc.resource(resource_metrics.resource.as_ref(), &resource_metrics.schema_url);
         for scope_metrics in &resource_metrics.scope_metrics {
             let scope_id = enc.scope(scope_metrics.scope.as_ref(), &scope_metrics.schema_url);
             for metric in &scope_metrics.metrics {
@@ -151,27 +147,13 @@ impl<'m> SeriesShape<'m> {
         let metadata_len = prefix.len();
         prefix.put_i64(resource_id);
         prefix.put_i64(scope_id);
-        for part in [
-            metric.name.as_str(),
-            metric_type,
-            &metric.description,
-            &metric.unit,
-        ] {
+        for part in [metric.name.as_str(), metric_type, &metric.description, &metric.unit] {
             prefix.put_u64(part.len() as u64);
             prefix.put_slice(part.as_bytes());
         }
         prefix.put_i64(temporality.map_or(-1, i64::from));
         prefix.put_i8(monotonic.map_or(-1, i8::from));
-        Self {
-            metric,
-            metric_type,
-            temporality,
-            monotonic,
-            prefix,
-            metadata_len,
-            resource_id,
-            scope_id,
-        }
+        Self { metric, metric_type, temporality, monotonic, prefix, metadata_len, resource_id, scope_id }
     }
 
     /// The series id of a point with these attributes, adding the series row if needed.
@@ -220,11 +202,7 @@ fn encode_metric(enc: &mut RequestEncoder<'_>, metric: &Metric, resource_id: i64
             }
         }
         Some(Data::Sum(sum)) => {
-            let shape = shape(
-                "sum",
-                Some(sum.aggregation_temporality),
-                Some(sum.is_monotonic),
-            );
+            let shape = shape("sum", Some(sum.aggregation_temporality), Some(sum.is_monotonic));
             for point in &sum.data_points {
                 let series = shape.series_id(enc, &point.attributes);
                 number_point(enc, point, series);
@@ -238,11 +216,7 @@ fn encode_metric(enc: &mut RequestEncoder<'_>, metric: &Metric, resource_id: i64
             }
         }
         Some(Data::ExponentialHistogram(histogram)) => {
-            let shape = shape(
-                "exponential_histogram",
-                Some(histogram.aggregation_temporality),
-                None,
-            );
+            let shape = shape("exponential_histogram", Some(histogram.aggregation_temporality), None);
             for point in &histogram.data_points {
                 let series = shape.series_id(enc, &point.attributes);
                 exp_histogram_point(enc, point, series);
@@ -267,12 +241,7 @@ fn point_key(row: &mut Row<'_>, time: u64, start: u64, series: i64) {
 
 fn number_point(enc: &mut RequestEncoder<'_>, point: &NumberDataPoint, series: i64) {
     let mut row = enc.out.rows_mut(TableId::NumberPoints).row(&NUMBER_POINTS);
-    point_key(
-        &mut row,
-        point.time_unix_nano,
-        point.start_time_unix_nano,
-        series,
-    );
+    point_key(&mut row, point.time_unix_nano, point.start_time_unix_nano, series);
     match point.value {
         Some(number_data_point::Value::AsInt(i)) => {
             row.int8(i);
@@ -292,16 +261,8 @@ fn number_point(enc: &mut RequestEncoder<'_>, point: &NumberDataPoint, series: i
 }
 
 fn histogram_point(enc: &mut RequestEncoder<'_>, point: &HistogramDataPoint, series: i64) {
-    let mut row = enc
-        .out
-        .rows_mut(TableId::HistogramPoints)
-        .row(&HISTOGRAM_POINTS);
-    point_key(
-        &mut row,
-        point.time_unix_nano,
-        point.start_time_unix_nano,
-        series,
-    );
+    let mut row = enc.out.rows_mut(TableId::HistogramPoints).row(&HISTOGRAM_POINTS);
+    point_key(&mut row, point.time_unix_nano, point.start_time_unix_nano, series);
     totals(&mut row, point.count, point.sum, point.min, point.max);
     row.int8_array(point.bucket_counts.iter().map(|&c| c as i64));
     row.float8_array(point.explicit_bounds.iter().copied());
@@ -309,21 +270,9 @@ fn histogram_point(enc: &mut RequestEncoder<'_>, point: &HistogramDataPoint, ser
     exemplars(&mut row, &point.exemplars);
 }
 
-fn exp_histogram_point(
-    enc: &mut RequestEncoder<'_>,
-    point: &ExponentialHistogramDataPoint,
-    series: i64,
-) {
-    let mut row = enc
-        .out
-        .rows_mut(TableId::ExpHistogramPoints)
-        .row(&EXP_HISTOGRAM_POINTS);
-    point_key(
-        &mut row,
-        point.time_unix_nano,
-        point.start_time_unix_nano,
-        series,
-    );
+fn exp_histogram_point(enc: &mut RequestEncoder<'_>, point: &ExponentialHistogramDataPoint, series: i64) {
+    let mut row = enc.out.rows_mut(TableId::ExpHistogramPoints).row(&EXP_HISTOGRAM_POINTS);
+    point_key(&mut row, point.time_unix_nano, point.start_time_unix_nano, series);
     totals(&mut row, point.count, point.sum, point.min, point.max);
     row.int4(point.scale);
     row.uint64(point.zero_count);
@@ -357,16 +306,8 @@ fn buckets(row: &mut Row<'_>, buckets: Option<&Buckets>) {
 }
 
 fn summary_point(enc: &mut RequestEncoder<'_>, point: &SummaryDataPoint, series: i64) {
-    let mut row = enc
-        .out
-        .rows_mut(TableId::SummaryPoints)
-        .row(&SUMMARY_POINTS);
-    point_key(
-        &mut row,
-        point.time_unix_nano,
-        point.start_time_unix_nano,
-        series,
-    );
+    let mut row = enc.out.rows_mut(TableId::SummaryPoints).row(&SUMMARY_POINTS);
+    point_key(&mut row, point.time_unix_nano, point.start_time_unix_nano, series);
     row.uint64(point.count);
     row.float8(point.sum);
     row.float8_array(point.quantile_values.iter().map(|q| q.quantile));

@@ -8,7 +8,9 @@ use opentelemetry_proto::tonic::{
 };
 
 use super::{
-    attributes::{write_attributes, write_hex, write_int, write_str, Order},
+    attributes::{
+        attributes_from_json, write_attributes, write_hex, write_int, write_str, MappingError, Order,
+    },
     copy::Table,
     dims::{KnownIds, RequestEncoder},
     Encoded, TableId,
@@ -43,8 +45,7 @@ pub const SPANS: Table = Table {
 pub fn encode(request: &ExportTraceServiceRequest, known: &KnownIds) -> Encoded {
     let mut enc = RequestEncoder::new(known);
     for resource_spans in &request.resource_spans {
-        let resource_id =
-            enc.resource(resource_spans.resource.as_ref(), &resource_spans.schema_url);
+        let resource_id = enc.resource(resource_spans.resource.as_ref(), &resource_spans.schema_url);
         for scope_spans in &resource_spans.scope_spans {
             let scope_id = enc.scope(scope_spans.scope.as_ref(), &scope_spans.schema_url);
             let rows = enc.out.rows_mut(TableId::Spans);
@@ -159,5 +160,72 @@ pub(crate) fn write_attributes_member(
     if dropped != 0 {
         member(buf, false, "dropped_attributes_count");
         write_int(buf, dropped);
+    }
+}
+
+/// Reads the `events` column back (the inverse of `write_events`).
+///
+/// # Errors
+/// When the JSON does not have the shape `write_events` gives it.
+pub fn events_from_json(json: &serde_json::Value) -> Result<Vec<span::Event>, MappingError> {
+    array(json)?
+        .iter()
+        .map(|e| {
+            Ok(span::Event {
+                time_unix_nano: e.get("time_unix_nano").and_then(|t| t.as_u64()).ok_or_else(|| shape(e))?,
+                name: e.get("name").and_then(|n| n.as_str()).ok_or_else(|| shape(e))?.to_owned(),
+                attributes: nested_attributes(e)?,
+                dropped_attributes_count: nested_u32(e, "dropped_attributes_count")?,
+            })
+        })
+        .collect()
+}
+
+/// Reads the `links` column back (the inverse of `write_links`).
+///
+/// # Errors
+/// When the JSON does not have the shape `write_links` gives it.
+pub fn links_from_json(json: &serde_json::Value) -> Result<Vec<span::Link>, MappingError> {
+    array(json)?
+        .iter()
+        .map(|l| {
+            Ok(span::Link {
+                trace_id: hex_member(l, "trace_id")?,
+                span_id: hex_member(l, "span_id")?,
+                trace_state: l.get("trace_state").and_then(|t| t.as_str()).unwrap_or_default().to_owned(),
+                attributes: nested_attributes(l)?,
+                dropped_attributes_count: nested_u32(l, "dropped_attributes_count")?,
+                flags: nested_u32(l, "flags")?,
+            })
+        })
+        .collect()
+}
+
+fn shape(json: &serde_json::Value) -> MappingError {
+    MappingError::NotAMap(json.to_string())
+}
+
+fn array(json: &serde_json::Value) -> Result<&Vec<serde_json::Value>, MappingError> {
+    json.as_array().ok_or_else(|| shape(json))
+}
+
+fn nested_attributes(
+    json: &serde_json::Value,
+) -> Result<Vec<opentelemetry_proto::tonic::common::v1::KeyValue>, MappingError> {
+    json.get("attributes").map_or(Ok(Vec::new()), attributes_from_json)
+}
+
+fn nested_u32(json: &serde_json::Value, key: &str) -> Result<u32, MappingError> {
+    match json.get(key) {
+        None => Ok(0),
+        Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| shape(json)),
+    }
+}
+
+/// A hex id member; absent means empty.
+pub(crate) fn hex_member(json: &serde_json::Value, key: &str) -> Result<Vec<u8>, MappingError> {
+    match json.get(key) {
+        None => Ok(Vec::new()),
+        Some(v) => v.as_str().and_then(|h| hex::decode(h).ok()).ok_or_else(|| shape(json)),
     }
 }

@@ -26,13 +26,7 @@ impl Batcher {
         pool: Pool,
         known: Arc<KnownIds>,
     ) -> Self {
-        Self {
-            id,
-            config,
-            queue,
-            pool,
-            known,
-        }
+        Self { id, config, queue, pool, known }
     }
 
     pub(super) async fn run(self) {
@@ -105,10 +99,7 @@ mod tests {
         pipeline::Payload,
     };
 
-    const ONE: Table = Table {
-        name: "t",
-        columns: &["c"],
-    };
+    const ONE: Table = Table { name: "t", columns: &["c"] };
 
     /// A request of `rows` one-column rows. The pool is never used: gathering does not touch it.
     fn request(rows: usize) -> WriteRequest {
@@ -116,14 +107,8 @@ mod tests {
         for _ in 0..rows {
             encoded.rows_mut(TableId::Spans).row(&ONE).int4(1);
         }
-        let room = Arc::new(Semaphore::new(1))
-            .try_acquire_owned()
-            .expect("permit");
-        WriteRequest {
-            payload: Payload::new(encoded),
-            ack: oneshot::channel().0,
-            _room: room,
-        }
+        let room = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("permit");
+        WriteRequest { payload: Payload::new(encoded), ack: oneshot::channel().0, _room: room }
     }
 
     fn batcher(config: PipelineConfig) -> (Batcher, mpsc::Sender<WriteRequest>) {
@@ -140,10 +125,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_lingers_to_gather_requests_then_flushes() {
-        let (b, tx) = batcher(PipelineConfig {
-            linger_ms: 20,
-            ..Default::default()
-        });
+        let (b, tx) = batcher(PipelineConfig { linger_ms: 20, ..Default::default() });
         tx.send(request(1)).await.expect("send");
         let late = tx.clone();
         tokio::spawn(async move {
@@ -154,29 +136,15 @@ mod tests {
         });
         let started = tokio::time::Instant::now();
         let batch = b.gather().await.expect("a batch");
-        assert_eq!(
-            batch.iter().map(|r| r.payload.rows()).collect::<Vec<_>>(),
-            [1, 2]
-        );
-        assert_eq!(
-            started.elapsed(),
-            Duration::from_millis(20),
-            "flushed when the linger ran out"
-        );
+        assert_eq!(batch.iter().map(|r| r.payload.rows()).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(started.elapsed(), Duration::from_millis(20), "flushed when the linger ran out");
         let batch = b.gather().await.expect("the next batch");
-        assert_eq!(
-            batch.iter().map(|r| r.payload.rows()).collect::<Vec<_>>(),
-            [4]
-        );
+        assert_eq!(batch.iter().map(|r| r.payload.rows()).collect::<Vec<_>>(), [4]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_full_batch_flushes_without_waiting() {
-        let (b, tx) = batcher(PipelineConfig {
-            linger_ms: 1_000,
-            batch_max_rows: 3,
-            ..Default::default()
-        });
+        let (b, tx) = batcher(PipelineConfig { linger_ms: 1_000, batch_max_rows: 3, ..Default::default() });
         for rows in [2, 2, 1] {
             tx.send(request(rows)).await.expect("send");
         }
@@ -188,19 +156,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_closed_queue_flushes_what_it_has_then_ends() {
-        let (b, tx) = batcher(PipelineConfig {
-            linger_ms: 1_000,
-            ..Default::default()
-        });
+        let (b, tx) = batcher(PipelineConfig { linger_ms: 1_000, ..Default::default() });
         tx.send(request(1)).await.expect("send");
         drop(tx);
         let started = tokio::time::Instant::now();
         assert_eq!(b.gather().await.expect("the partial batch").len(), 1);
-        assert_eq!(
-            started.elapsed(),
-            Duration::ZERO,
-            "no lingering on a closed queue"
-        );
+        assert_eq!(started.elapsed(), Duration::ZERO, "no lingering on a closed queue");
         assert!(b.gather().await.is_none());
     }
 }

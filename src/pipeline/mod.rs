@@ -86,26 +86,13 @@ impl Pipeline {
         let known = Arc::new(KnownIds::default());
         let writers = (0..config.writers)
             .map(|id| {
-                let batcher = batcher::Batcher::new(
-                    id,
-                    config.clone(),
-                    rx.clone(),
-                    pool.clone(),
-                    known.clone(),
-                );
+                let batcher =
+                    batcher::Batcher::new(id, config.clone(), rx.clone(), pool.clone(), known.clone());
                 tokio::spawn(batcher.run())
             })
             .collect();
         let room = Arc::new(Semaphore::new(capacity_bytes as usize));
-        (
-            Self {
-                tx,
-                room,
-                capacity_bytes,
-                known,
-            },
-            writers,
-        )
+        (Self { tx, room, capacity_bytes, known }, writers)
     }
 
     /// Queues a request's rows and waits until they are committed.
@@ -119,19 +106,10 @@ impl Pipeline {
         let payload = Payload::new(encoded);
         // A request larger than the whole queue still goes through, alone.
         let need = (payload.bytes().max(1) as u64).min(u64::from(self.capacity_bytes)) as u32;
-        let room = self
-            .room
-            .clone()
-            .acquire_many_owned(need)
-            .await
-            .map_err(|_| WriteError::ShuttingDown)?;
+        let room = self.room.clone().acquire_many_owned(need).await.map_err(|_| WriteError::ShuttingDown)?;
         let (ack, answer) = oneshot::channel();
         self.tx
-            .send(WriteRequest {
-                payload,
-                ack,
-                _room: room,
-            })
+            .send(WriteRequest { payload, ack, _room: room })
             .await
             .map_err(|_| WriteError::ShuttingDown)?;
         answer.await.unwrap_or(Err(WriteError::ShuttingDown))

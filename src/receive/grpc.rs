@@ -18,9 +18,7 @@ use opentelemetry_proto::tonic::collector::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
     },
 };
-use tonic::{
-    body::Body, codec::CompressionEncoding, server::NamedService, service::Routes, Code, Status,
-};
+use tonic::{body::Body, codec::CompressionEncoding, server::NamedService, service::Routes, Code, Status};
 use tower::Service;
 
 use crate::{
@@ -51,10 +49,7 @@ impl OtlpGrpc {
         let encoded = tokio::task::spawn_blocking(move || encode(&request, &known))
             .await
             .map_err(|err| Status::internal(format!("encoding the request failed: {err}")))?;
-        self.pipeline
-            .submit(encoded)
-            .await
-            .map_err(|err| super::status(&err))
+        self.pipeline.submit(encoded).await.map_err(|err| super::status(&err))
     }
 
     /// The routes of the three services, each accepting compressed requests up to
@@ -87,9 +82,7 @@ impl TraceService for OtlpGrpc {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
         self.ingest(request, traces::encode).await?;
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
 
@@ -100,9 +93,7 @@ impl MetricsService for OtlpGrpc {
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, Status> {
         self.ingest(request, metrics::encode).await?;
-        Ok(tonic::Response::new(ExportMetricsServiceResponse {
-            partial_success: None,
-        }))
+        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
     }
 }
 
@@ -113,9 +104,7 @@ impl LogsService for OtlpGrpc {
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
         self.ingest(request, logs::encode).await?;
-        Ok(tonic::Response::new(ExportLogsServiceResponse {
-            partial_success: None,
-        }))
+        Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success: None }))
     }
 }
 
@@ -137,11 +126,7 @@ fn corrected(status: &Status) -> Option<Code> {
         Code::OutOfRange if status.message().contains("message length too large") => {
             Some(Code::ResourceExhausted)
         }
-        Code::Internal
-            if status
-                .message()
-                .starts_with("failed to decode Protobuf message") =>
-        {
+        Code::Internal if status.message().starts_with("failed to decode Protobuf message") => {
             Some(Code::InvalidArgument)
         }
         _ => None,
@@ -155,14 +140,10 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>,
-    >;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
         self.0.poll_ready(cx)
     }
 

@@ -23,8 +23,7 @@ impl Migration {
 /// Every migration, in version order.
 pub const MIGRATIONS: &[Migration] = include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
-const LOCK: &str =
-    "SELECT pg_advisory_xact_lock(hashtext('otelephant migrate ' || current_schema()))";
+const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('otelephant migrate ' || current_schema()))";
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    integer PRIMARY KEY,
@@ -44,10 +43,7 @@ pub async fn run(client: &mut Object) -> Result<Vec<i32>, StoreError> {
         tx.batch_execute(LOCK).await?;
         tx.batch_execute(CREATE_TABLE).await?;
         let row = tx
-            .query_opt(
-                "SELECT checksum FROM schema_migrations WHERE version = $1",
-                &[&migration.version],
-            )
+            .query_opt("SELECT checksum FROM schema_migrations WHERE version = $1", &[&migration.version])
             .await?;
         match row {
             Some(row) if row.get::<_, i64>(0) == migration.checksum() => {
@@ -70,11 +66,7 @@ pub async fn run(client: &mut Object) -> Result<Vec<i32>, StoreError> {
         )
         .await?;
         tx.commit().await?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applied migration"
-        );
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
         applied.push(migration.version);
     }
     Ok(applied)

@@ -58,33 +58,20 @@ pub async fn connect(config: &PostgresConfig) -> Result<Pool, StoreError> {
     drop(client);
 
     pg.options(format!("-c search_path={}", config.schema));
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager).max_size(config.pool_size).build()?)
 }
 
 /// Concurrent `IF NOT EXISTS` creations can still collide; the loser sees the winner's object.
 fn ignore_duplicate(err: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
     match err.code() {
-        Some(code)
-            if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::DUPLICATE_SCHEMA =>
-        {
-            Ok(())
-        }
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::DUPLICATE_SCHEMA => Ok(()),
         Some(code) if *code == SqlState::DUPLICATE_DATABASE => Ok(()),
         _ => Err(err),
     }
 }
 
-async fn create_database_if_missing(
-    pg: &tokio_postgres::Config,
-    database: &str,
-) -> Result<(), StoreError> {
+async fn create_database_if_missing(pg: &tokio_postgres::Config, database: &str) -> Result<(), StoreError> {
     match pg.connect(NoTls).await {
         Ok(_) => return Ok(()),
         Err(err) if err.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
@@ -96,10 +83,7 @@ async fn create_database_if_missing(
     tokio::spawn(connection);
     let quoted = format!("\"{}\"", database.replace('"', "\"\""));
     tracing::info!(database, "creating database");
-    client
-        .batch_execute(&format!("CREATE DATABASE {quoted}"))
-        .await
-        .or_else(ignore_duplicate)?;
+    client.batch_execute(&format!("CREATE DATABASE {quoted}")).await.or_else(ignore_duplicate)?;
     Ok(())
 }
 

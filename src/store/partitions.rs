@@ -19,8 +19,7 @@ pub const PARTITIONED: [(&str, &str); 6] = [
     ("metric_points_summary", "time_unix_nano"),
 ];
 
-const LOCK: &str =
-    "SELECT pg_advisory_xact_lock(hashtext('otelephant partitions ' || current_schema()))";
+const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('otelephant partitions ' || current_schema()))";
 
 /// Days since the Unix epoch (UTC) at `now`.
 pub fn epoch_day(now: SystemTime) -> i32 {
@@ -32,11 +31,7 @@ pub fn epoch_day(now: SystemTime) -> i32 {
 ///
 /// # Errors
 /// Database errors; partitions created before the error stay.
-pub async fn ensure(
-    client: &mut Object,
-    today: i32,
-    config: &PartitionConfig,
-) -> Result<usize, StoreError> {
+pub async fn ensure(client: &mut Object, today: i32, config: &PartitionConfig) -> Result<usize, StoreError> {
     let mut created = 0;
     let first = today - config.days_behind as i32;
     let last = today + config.days_ahead as i32;

@@ -24,12 +24,8 @@ pub async fn write_batch(pool: &Pool, batch: &[&Payload]) -> Result<(), StoreErr
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     for (index, table) in TABLES.iter().enumerate() {
-        let chunks: Vec<&Bytes> = batch
-            .iter()
-            .map(|p| &p.tables[index])
-            .filter(|(_, n)| *n > 0)
-            .map(|(b, _)| b)
-            .collect();
+        let chunks: Vec<&Bytes> =
+            batch.iter().map(|p| &p.tables[index]).filter(|(_, n)| *n > 0).map(|(b, _)| b).collect();
         if chunks.is_empty() {
             continue;
         }
@@ -43,11 +39,7 @@ pub async fn write_batch(pool: &Pool, batch: &[&Payload]) -> Result<(), StoreErr
     Ok(())
 }
 
-async fn upsert_dimension(
-    tx: &Transaction<'_>,
-    table: &Table,
-    chunks: &[&Bytes],
-) -> Result<(), StoreError> {
+async fn upsert_dimension(tx: &Transaction<'_>, table: &Table, chunks: &[&Bytes]) -> Result<(), StoreError> {
     let stage = format!("stage_{}", table.name);
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
@@ -66,11 +58,7 @@ async fn upsert_dimension(
 }
 
 /// Streams the tuples of `chunks` through one `COPY ... FROM STDIN (FORMAT binary)`.
-pub async fn copy(
-    tx: &Transaction<'_>,
-    statement: &str,
-    chunks: &[&Bytes],
-) -> Result<u64, StoreError> {
+pub async fn copy(tx: &Transaction<'_>, statement: &str, chunks: &[&Bytes]) -> Result<u64, StoreError> {
     let statement = tx.prepare_cached(statement).await?;
     let sink = tx.copy_in::<_, Bytes>(&statement).await?;
     futures_util::pin_mut!(sink);

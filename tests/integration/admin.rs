@@ -7,23 +7,13 @@ use crate::common::*;
 
 /// GETs `path` and returns the status code and body.
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to admin");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to admin");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     (status, body)
 }
 
@@ -39,11 +29,7 @@ async fn healthz_and_readyz_follow_the_database() {
     let (status, body) = get(admin, "/readyz").await;
     assert_eq!(status, 503);
     assert!(body.contains("database"), "says why: {body}");
-    assert_eq!(
-        get(admin, "/healthz").await.0,
-        200,
-        "alive without the database"
-    );
+    assert_eq!(get(admin, "/healthz").await.0, 200, "alive without the database");
     assert_eq!(get(admin, "/nope").await.0, 404);
     t.stop().await;
 }

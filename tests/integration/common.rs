@@ -35,9 +35,7 @@ pub struct TestSchema {
 impl TestSchema {
     pub fn new() -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Self {
-            name: format!("test_{}_{n}", std::process::id()),
-        }
+        Self { name: format!("test_{}_{n}", std::process::id()) }
     }
 
     pub fn config(&self) -> Config {
@@ -55,10 +53,7 @@ impl TestSchema {
     pub async fn sql(&self) -> Client {
         let mut pg: tokio_postgres::Config = database_url().parse().expect("test database url");
         pg.options(format!("-c search_path={}", self.name));
-        let (client, connection) = pg
-            .connect(NoTls)
-            .await
-            .expect("connect to the test database");
+        let (client, connection) = pg.connect(NoTls).await.expect("connect to the test database");
         tokio::spawn(connection);
         client
     }
@@ -69,17 +64,12 @@ impl Drop for TestSchema {
         let name = self.name.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on; use a thread of its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime
                 .block_on(async {
-                    let (client, connection) =
-                        tokio_postgres::connect(&database_url(), NoTls).await?;
+                    let (client, connection) = tokio_postgres::connect(&database_url(), NoTls).await?;
                     tokio::spawn(connection);
-                    client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await
+                    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await
                 })
                 .map_err(std::io::Error::other)
         })
@@ -106,26 +96,15 @@ impl TestServer {
         adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let sql = schema.sql().await;
-        Self {
-            server: Some(server),
-            sql,
-            _schema: schema,
-        }
+        Self { server: Some(server), sql, _schema: schema }
     }
 
     pub fn endpoint(&self) -> String {
-        format!(
-            "http://{}",
-            self.server.as_ref().expect("running").grpc_addr
-        )
+        format!("http://{}", self.server.as_ref().expect("running").grpc_addr)
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(self.endpoint())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connects")
+        Channel::from_shared(self.endpoint()).expect("endpoint").connect().await.expect("connects")
     }
 
     pub async fn traces(&self) -> TraceServiceClient<Channel> {
@@ -141,11 +120,7 @@ impl TestServer {
     }
 
     pub async fn count(&self, table: &str) -> i64 {
-        self.sql
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .await
-            .expect("count")
-            .get(0)
+        self.sql.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.expect("count").get(0)
     }
 
     pub async fn stop(&mut self) {
@@ -156,11 +131,7 @@ impl TestServer {
 }
 
 pub fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
 }
 
 pub fn s(v: &str) -> Value {
@@ -170,10 +141,7 @@ pub fn s(v: &str) -> Value {
 /// One attribute of every AnyValue variant, nested ones included, plus hostile text.
 pub fn every_value_attributes() -> Vec<KeyValue> {
     vec![
-        kv(
-            "string",
-            s("héllo ✓ 日本語 🐘 \"quoted\" back\\slash\nnewline\ttab\u{1}"),
-        ),
+        kv("string", s("héllo ✓ 日本語 🐘 \"quoted\" back\\slash\nnewline\ttab\u{1}")),
         kv("empty.string", s("")),
         kv("bool.true", Value::BoolValue(true)),
         kv("bool.false", Value::BoolValue(false)),
@@ -194,19 +162,11 @@ pub fn every_value_attributes() -> Vec<KeyValue> {
             "array",
             Value::ArrayValue(ArrayValue {
                 values: vec![
-                    AnyValue {
-                        value: Some(Value::IntValue(1)),
-                    },
-                    AnyValue {
-                        value: Some(Value::DoubleValue(1.0)),
-                    },
-                    AnyValue {
-                        value: Some(s("one")),
-                    },
+                    AnyValue { value: Some(Value::IntValue(1)) },
+                    AnyValue { value: Some(Value::DoubleValue(1.0)) },
+                    AnyValue { value: Some(s("one")) },
                     AnyValue { value: None },
-                    AnyValue {
-                        value: Some(Value::ArrayValue(ArrayValue::default())),
-                    },
+                    AnyValue { value: Some(Value::ArrayValue(ArrayValue::default())) },
                 ],
             }),
         ),
@@ -217,36 +177,23 @@ pub fn every_value_attributes() -> Vec<KeyValue> {
                 values: vec![
                     kv(
                         "nested",
-                        Value::KvlistValue(KeyValueList {
-                            values: vec![kv("deep", Value::IntValue(7))],
-                        }),
+                        Value::KvlistValue(KeyValueList { values: vec![kv("deep", Value::IntValue(7))] }),
                     ),
                     kv("$bytes", s("a map key that looks like a tag")),
                 ],
             }),
         ),
-        kv(
-            "map.tag_lookalike",
-            Value::KvlistValue(KeyValueList {
-                values: vec![kv("$double", s("NaN"))],
-            }),
-        ),
+        kv("map.tag_lookalike", Value::KvlistValue(KeyValueList { values: vec![kv("$double", s("NaN"))] })),
         kv("map.empty", Value::KvlistValue(KeyValueList::default())),
-        KeyValue {
-            key: "empty.value".into(),
-            value: Some(AnyValue { value: None }),
-            ..Default::default()
-        },
+        KeyValue { key: "empty.value".into(), value: Some(AnyValue { value: None }), ..Default::default() },
     ]
 }
 
 /// A comparable form of an attribute map: sorted by key at every level, doubles by their bits
 /// (so NaN equals NaN and -0 differs from 0), an absent value the same as an empty one.
 pub fn normalize(attributes: &[KeyValue]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = attributes
-        .iter()
-        .map(|kv| (kv.key.clone(), normalize_value(kv.value.as_ref())))
-        .collect();
+    let mut out: Vec<(String, String)> =
+        attributes.iter().map(|kv| (kv.key.clone(), normalize_value(kv.value.as_ref()))).collect();
     out.sort();
     out
 }
@@ -270,15 +217,11 @@ pub fn normalize_any(value: &AnyValue) -> String {
 
 /// Reads a stored attribute map back into OTLP.
 pub fn attributes(json: &serde_json::Value) -> Vec<KeyValue> {
-    otelephant::encode::attributes::attributes_from_json(json)
-        .expect("stored attributes follow the mapping")
+    otelephant::encode::attributes::attributes_from_json(json).expect("stored attributes follow the mapping")
 }
 
 pub fn nanos_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
 }
 
 /// A TCP proxy to the test database that a test can cut.
@@ -296,8 +239,7 @@ impl Proxy {
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let conn = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
-                    {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });

@@ -14,10 +14,8 @@ fn repo() -> &'static Path {
 
 /// The venv's python, creating the venv first if needed.
 async fn e2e_python() -> PathBuf {
-    let output = Command::new(repo().join("tests/e2e/setup-venv.sh"))
-        .output()
-        .await
-        .expect("run setup-venv.sh");
+    let output =
+        Command::new(repo().join("tests/e2e/setup-venv.sh")).output().await.expect("run setup-venv.sh");
     assert!(
         output.status.success(),
         "setting up the e2e venv failed (needs python3 and PyPI):\n{}",
@@ -97,10 +95,7 @@ async fn python_sdk_grpc_exporters_land_in_postgres() {
     assert_eq!(logs[0].get::<_, i32>(1), 13);
     assert_eq!(logs[0].get::<_, String>(2), "payment retried 2 times");
     assert_eq!(logs[0].get::<_, Option<String>>(3).as_deref(), Some("o-17"));
-    assert!(
-        logs[0].get::<_, Option<String>>(4).is_some(),
-        "logged inside a span"
-    );
+    assert!(logs[0].get::<_, Option<String>>(4).is_some(), "logged inside a span");
     assert_eq!(logs[1].get::<_, String>(2), "plain info line");
     assert_eq!(logs[1].get::<_, Option<String>>(4), None);
 
@@ -115,21 +110,14 @@ async fn python_sdk_grpc_exporters_land_in_postgres() {
         )
         .await
         .expect("series");
-    let got: Vec<(String, String, Option<bool>, i32)> = series
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
+    let got: Vec<(String, String, Option<bool>, i32)> =
+        series.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
     assert_eq!(
         got,
         vec![
             ("e2e.inflight".into(), "sum".into(), Some(false), 1),
             ("e2e.latency".into(), "histogram".into(), None, 1),
-            (
-                "e2e.latency.exp".into(),
-                "exponential_histogram".into(),
-                None,
-                1
-            ),
+            ("e2e.latency.exp".into(), "exponential_histogram".into(), None, 1),
             ("e2e.requests".into(), "sum".into(), Some(true), 2),
             ("e2e.temperature".into(), "gauge".into(), None, 1),
         ]
@@ -149,7 +137,10 @@ async fn python_sdk_grpc_exporters_land_in_postgres() {
     assert_eq!(requests, [5, 2]);
     let histogram = t
         .sql
-        .query_one("SELECT count, sum, min, max FROM metric_histograms_view WHERE metric_name = 'e2e.latency'", &[])
+        .query_one(
+            "SELECT count, sum, min, max FROM metric_histograms_view WHERE metric_name = 'e2e.latency'",
+            &[],
+        )
         .await
         .expect("histogram");
     assert_eq!(histogram.get::<_, i64>(0), 3);
@@ -158,20 +149,14 @@ async fn python_sdk_grpc_exporters_land_in_postgres() {
     assert_eq!(histogram.get::<_, Option<f64>>(3), Some(250.0));
     let exp_count: i64 = t
         .sql
-        .query_one(
-            "SELECT sum(count)::bigint FROM metric_points_exp_histogram",
-            &[],
-        )
+        .query_one("SELECT sum(count)::bigint FROM metric_points_exp_histogram", &[])
         .await
         .expect("exp")
         .get(0);
     assert_eq!(exp_count, 3);
     let gauge: f64 = t
         .sql
-        .query_one(
-            "SELECT value FROM metric_points_view WHERE metric_name = 'e2e.temperature'",
-            &[],
-        )
+        .query_one("SELECT value FROM metric_points_view WHERE metric_name = 'e2e.temperature'", &[])
         .await
         .expect("gauge")
         .get(0);

@@ -30,10 +30,7 @@ async fn gzip_and_zstd_requests_are_accepted() {
     let mut t = TestServer::start().await;
     for encoding in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
         let mut client = t.traces().await.send_compressed(encoding);
-        client
-            .export(spans(3))
-            .await
-            .unwrap_or_else(|e| panic!("{encoding:?} export failed: {e}"));
+        client.export(spans(3)).await.unwrap_or_else(|e| panic!("{encoding:?} export failed: {e}"));
     }
     assert_eq!(t.count("spans").await, 6);
     t.stop().await;
@@ -48,23 +45,12 @@ async fn oversized_requests_get_resource_exhausted() {
         if let Some(encoding) = encoding {
             client = client.send_compressed(encoding);
         }
-        let err = client
-            .export(big.clone())
-            .await
-            .expect_err("over the limit");
+        let err = client.export(big.clone()).await.expect_err("over the limit");
         assert_eq!(err.code(), Code::ResourceExhausted, "{encoding:?}: {err}");
-        assert!(
-            err.message().contains("16384"),
-            "the message names the limit: {}",
-            err.message()
-        );
+        assert!(err.message().contains("16384"), "the message names the limit: {}", err.message());
     }
     // A request under the limit still goes through.
-    t.traces()
-        .await
-        .export(spans(1))
-        .await
-        .expect("small request");
+    t.traces().await.export(spans(1)).await.expect("small request");
     assert_eq!(t.count("spans").await, 1);
     t.stop().await;
 }
@@ -74,22 +60,11 @@ async fn undecodable_requests_get_invalid_argument() {
     let mut t = TestServer::start().await;
     // A gRPC frame whose protobuf is truncated: field 1 (resource_spans) claims 100 bytes.
     let body: Vec<u8> = [&[0u8][..], &5u32.to_be_bytes(), &[0x0a, 100, 1, 2, 3]].concat();
-    let response = http_post_grpc(
-        &t.endpoint(),
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-        body,
-    )
-    .await;
-    assert_eq!(
-        response.0,
-        Code::InvalidArgument as i32,
-        "status: {response:?}"
-    );
-    assert!(
-        response.1.contains("decode"),
-        "message explains: {}",
-        response.1
-    );
+    let response =
+        http_post_grpc(&t.endpoint(), "/opentelemetry.proto.collector.trace.v1.TraceService/Export", body)
+            .await;
+    assert_eq!(response.0, Code::InvalidArgument as i32, "status: {response:?}");
+    assert!(response.1.contains("decode"), "message explains: {}", response.1);
     assert_eq!(t.count("spans").await, 0);
     t.stop().await;
 }
@@ -106,10 +81,7 @@ async fn http_post_grpc(endpoint: &str, path: &'static str, body: Vec<u8>) -> (i
     let path = http::uri::PathAndQuery::from_maybe_shared(path).expect("path");
     // Skip the 5-byte frame header: the codec adds its own.
     let request = tonic::Request::new(bytes::Bytes::from(body[5..].to_vec()));
-    match grpc
-        .unary::<_, bytes::Bytes, _>(request, path, RawCodec)
-        .await
-    {
+    match grpc.unary::<_, bytes::Bytes, _>(request, path, RawCodec).await {
         Ok(_) => (0, String::new()),
         Err(status) => (status.code() as i32, status.message().to_owned()),
     }
@@ -160,30 +132,12 @@ impl tonic::codec::Decoder for RawCodec {
 #[tokio::test]
 async fn empty_requests_succeed() {
     let mut t = TestServer::start().await;
-    t.traces()
-        .await
-        .export(ExportTraceServiceRequest::default())
-        .await
-        .expect("empty traces");
-    t.metrics()
-        .await
-        .export(ExportMetricsServiceRequest::default())
-        .await
-        .expect("empty metrics");
-    t.logs()
-        .await
-        .export(ExportLogsServiceRequest::default())
-        .await
-        .expect("empty logs");
+    t.traces().await.export(ExportTraceServiceRequest::default()).await.expect("empty traces");
+    t.metrics().await.export(ExportMetricsServiceRequest::default()).await.expect("empty metrics");
+    t.logs().await.export(ExportLogsServiceRequest::default()).await.expect("empty logs");
     // Resources with no records are fine too, and store nothing.
-    let hollow = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans::default()],
-    };
-    t.traces()
-        .await
-        .export(hollow)
-        .await
-        .expect("hollow request");
+    let hollow = ExportTraceServiceRequest { resource_spans: vec![ResourceSpans::default()] };
+    t.traces().await.export(hollow).await.expect("hollow request");
     assert_eq!(t.count("spans").await, 0);
     t.stop().await;
 }
@@ -192,18 +146,9 @@ async fn empty_requests_succeed() {
 async fn database_failure_is_unavailable_never_success() {
     let proxy = Proxy::start().await;
     let mut t = TestServer::start_with(|c| c.postgres.url = proxy.url()).await;
-    t.traces()
-        .await
-        .export(spans(2))
-        .await
-        .expect("stored while the database is up");
+    t.traces().await.export(spans(2)).await.expect("stored while the database is up");
     proxy.cut();
-    let err = t
-        .traces()
-        .await
-        .export(spans(2))
-        .await
-        .expect_err("no success without a commit");
+    let err = t.traces().await.export(spans(2)).await.expect_err("no success without a commit");
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert_eq!(t.count("spans").await, 2, "nothing more was stored");
     t.stop().await;

@@ -21,11 +21,7 @@ fn record(i: usize, now: u64, body: Option<AnyValue>) -> LogRecord {
         flags: u32::MAX,
         trace_id: if i == 0 { vec![] } else { vec![7; 16] },
         span_id: if i == 0 { vec![] } else { vec![6; 8] },
-        event_name: if i == 2 {
-            "browser.click".into()
-        } else {
-            String::new()
-        },
+        event_name: if i == 2 { "browser.click".into() } else { String::new() },
     }
 }
 
@@ -33,9 +29,7 @@ fn bodies() -> Vec<Option<AnyValue>> {
     let any = |v| Some(AnyValue { value: Some(v) });
     vec![
         any(s("plain text body ✓\nsecond line")),
-        any(Value::KvlistValue(KeyValueList {
-            values: every_value_attributes(),
-        })),
+        any(Value::KvlistValue(KeyValueList { values: every_value_attributes() })),
         any(Value::IntValue(5)),
         any(Value::DoubleValue(5.0)),
         any(Value::BytesValue(vec![0xde, 0xad])),
@@ -48,11 +42,7 @@ fn bodies() -> Vec<Option<AnyValue>> {
 async fn every_log_field_round_trips() {
     let mut t = TestServer::start().await;
     let now = nanos_now();
-    let records: Vec<LogRecord> = bodies()
-        .into_iter()
-        .enumerate()
-        .map(|(i, b)| record(i, now, b))
-        .collect();
+    let records: Vec<LogRecord> = bodies().into_iter().enumerate().map(|(i, b)| record(i, now, b)).collect();
     let request = ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
@@ -71,17 +61,9 @@ async fn every_log_field_round_trips() {
             schema_url: String::new(),
         }],
     };
-    t.logs()
-        .await
-        .export(request)
-        .await
-        .expect("export succeeds");
+    t.logs().await.export(request).await.expect("export succeeds");
 
-    let rows = t
-        .sql
-        .query("SELECT * FROM logs ORDER BY observed_time_unix_nano", &[])
-        .await
-        .expect("logs");
+    let rows = t.sql.query("SELECT * FROM logs ORDER BY observed_time_unix_nano", &[]).await.expect("logs");
     assert_eq!(rows.len(), records.len());
     for (row, sent) in rows.iter().zip(&records) {
         let body: Option<serde_json::Value> = row.get("body");
@@ -91,38 +73,22 @@ async fn every_log_field_round_trips() {
             severity_number: row.get("severity_number"),
             severity_text: row.get("severity_text"),
             body: body.map(|b| {
-                otelephant::encode::attributes::any_value_from_json(&b)
-                    .expect("body follows the mapping")
+                otelephant::encode::attributes::any_value_from_json(&b).expect("body follows the mapping")
             }),
             attributes: sent.attributes.clone(),
             dropped_attributes_count: row.get::<_, i64>("dropped_attributes_count") as u32,
             flags: u32::try_from(row.get::<_, i64>("flags")).expect("u32"),
-            trace_id: row
-                .get::<_, Option<Vec<u8>>>("trace_id")
-                .unwrap_or_default(),
+            trace_id: row.get::<_, Option<Vec<u8>>>("trace_id").unwrap_or_default(),
             span_id: row.get::<_, Option<Vec<u8>>>("span_id").unwrap_or_default(),
             event_name: row.get("event_name"),
         };
-        let without_values = |r: &LogRecord| LogRecord {
-            body: None,
-            attributes: vec![],
-            ..r.clone()
-        };
+        let without_values = |r: &LogRecord| LogRecord { body: None, attributes: vec![], ..r.clone() };
         assert_eq!(without_values(&stored), without_values(sent));
-        assert_eq!(
-            stored.body.as_ref().map(normalize_any),
-            sent.body.as_ref().map(normalize_any)
-        );
-        assert_eq!(
-            normalize(&attributes(&row.get("attributes"))),
-            normalize(&sent.attributes)
-        );
+        assert_eq!(stored.body.as_ref().map(normalize_any), sent.body.as_ref().map(normalize_any));
+        assert_eq!(normalize(&attributes(&row.get("attributes"))), normalize(&sent.attributes));
         // Filed under its own time, or its observed time when that is unset.
-        let expected = if sent.time_unix_nano == 0 {
-            sent.observed_time_unix_nano
-        } else {
-            sent.time_unix_nano
-        };
+        let expected =
+            if sent.time_unix_nano == 0 { sent.observed_time_unix_nano } else { sent.time_unix_nano };
         assert_eq!(row.get::<_, i64>("timestamp_unix_nano") as u64, expected);
     }
 
@@ -139,10 +105,7 @@ async fn every_log_field_round_trips() {
 
     let view = t
         .sql
-        .query_one(
-            "SELECT service_name, body, scope_name FROM logs_view ORDER BY time LIMIT 1",
-            &[],
-        )
+        .query_one("SELECT service_name, body, scope_name FROM logs_view ORDER BY time LIMIT 1", &[])
         .await
         .expect("view");
     assert_eq!(view.get::<_, String>(0), "frontend");

@@ -7,5 +7,6 @@ mod e2e;
 mod grpc;
 mod logs;
 mod metrics;
+mod query;
 mod storage;
 mod traces;

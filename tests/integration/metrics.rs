@@ -6,8 +6,8 @@ use opentelemetry_proto::tonic::{
     metrics::v1::{
         exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
         summary_data_point::ValueAtQuantile, AggregationTemporality, DataPointFlags, Exemplar,
-        ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint,
-        Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+        ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
+        NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
     },
     resource::v1::Resource,
 };
@@ -58,16 +58,8 @@ fn request(now: u64) -> ExportMetricsServiceRequest {
             "gauge.int",
             Data::Gauge(Gauge {
                 data_points: vec![
-                    number(
-                        point_attrs("/a"),
-                        Some(number_data_point::Value::AsInt(i64::MIN)),
-                        0,
-                    ),
-                    number(
-                        point_attrs("/b"),
-                        None,
-                        DataPointFlags::NoRecordedValueMask as u32,
-                    ),
+                    number(point_attrs("/a"), Some(number_data_point::Value::AsInt(i64::MIN)), 0),
+                    number(point_attrs("/b"), None, DataPointFlags::NoRecordedValueMask as u32),
                 ],
             }),
         ),
@@ -129,14 +121,8 @@ fn request(now: u64) -> ExportMetricsServiceRequest {
                         sum: Some(-3.75),
                         scale: -3,
                         zero_count: 2,
-                        positive: Some(Buckets {
-                            offset: -2,
-                            bucket_counts: vec![1, 2, 3],
-                        }),
-                        negative: Some(Buckets {
-                            offset: 5,
-                            bucket_counts: vec![4, 0, 7],
-                        }),
+                        positive: Some(Buckets { offset: -2, bucket_counts: vec![1, 2, 3] }),
+                        negative: Some(Buckets { offset: 5, bucket_counts: vec![4, 0, 7] }),
                         flags: 0,
                         exemplars: exemplars(now),
                         min: Some(-9.5),
@@ -147,10 +133,7 @@ fn request(now: u64) -> ExportMetricsServiceRequest {
                         attributes: vec![],
                         time_unix_nano: now,
                         positive: None,
-                        negative: Some(Buckets {
-                            offset: 0,
-                            bucket_counts: vec![],
-                        }),
+                        negative: Some(Buckets { offset: 0, bucket_counts: vec![] }),
                         ..Default::default()
                     },
                 ],
@@ -167,27 +150,15 @@ fn request(now: u64) -> ExportMetricsServiceRequest {
                     count: 100,
                     sum: 250.5,
                     quantile_values: vec![
-                        ValueAtQuantile {
-                            quantile: 0.0,
-                            value: 0.1,
-                        },
-                        ValueAtQuantile {
-                            quantile: 0.99,
-                            value: 9.9,
-                        },
-                        ValueAtQuantile {
-                            quantile: 1.0,
-                            value: f64::NAN,
-                        },
+                        ValueAtQuantile { quantile: 0.0, value: 0.1 },
+                        ValueAtQuantile { quantile: 0.99, value: 9.9 },
+                        ValueAtQuantile { quantile: 1.0, value: f64::NAN },
                     ],
                     flags: 0,
                 }],
             }),
         ),
-        Metric {
-            name: "no.data".into(),
-            ..Default::default()
-        },
+        Metric { name: "no.data".into(), ..Default::default() },
     ];
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
@@ -196,10 +167,7 @@ fn request(now: u64) -> ExportMetricsServiceRequest {
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name: "meter".into(),
-                    ..Default::default()
-                }),
+                scope: Some(InstrumentationScope { name: "meter".into(), ..Default::default() }),
                 metrics,
                 schema_url: "https://scope".into(),
             }],
@@ -216,39 +184,22 @@ fn assert_exemplars(stored: Option<serde_json::Value>, sent: &[Exemplar]) {
     let stored = stored.as_array().expect("exemplar array");
     assert_eq!(stored.len(), sent.len());
     for (json, exemplar) in stored.iter().zip(sent) {
-        assert_eq!(
-            json["time_unix_nano"].as_u64(),
-            Some(exemplar.time_unix_nano)
-        );
+        assert_eq!(json["time_unix_nano"].as_u64(), Some(exemplar.time_unix_nano));
         match exemplar.value {
             Some(exemplar::Value::AsInt(i)) => assert_eq!(json["as_int"].as_i64(), Some(i)),
             Some(exemplar::Value::AsDouble(d)) => {
-                let back = otelephant::encode::attributes::double_from_json(&json["as_double"])
-                    .expect("double");
+                let back =
+                    otelephant::encode::attributes::double_from_json(&json["as_double"]).expect("double");
                 assert_eq!(back.to_bits(), d.to_bits());
             }
             None => assert!(json.get("as_int").is_none() && json.get("as_double").is_none()),
         }
-        let hex_or_empty = |key: &str| {
-            json.get(key)
-                .map(|v| hex::decode(v.as_str().expect("hex")).expect("hex"))
-        };
-        assert_eq!(
-            hex_or_empty("span_id").unwrap_or_default(),
-            exemplar.span_id
-        );
-        assert_eq!(
-            hex_or_empty("trace_id").unwrap_or_default(),
-            exemplar.trace_id
-        );
-        let filtered = json
-            .get("filtered_attributes")
-            .map(attributes)
-            .unwrap_or_default();
-        assert_eq!(
-            normalize(&filtered),
-            normalize(&exemplar.filtered_attributes)
-        );
+        let hex_or_empty =
+            |key: &str| json.get(key).map(|v| hex::decode(v.as_str().expect("hex")).expect("hex"));
+        assert_eq!(hex_or_empty("span_id").unwrap_or_default(), exemplar.span_id);
+        assert_eq!(hex_or_empty("trace_id").unwrap_or_default(), exemplar.trace_id);
+        let filtered = json.get("filtered_attributes").map(attributes).unwrap_or_default();
+        assert_eq!(normalize(&filtered), normalize(&exemplar.filtered_attributes));
     }
 }
 
@@ -257,11 +208,7 @@ async fn every_metric_type_round_trips() {
     let mut t = TestServer::start().await;
     let now = nanos_now();
     let sent = request(now);
-    t.metrics()
-        .await
-        .export(sent.clone())
-        .await
-        .expect("export succeeds");
+    t.metrics().await.export(sent.clone()).await.expect("export succeeds");
     let metrics = &sent.resource_metrics[0].scope_metrics[0].metrics;
 
     // Series: identity, temporality, monotonicity, metadata, attributes.
@@ -289,18 +236,8 @@ async fn every_metric_type_round_trips() {
     assert_eq!(
         described,
         vec![
-            (
-                "exp_histogram".into(),
-                "exponential_histogram".into(),
-                Some(2),
-                None
-            ),
-            (
-                "exp_histogram".into(),
-                "exponential_histogram".into(),
-                Some(2),
-                None
-            ),
+            ("exp_histogram".into(), "exponential_histogram".into(), Some(2), None),
+            ("exp_histogram".into(), "exponential_histogram".into(), Some(2), None),
             ("gauge.int".into(), "gauge".into(), None, None),
             ("gauge.int".into(), "gauge".into(), None, None),
             ("histogram".into(), "histogram".into(), Some(1), None),
@@ -315,14 +252,8 @@ async fn every_metric_type_round_trips() {
             format!("{} – described", row.get::<_, String>("metric_name"))
         );
         assert_eq!(row.get::<_, String>("unit"), "ms");
-        assert_eq!(
-            row.get::<_, serde_json::Value>("metadata"),
-            serde_json::json!({"meta": "data"})
-        );
-        assert_eq!(
-            row.get::<_, Option<String>>("service_name").as_deref(),
-            Some("billing")
-        );
+        assert_eq!(row.get::<_, serde_json::Value>("metadata"), serde_json::json!({"meta": "data"}));
+        assert_eq!(row.get::<_, Option<String>>("service_name").as_deref(), Some("billing"));
         assert_eq!(row.get::<_, String>("scope_name"), "meter");
     }
 
@@ -346,19 +277,10 @@ async fn every_metric_type_round_trips() {
         _ => unreachable!(),
     };
     for (row, sent) in numbers.iter().zip(gauge_points.iter().chain(sum_points)) {
-        assert_eq!(
-            row.get::<_, i64>("time_unix_nano") as u64,
-            sent.time_unix_nano
-        );
-        assert_eq!(
-            row.get::<_, i64>("start_time_unix_nano") as u64,
-            sent.start_time_unix_nano
-        );
+        assert_eq!(row.get::<_, i64>("time_unix_nano") as u64, sent.time_unix_nano);
+        assert_eq!(row.get::<_, i64>("start_time_unix_nano") as u64, sent.start_time_unix_nano);
         assert_eq!(row.get::<_, i64>("flags") as u32, sent.flags);
-        assert_eq!(
-            normalize(&attributes(&row.get("attributes"))),
-            normalize(&sent.attributes)
-        );
+        assert_eq!(normalize(&attributes(&row.get("attributes"))), normalize(&sent.attributes));
         let value_int: Option<i64> = row.get("value_int");
         let value_double: Option<f64> = row.get("value_double");
         match sent.value {
@@ -375,14 +297,9 @@ async fn every_metric_type_round_trips() {
     }
 
     // Histograms.
-    let Some(Data::Histogram(histogram)) = &metrics[2].data else {
-        unreachable!()
-    };
-    let rows = t
-        .sql
-        .query("SELECT * FROM metric_points_histogram ORDER BY flags", &[])
-        .await
-        .expect("histograms");
+    let Some(Data::Histogram(histogram)) = &metrics[2].data else { unreachable!() };
+    let rows =
+        t.sql.query("SELECT * FROM metric_points_histogram ORDER BY flags", &[]).await.expect("histograms");
     assert_eq!(rows.len(), 2);
     for (row, sent) in rows.iter().zip(&histogram.data_points) {
         assert_eq!(row.get::<_, i64>("count") as u64, sent.count);
@@ -390,32 +307,18 @@ async fn every_metric_type_round_trips() {
         assert_eq!(row.get::<_, Option<f64>>("min"), sent.min);
         assert_eq!(row.get::<_, Option<f64>>("max"), sent.max);
         let buckets: Vec<i64> = row.get("bucket_counts");
-        assert_eq!(
-            buckets.iter().map(|&c| c as u64).collect::<Vec<_>>(),
-            sent.bucket_counts
-        );
-        assert_eq!(
-            row.get::<_, Vec<f64>>("explicit_bounds"),
-            sent.explicit_bounds
-        );
+        assert_eq!(buckets.iter().map(|&c| c as u64).collect::<Vec<_>>(), sent.bucket_counts);
+        assert_eq!(row.get::<_, Vec<f64>>("explicit_bounds"), sent.explicit_bounds);
         assert_eq!(row.get::<_, i64>("flags") as u32, sent.flags);
-        assert_eq!(
-            row.get::<_, i64>("start_time_unix_nano") as u64,
-            sent.start_time_unix_nano
-        );
+        assert_eq!(row.get::<_, i64>("start_time_unix_nano") as u64, sent.start_time_unix_nano);
         assert_exemplars(row.get("exemplars"), &sent.exemplars);
     }
 
     // Exponential histograms, negative buckets and an absent positive side included.
-    let Some(Data::ExponentialHistogram(exp)) = &metrics[3].data else {
-        unreachable!()
-    };
+    let Some(Data::ExponentialHistogram(exp)) = &metrics[3].data else { unreachable!() };
     let rows = t
         .sql
-        .query(
-            "SELECT * FROM metric_points_exp_histogram ORDER BY count DESC",
-            &[],
-        )
+        .query("SELECT * FROM metric_points_exp_histogram ORDER BY count DESC", &[])
         .await
         .expect("exponential histograms");
     assert_eq!(rows.len(), 2);
@@ -423,11 +326,7 @@ async fn every_metric_type_round_trips() {
         let side = |offset: &str, counts: &str| {
             row.get::<_, Option<i32>>(offset).map(|offset| Buckets {
                 offset,
-                bucket_counts: row
-                    .get::<_, Vec<i64>>(counts)
-                    .into_iter()
-                    .map(|c| c as u64)
-                    .collect(),
+                bucket_counts: row.get::<_, Vec<i64>>(counts).into_iter().map(|c| c as u64).collect(),
             })
         };
         let stored = ExponentialHistogramDataPoint {
@@ -455,37 +354,21 @@ async fn every_metric_type_round_trips() {
     }
 
     // Summaries.
-    let Some(Data::Summary(summary)) = &metrics[4].data else {
-        unreachable!()
-    };
-    let row = t
-        .sql
-        .query_one("SELECT * FROM metric_points_summary", &[])
-        .await
-        .expect("summary");
+    let Some(Data::Summary(summary)) = &metrics[4].data else { unreachable!() };
+    let row = t.sql.query_one("SELECT * FROM metric_points_summary", &[]).await.expect("summary");
     let sent = &summary.data_points[0];
     assert_eq!(row.get::<_, i64>("count") as u64, sent.count);
     assert_eq!(row.get::<_, f64>("sum"), sent.sum);
     let quantiles: Vec<f64> = row.get("quantiles");
     let values: Vec<f64> = row.get("quantile_values");
-    let stored: Vec<(u64, u64)> = quantiles
-        .iter()
-        .zip(&values)
-        .map(|(q, v)| (q.to_bits(), v.to_bits()))
-        .collect();
-    let expected: Vec<(u64, u64)> = sent
-        .quantile_values
-        .iter()
-        .map(|q| (q.quantile.to_bits(), q.value.to_bits()))
-        .collect();
+    let stored: Vec<(u64, u64)> =
+        quantiles.iter().zip(&values).map(|(q, v)| (q.to_bits(), v.to_bits())).collect();
+    let expected: Vec<(u64, u64)> =
+        sent.quantile_values.iter().map(|q| (q.quantile.to_bits(), q.value.to_bits())).collect();
     assert_eq!(stored, expected);
 
     // The same points again reuse every series.
-    t.metrics()
-        .await
-        .export(request(now + 1))
-        .await
-        .expect("second export");
+    t.metrics().await.export(request(now + 1)).await.expect("second export");
     assert_eq!(t.count("metric_series").await, 8);
     assert_eq!(t.count("metric_points_number").await, 6);
     t.stop().await;

@@ -17,10 +17,8 @@ use otelephant::{
 
 use crate::common::*;
 
-const ALL_TYPES: Table = Table {
-    name: "copy_probe",
-    columns: &["i8", "i4", "f8", "b", "t", "by", "j", "ai8", "af8"],
-};
+const ALL_TYPES: Table =
+    Table { name: "copy_probe", columns: &["i8", "i4", "f8", "b", "t", "by", "j", "ai8", "af8"] };
 
 #[tokio::test]
 async fn copy_encoder_round_trips_every_type_null_empty_and_large() {
@@ -78,11 +76,7 @@ async fn copy_encoder_round_trips_every_type_null_empty_and_large() {
         row.text(&large_text);
         row.bytea(&large_bytes);
         row.jsonb(|buf| {
-            otelephant::encode::attributes::write_attributes(
-                buf,
-                &every_value_attributes(),
-                Order::AsSent,
-            )
+            otelephant::encode::attributes::write_attributes(buf, &every_value_attributes(), Order::AsSent)
         });
         row.int8_array((0..100_000i64).collect::<Vec<_>>().into_iter());
         row.null();
@@ -90,55 +84,34 @@ async fn copy_encoder_round_trips_every_type_null_empty_and_large() {
     // Split the stream into two chunks to check tuples concatenate.
     let bytes = rows.buf.freeze();
     let tx = client.transaction().await.expect("tx");
-    let copied = writer::copy(
-        &tx,
-        &ALL_TYPES.copy_statement("copy_probe"),
-        &[&bytes.slice(..), &Bytes::new()],
-    )
-    .await
-    .expect("copy");
+    let copied =
+        writer::copy(&tx, &ALL_TYPES.copy_statement("copy_probe"), &[&bytes.slice(..), &Bytes::new()])
+            .await
+            .expect("copy");
     tx.commit().await.expect("commit");
     assert_eq!(copied, 4);
 
-    let got = client
-        .query("SELECT * FROM copy_probe ORDER BY i8 NULLS LAST", &[])
-        .await
-        .expect("select");
+    let got = client.query("SELECT * FROM copy_probe ORDER BY i8 NULLS LAST", &[]).await.expect("select");
     assert_eq!(got.len(), 4);
     let first = &got[0];
     assert_eq!(first.get::<_, Option<i64>>("i8"), Some(i64::MIN));
     assert_eq!(first.get::<_, Option<i32>>("i4"), Some(i32::MAX));
     assert_eq!(first.get::<_, Option<f64>>("f8"), Some(f64::NEG_INFINITY));
     assert_eq!(first.get::<_, Option<bool>>("b"), Some(true));
-    assert_eq!(
-        first.get::<_, Option<String>>("t").as_deref(),
-        Some("tab\there ✓")
-    );
+    assert_eq!(first.get::<_, Option<String>>("t").as_deref(), Some("tab\there ✓"));
     assert_eq!(first.get::<_, Option<Vec<u8>>>("by"), Some(vec![0, 1, 255]));
-    assert_eq!(
-        first.get::<_, Option<serde_json::Value>>("j"),
-        Some(serde_json::json!("json ✓"))
-    );
-    assert_eq!(
-        first.get::<_, Option<Vec<i64>>>("ai8"),
-        Some(vec![1, -2, i64::MAX])
-    );
+    assert_eq!(first.get::<_, Option<serde_json::Value>>("j"), Some(serde_json::json!("json ✓")));
+    assert_eq!(first.get::<_, Option<Vec<i64>>>("ai8"), Some(vec![1, -2, i64::MAX]));
     let floats: Vec<f64> = first.get("af8");
     assert_eq!(floats[0], 0.5);
     assert!(floats[1].is_nan());
 
     let empty = &got[1];
     assert_eq!(empty.get::<_, Option<i64>>("i8"), Some(0));
-    assert_eq!(
-        empty.get::<_, Option<f64>>("f8").map(f64::to_bits),
-        Some((-0.0f64).to_bits())
-    );
+    assert_eq!(empty.get::<_, Option<f64>>("f8").map(f64::to_bits), Some((-0.0f64).to_bits()));
     assert_eq!(empty.get::<_, Option<String>>("t").as_deref(), Some(""));
     assert_eq!(empty.get::<_, Option<Vec<u8>>>("by"), Some(vec![]));
-    assert_eq!(
-        empty.get::<_, Option<serde_json::Value>>("j"),
-        Some(serde_json::json!({}))
-    );
+    assert_eq!(empty.get::<_, Option<serde_json::Value>>("j"), Some(serde_json::json!({})));
     assert_eq!(empty.get::<_, Option<Vec<i64>>>("ai8"), Some(vec![]));
     assert_eq!(empty.get::<_, Option<Vec<f64>>>("af8"), Some(vec![]));
 
@@ -146,19 +119,13 @@ async fn copy_encoder_round_trips_every_type_null_empty_and_large() {
     assert_eq!(large.get::<_, Option<String>>("t"), Some(large_text));
     assert_eq!(large.get::<_, Option<Vec<u8>>>("by"), Some(large_bytes));
     assert_eq!(large.get::<_, Vec<i64>>("ai8").len(), 100_000);
-    assert_eq!(
-        normalize(&attributes(&large.get("j"))),
-        normalize(&every_value_attributes())
-    );
+    assert_eq!(normalize(&attributes(&large.get("j"))), normalize(&every_value_attributes()));
     assert_eq!(large.get::<_, Option<f64>>("f8"), None);
 
     let nulls = &got[3];
     for column in ALL_TYPES.columns {
         let is_null: bool = client
-            .query_one(
-                &format!("SELECT {column} IS NULL FROM copy_probe WHERE i8 IS NULL"),
-                &[],
-            )
+            .query_one(&format!("SELECT {column} IS NULL FROM copy_probe WHERE i8 IS NULL"), &[])
             .await
             .expect("null check")
             .get(0);
@@ -188,11 +155,7 @@ async fn column_lists_match_the_live_tables() {
             .collect();
         assert!(!live.is_empty(), "table {} exists", table.name);
         for column in table.columns {
-            assert!(
-                live.iter().any(|(name, _)| name == column),
-                "{}.{column} exists",
-                table.name
-            );
+            assert!(live.iter().any(|(name, _)| name == column), "{}.{column} exists", table.name);
         }
         for (name, required) in &live {
             assert!(
@@ -206,17 +169,9 @@ async fn column_lists_match_the_live_tables() {
         let positions: Vec<usize> = table
             .columns
             .iter()
-            .map(|c| {
-                live.iter()
-                    .position(|(name, _)| name == c)
-                    .expect("present")
-            })
+            .map(|c| live.iter().position(|(name, _)| name == c).expect("present"))
             .collect();
-        assert!(
-            positions.windows(2).all(|w| w[0] < w[1]),
-            "{} columns are in table order",
-            table.name
-        );
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{} columns are in table order", table.name);
     }
 }
 
@@ -245,24 +200,14 @@ async fn migrations_are_idempotent_concurrent_and_guarded() {
         .batch_execute("UPDATE schema_migrations SET checksum = checksum + 1 WHERE version = 1")
         .await
         .expect("tamper");
-    let err = migrate::run(&mut client)
-        .await
-        .expect_err("edited migration");
-    assert!(
-        matches!(err, StoreError::MigrationChanged { version: 1, .. }),
-        "{err}"
-    );
+    let err = migrate::run(&mut client).await.expect_err("edited migration");
+    assert!(matches!(err, StoreError::MigrationChanged { version: 1, .. }), "{err}");
     drop(client);
     pool.close();
 }
 
 fn log_at(time: u64) -> LogRecord {
-    LogRecord {
-        time_unix_nano: time,
-        body: None,
-        severity_text: "late".into(),
-        ..Default::default()
-    }
+    LogRecord { time_unix_nano: time, body: None, severity_text: "late".into(), ..Default::default() }
 }
 
 #[tokio::test]
@@ -275,80 +220,42 @@ async fn records_outside_prepared_days_are_stored_and_moved_into_new_partitions(
     let request = ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             scope_logs: vec![ScopeLogs {
-                log_records: vec![
-                    log_at(0),
-                    log_at(now - 30 * DAY),
-                    log_at(far_future),
-                    log_at(u64::MAX),
-                ],
+                log_records: vec![log_at(0), log_at(now - 30 * DAY), log_at(far_future), log_at(u64::MAX)],
                 ..Default::default()
             }],
             ..Default::default()
         }],
     };
-    t.logs()
-        .await
-        .export(request)
-        .await
-        .expect("out-of-range records are accepted");
+    t.logs().await.export(request).await.expect("out-of-range records are accepted");
     // time 0 falls back to the observed time (also 0), then to the time it was received.
-    let in_default: i64 = t
-        .sql
-        .query_one("SELECT count(*) FROM logs_default", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(
-        in_default, 3,
-        "late, future and u64::MAX land in the default partition"
-    );
+    let in_default: i64 =
+        t.sql.query_one("SELECT count(*) FROM logs_default", &[]).await.expect("count").get(0);
+    assert_eq!(in_default, 3, "late, future and u64::MAX land in the default partition");
     assert_eq!(t.count("logs").await, 4);
 
     // Time moves on: the day of the future record gets its partition, and the record moves in.
     let future_day = (far_future / DAY) as i32;
     let pool = t.server.as_ref().expect("running").pool.clone();
     let mut client = pool.get().await.expect("client");
-    let config = otelephant::config::PartitionConfig {
-        days_ahead: 0,
-        days_behind: 0,
-        check_interval_secs: 1,
-    };
-    let created = partitions::ensure(&mut client, future_day, &config)
-        .await
-        .expect("creates partitions");
+    let config =
+        otelephant::config::PartitionConfig { days_ahead: 0, days_behind: 0, check_interval_secs: 1 };
+    let created = partitions::ensure(&mut client, future_day, &config).await.expect("creates partitions");
     assert_eq!(created, partitions::PARTITIONED.len());
     let name: String = t
         .sql
-        .query_one(
-            "SELECT to_char(date '1970-01-01' + $1::integer, 'YYYYMMDD')",
-            &[&future_day],
-        )
+        .query_one("SELECT to_char(date '1970-01-01' + $1::integer, 'YYYYMMDD')", &[&future_day])
         .await
         .expect("day name")
         .get(0);
     let partition = format!("logs_p{name}");
-    let moved: i64 = t
-        .sql
-        .query_one(&format!("SELECT count(*) FROM {partition}"), &[])
-        .await
-        .expect("count")
-        .get(0);
+    let moved: i64 =
+        t.sql.query_one(&format!("SELECT count(*) FROM {partition}"), &[]).await.expect("count").get(0);
     assert_eq!(moved, 1);
     assert_eq!(t.count("logs_default").await, 2);
     assert_eq!(t.count("logs").await, 4, "nothing lost while moving");
     // Running again creates nothing; today's partitions existed from start-up.
-    assert_eq!(
-        partitions::ensure(&mut client, future_day, &config)
-            .await
-            .expect("idempotent"),
-        0
-    );
-    assert_eq!(
-        partitions::ensure(&mut client, today, &config)
-            .await
-            .expect("today exists"),
-        0
-    );
+    assert_eq!(partitions::ensure(&mut client, future_day, &config).await.expect("idempotent"), 0);
+    assert_eq!(partitions::ensure(&mut client, today, &config).await.expect("today exists"), 0);
     drop(client);
     t.stop().await;
 }

@@ -15,11 +15,7 @@ pub fn full_span(i: u8, now: u64) -> Span {
         trace_id: vec![0xab, 0xcd, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, i],
         span_id: vec![1, 2, 3, 4, 5, 6, 7, i],
         trace_state: "vendor=value,other=ü".into(),
-        parent_span_id: if i == 0 {
-            vec![]
-        } else {
-            vec![1, 2, 3, 4, 5, 6, 7, 0]
-        },
+        parent_span_id: if i == 0 { vec![] } else { vec![1, 2, 3, 4, 5, 6, 7, 0] },
         flags: if i == 0 { u32::MAX } else { 0x0000_0301 },
         name: format!("GET /users/{{id}} ✓ {i}"),
         kind: i32::from(i % 6),
@@ -53,24 +49,15 @@ pub fn full_span(i: u8, now: u64) -> Span {
         dropped_links_count: 5,
         status: match i {
             0 => None,
-            1 => Some(Status {
-                message: String::new(),
-                code: 0,
-            }),
-            _ => Some(Status {
-                message: "it broke: ✗".into(),
-                code: 2,
-            }),
+            1 => Some(Status { message: String::new(), code: 0 }),
+            _ => Some(Status { message: "it broke: ✗".into(), code: 2 }),
         },
     }
 }
 
-fn request(now: u64) -> ExportTraceServiceRequest {
+pub fn request(now: u64) -> ExportTraceServiceRequest {
     let resource = Resource {
-        attributes: vec![
-            kv("service.name", s("checkout")),
-            kv("host.name", s("web-1")),
-        ],
+        attributes: vec![kv("service.name", s("checkout")), kv("host.name", s("web-1"))],
         dropped_attributes_count: 2,
         entity_refs: vec![EntityRef {
             schema_url: "https://opentelemetry.io/schemas/1.30.0".into(),
@@ -95,11 +82,7 @@ fn request(now: u64) -> ExportTraceServiceRequest {
                         spans: vec![full_span(0, now), full_span(1, now)],
                         schema_url: "https://scope.example/a".into(),
                     },
-                    ScopeSpans {
-                        scope: None,
-                        spans: vec![full_span(2, now)],
-                        schema_url: String::new(),
-                    },
+                    ScopeSpans { scope: None, spans: vec![full_span(2, now)], schema_url: String::new() },
                 ],
                 schema_url: "https://resource.example/1".into(),
             },
@@ -121,8 +104,7 @@ fn hex_bytes(v: &serde_json::Value) -> Vec<u8> {
 }
 
 fn u32_of(v: Option<&serde_json::Value>) -> u32 {
-    v.and_then(|v| v.as_u64())
-        .map_or(0, |n| u32::try_from(n).expect("fits u32"))
+    v.and_then(|v| v.as_u64()).map_or(0, |n| u32::try_from(n).expect("fits u32"))
 }
 
 /// Rebuilds a span from its row.
@@ -130,23 +112,19 @@ fn span_from_row(row: &Row) -> Span {
     let events: Option<serde_json::Value> = row.get("events");
     let links: Option<serde_json::Value> = row.get("links");
     let status_code: Option<i32> = row.get("status_code");
-    let nested_attributes =
-        |v: &serde_json::Value| v.get("attributes").map(attributes).unwrap_or_default();
+    let nested_attributes = |v: &serde_json::Value| v.get("attributes").map(attributes).unwrap_or_default();
     Span {
         trace_id: row.get("trace_id"),
         span_id: row.get("span_id"),
         trace_state: row.get("trace_state"),
-        parent_span_id: row
-            .get::<_, Option<Vec<u8>>>("parent_span_id")
-            .unwrap_or_default(),
+        parent_span_id: row.get::<_, Option<Vec<u8>>>("parent_span_id").unwrap_or_default(),
         flags: u32::try_from(row.get::<_, i64>("flags")).expect("flags fit u32"),
         name: row.get("name"),
         kind: row.get("kind"),
         start_time_unix_nano: row.get::<_, i64>("start_time_unix_nano") as u64,
         end_time_unix_nano: row.get::<_, i64>("end_time_unix_nano") as u64,
         attributes: attributes(&row.get("attributes")),
-        dropped_attributes_count: u32::try_from(row.get::<_, i64>("dropped_attributes_count"))
-            .expect("u32"),
+        dropped_attributes_count: u32::try_from(row.get::<_, i64>("dropped_attributes_count")).expect("u32"),
         events: events
             .iter()
             .flat_map(|e| e.as_array().expect("events array").iter())
@@ -157,29 +135,21 @@ fn span_from_row(row: &Row) -> Span {
                 dropped_attributes_count: u32_of(e.get("dropped_attributes_count")),
             })
             .collect(),
-        dropped_events_count: u32::try_from(row.get::<_, i64>("dropped_events_count"))
-            .expect("u32"),
+        dropped_events_count: u32::try_from(row.get::<_, i64>("dropped_events_count")).expect("u32"),
         links: links
             .iter()
             .flat_map(|l| l.as_array().expect("links array").iter())
             .map(|l| span::Link {
                 trace_id: hex_bytes(&l["trace_id"]),
                 span_id: hex_bytes(&l["span_id"]),
-                trace_state: l
-                    .get("trace_state")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or_default()
-                    .into(),
+                trace_state: l.get("trace_state").and_then(|t| t.as_str()).unwrap_or_default().into(),
                 attributes: nested_attributes(l),
                 dropped_attributes_count: u32_of(l.get("dropped_attributes_count")),
                 flags: u32_of(l.get("flags")),
             })
             .collect(),
         dropped_links_count: u32::try_from(row.get::<_, i64>("dropped_links_count")).expect("u32"),
-        status: status_code.map(|code| Status {
-            code,
-            message: row.get("status_message"),
-        }),
+        status: status_code.map(|code| Status { code, message: row.get("status_message") }),
     }
 }
 
@@ -187,22 +157,8 @@ fn span_from_row(row: &Row) -> Span {
 fn assert_same_span(sent: &Span, stored: &Span) {
     let plain = |s: &Span| Span {
         attributes: vec![],
-        events: s
-            .events
-            .iter()
-            .map(|e| span::Event {
-                attributes: vec![],
-                ..e.clone()
-            })
-            .collect(),
-        links: s
-            .links
-            .iter()
-            .map(|l| span::Link {
-                attributes: vec![],
-                ..l.clone()
-            })
-            .collect(),
+        events: s.events.iter().map(|e| span::Event { attributes: vec![], ..e.clone() }).collect(),
+        links: s.links.iter().map(|l| span::Link { attributes: vec![], ..l.clone() }).collect(),
         ..s.clone()
     };
     assert_eq!(plain(sent), plain(stored));
@@ -220,13 +176,7 @@ async fn every_span_field_round_trips() {
     let mut t = TestServer::start().await;
     let now = nanos_now();
     let sent = request(now);
-    let response = t
-        .traces()
-        .await
-        .export(sent.clone())
-        .await
-        .expect("export succeeds")
-        .into_inner();
+    let response = t.traces().await.export(sent.clone()).await.expect("export succeeds").into_inner();
     assert_eq!(response.partial_success, None);
 
     let rows = t
@@ -246,25 +196,15 @@ async fn every_span_field_round_trips() {
     let sent_spans: Vec<(&Span, &ResourceSpans, &ScopeSpans)> = sent
         .resource_spans
         .iter()
-        .flat_map(|rs| {
-            rs.scope_spans
-                .iter()
-                .flat_map(move |ss| ss.spans.iter().map(move |sp| (sp, rs, ss)))
-        })
+        .flat_map(|rs| rs.scope_spans.iter().flat_map(move |ss| ss.spans.iter().map(move |sp| (sp, rs, ss))))
         .collect();
     for (row, (span, rs, ss)) in rows.iter().zip(sent_spans) {
         assert_same_span(span, &span_from_row(row));
         let resource = rs.resource.as_ref().expect("sent a resource");
-        assert_eq!(
-            normalize(&attributes(&row.get("r_attributes"))),
-            normalize(&resource.attributes)
-        );
+        assert_eq!(normalize(&attributes(&row.get("r_attributes"))), normalize(&resource.attributes));
         assert_eq!(row.get::<_, i64>("r_dropped"), 2);
         assert_eq!(row.get::<_, String>("r_schema_url"), rs.schema_url);
-        assert_eq!(
-            row.get::<_, Option<String>>("service_name").as_deref(),
-            Some("checkout")
-        );
+        assert_eq!(row.get::<_, Option<String>>("service_name").as_deref(), Some("checkout"));
         assert_eq!(
             row.get::<_, serde_json::Value>("entity_refs"),
             serde_json::json!([{"type": "service", "schema_url": "https://opentelemetry.io/schemas/1.30.0",
@@ -273,14 +213,8 @@ async fn every_span_field_round_trips() {
         let scope = ss.scope.clone().unwrap_or_default();
         assert_eq!(row.get::<_, String>("sc_name"), scope.name);
         assert_eq!(row.get::<_, String>("sc_version"), scope.version);
-        assert_eq!(
-            normalize(&attributes(&row.get("sc_attributes"))),
-            normalize(&scope.attributes)
-        );
-        assert_eq!(
-            row.get::<_, i64>("sc_dropped"),
-            i64::from(scope.dropped_attributes_count)
-        );
+        assert_eq!(normalize(&attributes(&row.get("sc_attributes"))), normalize(&scope.attributes));
+        assert_eq!(row.get::<_, i64>("sc_dropped"), i64::from(scope.dropped_attributes_count));
         assert_eq!(row.get::<_, String>("sc_schema_url"), ss.schema_url);
     }
 
@@ -289,11 +223,7 @@ async fn every_span_field_round_trips() {
     assert_eq!(t.count("scopes").await, 2);
 
     // Sending the same again adds spans (exporters may retry) but no new resource or scope.
-    t.traces()
-        .await
-        .export(sent)
-        .await
-        .expect("second export succeeds");
+    t.traces().await.export(sent).await.expect("second export succeeds");
     assert_eq!(t.count("spans").await, 8);
     assert_eq!(t.count("resources").await, 1);
     assert_eq!(t.count("scopes").await, 2);
@@ -316,10 +246,7 @@ async fn attributes_are_queryable_naturally() {
         )
         .await
         .expect("query");
-    assert_eq!(
-        row.get::<_, String>(0),
-        "héllo ✓ 日本語 🐘 \"quoted\" back\\slash\nnewline\ttab\u{1}"
-    );
+    assert_eq!(row.get::<_, String>(0), "héllo ✓ 日本語 🐘 \"quoted\" back\\slash\nnewline\ttab\u{1}");
     assert_eq!(row.get::<_, i64>(1), i64::MAX);
     assert_eq!(row.get::<_, String>(2), "42.0");
     assert_eq!(row.get::<_, String>(3), "7");
@@ -337,17 +264,12 @@ async fn attributes_are_queryable_naturally() {
         .await
         .expect("view");
     assert_eq!(view.get::<_, String>(0), "checkout");
-    assert_eq!(
-        view.get::<_, String>(1),
-        hex::encode(full_span(0, 0).trace_id)
-    );
+    assert_eq!(view.get::<_, String>(1), hex::encode(full_span(0, 0).trace_id));
     assert_eq!(view.get::<_, String>(2), "unspecified");
     assert_eq!(view.get::<_, String>(3), "unset");
     assert!((view.get::<_, f64>(4) - 864.197532).abs() < 1e-6);
-    let start = view
-        .get::<_, std::time::SystemTime>(5)
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after epoch");
+    let start =
+        view.get::<_, std::time::SystemTime>(5).duration_since(std::time::UNIX_EPOCH).expect("after epoch");
     assert_eq!(start.as_micros() as u64, (now + 123_456_789) / 1000);
     t.stop().await;
 }
