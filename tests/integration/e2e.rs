@@ -163,3 +163,67 @@ async fn python_sdk_grpc_exporters_land_in_postgres() {
     assert_eq!(gauge, 21.5);
     t.stop().await;
 }
+
+/// Runs the venv's grpcurl with `args`; returns stdout, failing the test on a non-zero exit.
+async fn grpcurl(python: &Path, args: &[&str]) -> String {
+    let grpcurl = python.with_file_name("grpcurl");
+    let output = Command::new(&grpcurl).args(args).output().await.expect("run grpcurl");
+    assert!(
+        output.status.success(),
+        "grpcurl {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+#[tokio::test]
+async fn grpcurl_discovers_and_calls_the_query_service() {
+    let python = e2e_python().await;
+    let mut t = TestServer::start().await;
+    let now = nanos_now() - 10_000_000_000;
+    t.traces().await.export(crate::traces::request(now)).await.expect("export");
+    let addr = t.endpoint().trim_start_matches("http://").to_owned();
+
+    let services = grpcurl(&python, &["-plaintext", &addr, "list"]).await;
+    for service in [
+        "otelephant.query.v1.QueryService",
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        "opentelemetry.proto.collector.metrics.v1.MetricsService",
+        "opentelemetry.proto.collector.logs.v1.LogsService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.lines().any(|l| l == service), "{service} listed in:\n{services}");
+    }
+    let described =
+        grpcurl(&python, &["-plaintext", &addr, "describe", "otelephant.query.v1.QueryService"]).await;
+    assert!(described.contains("rpc GetTrace"), "{described}");
+    let export = grpcurl(
+        &python,
+        &["-plaintext", &addr, "describe", "opentelemetry.proto.collector.logs.v1.LogsService"],
+    )
+    .await;
+    assert!(export.contains("rpc Export"), "{export}");
+
+    let trace_id = hex::encode(crate::traces::full_span(0, now).trace_id);
+    let request = format!(r#"{{"trace_id": "{trace_id}"}}"#);
+    let trace =
+        grpcurl(&python, &["-plaintext", "-d", &request, &addr, "otelephant.query.v1.QueryService/GetTrace"])
+            .await;
+    let trace: serde_json::Value = serde_json::from_str(&trace).expect("JSON answer");
+    let span = &trace["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+    assert_eq!(span["name"], "GET /users/{id} ✓ 0");
+    let resource_attributes =
+        trace["resourceSpans"][0]["resource"]["attributes"].as_array().expect("attributes");
+    assert!(resource_attributes
+        .iter()
+        .any(|a| a["key"] == "service.name" && a["value"]["stringValue"] == "checkout"));
+
+    let services =
+        grpcurl(&python, &["-plaintext", "-d", "{}", &addr, "otelephant.query.v1.QueryService/ListServices"])
+            .await;
+    assert!(services.contains("checkout"), "{services}");
+    let health = grpcurl(&python, &["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await;
+    assert!(health.contains("SERVING"), "{health}");
+    t.stop().await;
+}
