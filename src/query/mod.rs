@@ -1,14 +1,31 @@
 //! The read API: `otelephant.query.v1.QueryService` on the gRPC port, handing stored data back
 //! as OTLP, with every field decoded by the same mappings that encoded it.
 
+pub mod logs;
 pub mod traces;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use deadpool_postgres::Pool;
-use tonic::Status;
+use std::collections::HashMap;
 
-use crate::encode::attributes::MappingError;
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use bytes::BytesMut;
+use deadpool_postgres::{Object, Pool};
+use opentelemetry_proto::tonic::{
+    common::v1::InstrumentationScope, resource::v1::Resource, trace::v1::TracesData,
+};
+use tokio_postgres::{types::ToSql, Row};
+use tonic::{Request, Response, Status};
+
+use crate::encode::{
+    attributes::{attributes_from_json, write_any_value, MappingError, Order},
+    dims::entity_refs_from_json,
+};
+use proto::{
+    query_service_server::QueryService, GetTraceRequest, ListOperationsRequest, ListOperationsResponse,
+    ListServicesRequest, ListServicesResponse, SearchLogsRequest, SearchLogsResponse, SearchTracesRequest,
+    SearchTracesResponse,
+};
 
 /// The generated service and messages of `proto/otelephant/query/v1/query.proto`.
 pub mod proto {
@@ -65,10 +82,180 @@ pub fn resolve_range(range: Option<&proto::TimeRange>, field: &str) -> Result<(i
 }
 
 fn database_error(err: tokio_postgres::Error) -> Status {
-    Status::unavailable(format!("database error: {err}"))
+    match std::error::Error::source(&err) {
+        Some(cause) => Status::unavailable(format!("database error: {err}: {cause}")),
+        None => Status::unavailable(format!("database error: {err}")),
+    }
 }
 
 /// Stored data that does not follow the mapping: a bug or a hand-edited row, not the caller's fault.
 fn corrupt(err: MappingError) -> Status {
     Status::internal(format!("stored data does not decode: {err}"))
 }
+
+#[tonic::async_trait]
+impl QueryService for Query {
+    async fn get_trace(&self, request: Request<GetTraceRequest>) -> Result<Response<TracesData>, Status> {
+        let trace_id = traces::parse_trace_id(&request.get_ref().trace_id, "trace_id")?;
+        Ok(Response::new(self.trace(&trace_id).await?))
+    }
+
+    async fn search_traces(
+        &self,
+        request: Request<SearchTracesRequest>,
+    ) -> Result<Response<SearchTracesResponse>, Status> {
+        Ok(Response::new(traces::search_traces(self, request.get_ref()).await?))
+    }
+
+    async fn search_logs(
+        &self,
+        request: Request<SearchLogsRequest>,
+    ) -> Result<Response<SearchLogsResponse>, Status> {
+        Ok(Response::new(logs::search_logs(self, request.get_ref()).await?))
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        Ok(Response::new(traces::list_services(self, request.get_ref()).await?))
+    }
+
+    async fn list_operations(
+        &self,
+        request: Request<ListOperationsRequest>,
+    ) -> Result<Response<ListOperationsResponse>, Status> {
+        Ok(Response::new(traces::list_operations(self, request.get_ref()).await?))
+    }
+}
+
+/// Page size when the request leaves it unset, and the most a page may hold.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+fn page_size(requested: u32) -> usize {
+    match requested as usize {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// Page tokens are opaque to clients: base64 of a position the next page starts after.
+fn encode_token(position: &str) -> String {
+    URL_SAFE_NO_PAD.encode(position)
+}
+
+fn decode_token(token: &str) -> Result<String, Status> {
+    URL_SAFE_NO_PAD.decode(token).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(bad_token)
+}
+
+fn bad_token() -> Status {
+    Status::invalid_argument("page_token: not a token this server gave out")
+}
+
+/// A SQL statement's parameters, collected while its text is built: user input only ever
+/// travels as a parameter, never inside the text.
+#[derive(Default)]
+struct Sql {
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Sql {
+    /// Adds a parameter; returns its placeholder.
+    fn param(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+    }
+}
+
+/// The condition that `alias` (a spans or logs row) or its resource has attribute `key` equal
+/// to `value`, type included: jsonb's text form of a value differs between an int and a double.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `field` when the filter has no key or no value.
+fn attribute_condition(
+    sql: &mut Sql,
+    alias: &str,
+    filter: &proto::AttributeFilter,
+    field: &str,
+) -> Result<String, Status> {
+    if filter.key.is_empty() {
+        return Err(Status::invalid_argument(format!("{field}.key: required")));
+    }
+    let Some(value) = &filter.value else {
+        return Err(Status::invalid_argument(format!("{field}.value: required")));
+    };
+    let mut json = BytesMut::new();
+    write_any_value(&mut json, value, Order::AsSent);
+    let json =
+        String::from_utf8(json.to_vec()).map_err(|_| Status::internal("attribute JSON is not UTF-8"))?;
+    let key = sql.param(filter.key.clone());
+    let value = sql.param(json);
+    Ok(format!(
+        "(({alias}.attributes -> {key})::text = ({value}::text::jsonb)::text
+          OR EXISTS (SELECT 1 FROM resources fr WHERE fr.resource_id = {alias}.resource_id
+                     AND (fr.attributes -> {key})::text = ({value}::text::jsonb)::text))"
+    ))
+}
+
+pub(super) fn u32_column(row: &Row, column: &str) -> Result<u32, MappingError> {
+    let v: i64 = row.get(column);
+    u32::try_from(v).map_err(|_| MappingError::BadNumber(format!("{column} = {v}")))
+}
+
+type Resources = HashMap<i64, (Resource, String)>;
+type Scopes = HashMap<i64, (InstrumentationScope, String)>;
+
+/// The resources and scopes (each with its schema_url) that `rows` reference.
+async fn dimensions(client: &Object, rows: &[Row]) -> Result<(Resources, Scopes), Status> {
+    let mut resource_ids: Vec<i64> = rows.iter().map(|r| r.get("resource_id")).collect();
+    let mut scope_ids: Vec<i64> = rows.iter().map(|r| r.get("scope_id")).collect();
+    for ids in [&mut resource_ids, &mut scope_ids] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    let resources = client
+        .query(RESOURCES_BY_ID, &[&resource_ids])
+        .await
+        .map_err(database_error)?
+        .iter()
+        .map(|r| Ok((r.get("resource_id"), resource_from_row(r)?)))
+        .collect::<Result<_, MappingError>>()
+        .map_err(corrupt)?;
+    let scopes = client
+        .query(SCOPES_BY_ID, &[&scope_ids])
+        .await
+        .map_err(database_error)?
+        .iter()
+        .map(|r| Ok((r.get("scope_id"), scope_from_row(r)?)))
+        .collect::<Result<_, MappingError>>()
+        .map_err(corrupt)?;
+    Ok((resources, scopes))
+}
+
+fn resource_from_row(row: &Row) -> Result<(Resource, String), MappingError> {
+    let entity_refs: Option<serde_json::Value> = row.get("entity_refs");
+    let resource = Resource {
+        attributes: attributes_from_json(&row.get("attributes"))?,
+        dropped_attributes_count: u32_column(row, "dropped_attributes_count")?,
+        entity_refs: entity_refs.as_ref().map_or(Ok(Vec::new()), entity_refs_from_json)?,
+    };
+    Ok((resource, row.get("schema_url")))
+}
+
+fn scope_from_row(row: &Row) -> Result<(InstrumentationScope, String), MappingError> {
+    let scope = InstrumentationScope {
+        name: row.get("name"),
+        version: row.get("version"),
+        attributes: attributes_from_json(&row.get("attributes"))?,
+        dropped_attributes_count: u32_column(row, "dropped_attributes_count")?,
+    };
+    Ok((scope, row.get("schema_url")))
+}
+
+pub(super) const RESOURCES_BY_ID: &str = "SELECT * FROM resources WHERE resource_id = ANY($1)";
+pub(super) const SCOPES_BY_ID: &str = "SELECT * FROM scopes WHERE scope_id = ANY($1)";

@@ -1,27 +1,25 @@
-//! GetTrace, ListServices and ListOperations: spans back out of `spans`, `resources` and
+//! GetTrace, SearchTraces, ListServices and ListOperations: spans back out of `spans`, `resources` and
 //! `scopes`, rebuilt into OTLP.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use opentelemetry_proto::tonic::{
-    common::v1::InstrumentationScope,
-    resource::v1::Resource,
-    trace::v1::{ResourceSpans, ScopeSpans, Span, Status as SpanStatus, TracesData},
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status as SpanStatus, TracesData,
 };
 use tokio_postgres::Row;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use super::{
-    corrupt, database_error,
+    attribute_condition, bad_token, corrupt, database_error, decode_token, dimensions, encode_token,
+    page_size,
     proto::{
-        query_service_server::QueryService, GetTraceRequest, ListOperationsRequest, ListOperationsResponse,
-        ListServicesRequest, ListServicesResponse, Operation,
+        ListOperationsRequest, ListOperationsResponse, ListServicesRequest, ListServicesResponse, Operation,
+        SearchTracesRequest, SearchTracesResponse, TraceSummary,
     },
-    resolve_range, Query,
+    resolve_range, u32_column, Query, Sql,
 };
 use crate::encode::{
     attributes::{attributes_from_json, MappingError},
-    dims::entity_refs_from_json,
     traces::{events_from_json, links_from_json},
 };
 
@@ -36,11 +34,6 @@ pub fn parse_trace_id(hex_id: &str, field: &str) -> Result<Vec<u8>, Status> {
             "{field}: expected 32 hexadecimal characters, got {hex_id:?}"
         ))),
     }
-}
-
-fn u32_column(row: &Row, column: &str) -> Result<u32, MappingError> {
-    let v: i64 = row.get(column);
-    u32::try_from(v).map_err(|_| MappingError::BadNumber(format!("{column} = {v}")))
 }
 
 /// Rebuilds a span from its row (the inverse of `encode::traces::encode_span`).
@@ -68,59 +61,16 @@ fn span_from_row(row: &Row) -> Result<Span, MappingError> {
     })
 }
 
-fn resource_from_row(row: &Row) -> Result<(Resource, String), MappingError> {
-    let entity_refs: Option<serde_json::Value> = row.get("entity_refs");
-    let resource = Resource {
-        attributes: attributes_from_json(&row.get("attributes"))?,
-        dropped_attributes_count: u32_column(row, "dropped_attributes_count")?,
-        entity_refs: entity_refs.as_ref().map_or(Ok(Vec::new()), entity_refs_from_json)?,
-    };
-    Ok((resource, row.get("schema_url")))
-}
-
-fn scope_from_row(row: &Row) -> Result<(InstrumentationScope, String), MappingError> {
-    let scope = InstrumentationScope {
-        name: row.get("name"),
-        version: row.get("version"),
-        attributes: attributes_from_json(&row.get("attributes"))?,
-        dropped_attributes_count: u32_column(row, "dropped_attributes_count")?,
-    };
-    Ok((scope, row.get("schema_url")))
-}
-
 const TRACE_SPANS: &str = "SELECT * FROM spans WHERE trace_id = $1
     ORDER BY resource_id, scope_id, start_time_unix_nano, span_id";
-const RESOURCES_BY_ID: &str = "SELECT * FROM resources WHERE resource_id = ANY($1)";
-const SCOPES_BY_ID: &str = "SELECT * FROM scopes WHERE scope_id = ANY($1)";
-
 impl Query {
-    async fn get_trace(&self, trace_id: &[u8]) -> Result<TracesData, Status> {
+    pub(super) async fn trace(&self, trace_id: &[u8]) -> Result<TracesData, Status> {
         let client = self.client().await?;
         let rows = client.query(TRACE_SPANS, &[&trace_id]).await.map_err(database_error)?;
         if rows.is_empty() {
             return Err(Status::not_found(format!("no trace with id {}", hex::encode(trace_id))));
         }
-        let mut resource_ids: Vec<i64> = rows.iter().map(|r| r.get("resource_id")).collect();
-        let mut scope_ids: Vec<i64> = rows.iter().map(|r| r.get("scope_id")).collect();
-        resource_ids.dedup();
-        scope_ids.sort_unstable();
-        scope_ids.dedup();
-        let resources: HashMap<i64, (Resource, String)> = client
-            .query(RESOURCES_BY_ID, &[&resource_ids])
-            .await
-            .map_err(database_error)?
-            .iter()
-            .map(|r| Ok((r.get("resource_id"), resource_from_row(r)?)))
-            .collect::<Result<_, MappingError>>()
-            .map_err(corrupt)?;
-        let scopes: HashMap<i64, (InstrumentationScope, String)> = client
-            .query(SCOPES_BY_ID, &[&scope_ids])
-            .await
-            .map_err(database_error)?
-            .iter()
-            .map(|r| Ok((r.get("scope_id"), scope_from_row(r)?)))
-            .collect::<Result<_, MappingError>>()
-            .map_err(corrupt)?;
+        let (resources, scopes) = dimensions(&client, &rows).await?;
 
         // Rows come ordered by resource, then scope, so each group is one run of rows.
         let mut data = TracesData::default();
@@ -155,56 +105,152 @@ impl Query {
     }
 }
 
-#[tonic::async_trait]
-impl QueryService for Query {
-    async fn get_trace(&self, request: Request<GetTraceRequest>) -> Result<Response<TracesData>, Status> {
-        let trace_id = parse_trace_id(&request.get_ref().trace_id, "trace_id")?;
-        Ok(Response::new(Query::get_trace(self, &trace_id).await?))
-    }
+pub(super) async fn list_services(
+    q: &Query,
+    request: &ListServicesRequest,
+) -> Result<ListServicesResponse, Status> {
+    let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
+    let rows = q
+        .client()
+        .await?
+        .query(
+            "SELECT service_name FROM resources r
+             WHERE service_name IS NOT NULL AND EXISTS (
+                 SELECT 1 FROM spans s WHERE s.resource_id = r.resource_id
+                 AND s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2)
+             GROUP BY service_name ORDER BY service_name",
+            &[&start, &end],
+        )
+        .await
+        .map_err(database_error)?;
+    Ok(ListServicesResponse { services: rows.iter().map(|r| r.get(0)).collect() })
+}
 
-    async fn list_services(
-        &self,
-        request: Request<ListServicesRequest>,
-    ) -> Result<Response<ListServicesResponse>, Status> {
-        let (start, end) = resolve_range(request.get_ref().time_range.as_ref(), "time_range")?;
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT service_name FROM resources r
-                 WHERE service_name IS NOT NULL AND EXISTS (
-                     SELECT 1 FROM spans s WHERE s.resource_id = r.resource_id
-                     AND s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2)
-                 GROUP BY service_name ORDER BY service_name",
-                &[&start, &end],
-            )
-            .await
-            .map_err(database_error)?;
-        Ok(Response::new(ListServicesResponse { services: rows.iter().map(|r| r.get(0)).collect() }))
+pub(super) async fn list_operations(
+    q: &Query,
+    request: &ListOperationsRequest,
+) -> Result<ListOperationsResponse, Status> {
+    if request.service.is_empty() {
+        return Err(Status::invalid_argument("service: required"));
     }
+    let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
+    let rows = q
+        .client()
+        .await?
+        .query(
+            "SELECT DISTINCT s.name, s.kind FROM spans s
+             WHERE s.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $1)
+             AND s.start_time_unix_nano >= $2 AND s.start_time_unix_nano < $3
+             ORDER BY 1, 2",
+            &[&request.service, &start, &end],
+        )
+        .await
+        .map_err(database_error)?;
+    let operations = rows.iter().map(|r| Operation { name: r.get(0), kind: r.get(1) }).collect();
+    Ok(ListOperationsResponse { operations })
+}
 
-    async fn list_operations(
-        &self,
-        request: Request<ListOperationsRequest>,
-    ) -> Result<Response<ListOperationsResponse>, Status> {
-        let request = request.get_ref();
-        if request.service.is_empty() {
-            return Err(Status::invalid_argument("service: required"));
+/// One page of traces with a span matching every filter, newest first.
+pub(super) async fn search_traces(
+    q: &Query,
+    request: &SearchTracesRequest,
+) -> Result<SearchTracesResponse, Status> {
+    let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
+    let page_size = page_size(request.page_size);
+    let mut sql = Sql::default();
+    let mut matched = format!(
+        "SELECT s.trace_id, max(s.start_time_unix_nano) AS latest FROM spans s
+         WHERE s.start_time_unix_nano >= {} AND s.start_time_unix_nano < {}",
+        sql.param(start),
+        sql.param(end)
+    );
+    if !request.service.is_empty() {
+        let service = sql.param(request.service.clone());
+        matched += &format!(
+            " AND s.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = {service})"
+        );
+    }
+    if !request.span_name.is_empty() {
+        matched += &format!(" AND s.name = {}", sql.param(request.span_name.clone()));
+    }
+    for (i, filter) in request.attributes.iter().enumerate() {
+        matched +=
+            &format!(" AND {}", attribute_condition(&mut sql, "s", filter, &format!("attributes[{i}]"))?);
+    }
+    let duration = "(s.end_time_unix_nano - s.start_time_unix_nano)";
+    if request.min_duration_nanos > 0 {
+        matched += &format!(" AND {duration} >= {}", sql.param(clamp(request.min_duration_nanos)));
+    }
+    if request.max_duration_nanos > 0 {
+        matched += &format!(" AND {duration} <= {}", sql.param(clamp(request.max_duration_nanos)));
+    }
+    if request.errors_only {
+        matched += &format!(" AND s.status_code = {STATUS_ERROR}");
+    }
+    matched += " GROUP BY s.trace_id";
+    if !request.page_token.is_empty() {
+        let (latest, trace_id) = decode_trace_token(&request.page_token)?;
+        matched += &format!(
+            " HAVING (max(s.start_time_unix_nano), s.trace_id) < ({}, {})",
+            sql.param(latest),
+            sql.param(trace_id)
+        );
+    }
+    matched += &format!(" ORDER BY latest DESC, s.trace_id DESC LIMIT {}", sql.param(page_size as i64 + 1));
+    let query = format!(
+        "WITH matched AS ({matched})
+         SELECT m.trace_id, m.latest, min(s.start_time_unix_nano), max(s.end_time_unix_nano),
+                count(DISTINCT s.span_id), count(DISTINCT s.span_id) FILTER (WHERE s.status_code = {STATUS_ERROR}),
+                coalesce(array_agg(DISTINCT r.service_name) FILTER (WHERE r.service_name IS NOT NULL), '{{}}'),
+                (array_agg(r.service_name ORDER BY s.start_time_unix_nano) FILTER (WHERE s.parent_span_id IS NULL))[1],
+                (array_agg(s.name ORDER BY s.start_time_unix_nano) FILTER (WHERE s.parent_span_id IS NULL))[1]
+         FROM matched m JOIN spans s ON s.trace_id = m.trace_id
+         LEFT JOIN resources r ON r.resource_id = s.resource_id
+         GROUP BY m.trace_id, m.latest ORDER BY m.latest DESC, m.trace_id DESC"
+    );
+    let rows = q.client().await?.query(&query, &sql.params()).await.map_err(database_error)?;
+    let next_page_token = match rows.get(page_size) {
+        Some(_) => {
+            let last = &rows[page_size - 1];
+            encode_trace_token(last.get(1), &last.get::<_, Vec<u8>>(0))
         }
-        let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT DISTINCT s.name, s.kind FROM spans s
-                 WHERE s.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $1)
-                 AND s.start_time_unix_nano >= $2 AND s.start_time_unix_nano < $3
-                 ORDER BY 1, 2",
-                &[&request.service, &start, &end],
-            )
-            .await
-            .map_err(database_error)?;
-        let operations = rows.iter().map(|r| Operation { name: r.get(0), kind: r.get(1) }).collect();
-        Ok(Response::new(ListOperationsResponse { operations }))
-    }
+        None => String::new(),
+    };
+    let traces = rows
+        .iter()
+        .take(page_size)
+        .map(|row| {
+            let first: i64 = row.get(2);
+            let last_end: i64 = row.get(3);
+            TraceSummary {
+                trace_id: hex::encode(row.get::<_, Vec<u8>>(0)),
+                root_service: row.get::<_, Option<String>>(7).unwrap_or_default(),
+                root_span_name: row.get::<_, Option<String>>(8).unwrap_or_default(),
+                start_unix_nano: first as u64,
+                duration_nanos: last_end.saturating_sub(first).max(0) as u64,
+                span_count: row.get::<_, i64>(4) as u32,
+                error_count: row.get::<_, i64>(5) as u32,
+                services: row.get(6),
+            }
+        })
+        .collect();
+    Ok(SearchTracesResponse { traces, next_page_token })
+}
+
+/// The status code of a failed span.
+const STATUS_ERROR: i32 = 2;
+
+fn clamp(nanos: u64) -> i64 {
+    i64::try_from(nanos).unwrap_or(i64::MAX)
+}
+
+fn encode_trace_token(latest: i64, trace_id: &[u8]) -> String {
+    encode_token(&format!("{latest}:{}", hex::encode(trace_id)))
+}
+
+fn decode_trace_token(token: &str) -> Result<(i64, Vec<u8>), Status> {
+    let text = decode_token(token)?;
+    let parsed =
+        text.split_once(':').and_then(|(latest, id)| Some((latest.parse().ok()?, hex::decode(id).ok()?)));
+    parsed.ok_or_else(bad_token)
 }

@@ -223,6 +223,35 @@ async fn grpcurl_discovers_and_calls_the_query_service() {
         grpcurl(&python, &["-plaintext", "-d", "{}", &addr, "otelephant.query.v1.QueryService/ListServices"])
             .await;
     assert!(services.contains("checkout"), "{services}");
+    let logs = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+        resource_logs: vec![opentelemetry_proto::tonic::logs::v1::ResourceLogs {
+            resource: crate::traces::request(now).resource_spans[0].resource.clone(),
+            scope_logs: vec![opentelemetry_proto::tonic::logs::v1::ScopeLogs {
+                log_records: vec![opentelemetry_proto::tonic::logs::v1::LogRecord {
+                    time_unix_nano: now,
+                    severity_number: 17,
+                    body: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                        value: Some(s("checkout timed out after 30 s")),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    t.logs().await.export(logs).await.expect("export logs");
+    let request = r#"{"service": "checkout", "min_severity": 17, "body_contains": "timed out"}"#;
+    let found = grpcurl(
+        &python,
+        &["-plaintext", "-d", request, &addr, "otelephant.query.v1.QueryService/SearchLogs"],
+    )
+    .await;
+    let found: serde_json::Value = serde_json::from_str(&found).expect("JSON answer");
+    let record = &found["logs"]["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0];
+    assert_eq!(record["body"]["stringValue"], "checkout timed out after 30 s");
+    assert_eq!(record["severityNumber"], "SEVERITY_NUMBER_ERROR");
+
     let health = grpcurl(&python, &["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await;
     assert!(health.contains("SERVING"), "{health}");
     t.stop().await;

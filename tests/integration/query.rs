@@ -175,3 +175,334 @@ async fn grpc_health_is_serving_while_the_database_is_up() {
     assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     t.stop().await;
 }
+
+mod search {
+    use opentelemetry_proto::tonic::{
+        collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
+        common::v1::{any_value::Value, AnyValue},
+        logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+        resource::v1::Resource,
+        trace::v1::{ResourceSpans, ScopeSpans, Span, Status as SpanStatus},
+    };
+    use otelephant::query::proto::{AttributeFilter, SearchLogsRequest, SearchTracesRequest, TraceSummary};
+    use tonic::Code;
+
+    use super::query;
+    use crate::common::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn resource(service: &str) -> Option<Resource> {
+        Some(Resource {
+            attributes: vec![kv("service.name", s(service)), kv("host.name", s(&format!("{service}-host")))],
+            ..Default::default()
+        })
+    }
+
+    struct SpanSpec {
+        trace: u8,
+        id: u8,
+        parent: Option<u8>,
+        name: &'static str,
+        start: u64,
+        duration: u64,
+        error: bool,
+        code: Value,
+    }
+
+    fn span(spec: &SpanSpec) -> Span {
+        Span {
+            trace_id: vec![spec.trace; 16],
+            span_id: vec![spec.trace, spec.id, 0, 0, 0, 0, 0, 1],
+            parent_span_id: spec.parent.map(|p| vec![spec.trace, p, 0, 0, 0, 0, 0, 1]).unwrap_or_default(),
+            name: spec.name.into(),
+            start_time_unix_nano: spec.start,
+            end_time_unix_nano: spec.start + spec.duration,
+            attributes: vec![kv("http.response.status_code", spec.code.clone())],
+            status: spec.error.then(|| SpanStatus { code: 2, message: "failed".into() }),
+            ..Default::default()
+        }
+    }
+
+    /// Three traces, 30 s, 20 s and 10 s ago: checkout calling billing (with an error), a
+    /// billing-only trace, and a checkout trace with a double status code.
+    fn traces(now: u64) -> ExportTraceServiceRequest {
+        let (t1, t2, t3) = (now - 30 * SECOND, now - 20 * SECOND, now - 10 * SECOND);
+        let checkout = vec![
+            SpanSpec {
+                trace: 1,
+                id: 1,
+                parent: None,
+                name: "GET /cart",
+                start: t1,
+                duration: 900_000_000,
+                error: false,
+                code: Value::IntValue(200),
+            },
+            SpanSpec {
+                trace: 3,
+                id: 1,
+                parent: None,
+                name: "GET /cart",
+                start: t3,
+                duration: 5_000_000,
+                error: false,
+                code: Value::DoubleValue(200.0),
+            },
+        ];
+        let billing = vec![
+            SpanSpec {
+                trace: 1,
+                id: 2,
+                parent: Some(1),
+                name: "charge",
+                start: t1 + SECOND / 10,
+                duration: 400_000_000,
+                error: true,
+                code: Value::IntValue(500),
+            },
+            SpanSpec {
+                trace: 2,
+                id: 1,
+                parent: None,
+                name: "refund",
+                start: t2,
+                duration: 50_000_000,
+                error: false,
+                code: Value::IntValue(200),
+            },
+        ];
+        let group = |service: &str, specs: &[SpanSpec]| ResourceSpans {
+            resource: resource(service),
+            scope_spans: vec![ScopeSpans { spans: specs.iter().map(span).collect(), ..Default::default() }],
+            schema_url: String::new(),
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![group("checkout", &checkout), group("billing", &billing)],
+        }
+    }
+
+    async fn search(t: &TestServer, request: SearchTracesRequest) -> (Vec<TraceSummary>, String) {
+        let response = query(t).await.search_traces(request).await.expect("search").into_inner();
+        (response.traces, response.next_page_token)
+    }
+
+    fn ids(traces: &[TraceSummary]) -> Vec<String> {
+        traces.iter().map(|t| t.trace_id[..2].to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn search_traces_filters_summarizes_and_pages() {
+        let mut t = TestServer::start().await;
+        let now = nanos_now();
+        t.traces().await.export(traces(now)).await.expect("export");
+        t.traces().await.export(traces(now)).await.expect("retried export");
+
+        let (all, token) = search(&t, SearchTracesRequest::default()).await;
+        assert_eq!(ids(&all), ["03", "02", "01"], "newest first");
+        assert!(token.is_empty());
+        let first = &all[2];
+        assert_eq!(first.trace_id, "01".repeat(16));
+        assert_eq!((first.root_service.as_str(), first.root_span_name.as_str()), ("checkout", "GET /cart"));
+        assert_eq!(first.start_unix_nano, now - 30 * SECOND);
+        assert_eq!(first.duration_nanos, 900_000_000);
+        assert_eq!((first.span_count, first.error_count), (2, 1), "retried spans count once");
+        assert_eq!(first.services, ["billing", "checkout"]);
+
+        let (page1, token) = search(&t, SearchTracesRequest { page_size: 2, ..Default::default() }).await;
+        assert_eq!(ids(&page1), ["03", "02"]);
+        let (page2, last) =
+            search(&t, SearchTracesRequest { page_size: 2, page_token: token, ..Default::default() }).await;
+        assert_eq!(ids(&page2), ["01"]);
+        assert!(last.is_empty());
+
+        let by = |request: SearchTracesRequest| {
+            let t = &t;
+            async move { ids(&search(t, request).await.0) }
+        };
+        assert_eq!(
+            by(SearchTracesRequest { service: "billing".into(), ..Default::default() }).await,
+            ["02", "01"]
+        );
+        assert_eq!(
+            by(SearchTracesRequest { span_name: "GET /cart".into(), ..Default::default() }).await,
+            ["03", "01"]
+        );
+        assert_eq!(by(SearchTracesRequest { errors_only: true, ..Default::default() }).await, ["01"]);
+        assert_eq!(
+            by(SearchTracesRequest { min_duration_nanos: 100_000_000, ..Default::default() }).await,
+            ["01"]
+        );
+        assert_eq!(
+            by(SearchTracesRequest { max_duration_nanos: 10_000_000, ..Default::default() }).await,
+            ["03"]
+        );
+        let filter = |key: &str, value: Value| AttributeFilter {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+        };
+        let int_200 = vec![filter("http.response.status_code", Value::IntValue(200))];
+        assert_eq!(by(SearchTracesRequest { attributes: int_200, ..Default::default() }).await, ["02", "01"]);
+        let double_200 = vec![filter("http.response.status_code", Value::DoubleValue(200.0))];
+        assert_eq!(by(SearchTracesRequest { attributes: double_200, ..Default::default() }).await, ["03"]);
+        let on_resource = vec![filter("host.name", Value::StringValue("billing-host".into()))];
+        assert_eq!(
+            by(SearchTracesRequest { attributes: on_resource, ..Default::default() }).await,
+            ["02", "01"]
+        );
+        let range = otelephant::query::proto::TimeRange {
+            start_unix_nano: now - 25 * SECOND,
+            end_unix_nano: now - 5 * SECOND,
+        };
+        assert_eq!(
+            by(SearchTracesRequest { time_range: Some(range), ..Default::default() }).await,
+            ["03", "02"]
+        );
+
+        let bad = query(&t)
+            .await
+            .search_traces(SearchTracesRequest { page_token: "not-a-token!".into(), ..Default::default() })
+            .await
+            .expect_err("bad token");
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().contains("page_token"));
+        let no_value = query(&t)
+            .await
+            .search_traces(SearchTracesRequest {
+                attributes: vec![AttributeFilter { key: "k".into(), value: None }],
+                ..Default::default()
+            })
+            .await
+            .expect_err("filter without value");
+        assert!(no_value.message().contains("attributes[0].value"), "{}", no_value.message());
+        t.stop().await;
+    }
+
+    fn log(time: u64, severity: i32, body: &str, trace: Option<u8>) -> LogRecord {
+        LogRecord {
+            time_unix_nano: time,
+            severity_number: severity,
+            body: Some(AnyValue { value: Some(Value::StringValue(body.into())) }),
+            attributes: vec![kv("n", Value::IntValue(severity as i64))],
+            trace_id: trace.map(|t| vec![t; 16]).unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn search_logs_filters_and_pages_through_equal_times() {
+        let mut t = TestServer::start().await;
+        let now = nanos_now() - 60 * SECOND;
+        let group = |service: &str, records: Vec<LogRecord>| ResourceLogs {
+            resource: resource(service),
+            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+            schema_url: String::new(),
+        };
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![
+                group(
+                    "checkout",
+                    vec![
+                        log(now, 9, "cart loaded", Some(7)),
+                        log(now, 17, "payment failed: card declined", Some(7)),
+                        log(now, 13, "retrying payment", None),
+                    ],
+                ),
+                group("billing", vec![log(now + SECOND, 21, "ledger unavailable", None)]),
+            ],
+        };
+        t.logs().await.export(request).await.expect("export");
+
+        let search = |request: SearchLogsRequest| {
+            let t = &t;
+            async move {
+                let response = query(t).await.search_logs(request).await.expect("search").into_inner();
+                let bodies: Vec<String> = response
+                    .logs
+                    .unwrap_or_default()
+                    .resource_logs
+                    .iter()
+                    .flat_map(|r| r.scope_logs.iter().flat_map(|s| s.log_records.iter()))
+                    .map(|l| match &l.body.as_ref().and_then(|b| b.value.clone()) {
+                        Some(Value::StringValue(s)) => s.clone(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect();
+                (bodies, response.next_page_token)
+            }
+        };
+        let (all, _) = search(SearchLogsRequest::default()).await;
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[0], "ledger unavailable", "newest first");
+
+        // Three records share one time: paging one at a time visits each exactly once.
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let (page, next) =
+                search(SearchLogsRequest { page_size: 1, page_token: token, ..Default::default() }).await;
+            seen.extend(page);
+            if next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+        let (mut sorted_seen, mut sorted_all) = (seen.clone(), all.clone());
+        sorted_seen.sort();
+        sorted_all.sort();
+        assert_eq!(sorted_seen, sorted_all);
+
+        let bodies = |r| async move { search(r).await.0 };
+        assert_eq!(
+            bodies(SearchLogsRequest { service: "billing".into(), ..Default::default() }).await,
+            ["ledger unavailable"]
+        );
+        let severe = bodies(SearchLogsRequest { min_severity: 17, ..Default::default() }).await;
+        assert_eq!(severe.len(), 2);
+        assert_eq!(
+            bodies(SearchLogsRequest {
+                body_contains: "payment".into(),
+                trace_id: "07".repeat(16),
+                ..Default::default()
+            })
+            .await,
+            ["payment failed: card declined"]
+        );
+        let filter =
+            AttributeFilter { key: "n".into(), value: Some(AnyValue { value: Some(Value::IntValue(13)) }) };
+        assert_eq!(
+            bodies(SearchLogsRequest { attributes: vec![filter], ..Default::default() }).await,
+            ["retrying payment"]
+        );
+
+        let full = query(&t)
+            .await
+            .search_logs(SearchLogsRequest {
+                service: "checkout".into(),
+                min_severity: 17,
+                ..Default::default()
+            })
+            .await
+            .expect("search")
+            .into_inner()
+            .logs
+            .expect("logs");
+        let resource = full.resource_logs[0].resource.clone().expect("resource");
+        assert_eq!(normalize(&resource.attributes), normalize(&resource_attrs("checkout")));
+        let record = &full.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!(record.trace_id, vec![7; 16]);
+        assert_eq!(record.time_unix_nano, now);
+        assert_eq!(normalize(&record.attributes), normalize(&[kv("n", Value::IntValue(17))]));
+
+        let bad = query(&t)
+            .await
+            .search_logs(SearchLogsRequest { trace_id: "abc".into(), ..Default::default() })
+            .await;
+        assert_eq!(bad.expect_err("bad trace id").code(), Code::InvalidArgument);
+        t.stop().await;
+    }
+
+    fn resource_attrs(service: &str) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
+        resource(service).expect("resource").attributes
+    }
+}

@@ -1,0 +1,146 @@
+//! SearchLogs: log records back out of `logs`, rebuilt into OTLP and grouped by resource and
+//! scope.
+
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, LogsData, ResourceLogs, ScopeLogs};
+use tokio_postgres::Row;
+use tonic::Status;
+
+use super::{
+    attribute_condition, bad_token, corrupt, database_error, decode_token, dimensions, encode_token,
+    page_size,
+    proto::{SearchLogsRequest, SearchLogsResponse},
+    resolve_range,
+    traces::parse_trace_id,
+    u32_column, Query, Sql,
+};
+use crate::encode::attributes::{any_value_from_json, attributes_from_json, MappingError};
+
+/// Rebuilds a log record from its row (the inverse of `encode::logs::encode_record`).
+fn record_from_row(row: &Row) -> Result<LogRecord, MappingError> {
+    let body: Option<serde_json::Value> = row.get("body");
+    Ok(LogRecord {
+        time_unix_nano: row.get::<_, i64>("time_unix_nano") as u64,
+        observed_time_unix_nano: row.get::<_, i64>("observed_time_unix_nano") as u64,
+        severity_number: row.get("severity_number"),
+        severity_text: row.get("severity_text"),
+        body: body.as_ref().map(any_value_from_json).transpose()?,
+        attributes: attributes_from_json(&row.get("attributes"))?,
+        dropped_attributes_count: u32_column(row, "dropped_attributes_count")?,
+        flags: u32_column(row, "flags")?,
+        trace_id: row.get::<_, Option<Vec<u8>>>("trace_id").unwrap_or_default(),
+        span_id: row.get::<_, Option<Vec<u8>>>("span_id").unwrap_or_default(),
+        event_name: row.get("event_name"),
+    })
+}
+
+/// One page of log records matching every filter, newest first. Records with the same time are
+/// ordered by where they are stored, which keeps pages from overlapping or skipping.
+pub(super) async fn search_logs(
+    q: &Query,
+    request: &SearchLogsRequest,
+) -> Result<SearchLogsResponse, Status> {
+    let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
+    let page_size = page_size(request.page_size);
+    let mut sql = Sql::default();
+    let mut query = format!(
+        "SELECT l.*, l.tableoid::bigint AS part, l.ctid::text AS row_ref FROM logs l
+         WHERE l.timestamp_unix_nano >= {} AND l.timestamp_unix_nano < {}",
+        sql.param(start),
+        sql.param(end)
+    );
+    if !request.service.is_empty() {
+        let service = sql.param(request.service.clone());
+        query += &format!(
+            " AND l.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = {service})"
+        );
+    }
+    if request.min_severity > 0 {
+        query += &format!(" AND l.severity_number >= {}", sql.param(request.min_severity));
+    }
+    if !request.body_contains.is_empty() {
+        let needle = sql.param(request.body_contains.clone());
+        query += &format!(
+            " AND strpos(CASE jsonb_typeof(l.body) WHEN 'string' THEN l.body #>> '{{}}' ELSE l.body::text END, {needle}) > 0"
+        );
+    }
+    if !request.trace_id.is_empty() {
+        query += &format!(" AND l.trace_id = {}", sql.param(parse_trace_id(&request.trace_id, "trace_id")?));
+    }
+    for (i, filter) in request.attributes.iter().enumerate() {
+        query +=
+            &format!(" AND {}", attribute_condition(&mut sql, "l", filter, &format!("attributes[{i}]"))?);
+    }
+    if !request.page_token.is_empty() {
+        let (time, part, row_ref) = decode_log_token(&request.page_token)?;
+        query += &format!(
+            " AND (l.timestamp_unix_nano, l.tableoid::bigint, l.ctid) < ({}, {}, {}::text::tid)",
+            sql.param(time),
+            sql.param(part),
+            sql.param(row_ref)
+        );
+    }
+    query += &format!(
+        " ORDER BY l.timestamp_unix_nano DESC, l.tableoid::bigint DESC, l.ctid DESC LIMIT {}",
+        sql.param(page_size as i64 + 1)
+    );
+
+    let client = q.client().await?;
+    let mut rows = client.query(&query, &sql.params()).await.map_err(database_error)?;
+    let next_page_token = if rows.len() > page_size {
+        rows.truncate(page_size);
+        let last = &rows[page_size - 1];
+        encode_token(&format!(
+            "{}:{}:{}",
+            last.get::<_, i64>("timestamp_unix_nano"),
+            last.get::<_, i64>("part"),
+            last.get::<_, String>("row_ref")
+        ))
+    } else {
+        String::new()
+    };
+
+    let (resources, scopes) = dimensions(&client, &rows).await?;
+    let mut logs = LogsData::default();
+    // Groups in order of first appearance; records keep their newest-first order within them.
+    let mut resource_at: HashMap<i64, usize> = HashMap::new();
+    let mut scope_at: HashMap<(i64, i64), usize> = HashMap::new();
+    for row in &rows {
+        let (resource_id, scope_id): (i64, i64) = (row.get("resource_id"), row.get("scope_id"));
+        let r = *resource_at.entry(resource_id).or_insert_with(|| {
+            let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
+            logs.resource_logs.push(ResourceLogs {
+                resource: Some(resource),
+                scope_logs: vec![],
+                schema_url,
+            });
+            logs.resource_logs.len() - 1
+        });
+        let resource_logs = &mut logs.resource_logs[r];
+        let s = *scope_at.entry((resource_id, scope_id)).or_insert_with(|| {
+            let (scope, schema_url) = scopes.get(&scope_id).cloned().unwrap_or_default();
+            resource_logs.scope_logs.push(ScopeLogs { scope: Some(scope), log_records: vec![], schema_url });
+            resource_logs.scope_logs.len() - 1
+        });
+        resource_logs.scope_logs[s].log_records.push(record_from_row(row).map_err(corrupt)?);
+    }
+    Ok(SearchLogsResponse { logs: Some(logs), next_page_token })
+}
+
+fn decode_log_token(token: &str) -> Result<(i64, i64, String), Status> {
+    let text = decode_token(token)?;
+    let mut parts = text.splitn(3, ':');
+    let parsed =
+        (|| Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.to_owned())))();
+    let (time, part, row_ref): (i64, i64, String) = parsed.ok_or_else(bad_token)?;
+    // A tid is "(block,offset)"; anything else would be a cast error in the database.
+    let is_tid = row_ref.strip_prefix('(').and_then(|r| r.strip_suffix(')')).is_some_and(|inner| {
+        inner.split(',').count() == 2
+            && inner.split(',').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if !is_tid {
+        return Err(bad_token());
+    }
+    Ok((time, part, row_ref))
+}
