@@ -14,10 +14,13 @@ use opentelemetry_proto::tonic::{
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::{
-    attributes::{write_attributes, write_double, write_hex, write_int, Order},
+    attributes::{
+        attributes_from_json, double_from_json, write_attributes, write_double, write_hex, write_int,
+        MappingError, Order,
+    },
     copy::{Row, Table},
     dims::{KnownIds, RequestEncoder, SERIES_SEED},
-    traces::member,
+    traces::{hex_member, member},
     Encoded, TableId,
 };
 
@@ -356,4 +359,32 @@ fn exemplars(row: &mut Row<'_>, exemplars: &[Exemplar]) {
         }
         buf.put_u8(b']');
     });
+}
+
+/// Reads the `exemplars` column back (the inverse of `exemplars`).
+///
+/// # Errors
+/// When the JSON does not have the shape `exemplars` gives it.
+pub fn exemplars_from_json(json: &serde_json::Value) -> Result<Vec<Exemplar>, MappingError> {
+    let bad = || MappingError::NotAMap(json.to_string());
+    json.as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|e| {
+            let value = match (e.get("as_int"), e.get("as_double")) {
+                (Some(i), _) => Some(exemplar::Value::AsInt(i.as_i64().ok_or_else(bad)?)),
+                (None, Some(d)) => Some(exemplar::Value::AsDouble(double_from_json(d)?)),
+                (None, None) => None,
+            };
+            Ok(Exemplar {
+                filtered_attributes: e
+                    .get("filtered_attributes")
+                    .map_or(Ok(Vec::new()), attributes_from_json)?,
+                time_unix_nano: e.get("time_unix_nano").and_then(|t| t.as_u64()).ok_or_else(bad)?,
+                span_id: hex_member(e, "span_id")?,
+                trace_id: hex_member(e, "trace_id")?,
+                value,
+            })
+        })
+        .collect()
 }

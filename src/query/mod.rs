@@ -2,6 +2,7 @@
 //! as OTLP, with every field decoded by the same mappings that encoded it.
 
 pub mod logs;
+pub mod metrics;
 pub mod traces;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,8 +23,9 @@ use crate::encode::{
     dims::entity_refs_from_json,
 };
 use proto::{
-    query_service_server::QueryService, GetTraceRequest, ListOperationsRequest, ListOperationsResponse,
-    ListServicesRequest, ListServicesResponse, SearchLogsRequest, SearchLogsResponse, SearchTracesRequest,
+    query_service_server::QueryService, GetTraceRequest, ListMetricsRequest, ListMetricsResponse,
+    ListOperationsRequest, ListOperationsResponse, ListServicesRequest, ListServicesResponse,
+    QueryMetricsRequest, QueryMetricsResponse, SearchLogsRequest, SearchLogsResponse, SearchTracesRequest,
     SearchTracesResponse,
 };
 
@@ -112,6 +114,20 @@ impl QueryService for Query {
         request: Request<SearchLogsRequest>,
     ) -> Result<Response<SearchLogsResponse>, Status> {
         Ok(Response::new(logs::search_logs(self, request.get_ref()).await?))
+    }
+
+    async fn list_metrics(
+        &self,
+        request: Request<ListMetricsRequest>,
+    ) -> Result<Response<ListMetricsResponse>, Status> {
+        Ok(Response::new(metrics::list_metrics(self, request.get_ref()).await?))
+    }
+
+    async fn query_metrics(
+        &self,
+        request: Request<QueryMetricsRequest>,
+    ) -> Result<Response<QueryMetricsResponse>, Status> {
+        Ok(Response::new(metrics::query_metrics(self, request.get_ref()).await?))
     }
 
     async fn list_services(

@@ -43,7 +43,7 @@ fn exemplars(now: u64) -> Vec<Exemplar> {
     ]
 }
 
-fn request(now: u64) -> ExportMetricsServiceRequest {
+pub fn request(now: u64) -> ExportMetricsServiceRequest {
     let point_attrs = |v: &str| vec![kv("route", s(v)), kv("code", Value::IntValue(200))];
     let number = |attrs, value, flags| NumberDataPoint {
         attributes: attrs,

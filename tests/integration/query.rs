@@ -506,3 +506,295 @@ mod search {
         resource(service).expect("resource").attributes
     }
 }
+
+mod metric_queries {
+    use opentelemetry_proto::tonic::{
+        collector::metrics::v1::ExportMetricsServiceRequest,
+        common::v1::{AnyValue, KeyValue},
+        metrics::v1::{
+            metric::Data, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint,
+            ResourceMetrics, ScopeMetrics, Sum,
+        },
+        resource::v1::Resource,
+    };
+    use otelephant::query::proto::{AttributeFilter, ListMetricsRequest, QueryMetricsRequest, TimeRange};
+    use tonic::Code;
+
+    use super::query;
+    use crate::{common::*, metrics};
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn sorted(mut attributes: Vec<KeyValue>) -> Vec<KeyValue> {
+        attributes.sort_by(|a, b| a.key.cmp(&b.key));
+        attributes
+    }
+
+    /// Every data point of `data` as comparable text: attributes sorted, everything else as sent.
+    fn points(metric: &Metric) -> Vec<String> {
+        let id = (&metric.name, &metric.description, &metric.unit, &metric.metadata);
+        let mut out: Vec<String> = match metric.data.clone() {
+            Some(Data::Gauge(g)) => g
+                .data_points
+                .into_iter()
+                .map(|mut p| {
+                    p.attributes = sorted(p.attributes);
+                    p.exemplars.iter_mut().for_each(|e| {
+                        e.filtered_attributes = sorted(std::mem::take(&mut e.filtered_attributes))
+                    });
+                    format!("{id:?} gauge {p:?}")
+                })
+                .collect(),
+            Some(Data::Sum(s)) => s
+                .data_points
+                .iter()
+                .cloned()
+                .map(|mut p| {
+                    p.attributes = sorted(p.attributes);
+                    p.exemplars.iter_mut().for_each(|e| {
+                        e.filtered_attributes = sorted(std::mem::take(&mut e.filtered_attributes))
+                    });
+                    format!("{id:?} sum {} {} {p:?}", s.aggregation_temporality, s.is_monotonic)
+                })
+                .collect(),
+            Some(Data::Histogram(h)) => h
+                .data_points
+                .iter()
+                .cloned()
+                .map(|mut p| {
+                    p.attributes = sorted(p.attributes);
+                    p.exemplars.iter_mut().for_each(|e| {
+                        e.filtered_attributes = sorted(std::mem::take(&mut e.filtered_attributes))
+                    });
+                    format!("{id:?} histogram {} {p:?}", h.aggregation_temporality)
+                })
+                .collect(),
+            Some(Data::ExponentialHistogram(h)) => h
+                .data_points
+                .iter()
+                .cloned()
+                .map(|mut p| {
+                    p.attributes = sorted(p.attributes);
+                    p.exemplars.iter_mut().for_each(|e| {
+                        e.filtered_attributes = sorted(std::mem::take(&mut e.filtered_attributes))
+                    });
+                    format!("{id:?} exp {} {p:?}", h.aggregation_temporality)
+                })
+                .collect(),
+            Some(Data::Summary(s)) => s
+                .data_points
+                .into_iter()
+                .map(|mut p| {
+                    p.attributes = sorted(p.attributes);
+                    format!("{id:?} summary {p:?}")
+                })
+                .collect(),
+            None => vec![],
+        };
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn raw_points_of_every_type_come_back_as_sent() {
+        let mut t = TestServer::start().await;
+        let now = nanos_now() - 10 * SECOND;
+        let sent = metrics::request(now);
+        t.metrics().await.export(sent.clone()).await.expect("export");
+        let sent_metrics = &sent.resource_metrics[0].scope_metrics[0].metrics;
+        for metric in sent_metrics.iter().filter(|m| m.data.is_some()) {
+            let response = query(&t)
+                .await
+                .query_metrics(QueryMetricsRequest { name: metric.name.clone(), ..Default::default() })
+                .await
+                .expect("query")
+                .into_inner();
+            let raw = response.raw.expect("raw points");
+            let resource = raw.resource_metrics[0].resource.clone().expect("resource");
+            assert_eq!(normalize(&resource.attributes), normalize(&[kv("service.name", s("billing"))]));
+            assert_eq!(
+                raw.resource_metrics[0].scope_metrics[0].scope.as_ref().map(|s| s.name.as_str()),
+                Some("meter")
+            );
+            let mut got: Vec<String> = raw
+                .resource_metrics
+                .iter()
+                .flat_map(|r| r.scope_metrics.iter().flat_map(|s| s.metrics.iter()))
+                .flat_map(points)
+                .collect();
+            got.sort();
+            assert_eq!(got, points(metric), "{}", metric.name);
+        }
+
+        let filtered = query(&t)
+            .await
+            .query_metrics(QueryMetricsRequest {
+                name: "gauge.int".into(),
+                attributes: vec![AttributeFilter {
+                    key: "route".into(),
+                    value: Some(AnyValue { value: Some(s("/b")) }),
+                }],
+                ..Default::default()
+            })
+            .await
+            .expect("filtered")
+            .into_inner()
+            .raw
+            .expect("raw");
+        assert_eq!(filtered.resource_metrics[0].scope_metrics[0].metrics.len(), 1, "one series matches");
+
+        let listed =
+            query(&t).await.list_metrics(ListMetricsRequest::default()).await.expect("list").into_inner();
+        let names: Vec<(String, String)> =
+            listed.metrics.iter().map(|m| (m.name.clone(), m.r#type.clone())).collect();
+        assert_eq!(
+            names,
+            [
+                ("exp_histogram".into(), "exponential_histogram".into()),
+                ("gauge.int".into(), "gauge".into()),
+                ("histogram".into(), "histogram".into()),
+                ("sum.double".into(), "sum".into()),
+                ("summary".into(), "summary".into()),
+            ]
+        );
+        let page = query(&t)
+            .await
+            .list_metrics(ListMetricsRequest { page_size: 3, ..Default::default() })
+            .await
+            .expect("page")
+            .into_inner();
+        assert_eq!(page.metrics.len(), 3);
+        let rest = query(&t)
+            .await
+            .list_metrics(ListMetricsRequest {
+                page_size: 3,
+                page_token: page.next_page_token,
+                ..Default::default()
+            })
+            .await
+            .expect("rest")
+            .into_inner();
+        assert_eq!(
+            rest.metrics.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["sum.double", "summary"]
+        );
+        assert!(rest.next_page_token.is_empty());
+        let prefixed = query(&t)
+            .await
+            .list_metrics(ListMetricsRequest { name_prefix: "su".into(), ..Default::default() })
+            .await
+            .expect("prefix");
+        assert_eq!(prefixed.into_inner().metrics.len(), 2);
+        t.stop().await;
+    }
+
+    fn series(name: &str, data: Data) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s("agg"))],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric { name: name.into(), data: Some(data), ..Default::default() }],
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    fn point(time: u64, value: number_data_point::Value) -> NumberDataPoint {
+        NumberDataPoint { time_unix_nano: time, value: Some(value), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn steps_aggregate_gauges_and_rate_cumulative_counters() {
+        let mut t = TestServer::start().await;
+        let base = (nanos_now() - 600 * SECOND) / SECOND * SECOND;
+        use number_data_point::Value::{AsDouble, AsInt};
+        // A gauge: 1, 3 in the first minute, 10 in the second.
+        let gauge = Data::Gauge(Gauge {
+            data_points: vec![
+                point(base + SECOND, AsDouble(1.0)),
+                point(base + 30 * SECOND, AsInt(3)),
+                point(base + 70 * SECOND, AsDouble(10.0)),
+            ],
+        });
+        // A cumulative counter that resets: 0, 60, 120 | 30 (reset), 90.
+        let counter = Data::Sum(Sum {
+            data_points: [0, 60, 120, 30, 90]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| point(base + (i as u64) * 30 * SECOND, AsInt(*v)))
+                .collect(),
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            is_monotonic: true,
+        });
+        t.metrics().await.export(series("temperature", gauge)).await.expect("gauge");
+        t.metrics().await.export(series("requests", counter)).await.expect("counter");
+        let range = Some(TimeRange { start_unix_nano: base, end_unix_nano: base + 150 * SECOND });
+        let steps = |name: &'static str, aggregation: &'static str| {
+            let t = &t;
+            let request = QueryMetricsRequest {
+                name: name.into(),
+                time_range: range,
+                step_nanos: 60 * SECOND,
+                aggregation: aggregation.into(),
+                ..Default::default()
+            };
+            async move {
+                let response = query(t).await.query_metrics(request).await.expect("query").into_inner();
+                assert!(response.raw.is_none());
+                assert_eq!(response.aggregated.len(), 1);
+                let series = &response.aggregated[0];
+                assert_eq!(series.metric.as_ref().map(|m| m.name.as_str()), Some(name));
+                series
+                    .values
+                    .iter()
+                    .map(|v| ((v.start_unix_nano - base) / SECOND, v.value))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(steps("temperature", "avg").await, [(0, 2.0), (60, 10.0)]);
+        assert_eq!(steps("temperature", "min").await, [(0, 1.0), (60, 10.0)]);
+        assert_eq!(steps("temperature", "max").await, [(0, 3.0), (60, 10.0)]);
+        assert_eq!(steps("temperature", "sum").await, [(0, 4.0), (60, 10.0)]);
+        // Increases: step 0 holds 0->60 (60); step 60 holds 60->120 and the reset to 30 (60 + 30);
+        // step 120 holds 30->90 (60). Per second over 60 s steps.
+        assert_eq!(steps("requests", "rate").await, [(0, 1.0), (60, 1.5), (120, 1.0)]);
+
+        let bad = |request: QueryMetricsRequest| {
+            let t = &t;
+            async move { query(t).await.query_metrics(request).await.expect_err("rejected") }
+        };
+        let err = bad(QueryMetricsRequest {
+            name: "temperature".into(),
+            step_nanos: SECOND,
+            aggregation: "median".into(),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("aggregation"), "{}", err.message());
+        let err = bad(QueryMetricsRequest {
+            name: "temperature".into(),
+            time_range: range,
+            step_nanos: SECOND,
+            aggregation: "rate".into(),
+            ..Default::default()
+        })
+        .await;
+        assert!(err.message().contains("monotonic"), "{}", err.message());
+        let err = bad(QueryMetricsRequest {
+            name: "temperature".into(),
+            aggregation: "avg".into(),
+            ..Default::default()
+        })
+        .await;
+        assert!(err.message().contains("step_nanos"), "{}", err.message());
+        let err = bad(QueryMetricsRequest::default()).await;
+        assert!(err.message().contains("name"), "{}", err.message());
+        t.stop().await;
+    }
+}

@@ -1,0 +1,438 @@
+//! ListMetrics and QueryMetrics: series from `metric_series` with their points from the
+//! `metric_points_*` tables, raw as OTLP or aggregated per step.
+
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::metrics::v1::{
+    exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    summary_data_point::ValueAtQuantile, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+    Histogram, HistogramDataPoint, Metric, MetricsData, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    Summary, SummaryDataPoint,
+};
+use tokio_postgres::Row;
+use tonic::Status;
+
+use super::{
+    attribute_condition, bad_token, corrupt, database_error, decode_token, dimensions, encode_token,
+    page_size,
+    proto::{
+        AggregatedSeries, ListMetricsRequest, ListMetricsResponse, MetricDescriptor, QueryMetricsRequest,
+        QueryMetricsResponse, StepValue,
+    },
+    resolve_range, u32_column, Query, Sql,
+};
+use crate::encode::{
+    attributes::{attributes_from_json, MappingError},
+    metrics::exemplars_from_json,
+};
+
+pub(super) async fn list_metrics(
+    q: &Query,
+    request: &ListMetricsRequest,
+) -> Result<ListMetricsResponse, Status> {
+    let page_size = page_size(request.page_size);
+    let mut sql = Sql::default();
+    let mut query = String::from(
+        "SELECT DISTINCT metric_name, metric_type, unit, description FROM metric_series m WHERE true",
+    );
+    if !request.name_prefix.is_empty() {
+        query += &format!(" AND starts_with(m.metric_name, {})", sql.param(request.name_prefix.clone()));
+    }
+    if !request.service.is_empty() {
+        let service = sql.param(request.service.clone());
+        query += &format!(
+            " AND m.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = {service})"
+        );
+    }
+    if !request.page_token.is_empty() {
+        let after: Vec<String> =
+            serde_json::from_str(&decode_token(&request.page_token)?).map_err(|_| bad_token())?;
+        let [name, kind, unit, description] = <[String; 4]>::try_from(after).map_err(|_| bad_token())?;
+        query += &format!(
+            " AND (m.metric_name, m.metric_type, m.unit, m.description) > ({}, {}, {}, {})",
+            sql.param(name),
+            sql.param(kind),
+            sql.param(unit),
+            sql.param(description)
+        );
+    }
+    query += &format!(" ORDER BY 1, 2, 3, 4 LIMIT {}", sql.param(page_size as i64 + 1));
+    let rows = q.client().await?.query(&query, &sql.params()).await.map_err(database_error)?;
+    let mut metrics: Vec<MetricDescriptor> = rows
+        .iter()
+        .map(|r| MetricDescriptor { name: r.get(0), r#type: r.get(1), unit: r.get(2), description: r.get(3) })
+        .collect();
+    let next_page_token = if metrics.len() > page_size {
+        metrics.truncate(page_size);
+        let last = &metrics[page_size - 1];
+        let position = [&last.name, &last.r#type, &last.unit, &last.description];
+        encode_token(&serde_json::to_string(&position).map_err(|e| Status::internal(e.to_string()))?)
+    } else {
+        String::new()
+    };
+    Ok(ListMetricsResponse { metrics, next_page_token })
+}
+
+/// How a step's points become one value.
+#[derive(Clone, Copy, PartialEq)]
+enum Aggregation {
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Rate,
+}
+
+impl Aggregation {
+    fn parse(name: &str) -> Result<Self, Status> {
+        Ok(match name {
+            "avg" => Self::Avg,
+            "min" => Self::Min,
+            "max" => Self::Max,
+            "sum" => Self::Sum,
+            "rate" => Self::Rate,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "aggregation: unknown {other:?}; use avg, min, max, sum or rate"
+                )))
+            }
+        })
+    }
+}
+
+pub(super) async fn query_metrics(
+    q: &Query,
+    request: &QueryMetricsRequest,
+) -> Result<QueryMetricsResponse, Status> {
+    if request.name.is_empty() {
+        return Err(Status::invalid_argument("name: required"));
+    }
+    let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
+    let aggregation = match (request.step_nanos, request.aggregation.as_str()) {
+        (0, "") => None,
+        (0, _) => return Err(Status::invalid_argument("step_nanos: required with an aggregation")),
+        (_, "") => return Err(Status::invalid_argument("aggregation: required with a step")),
+        (step, name) => Some((i64::try_from(step).unwrap_or(i64::MAX), Aggregation::parse(name)?)),
+    };
+    let page_size = page_size(request.page_size);
+    let mut sql = Sql::default();
+    let mut query =
+        format!("SELECT m.* FROM metric_series m WHERE m.metric_name = {}", sql.param(request.name.clone()));
+    for (i, filter) in request.attributes.iter().enumerate() {
+        query +=
+            &format!(" AND {}", attribute_condition(&mut sql, "m", filter, &format!("attributes[{i}]"))?);
+    }
+    if !request.page_token.is_empty() {
+        let after: i64 = decode_token(&request.page_token)?.parse().map_err(|_| bad_token())?;
+        query += &format!(" AND m.series_id > {}", sql.param(after));
+    }
+    query += &format!(" ORDER BY m.series_id LIMIT {}", sql.param(page_size as i64 + 1));
+    let client = q.client().await?;
+    let mut series = client.query(&query, &sql.params()).await.map_err(database_error)?;
+    let next_page_token = if series.len() > page_size {
+        series.truncate(page_size);
+        encode_token(&series[page_size - 1].get::<_, i64>("series_id").to_string())
+    } else {
+        String::new()
+    };
+    let mut response = QueryMetricsResponse { next_page_token, ..Default::default() };
+    match aggregation {
+        None => response.raw = Some(raw(&client, &series, start, end).await?),
+        Some((step, aggregation)) => {
+            response.aggregated = aggregated(&client, &series, start, end, step, aggregation).await?
+        }
+    }
+    Ok(response)
+}
+
+fn descriptor(series: &Row) -> MetricDescriptor {
+    MetricDescriptor {
+        name: series.get("metric_name"),
+        r#type: series.get("metric_type"),
+        unit: series.get("unit"),
+        description: series.get("description"),
+    }
+}
+
+/// The points table of a metric type.
+fn points_table(metric_type: &str) -> Option<&'static str> {
+    Some(match metric_type {
+        "gauge" | "sum" => "metric_points_number",
+        "histogram" => "metric_points_histogram",
+        "exponential_histogram" => "metric_points_exp_histogram",
+        "summary" => "metric_points_summary",
+        _ => return None,
+    })
+}
+
+/// Each series as an OTLP Metric holding its points in `[start, end)`.
+async fn raw(
+    client: &deadpool_postgres::Object,
+    series: &[Row],
+    start: i64,
+    end: i64,
+) -> Result<MetricsData, Status> {
+    let mut points: HashMap<i64, Vec<Row>> = HashMap::new();
+    let mut by_table: HashMap<&'static str, Vec<i64>> = HashMap::new();
+    for s in series {
+        if let Some(table) = points_table(s.get("metric_type")) {
+            by_table.entry(table).or_default().push(s.get("series_id"));
+        }
+    }
+    for (table, ids) in by_table {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT * FROM {table} WHERE series_id = ANY($1) AND time_unix_nano >= $2 AND time_unix_nano < $3
+                     ORDER BY series_id, time_unix_nano"
+                ),
+                &[&ids, &start, &end],
+            )
+            .await
+            .map_err(database_error)?;
+        for row in rows {
+            points.entry(row.get("series_id")).or_default().push(row);
+        }
+    }
+    let (resources, scopes) = dimensions(client, series).await?;
+    let mut data = MetricsData::default();
+    let mut resource_at: HashMap<i64, usize> = HashMap::new();
+    let mut scope_at: HashMap<(i64, i64), usize> = HashMap::new();
+    for s in series {
+        let (resource_id, scope_id): (i64, i64) = (s.get("resource_id"), s.get("scope_id"));
+        let r = *resource_at.entry(resource_id).or_insert_with(|| {
+            let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
+            data.resource_metrics.push(ResourceMetrics {
+                resource: Some(resource),
+                scope_metrics: vec![],
+                schema_url,
+            });
+            data.resource_metrics.len() - 1
+        });
+        let resource_metrics = &mut data.resource_metrics[r];
+        let i = *scope_at.entry((resource_id, scope_id)).or_insert_with(|| {
+            let (scope, schema_url) = scopes.get(&scope_id).cloned().unwrap_or_default();
+            resource_metrics.scope_metrics.push(ScopeMetrics {
+                scope: Some(scope),
+                metrics: vec![],
+                schema_url,
+            });
+            resource_metrics.scope_metrics.len() - 1
+        });
+        let rows = points.remove(&s.get::<_, i64>("series_id")).unwrap_or_default();
+        resource_metrics.scope_metrics[i].metrics.push(metric_from_rows(s, &rows).map_err(corrupt)?);
+    }
+    Ok(data)
+}
+
+/// Rebuilds a series and its point rows into one OTLP Metric.
+fn metric_from_rows(series: &Row, points: &[Row]) -> Result<Metric, MappingError> {
+    let attributes = attributes_from_json(&series.get("attributes"))?;
+    let temporality: Option<i32> = series.get("aggregation_temporality");
+    let temporality = temporality.unwrap_or_default();
+    let exemplars = |row: &Row| -> Result<_, MappingError> {
+        let json: Option<serde_json::Value> = row.get("exemplars");
+        json.as_ref().map_or(Ok(Vec::new()), exemplars_from_json)
+    };
+    let time = |row: &Row| {
+        (row.get::<_, i64>("time_unix_nano") as u64, row.get::<_, i64>("start_time_unix_nano") as u64)
+    };
+    let counts =
+        |row: &Row, column: &str| row.get::<_, Vec<i64>>(column).into_iter().map(|c| c as u64).collect();
+    let number_points = || -> Result<Vec<NumberDataPoint>, MappingError> {
+        points
+            .iter()
+            .map(|row| {
+                let (time_unix_nano, start_time_unix_nano) = time(row);
+                let value =
+                    match (row.get::<_, Option<i64>>("value_int"), row.get::<_, Option<f64>>("value_double"))
+                    {
+                        (Some(i), _) => Some(number_data_point::Value::AsInt(i)),
+                        (None, Some(d)) => Some(number_data_point::Value::AsDouble(d)),
+                        (None, None) => None,
+                    };
+                Ok(NumberDataPoint {
+                    attributes: attributes.clone(),
+                    start_time_unix_nano,
+                    time_unix_nano,
+                    exemplars: exemplars(row)?,
+                    flags: u32_column(row, "flags")?,
+                    value,
+                })
+            })
+            .collect()
+    };
+    let data = match series.get::<_, &str>("metric_type") {
+        "gauge" => Data::Gauge(Gauge { data_points: number_points()? }),
+        "sum" => Data::Sum(Sum {
+            data_points: number_points()?,
+            aggregation_temporality: temporality,
+            is_monotonic: series.get::<_, Option<bool>>("is_monotonic").unwrap_or_default(),
+        }),
+        "histogram" => Data::Histogram(Histogram {
+            data_points: points
+                .iter()
+                .map(|row| {
+                    let (time_unix_nano, start_time_unix_nano) = time(row);
+                    Ok(HistogramDataPoint {
+                        attributes: attributes.clone(),
+                        start_time_unix_nano,
+                        time_unix_nano,
+                        count: row.get::<_, i64>("count") as u64,
+                        sum: row.get("sum"),
+                        bucket_counts: counts(row, "bucket_counts"),
+                        explicit_bounds: row.get("explicit_bounds"),
+                        exemplars: exemplars(row)?,
+                        flags: u32_column(row, "flags")?,
+                        min: row.get("min"),
+                        max: row.get("max"),
+                    })
+                })
+                .collect::<Result<_, MappingError>>()?,
+            aggregation_temporality: temporality,
+        }),
+        "exponential_histogram" => Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: points
+                .iter()
+                .map(|row| {
+                    let (time_unix_nano, start_time_unix_nano) = time(row);
+                    let side = |offset: &str, column: &str| {
+                        row.get::<_, Option<i32>>(offset)
+                            .map(|offset| Buckets { offset, bucket_counts: counts(row, column) })
+                    };
+                    Ok(ExponentialHistogramDataPoint {
+                        attributes: attributes.clone(),
+                        start_time_unix_nano,
+                        time_unix_nano,
+                        count: row.get::<_, i64>("count") as u64,
+                        sum: row.get("sum"),
+                        scale: row.get("scale"),
+                        zero_count: row.get::<_, i64>("zero_count") as u64,
+                        positive: side("positive_offset", "positive_bucket_counts"),
+                        negative: side("negative_offset", "negative_bucket_counts"),
+                        flags: u32_column(row, "flags")?,
+                        exemplars: exemplars(row)?,
+                        min: row.get("min"),
+                        max: row.get("max"),
+                        zero_threshold: row.get("zero_threshold"),
+                    })
+                })
+                .collect::<Result<_, MappingError>>()?,
+            aggregation_temporality: temporality,
+        }),
+        _ => Data::Summary(Summary {
+            data_points: points
+                .iter()
+                .map(|row| {
+                    let (time_unix_nano, start_time_unix_nano) = time(row);
+                    let quantiles: Vec<f64> = row.get("quantiles");
+                    let values: Vec<f64> = row.get("quantile_values");
+                    Ok(SummaryDataPoint {
+                        attributes: attributes.clone(),
+                        start_time_unix_nano,
+                        time_unix_nano,
+                        count: row.get::<_, i64>("count") as u64,
+                        sum: row.get("sum"),
+                        quantile_values: quantiles
+                            .into_iter()
+                            .zip(values)
+                            .map(|(quantile, value)| ValueAtQuantile { quantile, value })
+                            .collect(),
+                        flags: u32_column(row, "flags")?,
+                    })
+                })
+                .collect::<Result<_, MappingError>>()?,
+        }),
+    };
+    Ok(Metric {
+        name: series.get("metric_name"),
+        description: series.get("description"),
+        unit: series.get("unit"),
+        metadata: attributes_from_json(&series.get("metadata"))?,
+        data: Some(data),
+    })
+}
+
+/// The value of a point as a double, for aggregation.
+const POINT_VALUE: &str = "coalesce(p.value_double, p.value_int::double precision)";
+/// OTLP AggregationTemporality DELTA.
+const DELTA: i32 = 1;
+
+/// Each series' points in `[start, end)` aggregated per `step` nanoseconds from `start`.
+async fn aggregated(
+    client: &deadpool_postgres::Object,
+    series: &[Row],
+    start: i64,
+    end: i64,
+    step: i64,
+    aggregation: Aggregation,
+) -> Result<Vec<AggregatedSeries>, Status> {
+    for s in series {
+        let kind: &str = s.get("metric_type");
+        if kind != "gauge" && kind != "sum" {
+            return Err(Status::invalid_argument(format!(
+                "aggregation: {kind} metrics have no step aggregation; ask for raw points (no step)"
+            )));
+        }
+        if aggregation == Aggregation::Rate && s.get::<_, Option<bool>>("is_monotonic") != Some(true) {
+            return Err(Status::invalid_argument("aggregation: rate needs a monotonic sum"));
+        }
+    }
+    let ids: Vec<i64> = series.iter().map(|s| s.get("series_id")).collect();
+    let step_seconds = step as f64 / 1e9;
+    let bucket = "(p.time_unix_nano - $2) / $4";
+    let range = "p.series_id = ANY($1) AND p.time_unix_nano >= $2 AND p.time_unix_nano < $3";
+    let value = match aggregation {
+        Aggregation::Avg => format!("avg({POINT_VALUE})"),
+        Aggregation::Min => format!("min({POINT_VALUE})"),
+        Aggregation::Max => format!("max({POINT_VALUE})"),
+        Aggregation::Sum => format!("sum({POINT_VALUE})"),
+        // Delta sums: what the step's points add up to. Cumulative sums: the increase between
+        // consecutive points (a drop is a counter reset, after which the new value is the increase).
+        Aggregation::Rate => format!(
+            "sum(CASE WHEN m.aggregation_temporality = {DELTA} THEN v
+                      WHEN prev IS NULL THEN 0 WHEN v >= prev THEN v - prev ELSE v END) / $5"
+        ),
+    };
+    let query = if aggregation == Aggregation::Rate {
+        format!(
+            "WITH p AS (
+                 SELECT p.series_id, p.time_unix_nano, {POINT_VALUE} AS v,
+                        lag({POINT_VALUE}) OVER (PARTITION BY p.series_id ORDER BY p.time_unix_nano) AS prev
+                 FROM metric_points_number p WHERE {range})
+             SELECT p.series_id, {bucket} AS step, {value}
+             FROM p JOIN metric_series m USING (series_id) GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+    } else {
+        format!(
+            "SELECT p.series_id, {bucket} AS step, {value} FROM metric_points_number p
+             WHERE {range} GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+    };
+    let rows = if aggregation == Aggregation::Rate {
+        client.query(&query, &[&ids, &start, &end, &step, &step_seconds]).await
+    } else {
+        client.query(&query, &[&ids, &start, &end, &step]).await
+    }
+    .map_err(database_error)?;
+    let mut values: HashMap<i64, Vec<StepValue>> = HashMap::new();
+    for row in rows {
+        let step_index: i64 = row.get(1);
+        values.entry(row.get(0)).or_default().push(StepValue {
+            start_unix_nano: (start + step_index * step) as u64,
+            value: row.get::<_, Option<f64>>(2).unwrap_or(f64::NAN),
+        });
+    }
+    let (resources, _) = dimensions(client, series).await?;
+    series
+        .iter()
+        .map(|s| {
+            Ok(AggregatedSeries {
+                metric: Some(descriptor(s)),
+                attributes: attributes_from_json(&s.get("attributes")).map_err(corrupt)?,
+                resource: resources.get(&s.get::<_, i64>("resource_id")).map(|(r, _)| r.clone()),
+                values: values.remove(&s.get::<_, i64>("series_id")).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
