@@ -133,9 +133,11 @@ impl Server {
         report_health(&health, &grpc_health).await;
         let health_watch = tokio::spawn(watch_health(health.clone(), grpc_health));
         let (stop, stopped) = oneshot::channel::<()>();
+        // Without TCP_NODELAY, small answers wait for the peer's delayed ACK (about 40 ms).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let grpc = tokio::spawn(
             tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(
-                TcpIncoming::from(listener),
+                incoming,
                 async {
                     let _ = stopped.await;
                 },
