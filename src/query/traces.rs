@@ -110,20 +110,32 @@ pub(super) async fn list_services(
     request: &ListServicesRequest,
 ) -> Result<ListServicesResponse, Status> {
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
+    let page_size = page_size(request.page_size);
+    let after = match request.page_token.as_str() {
+        "" => String::new(),
+        token => decode_token(token)?,
+    };
     let rows = q
         .client()
         .await?
         .query(
             "SELECT service_name FROM resources r
-             WHERE service_name IS NOT NULL AND EXISTS (
+             WHERE service_name > $3 AND EXISTS (
                  SELECT 1 FROM spans s WHERE s.resource_id = r.resource_id
                  AND s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2)
-             GROUP BY service_name ORDER BY service_name",
-            &[&start, &end],
+             GROUP BY service_name ORDER BY service_name LIMIT $4",
+            &[&start, &end, &after, &(page_size as i64 + 1)],
         )
         .await
         .map_err(database_error)?;
-    Ok(ListServicesResponse { services: rows.iter().map(|r| r.get(0)).collect() })
+    let mut services: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let next_page_token = if services.len() > page_size {
+        services.truncate(page_size);
+        encode_token(&services[page_size - 1])
+    } else {
+        String::new()
+    };
+    Ok(ListServicesResponse { services, next_page_token })
 }
 
 pub(super) async fn list_operations(
@@ -134,6 +146,15 @@ pub(super) async fn list_operations(
         return Err(Status::invalid_argument("service: required"));
     }
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
+    let page_size = page_size(request.page_size);
+    let (after_name, after_kind) = match request.page_token.as_str() {
+        "" => (String::new(), i32::MIN),
+        token => {
+            let position = decode_token(token)?;
+            let (kind, name) = position.split_once(':').ok_or_else(bad_token)?;
+            (name.to_owned(), kind.parse().map_err(|_| bad_token())?)
+        }
+    };
     let rows = q
         .client()
         .await?
@@ -141,13 +162,22 @@ pub(super) async fn list_operations(
             "SELECT DISTINCT s.name, s.kind FROM spans s
              WHERE s.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $1)
              AND s.start_time_unix_nano >= $2 AND s.start_time_unix_nano < $3
-             ORDER BY 1, 2",
-            &[&request.service, &start, &end],
+             AND (s.name, s.kind) > ($4, $5)
+             ORDER BY 1, 2 LIMIT $6",
+            &[&request.service, &start, &end, &after_name, &after_kind, &(page_size as i64 + 1)],
         )
         .await
         .map_err(database_error)?;
-    let operations = rows.iter().map(|r| Operation { name: r.get(0), kind: r.get(1) }).collect();
-    Ok(ListOperationsResponse { operations })
+    let mut operations: Vec<Operation> =
+        rows.iter().map(|r| Operation { name: r.get(0), kind: r.get(1) }).collect();
+    let next_page_token = if operations.len() > page_size {
+        operations.truncate(page_size);
+        let last = &operations[page_size - 1];
+        encode_token(&format!("{}:{}", last.kind, last.name))
+    } else {
+        String::new()
+    };
+    Ok(ListOperationsResponse { operations, next_page_token })
 }
 
 /// One page of traces with a span matching every filter, newest first.

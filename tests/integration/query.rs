@@ -131,7 +131,7 @@ async fn services_and_operations_over_a_time_range() {
     let long_ago = TimeRange { start_unix_nano: 1_000, end_unix_nano: 2_000 };
     let none = query(&t)
         .await
-        .list_services(ListServicesRequest { time_range: Some(long_ago) })
+        .list_services(ListServicesRequest { time_range: Some(long_ago), ..Default::default() })
         .await
         .expect("services then");
     assert!(none.into_inner().services.is_empty());
@@ -139,7 +139,7 @@ async fn services_and_operations_over_a_time_range() {
     let inverted = TimeRange { start_unix_nano: 2_000, end_unix_nano: 1_000 };
     let err = query(&t)
         .await
-        .list_services(ListServicesRequest { time_range: Some(inverted) })
+        .list_services(ListServicesRequest { time_range: Some(inverted), ..Default::default() })
         .await
         .expect_err("inverted range");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -147,7 +147,7 @@ async fn services_and_operations_over_a_time_range() {
 
     let operations = query(&t)
         .await
-        .list_operations(ListOperationsRequest { service: "checkout".into(), time_range: None })
+        .list_operations(ListOperationsRequest { service: "checkout".into(), ..Default::default() })
         .await
         .expect("operations")
         .into_inner()
@@ -358,6 +358,28 @@ mod search {
             by(SearchTracesRequest { time_range: Some(range), ..Default::default() }).await,
             ["03", "02"]
         );
+
+        // Services, one a page.
+        use otelephant::query::proto::ListServicesRequest;
+        let first = query(&t)
+            .await
+            .list_services(ListServicesRequest { page_size: 1, ..Default::default() })
+            .await
+            .expect("services")
+            .into_inner();
+        assert_eq!(first.services, ["billing"]);
+        let second = query(&t)
+            .await
+            .list_services(ListServicesRequest {
+                page_size: 1,
+                page_token: first.next_page_token,
+                ..Default::default()
+            })
+            .await
+            .expect("services")
+            .into_inner();
+        assert_eq!(second.services, ["checkout"]);
+        assert!(second.next_page_token.is_empty());
 
         let bad = query(&t)
             .await
