@@ -820,3 +820,71 @@ mod metric_queries {
         t.stop().await;
     }
 }
+
+#[tokio::test]
+async fn grpc_health_turns_not_serving_when_the_database_goes_away() {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let proxy = Proxy::start().await;
+    let mut t = TestServer::start_with(|c| c.postgres.url = proxy.url()).await;
+    let channel = Channel::from_shared(t.endpoint()).expect("endpoint").connect().await.expect("connect");
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("stream").expect("a status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    proxy.cut();
+    // The status is re-checked every HEALTH_CHECK_INTERVAL; wait for the change it announces.
+    let limit = otelephant::server::HEALTH_CHECK_INTERVAL * 4;
+    let next = tokio::time::timeout(limit, watch.message())
+        .await
+        .expect("a status change within a few check intervals")
+        .expect("stream")
+        .expect("a status");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(watch);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_every_service() {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse, ServerReflectionRequest,
+    };
+    let mut t = TestServer::start().await;
+    let channel = Channel::from_shared(t.endpoint()).expect("endpoint").connect().await.expect("connect");
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream_once(request))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let response = responses.message().await.expect("stream").expect("a response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected answer {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in [
+        "otelephant.query.v1.QueryService",
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        "opentelemetry.proto.collector.metrics.v1.MetricsService",
+        "opentelemetry.proto.collector.logs.v1.LogsService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == service), "{service} in {names:?}");
+    }
+    drop(responses);
+    t.stop().await;
+}
+
+/// A request stream of one message.
+fn tokio_stream_once<T: Send + 'static>(item: T) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::iter(std::iter::once(item))
+}
