@@ -8,5 +8,6 @@ mod grpc;
 mod logs;
 mod metrics;
 mod query;
+mod roundtrip;
 mod storage;
 mod traces;

@@ -34,7 +34,7 @@ fn one_trace(now: u64) -> ExportTraceServiceRequest {
 
 /// Each span with its resource and scope, in a form that compares exactly: attribute maps
 /// normalized, absent resources and scopes as empty ones, sorted by span id.
-fn flatten(resource_spans: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans]) -> Vec<String> {
+pub fn flatten(resource_spans: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans]) -> Vec<String> {
     let mut out = Vec::new();
     for rs in resource_spans {
         let resource = rs.resource.clone().unwrap_or_default();
