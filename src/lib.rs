@@ -14,9 +14,12 @@
 //! - [`pipeline`]: the bounded queue, acknowledgements, and the batching writer tasks.
 //! - [`store`]: the pool ([`store::connect`]), [`store::migrate`], [`store::partitions`] and the
 //!   COPY transaction in [`store::writer`].
-//! - [`query`]: the read API, `otelephant.query.v1.QueryService`, OTLP back out of the tables.
-//! - [`admin`]: `/healthz` and `/readyz` on the admin address.
-//! - [`server`]: start-up, wiring and shutdown.
+//! - [`query`]: the read API, `otelephant.query.v1.QueryService`: OTLP back out of the tables,
+//!   [`query::traces`], [`query::logs`], [`query::metrics`] one signal each.
+//! - [`admin`]: readiness, served as `/healthz` and `/readyz` on the admin address and followed
+//!   by `grpc.health.v1.Health`.
+//! - [`server`]: start-up, wiring (export, query, health and reflection services on the gRPC
+//!   port), and shutdown.
 
 pub mod admin;
 pub mod config;

@@ -1,15 +1,13 @@
 //! SearchLogs: log records back out of `logs`, rebuilt into OTLP and grouped by resource and
 //! scope.
 
-use std::collections::HashMap;
-
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, LogsData, ResourceLogs, ScopeLogs};
 use tokio_postgres::Row;
 use tonic::Status;
 
 use super::{
     attribute_condition, bad_token, corrupt, database_error, decode_token, dimensions, encode_token,
-    page_size,
+    group_by_dimensions, page_size,
     proto::{SearchLogsRequest, SearchLogsResponse},
     resolve_range,
     traces::parse_trace_id,
@@ -103,27 +101,20 @@ pub(super) async fn search_logs(
 
     let (resources, scopes) = dimensions(&client, &rows).await?;
     let mut logs = LogsData::default();
-    // Groups in order of first appearance; records keep their newest-first order within them.
-    let mut resource_at: HashMap<i64, usize> = HashMap::new();
-    let mut scope_at: HashMap<(i64, i64), usize> = HashMap::new();
-    for row in &rows {
-        let (resource_id, scope_id): (i64, i64) = (row.get("resource_id"), row.get("scope_id"));
-        let r = *resource_at.entry(resource_id).or_insert_with(|| {
-            let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
-            logs.resource_logs.push(ResourceLogs {
-                resource: Some(resource),
-                scope_logs: vec![],
-                schema_url,
-            });
-            logs.resource_logs.len() - 1
-        });
-        let resource_logs = &mut logs.resource_logs[r];
-        let s = *scope_at.entry((resource_id, scope_id)).or_insert_with(|| {
+    // Records keep their newest-first order within each resource and scope.
+    for (resource_id, scope_groups) in group_by_dimensions(&rows) {
+        let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
+        let mut resource_logs = ResourceLogs { resource: Some(resource), scope_logs: vec![], schema_url };
+        for (scope_id, records) in scope_groups {
             let (scope, schema_url) = scopes.get(&scope_id).cloned().unwrap_or_default();
-            resource_logs.scope_logs.push(ScopeLogs { scope: Some(scope), log_records: vec![], schema_url });
-            resource_logs.scope_logs.len() - 1
-        });
-        resource_logs.scope_logs[s].log_records.push(record_from_row(row).map_err(corrupt)?);
+            let log_records = records
+                .into_iter()
+                .map(record_from_row)
+                .collect::<Result<_, MappingError>>()
+                .map_err(corrupt)?;
+            resource_logs.scope_logs.push(ScopeLogs { scope: Some(scope), log_records, schema_url });
+        }
+        logs.resource_logs.push(resource_logs);
     }
     Ok(SearchLogsResponse { logs: Some(logs), next_page_token })
 }

@@ -14,7 +14,7 @@ use tonic::Status;
 
 use super::{
     attribute_condition, bad_token, corrupt, database_error, decode_token, dimensions, encode_token,
-    page_size,
+    group_by_dimensions, page_size,
     proto::{
         AggregatedSeries, ListMetricsRequest, ListMetricsResponse, MetricDescriptor, QueryMetricsRequest,
         QueryMetricsResponse, StepValue,
@@ -196,31 +196,23 @@ async fn raw(
     }
     let (resources, scopes) = dimensions(client, series).await?;
     let mut data = MetricsData::default();
-    let mut resource_at: HashMap<i64, usize> = HashMap::new();
-    let mut scope_at: HashMap<(i64, i64), usize> = HashMap::new();
-    for s in series {
-        let (resource_id, scope_id): (i64, i64) = (s.get("resource_id"), s.get("scope_id"));
-        let r = *resource_at.entry(resource_id).or_insert_with(|| {
-            let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
-            data.resource_metrics.push(ResourceMetrics {
-                resource: Some(resource),
-                scope_metrics: vec![],
-                schema_url,
-            });
-            data.resource_metrics.len() - 1
-        });
-        let resource_metrics = &mut data.resource_metrics[r];
-        let i = *scope_at.entry((resource_id, scope_id)).or_insert_with(|| {
+    for (resource_id, scope_groups) in group_by_dimensions(series) {
+        let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
+        let mut resource_metrics =
+            ResourceMetrics { resource: Some(resource), scope_metrics: vec![], schema_url };
+        for (scope_id, scope_series) in scope_groups {
             let (scope, schema_url) = scopes.get(&scope_id).cloned().unwrap_or_default();
-            resource_metrics.scope_metrics.push(ScopeMetrics {
-                scope: Some(scope),
-                metrics: vec![],
-                schema_url,
-            });
-            resource_metrics.scope_metrics.len() - 1
-        });
-        let rows = points.remove(&s.get::<_, i64>("series_id")).unwrap_or_default();
-        resource_metrics.scope_metrics[i].metrics.push(metric_from_rows(s, &rows).map_err(corrupt)?);
+            let metrics = scope_series
+                .into_iter()
+                .map(|s| {
+                    let rows = points.remove(&s.get::<_, i64>("series_id")).unwrap_or_default();
+                    metric_from_rows(s, &rows)
+                })
+                .collect::<Result<_, MappingError>>()
+                .map_err(corrupt)?;
+            resource_metrics.scope_metrics.push(ScopeMetrics { scope: Some(scope), metrics, schema_url });
+        }
+        data.resource_metrics.push(resource_metrics);
     }
     Ok(data)
 }

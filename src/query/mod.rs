@@ -223,6 +223,31 @@ pub(super) fn u32_column(row: &Row, column: &str) -> Result<u32, MappingError> {
     u32::try_from(v).map_err(|_| MappingError::BadNumber(format!("{column} = {v}")))
 }
 
+/// A resource id with its scope ids, each with its rows.
+type ResourceGroup<'a> = (i64, Vec<(i64, Vec<&'a Row>)>);
+
+/// Rows grouped by resource, then scope, each level in order of first appearance; rows keep
+/// their order within a group.
+fn group_by_dimensions(rows: &[Row]) -> Vec<ResourceGroup<'_>> {
+    let mut groups: Vec<ResourceGroup<'_>> = Vec::new();
+    let mut resource_at: HashMap<i64, usize> = HashMap::new();
+    let mut scope_at: HashMap<(i64, i64), usize> = HashMap::new();
+    for row in rows {
+        let (resource_id, scope_id): (i64, i64) = (row.get("resource_id"), row.get("scope_id"));
+        let r = *resource_at.entry(resource_id).or_insert_with(|| {
+            groups.push((resource_id, Vec::new()));
+            groups.len() - 1
+        });
+        let scopes = &mut groups[r].1;
+        let s = *scope_at.entry((resource_id, scope_id)).or_insert_with(|| {
+            scopes.push((scope_id, Vec::new()));
+            scopes.len() - 1
+        });
+        scopes[s].1.push(row);
+    }
+    groups
+}
+
 type Resources = HashMap<i64, (Resource, String)>;
 type Scopes = HashMap<i64, (InstrumentationScope, String)>;
 
