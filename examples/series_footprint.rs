@@ -93,6 +93,8 @@ async fn main() -> anyhow::Result<()> {
     config.postgres.url = url.clone();
     config.postgres.schema = schema.clone();
     config.otlp.grpc_addr = ([127, 0, 0, 1], 0).into();
+    config.otlp.http_addr = ([127, 0, 0, 1], 0).into();
+    config.admin.addr = ([127, 0, 0, 1], 0).into();
     let server = Server::start(config).await?;
     let mut client = MetricsServiceClient::connect(format!("http://{}", server.grpc_addr)).await?;
 

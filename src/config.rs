@@ -57,6 +57,9 @@ pub struct OtlpConfig {
     /// Largest request accepted, measured after decompression; larger ones get
     /// RESOURCE_EXHAUSTED. 64 MiB is the OTLP specification's recommendation.
     pub max_request_bytes: usize,
+    /// Origins (e.g. `https://app.example.com`) whose browser pages may send to the OTLP/HTTP
+    /// receiver. Empty turns CORS off: no CORS headers are sent.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for OtlpConfig {
@@ -65,6 +68,7 @@ impl Default for OtlpConfig {
             grpc_addr: ([0, 0, 0, 0], 4317).into(),
             http_addr: ([0, 0, 0, 0], 4318).into(),
             max_request_bytes: 64 * 1024 * 1024,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }

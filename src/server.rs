@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     pipeline::Pipeline,
     query::{self, Query},
+    receive,
     receive::grpc::OtlpGrpc,
     store::{self, migrate, partitions, StoreError},
 };
@@ -22,6 +23,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("invalid otlp.cors_allowed_origins: {0}")]
+    Cors(String),
     #[error("building gRPC reflection failed: {0}")]
     Reflection(tonic_reflection::server::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -32,6 +35,8 @@ pub enum StartError {
 pub enum ServeError {
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
     #[error("a server task panicked: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -40,8 +45,11 @@ pub enum ServeError {
 pub struct Server {
     /// Where OTLP/gRPC listens (useful when configured with port 0).
     pub grpc_addr: SocketAddr,
+    /// Where OTLP/HTTP listens.
+    pub http_addr: SocketAddr,
     /// Where `/healthz` and `/readyz` are served.
     pub admin_addr: SocketAddr,
+    http: JoinHandle<std::io::Result<()>>,
     health: Health,
     admin: JoinHandle<()>,
     health_watch: JoinHandle<()>,
@@ -124,6 +132,19 @@ impl Server {
         };
         let reflection_v1 = reflection().build_v1().map_err(StartError::Reflection)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(StartError::Reflection)?;
+        let (http_listener, http_addr) = bind(config.otlp.http_addr).await?;
+        let http_router = receive::http::router(
+            pipeline.clone(),
+            config.otlp.max_request_bytes,
+            &config.otlp.cors_allowed_origins,
+        )
+        .map_err(|e| StartError::Cors(e.to_string()))?;
+        let http_stop = health.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(http_listener, http_router)
+                .with_graceful_shutdown(async move { http_stop.shutdown_started().await })
+                .await
+        });
         let routes = OtlpGrpc::new(pipeline)
             .routes(config.otlp.max_request_bytes)
             .add_service(Query::new(pool.clone()).server())
@@ -143,9 +164,11 @@ impl Server {
                 },
             ),
         );
-        tracing::info!(%grpc_addr, %admin_addr, "OTLP/gRPC and admin listening");
+        tracing::info!(%grpc_addr, %http_addr, %admin_addr, "OTLP/gRPC, OTLP/HTTP and admin listening");
         Ok(Self {
             grpc_addr,
+            http_addr,
+            http,
             admin_addr,
             health,
             admin,
@@ -167,8 +190,8 @@ impl Server {
         self.shutdown().await
     }
 
-    /// Stops accepting requests, waits for in-flight ones to be written and answered, and stops
-    /// the writers.
+    /// Stops accepting requests (both receivers turn away new connections once shutdown
+    /// starts), waits for in-flight ones to be written and answered, and stops the writers.
     ///
     /// # Errors
     /// When the gRPC server fails or a task panics.
@@ -180,6 +203,7 @@ impl Server {
         // The server owns the services and so the pipeline's senders; once it has finished
         // the in-flight requests, the queue closes and the writers drain it and exit.
         self.grpc.await??;
+        self.http.await??;
         for writer in self.writers {
             writer.await?;
         }

@@ -22,7 +22,7 @@ use tonic::{body::Body, codec::CompressionEncoding, server::NamedService, servic
 use tower::Service;
 
 use crate::{
-    encode::{logs, metrics, traces, Encoded},
+    encode::{logs, metrics, traces},
     pipeline::Pipeline,
 };
 
@@ -35,21 +35,6 @@ pub struct OtlpGrpc {
 impl OtlpGrpc {
     pub fn new(pipeline: Pipeline) -> Self {
         Self { pipeline }
-    }
-
-    /// Encodes a request off the async threads (a request may be tens of megabytes) and waits
-    /// for its rows to commit.
-    async fn ingest<R: Send + 'static>(
-        &self,
-        request: tonic::Request<R>,
-        encode: fn(&R, &crate::encode::dims::KnownIds) -> Encoded,
-    ) -> Result<(), Status> {
-        let request = request.into_inner();
-        let known = self.pipeline.known.clone();
-        let encoded = tokio::task::spawn_blocking(move || encode(&request, &known))
-            .await
-            .map_err(|err| Status::internal(format!("encoding the request failed: {err}")))?;
-        self.pipeline.submit(encoded).await.map_err(|err| super::status(&err))
     }
 
     /// The routes of the three services, each accepting compressed requests up to
@@ -81,7 +66,9 @@ impl TraceService for OtlpGrpc {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
-        self.ingest(request, traces::encode).await?;
+        super::ingest(&self.pipeline, request.into_inner(), traces::encode)
+            .await
+            .map_err(|e| super::grpc_status(&e))?;
         Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
@@ -92,7 +79,9 @@ impl MetricsService for OtlpGrpc {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, Status> {
-        self.ingest(request, metrics::encode).await?;
+        super::ingest(&self.pipeline, request.into_inner(), metrics::encode)
+            .await
+            .map_err(|e| super::grpc_status(&e))?;
         Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
     }
 }
@@ -103,7 +92,9 @@ impl LogsService for OtlpGrpc {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
-        self.ingest(request, logs::encode).await?;
+        super::ingest(&self.pipeline, request.into_inner(), logs::encode)
+            .await
+            .map_err(|e| super::grpc_status(&e))?;
         Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success: None }))
     }
 }

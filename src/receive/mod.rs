@@ -1,16 +1,74 @@
-//! Front doors: the OTLP/gRPC export services. Each handler encodes its request into rows,
-//! submits them to the pipeline, and answers once they are committed.
+//! Front doors: the OTLP/gRPC export services and the OTLP/HTTP receiver. Each handler decodes
+//! its request, encodes it into rows, submits them to the pipeline, and answers once they are
+//! committed. What failed maps to a gRPC status or an HTTP status in one function each.
 
 pub mod grpc;
+pub mod http;
+
+use std::time::Duration;
 
 use tonic::Status;
 
-use crate::pipeline::WriteError;
+use crate::{
+    encode::{dims::KnownIds, Encoded},
+    pipeline::{Pipeline, WriteError},
+};
 
-/// The gRPC status for a request whose rows were not stored. Every case is retryable:
-/// `UNAVAILABLE` tells OTLP exporters to send again.
-pub fn status(err: &WriteError) -> Status {
-    match err {
-        WriteError::Database(_) | WriteError::ShuttingDown => Status::unavailable(err.to_string()),
+/// How long a client is asked to wait before retrying a request that could not be stored.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Why an export was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("encoding the request failed: {0}")]
+    Encode(String),
+}
+
+impl IngestError {
+    /// Whether sending the same request again may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            IngestError::Write(WriteError::Database(_) | WriteError::ShuttingDown) => true,
+            IngestError::Encode(_) => false,
+        }
+    }
+}
+
+/// Encodes a request off the async threads (a request may be tens of megabytes) and waits for
+/// its rows to commit.
+///
+/// # Errors
+/// When the rows were not stored.
+pub async fn ingest<R: Send + 'static>(
+    pipeline: &Pipeline,
+    request: R,
+    encode: fn(&R, &KnownIds) -> Encoded,
+) -> Result<(), IngestError> {
+    let known = pipeline.known.clone();
+    let encoded = tokio::task::spawn_blocking(move || encode(&request, &known))
+        .await
+        .map_err(|err| IngestError::Encode(err.to_string()))?;
+    Ok(pipeline.submit(encoded).await?)
+}
+
+/// The gRPC status for a request whose rows were not stored: `UNAVAILABLE` tells OTLP exporters
+/// to send again.
+pub fn grpc_status(err: &IngestError) -> Status {
+    if err.retryable() {
+        Status::unavailable(err.to_string())
+    } else {
+        Status::internal(err.to_string())
+    }
+}
+
+/// The HTTP status for a request whose rows were not stored: 503 (with Retry-After) tells OTLP
+/// exporters to send again.
+pub fn http_status(err: &IngestError) -> ::http::StatusCode {
+    if err.retryable() {
+        ::http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        ::http::StatusCode::INTERNAL_SERVER_ERROR
     }
 }

@@ -45,6 +45,7 @@ impl TestSchema {
         config.postgres.pool_size = 4;
         config.otlp.grpc_addr = ([127, 0, 0, 1], 0).into();
         config.admin.addr = ([127, 0, 0, 1], 0).into();
+        config.otlp.http_addr = ([127, 0, 0, 1], 0).into();
         config.pipeline.linger_ms = 5;
         config
     }

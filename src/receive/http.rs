@@ -1,0 +1,231 @@
+//! The OTLP/HTTP receiver: `POST /v1/traces`, `/v1/metrics` and `/v1/logs`, in binary protobuf
+//! (`application/x-protobuf`) or OTLP JSON (`application/json`: hex ids, integer enums,
+//! lowerCamelCase keys, 64-bit integers as strings or numbers, unknown fields ignored), with
+//! gzip, deflate or zstd bodies, answering in the request's format. Status codes follow the OTLP
+//! specification: 200, 400 with a `google.rpc.Status` body, 413, 415, 405, and 503 with
+//! Retry-After when the rows could not be stored.
+
+use std::io::Read;
+
+use axum::{
+    body::{to_bytes, Body, Bytes},
+    extract::{DefaultBodyLimit, State},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+    Router,
+};
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
+    trace::v1::ExportTraceServiceResponse,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::{http_status, ingest, RETRY_AFTER};
+use crate::{
+    encode::{dims::KnownIds, logs, metrics, traces, Encoded},
+    pipeline::Pipeline,
+};
+
+pub const PROTOBUF: &str = "application/x-protobuf";
+pub const JSON: &str = "application/json";
+
+/// `google.rpc.Status`, the body of an OTLP/HTTP error answer.
+#[derive(Clone, PartialEq, prost::Message, Serialize)]
+pub struct RpcStatus {
+    /// A `google.rpc.Code`.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// google.rpc.Code values used in answers.
+const INVALID_ARGUMENT: i32 = 3;
+const RESOURCE_EXHAUSTED: i32 = 8;
+const INTERNAL: i32 = 13;
+const UNAVAILABLE: i32 = 14;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    /// The format a Content-Type names, parameters (`; charset=utf-8`) aside.
+    fn of(headers: &HeaderMap) -> Option<Self> {
+        let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+        let essence = value.split(';').next()?.trim().to_ascii_lowercase();
+        match essence.as_str() {
+            PROTOBUF | "application/protobuf" => Some(Self::Protobuf),
+            JSON => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    fn decode<R: prost::Message + DeserializeOwned + Default>(self, body: &[u8]) -> Result<R, String> {
+        match self {
+            Format::Protobuf => R::decode(body).map_err(|e| format!("invalid protobuf: {e}")),
+            Format::Json => serde_json::from_slice(body).map_err(|e| format!("invalid OTLP JSON: {e}")),
+        }
+    }
+
+    fn respond<M: prost::Message + Serialize>(self, status: StatusCode, message: &M) -> Response {
+        let (content_type, body) = match self {
+            Format::Protobuf => (PROTOBUF, message.encode_to_vec()),
+            Format::Json => (JSON, serde_json::to_vec(message).unwrap_or_default()),
+        };
+        (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+    }
+
+    fn error(self, status: StatusCode, code: i32, message: String) -> Response {
+        self.respond(status, &RpcStatus { code, message })
+    }
+}
+
+/// What stops a body from becoming a request.
+enum BodyError {
+    TooLarge(usize),
+    UnsupportedEncoding(String),
+    Unreadable(String),
+}
+
+impl BodyError {
+    fn respond(self, format: Format) -> Response {
+        match self {
+            BodyError::TooLarge(limit) => format.error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                RESOURCE_EXHAUSTED,
+                format!("request body exceeds the limit of {limit} bytes (after decompression)"),
+            ),
+            BodyError::UnsupportedEncoding(encoding) => format.error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                INVALID_ARGUMENT,
+                format!("unsupported Content-Encoding {encoding:?}; use gzip, deflate, zstd or none"),
+            ),
+            BodyError::Unreadable(why) => format.error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, why),
+        }
+    }
+}
+
+/// Decompresses `body` as `Content-Encoding` says, refusing to produce more than `limit` bytes.
+fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
+    let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
+    let reader: Box<dyn Read + '_> = match encoding.as_deref() {
+        None | Some("" | "identity") => {
+            return if body.len() > limit { Err(BodyError::TooLarge(limit)) } else { Ok(body) };
+        }
+        Some("gzip" | "x-gzip") => Box::new(flate2::read::GzDecoder::new(&body[..])),
+        // HTTP's deflate is the zlib format.
+        Some("deflate") => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+        Some("zstd") => Box::new(
+            zstd::stream::read::Decoder::new(&body[..])
+                .map_err(|e| BodyError::Unreadable(format!("bad zstd body: {e}")))?,
+        ),
+        Some(other) => return Err(BodyError::UnsupportedEncoding(other.to_owned())),
+    };
+    let mut out = Vec::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| BodyError::Unreadable(format!("cannot decompress the body: {e}")))?;
+    if out.len() > limit {
+        return Err(BodyError::TooLarge(limit));
+    }
+    Ok(out.into())
+}
+
+#[derive(Clone)]
+struct HttpState {
+    pipeline: Pipeline,
+    max_request_bytes: usize,
+}
+
+/// The receiver's routes. `cors_origins` lists the origins browsers may send from; empty means
+/// no CORS headers at all.
+///
+/// # Errors
+/// An origin that is not a valid header value.
+pub fn router(
+    pipeline: Pipeline,
+    max_request_bytes: usize,
+    cors_origins: &[String],
+) -> Result<Router, header::InvalidHeaderValue> {
+    let state = HttpState { pipeline, max_request_bytes };
+    let router = Router::new()
+        .route("/v1/traces", post(export_traces))
+        .route("/v1/metrics", post(export_metrics))
+        .route("/v1/logs", post(export_logs))
+        .with_state(state)
+        // The handlers enforce max_request_bytes themselves, after decompression.
+        .layer(DefaultBodyLimit::disable());
+    if cors_origins.is_empty() {
+        return Ok(router);
+    }
+    let origins = cors_origins.iter().map(|o| HeaderValue::from_str(o)).collect::<Result<Vec<_>, _>>()?;
+    Ok(router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING])
+            .expose_headers([header::RETRY_AFTER]),
+    ))
+}
+
+async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    export::<_, ExportTraceServiceResponse>(&state, &headers, body, traces::encode).await
+}
+
+async fn export_metrics(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    export::<_, ExportMetricsServiceResponse>(&state, &headers, body, metrics::encode).await
+}
+
+async fn export_logs(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    export::<_, ExportLogsServiceResponse>(&state, &headers, body, logs::encode).await
+}
+
+async fn export<Req, Resp>(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    encode: fn(&Req, &KnownIds) -> Encoded,
+) -> Response
+where
+    Req: prost::Message + DeserializeOwned + Default + Send + 'static,
+    Resp: prost::Message + Serialize + Default,
+{
+    let Some(format) = Format::of(headers) else {
+        let message = format!("unsupported Content-Type; use {PROTOBUF} or {JSON}");
+        return Format::Json.error(StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_ARGUMENT, message);
+    };
+    let limit = state.max_request_bytes;
+    let raw = match to_bytes(body, limit).await {
+        Ok(raw) => raw,
+        Err(_) => return BodyError::TooLarge(limit).respond(format),
+    };
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let decoded = tokio::task::spawn_blocking(move || {
+        let body = decompress(encoding.as_deref(), raw, limit)?;
+        format.decode::<Req>(&body).map_err(BodyError::Unreadable)
+    })
+    .await;
+    let request = match decoded {
+        Ok(Ok(request)) => request,
+        Ok(Err(err)) => return err.respond(format),
+        Err(err) => return format.error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, err.to_string()),
+    };
+    match ingest(&state.pipeline, request, encode).await {
+        Ok(()) => format.respond(StatusCode::OK, &Resp::default()),
+        Err(err) => {
+            let status = http_status(&err);
+            let code = if err.retryable() { UNAVAILABLE } else { INTERNAL };
+            let mut response = format.error(status, code, err.to_string());
+            if err.retryable() {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
+            }
+            response
+        }
+    }
+}
