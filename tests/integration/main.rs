@@ -5,6 +5,7 @@ mod admin;
 mod common;
 mod e2e;
 mod grpc;
+mod http;
 mod logs;
 mod metrics;
 mod query;
