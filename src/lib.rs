@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - [`config`]: the configuration structs and how their sources merge.
-//! - [`receive`]: front doors; [`receive::grpc`] serves the OTLP/gRPC export services.
+//! - [`receive`]: front doors; [`receive::grpc`] serves the OTLP/gRPC export services,
+//!   [`receive::http`] the OTLP/HTTP receiver.
 //! - [`encode`]: OTLP -> binary COPY tuples. [`encode::copy`] is the tuple encoder,
 //!   [`encode::attributes`] the AnyValue <-> jsonb mapping (both directions),
 //!   [`encode::dims`] resources, scopes and the cache of known ids, and
