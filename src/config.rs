@@ -100,6 +100,9 @@ pub struct PipelineConfig {
     pub batch_max_bytes: usize,
     /// ...or this many milliseconds after its first request arrived.
     pub linger_ms: u64,
+    /// How long a request may wait for room in a full queue before it is turned away with a
+    /// retryable answer (gRPC UNAVAILABLE with RetryInfo, HTTP 429 with Retry-After).
+    pub queue_wait_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -110,6 +113,7 @@ impl Default for PipelineConfig {
             batch_max_rows: 50_000,
             batch_max_bytes: 16 * 1024 * 1024,
             linger_ms: 20,
+            queue_wait_ms: 5_000,
         }
     }
 }
@@ -117,6 +121,10 @@ impl Default for PipelineConfig {
 impl PipelineConfig {
     pub fn linger(&self) -> Duration {
         Duration::from_millis(self.linger_ms)
+    }
+
+    pub fn queue_wait(&self) -> Duration {
+        Duration::from_millis(self.queue_wait_ms)
     }
 }
 

@@ -58,6 +58,9 @@ pub enum WriteError {
     /// The pipeline is closed: the server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The queue stayed full for the whole wait: more is offered than the database takes.
+    #[error("otelephant is overloaded: the ingest queue stayed full for {0:?}")]
+    Overloaded(std::time::Duration),
 }
 
 /// A request in the queue: its rows, the room it holds in the queue, and where its answer goes.
@@ -73,6 +76,7 @@ pub struct Pipeline {
     tx: mpsc::Sender<WriteRequest>,
     room: Arc<Semaphore>,
     capacity_bytes: u32,
+    queue_wait: std::time::Duration,
     pub known: Arc<KnownIds>,
 }
 
@@ -92,10 +96,11 @@ impl Pipeline {
             })
             .collect();
         let room = Arc::new(Semaphore::new(capacity_bytes as usize));
-        (Self { tx, room, capacity_bytes, known }, writers)
+        (Self { tx, room, capacity_bytes, queue_wait: config.queue_wait(), known }, writers)
     }
 
-    /// Queues a request's rows and waits until they are committed.
+    /// Queues a request's rows and waits until they are committed. Waits at most
+    /// `pipeline.queue_wait_ms` for room in the queue.
     ///
     /// # Errors
     /// [`WriteError`] when the rows were not stored.
@@ -106,7 +111,10 @@ impl Pipeline {
         let payload = Payload::new(encoded);
         // A request larger than the whole queue still goes through, alone.
         let need = (payload.bytes().max(1) as u64).min(u64::from(self.capacity_bytes)) as u32;
-        let room = self.room.clone().acquire_many_owned(need).await.map_err(|_| WriteError::ShuttingDown)?;
+        let room = tokio::time::timeout(self.queue_wait, self.room.clone().acquire_many_owned(need))
+            .await
+            .map_err(|_| WriteError::Overloaded(self.queue_wait))?
+            .map_err(|_| WriteError::ShuttingDown)?;
         let (ack, answer) = oneshot::channel();
         self.tx
             .send(WriteRequest { payload, ack, _room: room })

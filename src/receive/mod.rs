@@ -30,7 +30,9 @@ impl IngestError {
     /// Whether sending the same request again may succeed.
     pub fn retryable(&self) -> bool {
         match self {
-            IngestError::Write(WriteError::Database(_) | WriteError::ShuttingDown) => true,
+            IngestError::Write(
+                WriteError::Database(_) | WriteError::ShuttingDown | WriteError::Overloaded(_),
+            ) => true,
             IngestError::Encode(_) => false,
         }
     }
@@ -53,22 +55,27 @@ pub async fn ingest<R: Send + 'static>(
     Ok(pipeline.submit(encoded).await?)
 }
 
-/// The gRPC status for a request whose rows were not stored: `UNAVAILABLE` tells OTLP exporters
-/// to send again.
+/// The gRPC status for a request whose rows were not stored: `UNAVAILABLE`, with a
+/// `google.rpc.RetryInfo` delay, tells OTLP exporters to back off and send again.
 pub fn grpc_status(err: &IngestError) -> Status {
     if err.retryable() {
-        Status::unavailable(err.to_string())
+        let details = tonic_types::ErrorDetails::with_retry_info(Some(RETRY_AFTER));
+        <Status as tonic_types::StatusExt>::with_error_details(
+            tonic::Code::Unavailable,
+            err.to_string(),
+            details,
+        )
     } else {
         Status::internal(err.to_string())
     }
 }
 
-/// The HTTP status for a request whose rows were not stored: 503 (with Retry-After) tells OTLP
-/// exporters to send again.
+/// The HTTP status for a request whose rows were not stored: 429 when otelephant is overloaded,
+/// 503 when the database is; both (with Retry-After) tell OTLP exporters to send again.
 pub fn http_status(err: &IngestError) -> ::http::StatusCode {
-    if err.retryable() {
-        ::http::StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        ::http::StatusCode::INTERNAL_SERVER_ERROR
+    match err {
+        IngestError::Write(WriteError::Overloaded(_)) => ::http::StatusCode::TOO_MANY_REQUESTS,
+        _ if err.retryable() => ::http::StatusCode::SERVICE_UNAVAILABLE,
+        _ => ::http::StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -225,10 +225,31 @@ pub fn nanos_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
 }
 
-/// A TCP proxy to the test database that a test can cut.
+/// A TCP proxy to the test database that a test can cut, or pause (bytes stop flowing, the
+/// connections stay open, like a database that hangs).
 pub struct Proxy {
     port: u16,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    flowing: tokio::sync::watch::Sender<bool>,
+}
+
+/// Copies `from` to `to`, holding each chunk while the gate is closed.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut gate: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if gate.wait_for(|open| *open).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -236,19 +257,20 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (flowing, gate) = tokio::sync::watch::channel(true);
         let registry = tasks.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                registry.lock().expect("registry").push(conn);
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else { continue };
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                let up = tokio::spawn(forward(in_read, out_write, gate.clone()));
+                let down = tokio::spawn(forward(out_read, in_write, gate.clone()));
+                registry.lock().expect("registry").extend([up, down]);
             }
         });
         tasks.lock().expect("registry").push(accept);
-        Self { port, tasks }
+        Self { port, tasks, flowing }
     }
 
     pub fn url(&self) -> String {
@@ -260,5 +282,14 @@ impl Proxy {
         for task in self.tasks.lock().expect("registry").drain(..) {
             task.abort();
         }
+    }
+
+    /// Holds all traffic until [`Self::resume`].
+    pub fn pause(&self) {
+        self.flowing.send_replace(false);
+    }
+
+    pub fn resume(&self) {
+        self.flowing.send_replace(true);
     }
 }

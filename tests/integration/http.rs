@@ -333,3 +333,58 @@ async fn http2_cleartext_is_served_too() {
     assert_eq!(t.count("spans").await, 4);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_queue_turns_requests_away_with_429_and_grpc_unavailable_with_retry_info() {
+    use futures_util::FutureExt;
+    use tonic_types::StatusExt;
+    let proxy = Proxy::start().await;
+    let mut t = TestServer::start_with(|c| {
+        c.postgres.url = proxy.url();
+        c.pipeline.queue_bytes = 1;
+        c.pipeline.writers = 1;
+        c.pipeline.queue_wait_ms = 200;
+    })
+    .await;
+
+    // The database hangs. Of two requests, one takes the whole queue and waits on the database;
+    // the other finds no room and is turned away first.
+    proxy.pause();
+    {
+        let send =
+            || post(&t, "/v1/traces", PROTOBUF, None, crate::traces::request(nanos_now()).encode_to_vec());
+        let (a, b) = (send(), send());
+        tokio::pin!(a, b);
+        let (rejected, held) = tokio::select! {
+            r = &mut a => (r, b.as_mut().left_future()),
+            r = &mut b => (r, a.as_mut().right_future()),
+        };
+        assert_eq!(rejected.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(rejected.headers()[header::RETRY_AFTER], "1");
+        // The database comes back: the held request is stored and answered with success.
+        proxy.resume();
+        assert_eq!(held.await.status(), StatusCode::OK);
+    }
+    assert_eq!(t.count("spans").await, 4);
+
+    // The same over gRPC: UNAVAILABLE with a RetryInfo delay.
+    proxy.pause();
+    {
+        let (mut c1, mut c2) = (t.traces().await, t.traces().await);
+        let (a, b) =
+            (c1.export(crate::traces::request(nanos_now())), c2.export(crate::traces::request(nanos_now())));
+        tokio::pin!(a, b);
+        let (rejected, held) = tokio::select! {
+            r = &mut a => (r, b.as_mut().left_future()),
+            r = &mut b => (r, a.as_mut().right_future()),
+        };
+        let err = rejected.expect_err("no room");
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        let retry = err.get_details_retry_info().expect("a RetryInfo detail");
+        assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(1)));
+        proxy.resume();
+        held.await.expect("the held request is stored");
+    }
+    assert_eq!(t.count("spans").await, 8);
+    t.stop().await;
+}
