@@ -8,7 +8,7 @@ use super::{
     attributes::{write_any_value, write_attributes, Order},
     copy::{Rows, Table},
     dims::{KnownIds, RequestEncoder},
-    Encoded, TableId,
+    validate, Encoded, TableId,
 };
 
 pub const LOGS: Table = Table {
@@ -31,21 +31,49 @@ pub const LOGS: Table = Table {
     ],
 };
 
-/// Encodes every log record of an export request.
+/// Encodes every log record of an export request, leaving out (and counting) the ones
+/// [`validate`] refuses.
 pub fn encode(request: &ExportLogsServiceRequest, known: &KnownIds) -> Encoded {
     let received = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let mut enc = RequestEncoder::new(known);
     for resource_logs in &request.resource_logs {
+        if let Err(reason) = validate::resource(resource_logs.resource.as_ref(), &resource_logs.schema_url) {
+            enc.out.reject(resource_logs.scope_logs.iter().map(|s| s.log_records.len()).sum(), reason);
+            continue;
+        }
         let resource_id = enc.resource(resource_logs.resource.as_ref(), &resource_logs.schema_url);
         for scope_logs in &resource_logs.scope_logs {
+            if let Err(reason) = validate::scope(scope_logs.scope.as_ref(), &scope_logs.schema_url) {
+                enc.out.reject(scope_logs.log_records.len(), reason);
+                continue;
+            }
             let scope_id = enc.scope(scope_logs.scope.as_ref(), &scope_logs.schema_url);
-            let rows = enc.out.rows_mut(TableId::Logs);
             for record in &scope_logs.log_records {
-                encode_record(rows, record, resource_id, scope_id, received);
+                match validate_record(record) {
+                    Ok(()) => encode_record(
+                        enc.out.rows_mut(TableId::Logs),
+                        record,
+                        resource_id,
+                        scope_id,
+                        received,
+                    ),
+                    Err(reason) => enc.out.reject(1, reason),
+                }
             }
         }
     }
     enc.out
+}
+
+fn validate_record(record: &LogRecord) -> Result<(), validate::Rejection> {
+    validate::optional_trace_id("trace_id", &record.trace_id)?;
+    validate::optional_span_id("span_id", &record.span_id)?;
+    validate::text("severity_text", &record.severity_text)?;
+    validate::text("event_name", &record.event_name)?;
+    if let Some(body) = &record.body {
+        validate::any_value("body", body)?;
+    }
+    validate::attributes("attributes", &record.attributes)
 }
 
 /// The time a record is filed under: its own time, else when it was observed, else when it was

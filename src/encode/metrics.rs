@@ -21,7 +21,7 @@ use super::{
     copy::{Row, Table},
     dims::{KnownIds, RequestEncoder, SERIES_SEED},
     traces::{hex_member, member},
-    Encoded, TableId,
+    validate, Encoded, TableId,
 };
 
 pub const SERIES: Table = Table {
@@ -107,20 +107,63 @@ pub const SUMMARY_POINTS: Table = Table {
     ],
 };
 
-/// Encodes every data point of an export request. A metric without data has no points and
-/// leaves no rows.
+/// Encodes every data point of an export request, leaving out (and counting) the ones
+/// [`validate`] refuses. A metric without data has no points and leaves no rows.
 pub fn encode(request: &ExportMetricsServiceRequest, known: &KnownIds) -> Encoded {
     let mut enc = RequestEncoder::new(known);
     for resource_metrics in &request.resource_metrics {
+        if let Err(reason) =
+            validate::resource(resource_metrics.resource.as_ref(), &resource_metrics.schema_url)
+        {
+            let points =
+                resource_metrics.scope_metrics.iter().flat_map(|s| &s.metrics).map(point_count).sum();
+            enc.out.reject(points, reason);
+            continue;
+        }
         let resource_id = enc.resource(resource_metrics.resource.as_ref(), &resource_metrics.schema_url);
         for scope_metrics in &resource_metrics.scope_metrics {
+            if let Err(reason) = validate::scope(scope_metrics.scope.as_ref(), &scope_metrics.schema_url) {
+                enc.out.reject(scope_metrics.metrics.iter().map(point_count).sum(), reason);
+                continue;
+            }
             let scope_id = enc.scope(scope_metrics.scope.as_ref(), &scope_metrics.schema_url);
             for metric in &scope_metrics.metrics {
-                encode_metric(&mut enc, metric, resource_id, scope_id);
+                match validate_metric(metric) {
+                    Ok(()) => encode_metric(&mut enc, metric, resource_id, scope_id),
+                    Err(reason) => enc.out.reject(point_count(metric), reason),
+                }
             }
         }
     }
     enc.out
+}
+
+fn point_count(metric: &Metric) -> usize {
+    match &metric.data {
+        None => 0,
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Histogram(h)) => h.data_points.len(),
+        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(Data::Summary(s)) => s.data_points.len(),
+    }
+}
+
+fn validate_metric(metric: &Metric) -> Result<(), validate::Rejection> {
+    validate::text("metric name", &metric.name)?;
+    validate::text("metric description", &metric.description)?;
+    validate::text("metric unit", &metric.unit)?;
+    validate::attributes("metric metadata", &metric.metadata)
+}
+
+fn validate_point(attributes: &[KeyValue], exemplars: &[Exemplar]) -> Result<(), validate::Rejection> {
+    validate::attributes("data point attributes", attributes)?;
+    for exemplar in exemplars {
+        validate::attributes("exemplar filtered_attributes", &exemplar.filtered_attributes)?;
+        validate::optional_trace_id("exemplar trace_id", &exemplar.trace_id)?;
+        validate::optional_span_id("exemplar span_id", &exemplar.span_id)?;
+    }
+    Ok(())
 }
 
 /// What a metric's series share, whichever point they come from.
@@ -200,6 +243,10 @@ fn encode_metric(enc: &mut RequestEncoder<'_>, metric: &Metric, resource_id: i64
         Some(Data::Gauge(gauge)) => {
             let shape = shape("gauge", None, None);
             for point in &gauge.data_points {
+                if let Err(reason) = validate_point(&point.attributes, &point.exemplars) {
+                    enc.out.reject(1, reason);
+                    continue;
+                }
                 let series = shape.series_id(enc, &point.attributes);
                 number_point(enc, point, series);
             }
@@ -207,6 +254,10 @@ fn encode_metric(enc: &mut RequestEncoder<'_>, metric: &Metric, resource_id: i64
         Some(Data::Sum(sum)) => {
             let shape = shape("sum", Some(sum.aggregation_temporality), Some(sum.is_monotonic));
             for point in &sum.data_points {
+                if let Err(reason) = validate_point(&point.attributes, &point.exemplars) {
+                    enc.out.reject(1, reason);
+                    continue;
+                }
                 let series = shape.series_id(enc, &point.attributes);
                 number_point(enc, point, series);
             }
@@ -214,6 +265,10 @@ fn encode_metric(enc: &mut RequestEncoder<'_>, metric: &Metric, resource_id: i64
         Some(Data::Histogram(histogram)) => {
             let shape = shape("histogram", Some(histogram.aggregation_temporality), None);
             for point in &histogram.data_points {
+                if let Err(reason) = validate_point(&point.attributes, &point.exemplars) {
+                    enc.out.reject(1, reason);
+                    continue;
+                }
                 let series = shape.series_id(enc, &point.attributes);
                 histogram_point(enc, point, series);
             }
@@ -221,6 +276,10 @@ fn encode_metric(enc: &mut RequestEncoder<'_>, metric: &Metric, resource_id: i64
         Some(Data::ExponentialHistogram(histogram)) => {
             let shape = shape("exponential_histogram", Some(histogram.aggregation_temporality), None);
             for point in &histogram.data_points {
+                if let Err(reason) = validate_point(&point.attributes, &point.exemplars) {
+                    enc.out.reject(1, reason);
+                    continue;
+                }
                 let series = shape.series_id(enc, &point.attributes);
                 exp_histogram_point(enc, point, series);
             }
@@ -228,6 +287,10 @@ fn encode_metric(enc: &mut RequestEncoder<'_>, metric: &Metric, resource_id: i64
         Some(Data::Summary(summary)) => {
             let shape = shape("summary", None, None);
             for point in &summary.data_points {
+                if let Err(reason) = validate_point(&point.attributes, &[]) {
+                    enc.out.reject(1, reason);
+                    continue;
+                }
                 let series = shape.series_id(enc, &point.attributes);
                 summary_point(enc, point, series);
             }

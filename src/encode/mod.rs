@@ -8,6 +8,7 @@ pub mod dims;
 pub mod logs;
 pub mod metrics;
 pub mod traces;
+pub mod validate;
 
 use copy::{Rows, Table};
 
@@ -53,6 +54,9 @@ pub struct Encoded {
     pub rows: [Rows; TABLES.len()],
     /// Ids of the dimension rows included above, remembered as stored once they commit.
     pub new_dimension_ids: Vec<i64>,
+    /// Records left out (see [`validate`]), and why the first of them was.
+    pub rejected: u64,
+    pub first_rejection: Option<validate::Rejection>,
 }
 
 impl Encoded {
@@ -68,6 +72,21 @@ impl Encoded {
     /// Record rows (spans, log records, data points), not counting dimensions.
     pub fn records(&self) -> usize {
         self.rows[DIMENSION_TABLES..].iter().map(|r| r.count).sum()
+    }
+
+    /// Leaves `count` records out for `reason`.
+    pub fn reject(&mut self, count: usize, reason: validate::Rejection) {
+        if count == 0 {
+            return;
+        }
+        self.rejected += count as u64;
+        self.first_rejection.get_or_insert(reason);
+    }
+
+    /// The OTLP partial_success error message, when records were left out.
+    pub fn rejection_message(&self) -> Option<String> {
+        let reason = self.first_rejection.as_ref()?;
+        Some(format!("{} record(s) rejected; the first because its {reason}", self.rejected))
     }
 
     pub fn total_rows(&self) -> usize {

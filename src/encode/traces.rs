@@ -13,7 +13,7 @@ use super::{
     },
     copy::Table,
     dims::{KnownIds, RequestEncoder},
-    Encoded, TableId,
+    validate, Encoded, TableId,
 };
 
 pub const SPANS: Table = Table {
@@ -42,19 +42,55 @@ pub const SPANS: Table = Table {
 };
 
 /// Encodes every span of an export request.
+/// Encodes every span of an export request, leaving out (and counting) the ones [`validate`]
+/// refuses.
 pub fn encode(request: &ExportTraceServiceRequest, known: &KnownIds) -> Encoded {
     let mut enc = RequestEncoder::new(known);
     for resource_spans in &request.resource_spans {
+        if let Err(reason) = validate::resource(resource_spans.resource.as_ref(), &resource_spans.schema_url)
+        {
+            enc.out.reject(resource_spans.scope_spans.iter().map(|s| s.spans.len()).sum(), reason);
+            continue;
+        }
         let resource_id = enc.resource(resource_spans.resource.as_ref(), &resource_spans.schema_url);
         for scope_spans in &resource_spans.scope_spans {
+            if let Err(reason) = validate::scope(scope_spans.scope.as_ref(), &scope_spans.schema_url) {
+                enc.out.reject(scope_spans.spans.len(), reason);
+                continue;
+            }
             let scope_id = enc.scope(scope_spans.scope.as_ref(), &scope_spans.schema_url);
-            let rows = enc.out.rows_mut(TableId::Spans);
             for span in &scope_spans.spans {
-                encode_span(rows, span, resource_id, scope_id);
+                match validate_span(span) {
+                    Ok(()) => encode_span(enc.out.rows_mut(TableId::Spans), span, resource_id, scope_id),
+                    Err(reason) => enc.out.reject(1, reason),
+                }
             }
         }
     }
     enc.out
+}
+
+fn validate_span(span: &Span) -> Result<(), validate::Rejection> {
+    validate::trace_id("trace_id", &span.trace_id)?;
+    validate::span_id("span_id", &span.span_id)?;
+    validate::optional_span_id("parent_span_id", &span.parent_span_id)?;
+    validate::text("name", &span.name)?;
+    validate::text("trace_state", &span.trace_state)?;
+    validate::attributes("attributes", &span.attributes)?;
+    for event in &span.events {
+        validate::text("event name", &event.name)?;
+        validate::attributes("event attributes", &event.attributes)?;
+    }
+    for link in &span.links {
+        validate::optional_trace_id("link trace_id", &link.trace_id)?;
+        validate::optional_span_id("link span_id", &link.span_id)?;
+        validate::text("link trace_state", &link.trace_state)?;
+        validate::attributes("link attributes", &link.attributes)?;
+    }
+    if let Some(status) = &span.status {
+        validate::text("status message", &status.message)?;
+    }
+    Ok(())
 }
 
 fn encode_span(rows: &mut super::copy::Rows, span: &Span, resource_id: i64, scope_id: i64) {

@@ -66,10 +66,10 @@ impl TraceService for OtlpGrpc {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
-        super::ingest(&self.pipeline, request.into_inner(), traces::encode)
+        let refused = super::ingest(&self.pipeline, request.into_inner(), traces::encode)
             .await
             .map_err(|e| super::grpc_status(&e))?;
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(super::traces_response(refused)))
     }
 }
 
@@ -79,10 +79,10 @@ impl MetricsService for OtlpGrpc {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, Status> {
-        super::ingest(&self.pipeline, request.into_inner(), metrics::encode)
+        let refused = super::ingest(&self.pipeline, request.into_inner(), metrics::encode)
             .await
             .map_err(|e| super::grpc_status(&e))?;
-        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(super::metrics_response(refused)))
     }
 }
 
@@ -92,10 +92,10 @@ impl LogsService for OtlpGrpc {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
-        super::ingest(&self.pipeline, request.into_inner(), logs::encode)
+        let refused = super::ingest(&self.pipeline, request.into_inner(), logs::encode)
             .await
             .map_err(|e| super::grpc_status(&e))?;
-        Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(super::logs_response(refused)))
     }
 }
 

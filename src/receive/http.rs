@@ -15,14 +15,10 @@ use axum::{
     routing::post,
     Router,
 };
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
-    trace::v1::ExportTraceServiceResponse,
-};
 use serde::{de::DeserializeOwned, Serialize};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{http_status, ingest, RETRY_AFTER};
+use super::{http_status, ingest, logs_response, metrics_response, traces_response, Refused, RETRY_AFTER};
 use crate::{
     encode::{dims::KnownIds, logs, metrics, traces, Encoded},
     pipeline::Pipeline,
@@ -175,15 +171,15 @@ pub fn router(
 }
 
 async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    export::<_, ExportTraceServiceResponse>(&state, &headers, body, traces::encode).await
+    export(&state, &headers, body, traces::encode, traces_response).await
 }
 
 async fn export_metrics(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    export::<_, ExportMetricsServiceResponse>(&state, &headers, body, metrics::encode).await
+    export(&state, &headers, body, metrics::encode, metrics_response).await
 }
 
 async fn export_logs(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    export::<_, ExportLogsServiceResponse>(&state, &headers, body, logs::encode).await
+    export(&state, &headers, body, logs::encode, logs_response).await
 }
 
 async fn export<Req, Resp>(
@@ -191,10 +187,11 @@ async fn export<Req, Resp>(
     headers: &HeaderMap,
     body: Body,
     encode: fn(&Req, &KnownIds) -> Encoded,
+    respond: fn(Option<Refused>) -> Resp,
 ) -> Response
 where
     Req: prost::Message + DeserializeOwned + Default + Send + 'static,
-    Resp: prost::Message + Serialize + Default,
+    Resp: prost::Message + Serialize,
 {
     let Some(format) = Format::of(headers) else {
         let message = format!("unsupported Content-Type; use {PROTOBUF} or {JSON}");
@@ -217,7 +214,7 @@ where
         Err(err) => return format.error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, err.to_string()),
     };
     match ingest(&state.pipeline, request, encode).await {
-        Ok(()) => format.respond(StatusCode::OK, &Resp::default()),
+        Ok(refused) => format.respond(StatusCode::OK, &respond(refused)),
         Err(err) => {
             let status = http_status(&err);
             let code = if err.retryable() { UNAVAILABLE } else { INTERNAL };

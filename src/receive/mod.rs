@@ -7,6 +7,11 @@ pub mod http;
 
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse},
+    metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse},
+    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse},
+};
 use tonic::Status;
 
 use crate::{
@@ -38,8 +43,15 @@ impl IngestError {
     }
 }
 
+/// Records of a stored request that were refused, for the answer's OTLP `partial_success`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Refused {
+    pub count: i64,
+    pub message: String,
+}
+
 /// Encodes a request off the async threads (a request may be tens of megabytes) and waits for
-/// its rows to commit.
+/// its rows to commit. Returns the records it refused, if any.
 ///
 /// # Errors
 /// When the rows were not stored.
@@ -47,12 +59,16 @@ pub async fn ingest<R: Send + 'static>(
     pipeline: &Pipeline,
     request: R,
     encode: fn(&R, &KnownIds) -> Encoded,
-) -> Result<(), IngestError> {
+) -> Result<Option<Refused>, IngestError> {
     let known = pipeline.known.clone();
     let encoded = tokio::task::spawn_blocking(move || encode(&request, &known))
         .await
         .map_err(|err| IngestError::Encode(err.to_string()))?;
-    Ok(pipeline.submit(encoded).await?)
+    let refused = encoded
+        .rejection_message()
+        .map(|message| Refused { count: i64::try_from(encoded.rejected).unwrap_or(i64::MAX), message });
+    pipeline.submit(encoded).await?;
+    Ok(refused)
 }
 
 /// The gRPC status for a request whose rows were not stored: `UNAVAILABLE`, with a
@@ -77,5 +93,27 @@ pub fn http_status(err: &IngestError) -> ::http::StatusCode {
         IngestError::Write(WriteError::Overloaded(_)) => ::http::StatusCode::TOO_MANY_REQUESTS,
         _ if err.retryable() => ::http::StatusCode::SERVICE_UNAVAILABLE,
         _ => ::http::StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The export answers, with `partial_success` set when records were refused.
+pub fn traces_response(refused: Option<Refused>) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: refused
+            .map(|r| ExportTracePartialSuccess { rejected_spans: r.count, error_message: r.message }),
+    }
+}
+
+pub fn metrics_response(refused: Option<Refused>) -> ExportMetricsServiceResponse {
+    ExportMetricsServiceResponse {
+        partial_success: refused
+            .map(|r| ExportMetricsPartialSuccess { rejected_data_points: r.count, error_message: r.message }),
+    }
+}
+
+pub fn logs_response(refused: Option<Refused>) -> ExportLogsServiceResponse {
+    ExportLogsServiceResponse {
+        partial_success: refused
+            .map(|r| ExportLogsPartialSuccess { rejected_log_records: r.count, error_message: r.message }),
     }
 }
