@@ -67,12 +67,19 @@ impl Batcher {
         let rows: usize = payloads.iter().map(|p| p.rows()).sum();
         match result {
             Ok(()) => {
-                for payload in &payloads {
-                    self.known.insert_all(&payload.new_dimension_ids);
-                }
                 tracing::debug!(writer = self.id, requests = batch.len(), rows, elapsed = ?started.elapsed(), "batch committed");
                 for request in batch {
-                    let _ = request.ack.send(Ok(()));
+                    self.committed(request);
+                }
+            }
+            Err(err) if err.is_data_error() && batch.len() > 1 => {
+                tracing::warn!(writer = self.id, requests = batch.len(), %err, "batch refused by the database; writing its requests one by one");
+                self.isolate(batch).await;
+            }
+            Err(err) if err.is_data_error() => {
+                tracing::warn!(writer = self.id, %err, "request refused by the database");
+                for request in batch {
+                    let _ = request.ack.send(Err(WriteError::Refused(err.to_string())));
                 }
             }
             Err(err) => {
@@ -83,6 +90,31 @@ impl Batcher {
                 }
             }
         }
+    }
+
+    /// Writes each request of a refused batch in a transaction of its own, so that only the
+    /// requests whose own data the database refuses fail, and everyone else's rows commit.
+    async fn isolate(&self, batch: Vec<WriteRequest>) {
+        for request in batch {
+            match writer::write_batch(&self.pool, &[&request.payload]).await {
+                Ok(()) => self.committed(request),
+                Err(err) => {
+                    let err = if err.is_data_error() {
+                        tracing::warn!(writer = self.id, %err, "request refused by the database");
+                        WriteError::Refused(err.to_string())
+                    } else {
+                        WriteError::Database(err.to_string())
+                    };
+                    let _ = request.ack.send(Err(err));
+                }
+            }
+        }
+    }
+
+    /// Answers a request whose rows committed.
+    fn committed(&self, request: WriteRequest) {
+        self.known.insert_all(&request.payload.new_dimension_ids);
+        let _ = request.ack.send(Ok(()));
     }
 }
 

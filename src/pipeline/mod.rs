@@ -58,6 +58,9 @@ pub enum WriteError {
     /// The pipeline is closed: the server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The database refused this request's rows; sending them again cannot succeed.
+    #[error("the database refused the request's data: {0}")]
+    Refused(String),
     /// The queue stayed full for the whole wait: more is offered than the database takes.
     #[error("otelephant is overloaded: the ingest queue stayed full for {0:?}")]
     Overloaded(std::time::Duration),

@@ -217,7 +217,11 @@ where
         Ok(refused) => format.respond(StatusCode::OK, &respond(refused)),
         Err(err) => {
             let status = http_status(&err);
-            let code = if err.retryable() { UNAVAILABLE } else { INTERNAL };
+            let code = match status {
+                StatusCode::BAD_REQUEST => INVALID_ARGUMENT,
+                _ if err.retryable() => UNAVAILABLE,
+                _ => INTERNAL,
+            };
             let mut response = format.error(status, code, err.to_string());
             if err.retryable() {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));

@@ -38,7 +38,7 @@ impl IngestError {
             IngestError::Write(
                 WriteError::Database(_) | WriteError::ShuttingDown | WriteError::Overloaded(_),
             ) => true,
-            IngestError::Encode(_) => false,
+            IngestError::Write(WriteError::Refused(_)) | IngestError::Encode(_) => false,
         }
     }
 }
@@ -72,17 +72,20 @@ pub async fn ingest<R: Send + 'static>(
 }
 
 /// The gRPC status for a request whose rows were not stored: `UNAVAILABLE`, with a
-/// `google.rpc.RetryInfo` delay, tells OTLP exporters to back off and send again.
+/// `google.rpc.RetryInfo` delay, tells OTLP exporters to back off and send again;
+/// `INVALID_ARGUMENT` that the data itself was refused.
 pub fn grpc_status(err: &IngestError) -> Status {
-    if err.retryable() {
-        let details = tonic_types::ErrorDetails::with_retry_info(Some(RETRY_AFTER));
-        <Status as tonic_types::StatusExt>::with_error_details(
-            tonic::Code::Unavailable,
-            err.to_string(),
-            details,
-        )
-    } else {
-        Status::internal(err.to_string())
+    match err {
+        IngestError::Write(WriteError::Refused(_)) => Status::invalid_argument(err.to_string()),
+        _ if err.retryable() => {
+            let details = tonic_types::ErrorDetails::with_retry_info(Some(RETRY_AFTER));
+            <Status as tonic_types::StatusExt>::with_error_details(
+                tonic::Code::Unavailable,
+                err.to_string(),
+                details,
+            )
+        }
+        _ => Status::internal(err.to_string()),
     }
 }
 
@@ -91,6 +94,7 @@ pub fn grpc_status(err: &IngestError) -> Status {
 pub fn http_status(err: &IngestError) -> ::http::StatusCode {
     match err {
         IngestError::Write(WriteError::Overloaded(_)) => ::http::StatusCode::TOO_MANY_REQUESTS,
+        IngestError::Write(WriteError::Refused(_)) => ::http::StatusCode::BAD_REQUEST,
         _ if err.retryable() => ::http::StatusCode::SERVICE_UNAVAILABLE,
         _ => ::http::StatusCode::INTERNAL_SERVER_ERROR,
     }

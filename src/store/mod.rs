@@ -18,7 +18,7 @@ pub enum StoreError {
     NoDatabase,
     #[error("invalid postgres.schema {0:?}: use lowercase letters, digits and _, not starting with a digit")]
     Schema(String),
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("no database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -26,6 +26,30 @@ pub enum StoreError {
     Build(#[from] deadpool_postgres::BuildError),
     #[error("migration {version} ({name}) was changed after it was applied; applied migrations must never be edited")]
     MigrationChanged { version: i32, name: String },
+}
+
+/// A database error with what the server said (tokio-postgres' own text is only "db error").
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => match (db.constraint(), db.detail()) {
+            (Some(constraint), _) => format!("{} (constraint {constraint})", db.message()),
+            (None, Some(detail)) => format!("{}: {detail}", db.message()),
+            (None, None) => db.message().to_owned(),
+        },
+        None => match std::error::Error::source(err) {
+            Some(cause) => format!("{err}: {cause}"),
+            None => err.to_string(),
+        },
+    }
+}
+
+impl StoreError {
+    /// Whether the database refused the data itself (a data exception, a constraint, a size
+    /// limit), so that writing the same rows again cannot succeed.
+    pub fn is_data_error(&self) -> bool {
+        let StoreError::Db(err) = self else { return false };
+        err.code().is_some_and(|code| matches!(&code.code()[..2], "22" | "23" | "54"))
+    }
 }
 
 /// A schema name that can go into `search_path` and SQL unquoted.

@@ -196,3 +196,44 @@ async fn bad_log_records_and_data_points_are_refused_and_the_rest_stored() {
     assert_eq!(t.count("metric_points_number").await, 2);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_the_database_refuses_fails_alone_and_the_rest_of_its_batch_commits() {
+    // Requests linger together in one batch; a constraint stands in for any value the
+    // database would refuse that the checks before encoding do not catch.
+    let mut t = TestServer::start_with(|c| c.pipeline.linger_ms = 300).await;
+    t.sql
+        .batch_execute("ALTER TABLE spans ADD CONSTRAINT no_poison CHECK (name <> 'poison')")
+        .await
+        .expect("constraint");
+    let request = |name: &str, n: u8| ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span { name: name.into(), ..good_span(n) }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let (mut a, mut b, mut c) = (t.traces().await, t.traces().await, t.traces().await);
+    let (first, poison, last) = tokio::join!(
+        a.export(request("fine 1", 1)),
+        b.export(request("poison", 2)),
+        c.export(request("fine 2", 3)),
+    );
+    first.expect("a good request in the batch is stored");
+    last.expect("another good request in the batch is stored");
+    let err = poison.expect_err("the refused request fails");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "not retryable: {err}");
+    assert!(err.message().contains("no_poison"), "names the cause: {}", err.message());
+    let names: Vec<String> = t
+        .sql
+        .query("SELECT name FROM spans ORDER BY name", &[])
+        .await
+        .expect("spans")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["fine 1", "fine 2"]);
+    t.stop().await;
+}
