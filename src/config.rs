@@ -103,6 +103,10 @@ pub struct PipelineConfig {
     /// How long a request may wait for room in a full queue before it is turned away with a
     /// retryable answer (gRPC UNAVAILABLE with RetryInfo, HTTP 429 with Retry-After).
     pub queue_wait_ms: u64,
+    /// While the database is unreachable, a batch is retried (with backoff) until this many
+    /// milliseconds after its requests were queued; then they are answered UNAVAILABLE and the
+    /// exporters retry. Keep it below the exporters' timeout (10 s by default in the SDKs).
+    pub retry_deadline_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -114,6 +118,7 @@ impl Default for PipelineConfig {
             batch_max_bytes: 16 * 1024 * 1024,
             linger_ms: 20,
             queue_wait_ms: 5_000,
+            retry_deadline_ms: 5_000,
         }
     }
 }
@@ -125,6 +130,10 @@ impl PipelineConfig {
 
     pub fn queue_wait(&self) -> Duration {
         Duration::from_millis(self.queue_wait_ms)
+    }
+
+    pub fn retry_deadline(&self) -> Duration {
+        Duration::from_millis(self.retry_deadline_ms)
     }
 }
 

@@ -10,6 +10,10 @@ use tokio::sync::{mpsc, Mutex};
 use super::{WriteError, WriteRequest};
 use crate::{config::PipelineConfig, encode::dims::KnownIds, store::writer};
 
+/// The first and the longest wait between attempts to write a batch the database did not take.
+const RETRY_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(super) struct Batcher {
     id: usize,
     config: PipelineConfig,
@@ -60,35 +64,51 @@ impl Batcher {
         Some(batch)
     }
 
-    async fn flush(&self, batch: Vec<WriteRequest>) {
-        let started = Instant::now();
-        let payloads: Vec<_> = batch.iter().map(|r| &r.payload).collect();
-        let result = writer::write_batch(&self.pool, &payloads).await;
-        let rows: usize = payloads.iter().map(|p| p.rows()).sum();
-        match result {
-            Ok(()) => {
-                tracing::debug!(writer = self.id, requests = batch.len(), rows, elapsed = ?started.elapsed(), "batch committed");
-                for request in batch {
-                    self.committed(request);
+    /// Writes a batch and answers its requests. While the database cannot be reached, the batch
+    /// is retried with backoff; requests whose deadline passes meanwhile are answered
+    /// UNAVAILABLE and leave it.
+    async fn flush(&self, mut batch: Vec<WriteRequest>) {
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            let started = Instant::now();
+            let payloads: Vec<_> = batch.iter().map(|r| &r.payload).collect();
+            let result = writer::write_batch(&self.pool, &payloads).await;
+            let rows: usize = payloads.iter().map(|p| p.rows()).sum();
+            let err = match result {
+                Ok(()) => {
+                    tracing::debug!(writer = self.id, requests = batch.len(), rows, elapsed = ?started.elapsed(), "batch committed");
+                    for request in batch {
+                        self.committed(request);
+                    }
+                    return;
                 }
-            }
-            Err(err) if err.is_data_error() && batch.len() > 1 => {
-                tracing::warn!(writer = self.id, requests = batch.len(), %err, "batch refused by the database; writing its requests one by one");
-                self.isolate(batch).await;
-            }
-            Err(err) if err.is_data_error() => {
-                tracing::warn!(writer = self.id, %err, "request refused by the database");
-                for request in batch {
-                    let _ = request.ack.send(Err(WriteError::Refused(err.to_string())));
+                Err(err) if err.is_data_error() && batch.len() > 1 => {
+                    tracing::warn!(writer = self.id, requests = batch.len(), %err, "batch refused by the database; writing its requests one by one");
+                    return self.isolate(batch).await;
                 }
-            }
-            Err(err) => {
-                tracing::warn!(writer = self.id, requests = batch.len(), rows, %err, "batch failed");
-                let err = WriteError::Database(err.to_string());
-                for request in batch {
-                    let _ = request.ack.send(Err(err.clone()));
+                Err(err) if err.is_data_error() => {
+                    tracing::warn!(writer = self.id, %err, "request refused by the database");
+                    for request in batch {
+                        let _ = request.ack.send(Err(WriteError::Refused(err.to_string())));
+                    }
+                    return;
                 }
+                Err(err) => err,
+            };
+            let now = tokio::time::Instant::now();
+            let (expired, waiting): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|r| r.deadline <= now + backoff);
+            tracing::warn!(writer = self.id, requests = waiting.len(), given_up = expired.len(), rows, %err, ?backoff, "batch failed; retrying");
+            let failure = WriteError::Database(err.to_string());
+            for request in expired {
+                let _ = request.ack.send(Err(failure.clone()));
             }
+            if waiting.is_empty() {
+                return;
+            }
+            batch = waiting;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
     }
 
@@ -140,7 +160,12 @@ mod tests {
             encoded.rows_mut(TableId::Spans).row(&ONE).int4(1);
         }
         let room = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("permit");
-        WriteRequest { payload: Payload::new(encoded), ack: oneshot::channel().0, _room: room }
+        WriteRequest {
+            payload: Payload::new(encoded),
+            ack: oneshot::channel().0,
+            deadline: tokio::time::Instant::now(),
+            _room: room,
+        }
     }
 
     fn batcher(config: PipelineConfig) -> (Batcher, mpsc::Sender<WriteRequest>) {

@@ -70,6 +70,8 @@ pub enum WriteError {
 pub struct WriteRequest {
     pub payload: Payload,
     pub ack: oneshot::Sender<Result<(), WriteError>>,
+    /// When the request is answered UNAVAILABLE if its rows could not be written by then.
+    pub deadline: tokio::time::Instant,
     _room: OwnedSemaphorePermit,
 }
 
@@ -80,6 +82,7 @@ pub struct Pipeline {
     room: Arc<Semaphore>,
     capacity_bytes: u32,
     queue_wait: std::time::Duration,
+    retry_deadline: std::time::Duration,
     pub known: Arc<KnownIds>,
 }
 
@@ -99,7 +102,8 @@ impl Pipeline {
             })
             .collect();
         let room = Arc::new(Semaphore::new(capacity_bytes as usize));
-        (Self { tx, room, capacity_bytes, queue_wait: config.queue_wait(), known }, writers)
+        let retry_deadline = config.retry_deadline();
+        (Self { tx, room, capacity_bytes, queue_wait: config.queue_wait(), retry_deadline, known }, writers)
     }
 
     /// Queues a request's rows and waits until they are committed. Waits at most
@@ -120,7 +124,12 @@ impl Pipeline {
             .map_err(|_| WriteError::ShuttingDown)?;
         let (ack, answer) = oneshot::channel();
         self.tx
-            .send(WriteRequest { payload, ack, _room: room })
+            .send(WriteRequest {
+                payload,
+                ack,
+                deadline: tokio::time::Instant::now() + self.retry_deadline,
+                _room: room,
+            })
             .await
             .map_err(|_| WriteError::ShuttingDown)?;
         answer.await.unwrap_or(Err(WriteError::ShuttingDown))

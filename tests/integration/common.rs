@@ -229,8 +229,13 @@ pub fn nanos_now() -> u64 {
 /// connections stay open, like a database that hangs).
 pub struct Proxy {
     port: u16,
+    /// The forwarding tasks of open connections.
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: Mutex<Option<JoinHandle<()>>>,
     flowing: tokio::sync::watch::Sender<bool>,
+    refusing: Arc<std::sync::atomic::AtomicBool>,
+    /// Connections turned away while refusing.
+    refused: tokio::sync::watch::Sender<usize>,
 }
 
 /// Copies `from` to `to`, holding each chunk while the gate is closed.
@@ -258,9 +263,17 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let (flowing, gate) = tokio::sync::watch::channel(true);
+        let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (refused, _) = tokio::sync::watch::channel(0usize);
         let registry = tasks.clone();
+        let (is_refusing, count) = (refusing.clone(), refused.clone());
         let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
+                if is_refusing.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    count.send_modify(|n| *n += 1);
+                    continue;
+                }
                 let Ok(outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else { continue };
                 let (in_read, in_write) = inbound.into_split();
                 let (out_read, out_write) = outbound.into_split();
@@ -269,19 +282,41 @@ impl Proxy {
                 registry.lock().expect("registry").extend([up, down]);
             }
         });
-        tasks.lock().expect("registry").push(accept);
-        Self { port, tasks, flowing }
+        Self { port, tasks, accept: Mutex::new(Some(accept)), flowing, refusing, refused }
     }
 
     pub fn url(&self) -> String {
         database_url().replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
     }
 
-    /// Drops every connection and stops listening: the database is unreachable.
+    /// Drops every connection and stops listening: the database is gone for good.
     pub fn cut(&self) {
+        if let Some(accept) = self.accept.lock().expect("accept").take() {
+            accept.abort();
+        }
+        self.drop_connections();
+    }
+
+    fn drop_connections(&self) {
         for task in self.tasks.lock().expect("registry").drain(..) {
             task.abort();
         }
+    }
+
+    /// An outage: drops every connection and turns new ones away until [`Self::heal`].
+    pub fn refuse(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.drop_connections();
+    }
+
+    pub fn heal(&self) {
+        self.refusing.store(false, Ordering::SeqCst);
+    }
+
+    /// Resolves once `n` connections in all have been turned away.
+    pub async fn refused_at_least(&self, n: usize) {
+        let mut refused = self.refused.subscribe();
+        refused.wait_for(|count| *count >= n).await.expect("the proxy is alive");
     }
 
     /// Holds all traffic until [`Self::resume`].

@@ -145,7 +145,11 @@ async fn empty_requests_succeed() {
 #[tokio::test]
 async fn database_failure_is_unavailable_never_success() {
     let proxy = Proxy::start().await;
-    let mut t = TestServer::start_with(|c| c.postgres.url = proxy.url()).await;
+    let mut t = TestServer::start_with(|c| {
+        c.postgres.url = proxy.url();
+        c.pipeline.retry_deadline_ms = 300;
+    })
+    .await;
     t.traces().await.export(spans(2)).await.expect("stored while the database is up");
     proxy.cut();
     let err = t.traces().await.export(spans(2)).await.expect_err("no success without a commit");

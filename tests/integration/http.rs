@@ -269,7 +269,11 @@ async fn every_error_gets_its_status() {
 #[tokio::test]
 async fn database_failure_is_a_retryable_503() {
     let proxy = Proxy::start().await;
-    let mut t = TestServer::start_with(|c| c.postgres.url = proxy.url()).await;
+    let mut t = TestServer::start_with(|c| {
+        c.postgres.url = proxy.url();
+        c.pipeline.retry_deadline_ms = 300;
+    })
+    .await;
     let body = ExportMetricsServiceRequest::default();
     assert_eq!(post(&t, "/v1/metrics", PROTOBUF, None, body.encode_to_vec()).await.status(), StatusCode::OK);
     proxy.cut();

@@ -8,6 +8,7 @@ mod grpc;
 mod http;
 mod logs;
 mod metrics;
+mod outage;
 mod poison;
 mod query;
 mod roundtrip;
