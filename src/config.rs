@@ -23,6 +23,21 @@ pub struct Config {
     pub admin: AdminConfig,
     pub pipeline: PipelineConfig,
     pub partitions: PartitionConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// On SIGTERM/SIGINT, the time allowed to finish and answer queued requests; past it the
+    /// process exits anyway (unanswered requests were never acknowledged, so exporters retry).
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_secs: 30 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -37,6 +37,10 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
+    #[error(
+        "shutdown did not finish within the grace period of {0:?}; unanswered requests were not acknowledged"
+    )]
+    GraceExceeded(std::time::Duration),
     #[error("a server task panicked: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -58,6 +62,7 @@ pub struct Server {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     writers: Vec<JoinHandle<()>>,
     maintenance: JoinHandle<()>,
+    grace: std::time::Duration,
 }
 
 /// Connects, migrates and prepares the database.
@@ -178,6 +183,7 @@ impl Server {
             grpc,
             writers,
             maintenance,
+            grace: std::time::Duration::from_secs(config.shutdown.grace_secs),
         })
     }
 
@@ -196,20 +202,36 @@ impl Server {
     /// # Errors
     /// When the gRPC server fails or a task panics.
     pub async fn shutdown(self) -> Result<(), ServeError> {
-        self.health.start_shutdown();
-        // The watcher turns the gRPC health status NOT_SERVING on seeing the shutdown.
-        self.health_watch.await?;
-        let _ = self.stop.send(());
-        // The server owns the services and so the pipeline's senders; once it has finished
-        // the in-flight requests, the queue closes and the writers drain it and exit.
-        self.grpc.await??;
-        self.http.await??;
-        for writer in self.writers {
-            writer.await?;
+        let grace = self.grace;
+        let mut abort = vec![self.grpc.abort_handle(), self.http.abort_handle(), self.admin.abort_handle()];
+        abort.extend(self.writers.iter().map(JoinHandle::abort_handle));
+        let pool = self.pool.clone();
+        let drained = tokio::time::timeout(grace, async move {
+            self.health.start_shutdown();
+            // The watcher turns the gRPC health status NOT_SERVING on seeing the shutdown.
+            self.health_watch.await?;
+            let _ = self.stop.send(());
+            // The servers own the services and so the pipeline's senders; once they have
+            // finished the in-flight requests, the queue closes and the writers drain it and exit.
+            self.grpc.await??;
+            self.http.await??;
+            for writer in self.writers {
+                writer.await?;
+            }
+            self.maintenance.abort();
+            self.admin.abort();
+            Ok::<(), ServeError>(())
+        })
+        .await;
+        pool.close();
+        match drained {
+            Ok(result) => result,
+            Err(_) => {
+                for task in abort {
+                    task.abort();
+                }
+                Err(ServeError::GraceExceeded(grace))
+            }
         }
-        self.maintenance.abort();
-        self.admin.abort();
-        self.pool.close();
-        Ok(())
     }
 }

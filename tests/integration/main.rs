@@ -10,6 +10,7 @@ mod logs;
 mod metrics;
 mod outage;
 mod poison;
+mod process;
 mod query;
 mod roundtrip;
 mod storage;
