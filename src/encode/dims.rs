@@ -90,13 +90,6 @@ impl KnownIds {
             shard.insert(id);
         }
     }
-
-    /// Forgets everything, for when dimension rows may have been deleted.
-    pub fn clear(&self) {
-        for shard in &self.shards {
-            shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
-        }
-    }
 }
 
 /// Encodes one request: the records' tables plus the dimension rows they need.

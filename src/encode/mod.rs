@@ -42,11 +42,7 @@ pub enum TableId {
     SummaryPoints,
 }
 
-impl TableId {
-    pub fn table(self) -> &'static Table {
-        TABLES[self as usize]
-    }
-}
+impl TableId {}
 
 /// One request's rows, ready to stream.
 #[derive(Debug, Default)]
@@ -67,11 +63,6 @@ impl Encoded {
     /// Encoded bytes, what the queue's capacity counts.
     pub fn bytes(&self) -> usize {
         self.rows.iter().map(|r| r.buf.len()).sum()
-    }
-
-    /// Record rows (spans, log records, data points), not counting dimensions.
-    pub fn records(&self) -> usize {
-        self.rows[DIMENSION_TABLES..].iter().map(|r| r.count).sum()
     }
 
     /// Leaves `count` records out for `reason`.

@@ -228,8 +228,8 @@ type ResourceGroup<'a> = (i64, Vec<(i64, Vec<&'a Row>)>);
 
 /// Rows grouped by resource, then scope, each level in order of first appearance; rows keep
 /// their order within a group.
-fn group_by_dimensions(rows: &[Row]) -> Vec<ResourceGroup<'_>> {
-    let mut groups: Vec<ResourceGroup<'_>> = Vec::new();
+fn group_by_dimensions<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Vec<ResourceGroup<'a>> {
+    let mut groups: Vec<ResourceGroup<'a>> = Vec::new();
     let mut resource_at: HashMap<i64, usize> = HashMap::new();
     let mut scope_at: HashMap<(i64, i64), usize> = HashMap::new();
     for row in rows {

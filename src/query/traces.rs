@@ -11,7 +11,7 @@ use tonic::Status;
 
 use super::{
     attribute_condition, bad_token, corrupt, database_error, decode_token, dimensions, encode_token,
-    page_size,
+    group_by_dimensions, page_size,
     proto::{
         ListOperationsRequest, ListOperationsResponse, ListServicesRequest, ListServicesResponse, Operation,
         SearchTracesRequest, SearchTracesResponse, TraceSummary,
@@ -72,34 +72,26 @@ impl Query {
         }
         let (resources, scopes) = dimensions(&client, &rows).await?;
 
-        // Rows come ordered by resource, then scope, so each group is one run of rows.
-        let mut data = TracesData::default();
+        // An exporter that retried stored the same span twice; hand it back once.
         let mut seen = HashSet::new();
-        let mut current: Option<(i64, i64)> = None;
-        for row in &rows {
-            let span_id: Vec<u8> = row.get("span_id");
-            let start: i64 = row.get("start_time_unix_nano");
-            // An exporter that retried stored the same span twice; hand it back once.
-            if !seen.insert((span_id, start)) {
-                continue;
-            }
-            let (resource_id, scope_id): (i64, i64) = (row.get("resource_id"), row.get("scope_id"));
-            if current.map(|(r, _)| r) != Some(resource_id) {
-                let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
-                data.resource_spans.push(ResourceSpans {
-                    resource: Some(resource),
-                    scope_spans: vec![],
-                    schema_url,
-                });
-            }
-            let resource_spans = data.resource_spans.last_mut().expect("pushed above");
-            if current != Some((resource_id, scope_id)) {
+        let once = rows.iter().filter(|row| {
+            seen.insert((row.get::<_, Vec<u8>>("span_id"), row.get::<_, i64>("start_time_unix_nano")))
+        });
+        let mut data = TracesData::default();
+        for (resource_id, scope_groups) in group_by_dimensions(once) {
+            let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
+            let mut resource_spans =
+                ResourceSpans { resource: Some(resource), scope_spans: vec![], schema_url };
+            for (scope_id, span_rows) in scope_groups {
                 let (scope, schema_url) = scopes.get(&scope_id).cloned().unwrap_or_default();
-                resource_spans.scope_spans.push(ScopeSpans { scope: Some(scope), spans: vec![], schema_url });
+                let spans = span_rows
+                    .into_iter()
+                    .map(span_from_row)
+                    .collect::<Result<_, MappingError>>()
+                    .map_err(corrupt)?;
+                resource_spans.scope_spans.push(ScopeSpans { scope: Some(scope), spans, schema_url });
             }
-            current = Some((resource_id, scope_id));
-            let scope_spans = resource_spans.scope_spans.last_mut().expect("pushed above");
-            scope_spans.spans.push(span_from_row(row).map_err(corrupt)?);
+            data.resource_spans.push(resource_spans);
         }
         Ok(data)
     }
