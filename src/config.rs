@@ -107,6 +107,10 @@ pub struct PipelineConfig {
     /// Encoded bytes that may wait in the queue or sit in unfinished batches at once. A request
     /// waits for room before it is queued, so this bounds ingest memory.
     pub queue_bytes: usize,
+    /// Bytes of requests that may be on their way in at once: received, decompressed, decoded or
+    /// encoded but not yet queued. Reserved from each request's declared size before its body is
+    /// read (compressed bodies at 8 times their size); a request waits for room.
+    pub intake_bytes: usize,
     /// Writer tasks, each writing one batch at a time on its own connection.
     pub writers: usize,
     /// A batch is written once it holds this many rows...
@@ -128,6 +132,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             queue_bytes: 64 * 1024 * 1024,
+            intake_bytes: 32 * 1024 * 1024,
             writers: 2,
             batch_max_rows: 50_000,
             batch_max_bytes: 16 * 1024 * 1024,
@@ -197,6 +202,7 @@ impl Config {
         let checks = [
             ("pipeline.writers", p.writers == 0),
             ("pipeline.queue_bytes", p.queue_bytes == 0),
+            ("pipeline.intake_bytes", p.intake_bytes == 0),
             ("pipeline.batch_max_rows", p.batch_max_rows == 0),
             ("pipeline.batch_max_bytes", p.batch_max_bytes == 0),
             ("postgres.pool_size", self.postgres.pool_size == 0),

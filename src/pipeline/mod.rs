@@ -3,6 +3,7 @@
 //! after the transaction holding its rows has committed (or failed).
 
 mod batcher;
+pub mod intake;
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use tokio::{
     task::JoinHandle,
 };
 
+use self::intake::{Intake, Room};
 use crate::{
     config::PipelineConfig,
     encode::{dims::KnownIds, Encoded, TABLES},
@@ -84,6 +86,8 @@ pub struct Pipeline {
     queue_wait: std::time::Duration,
     retry_deadline: std::time::Duration,
     pub known: Arc<KnownIds>,
+    /// Room for requests not yet queued, reserved by the receivers.
+    pub intake: Intake,
 }
 
 impl Pipeline {
@@ -103,15 +107,18 @@ impl Pipeline {
             .collect();
         let room = Arc::new(Semaphore::new(capacity_bytes as usize));
         let retry_deadline = config.retry_deadline();
-        (Self { tx, room, capacity_bytes, queue_wait: config.queue_wait(), retry_deadline, known }, writers)
+        let queue_wait = config.queue_wait();
+        let intake = Intake::new(config.intake_bytes, queue_wait);
+        (Self { tx, room, capacity_bytes, queue_wait, retry_deadline, known, intake }, writers)
     }
 
     /// Queues a request's rows and waits until they are committed. Waits at most
-    /// `pipeline.queue_wait_ms` for room in the queue.
+    /// `pipeline.queue_wait_ms` for room in the queue; the request's intake room is given back
+    /// once it has room in the queue.
     ///
     /// # Errors
     /// [`WriteError`] when the rows were not stored.
-    pub async fn submit(&self, encoded: Encoded) -> Result<(), WriteError> {
+    pub async fn submit(&self, encoded: Encoded, intake: Option<Room>) -> Result<(), WriteError> {
         if encoded.total_rows() == 0 {
             return Ok(());
         }
@@ -122,6 +129,7 @@ impl Pipeline {
             .await
             .map_err(|_| WriteError::Overloaded(self.queue_wait))?
             .map_err(|_| WriteError::ShuttingDown)?;
+        drop(intake);
         let (ack, answer) = oneshot::channel();
         self.tx
             .send(WriteRequest {

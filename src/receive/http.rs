@@ -18,7 +18,9 @@ use axum::{
 use serde::{de::DeserializeOwned, Serialize};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{http_status, ingest, logs_response, metrics_response, traces_response, Refused, RETRY_AFTER};
+use super::{
+    http_status, ingest, logs_response, metrics_response, traces_response, IngestError, Refused, RETRY_AFTER,
+};
 use crate::{
     encode::{dims::KnownIds, logs, metrics, traces, Encoded},
     pipeline::Pipeline,
@@ -198,11 +200,21 @@ where
         return Format::Json.error(StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_ARGUMENT, message);
     };
     let limit = state.max_request_bytes;
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let compressed = encoding.as_deref().is_some_and(|e| e != "identity");
+    let intake = &state.pipeline.intake;
+    let room = match intake.reserve(intake.need(declared, compressed, limit)).await {
+        Ok(room) => room,
+        Err(err) => return failure(format, &IngestError::Write(err)),
+    };
     let raw = match to_bytes(body, limit).await {
         Ok(raw) => raw,
         Err(_) => return BodyError::TooLarge(limit).respond(format),
     };
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let decoded = tokio::task::spawn_blocking(move || {
         let body = decompress(encoding.as_deref(), raw, limit)?;
         format.decode::<Req>(&body).map_err(BodyError::Unreadable)
@@ -213,20 +225,23 @@ where
         Ok(Err(err)) => return err.respond(format),
         Err(err) => return format.error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, err.to_string()),
     };
-    match ingest(&state.pipeline, request, encode).await {
+    match ingest(&state.pipeline, request, encode, Some(room)).await {
         Ok(refused) => format.respond(StatusCode::OK, &respond(refused)),
-        Err(err) => {
-            let status = http_status(&err);
-            let code = match status {
-                StatusCode::BAD_REQUEST => INVALID_ARGUMENT,
-                _ if err.retryable() => UNAVAILABLE,
-                _ => INTERNAL,
-            };
-            let mut response = format.error(status, code, err.to_string());
-            if err.retryable() {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
-            }
-            response
-        }
+        Err(err) => failure(format, &err),
     }
+}
+
+/// The answer to a request that was not stored, in the request's format.
+fn failure(format: Format, err: &IngestError) -> Response {
+    let status = http_status(err);
+    let code = match status {
+        StatusCode::BAD_REQUEST => INVALID_ARGUMENT,
+        _ if err.retryable() => UNAVAILABLE,
+        _ => INTERNAL,
+    };
+    let mut response = format.error(status, code, err.to_string());
+    if err.retryable() {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
+    }
+    response
 }

@@ -16,7 +16,7 @@ use tonic::Status;
 
 use crate::{
     encode::{dims::KnownIds, Encoded},
-    pipeline::{Pipeline, WriteError},
+    pipeline::{intake::Room, Pipeline, WriteError},
 };
 
 /// How long a client is asked to wait before retrying a request that could not be stored.
@@ -51,7 +51,8 @@ pub struct Refused {
 }
 
 /// Encodes a request off the async threads (a request may be tens of megabytes) and waits for
-/// its rows to commit. Returns the records it refused, if any.
+/// its rows to commit, holding the request's intake `room` until its rows are queued. Returns
+/// the records it refused, if any.
 ///
 /// # Errors
 /// When the rows were not stored.
@@ -59,6 +60,7 @@ pub async fn ingest<R: Send + 'static>(
     pipeline: &Pipeline,
     request: R,
     encode: fn(&R, &KnownIds) -> Encoded,
+    room: Option<Room>,
 ) -> Result<Option<Refused>, IngestError> {
     let known = pipeline.known.clone();
     let encoded = tokio::task::spawn_blocking(move || encode(&request, &known))
@@ -67,7 +69,7 @@ pub async fn ingest<R: Send + 'static>(
     let refused = encoded
         .rejection_message()
         .map(|message| Refused { count: i64::try_from(encoded.rejected).unwrap_or(i64::MAX), message });
-    pipeline.submit(encoded).await?;
+    pipeline.submit(encoded, room).await?;
     Ok(refused)
 }
 

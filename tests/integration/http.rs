@@ -14,14 +14,14 @@ use reqwest::{header, StatusCode};
 
 use crate::common::*;
 
-const PROTOBUF: &str = "application/x-protobuf";
+pub const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
-fn url(t: &TestServer, path: &str) -> String {
+pub fn url(t: &TestServer, path: &str) -> String {
     format!("http://{}{path}", t.server.as_ref().expect("running").http_addr)
 }
 
-async fn post(
+pub async fn post(
     t: &TestServer,
     path: &str,
     content_type: &str,

@@ -9,6 +9,7 @@ mod http;
 mod logs;
 mod metrics;
 mod outage;
+mod overload;
 mod poison;
 mod process;
 mod query;
