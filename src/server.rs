@@ -10,7 +10,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::{
     admin::{self, Health},
     config::Config,
-    pipeline::Pipeline,
+    pipeline::{intake::Intake, Pipeline},
     query::{self, Query},
     receive,
     receive::grpc::OtlpGrpc,
@@ -58,6 +58,8 @@ pub struct Server {
     admin: JoinHandle<()>,
     health_watch: JoinHandle<()>,
     pub pool: Pool,
+    /// The room requests on their way in hold (see `pipeline.intake_bytes`).
+    pub intake: Intake,
     stop: oneshot::Sender<()>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     writers: Vec<JoinHandle<()>>,
@@ -119,6 +121,7 @@ impl Server {
         let pool = prepare_database(&config).await?;
         let maintenance = tokio::spawn(partitions::maintain(pool.clone(), config.partitions.clone()));
         let (pipeline, writers) = Pipeline::start(&config.pipeline, pool.clone());
+        let intake = pipeline.intake.clone();
 
         let (listener, grpc_addr) = bind(config.otlp.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin.addr).await?;
@@ -184,6 +187,7 @@ impl Server {
             writers,
             maintenance,
             grace: std::time::Duration::from_secs(config.shutdown.grace_secs),
+            intake,
         })
     }
 

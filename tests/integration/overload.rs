@@ -37,7 +37,7 @@ async fn an_http_body_still_arriving_holds_its_room_until_it_is_done() {
     );
     slow.write_all(head.as_bytes()).await.expect("send head");
     slow.write_all(&[0x0a; 10]).await.expect("send the first bytes");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    room_held(&t, INTAKE).await;
 
     // Its room is taken: a complete request waits for room, then is turned away to retry.
     let body = crate::traces::request(nanos_now()).encode_to_vec();
@@ -47,7 +47,8 @@ async fn an_http_body_still_arriving_holds_its_room_until_it_is_done() {
 
     // The slow client goes away; its room comes back and the same request is stored.
     drop(slow);
-    let stored = eventually_ok(|| post(&t, "/v1/traces", PROTOBUF, None, body.clone())).await;
+    room_held(&t, 0).await;
+    let stored = post(&t, "/v1/traces", PROTOBUF, None, body).await;
     assert_eq!(stored.status(), StatusCode::OK);
     assert_eq!(t.count("spans").await, 4);
     t.stop().await;
@@ -76,7 +77,7 @@ async fn a_grpc_message_still_arriving_holds_its_room_until_it_is_done() {
     prefix.extend_from_slice(&u32::try_from(INTAKE).expect("fits").to_be_bytes());
     prefix.extend_from_slice(&[0x0a; 10]);
     stream.send_data(prefix.into(), false).expect("send the first bytes");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    room_held(&t, INTAKE).await;
 
     // A complete export waits for room, then gets UNAVAILABLE with a RetryInfo delay.
     let mut traces = t.traces().await;
@@ -87,30 +88,20 @@ async fn a_grpc_message_still_arriving_holds_its_room_until_it_is_done() {
 
     // The slow call is cancelled; its room comes back and the export is stored.
     stream.send_reset(h2::Reason::CANCEL);
-    let mut stored = None;
-    for _ in 0..50 {
-        match traces.export(crate::traces::request(nanos_now())).await {
-            Ok(response) => {
-                stored = Some(response);
-                break;
-            }
-            Err(err) => assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}"),
-        }
-    }
-    assert!(stored.is_some(), "the room came back");
+    room_held(&t, 0).await;
+    traces.export(crate::traces::request(nanos_now())).await.expect("stored");
     assert_eq!(t.count("spans").await, 4);
     t.stop().await;
 }
 
-/// Sends until an answer is not 429 (the room may take a moment to come back).
-async fn eventually_ok<F: std::future::Future<Output = reqwest::Response>>(
-    send: impl Fn() -> F,
-) -> reqwest::Response {
-    for _ in 0..50 {
-        let response = send().await;
-        if response.status() != StatusCode::TOO_MANY_REQUESTS {
-            return response;
+/// Waits until requests hold `bytes` of the intake budget.
+async fn room_held(t: &TestServer, bytes: usize) {
+    let intake = &t.server.as_ref().expect("running").intake;
+    for _ in 0..1000 {
+        if intake.in_use() == bytes {
+            return;
         }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("the room never came back");
+    panic!("{} bytes of room in use, expected {bytes}", intake.in_use());
 }
