@@ -111,6 +111,11 @@ pub struct PipelineConfig {
     /// encoded but not yet queued. Reserved from each request's declared size before its body is
     /// read (compressed bodies at 8 times their size); a request waits for room.
     pub intake_bytes: usize,
+    /// How long a request whose body has begun to arrive waits for intake room before it is
+    /// turned away (gRPC UNAVAILABLE with RetryInfo, HTTP 429 with Retry-After). Kept short: while
+    /// it waits, its first bytes hold part of the connection's HTTP/2 flow-control window, which
+    /// the other requests on that connection need to make progress.
+    pub intake_wait_ms: u64,
     /// Writer tasks, each writing one batch at a time on its own connection.
     pub writers: usize,
     /// A batch is written once it holds this many rows...
@@ -131,8 +136,9 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            queue_bytes: 64 * 1024 * 1024,
-            intake_bytes: 32 * 1024 * 1024,
+            queue_bytes: 32 * 1024 * 1024,
+            intake_bytes: 16 * 1024 * 1024,
+            intake_wait_ms: 100,
             writers: 2,
             batch_max_rows: 50_000,
             batch_max_bytes: 16 * 1024 * 1024,
@@ -146,6 +152,10 @@ impl Default for PipelineConfig {
 impl PipelineConfig {
     pub fn linger(&self) -> Duration {
         Duration::from_millis(self.linger_ms)
+    }
+
+    pub fn intake_wait(&self) -> Duration {
+        Duration::from_millis(self.intake_wait_ms)
     }
 
     pub fn queue_wait(&self) -> Duration {

@@ -9,6 +9,9 @@ use figment::{providers::Serialized, Figment};
 use otelephant::{config::Config, server::Server};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(version, about = "OpenTelemetry (OTLP) backend storing traces, metrics and logs in PostgreSQL")]
 struct Cli {

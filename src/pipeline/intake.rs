@@ -61,7 +61,7 @@ impl Intake {
         expected.min(limit).min(self.capacity).max(1)
     }
 
-    /// Waits for `bytes` of room (see [`Intake::need`]), at most `pipeline.queue_wait_ms`.
+    /// Waits for `bytes` of room (see [`Intake::need`]), at most `pipeline.intake_wait_ms`.
     ///
     /// # Errors
     /// [`WriteError::Overloaded`] when no room came in time.

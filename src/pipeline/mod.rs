@@ -63,8 +63,9 @@ pub enum WriteError {
     /// The database refused this request's rows; sending them again cannot succeed.
     #[error("the database refused the request's data: {0}")]
     Refused(String),
-    /// The queue stayed full for the whole wait: more is offered than the database takes.
-    #[error("otelephant is overloaded: the ingest queue stayed full for {0:?}")]
+    /// No room came free in the intake budget or the queue for the whole wait: more is offered
+    /// than the database takes.
+    #[error("otelephant is overloaded: no room for the request came free within {0:?}")]
     Overloaded(std::time::Duration),
 }
 
@@ -108,7 +109,7 @@ impl Pipeline {
         let room = Arc::new(Semaphore::new(capacity_bytes as usize));
         let retry_deadline = config.retry_deadline();
         let queue_wait = config.queue_wait();
-        let intake = Intake::new(config.intake_bytes, queue_wait);
+        let intake = Intake::new(config.intake_bytes, config.intake_wait());
         (Self { tx, room, capacity_bytes, queue_wait, retry_deadline, known, intake }, writers)
     }
 

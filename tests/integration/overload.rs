@@ -20,7 +20,6 @@ const INTAKE: usize = 100_000;
 async fn server() -> TestServer {
     TestServer::start_with(|c| {
         c.pipeline.intake_bytes = INTAKE;
-        c.pipeline.queue_wait_ms = 300;
     })
     .await
 }
