@@ -1,4 +1,6 @@
-//! Random OTLP traces round-trip: whatever is sent, GetTrace hands back, field for field.
+//! Random OTLP traces, hostile text and extreme numbers included, round-trip: whatever is
+//! accepted, GetTrace hands back field for field, and what is refused (text PostgreSQL cannot
+//! hold) is exactly what the answer's partial_success counts.
 
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
@@ -11,10 +13,85 @@ use proptest::{collection::vec, prelude::*};
 
 use crate::common::*;
 
-/// Text PostgreSQL can hold: any Unicode but U+0000, which text and jsonb refuse (how such
-/// input is handled is a separate rule, tested on its own).
+/// Any Unicode, and now and then text chosen to break a storage layer: U+0000 (which
+/// PostgreSQL's text and jsonb refuse, so its record must be refused alone), the escapes and
+/// tags the jsonb mapping uses, SQL, JSON, byte-order marks, the last code point, long text.
 fn text() -> impl Strategy<Value = String> {
-    any::<String>().prop_map(|s| s.replace('\0', ""))
+    let hostile = prop_oneof![
+        Just(String::new()),
+        Just("\0".to_string()),
+        Just("a\0b".to_string()),
+        Just("\\u0000".to_string()),
+        Just("$double".to_string()),
+        Just("$bytes".to_string()),
+        Just("$map".to_string()),
+        Just(r#"{"$double":"NaN"}"#.to_string()),
+        Just("'; DROP TABLE spans; --".to_string()),
+        Just("\\\"\u{8}\u{c}\r\n\t\u{7f}".to_string()),
+        Just("\u{feff}\u{202e}\u{10ffff}\u{1d11e}".to_string()),
+        Just("x".repeat(20_000)),
+    ];
+    let with_nul = (any::<String>(), any::<prop::sample::Index>()).prop_map(|(s, at)| {
+        let chars: Vec<char> = s.chars().collect();
+        let at = at.index(chars.len() + 1);
+        chars[..at].iter().chain(['\0'].iter()).chain(&chars[at..]).collect()
+    });
+    prop_oneof![16 => any::<String>(), 2 => hostile, 1 => with_nul]
+}
+
+fn has_nul(text: &str) -> bool {
+    text.contains('\0')
+}
+
+fn value_has_nul(value: &AnyValue) -> bool {
+    match &value.value {
+        Some(Value::StringValue(s)) => has_nul(s),
+        Some(Value::ArrayValue(a)) => a.values.iter().any(value_has_nul),
+        Some(Value::KvlistValue(l)) => attributes_have_nul(&l.values),
+        _ => false,
+    }
+}
+
+fn attributes_have_nul(attributes: &[KeyValue]) -> bool {
+    attributes.iter().any(|kv| has_nul(&kv.key) || kv.value.as_ref().is_some_and(value_has_nul))
+}
+
+fn span_has_nul(span: &Span) -> bool {
+    has_nul(&span.name)
+        || has_nul(&span.trace_state)
+        || attributes_have_nul(&span.attributes)
+        || span.events.iter().any(|e| has_nul(&e.name) || attributes_have_nul(&e.attributes))
+        || span.links.iter().any(|l| has_nul(&l.trace_state) || attributes_have_nul(&l.attributes))
+        || span.status.as_ref().is_some_and(|s| has_nul(&s.message))
+}
+
+/// What otelephant should store of `request`, and how many spans it should refuse: a span with
+/// U+0000 anywhere, and every span under a resource or scope with it.
+fn acceptable(request: &ExportTraceServiceRequest) -> (Vec<ResourceSpans>, i64) {
+    let mut refused = 0;
+    let mut kept = Vec::new();
+    for rs in &request.resource_spans {
+        let resource_bad = has_nul(&rs.schema_url)
+            || rs.resource.as_ref().is_some_and(|r| attributes_have_nul(&r.attributes));
+        let mut scope_spans = Vec::new();
+        for ss in &rs.scope_spans {
+            let scope_bad = resource_bad
+                || has_nul(&ss.schema_url)
+                || ss.scope.as_ref().is_some_and(|s| {
+                    has_nul(&s.name) || has_nul(&s.version) || attributes_have_nul(&s.attributes)
+                });
+            let (bad, good): (Vec<_>, Vec<_>) =
+                ss.spans.iter().cloned().partition(|span| scope_bad || span_has_nul(span));
+            refused += bad.len() as i64;
+            if !good.is_empty() {
+                scope_spans.push(ScopeSpans { spans: good, ..ss.clone() });
+            }
+        }
+        if !scope_spans.is_empty() {
+            kept.push(ResourceSpans { scope_spans, ..rs.clone() });
+        }
+    }
+    (kept, refused)
 }
 
 fn any_value() -> impl Strategy<Value = AnyValue> {
@@ -139,7 +216,7 @@ fn request_strategy(trace_id: Vec<u8>) -> impl Strategy<Value = ExportTraceServi
 }
 
 #[test]
-fn random_traces_round_trip_through_get_trace() {
+fn random_traces_with_hostile_text_round_trip_or_are_refused_alone() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let t = runtime.block_on(TestServer::start());
     let endpoint = t.endpoint();
@@ -162,16 +239,30 @@ fn random_traces_round_trip_through_get_trace() {
                 }
             }
         }
-        let got = runtime.block_on(async {
+        let (expected, refused) = acceptable(&request);
+        let (answer, got) = runtime.block_on(async {
             let mut traces = t.traces().await;
-            traces.export(request.clone()).await.expect("export");
+            let answer = traces.export(request.clone()).await.expect("export").into_inner();
             let mut query = QueryServiceClient::connect(endpoint.clone()).await.expect("connect");
-            query.get_trace(GetTraceRequest { trace_id: hex::encode(&trace_id) }).await.expect("get").into_inner()
+            let got = query.get_trace(GetTraceRequest { trace_id: hex::encode(&trace_id) }).await;
+            (answer, got)
         });
-        prop_assert_eq!(
-            crate::query::flatten(&got.resource_spans),
-            crate::query::flatten(&request.resource_spans)
-        );
+        let counted = answer.partial_success.as_ref().map_or(0, |p| p.rejected_spans);
+        prop_assert_eq!(counted, refused, "{:?}", answer.partial_success);
+        if refused > 0 {
+            let message = answer.partial_success.map(|p| p.error_message).unwrap_or_default();
+            prop_assert!(message.contains("U+0000"), "{}", message);
+        }
+        match got {
+            Ok(got) => prop_assert_eq!(
+                crate::query::flatten(&got.into_inner().resource_spans),
+                crate::query::flatten(&expected)
+            ),
+            Err(status) => {
+                prop_assert_eq!(status.code(), tonic::Code::NotFound);
+                prop_assert!(expected.is_empty(), "accepted spans are missing");
+            }
+        }
     });
     let mut t = t;
     runtime.block_on(t.stop());
