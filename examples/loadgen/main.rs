@@ -25,9 +25,9 @@ use std::{
 
 use bytes::{Buf, BufMut, Bytes};
 use clap::Parser;
-use tokio::sync::Semaphore;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
+use tokio::sync::Semaphore;
 use tonic::{
     codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder},
     transport::Channel,
@@ -201,7 +201,8 @@ async fn connect(args: &Args) -> anyhow::Result<Sender> {
         }
         "http" => {
             let endpoint = args.endpoint.clone().unwrap_or_else(|| "http://127.0.0.1:4318".into());
-            let client = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(args.inflight).build()?;
+            let client =
+                reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(args.inflight).build()?;
             Sender::Http {
                 client,
                 url: format!("{}{}", endpoint.trim_end_matches('/'), http_path(args.signal)),
@@ -318,7 +319,12 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1).min(deadline - Instant::now())).await;
         if args.progress {
             let total = accepted.load(Ordering::Relaxed);
-            eprintln!("{:>6.1} s  {:>10} {}/s", started.elapsed().as_secs_f64(), total - last, args.signal.unit());
+            eprintln!(
+                "{:>6.1} s  {:>10} {}/s",
+                started.elapsed().as_secs_f64(),
+                total - last,
+                args.signal.unit()
+            );
             last = total;
         }
     }

@@ -238,11 +238,9 @@ fn metric(rng: &mut Rng, index: usize, points: usize, now: u64) -> Metric {
                 .map(|i| NumberDataPoint {
                     attributes: point_attributes(rng),
                     time_unix_nano: times(i),
-                    value: Some(
-                        opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(
-                            rng.below(10_000) as f64 / 7.0,
-                        ),
-                    ),
+                    value: Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(
+                        rng.below(10_000) as f64 / 7.0,
+                    )),
                     ..Default::default()
                 })
                 .collect(),
@@ -253,11 +251,9 @@ fn metric(rng: &mut Rng, index: usize, points: usize, now: u64) -> Metric {
                     attributes: point_attributes(rng),
                     start_time_unix_nano: start,
                     time_unix_nano: times(i),
-                    value: Some(
-                        opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(
-                            rng.below(1_000_000) as i64,
-                        ),
-                    ),
+                    value: Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(
+                        rng.below(1_000_000) as i64,
+                    )),
                     ..Default::default()
                 })
                 .collect(),
@@ -275,7 +271,9 @@ fn metric(rng: &mut Rng, index: usize, points: usize, now: u64) -> Metric {
                         count: bucket_counts.iter().sum(),
                         sum: Some(rng.below(1_000_000) as f64 / 3.0),
                         bucket_counts,
-                        explicit_bounds: vec![5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0],
+                        explicit_bounds: vec![
+                            5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0,
+                        ],
                         min: Some(0.4),
                         max: Some(1800.0),
                         ..Default::default()
@@ -356,8 +354,22 @@ pub fn metrics(rng: &mut Rng, points: usize, now: u64) -> ExportMetricsServiceRe
 }
 
 const WORDS: [&str; 16] = [
-    "order", "accepted", "payment", "declined", "user", "session", "retrying", "upstream", "timeout",
-    "cache", "warmed", "request", "completed", "inventory", "reserved", "shipment",
+    "order",
+    "accepted",
+    "payment",
+    "declined",
+    "user",
+    "session",
+    "retrying",
+    "upstream",
+    "timeout",
+    "cache",
+    "warmed",
+    "request",
+    "completed",
+    "inventory",
+    "reserved",
+    "shipment",
 ];
 
 /// One logs export of `records` log records from one service.
