@@ -69,6 +69,54 @@ async fn undecodable_requests_get_invalid_argument() {
     t.stop().await;
 }
 
+/// A span named `name`, whose attribute `deep` nests arrays `depth` levels down.
+pub fn hostile_request(name: &str, depth: usize) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, ArrayValue, KeyValue};
+    let mut deep = AnyValue { value: Some(Value::IntValue(1)) };
+    for _ in 0..depth {
+        deep = AnyValue { value: Some(Value::ArrayValue(ArrayValue { values: vec![deep] })) };
+    }
+    let mut request = spans(1);
+    let span = &mut request.resource_spans[0].scope_spans[0].spans[0];
+    span.name = name.into();
+    span.attributes.push(KeyValue { key: "deep".into(), value: Some(deep), ..Default::default() });
+    request
+}
+
+#[tokio::test]
+async fn invalid_utf8_and_absurd_nesting_get_invalid_argument_and_cost_no_one_else() {
+    use prost::Message;
+    let mut t = TestServer::start().await;
+    let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    let frame = |message: Vec<u8>| [&[0u8][..], &(message.len() as u32).to_be_bytes(), &message].concat();
+
+    // A span name that is not UTF-8: protobuf strings must be.
+    let mut bytes = hostile_request("NAME", 1).encode_to_vec();
+    let at = bytes.windows(4).position(|w| w == b"NAME").expect("the name is in the message");
+    bytes[at..at + 4].copy_from_slice(&[0xff, 0xfe, 0xc0, 0x80]);
+    let (code, message) = http_post_grpc(&t.endpoint(), path, frame(bytes)).await;
+    assert_eq!(code, Code::InvalidArgument as i32, "{message}");
+    assert!(message.contains("UTF-8"), "the message says why: {message}");
+
+    // An attribute value nested 1,000 levels deep.
+    let bytes = hostile_request("deep", 1000).encode_to_vec();
+    let (code, message) = http_post_grpc(&t.endpoint(), path, frame(bytes)).await;
+    assert_eq!(code, Code::InvalidArgument as i32, "{message}");
+    assert!(message.contains("recursion"), "the message says why: {message}");
+
+    // The server goes on storing everyone else's requests, a reasonably nested value included.
+    t.traces().await.export(hostile_request("fine", 20)).await.expect("stored");
+    assert_eq!(t.count("spans").await, 1);
+    let depth: i32 = t
+        .sql
+        .query_one("SELECT jsonb_array_length(attributes->'deep') FROM spans", &[])
+        .await
+        .expect("stored nested value")
+        .get(0);
+    assert_eq!(depth, 1);
+    t.stop().await;
+}
+
 /// Sends one raw gRPC request over HTTP/2 and returns (grpc-status, grpc-message).
 async fn http_post_grpc(endpoint: &str, path: &'static str, body: Vec<u8>) -> (i32, String) {
     let channel = tonic::transport::Channel::from_shared(endpoint.to_owned())

@@ -238,6 +238,24 @@ async fn every_error_gets_its_status() {
     let response = post(&t, "/v1/logs", PROTOBUF, Some("gzip"), b"not gzip at all".to_vec()).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
+    // Absurd nesting, 1,000 levels of arrays, in protobuf and in JSON.
+    let deep = crate::grpc::hostile_request("deep", 1000).encode_to_vec();
+    let response = post(&t, "/v1/traces", PROTOBUF, None, deep).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let status = RpcStatus::decode(response.bytes().await.expect("body")).expect("a google.rpc.Status");
+    assert!(status.message.contains("recursion"), "{}", status.message);
+    let mut value = r#"{"intValue":"1"}"#.to_string();
+    for _ in 0..1000 {
+        value = format!(r#"{{"arrayValue":{{"values":[{value}]}}}}"#);
+    }
+    let deep = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"deep","attributes":[{{"key":"deep","value":{value}}}]}}]}}]}}]}}"#
+    );
+    let response = post(&t, "/v1/traces", JSON, None, deep.into_bytes()).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let status: serde_json::Value = response.json().await.expect("JSON status");
+    assert!(status["message"].as_str().unwrap_or_default().contains("recursion"), "{status}");
+
     // 415 for other content types and encodings.
     assert_eq!(
         post(&t, "/v1/traces", "text/plain", None, b"hi".to_vec()).await.status(),
