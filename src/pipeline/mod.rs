@@ -31,7 +31,7 @@ pub struct Payload {
 }
 
 impl Payload {
-    fn new(encoded: Encoded) -> Self {
+    pub fn new(encoded: Encoded) -> Self {
         let mut rows = encoded.rows.into_iter();
         Self {
             tables: std::array::from_fn(|_| {

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Ingest benchmark: otelephant against the raw COPY ceiling, in one run on one machine.
+
+    bench/ingest.py [--seconds 20] [--signals traces,metrics,logs] [--protocol grpc|http]
+
+For each signal:
+  1. the ceiling: `examples/copy_ceiling` streams the rows otelephant would write, pre-encoded,
+     through binary COPY into the same schema (2 connections, 50,000-row transactions);
+  2. otelephant (release build, default settings, a scratch database) under the load generator,
+     as fast as requests are answered (16 connections x 4 in flight, 1,000 items a request);
+     what arrived counts rows in the database, not acknowledgements;
+  3. otelephant's CPU seconds (utime + stime) and peak resident memory (VmHWM) from /proc, and
+     PostgreSQL's CPU seconds over the same run;
+  4. the same load at half the rate reached, for the acknowledgement latency there.
+It prints one table. PostgreSQL, otelephant and the load generator share the machine.
+"""
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATABASE = "otelephant_ingest_bench"
+URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
+PORTS = {"grpc": 34317, "http": 34318, "admin": 39464}
+FACTS = {
+    "traces": "SELECT count(*) FROM spans",
+    "logs": "SELECT count(*) FROM logs",
+    "metrics": "SELECT (SELECT count(*) FROM metric_points_number) + (SELECT count(*) FROM metric_points_histogram)"
+    " + (SELECT count(*) FROM metric_points_exp_histogram) + (SELECT count(*) FROM metric_points_summary)",
+}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def psql(sql, database="postgres"):
+    out = subprocess.run(
+        ["psql", "-qXtA", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-c", "SET client_min_messages = warning", "-c", sql],
+        check=True, capture_output=True, text=True,
+    )
+    return out.stdout.strip()
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def postgres_cpu_seconds():
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "postgres":
+                    continue
+            total += cpu_seconds(pid)
+        except OSError:
+            pass
+    return total
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def last_json(output):
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def loadgen(sig, protocol, seconds, rate=0):
+    endpoint = f"http://127.0.0.1:{PORTS[protocol]}"
+    out = subprocess.run(
+        [f"{ROOT}/target/release/examples/loadgen", "--signal", sig, "--protocol", protocol,
+         "--endpoint", endpoint, "--connections", "16", "--inflight", "4",
+         "--duration", str(seconds), "--rate", str(rate)],
+        check=True, capture_output=True, text=True,
+    )
+    return last_json(out.stdout)
+
+
+def start_otelephant():
+    psql(f"DROP DATABASE IF EXISTS {DATABASE}")
+    process = subprocess.Popen(
+        [f"{ROOT}/target/release/otelephant", "--postgres-url", URL,
+         "--grpc-addr", f"127.0.0.1:{PORTS['grpc']}", "--http-addr", f"127.0.0.1:{PORTS['http']}",
+         "--admin-addr", f"127.0.0.1:{PORTS['admin']}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{PORTS['admin']}/readyz", timeout=1)
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    sys.exit("otelephant did not become ready")
+
+
+def run(sig, protocol, seconds):
+    ceiling = subprocess.run(
+        [f"{ROOT}/target/release/examples/copy_ceiling", "--signal", sig, "--seconds", str(seconds)],
+        check=True, capture_output=True, text=True,
+    )
+    ceiling = last_json(ceiling.stdout)["rows_per_second"]
+
+    process = start_otelephant()
+    try:
+        cpu, pg_cpu = cpu_seconds(process.pid), postgres_cpu_seconds()
+        full = loadgen(sig, protocol, seconds)
+        cpu, pg_cpu = cpu_seconds(process.pid) - cpu, postgres_cpu_seconds() - pg_cpu
+        stored = int(psql(FACTS[sig], DATABASE))
+        rate = stored / full["seconds"]
+        rss = peak_rss_mib(process.pid)
+        half = loadgen(sig, protocol, seconds, rate=int(rate / 2))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    return {
+        "signal": sig, "ceiling": ceiling, "rate": rate, "stored": stored, "acked": full["accepted_items"],
+        "failed": full["failed_requests"], "cpu": cpu, "pg_cpu": pg_cpu, "per_cpu": stored / cpu,
+        "p99_full": full["p99_ms"], "half_rate": int(rate / 2), "p99_half": half["p99_ms"],
+        "half_failed": half["failed_requests"], "rss": rss,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--signals", default="traces,metrics,logs")
+    parser.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
+    args = parser.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "otelephant",
+                    "--example", "loadgen", "--example", "copy_ceiling"], check=True, cwd=ROOT)
+    psql("SELECT 1 FROM pg_database WHERE datname = 'otelephant_bench'") or psql("CREATE DATABASE otelephant_bench")
+    cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"machine: {os.cpu_count()} cores ({cpu_model}), {platform.system()} {platform.release()}; "
+          f"{psql('SHOW server_version')} PostgreSQL on the same host; {args.protocol}, {args.seconds} s per run")
+
+    results = [run(sig, args.protocol, args.seconds) for sig in args.signals.split(",")]
+    header = ("signal", "ceiling/s", "stored/s", "x ceiling", "per CPU-s", "otel CPU-s", "pg CPU-s",
+              "p99 full", "p99 half", "peak RSS")
+    print(" | ".join(f"{h:>11}" for h in header))
+    for r in results:
+        row = (r["signal"], f"{r['ceiling']:,.0f}", f"{r['rate']:,.0f}", f"{r['rate'] / r['ceiling']:.2f}",
+               f"{r['per_cpu']:,.0f}", f"{r['cpu']:.1f}", f"{r['pg_cpu']:.1f}", f"{r['p99_full']:.1f} ms",
+               f"{r['p99_half']:.1f} ms", f"{r['rss']:.0f} MiB")
+        print(" | ".join(f"{c:>11}" for c in row))
+    for r in results:
+        print(f"{r['signal']}: {r['stored']:,} stored, {r['acked']:,} acknowledged, {r['failed']} requests failed at full"
+              f" rate; {r['half_failed']} failed at half rate ({r['half_rate']:,}/s)")
+
+
+if __name__ == "__main__":
+    main()
