@@ -225,7 +225,7 @@ where
         Ok(Err(err)) => return err.respond(format),
         Err(err) => return format.error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, err.to_string()),
     };
-    match ingest(&state.pipeline, request, encode, Some(room)).await {
+    match ingest(&state.pipeline, move |known| Ok(encode(&request, known)), Some(room)).await {
         Ok(refused) => format.respond(StatusCode::OK, &respond(refused)),
         Err(err) => failure(format, &err),
     }

@@ -29,6 +29,9 @@ pub enum IngestError {
     Write(#[from] WriteError),
     #[error("encoding the request failed: {0}")]
     Encode(String),
+    /// The request is not a valid protobuf message of its kind.
+    #[error("failed to decode Protobuf message: {0}")]
+    Decode(String),
 }
 
 impl IngestError {
@@ -38,7 +41,9 @@ impl IngestError {
             IngestError::Write(
                 WriteError::Database(_) | WriteError::ShuttingDown | WriteError::Overloaded(_),
             ) => true,
-            IngestError::Write(WriteError::Refused(_)) | IngestError::Encode(_) => false,
+            IngestError::Write(WriteError::Refused(_)) | IngestError::Encode(_) | IngestError::Decode(_) => {
+                false
+            }
         }
     }
 }
@@ -50,22 +55,21 @@ pub struct Refused {
     pub message: String,
 }
 
-/// Encodes a request off the async threads (a request may be tens of megabytes) and waits for
-/// its rows to commit, holding the request's intake `room` until its rows are queued. Returns
-/// the records it refused, if any.
+/// Runs `encode` (decoding too, where the request is still bytes) off the async threads, since a
+/// request may be tens of megabytes, and waits for its rows to commit, holding the request's
+/// intake `room` until its rows are queued. Returns the records it refused, if any.
 ///
 /// # Errors
-/// When the rows were not stored.
-pub async fn ingest<R: Send + 'static>(
+/// When the request does not decode or its rows were not stored.
+pub async fn ingest(
     pipeline: &Pipeline,
-    request: R,
-    encode: fn(&R, &KnownIds) -> Encoded,
+    encode: impl FnOnce(&KnownIds) -> Result<Encoded, IngestError> + Send + 'static,
     room: Option<Room>,
 ) -> Result<Option<Refused>, IngestError> {
     let known = pipeline.known.clone();
-    let encoded = tokio::task::spawn_blocking(move || encode(&request, &known))
+    let encoded = tokio::task::spawn_blocking(move || encode(&known))
         .await
-        .map_err(|err| IngestError::Encode(err.to_string()))?;
+        .map_err(|err| IngestError::Encode(err.to_string()))??;
     let refused = encoded
         .rejection_message()
         .map(|message| Refused { count: i64::try_from(encoded.rejected).unwrap_or(i64::MAX), message });
@@ -78,7 +82,9 @@ pub async fn ingest<R: Send + 'static>(
 /// `INVALID_ARGUMENT` that the data itself was refused.
 pub fn grpc_status(err: &IngestError) -> Status {
     match err {
-        IngestError::Write(WriteError::Refused(_)) => Status::invalid_argument(err.to_string()),
+        IngestError::Write(WriteError::Refused(_)) | IngestError::Decode(_) => {
+            Status::invalid_argument(err.to_string())
+        }
         _ if err.retryable() => {
             let details = tonic_types::ErrorDetails::with_retry_info(Some(RETRY_AFTER));
             <Status as tonic_types::StatusExt>::with_error_details(
@@ -96,7 +102,9 @@ pub fn grpc_status(err: &IngestError) -> Status {
 pub fn http_status(err: &IngestError) -> ::http::StatusCode {
     match err {
         IngestError::Write(WriteError::Overloaded(_)) => ::http::StatusCode::TOO_MANY_REQUESTS,
-        IngestError::Write(WriteError::Refused(_)) => ::http::StatusCode::BAD_REQUEST,
+        IngestError::Write(WriteError::Refused(_)) | IngestError::Decode(_) => {
+            ::http::StatusCode::BAD_REQUEST
+        }
         _ if err.retryable() => ::http::StatusCode::SERVICE_UNAVAILABLE,
         _ => ::http::StatusCode::INTERNAL_SERVER_ERROR,
     }
