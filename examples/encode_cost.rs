@@ -1,0 +1,55 @@
+//! Where otelephant's CPU goes per item, on one core with nothing else in the way: decoding the
+//! protobuf request into prost structs (and dropping them), and encoding them into COPY rows.
+//!
+//! `cargo run --release --example encode_cost`
+//!
+//! Uses the load generator's requests (1,000 items each, 16 distinct ones).
+
+#[path = "loadgen/workload.rs"]
+mod workload;
+
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use otelephant::encode::{dims::KnownIds, logs, metrics, traces, Encoded};
+use prost::Message;
+use workload::Signal;
+
+const ITEMS: usize = 1000;
+const ROUNDS: usize = 300;
+
+fn per_item(elapsed: Duration) -> f64 {
+    elapsed.as_nanos() as f64 / (ROUNDS * ITEMS) as f64
+}
+
+fn measure<R: Message + Default>(signal: Signal, encode: fn(&R, &KnownIds) -> Encoded) {
+    let bodies = workload::requests(signal, 16, ITEMS, 1, 1_700_000_000_000_000_000);
+    // Decoding and dropping one request after another, as the server does, so memory is reused.
+    let started = Instant::now();
+    for i in 0..ROUNDS {
+        std::hint::black_box(R::decode(&bodies[i % bodies.len()][..]).expect("decodes"));
+    }
+    let decode_and_drop = per_item(started.elapsed());
+    let decoded: Vec<R> = bodies.iter().map(|b| R::decode(&b[..]).expect("decodes")).collect();
+    let known = KnownIds::default();
+    let started = Instant::now();
+    for i in 0..ROUNDS {
+        std::hint::black_box(encode(&decoded[i % decoded.len()], &known));
+    }
+    let encode = per_item(started.elapsed());
+    let total = decode_and_drop + encode;
+    println!(
+        "{:<12} decode and drop {decode_and_drop:>6.0} ns  encode {encode:>6.0} ns  total {total:>6.0} ns per item = {:>9.0} items per CPU-second",
+        signal.unit(),
+        1e9 / total
+    );
+}
+
+fn main() {
+    measure::<ExportTraceServiceRequest>(Signal::Traces, traces::encode);
+    measure::<ExportMetricsServiceRequest>(Signal::Metrics, metrics::encode);
+    measure::<ExportLogsServiceRequest>(Signal::Logs, logs::encode);
+}
