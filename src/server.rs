@@ -153,10 +153,11 @@ impl Server {
                 .with_graceful_shutdown(async move { http_stop.shutdown_started().await })
                 .await
         });
+        let (closing, closed) = tokio::sync::watch::channel(false);
         let routes = OtlpGrpc::new(pipeline)
             .routes(config.otlp.max_request_bytes)
             .add_service(Query::new(pool.clone()).server())
-            .add_service(grpc_health_service)
+            .add_service(EndsStreams { service: grpc_health_service, closed })
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
         report_health(&health, &grpc_health).await;
@@ -167,8 +168,11 @@ impl Server {
         let grpc = tokio::spawn(
             tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(
                 incoming,
-                async {
+                async move {
                     let _ = stopped.await;
+                    // Open health Watch streams would otherwise hold their connections, and
+                    // so the graceful shutdown, until the grace period ran out.
+                    closing.send_replace(true);
                 },
             ),
         );
@@ -237,5 +241,84 @@ impl Server {
                 Err(ServeError::GraceExceeded(grace))
             }
         }
+    }
+}
+
+/// Ends a service's open response streams once the server stops: each gets its remaining data
+/// and then the status UNAVAILABLE, so clients reconnect elsewhere and the connection can close.
+#[derive(Clone)]
+struct EndsStreams<S> {
+    service: S,
+    closed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for EndsStreams<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for EndsStreams<S>
+where
+    S: tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+    >,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::convert::Infallible>> {
+        self.service.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let response = self.service.call(request);
+        let mut closed = self.closed.clone();
+        Box::pin(async move {
+            let response = response.await?;
+            let closing = Box::pin(async move {
+                let _ = closed.wait_for(|closed| *closed).await;
+            });
+            Ok(response.map(|body| tonic::body::Body::new(UntilClosed { body, closing: Some(closing) })))
+        })
+    }
+}
+
+/// A response body that ends with UNAVAILABLE once `closing` resolves.
+struct UntilClosed {
+    body: tonic::body::Body,
+    closing: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl http_body::Body for UntilClosed {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let Some(closing) = this.closing.as_mut() else { return Poll::Ready(None) };
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if closing.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.closing = None;
+        let mut trailers = http::HeaderMap::new();
+        let status = tonic::Status::unavailable("otelephant is shutting down");
+        Poll::Ready(Some(status.add_header(&mut trailers).map(|()| http_body::Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.closing.is_none() || self.body.is_end_stream()
     }
 }

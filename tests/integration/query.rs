@@ -888,3 +888,36 @@ async fn reflection_v1_lists_every_service() {
 fn tokio_stream_once<T: Send + 'static>(item: T) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::iter(std::iter::once(item))
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_health_watches_instead_of_waiting_out_the_grace_period() {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let mut t = TestServer::start_with(|c| c.shutdown.grace_secs = 60).await;
+    let channel = Channel::from_shared(t.endpoint()).expect("endpoint").connect().await.expect("connect");
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("stream").expect("a status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    // The shutdown finishes (stop() fails the test on GraceExceeded) with the watch still open.
+    let started = std::time::Instant::now();
+    t.stop().await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+
+    // The watcher heard NOT_SERVING, then its stream ended with UNAVAILABLE.
+    let mut statuses = Vec::new();
+    let end = loop {
+        match watch.message().await {
+            Ok(Some(message)) => statuses.push(message.status),
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(statuses.last(), Some(&(ServingStatus::NotServing as i32)), "{statuses:?}");
+    assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+}
