@@ -176,29 +176,40 @@ impl std::fmt::Write for BufWriter<'_> {
     }
 }
 
+/// For each byte, what JSON needs instead of it in a string: 0 for nothing, `u` for `\u00XX`,
+/// or the letter after the backslash.
+const ESCAPES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
 /// Writes `s` as a JSON string.
 pub fn write_str(buf: &mut BytesMut, s: &str) {
-    buf.put_u8(b'"');
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
+    buf.reserve(bytes.len() + 2);
+    buf.put_u8(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
+        let escape = ESCAPES[b as usize];
+        if escape == 0 {
+            continue;
+        }
         buf.put_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            buf.put_slice(b"\\u00");
-            buf.put_u8(HEX[(b >> 4) as usize]);
-            buf.put_u8(HEX[(b & 0xf) as usize]);
+        if escape == b'u' {
+            buf.put_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
         } else {
-            buf.put_slice(escape);
+            buf.put_slice(&[b'\\', escape]);
         }
         start = i + 1;
     }
