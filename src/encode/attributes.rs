@@ -90,15 +90,7 @@ fn write_value(buf: &mut BytesMut, value: &Value, order: Order) {
         Value::BoolValue(false) => buf.put_slice(b"false"),
         Value::IntValue(i) => write_int(buf, *i),
         Value::DoubleValue(d) => write_double(buf, *d),
-        Value::BytesValue(b) => {
-            write_tag(buf, TAG_BYTES);
-            buf.put_u8(b'"');
-            let at = buf.len();
-            buf.resize(at + base64::encoded_len(b.len(), true).unwrap_or(0), 0);
-            let written = BASE64.encode_slice(b, &mut buf[at..]).unwrap_or(0);
-            buf.truncate(at + written);
-            buf.put_slice(b"\"}");
-        }
+        Value::BytesValue(b) => write_bytes(buf, b),
         Value::ArrayValue(array) => {
             buf.put_u8(b'[');
             for (i, v) in array.values.iter().enumerate() {
@@ -110,7 +102,7 @@ fn write_value(buf: &mut BytesMut, value: &Value, order: Order) {
             buf.put_u8(b']');
         }
         Value::KvlistValue(list) => {
-            let ambiguous = matches!(list.values.as_slice(), [only] if TAGS.contains(&only.key.as_str()));
+            let ambiguous = matches!(list.values.as_slice(), [only] if is_tag(&only.key));
             if ambiguous {
                 write_tag(buf, TAG_MAP);
                 write_attributes(buf, &list.values, order);
@@ -119,16 +111,33 @@ fn write_value(buf: &mut BytesMut, value: &Value, order: Order) {
                 write_attributes(buf, &list.values, order);
             }
         }
-        Value::StringValueStrindex(i) => {
-            write_tag(buf, TAG_STRINDEX);
-            write_int(buf, i64::from(*i));
-            buf.put_u8(b'}');
-        }
+        Value::StringValueStrindex(i) => write_strindex(buf, *i),
     }
 }
 
+/// Whether a map key is one of the `$` tags, which a nested map with only that key must escape.
+pub fn is_tag(key: &str) -> bool {
+    TAGS.contains(&key)
+}
+
+pub fn write_bytes(buf: &mut BytesMut, bytes: &[u8]) {
+    write_tag(buf, TAG_BYTES);
+    buf.put_u8(b'"');
+    let at = buf.len();
+    buf.resize(at + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
+    let written = BASE64.encode_slice(bytes, &mut buf[at..]).unwrap_or(0);
+    buf.truncate(at + written);
+    buf.put_slice(b"\"}");
+}
+
+pub fn write_strindex(buf: &mut BytesMut, index: i32) {
+    write_tag(buf, TAG_STRINDEX);
+    write_int(buf, i64::from(index));
+    buf.put_u8(b'}');
+}
+
 /// Opens `{"tag":`; the caller writes the value and the closing brace.
-fn write_tag(buf: &mut BytesMut, tag: &str) {
+pub fn write_tag(buf: &mut BytesMut, tag: &str) {
     buf.put_u8(b'{');
     write_str(buf, tag);
     buf.put_u8(b':');

@@ -9,6 +9,7 @@ pub mod logs;
 pub mod metrics;
 pub mod traces;
 pub mod validate;
+pub mod wire;
 
 use copy::{Rows, Table};
 

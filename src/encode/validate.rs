@@ -24,10 +24,20 @@ fn has_nul(text: &str) -> bool {
     text.as_bytes().contains(&0)
 }
 
+/// Why a record with U+0000 in `field` (one value) is refused.
+pub fn nul_in_value(field: &str) -> Rejection {
+    format!("{field} contains U+0000, which PostgreSQL text cannot store")
+}
+
+/// Why a record with U+0000 in `field` (a map of attributes) is refused.
+pub fn nul_in_attributes(field: &str) -> Rejection {
+    format!("{field} contain U+0000, which PostgreSQL text cannot store")
+}
+
 /// U+0000 in `text`, named by `field`.
 pub fn text(field: &str, text: &str) -> Result<(), Rejection> {
     if has_nul(text) {
-        return Err(format!("{field} contains U+0000, which PostgreSQL text cannot store"));
+        return Err(nul_in_value(field));
     }
     Ok(())
 }
@@ -48,7 +58,7 @@ fn attributes_ok(attributes: &[KeyValue]) -> bool {
 /// U+0000 anywhere in an attribute map, named by `field`.
 pub fn attributes(field: &str, attributes: &[KeyValue]) -> Result<(), Rejection> {
     if !attributes_ok(attributes) {
-        return Err(format!("{field} contain U+0000, which PostgreSQL text cannot store"));
+        return Err(nul_in_attributes(field));
     }
     Ok(())
 }
@@ -56,7 +66,7 @@ pub fn attributes(field: &str, attributes: &[KeyValue]) -> Result<(), Rejection>
 /// U+0000 anywhere in an AnyValue, named by `field`.
 pub fn any_value(field: &str, value: &AnyValue) -> Result<(), Rejection> {
     if !any_value_ok(value) {
-        return Err(format!("{field} contains U+0000, which PostgreSQL text cannot store"));
+        return Err(nul_in_value(field));
     }
     Ok(())
 }

@@ -45,6 +45,20 @@ pub trait Signal: Send + Sync + 'static {
     type Response: prost::Message + Default + Send + 'static;
     fn encode(request: &Self::Request, known: &KnownIds) -> Encoded;
     fn respond(refused: Option<Refused>) -> Self::Response;
+
+    /// Encodes a request from its protobuf bytes.
+    ///
+    /// # Errors
+    /// [`IngestError::Decode`] when they are not a valid request.
+    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
+        decode_and_encode::<Self>(message, known)
+    }
+}
+
+/// Decodes a request with prost, then encodes it.
+fn decode_and_encode<S: Signal + ?Sized>(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
+    let request = S::Request::decode(message).map_err(|e| IngestError::Decode(e.to_string()))?;
+    Ok(S::encode(&request, known))
 }
 
 pub struct Traces;
@@ -84,6 +98,10 @@ impl Signal for Logs {
     }
     fn respond(refused: Option<Refused>) -> Self::Response {
         super::logs_response(refused)
+    }
+    /// Straight from the wire bytes, unless they take the rules only prost knows.
+    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
+        logs::encode_wire(message, known).or_else(|_unusual| decode_and_encode::<Self>(message, known))
     }
 }
 
@@ -174,11 +192,7 @@ impl<S: Signal> UnaryService<Bytes> for Export<S> {
         Box::pin(async move {
             let room = request.extensions().get::<RoomSlot>().and_then(RoomSlot::take);
             let message = request.into_inner();
-            let encode = move |known: &KnownIds| {
-                let request =
-                    S::Request::decode(&message[..]).map_err(|e| IngestError::Decode(e.to_string()))?;
-                Ok(S::encode(&request, known))
-            };
+            let encode = move |known: &KnownIds| S::encode_message(&message, known);
             let refused = super::ingest(&pipeline, encode, room).await.map_err(|e| super::grpc_status(&e))?;
             Ok(tonic::Response::new(S::respond(refused)))
         })

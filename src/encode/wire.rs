@@ -1,0 +1,337 @@
+//! Reading OTLP protobuf straight from its wire bytes, so the hot path encodes records into rows
+//! without first building prost's owned structs (an allocation per string, attribute and value).
+//!
+//! Only the encodings protobuf encoders produce are read here. Anything else — a singular field
+//! given twice, a known field with another wire type, a group, text that is not UTF-8, a
+//! malformed length or varint, nesting deeper than [`MAX_DEPTH`] — is [`Unusual`], and the
+//! caller decodes that request with prost instead, which merges, rejects or accepts it by the
+//! protobuf rules. Either way a request gets exactly the rows the prost path gives it; the
+//! signal encoders' tests check that over random requests.
+
+use bytes::{BufMut, BytesMut};
+
+use super::attributes::{
+    is_tag, write_bytes, write_double, write_int, write_str, write_strindex, write_tag, TAG_MAP,
+};
+
+/// An encoding left to prost (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unusual;
+
+/// Nesting of AnyValues read here; deeper ones go to prost (whose own limit is 100 messages).
+pub const MAX_DEPTH: usize = 24;
+
+/// One field's value as it is on the wire.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32(u32),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Value<'a> {
+    pub fn varint(self) -> Result<u64, Unusual> {
+        match self {
+            Value::Varint(v) => Ok(v),
+            _ => Err(Unusual),
+        }
+    }
+
+    pub fn fixed64(self) -> Result<u64, Unusual> {
+        match self {
+            Value::Fixed64(v) => Ok(v),
+            _ => Err(Unusual),
+        }
+    }
+
+    pub fn fixed32(self) -> Result<u32, Unusual> {
+        match self {
+            Value::Fixed32(v) => Ok(v),
+            _ => Err(Unusual),
+        }
+    }
+
+    pub fn bytes(self) -> Result<&'a [u8], Unusual> {
+        match self {
+            Value::Bytes(b) => Ok(b),
+            _ => Err(Unusual),
+        }
+    }
+
+    pub fn str(self) -> Result<&'a str, Unusual> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| Unusual)
+    }
+}
+
+/// The fields of one message, in wire order.
+pub struct Fields<'a> {
+    buf: &'a [u8],
+    /// Singular fields (numbers below 64) already seen.
+    seen: u64,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf, seen: 0 }
+    }
+
+    /// Marks singular field `number` as seen; a second one is [`Unusual`].
+    pub fn once(&mut self, number: u32) -> Result<(), Unusual> {
+        let bit = 1u64.checked_shl(number).ok_or(Unusual)?;
+        if self.seen & bit != 0 {
+            return Err(Unusual);
+        }
+        self.seen |= bit;
+        Ok(())
+    }
+}
+
+fn varint(buf: &mut &[u8]) -> Result<u64, Unusual> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        let (&byte, rest) = buf.split_first().ok_or(Unusual)?;
+        *buf = rest;
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return if i == 9 && byte > 1 { Err(Unusual) } else { Ok(value) };
+        }
+    }
+    Err(Unusual)
+}
+
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], Unusual> {
+    if buf.len() < n {
+        return Err(Unusual);
+    }
+    let (head, rest) = buf.split_at(n);
+    *buf = rest;
+    Ok(head)
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, Value<'a>), Unusual>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let mut read = || {
+            let key = varint(&mut self.buf)?;
+            let number = u32::try_from(key >> 3).map_err(|_| Unusual)?;
+            if number == 0 {
+                return Err(Unusual);
+            }
+            let value = match key & 7 {
+                0 => Value::Varint(varint(&mut self.buf)?),
+                1 => Value::Fixed64(u64::from_le_bytes(
+                    take(&mut self.buf, 8)?.try_into().map_err(|_| Unusual)?,
+                )),
+                2 => {
+                    let len = usize::try_from(varint(&mut self.buf)?).map_err(|_| Unusual)?;
+                    Value::Bytes(take(&mut self.buf, len)?)
+                }
+                5 => Value::Fixed32(u32::from_le_bytes(
+                    take(&mut self.buf, 4)?.try_into().map_err(|_| Unusual)?,
+                )),
+                _ => return Err(Unusual),
+            };
+            Ok((number, value))
+        };
+        let field = read();
+        if field.is_err() {
+            self.buf = &[];
+        }
+        Some(field)
+    }
+}
+
+/// How many times field `number` occurs in `message`.
+pub fn count(message: &[u8], number: u32) -> Result<usize, Unusual> {
+    let mut n = 0;
+    for field in Fields::new(message) {
+        n += usize::from(field?.0 == number);
+    }
+    Ok(n)
+}
+
+fn has_nul(text: &str) -> bool {
+    text.as_bytes().contains(&0)
+}
+
+/// Writes the JSON of an AnyValue message (see `attributes`), as `write_any_value` with
+/// `Order::AsSent` writes the decoded value. Returns whether it holds U+0000 anywhere.
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost.
+pub fn write_any_value(buf: &mut BytesMut, message: &[u8], depth: usize) -> Result<bool, Unusual> {
+    if depth > MAX_DEPTH {
+        return Err(Unusual);
+    }
+    let mut value = None;
+    for field in Fields::new(message) {
+        let (number, v) = field?;
+        if (1..=8).contains(&number) {
+            // The oneof: more than one member given is left to prost.
+            if value.replace((number, v)).is_some() {
+                return Err(Unusual);
+            }
+        }
+    }
+    let Some((number, v)) = value else {
+        buf.put_slice(b"null");
+        return Ok(false);
+    };
+    match number {
+        1 => {
+            let text = v.str()?;
+            write_str(buf, text);
+            return Ok(has_nul(text));
+        }
+        2 => buf.put_slice(if v.varint()? != 0 { b"true" } else { b"false" }),
+        3 => write_int(buf, v.varint()? as i64),
+        4 => write_double(buf, f64::from_bits(v.fixed64()?)),
+        5 => {
+            buf.put_u8(b'[');
+            let mut nul = false;
+            let mut first = true;
+            let mut fields = Fields::new(v.bytes()?);
+            for field in &mut fields {
+                let (number, value) = field?;
+                if number == 1 {
+                    if !first {
+                        buf.put_u8(b',');
+                    }
+                    first = false;
+                    nul |= write_any_value(buf, value.bytes()?, depth + 1)?;
+                }
+            }
+            buf.put_u8(b']');
+            return Ok(nul);
+        }
+        6 => {
+            let list = v.bytes()?;
+            if only_key(list)?.is_some_and(is_tag) {
+                write_tag(buf, TAG_MAP);
+                let nul = write_attributes(buf, list, 1, depth + 1)?;
+                buf.put_u8(b'}');
+                return Ok(nul);
+            }
+            return write_attributes(buf, list, 1, depth + 1);
+        }
+        7 => write_bytes(buf, v.bytes()?),
+        _ => write_strindex(buf, v.varint()? as i32),
+    }
+    Ok(false)
+}
+
+/// The key of a KeyValueList's only entry, if it has exactly one.
+fn only_key(list: &[u8]) -> Result<Option<&str>, Unusual> {
+    let mut only = None;
+    let mut entries = 0;
+    for field in Fields::new(list) {
+        let (number, value) = field?;
+        if number == 1 {
+            entries += 1;
+            only = Some(value.bytes()?);
+        }
+    }
+    match only {
+        Some(entry) if entries == 1 => Ok(Some(key_value(entry)?.0)),
+        _ => Ok(None),
+    }
+}
+
+/// A KeyValue's key and its value's message, if it has one.
+fn key_value(entry: &[u8]) -> Result<(&str, Option<&[u8]>), Unusual> {
+    let mut fields = Fields::new(entry);
+    let (mut key, mut value) = ("", None);
+    while let Some(field) = fields.next() {
+        let (number, v) = field?;
+        match number {
+            1 => {
+                fields.once(1)?;
+                key = v.str()?;
+            }
+            2 => {
+                fields.once(2)?;
+                value = Some(v.bytes()?);
+            }
+            3 => {
+                fields.once(3)?;
+                v.varint()?;
+            }
+            _ => {}
+        }
+    }
+    Ok((key, value))
+}
+
+/// Writes the KeyValues that are field `number` of `message` as a JSON object, as
+/// `write_attributes` with `Order::AsSent` writes the decoded map. Returns whether a key or
+/// value holds U+0000.
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost.
+pub fn write_attributes(
+    buf: &mut BytesMut,
+    message: &[u8],
+    number: u32,
+    depth: usize,
+) -> Result<bool, Unusual> {
+    buf.put_u8(b'{');
+    let mut nul = false;
+    let mut first = true;
+    for field in Fields::new(message) {
+        let (n, entry) = field?;
+        if n != number {
+            continue;
+        }
+        let (key, value) = key_value(entry.bytes()?)?;
+        if !first {
+            buf.put_u8(b',');
+        }
+        first = false;
+        nul |= has_nul(key);
+        write_str(buf, key);
+        buf.put_u8(b':');
+        match value {
+            Some(value) => nul |= write_any_value(buf, value, depth)?,
+            None => buf.put_slice(b"null"),
+        }
+    }
+    buf.put_u8(b'}');
+    Ok(nul)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_and_lengths_are_read_or_refused() {
+        let mut buf: &[u8] = &[0xac, 0x02];
+        assert_eq!(varint(&mut buf), Ok(300));
+        let mut too_long: &[u8] = &[0xff; 11];
+        assert_eq!(varint(&mut too_long), Err(Unusual));
+        let mut overflow: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert_eq!(varint(&mut overflow), Err(Unusual));
+        // Field 1, length 5, but only 2 bytes follow.
+        assert!(Fields::new(&[0x0a, 5, 1, 2]).any(|f| f.is_err()));
+        // A group (wire type 3) and field number 0.
+        assert!(Fields::new(&[0x0b]).any(|f| f.is_err()));
+        assert!(Fields::new(&[0x00, 1]).any(|f| f.is_err()));
+    }
+
+    #[test]
+    fn a_singular_field_given_twice_is_unusual() {
+        let mut fields = Fields::new(&[]);
+        assert_eq!(fields.once(3), Ok(()));
+        assert_eq!(fields.once(3), Err(Unusual));
+        // An AnyValue with two members of its oneof.
+        let mut buf = BytesMut::new();
+        assert_eq!(write_any_value(&mut buf, &[0x10, 1, 0x18, 2], 0), Err(Unusual));
+        // Text that is not UTF-8.
+        assert_eq!(write_any_value(&mut buf, &[0x0a, 2, 0xff, 0xfe], 0), Err(Unusual));
+    }
+}
