@@ -3,8 +3,8 @@
 //!
 //! `cargo run --release --example encode_cost`
 //!
-//! Uses the load generator's requests (1,000 items each, 16 distinct ones). Log records are
-//! also encoded straight from their protobuf bytes, as the gRPC receiver does.
+//! Uses the load generator's requests (1,000 items each, 16 distinct ones). Spans and log
+//! records are also encoded straight from their protobuf bytes, as the gRPC receiver does.
 
 #[path = "loadgen/workload.rs"]
 mod workload;
@@ -72,5 +72,6 @@ fn main() {
     measure::<ExportTraceServiceRequest>(Signal::Traces, traces::encode);
     measure::<ExportMetricsServiceRequest>(Signal::Metrics, metrics::encode);
     measure::<ExportLogsServiceRequest>(Signal::Logs, logs::encode);
+    measure_wire(Signal::Traces, traces::encode_wire);
     measure_wire(Signal::Logs, logs::encode_wire);
 }

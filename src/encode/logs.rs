@@ -2,11 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::{
-    collector::logs::v1::ExportLogsServiceRequest, common::v1::InstrumentationScope, logs::v1::LogRecord,
-    resource::v1::Resource,
-};
-use prost::Message;
+use opentelemetry_proto::tonic::{collector::logs::v1::ExportLogsServiceRequest, logs::v1::LogRecord};
 
 use super::{
     attributes::{write_any_value, write_attributes, Order},
@@ -129,98 +125,9 @@ pub fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual>
 
 /// [`encode_wire`], for records that arrived at `received`.
 pub fn encode_wire_received(message: &[u8], known: &KnownIds, received: u64) -> Result<Encoded, Unusual> {
-    let mut enc = RequestEncoder::new(known);
-    for field in Fields::new(message) {
-        let (number, value) = field?;
-        if number == 1 {
-            wire_resource_logs(&mut enc, value.bytes()?, received)?;
-        }
-    }
-    Ok(enc.out)
-}
-
-/// A message's singular message field, its repeated field `items`, and its `schema_url` (3).
-struct Group<'a> {
-    header: Option<&'a [u8]>,
-    items: Vec<&'a [u8]>,
-    schema_url: &'a str,
-}
-
-fn group(message: &[u8]) -> Result<Group<'_>, Unusual> {
-    let mut fields = Fields::new(message);
-    let mut group = Group { header: None, items: Vec::new(), schema_url: "" };
-    while let Some(field) = fields.next() {
-        let (number, value) = field?;
-        match number {
-            1 => {
-                fields.once(1)?;
-                group.header = Some(value.bytes()?);
-            }
-            2 => group.items.push(value.bytes()?),
-            3 => {
-                fields.once(3)?;
-                group.schema_url = value.str()?;
-            }
-            _ => {}
-        }
-    }
-    Ok(group)
-}
-
-fn wire_resource_logs(enc: &mut RequestEncoder<'_>, message: &[u8], received: u64) -> Result<(), Unusual> {
-    let resource_logs = group(message)?;
-    let resource = resource_logs.header.map(Resource::decode).transpose().map_err(|_| Unusual)?;
-    let resource_id = match validate::resource(resource.as_ref(), resource_logs.schema_url) {
-        Ok(()) => Some(enc.resource(resource.as_ref(), resource_logs.schema_url)),
-        Err(reason) => {
-            let mut count = 0;
-            for scope_logs in &resource_logs.items {
-                count += wire::count(scope_logs, 2)?;
-            }
-            enc.out.reject(count, reason);
-            None
-        }
-    };
-    for scope_logs in resource_logs.items {
-        wire_scope_logs(enc, scope_logs, resource_id, received)?;
-    }
-    Ok(())
-}
-
-/// Encodes a ScopeLogs' records; with no `resource_id` (its resource was refused) they are only
-/// read, so that bytes prost would reject are [`Unusual`] here too.
-fn wire_scope_logs(
-    enc: &mut RequestEncoder<'_>,
-    message: &[u8],
-    resource_id: Option<i64>,
-    received: u64,
-) -> Result<(), Unusual> {
-    let scope_logs = group(message)?;
-    let scope = scope_logs.header.map(InstrumentationScope::decode).transpose().map_err(|_| Unusual)?;
-    let scope_id = match resource_id {
-        Some(resource_id) => match validate::scope(scope.as_ref(), scope_logs.schema_url) {
-            Ok(()) => Some((resource_id, enc.scope(scope.as_ref(), scope_logs.schema_url))),
-            Err(reason) => {
-                enc.out.reject(scope_logs.items.len(), reason);
-                None
-            }
-        },
-        None => None,
-    };
-    let mut discard = Rows::default();
-    for record in scope_logs.items {
-        let (rows, ids) = match scope_id {
-            Some(ids) => (enc.out.rows_mut(TableId::Logs), ids),
-            None => (&mut discard, (0, 0)),
-        };
-        if let Err(reason) = wire_record(rows, record, ids, received)? {
-            if scope_id.is_some() {
-                enc.out.reject(1, reason);
-            }
-        }
-        discard = Rows::default();
-    }
-    Ok(())
+    wire::encode_request(message, known, TableId::Logs, |rows, record, ids| {
+        wire_record(rows, record, ids, received)
+    })
 }
 
 /// Encodes one LogRecord message as [`encode_record`] does the decoded record, or leaves it out
@@ -296,64 +203,23 @@ fn wire_record(
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::{
-        common::v1::{any_value::Value, AnyValue, ArrayValue, KeyValue, KeyValueList},
-        logs::v1::{ResourceLogs, ScopeLogs},
-    };
+    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
     use proptest::{collection::vec, prelude::*};
+    use prost::Message;
 
     use super::*;
+    use crate::encode::testing::{
+        any_value, assert_same, attributes_of, mostly_valid, resource, scope, text,
+    };
 
-    /// Any text, now and then with U+0000 or one of the mapping's `$` tags.
-    fn text() -> impl Strategy<Value = String> {
-        prop_oneof![
-            8 => any::<String>(),
-            1 => any::<String>().prop_map(|s| format!("{s}\0")),
-            1 => prop::sample::select(vec!["$double", "$bytes", "$map", "$strindex", ""]).prop_map(String::from),
-        ]
-    }
-
-    fn any_value() -> impl Strategy<Value = AnyValue> {
-        let leaf = prop_oneof![
-            Just(None),
-            text().prop_map(Value::StringValue).prop_map(Some),
-            any::<bool>().prop_map(Value::BoolValue).prop_map(Some),
-            any::<i64>().prop_map(Value::IntValue).prop_map(Some),
-            any::<f64>().prop_map(Value::DoubleValue).prop_map(Some),
-            vec(any::<u8>(), 0..12).prop_map(Value::BytesValue).prop_map(Some),
-            any::<i32>().prop_map(Value::StringValueStrindex).prop_map(Some),
-        ]
-        .prop_map(|value| AnyValue { value });
-        leaf.prop_recursive(4, 24, 4, |inner| {
-            prop_oneof![
-                vec(inner.clone(), 0..4)
-                    .prop_map(|values| AnyValue { value: Some(Value::ArrayValue(ArrayValue { values })) }),
-                attributes_of(inner)
-                    .prop_map(|values| AnyValue { value: Some(Value::KvlistValue(KeyValueList { values })) }),
-            ]
-        })
-    }
-
-    fn attributes_of(values: impl Strategy<Value = AnyValue>) -> impl Strategy<Value = Vec<KeyValue>> {
-        vec((text(), proptest::option::of(values)), 0..4).prop_map(|entries| {
-            entries.into_iter().map(|(key, value)| KeyValue { key, value, ..Default::default() }).collect()
-        })
-    }
-
-    fn id() -> impl Strategy<Value = Vec<u8>> {
-        prop_oneof![
-            Just(vec![]),
-            Just(vec![0; 16]),
-            vec(any::<u8>(), 8),
-            vec(any::<u8>(), 16),
-            vec(any::<u8>(), 0..20)
-        ]
+    fn optional_id(len: usize) -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![Just(vec![]), mostly_valid(len)]
     }
 
     fn record() -> impl Strategy<Value = LogRecord> {
         (
             (any::<u64>(), any::<u64>(), any::<i32>(), text(), proptest::option::of(any_value())),
-            (attributes_of(any_value()), any::<u32>(), any::<u32>(), id(), id(), text()),
+            (attributes_of(any_value()), any::<u32>(), any::<u32>(), optional_id(16), optional_id(8), text()),
         )
             .prop_map(|((time, observed, severity, severity_text, body), rest)| {
                 let (attributes, dropped_attributes_count, flags, trace_id, span_id, event_name) = rest;
@@ -375,34 +241,11 @@ mod tests {
     }
 
     fn request() -> impl Strategy<Value = ExportLogsServiceRequest> {
-        let resource = proptest::option::of((attributes_of(any_value()), any::<u32>()).prop_map(
-            |(attributes, dropped)| Resource {
-                attributes,
-                dropped_attributes_count: dropped,
-                entity_refs: vec![],
-            },
-        ));
-        let scope = proptest::option::of((text(), text(), attributes_of(any_value())).prop_map(
-            |(name, version, attributes)| InstrumentationScope {
-                name,
-                version,
-                attributes,
-                dropped_attributes_count: 0,
-            },
-        ));
-        let scope_logs = (scope, vec(record(), 0..4), text())
+        let scope_logs = (scope(), vec(record(), 0..4), text())
             .prop_map(|(scope, log_records, schema_url)| ScopeLogs { scope, log_records, schema_url });
-        let resource_logs = (resource, vec(scope_logs, 0..3), text())
+        let resource_logs = (resource(), vec(scope_logs, 0..3), text())
             .prop_map(|(resource, scope_logs, schema_url)| ResourceLogs { resource, scope_logs, schema_url });
         vec(resource_logs, 0..3).prop_map(|resource_logs| ExportLogsServiceRequest { resource_logs })
-    }
-
-    fn assert_same(wire: &Encoded, decoded: &Encoded) {
-        for (table, (a, b)) in super::super::TABLES.iter().zip(wire.rows.iter().zip(&decoded.rows)) {
-            assert_eq!((a.count, &a.buf[..]), (b.count, &b.buf[..]), "rows of {}", table.name);
-        }
-        assert_eq!(wire.new_dimension_ids, decoded.new_dimension_ids);
-        assert_eq!((wire.rejected, &wire.first_rejection), (decoded.rejected, &decoded.first_rejection));
     }
 
     proptest! {

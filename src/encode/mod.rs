@@ -7,6 +7,8 @@ pub mod copy;
 pub mod dims;
 pub mod logs;
 pub mod metrics;
+#[cfg(test)]
+mod testing;
 pub mod traces;
 pub mod validate;
 pub mod wire;

@@ -9,10 +9,133 @@
 //! signal encoders' tests check that over random requests.
 
 use bytes::{BufMut, BytesMut};
+use opentelemetry_proto::tonic::{common::v1::InstrumentationScope, resource::v1::Resource};
+use prost::Message;
 
-use super::attributes::{
-    is_tag, write_bytes, write_double, write_int, write_str, write_strindex, write_tag, TAG_MAP,
+use super::{
+    attributes::{
+        is_tag, write_bytes, write_double, write_int, write_str, write_strindex, write_tag, TAG_MAP,
+    },
+    copy::Rows,
+    dims::{KnownIds, RequestEncoder},
+    validate, Encoded, TableId,
 };
+
+/// Encodes one record message into `rows` with its (resource, scope) ids, or says why the
+/// record is refused.
+pub type RecordEncoder<'f> =
+    dyn FnMut(&mut Rows, &[u8], (i64, i64)) -> Result<Result<(), validate::Rejection>, Unusual> + 'f;
+
+/// Walks an export request (resource groups of scope groups of records, the same shape for
+/// every signal: field 1 a repeated group, whose field 1 is the resource or scope, 2 the
+/// repeated items and 3 the schema_url), deduplicating resources and scopes as the prost path
+/// does and encoding each record into `table` with `record`.
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost.
+pub fn encode_request(
+    message: &[u8],
+    known: &KnownIds,
+    table: TableId,
+    mut record: impl FnMut(&mut Rows, &[u8], (i64, i64)) -> Result<Result<(), validate::Rejection>, Unusual>,
+) -> Result<Encoded, Unusual> {
+    let mut enc = RequestEncoder::new(known);
+    for field in Fields::new(message) {
+        let (number, value) = field?;
+        if number == 1 {
+            resource_group(&mut enc, value.bytes()?, table, &mut record)?;
+        }
+    }
+    Ok(enc.out)
+}
+
+/// A message's singular message field (1), its repeated field (2), and its `schema_url` (3).
+struct Group<'a> {
+    header: Option<&'a [u8]>,
+    items: Vec<&'a [u8]>,
+    schema_url: &'a str,
+}
+
+fn group(message: &[u8]) -> Result<Group<'_>, Unusual> {
+    let mut fields = Fields::new(message);
+    let mut group = Group { header: None, items: Vec::new(), schema_url: "" };
+    while let Some(field) = fields.next() {
+        let (number, value) = field?;
+        match number {
+            1 => {
+                fields.once(1)?;
+                group.header = Some(value.bytes()?);
+            }
+            2 => group.items.push(value.bytes()?),
+            3 => {
+                fields.once(3)?;
+                group.schema_url = value.str()?;
+            }
+            _ => {}
+        }
+    }
+    Ok(group)
+}
+
+fn resource_group(
+    enc: &mut RequestEncoder<'_>,
+    message: &[u8],
+    table: TableId,
+    record: &mut RecordEncoder<'_>,
+) -> Result<(), Unusual> {
+    let resource_group = group(message)?;
+    let resource = resource_group.header.map(Resource::decode).transpose().map_err(|_| Unusual)?;
+    let resource_id = match validate::resource(resource.as_ref(), resource_group.schema_url) {
+        Ok(()) => Some(enc.resource(resource.as_ref(), resource_group.schema_url)),
+        Err(reason) => {
+            let mut records = 0;
+            for scope_group in &resource_group.items {
+                records += count(scope_group, 2)?;
+            }
+            enc.out.reject(records, reason);
+            None
+        }
+    };
+    for scope_group in resource_group.items {
+        scope_group_records(enc, scope_group, resource_id, table, record)?;
+    }
+    Ok(())
+}
+
+/// Encodes a scope group's records; with no `resource_id` (its resource was refused) they are
+/// only read, so that bytes prost would reject are [`Unusual`] here too.
+fn scope_group_records(
+    enc: &mut RequestEncoder<'_>,
+    message: &[u8],
+    resource_id: Option<i64>,
+    table: TableId,
+    record: &mut RecordEncoder<'_>,
+) -> Result<(), Unusual> {
+    let scope_group = group(message)?;
+    let scope = scope_group.header.map(InstrumentationScope::decode).transpose().map_err(|_| Unusual)?;
+    let ids = match resource_id {
+        Some(resource_id) => match validate::scope(scope.as_ref(), scope_group.schema_url) {
+            Ok(()) => Some((resource_id, enc.scope(scope.as_ref(), scope_group.schema_url))),
+            Err(reason) => {
+                enc.out.reject(scope_group.items.len(), reason);
+                None
+            }
+        },
+        None => None,
+    };
+    for item in scope_group.items {
+        match ids {
+            Some(ids) => {
+                if let Err(reason) = record(enc.out.rows_mut(table), item, ids)? {
+                    enc.out.reject(1, reason);
+                }
+            }
+            // The whole group is refused already; the record's own verdict does not count.
+            None => drop(record(&mut Rows::default(), item, (0, 0))?),
+        }
+    }
+    Ok(())
+}
 
 /// An encoding left to prost (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
