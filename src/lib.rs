@@ -10,9 +10,12 @@
 //!   [`receive::http`] the OTLP/HTTP receiver.
 //! - [`encode`]: OTLP -> binary COPY tuples. [`encode::copy`] is the tuple encoder,
 //!   [`encode::attributes`] the AnyValue <-> jsonb mapping (both directions),
-//!   [`encode::dims`] resources, scopes and the cache of known ids, and
+//!   [`encode::dims`] resources, scopes and the cache of known ids,
+//!   [`encode::validate`] the records refused, [`encode::wire`] reading protobuf straight from
+//!   its bytes (spans and log records skip prost's structs), and
 //!   [`encode::traces`], [`encode::metrics`], [`encode::logs`] one signal each.
-//! - [`pipeline`]: the bounded queue, acknowledgements, and the batching writer tasks.
+//! - [`pipeline`]: the intake budget ([`pipeline::intake`]), the bounded queue,
+//!   acknowledgements, and the batching writer tasks.
 //! - [`store`]: the pool ([`store::connect`]), [`store::migrate`], [`store::partitions`] and the
 //!   COPY transaction in [`store::writer`].
 //! - [`query`]: the read API, `otelephant.query.v1.QueryService`: OTLP back out of the tables,

@@ -13,11 +13,6 @@ use std::{
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::Frame;
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
-    metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
-    trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
-};
 use prost::Message;
 use tonic::{
     body::Body,
@@ -28,86 +23,14 @@ use tonic::{
 };
 use tower::Service;
 
-use super::{IngestError, Refused};
+use super::{IngestError, Logs, Metrics, Signal, Traces};
 use crate::{
-    encode::{dims::KnownIds, logs, metrics, traces, Encoded},
+    encode::dims::KnownIds,
     pipeline::{
         intake::{Intake, Room, RoomSlot},
         Pipeline, WriteError,
     },
 };
-
-/// What differs between the three export services.
-pub trait Signal: Send + Sync + 'static {
-    /// The gRPC service name; its one method is `Export`.
-    const SERVICE: &'static str;
-    type Request: prost::Message + Default + Send + 'static;
-    type Response: prost::Message + Default + Send + 'static;
-    fn encode(request: &Self::Request, known: &KnownIds) -> Encoded;
-    fn respond(refused: Option<Refused>) -> Self::Response;
-
-    /// Encodes a request from its protobuf bytes.
-    ///
-    /// # Errors
-    /// [`IngestError::Decode`] when they are not a valid request.
-    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
-        decode_and_encode::<Self>(message, known)
-    }
-}
-
-/// Decodes a request with prost, then encodes it.
-fn decode_and_encode<S: Signal + ?Sized>(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
-    let request = S::Request::decode(message).map_err(|e| IngestError::Decode(e.to_string()))?;
-    Ok(S::encode(&request, known))
-}
-
-pub struct Traces;
-pub struct Metrics;
-pub struct Logs;
-
-impl Signal for Traces {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    type Request = ExportTraceServiceRequest;
-    type Response = ExportTraceServiceResponse;
-    fn encode(request: &Self::Request, known: &KnownIds) -> Encoded {
-        traces::encode(request, known)
-    }
-    fn respond(refused: Option<Refused>) -> Self::Response {
-        super::traces_response(refused)
-    }
-    /// Straight from the wire bytes, unless they take the rules only prost knows.
-    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
-        traces::encode_wire(message, known).or_else(|_unusual| decode_and_encode::<Self>(message, known))
-    }
-}
-
-impl Signal for Metrics {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    type Request = ExportMetricsServiceRequest;
-    type Response = ExportMetricsServiceResponse;
-    fn encode(request: &Self::Request, known: &KnownIds) -> Encoded {
-        metrics::encode(request, known)
-    }
-    fn respond(refused: Option<Refused>) -> Self::Response {
-        super::metrics_response(refused)
-    }
-}
-
-impl Signal for Logs {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    type Request = ExportLogsServiceRequest;
-    type Response = ExportLogsServiceResponse;
-    fn encode(request: &Self::Request, known: &KnownIds) -> Encoded {
-        logs::encode(request, known)
-    }
-    fn respond(refused: Option<Refused>) -> Self::Response {
-        super::logs_response(refused)
-    }
-    /// Straight from the wire bytes, unless they take the rules only prost knows.
-    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
-        logs::encode_wire(message, known).or_else(|_unusual| decode_and_encode::<Self>(message, known))
-    }
-}
 
 /// The three export services; cheap to clone, all sharing one pipeline.
 #[derive(Clone)]

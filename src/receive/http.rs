@@ -15,16 +15,11 @@ use axum::{
     routing::post,
     Router,
 };
-use serde::{de::DeserializeOwned, Serialize};
+use serde::Serialize;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{
-    http_status, ingest, logs_response, metrics_response, traces_response, IngestError, Refused, RETRY_AFTER,
-};
-use crate::{
-    encode::{dims::KnownIds, logs, metrics, traces, Encoded},
-    pipeline::Pipeline,
-};
+use super::{http_status, ingest, IngestError, Logs, Metrics, Signal, Traces, RETRY_AFTER};
+use crate::{encode::dims::KnownIds, pipeline::Pipeline};
 
 pub const PROTOBUF: &str = "application/x-protobuf";
 pub const JSON: &str = "application/json";
@@ -60,13 +55,6 @@ impl Format {
             PROTOBUF | "application/protobuf" => Some(Self::Protobuf),
             JSON => Some(Self::Json),
             _ => None,
-        }
-    }
-
-    fn decode<R: prost::Message + DeserializeOwned + Default>(self, body: &[u8]) -> Result<R, String> {
-        match self {
-            Format::Protobuf => R::decode(body).map_err(|e| format!("invalid protobuf: {e}")),
-            Format::Json => serde_json::from_slice(body).map_err(|e| format!("invalid OTLP JSON: {e}")),
         }
     }
 
@@ -173,28 +161,25 @@ pub fn router(
 }
 
 async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    export(&state, &headers, body, traces::encode, traces_response).await
+    export::<Traces>(&state, &headers, body).await
 }
 
 async fn export_metrics(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    export(&state, &headers, body, metrics::encode, metrics_response).await
+    export::<Metrics>(&state, &headers, body).await
 }
 
 async fn export_logs(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    export(&state, &headers, body, logs::encode, logs_response).await
+    export::<Logs>(&state, &headers, body).await
 }
 
-async fn export<Req, Resp>(
-    state: &HttpState,
-    headers: &HeaderMap,
-    body: Body,
-    encode: fn(&Req, &KnownIds) -> Encoded,
-    respond: fn(Option<Refused>) -> Resp,
-) -> Response
-where
-    Req: prost::Message + DeserializeOwned + Default + Send + 'static,
-    Resp: prost::Message + Serialize,
-{
+/// A request body ready to encode: protobuf stays bytes (the signal may encode straight from
+/// them), JSON is decoded.
+enum Decoded<R> {
+    Protobuf(Bytes),
+    Json(R),
+}
+
+async fn export<S: Signal>(state: &HttpState, headers: &HeaderMap, body: Body) -> Response {
     let Some(format) = Format::of(headers) else {
         let message = format!("unsupported Content-Type; use {PROTOBUF} or {JSON}");
         return Format::Json.error(StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_ARGUMENT, message);
@@ -217,7 +202,12 @@ where
     };
     let decoded = tokio::task::spawn_blocking(move || {
         let body = decompress(encoding.as_deref(), raw, limit)?;
-        format.decode::<Req>(&body).map_err(BodyError::Unreadable)
+        match format {
+            Format::Protobuf => Ok(Decoded::Protobuf(body)),
+            Format::Json => serde_json::from_slice(&body)
+                .map(Decoded::Json)
+                .map_err(|e| BodyError::Unreadable(format!("invalid OTLP JSON: {e}"))),
+        }
     })
     .await;
     let request = match decoded {
@@ -225,8 +215,12 @@ where
         Ok(Err(err)) => return err.respond(format),
         Err(err) => return format.error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, err.to_string()),
     };
-    match ingest(&state.pipeline, move |known| Ok(encode(&request, known)), Some(room)).await {
-        Ok(refused) => format.respond(StatusCode::OK, &respond(refused)),
+    let encode = move |known: &KnownIds| match request {
+        Decoded::Protobuf(body) => S::encode_message(&body, known),
+        Decoded::Json(request) => Ok(S::encode(&request, known)),
+    };
+    match ingest(&state.pipeline, encode, Some(room)).await {
+        Ok(refused) => format.respond(StatusCode::OK, &S::respond(refused)),
         Err(err) => failure(format, &err),
     }
 }

@@ -14,10 +14,88 @@ use opentelemetry_proto::tonic::collector::{
 };
 use tonic::Status;
 
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use prost::Message;
+
 use crate::{
-    encode::{dims::KnownIds, Encoded},
+    encode::{dims::KnownIds, logs, metrics, traces, Encoded},
     pipeline::{intake::Room, Pipeline, WriteError},
 };
+
+/// What differs between the three export services.
+pub trait Signal: Send + Sync + 'static {
+    /// The gRPC service name; its one method is `Export`.
+    const SERVICE: &'static str;
+    type Request: prost::Message + Default + serde::de::DeserializeOwned + Send + 'static;
+    type Response: prost::Message + Default + serde::Serialize + Send + 'static;
+    fn encode(request: &Self::Request, known: &KnownIds) -> Encoded;
+    fn respond(refused: Option<Refused>) -> Self::Response;
+
+    /// Encodes a request from its protobuf bytes.
+    ///
+    /// # Errors
+    /// [`IngestError::Decode`] when they are not a valid request.
+    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
+        decode_and_encode::<Self>(message, known)
+    }
+}
+
+/// Decodes a request with prost, then encodes it.
+fn decode_and_encode<S: Signal + ?Sized>(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
+    let request = S::Request::decode(message).map_err(|e| IngestError::Decode(e.to_string()))?;
+    Ok(S::encode(&request, known))
+}
+
+pub struct Traces;
+pub struct Metrics;
+pub struct Logs;
+
+impl Signal for Traces {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+    fn encode(request: &Self::Request, known: &KnownIds) -> Encoded {
+        traces::encode(request, known)
+    }
+    fn respond(refused: Option<Refused>) -> Self::Response {
+        traces_response(refused)
+    }
+    /// Straight from the wire bytes, unless they take the rules only prost knows.
+    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
+        traces::encode_wire(message, known).or_else(|_unusual| decode_and_encode::<Self>(message, known))
+    }
+}
+
+impl Signal for Metrics {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    type Request = ExportMetricsServiceRequest;
+    type Response = ExportMetricsServiceResponse;
+    fn encode(request: &Self::Request, known: &KnownIds) -> Encoded {
+        metrics::encode(request, known)
+    }
+    fn respond(refused: Option<Refused>) -> Self::Response {
+        metrics_response(refused)
+    }
+}
+
+impl Signal for Logs {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    type Request = ExportLogsServiceRequest;
+    type Response = ExportLogsServiceResponse;
+    fn encode(request: &Self::Request, known: &KnownIds) -> Encoded {
+        logs::encode(request, known)
+    }
+    fn respond(refused: Option<Refused>) -> Self::Response {
+        logs_response(refused)
+    }
+    /// Straight from the wire bytes, unless they take the rules only prost knows.
+    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
+        logs::encode_wire(message, known).or_else(|_unusual| decode_and_encode::<Self>(message, known))
+    }
+}
 
 /// How long a client is asked to wait before retrying a request that could not be stored.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -30,7 +108,7 @@ pub enum IngestError {
     #[error("encoding the request failed: {0}")]
     Encode(String),
     /// The request is not a valid protobuf message of its kind.
-    #[error("failed to decode Protobuf message: {0}")]
+    #[error("invalid protobuf: {0}")]
     Decode(String),
 }
 
