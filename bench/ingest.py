@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ingest benchmark: otelephant against the raw COPY ceiling, in one run on one machine.
 
-    bench/ingest.py [--seconds 20] [--signals traces,metrics,logs] [--protocol grpc|http]
+    bench/ingest.py [--seconds 20] [--signals traces,metrics,logs] [--protocol grpc|http] [--pg-port 5432]
 
 For each signal:
   1. the ceiling: `examples/copy_ceiling` streams the rows otelephant would write, pre-encoded,
@@ -28,7 +28,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATABASE = "otelephant_ingest_bench"
-URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
+PG_PORT = 5432
 PORTS = {"grpc": 34317, "http": 34318, "admin": 39464}
 FACTS = {
     "traces": "SELECT count(*) FROM spans",
@@ -39,9 +39,13 @@ FACTS = {
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def url(database):
+    return f"postgres://postgres@127.0.0.1:{PG_PORT}/{database}"
+
+
 def psql(sql, database="postgres"):
     out = subprocess.run(
-        ["psql", "-qXtA", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-c", "SET client_min_messages = warning", "-c", sql],
+        ["psql", "-qXtA", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "postgres", "-d", database, "-c", "SET client_min_messages = warning", "-c", sql],
         check=True, capture_output=True, text=True,
     )
     return out.stdout.strip()
@@ -94,7 +98,7 @@ def loadgen(sig, protocol, seconds, rate=0):
 def start_otelephant():
     psql(f"DROP DATABASE IF EXISTS {DATABASE}")
     process = subprocess.Popen(
-        [f"{ROOT}/target/release/otelephant", "--postgres-url", URL,
+        [f"{ROOT}/target/release/otelephant", "--postgres-url", url(DATABASE),
          "--grpc-addr", f"127.0.0.1:{PORTS['grpc']}", "--http-addr", f"127.0.0.1:{PORTS['http']}",
          "--admin-addr", f"127.0.0.1:{PORTS['admin']}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -111,7 +115,8 @@ def start_otelephant():
 
 def run(sig, protocol, seconds):
     ceiling = subprocess.run(
-        [f"{ROOT}/target/release/examples/copy_ceiling", "--signal", sig, "--seconds", str(seconds)],
+        [f"{ROOT}/target/release/examples/copy_ceiling", "--signal", sig, "--seconds", str(seconds),
+         "--url", url("otelephant_bench")],
         check=True, capture_output=True, text=True,
     )
     ceiling = last_json(ceiling.stdout)["rows_per_second"]
@@ -145,7 +150,11 @@ def main():
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--signals", default="traces,metrics,logs")
     parser.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
+    parser.add_argument("--pg-port", type=int, default=5432,
+                        help="PostgreSQL on 127.0.0.1 at this port (e.g. a private cluster with other settings)")
     args = parser.parse_args()
+    global PG_PORT
+    PG_PORT = args.pg_port
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "otelephant",
                     "--example", "loadgen", "--example", "copy_ceiling"], check=True, cwd=ROOT)

@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     config.postgres.url = args.url.clone();
     config.postgres.schema = schema.clone();
     config.postgres.pool_size = args.writers + 1;
-    let pool = prepare_database(&config).await?;
+    let (pool, _) = prepare_database(&config).await?;
 
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_nanos() as u64;
     let known = KnownIds::default();

@@ -61,6 +61,14 @@ fn measure_wire(
         std::hint::black_box(encode(&bodies[i % bodies.len()], &known).expect("read from the wire"));
     }
     let total = per_item(started.elapsed());
+    let encoded = encode(&bodies[0], &known).expect("read from the wire");
+    let rows: usize = encoded.rows.iter().map(|r| r.buf.len()).sum();
+    let capacity: usize = encoded.rows.iter().map(|r| r.buf.capacity()).sum();
+    println!(
+        "{:<12} {} protobuf bytes become {rows} bytes of COPY rows in {capacity} bytes of buffers",
+        signal.unit(),
+        bodies[0].len()
+    );
     println!(
         "{:<12} from the wire bytes                total {total:>6.0} ns per item = {:>9.0} items per CPU-second",
         signal.unit(),

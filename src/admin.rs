@@ -1,6 +1,6 @@
-//! Health: the admin listener's `/healthz` (the process is alive) and `/readyz` (it can take
-//! data: the database answers, migrations are applied, and it is not shutting down), and the
-//! readiness check that `grpc.health.v1.Health` follows too.
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (it can take data: the
+//! database answers, migrations are applied, and it is not shutting down; `grpc.health.v1.Health`
+//! follows the same check) and `/metrics` (otelephant's own metrics, Prometheus text format).
 
 use std::{
     sync::{
@@ -10,11 +10,20 @@ use std::{
     time::Duration,
 };
 
-use axum::{extract::State, http::StatusCode, routing::get, Router};
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    routing::get,
+    Router,
+};
 use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 
-use crate::store::migrate::MIGRATIONS;
+use crate::{
+    pipeline::{intake::Intake, QueueDepth},
+    store::migrate::MIGRATIONS,
+    telemetry::{self, Telemetry},
+};
 
 /// How long `/readyz` waits for the database before calling it unreachable.
 pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -73,8 +82,41 @@ impl Health {
     }
 }
 
-pub fn router(health: Health) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(health)
+/// What `/metrics` reads besides the recorded metrics: gauges of state owned elsewhere.
+#[derive(Clone)]
+pub struct Scrape {
+    pub telemetry: Telemetry,
+    pub queue: QueueDepth,
+    pub intake: Intake,
+    pub pool: Pool,
+}
+
+impl Scrape {
+    fn render(&self) -> String {
+        let t = &self.telemetry;
+        t.gauge(telemetry::QUEUE_BYTES, &[], self.queue.used() as f64);
+        t.gauge(telemetry::QUEUE_CAPACITY_BYTES, &[], self.queue.capacity() as f64);
+        t.gauge(telemetry::INTAKE_BYTES, &[], self.intake.in_use() as f64);
+        t.gauge(telemetry::INTAKE_CAPACITY_BYTES, &[], self.intake.capacity() as f64);
+        let pool = self.pool.status();
+        let idle = pool.available;
+        t.gauge(telemetry::POOL_CONNECTIONS, &[("state", "in_use")], pool.size.saturating_sub(idle) as f64);
+        t.gauge(telemetry::POOL_CONNECTIONS, &[("state", "idle")], idle as f64);
+        t.gauge(telemetry::POOL_MAX_CONNECTIONS, &[], pool.max_size as f64);
+        t.render()
+    }
+}
+
+pub fn router(health: Health, scrape: Scrape) -> Router {
+    let metrics = get(move || {
+        let scrape = scrape.clone();
+        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], scrape.render()) }
+    });
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(health)
+        .route("/metrics", metrics)
 }
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, String) {

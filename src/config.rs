@@ -2,13 +2,19 @@
 //! `otelephant.toml` (or the file named by `--config`), then `OTELEPHANT_*` environment variables
 //! (`__` separates nesting levels), then command-line flags. Read once at start-up and passed down.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use figment::{
     providers::{Env, Format, Serialized, Toml},
     Figment,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::auth::Secret;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "otelephant.toml";
@@ -24,6 +30,56 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub partitions: PartitionConfig,
     pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
+}
+
+/// TLS on the gRPC and OTLP/HTTP listeners: on when both `cert_file` and `key_file` are set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// When set, clients must present a certificate signed by one of these CAs (PEM).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Bearer tokens; each group of endpoints is open while neither its token nor its file is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Required by the OTLP export services (gRPC and HTTP).
+    pub ingest_token: Option<Secret>,
+    /// A file of ingest tokens, one per line (any of them is accepted: rotate by adding one).
+    pub ingest_token_file: Option<PathBuf>,
+    /// Required by the query service.
+    pub query_token: Option<Secret>,
+    pub query_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `otelephant=debug,warn`; `RUST_LOG`, when set, wins.
+    pub level: String,
+    /// `text` (for people) or `json` (one object per line, for log collectors).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,8 +160,9 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// Encoded bytes that may wait in the queue or sit in unfinished batches at once. A request
-    /// waits for room before it is queued, so this bounds ingest memory.
+    /// Memory that encoded rows may hold (their buffers' capacity) while they wait in the queue or
+    /// sit in unfinished batches. A request waits for room before it is queued, so this bounds
+    /// ingest memory.
     pub queue_bytes: usize,
     /// Bytes of requests that may be on their way in at once: received, decompressed, decoded or
     /// encoded but not yet queued. Reserved from each request's declared size before its body is
@@ -122,7 +179,8 @@ pub struct PipelineConfig {
     pub batch_max_rows: usize,
     /// ...or this many encoded bytes...
     pub batch_max_bytes: usize,
-    /// ...or this many milliseconds after its first request arrived.
+    /// ...or this many milliseconds after its first request arrived (sooner when another writer
+    /// is free to take what comes next).
     pub linger_ms: u64,
     /// How long a request may wait for room in a full queue before it is turned away with a
     /// retryable answer (gRPC UNAVAILABLE with RetryInfo, HTTP 429 with Retry-After).
@@ -222,6 +280,13 @@ impl Config {
         if let Some((key, _)) = checks.iter().find(|(_, bad)| *bad) {
             return Err(ConfigError::Zero(key));
         }
+        let tls = &self.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(ConfigError::Tls("tls.cert_file and tls.key_file go together"));
+        }
+        if tls.client_ca_file.is_some() && tls.cert_file.is_none() {
+            return Err(ConfigError::Tls("tls.client_ca_file needs tls.cert_file and tls.key_file"));
+        }
         if self.postgres.pool_size < p.writers + 1 {
             return Err(ConfigError::PoolTooSmall { pool: self.postgres.pool_size, writers: p.writers });
         }
@@ -239,6 +304,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("invalid configuration: postgres.pool_size ({pool}) must exceed pipeline.writers ({writers}) so maintenance can get a connection")]
     PoolTooSmall { pool: usize, writers: usize },
+    #[error("invalid configuration: {0}")]
+    Tls(&'static str),
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@
 //!   port), and shutdown.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod encode;
 pub mod pipeline;
@@ -33,3 +34,5 @@ pub mod query;
 pub mod receive;
 pub mod server;
 pub mod store;
+pub mod telemetry;
+pub mod tls;

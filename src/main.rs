@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use figment::{providers::Serialized, Figment};
-use otelephant::{config::Config, server::Server};
+use otelephant::{
+    config::{Config, LogConfig, LogFormat},
+    server::Server,
+};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -65,11 +68,9 @@ impl Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), cli.overrides())?;
+    init_logging(&config.log)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
             config.validate()?;
@@ -77,29 +78,42 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("database is up to date");
         }
         Command::Serve => {
+            let stop = shutdown_signal()?;
             let server = Server::start(config).await.context("starting otelephant")?;
-            server.run_until(shutdown_signal()).await?;
+            server.run_until(stop).await?;
             tracing::info!("stopped");
         }
     }
     Ok(())
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
+/// Logs to standard error, filtered by `RUST_LOG` if set, else by `log.level`, as text or JSON lines.
+fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) => {
+            EnvFilter::try_new(&log.level).with_context(|| format!("invalid log.level {:?}", log.level))?
+        }
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed before this returns, so a signal
+/// that arrives while the server starts is not lost (nor does it kill the process outright).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }

@@ -1,20 +1,24 @@
 //! Start-up and shutdown: connect and migrate, prepare partitions, start the writers and the
 //! listeners; on shutdown stop accepting, let the queue drain through the writers, and return.
 
-use std::{future::Future, net::SocketAddr, time::SystemTime};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::SystemTime};
 
 use deadpool_postgres::Pool;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::server::TcpIncoming;
+use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::{
     admin::{self, Health},
-    config::Config,
+    auth::{Access, Tokens},
+    config::{AuthConfig, Config},
     pipeline::{intake::Intake, Pipeline},
     query::{self, Query},
     receive,
     receive::grpc::OtlpGrpc,
     store::{self, migrate, partitions, StoreError},
+    telemetry::{self, Telemetry},
+    tls::{Identity, TlsListener},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,12 @@ pub enum StartError {
     Cors(String),
     #[error("building gRPC reflection failed: {0}")]
     Reflection(tonic_reflection::server::Error),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("gRPC TLS settings: {0}")]
+    GrpcTls(tonic::transport::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -67,16 +77,18 @@ pub struct Server {
     grace: std::time::Duration,
 }
 
-/// Connects, migrates and prepares the database.
+/// Connects, migrates and prepares the database. Returns the pool and how many partitions it
+/// created.
 ///
 /// # Errors
 /// When the database cannot be reached, created or migrated.
-pub async fn prepare_database(config: &Config) -> Result<Pool, StartError> {
+pub async fn prepare_database(config: &Config) -> Result<(Pool, usize), StartError> {
     let pool = store::connect(&config.postgres).await?;
     let mut client = pool.get().await.map_err(StoreError::from)?;
     migrate::run(&mut client).await?;
-    partitions::ensure(&mut client, partitions::epoch_day(SystemTime::now()), &config.partitions).await?;
-    Ok(pool)
+    let created =
+        partitions::ensure(&mut client, partitions::epoch_day(SystemTime::now()), &config.partitions).await?;
+    Ok((pool, created))
 }
 
 /// How often the gRPC health status is brought up to date with [`Health::check`].
@@ -105,6 +117,44 @@ async fn report_health(health: &Health, reporter: &tonic_health::server::HealthR
     reporter.set_service_status("", status).await;
 }
 
+/// The tokens each group of endpoints accepts.
+fn access(config: &AuthConfig) -> Result<Access, crate::auth::AuthError> {
+    let ingest =
+        Tokens::load("auth.ingest_token", config.ingest_token.as_ref(), config.ingest_token_file.as_deref())?;
+    let query =
+        Tokens::load("auth.query_token", config.query_token.as_ref(), config.query_token_file.as_deref())?;
+    let access = Access { ingest: ingest.map(Arc::new), query: query.map(Arc::new) };
+    if !access.is_open() {
+        tracing::info!(
+            ingest = access.ingest.is_some(),
+            query = access.query.is_some(),
+            "bearer tokens required"
+        );
+    }
+    Ok(access)
+}
+
+/// Checks gRPC requests' bearer tokens, counting the export requests it turns away.
+#[allow(clippy::result_large_err)] // The shape tower-http's request validation asks for.
+fn authenticate_grpc(
+    access: Access,
+    telemetry: Telemetry,
+) -> impl FnMut(&mut http::Request<tonic::body::Body>) -> Result<(), http::Response<tonic::body::Body>> + Clone
+{
+    move |request| {
+        access.check_grpc(request).inspect_err(|_| {
+            let path = request.uri().path();
+            let signal = [("trace.v1", "traces"), ("metrics.v1", "metrics"), ("logs.v1", "logs")]
+                .into_iter()
+                .find(|(service, _)| path.contains(service));
+            if let Some((_, signal)) = signal {
+                let labels = [("signal", signal), ("transport", "grpc"), ("outcome", "unauthenticated")];
+                telemetry.counter(telemetry::REQUESTS, &labels).increment(1);
+            }
+        })
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
@@ -118,15 +168,26 @@ impl Server {
     /// Invalid configuration, database set-up failures, addresses that cannot be bound.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
-        let pool = prepare_database(&config).await?;
-        let maintenance = tokio::spawn(partitions::maintain(pool.clone(), config.partitions.clone()));
-        let (pipeline, writers) = Pipeline::start(&config.pipeline, pool.clone());
+        let access = access(&config.auth)?;
+        let identity = Identity::load(&config.tls)?;
+        let telemetry = Telemetry::new();
+        let (pool, created) = prepare_database(&config).await?;
+        telemetry.counter(telemetry::PARTITIONS_CREATED, &[]).increment(created as u64);
+        let maintenance =
+            tokio::spawn(partitions::maintain(pool.clone(), config.partitions.clone(), telemetry.clone()));
+        let (pipeline, writers) = Pipeline::start(&config.pipeline, pool.clone(), telemetry.clone());
         let intake = pipeline.intake.clone();
+        let scrape = admin::Scrape {
+            telemetry: telemetry.clone(),
+            queue: pipeline.depth(),
+            intake: intake.clone(),
+            pool: pool.clone(),
+        };
 
         let (listener, grpc_addr) = bind(config.otlp.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin.addr).await?;
         let health = Health::new(pool.clone());
-        let admin_router = admin::router(health.clone());
+        let admin_router = admin::router(health.clone(), scrape);
         let admin = tokio::spawn(async move {
             if let Err(err) = axum::serve(admin_listener, admin_router).await {
                 tracing::error!(%err, "admin server failed");
@@ -145,14 +206,23 @@ impl Server {
             pipeline.clone(),
             config.otlp.max_request_bytes,
             &config.otlp.cors_allowed_origins,
+            access.clone(),
         )
         .map_err(|e| StartError::Cors(e.to_string()))?;
         let http_stop = health.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(http_listener, http_router)
-                .with_graceful_shutdown(async move { http_stop.shutdown_started().await })
-                .await
-        });
+        let stopping = async move { http_stop.shutdown_started().await };
+        let http = match &identity {
+            None => tokio::spawn(async move {
+                axum::serve(http_listener, http_router).with_graceful_shutdown(stopping).await
+            }),
+            Some(identity) => {
+                let listener = TlsListener::new(http_listener, identity.rustls()?)
+                    .map_err(|source| StartError::Listen { addr: http_addr, source })?;
+                tokio::spawn(async move {
+                    axum::serve(listener, http_router).with_graceful_shutdown(stopping).await
+                })
+            }
+        };
         let (closing, closed) = tokio::sync::watch::channel(false);
         let routes = OtlpGrpc::new(pipeline)
             .routes(config.otlp.max_request_bytes)
@@ -165,18 +235,24 @@ impl Server {
         let (stop, stopped) = oneshot::channel::<()>();
         // Without TCP_NODELAY, small answers wait for the peer's delayed ACK (about 40 ms).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut grpc_server = tonic::transport::Server::builder();
+        if let Some(identity) = &identity {
+            grpc_server = grpc_server.tls_config(identity.grpc()).map_err(StartError::GrpcTls)?;
+        }
         let grpc = tokio::spawn(
-            tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(
-                incoming,
-                async move {
+            grpc_server
+                .layer(ValidateRequestHeaderLayer::custom(authenticate_grpc(access, telemetry)))
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.await;
                     // Open health Watch streams would otherwise hold their connections, and
                     // so the graceful shutdown, until the grace period ran out.
                     closing.send_replace(true);
-                },
-            ),
+                }),
         );
-        tracing::info!(%grpc_addr, %http_addr, %admin_addr, "OTLP/gRPC, OTLP/HTTP and admin listening");
+        let tls = identity.is_some();
+        let mtls = config.tls.client_ca_file.is_some();
+        tracing::info!(%grpc_addr, %http_addr, %admin_addr, tls, mtls, "OTLP/gRPC, OTLP/HTTP and admin listening");
         Ok(Self {
             grpc_addr,
             http_addr,

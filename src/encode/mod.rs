@@ -63,9 +63,9 @@ impl Encoded {
         &mut self.rows[table as usize]
     }
 
-    /// Encoded bytes, what the queue's capacity counts.
-    pub fn bytes(&self) -> usize {
-        self.rows.iter().map(|r| r.buf.len()).sum()
+    /// Memory the encoded rows hold, what the queue's capacity counts.
+    pub fn held_bytes(&self) -> usize {
+        self.rows.iter().map(|r| r.buf.capacity()).sum()
     }
 
     /// Leaves `count` records out for `reason`.
@@ -85,5 +85,10 @@ impl Encoded {
 
     pub fn total_rows(&self) -> usize {
         self.rows.iter().map(|r| r.count).sum()
+    }
+
+    /// Spans, data points or log records: the rows of the record tables.
+    pub fn items(&self) -> usize {
+        self.rows[DIMENSION_TABLES..].iter().map(|r| r.count).sum()
     }
 }

@@ -1,36 +1,65 @@
 //! A writer task: gathers queued requests into a batch until it holds enough rows or bytes or
 //! has lingered long enough, writes the batch in one transaction, and answers every request in
 //! it. Writers share the queue; one gathers while the others write.
+//!
+//! Lingering trades latency for larger transactions, and pays only while every other writer is
+//! busy: a batch stops gathering as soon as another writer is free to take the next request.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex, Notify};
 
 use super::{WriteError, WriteRequest};
-use crate::{config::PipelineConfig, encode::dims::KnownIds, store::writer};
+use crate::{
+    config::PipelineConfig,
+    encode::dims::KnownIds,
+    store::writer,
+    telemetry::{self, Telemetry},
+};
 
 /// The first and the longest wait between attempts to write a batch the database did not take.
 const RETRY_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The queue the writers share, and how many of them are free: waiting for their turn to gather.
+pub(super) struct Queue {
+    requests: Mutex<mpsc::Receiver<WriteRequest>>,
+    free: AtomicUsize,
+    freed: Notify,
+}
+
+impl Queue {
+    pub(super) fn new(requests: mpsc::Receiver<WriteRequest>) -> Self {
+        Self { requests: Mutex::new(requests), free: AtomicUsize::new(0), freed: Notify::new() }
+    }
+}
+
 pub(super) struct Batcher {
     id: usize,
     config: PipelineConfig,
-    queue: Arc<Mutex<mpsc::Receiver<WriteRequest>>>,
+    queue: Arc<Queue>,
     pool: Pool,
     known: Arc<KnownIds>,
+    telemetry: Telemetry,
 }
 
 impl Batcher {
     pub(super) fn new(
         id: usize,
         config: PipelineConfig,
-        queue: Arc<Mutex<mpsc::Receiver<WriteRequest>>>,
+        queue: Arc<Queue>,
         pool: Pool,
         known: Arc<KnownIds>,
+        telemetry: Telemetry,
     ) -> Self {
-        Self { id, config, queue, pool, known }
+        Self { id, config, queue, pool, known, telemetry }
     }
 
     pub(super) async fn run(self) {
@@ -42,24 +71,33 @@ impl Batcher {
 
     /// The next batch, or None once the queue is closed and empty.
     async fn gather(&self) -> Option<Vec<WriteRequest>> {
-        let mut queue = self.queue.lock().await;
+        self.queue.free.fetch_add(1, Ordering::SeqCst);
+        self.queue.freed.notify_waiters();
+        let mut queue = self.queue.requests.lock().await;
+        self.queue.free.fetch_sub(1, Ordering::SeqCst);
         let first = queue.recv().await?;
         let deadline = tokio::time::Instant::now() + self.config.linger();
         let (mut rows, mut bytes) = (first.payload.rows(), first.payload.bytes());
         let mut batch = vec![first];
         while rows < self.config.batch_max_rows && bytes < self.config.batch_max_bytes {
-            tokio::select! {
-                biased;
-                next = queue.recv() => match next {
-                    Some(request) => {
-                        rows += request.payload.rows();
-                        bytes += request.payload.bytes();
-                        batch.push(request);
-                    }
-                    None => break,
+            let freed = self.queue.freed.notified();
+            let next = match queue.try_recv() {
+                Ok(request) => Some(request),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                // Nothing is waiting: linger for more, unless another writer is free to write
+                // whatever comes next at once.
+                Err(mpsc::error::TryRecvError::Empty) if self.queue.free.load(Ordering::SeqCst) > 0 => None,
+                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    biased;
+                    next = queue.recv() => next,
+                    () = freed => None,
+                    () = tokio::time::sleep_until(deadline) => None,
                 },
-                () = tokio::time::sleep_until(deadline) => break,
-            }
+            };
+            let Some(request) = next else { break };
+            rows += request.payload.rows();
+            bytes += request.payload.bytes();
+            batch.push(request);
         }
         Some(batch)
     }
@@ -75,25 +113,36 @@ impl Batcher {
             let result = writer::write_batch(&self.pool, &payloads).await;
             let rows: usize = payloads.iter().map(|p| p.rows()).sum();
             let err = match result {
-                Ok(()) => {
+                Ok(timings) => {
                     tracing::debug!(writer = self.id, requests = batch.len(), rows, elapsed = ?started.elapsed(), "batch committed");
+                    let t = &self.telemetry;
+                    t.histogram(telemetry::BATCH_ROWS, &[]).record(rows as f64);
+                    t.histogram(telemetry::BATCH_REQUESTS, &[]).record(batch.len() as f64);
+                    t.histogram(telemetry::COPY_SECONDS, &[]).record(timings.copy.as_secs_f64());
+                    t.histogram(telemetry::COMMIT_SECONDS, &[]).record(timings.commit.as_secs_f64());
                     for request in batch {
                         self.committed(request);
                     }
                     return;
                 }
                 Err(err) if err.is_data_error() && batch.len() > 1 => {
+                    self.telemetry.counter(telemetry::DATABASE_ERRORS, &[("kind", "refused")]).increment(1);
                     tracing::warn!(writer = self.id, requests = batch.len(), %err, "batch refused by the database; writing its requests one by one");
                     return self.isolate(batch).await;
                 }
                 Err(err) if err.is_data_error() => {
+                    self.telemetry.counter(telemetry::DATABASE_ERRORS, &[("kind", "refused")]).increment(1);
                     tracing::warn!(writer = self.id, %err, "request refused by the database");
                     for request in batch {
                         let _ = request.ack.send(Err(WriteError::Refused(err.to_string())));
                     }
                     return;
                 }
-                Err(err) => err,
+                Err(err) => {
+                    let kind = if err.is_connection_error() { "connection" } else { "other" };
+                    self.telemetry.counter(telemetry::DATABASE_ERRORS, &[("kind", kind)]).increment(1);
+                    err
+                }
             };
             let now = tokio::time::Instant::now();
             let (expired, waiting): (Vec<_>, Vec<_>) =
@@ -107,6 +156,7 @@ impl Batcher {
                 return;
             }
             batch = waiting;
+            self.telemetry.counter(telemetry::BATCH_RETRIES, &[]).increment(1);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
@@ -117,7 +167,7 @@ impl Batcher {
     async fn isolate(&self, batch: Vec<WriteRequest>) {
         for request in batch {
             match writer::write_batch(&self.pool, &[&request.payload]).await {
-                Ok(()) => self.committed(request),
+                Ok(_) => self.committed(request),
                 Err(err) => {
                     let err = if err.is_data_error() {
                         tracing::warn!(writer = self.id, %err, "request refused by the database");
@@ -176,7 +226,8 @@ mod tests {
             ManagerConfig::default(),
         );
         let pool = Pool::builder(manager).build().expect("pool");
-        let batcher = Batcher::new(0, config, Arc::new(Mutex::new(rx)), pool, Arc::default());
+        let batcher =
+            Batcher::new(0, config, Arc::new(Queue::new(rx)), pool, Arc::default(), Telemetry::new());
         (batcher, tx)
     }
 

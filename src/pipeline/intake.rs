@@ -75,6 +75,10 @@ impl Intake {
     }
 
     /// Bytes of room held by requests right now.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn in_use(&self) -> usize {
         self.capacity - self.room.available_permits()
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use tokio::{
-    sync::{mpsc, oneshot, Mutex, OwnedSemaphorePermit, Semaphore},
+    sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore},
     task::JoinHandle,
 };
 
@@ -18,6 +18,7 @@ use self::intake::{Intake, Room};
 use crate::{
     config::PipelineConfig,
     encode::{dims::KnownIds, Encoded, TABLES},
+    telemetry::Telemetry,
 };
 
 /// Requests that may wait in the queue at once; the byte budget usually binds first.
@@ -89,20 +90,45 @@ pub struct Pipeline {
     pub known: Arc<KnownIds>,
     /// Room for requests not yet queued, reserved by the receivers.
     pub intake: Intake,
+    pub telemetry: Telemetry,
+}
+
+/// How full the queue is, readable without keeping the pipeline open.
+#[derive(Clone)]
+pub struct QueueDepth {
+    room: Arc<Semaphore>,
+    capacity_bytes: u32,
+}
+
+impl QueueDepth {
+    /// Bytes held by queued requests and unfinished batches.
+    pub fn used(&self) -> usize {
+        (self.capacity_bytes as usize).saturating_sub(self.room.available_permits())
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity_bytes as usize
+    }
 }
 
 impl Pipeline {
     /// Starts `config.writers` writer tasks on `pool`. The writers stop once every clone of the
     /// returned `Pipeline` is dropped and the queue has drained.
-    pub fn start(config: &PipelineConfig, pool: Pool) -> (Self, Vec<JoinHandle<()>>) {
+    pub fn start(config: &PipelineConfig, pool: Pool, telemetry: Telemetry) -> (Self, Vec<JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel(QUEUE_REQUESTS);
-        let rx = Arc::new(Mutex::new(rx));
+        let rx = Arc::new(batcher::Queue::new(rx));
         let capacity_bytes = config.queue_bytes.min(u32::MAX as usize) as u32;
         let known = Arc::new(KnownIds::default());
         let writers = (0..config.writers)
             .map(|id| {
-                let batcher =
-                    batcher::Batcher::new(id, config.clone(), rx.clone(), pool.clone(), known.clone());
+                let batcher = batcher::Batcher::new(
+                    id,
+                    config.clone(),
+                    rx.clone(),
+                    pool.clone(),
+                    known.clone(),
+                    telemetry.clone(),
+                );
                 tokio::spawn(batcher.run())
             })
             .collect();
@@ -110,7 +136,11 @@ impl Pipeline {
         let retry_deadline = config.retry_deadline();
         let queue_wait = config.queue_wait();
         let intake = Intake::new(config.intake_bytes, config.intake_wait());
-        (Self { tx, room, capacity_bytes, queue_wait, retry_deadline, known, intake }, writers)
+        (Self { tx, room, capacity_bytes, queue_wait, retry_deadline, known, intake, telemetry }, writers)
+    }
+
+    pub fn depth(&self) -> QueueDepth {
+        QueueDepth { room: self.room.clone(), capacity_bytes: self.capacity_bytes }
     }
 
     /// Queues a request's rows and waits until they are committed. Waits at most
@@ -123,14 +153,14 @@ impl Pipeline {
         if encoded.total_rows() == 0 {
             return Ok(());
         }
-        let payload = Payload::new(encoded);
         // A request larger than the whole queue still goes through, alone.
-        let need = (payload.bytes().max(1) as u64).min(u64::from(self.capacity_bytes)) as u32;
+        let need = (encoded.held_bytes().max(1) as u64).min(u64::from(self.capacity_bytes)) as u32;
         let room = tokio::time::timeout(self.queue_wait, self.room.clone().acquire_many_owned(need))
             .await
             .map_err(|_| WriteError::Overloaded(self.queue_wait))?
             .map_err(|_| WriteError::ShuttingDown)?;
         drop(intake);
+        let payload = Payload::new(encoded);
         let (ack, answer) = oneshot::channel();
         self.tx
             .send(WriteRequest {

@@ -7,6 +7,10 @@ use std::{
     future::Future,
     marker::PhantomData,
     pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{ready, Poll},
 };
 
@@ -94,12 +98,25 @@ impl<S: Signal> Service<Request<Body>> for ExportService<S> {
         {
             return Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) });
         }
-        let export = Export::<S> { pipeline: self.pipeline.clone(), signal: PhantomData };
+        let reached = Arc::new(AtomicBool::new(false));
+        let export =
+            Export::<S> { pipeline: self.pipeline.clone(), reached: reached.clone(), signal: PhantomData };
+        let telemetry = self.pipeline.telemetry.clone();
         let mut grpc = tonic::server::Grpc::new(ExportCodec::<S>(PhantomData))
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(self.max_request_bytes);
-        Box::pin(async move { Ok(grpc.unary(export, request).await) })
+        Box::pin(async move {
+            let response = grpc.unary(export, request).await;
+            if !reached.load(Ordering::Relaxed) {
+                // Answered before the message was whole: too large, not decompressible, or no
+                // intake room came free.
+                let code = Status::from_header_map(response.headers()).map(|s| s.code());
+                let outcome = if code == Some(tonic::Code::Unavailable) { "overloaded" } else { "invalid" };
+                super::count_request::<S>(&telemetry, "grpc", outcome);
+            }
+            Ok(response)
+        })
     }
 }
 
@@ -107,6 +124,8 @@ impl<S: Signal> Service<Request<Body>> for ExportService<S> {
 /// reserved.
 struct Export<S> {
     pipeline: Pipeline,
+    /// Set once the message has arrived whole; `ingest` counts the request from there.
+    reached: Arc<AtomicBool>,
     signal: PhantomData<S>,
 }
 
@@ -116,11 +135,14 @@ impl<S: Signal> UnaryService<Bytes> for Export<S> {
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let pipeline = self.pipeline.clone();
+        self.reached.store(true, Ordering::Relaxed);
         Box::pin(async move {
             let room = request.extensions().get::<RoomSlot>().and_then(RoomSlot::take);
             let message = request.into_inner();
             let encode = move |known: &KnownIds| S::encode_message(&message, known);
-            let refused = super::ingest(&pipeline, encode, room).await.map_err(|e| super::grpc_status(&e))?;
+            let refused = super::ingest::<S>(&pipeline, "grpc", encode, room)
+                .await
+                .map_err(|e| super::grpc_status(&e))?;
             Ok(tonic::Response::new(S::respond(refused)))
         })
     }

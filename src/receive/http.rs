@@ -8,18 +8,23 @@
 use std::io::Read;
 
 use axum::{
-    body::{to_bytes, Body, Bytes},
+    body::{Body, Bytes},
     extract::{DefaultBodyLimit, State},
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
     Router,
 };
+use bytes::BytesMut;
+use http_body::Body as _;
 use serde::Serialize;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    validate_request::ValidateRequestHeaderLayer,
+};
 
-use super::{http_status, ingest, IngestError, Logs, Metrics, Signal, Traces, RETRY_AFTER};
-use crate::{encode::dims::KnownIds, pipeline::Pipeline};
+use super::{count_request, http_status, ingest, IngestError, Logs, Metrics, Signal, Traces, RETRY_AFTER};
+use crate::{auth::Access, encode::dims::KnownIds, pipeline::Pipeline};
 
 pub const PROTOBUF: &str = "application/x-protobuf";
 pub const JSON: &str = "application/json";
@@ -38,6 +43,7 @@ pub struct RpcStatus {
 const INVALID_ARGUMENT: i32 = 3;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const INTERNAL: i32 = 13;
+const UNAUTHENTICATED: i32 = 16;
 const UNAVAILABLE: i32 = 14;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -96,6 +102,36 @@ impl BodyError {
     }
 }
 
+/// Reads a whole request body, refusing more than `limit` bytes. The frames are copied once into a
+/// buffer sized from Content-Length, so a body never needs twice its size while it is assembled.
+async fn read_body(body: Body, declared: Option<usize>, limit: usize) -> Result<Bytes, BodyError> {
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(|e| BodyError::Unreadable(format!("cannot read the body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        let received = first.as_ref().map_or(0, Bytes::len) + buf.len() + data.len();
+        if received > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        match first.take() {
+            // A body that arrives in one frame is kept as it is, without a copy.
+            None if buf.is_empty() => first = Some(data),
+            earlier => {
+                if buf.is_empty() {
+                    buf.reserve(declared.unwrap_or(0).clamp(received, limit));
+                }
+                if let Some(earlier) = earlier {
+                    buf.extend_from_slice(&earlier);
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
 /// Decompresses `body` as `Content-Encoding` says, refusing to produce more than `limit` bytes.
 fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
     let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
@@ -138,15 +174,34 @@ pub fn router(
     pipeline: Pipeline,
     max_request_bytes: usize,
     cors_origins: &[String],
+    access: Access,
 ) -> Result<Router, header::InvalidHeaderValue> {
+    let telemetry = pipeline.telemetry.clone();
     let state = HttpState { pipeline, max_request_bytes };
+    // The answer is the error variant, as tower-http's request validation asks for.
+    #[allow(clippy::result_large_err)]
+    let authenticate = move |request: &mut http::Request<Body>| {
+        if access.admits_ingest(request.headers()) {
+            return Ok(());
+        }
+        let signal = request.uri().path().strip_prefix("/v1/").unwrap_or("none");
+        let signal = ["traces", "metrics", "logs"].into_iter().find(|s| *s == signal).unwrap_or("none");
+        let labels = [("signal", signal), ("transport", "http"), ("outcome", "unauthenticated")];
+        telemetry.counter(crate::telemetry::REQUESTS, &labels).increment(1);
+        let format = Format::of(request.headers()).unwrap_or(Format::Json);
+        let message = "a valid bearer token is required (Authorization: Bearer <token>)".to_owned();
+        let mut response = format.error(StatusCode::UNAUTHORIZED, UNAUTHENTICATED, message);
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Err(response)
+    };
     let router = Router::new()
         .route("/v1/traces", post(export_traces))
         .route("/v1/metrics", post(export_metrics))
         .route("/v1/logs", post(export_logs))
         .with_state(state)
         // The handlers enforce max_request_bytes themselves, after decompression.
-        .layer(DefaultBodyLimit::disable());
+        .layer(DefaultBodyLimit::disable())
+        .layer(ValidateRequestHeaderLayer::custom(authenticate));
     if cors_origins.is_empty() {
         return Ok(router);
     }
@@ -155,7 +210,7 @@ pub fn router(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::POST])
-            .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING])
+            .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING, header::AUTHORIZATION])
             .expose_headers([header::RETRY_AFTER]),
     ))
 }
@@ -180,7 +235,10 @@ enum Decoded<R> {
 }
 
 async fn export<S: Signal>(state: &HttpState, headers: &HeaderMap, body: Body) -> Response {
+    // Requests answered before they reach the pipeline are counted here; the rest by `ingest`.
+    let count = |outcome| count_request::<S>(&state.pipeline.telemetry, "http", outcome);
     let Some(format) = Format::of(headers) else {
+        count("invalid");
         let message = format!("unsupported Content-Type; use {PROTOBUF} or {JSON}");
         return Format::Json.error(StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_ARGUMENT, message);
     };
@@ -194,32 +252,49 @@ async fn export<S: Signal>(state: &HttpState, headers: &HeaderMap, body: Body) -
     let intake = &state.pipeline.intake;
     let room = match intake.reserve(intake.need(declared, compressed, limit)).await {
         Ok(room) => room,
-        Err(err) => return failure(format, &IngestError::Write(err)),
-    };
-    let raw = match to_bytes(body, limit).await {
-        Ok(raw) => raw,
-        Err(_) => return BodyError::TooLarge(limit).respond(format),
-    };
-    let decoded = tokio::task::spawn_blocking(move || {
-        let body = decompress(encoding.as_deref(), raw, limit)?;
-        match format {
-            Format::Protobuf => Ok(Decoded::Protobuf(body)),
-            Format::Json => serde_json::from_slice(&body)
-                .map(Decoded::Json)
-                .map_err(|e| BodyError::Unreadable(format!("invalid OTLP JSON: {e}"))),
+        Err(err) => {
+            count("overloaded");
+            return failure(format, &IngestError::Write(err));
         }
-    })
-    .await;
-    let request = match decoded {
-        Ok(Ok(request)) => request,
-        Ok(Err(err)) => return err.respond(format),
-        Err(err) => return format.error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, err.to_string()),
+    };
+    let raw = match read_body(body, declared, limit).await {
+        Ok(raw) => raw,
+        Err(err) => {
+            count("invalid");
+            return err.respond(format);
+        }
+    };
+    let request = if format == Format::Protobuf && !compressed {
+        // Nothing to do before encoding, which reads the protobuf bytes as they are.
+        Decoded::Protobuf(raw)
+    } else {
+        let decoded = tokio::task::spawn_blocking(move || {
+            let body = decompress(encoding.as_deref(), raw, limit)?;
+            match format {
+                Format::Protobuf => Ok(Decoded::Protobuf(body)),
+                Format::Json => serde_json::from_slice(&body)
+                    .map(Decoded::Json)
+                    .map_err(|e| BodyError::Unreadable(format!("invalid OTLP JSON: {e}"))),
+            }
+        })
+        .await;
+        match decoded {
+            Ok(Ok(request)) => request,
+            Ok(Err(err)) => {
+                count("invalid");
+                return err.respond(format);
+            }
+            Err(err) => {
+                count("error");
+                return format.error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, err.to_string());
+            }
+        }
     };
     let encode = move |known: &KnownIds| match request {
         Decoded::Protobuf(body) => S::encode_message(&body, known),
         Decoded::Json(request) => Ok(S::encode(&request, known)),
     };
-    match ingest(&state.pipeline, encode, Some(room)).await {
+    match ingest::<S>(&state.pipeline, "http", encode, Some(room)).await {
         Ok(refused) => format.respond(StatusCode::OK, &S::respond(refused)),
         Err(err) => failure(format, &err),
     }

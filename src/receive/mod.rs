@@ -23,12 +23,15 @@ use prost::Message;
 use crate::{
     encode::{dims::KnownIds, logs, metrics, traces, Encoded},
     pipeline::{intake::Room, Pipeline, WriteError},
+    telemetry::{self, Telemetry},
 };
 
 /// What differs between the three export services.
 pub trait Signal: Send + Sync + 'static {
     /// The gRPC service name; its one method is `Export`.
     const SERVICE: &'static str;
+    /// The `signal` label of otelephant's own metrics.
+    const NAME: &'static str;
     type Request: prost::Message + Default + serde::de::DeserializeOwned + Send + 'static;
     type Response: prost::Message + Default + serde::Serialize + Send + 'static;
     fn encode(request: &Self::Request, known: &KnownIds) -> Encoded;
@@ -55,6 +58,7 @@ pub struct Logs;
 
 impl Signal for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const NAME: &'static str = "traces";
     type Request = ExportTraceServiceRequest;
     type Response = ExportTraceServiceResponse;
     fn encode(request: &Self::Request, known: &KnownIds) -> Encoded {
@@ -71,6 +75,7 @@ impl Signal for Traces {
 
 impl Signal for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const NAME: &'static str = "metrics";
     type Request = ExportMetricsServiceRequest;
     type Response = ExportMetricsServiceResponse;
     fn encode(request: &Self::Request, known: &KnownIds) -> Encoded {
@@ -83,6 +88,7 @@ impl Signal for Metrics {
 
 impl Signal for Logs {
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const NAME: &'static str = "logs";
     type Request = ExportLogsServiceRequest;
     type Response = ExportLogsServiceResponse;
     fn encode(request: &Self::Request, known: &KnownIds) -> Encoded {
@@ -139,20 +145,57 @@ pub struct Refused {
 ///
 /// # Errors
 /// When the request does not decode or its rows were not stored.
-pub async fn ingest(
+pub async fn ingest<S: Signal>(
     pipeline: &Pipeline,
+    transport: &'static str,
     encode: impl FnOnce(&KnownIds) -> Result<Encoded, IngestError> + Send + 'static,
     room: Option<Room>,
 ) -> Result<Option<Refused>, IngestError> {
     let known = pipeline.known.clone();
+    let t = &pipeline.telemetry;
+    let labels = [("signal", S::NAME), ("transport", transport)];
     let encoded = tokio::task::spawn_blocking(move || encode(&known))
         .await
-        .map_err(|err| IngestError::Encode(err.to_string()))??;
+        .map_err(|err| IngestError::Encode(err.to_string()))
+        .and_then(|encoded| encoded)
+        .inspect_err(|err| count_request::<S>(t, transport, outcome(err)))?;
+    let items = encoded.items() as u64;
+    t.counter(telemetry::RECEIVED_ITEMS, &labels).increment(items + encoded.rejected);
+    if encoded.rejected > 0 {
+        let labels = [labels[0], labels[1], ("reason", "invalid")];
+        t.counter(telemetry::REJECTED_ITEMS, &labels).increment(encoded.rejected);
+    }
     let refused = encoded
         .rejection_message()
         .map(|message| Refused { count: i64::try_from(encoded.rejected).unwrap_or(i64::MAX), message });
-    pipeline.submit(encoded, room).await?;
+    if let Err(err) = pipeline.submit(encoded, room).await {
+        let err = IngestError::from(err);
+        let reason = outcome(&err);
+        t.counter(telemetry::REJECTED_ITEMS, &[labels[0], labels[1], ("reason", reason)]).increment(items);
+        count_request::<S>(t, transport, reason);
+        return Err(err);
+    }
+    t.counter(telemetry::ACCEPTED_ITEMS, &labels).increment(items);
+    count_request::<S>(t, transport, if refused.is_some() { "partial" } else { "ok" });
     Ok(refused)
+}
+
+/// Counts an export request by how it was answered.
+pub fn count_request<S: Signal>(telemetry: &Telemetry, transport: &'static str, outcome: &'static str) {
+    let labels = [("signal", S::NAME), ("transport", transport), ("outcome", outcome)];
+    telemetry.counter(telemetry::REQUESTS, &labels).increment(1);
+}
+
+/// The `outcome` (and `reason`) label for a request that was not stored.
+fn outcome(err: &IngestError) -> &'static str {
+    match err {
+        IngestError::Decode(_) => "invalid",
+        IngestError::Encode(_) => "error",
+        IngestError::Write(WriteError::Refused(_)) => "refused",
+        IngestError::Write(WriteError::Overloaded(_)) => "overloaded",
+        IngestError::Write(WriteError::Database(_)) => "unavailable",
+        IngestError::Write(WriteError::ShuttingDown) => "shutting_down",
+    }
 }
 
 /// The gRPC status for a request whose rows were not stored: `UNAVAILABLE`, with a

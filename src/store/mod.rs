@@ -3,10 +3,12 @@
 
 pub mod migrate;
 pub mod partitions;
+pub mod tls;
 pub mod writer;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{error::SqlState, NoTls};
+use tokio_postgres::error::SqlState;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::PostgresConfig;
 
@@ -14,6 +16,8 @@ use crate::config::PostgresConfig;
 pub enum StoreError {
     #[error("invalid postgres.url: {0}")]
     Url(tokio_postgres::Error),
+    #[error("postgres.url: {0}")]
+    Tls(#[from] tls::PgTlsError),
     #[error("postgres.url names no database")]
     NoDatabase,
     #[error("invalid postgres.schema {0:?}: use lowercase letters, digits and _, not starting with a digit")]
@@ -50,6 +54,16 @@ impl StoreError {
         let StoreError::Db(err) = self else { return false };
         err.code().is_some_and(|code| matches!(&code.code()[..2], "22" | "23" | "54"))
     }
+
+    /// Whether there was no connection, or it broke (rather than the server answering with an
+    /// error).
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Db(err) => err.is_closed() || err.as_db_error().is_none(),
+            _ => false,
+        }
+    }
 }
 
 /// A schema name that can go into `search_path` and SQL unquoted.
@@ -69,11 +83,14 @@ pub async fn connect(config: &PostgresConfig) -> Result<Pool, StoreError> {
     if !valid_schema(&config.schema) {
         return Err(StoreError::Schema(config.schema.clone()));
     }
-    let mut pg: tokio_postgres::Config = config.url.parse().map_err(StoreError::Url)?;
+    let (url, tls) = tls::split(&config.url);
+    let mut pg: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
+    let (ssl_mode, tls) = tls.connector()?;
+    pg.ssl_mode(ssl_mode);
     let database = pg.get_dbname().ok_or(StoreError::NoDatabase)?.to_owned();
-    create_database_if_missing(&pg, &database).await?;
+    create_database_if_missing(&pg, &tls, &database).await?;
 
-    let (client, connection) = pg.connect(NoTls).await?;
+    let (client, connection) = pg.connect(tls.clone()).await?;
     tokio::spawn(connection);
     client
         .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", config.schema))
@@ -82,7 +99,7 @@ pub async fn connect(config: &PostgresConfig) -> Result<Pool, StoreError> {
     drop(client);
 
     pg.options(format!("-c search_path={}", config.schema));
-    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(pg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager).max_size(config.pool_size).build()?)
 }
 
@@ -95,15 +112,19 @@ fn ignore_duplicate(err: tokio_postgres::Error) -> Result<(), tokio_postgres::Er
     }
 }
 
-async fn create_database_if_missing(pg: &tokio_postgres::Config, database: &str) -> Result<(), StoreError> {
-    match pg.connect(NoTls).await {
+async fn create_database_if_missing(
+    pg: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
+    database: &str,
+) -> Result<(), StoreError> {
+    match pg.connect(tls.clone()).await {
         Ok(_) => return Ok(()),
         Err(err) if err.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
         Err(err) => return Err(err.into()),
     }
     let mut maintenance = pg.clone();
     maintenance.dbname("postgres");
-    let (client, connection) = maintenance.connect(NoTls).await?;
+    let (client, connection) = maintenance.connect(tls.clone()).await?;
     tokio::spawn(connection);
     let quoted = format!("\"{}\"", database.replace('"', "\"\""));
     tracing::info!(database, "creating database");

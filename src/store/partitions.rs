@@ -2,6 +2,7 @@
 //! partition, so rows outside the prepared days (late, future, time 0) are always accepted;
 //! `otel_create_daily_partition` moves such rows into a day's partition when it is created.
 
+use crate::telemetry::{self, Telemetry};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::{Object, Pool};
@@ -57,7 +58,7 @@ pub async fn ensure(client: &mut Object, today: i32, config: &PartitionConfig) -
 
 /// Runs [`ensure`] every `check_interval_secs` (the first time one interval from now) until the
 /// pool closes.
-pub async fn maintain(pool: Pool, config: PartitionConfig) {
+pub async fn maintain(pool: Pool, config: PartitionConfig, telemetry: Telemetry) {
     // Start-up already ran the first check.
     let period = Duration::from_secs(config.check_interval_secs);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -71,8 +72,9 @@ pub async fn maintain(pool: Pool, config: PartitionConfig) {
             Ok(mut client) => ensure(&mut client, epoch_day(SystemTime::now()), &config).await,
             Err(err) => Err(err.into()),
         };
-        if let Err(err) = result {
-            tracing::warn!(%err, "partition maintenance failed; retrying at the next check");
+        match result {
+            Ok(created) => telemetry.counter(telemetry::PARTITIONS_CREATED, &[]).increment(created as u64),
+            Err(err) => tracing::warn!(%err, "partition maintenance failed; retrying at the next check"),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! neither fail nor deadlock on the same new resource), then each record table with one binary
 //! COPY streaming every request's tuples back to back.
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use deadpool_postgres::{Pool, Transaction};
 use futures_util::SinkExt;
@@ -16,11 +18,19 @@ use crate::{
     pipeline::Payload,
 };
 
+/// How long a committed batch took to stream and to commit.
+pub struct Timings {
+    /// From taking a connection to the last COPY's end.
+    pub copy: Duration,
+    pub commit: Duration,
+}
+
 /// Stores every payload of a batch, or none of them.
 ///
 /// # Errors
 /// No connection, or any statement of the transaction failing.
-pub async fn write_batch(pool: &Pool, batch: &[&Payload]) -> Result<(), StoreError> {
+pub async fn write_batch(pool: &Pool, batch: &[&Payload]) -> Result<Timings, StoreError> {
+    let started = Instant::now();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     for (index, table) in TABLES.iter().enumerate() {
@@ -35,8 +45,9 @@ pub async fn write_batch(pool: &Pool, batch: &[&Payload]) -> Result<(), StoreErr
             copy(&tx, &table.copy_statement(table.name), &chunks).await?;
         }
     }
+    let copied = Instant::now();
     tx.commit().await?;
-    Ok(())
+    Ok(Timings { copy: copied - started, commit: copied.elapsed() })
 }
 
 async fn upsert_dimension(tx: &Transaction<'_>, table: &Table, chunks: &[&Bytes]) -> Result<(), StoreError> {

@@ -366,8 +366,12 @@ impl Proxy {
         Self { port, tasks, accept: Mutex::new(Some(accept)), flowing, refusing, refused, copy_cut }
     }
 
+    /// The database URL through this proxy, with TLS off: the proxy reads the protocol in
+    /// the clear to find COPY messages.
     pub fn url(&self) -> String {
-        database_url().replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
+        let url = database_url().replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port));
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}sslmode=disable")
     }
 
     /// Drops every connection and stops listening: the database is gone for good.

@@ -383,3 +383,98 @@ service:
     let _ = std::fs::remove_dir_all(&dir);
     t.stop().await;
 }
+
+/// deploy/otelcol/collector.yaml, as shipped: the real collector validates it, then tails a log
+/// file with it and forwards the lines to otelephant (with gzip, through its sending queue).
+#[tokio::test]
+async fn deploy_collector_config_validates_and_forwards_logs() {
+    let python = e2e_python().await;
+    let mut t = TestServer::start().await;
+    let dir = std::env::temp_dir().join(format!("otelephant-e2e-deploy-{}", nanos_now()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = repo().join("deploy/otelcol/collector.yaml");
+    let endpoint = format!("http://{}", t.server.as_ref().expect("running").http_addr);
+    let collector = || {
+        let mut command = Command::new(otelcol(&python));
+        command
+            .env("OTELEPHANT_HTTP_ENDPOINT", &endpoint)
+            .env("APP_LOG_GLOB", dir.join("*.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command
+    };
+    let validated =
+        collector().arg("validate").arg("--config").arg(&config).output().await.expect("validate");
+    assert!(validated.status.success(), "{}", String::from_utf8_lossy(&validated.stderr));
+
+    let mut running = collector().arg("--config").arg(&config).spawn().expect("start otelcol-contrib");
+    // The configuration tails from the end, so lines are appended until the collector, once it
+    // watches the file, picks them up.
+    let log_file = dir.join("app.log");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut written = 0;
+    while t.count("logs").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing arrived within 60 s");
+        if let Ok(Some(status)) = running.try_wait() {
+            panic!("otelcol-contrib exited early: {status}");
+        }
+        written += 1;
+        let line = format!("deploy kit line {written}\n");
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&log_file).expect("log file");
+        std::io::Write::write_all(&mut file, line.as_bytes()).expect("append");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    running.kill().await.expect("stop the collector");
+    let bodies: Vec<String> = t
+        .sql
+        .query("SELECT body #>> '{}' FROM logs", &[])
+        .await
+        .expect("bodies")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!bodies.is_empty() && bodies.iter().all(|b| b.starts_with("deploy kit line ")), "{bodies:?}");
+    t.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Python SDK's exporters with the ingest token in OTEL_EXPORTER_OTLP_HEADERS, as the
+/// README tells users: stored with it, refused (and reported as failures) without it.
+#[tokio::test]
+async fn python_sdk_exporters_send_the_bearer_token_from_their_environment() {
+    let python = e2e_python().await;
+    let mut t =
+        TestServer::start_with(|c| c.auth.ingest_token = Some(otelephant::auth::Secret("e2e-token".into())))
+            .await;
+    let http = format!("http://{}", t.server.as_ref().expect("running").http_addr);
+    for (protocol, endpoint) in [("grpc", t.endpoint()), ("http", http)] {
+        let service = format!("e2e-auth-{protocol}-{}", std::process::id());
+        let run = |headers: Option<&str>| {
+            let mut command = Command::new(&python);
+            command.arg(repo().join("tests/e2e/sdk_export.py")).arg(protocol).arg(&endpoint).arg(&service);
+            if let Some(headers) = headers {
+                command.env("OTEL_EXPORTER_OTLP_HEADERS", headers);
+            }
+            command.output()
+        };
+        let spans = || async {
+            let query =
+                "SELECT count(*) FROM spans JOIN resources USING (resource_id) WHERE service_name = $1";
+            t.sql.query_one(query, &[&service]).await.expect("count").get::<_, i64>(0)
+        };
+        let refused = run(None).await.expect("run the SDK client");
+        assert!(!refused.status.success(), "{protocol}: exports without the token fail");
+        assert_eq!(spans().await, 0, "{protocol}: nothing stored without the token");
+        let stored = run(Some("authorization=Bearer%20e2e-token")).await.expect("run the SDK client");
+        assert!(
+            stored.status.success(),
+            "{protocol}: {}\n{}",
+            String::from_utf8_lossy(&stored.stdout),
+            String::from_utf8_lossy(&stored.stderr)
+        );
+        assert!(spans().await > 0, "{protocol}: stored with the token");
+    }
+    t.stop().await;
+}

@@ -2,7 +2,9 @@
 //! so they build once and run in parallel, each in a schema of its own.
 
 mod admin;
+mod auth;
 mod common;
+mod deploy;
 mod e2e;
 mod grpc;
 mod http;
@@ -10,9 +12,11 @@ mod logs;
 mod metrics;
 mod outage;
 mod overload;
+mod pg_tls;
 mod poison;
 mod process;
 mod query;
 mod roundtrip;
 mod storage;
+mod tls;
 mod traces;

@@ -30,20 +30,24 @@ struct Running {
 }
 
 async fn start(schema: &TestSchema) -> Running {
+    start_with(schema, |command| command.env("RUST_LOG", "warn")).await
+}
+
+/// Starts the binary on free ports with what `adjust` adds to its command line and environment.
+async fn start_with(schema: &TestSchema, adjust: impl FnOnce(&mut Command) -> &mut Command) -> Running {
     let (grpc, http, admin) = (free_port(), free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_otelephant"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_otelephant"));
+    command
         .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
         .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .env("OTELEPHANT_POSTGRES__URL", database_url())
         .env("OTELEPHANT_POSTGRES__SCHEMA", &schema.name)
         .env("OTELEPHANT_SHUTDOWN__GRACE_SECS", "20")
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start otelephant");
+        .kill_on_drop(true);
+    let child = adjust(&mut command).spawn().expect("start otelephant");
     let running = Running { child, grpc, admin };
     // Ready when /readyz says so.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -177,4 +181,69 @@ async fn sigkill_loses_nothing_that_was_acknowledged() {
     }
     let acked = acked.lock().expect("acked").clone();
     assert_all_acknowledged_stored(&schema, &acked).await;
+}
+
+#[tokio::test]
+async fn logs_json_lines_at_the_configured_level() {
+    let schema = TestSchema::new();
+    let mut server = start_with(&schema, |command| {
+        command
+            .env_remove("RUST_LOG")
+            .env("OTELEPHANT_LOG__FORMAT", "json")
+            .env("OTELEPHANT_LOG__LEVEL", "otelephant=info,warn")
+            .stderr(Stdio::piped())
+    })
+    .await;
+    signal(&server.child, "-TERM");
+    let mut output = String::new();
+    server.child.stderr.take().expect("piped").read_to_string(&mut output).await.expect("read logs");
+    let status = server.child.wait().await.expect("exit status");
+    assert!(status.success(), "{status}: {output}");
+
+    let lines: Vec<serde_json::Value> = output
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}")))
+        .collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert!(messages.iter().any(|m| m.contains("listening")), "{output}");
+    assert!(messages.contains(&"stopped"), "{output}");
+    for line in &lines {
+        assert!(["INFO", "WARN", "ERROR"].contains(&line["level"].as_str().unwrap_or("")), "{line}");
+        assert!(line["target"].as_str().is_some_and(|t| t.starts_with("otelephant")), "{line}");
+        assert!(line["timestamp"].is_string(), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_never_appear_in_the_logs() {
+    const INGEST: &str = "ingest-secret-5d0c77e1";
+    const QUERY: &str = "query-secret-90af3b2c";
+    const WRONG: &str = "presented-wrong-1b8e4f";
+    let schema = TestSchema::new();
+    let file = std::env::temp_dir().join(format!("otelephant-query-tokens-{}", nanos_now()));
+    std::fs::write(&file, format!("{QUERY}\n")).expect("token file");
+    let mut server = start_with(&schema, |command| {
+        command
+            .env("RUST_LOG", "debug")
+            .env("OTELEPHANT_AUTH__INGEST_TOKEN", INGEST)
+            .env("OTELEPHANT_AUTH__QUERY_TOKEN_FILE", &file)
+            .stderr(Stdio::piped())
+    })
+    .await;
+    let mut client =
+        TraceServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc)).await.expect("connect");
+    for (token, stored) in [(WRONG, false), (INGEST, true)] {
+        let mut export = tonic::Request::new(request(7));
+        export.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("metadata"));
+        assert_eq!(client.export(export).await.is_ok(), stored);
+    }
+    signal(&server.child, "-TERM");
+    let mut output = String::new();
+    server.child.stderr.take().expect("piped").read_to_string(&mut output).await.expect("read logs");
+    server.child.wait().await.expect("exits");
+    let _ = std::fs::remove_file(&file);
+    assert!(output.contains("bearer tokens required"), "the logs were captured: {output}");
+    for secret in [INGEST, QUERY, WRONG] {
+        assert!(!output.contains(secret), "{secret} is in the logs");
+    }
 }

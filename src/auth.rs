@@ -1,0 +1,169 @@
+//! Bearer-token authentication, configured separately for ingest (the OTLP export services on
+//! both receivers) and for reading (the query service), so a token that may write need not be
+//! able to read. Requests carry `authorization: Bearer <token>`; anything else is answered
+//! gRPC `UNAUTHENTICATED` or HTTP 401. Health and reflection stay open.
+//!
+//! The running server keeps only the tokens' SHA-256 digests, and a presented token's digest is
+//! compared with every accepted one in constant time, so timing does not give a token away.
+
+use std::{fmt, path::Path, sync::Arc};
+
+use http::{header, HeaderMap, Request, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A secret from the configuration: its `Debug` form never shows the value.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("cannot read the token file {path}: {source}")]
+    File { path: String, source: std::io::Error },
+    #[error("the token file {0} holds no token")]
+    EmptyFile(String),
+    #[error("{0} is empty; leave it unset to turn authentication off")]
+    EmptyToken(&'static str),
+}
+
+/// The tokens one group of endpoints accepts.
+pub struct Tokens {
+    digests: Vec<[u8; 32]>,
+}
+
+impl Tokens {
+    /// The tokens from `inline` and from `file` (one per line, blank lines ignored); None when
+    /// neither is set, which leaves the endpoints open.
+    ///
+    /// # Errors
+    /// An unreadable or empty file, or an empty inline token.
+    pub fn load(
+        key: &'static str,
+        inline: Option<&Secret>,
+        file: Option<&Path>,
+    ) -> Result<Option<Self>, AuthError> {
+        let mut tokens = Vec::new();
+        if let Some(Secret(token)) = inline {
+            if token.trim().is_empty() {
+                return Err(AuthError::EmptyToken(key));
+            }
+            tokens.push(token.trim().to_owned());
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| AuthError::File { path: path.display().to_string(), source })?;
+            let before = tokens.len();
+            tokens.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned));
+            if tokens.len() == before {
+                return Err(AuthError::EmptyFile(path.display().to_string()));
+            }
+        }
+        Ok((!tokens.is_empty())
+            .then(|| Self { digests: tokens.iter().map(|t| digest(t.as_bytes())).collect() }))
+    }
+
+    /// Whether `presented` is one of the tokens. Every accepted token is compared, each in
+    /// constant time.
+    pub fn allows(&self, presented: &[u8]) -> bool {
+        let presented = digest(presented);
+        self.digests.iter().fold(subtle::Choice::from(0), |found, d| found | d.ct_eq(&presented)).into()
+    }
+}
+
+fn digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+/// The token a request presents, if it presents one as `Bearer`.
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then(|| token.trim_ascii())
+}
+
+/// Which tokens guard which endpoints. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Access {
+    pub ingest: Option<Arc<Tokens>>,
+    pub query: Option<Arc<Tokens>>,
+}
+
+/// gRPC path prefixes and the tokens they need.
+const INGEST_SERVICES: &str = "/opentelemetry.proto.collector.";
+const QUERY_SERVICES: &str = "/otelephant.query.v1.";
+
+impl Access {
+    pub fn is_open(&self) -> bool {
+        self.ingest.is_none() && self.query.is_none()
+    }
+
+    /// Whether a request with these headers may call `tokens`' endpoints.
+    fn admits(tokens: Option<&Tokens>, headers: &HeaderMap) -> bool {
+        tokens.is_none_or(|tokens| bearer(headers).is_some_and(|token| tokens.allows(token)))
+    }
+
+    /// Lets a gRPC request through, or answers it `UNAUTHENTICATED`.
+    #[allow(clippy::result_large_err)] // The shape tower-http's request validation asks for.
+    pub fn check_grpc<B>(&self, request: &Request<B>) -> Result<(), Response<tonic::body::Body>> {
+        let path = request.uri().path();
+        let tokens = if path.starts_with(INGEST_SERVICES) {
+            self.ingest.as_deref()
+        } else if path.starts_with(QUERY_SERVICES) {
+            self.query.as_deref()
+        } else {
+            None
+        };
+        if Self::admits(tokens, request.headers()) {
+            Ok(())
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "a valid bearer token is required (authorization: Bearer <token>)",
+            )
+            .into_http())
+        }
+    }
+
+    /// Whether an OTLP/HTTP export may go through.
+    pub fn admits_ingest(&self, headers: &HeaderMap) -> bool {
+        Self::admits(self.ingest.as_deref(), headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().expect("header value"));
+        headers
+    }
+
+    #[test]
+    fn bearer_tokens_are_matched_exactly() {
+        let tokens = Tokens::load("auth.ingest_token", Some(&Secret("s3cret".into())), None)
+            .expect("loads")
+            .expect("some");
+        let tokens = Some(&tokens);
+        assert!(Access::admits(tokens, &headers("Bearer s3cret")));
+        assert!(Access::admits(tokens, &headers("bearer s3cret")));
+        assert!(!Access::admits(tokens, &headers("Bearer s3cre")));
+        assert!(!Access::admits(tokens, &headers("Bearer s3cret2")));
+        assert!(!Access::admits(tokens, &headers("Basic s3cret")));
+        assert!(!Access::admits(tokens, &HeaderMap::new()));
+        assert!(Access::admits(None, &HeaderMap::new()), "no tokens configured: open");
+    }
+
+    #[test]
+    fn a_secret_does_not_show_in_debug_output() {
+        assert_eq!(format!("{:?}", Some(Secret("s3cret".into()))), "Some(Secret(redacted))");
+    }
+}
