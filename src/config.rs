@@ -29,6 +29,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub pipeline: PipelineConfig,
     pub partitions: PartitionConfig,
+    pub retention: RetentionConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
@@ -225,20 +226,102 @@ impl PipelineConfig {
     }
 }
 
+/// Daily partitions and the accepted time window. A record whose day (UTC, by its time) lies
+/// from `days_behind` days before today to `days_ahead` days after always has its partition
+/// ready; other records go to the table's catch-all `*_default` partition, and move into a daily
+/// partition if their day's is created later.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PartitionConfig {
     /// Daily partitions are kept ready this many days ahead of today (UTC).
     pub days_ahead: u32,
-    /// Partitions are also created this many days back, for data that arrives late.
+    /// Partitions are also created this many days back, for data that arrives late. Records
+    /// older than that but younger than the retention get their day's partition at the next
+    /// maintenance pass.
     pub days_behind: u32,
-    /// How often the partition check runs, in seconds.
+    /// How often maintenance runs (create partitions, drop expired ones, collect unreferenced
+    /// resources, scopes and series), in seconds. Replicas take turns through an advisory lock.
     pub check_interval_secs: u64,
+    /// Longest a maintenance pass waits for a table lock when dropping a partition (milliseconds).
+    /// Writers queue behind a waiting DROP, so this bounds the stall it can cause; a drop that
+    /// times out is tried again at the next pass.
+    pub drop_lock_timeout_ms: u64,
 }
 
 impl Default for PartitionConfig {
     fn default() -> Self {
-        Self { days_ahead: 3, days_behind: 1, check_interval_secs: 3600 }
+        Self { days_ahead: 3, days_behind: 1, check_interval_secs: 3600, drop_lock_timeout_ms: 2_000 }
+    }
+}
+
+/// How long each signal's records are kept. Enforced by dropping whole daily partitions, once
+/// every record a partition can hold is older than the retention; never by DELETE.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Spans, e.g. `"7d"`, `"36h"`, or `"forever"`.
+    pub traces: Retention,
+    /// Log records.
+    pub logs: Retention,
+    /// Metric data points (all five point tables).
+    pub metrics: Retention,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { traces: Retention::days(7), logs: Retention::days(7), metrics: Retention::days(30) }
+    }
+}
+
+/// A retention period: a duration (`"7d"`, `"12h"`, `"2w"`) or `"forever"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Forever,
+    For(Duration),
+}
+
+impl Retention {
+    pub const fn days(days: u64) -> Self {
+        Retention::For(Duration::from_secs(days * 86_400))
+    }
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retention::Forever => f.write_str("forever"),
+            Retention::For(period) => write!(f, "{}", humantime::format_duration(*period)),
+        }
+    }
+}
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim() == "forever" {
+            return Ok(Retention::Forever);
+        }
+        match humantime::parse_duration(text.trim()) {
+            Ok(period) if !period.is_zero() => Ok(Retention::For(period)),
+            Ok(_) => Err("a retention of 0 would drop everything; use \"forever\" to keep all".into()),
+            Err(err) => {
+                Err(format!("{text:?} is not a retention (like \"7d\", \"12h\" or \"forever\"): {err}"))
+            }
+        }
+    }
+}
+
+impl Serialize for Retention {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -379,6 +462,28 @@ mod tests {
             assert!(matches!(err, ConfigError::MissingFile(_)));
             Ok(())
         });
+    }
+
+    #[test]
+    fn retention_reads_durations_and_forever() {
+        Jail::expect_with(|jail| {
+            jail.create_file(DEFAULT_CONFIG_FILE, "[retention]\ntraces = \"36h\"\nlogs = \"forever\"\n")?;
+            jail.set_env("OTELEPHANT_RETENTION__METRICS", "2w");
+            let config = Config::load(None, Figment::new()).expect("loads");
+            assert_eq!(config.retention.traces, Retention::For(Duration::from_secs(36 * 3600)));
+            assert_eq!(config.retention.logs, Retention::Forever);
+            assert_eq!(config.retention.metrics, Retention::days(14));
+
+            jail.set_env("OTELEPHANT_RETENTION__METRICS", "0s");
+            let err = Config::load(None, Figment::new()).unwrap_err();
+            assert!(err.to_string().contains("forever"), "{err}");
+            jail.set_env("OTELEPHANT_RETENTION__METRICS", "a week");
+            let err = Config::load(None, Figment::new()).unwrap_err();
+            assert!(err.to_string().to_lowercase().contains("retention.metrics"), "{err}");
+            Ok(())
+        });
+        assert_eq!(Retention::days(7).to_string(), "7days");
+        assert_eq!("7days".parse::<Retention>(), Ok(Retention::days(7)));
     }
 
     #[test]

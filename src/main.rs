@@ -1,5 +1,6 @@
 //! The `otelephant` command: `otelephant [serve]` runs the server, `otelephant migrate` only
-//! brings the database schema up to date.
+//! brings the database schema up to date, `otelephant retention [--dry-run]` runs (or shows)
+//! one storage maintenance pass.
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -9,6 +10,7 @@ use figment::{providers::Serialized, Figment};
 use otelephant::{
     config::{Config, LogConfig, LogFormat},
     server::Server,
+    store::maintenance,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -46,6 +48,13 @@ enum Command {
     Serve,
     /// Create the database if needed, apply pending migrations and prepare partitions, then exit.
     Migrate,
+    /// Run one storage maintenance pass now (create partitions, drop expired ones, collect
+    /// unreferenced resources, scopes and series) and print what it did.
+    Retention {
+        /// Only print what the pass would do; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 impl Cli {
@@ -76,6 +85,32 @@ async fn main() -> anyhow::Result<()> {
             config.validate()?;
             otelephant::server::prepare_database(&config).await?;
             tracing::info!("database is up to date");
+        }
+        Command::Retention { dry_run } => {
+            config.validate()?;
+            // A dry run only reads: it neither migrates nor prepares partitions.
+            let pool = if dry_run {
+                otelephant::store::connect(&config.postgres).await?
+            } else {
+                otelephant::server::prepare_database(&config).await?.0
+            };
+            let now = std::time::SystemTime::now();
+            println!(
+                "Retention: traces {}, logs {}, metrics {}; as of {}",
+                config.retention.traces,
+                config.retention.logs,
+                config.retention.metrics,
+                humantime::format_rfc3339_seconds(now)
+            );
+            let report = if dry_run {
+                let mut client = pool.get().await?;
+                maintenance::plan(&mut client, &config.partitions, &config.retention, now).await?
+            } else {
+                maintenance::run_pass(&pool, &config.partitions, &config.retention, now)
+                    .await?
+                    .context("another otelephant is running maintenance right now; try again shortly")?
+            };
+            print!("{}", report.render(dry_run));
         }
         Command::Serve => {
             let stop = shutdown_signal()?;

@@ -16,7 +16,7 @@ use crate::{
     query::{self, Query},
     receive,
     receive::grpc::OtlpGrpc,
-    store::{self, migrate, partitions, StoreError},
+    store::{self, maintenance, migrate, partitions, StoreError},
     telemetry::{self, Telemetry},
     tls::{Identity, TlsListener},
 };
@@ -74,6 +74,8 @@ pub struct Server {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     writers: Vec<JoinHandle<()>>,
     maintenance: JoinHandle<()>,
+    /// Storage maintenance passes finished (or skipped) since start; the first runs at once.
+    pub maintenance_passes: tokio::sync::watch::Receiver<u64>,
     grace: std::time::Duration,
 }
 
@@ -173,8 +175,14 @@ impl Server {
         let telemetry = Telemetry::new();
         let (pool, created) = prepare_database(&config).await?;
         telemetry.counter(telemetry::PARTITIONS_CREATED, &[]).increment(created as u64);
-        let maintenance =
-            tokio::spawn(partitions::maintain(pool.clone(), config.partitions.clone(), telemetry.clone()));
+        let (passes, maintenance_passes) = tokio::sync::watch::channel(0);
+        let maintenance = tokio::spawn(maintenance::maintain(
+            pool.clone(),
+            config.partitions.clone(),
+            config.retention.clone(),
+            telemetry.clone(),
+            passes,
+        ));
         let (pipeline, writers) = Pipeline::start(&config.pipeline, pool.clone(), telemetry.clone());
         let intake = pipeline.intake.clone();
         let scrape = admin::Scrape {
@@ -266,6 +274,7 @@ impl Server {
             grpc,
             writers,
             maintenance,
+            maintenance_passes,
             grace: std::time::Duration::from_secs(config.shutdown.grace_secs),
             intake,
         })

@@ -33,6 +33,9 @@ pub const BATCH_RETRIES: &str = "otelephant_batch_retries_total";
 pub const POOL_CONNECTIONS: &str = "otelephant_pool_connections";
 pub const POOL_MAX_CONNECTIONS: &str = "otelephant_pool_max_connections";
 pub const PARTITIONS_CREATED: &str = "otelephant_partitions_created_total";
+pub const PARTITIONS_DROPPED: &str = "otelephant_partitions_dropped_total";
+pub const PARTITION_DROPS_FAILED: &str = "otelephant_partition_drops_failed_total";
+pub const DIMENSIONS_COLLECTED: &str = "otelephant_dimensions_collected_total";
 pub const BUILD_INFO: &str = "otelephant_build_info";
 
 /// What each metric means, for the exposition's `# HELP` lines.
@@ -58,6 +61,9 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
     (POOL_CONNECTIONS, None, "Database connections in the pool, by state (in_use, idle)."),
     (POOL_MAX_CONNECTIONS, None, "postgres.pool_size."),
     (PARTITIONS_CREATED, None, "Daily partitions created."),
+    (PARTITIONS_DROPPED, None, "Expired daily partitions dropped by retention."),
+    (PARTITION_DROPS_FAILED, None, "Drops of expired partitions that timed out waiting for their lock (retried)."),
+    (DIMENSIONS_COLLECTED, None, "Unreferenced resource, scope and series rows deleted, by kind."),
     (BUILD_INFO, None, "Always 1; the labels name the build."),
 ];
 

@@ -2,9 +2,15 @@
 //! content (xxh3-64 of a canonical encoding: attributes sorted by key), and referenced by id from
 //! every record. [`KnownIds`] remembers which ids are committed, so a request only carries the
 //! dimension rows the database may still lack.
+//!
+//! Rows no record references any more are garbage-collected (`store::maintenance`), so a
+//! remembered id is only trusted on the UTC day its row was written: the first request of a new
+//! day sends the row again, which moves its `last_seen` to that day. Collection spares rows seen
+//! in the last [`crate::store::maintenance::DIMENSION_GRACE_DAYS`] days, so an id a replica still
+//! trusts always has its row.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     hash::{BuildHasherDefault, Hasher},
     sync::Mutex,
 };
@@ -58,36 +64,41 @@ impl Hasher for IdHasher {
 }
 
 type IdSet = HashSet<i64, BuildHasherDefault<IdHasher>>;
+/// Id -> the UTC day (days since the epoch) its row was last written.
+type IdDays = HashMap<i64, i32, BuildHasherDefault<IdHasher>>;
 
-/// Dimension ids known to be committed, shared by every handler and writer.
+/// Dimension ids known to be committed, with the day their rows were last written; shared by
+/// every handler and writer.
 pub struct KnownIds {
-    shards: [Mutex<IdSet>; KNOWN_SHARDS],
+    shards: [Mutex<IdDays>; KNOWN_SHARDS],
 }
 
 impl Default for KnownIds {
     fn default() -> Self {
-        Self { shards: std::array::from_fn(|_| Mutex::new(IdSet::default())) }
+        Self { shards: std::array::from_fn(|_| Mutex::new(IdDays::default())) }
     }
 }
 
 impl KnownIds {
-    fn shard(&self, id: i64) -> std::sync::MutexGuard<'_, IdSet> {
+    fn shard(&self, id: i64) -> std::sync::MutexGuard<'_, IdDays> {
         let shard = &self.shards[(id as u64 >> 60) as usize % KNOWN_SHARDS];
         shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn contains(&self, id: i64) -> bool {
-        self.shard(id).contains(&id)
+    /// Whether `id`'s row was written on `day`, so that a record of that day may reference it
+    /// without sending it again.
+    pub fn written_on(&self, id: i64, day: i32) -> bool {
+        self.shard(id).get(&id) == Some(&day)
     }
 
-    /// Records ids whose rows have committed.
-    pub fn insert_all(&self, ids: &[i64]) {
+    /// Records ids whose rows committed in a transaction begun on `day`.
+    pub fn insert_all(&self, ids: &[i64], day: i32) {
         for &id in ids {
             let mut shard = self.shard(id);
             if shard.len() >= KNOWN_PER_SHARD {
                 shard.clear();
             }
-            shard.insert(id);
+            shard.insert(id, day);
         }
     }
 }
@@ -98,18 +109,26 @@ pub struct RequestEncoder<'a> {
     pub out: Encoded,
     /// Dimension ids this request already decided about.
     seen: IdSet,
+    /// The UTC day the request is encoded on.
+    today: i32,
     scratch: BytesMut,
 }
 
 impl<'a> RequestEncoder<'a> {
     pub fn new(known: &'a KnownIds) -> Self {
-        Self { known, out: Encoded::default(), seen: IdSet::default(), scratch: BytesMut::new() }
+        Self {
+            known,
+            out: Encoded::default(),
+            seen: IdSet::default(),
+            today: crate::store::partitions::epoch_day(std::time::SystemTime::now()),
+            scratch: BytesMut::new(),
+        }
     }
 
-    /// Whether the row for `id` must be written: not committed before, and not already in this
+    /// Whether the row for `id` must be written: not committed today, and not already in this
     /// request.
     pub fn needs(&mut self, id: i64) -> bool {
-        if !self.seen.insert(id) || self.known.contains(id) {
+        if !self.seen.insert(id) || self.known.written_on(id, self.today) {
             return false;
         }
         self.out.new_dimension_ids.push(id);
@@ -245,4 +264,40 @@ pub fn entity_refs_from_json(
             entity().ok_or_else(bad)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_known_id_is_trusted_only_on_the_day_its_row_was_written() {
+        let known = KnownIds::default();
+        known.insert_all(&[7, -3], 100);
+        assert!(known.written_on(7, 100) && known.written_on(-3, 100));
+        assert!(!known.written_on(7, 101), "the next day the row is sent again");
+        assert!(!known.written_on(8, 100));
+        known.insert_all(&[7], 101);
+        assert!(known.written_on(7, 101) && !known.written_on(7, 100));
+    }
+
+    #[test]
+    fn a_request_sends_each_row_it_needs_once() {
+        let known = KnownIds::default();
+        let mut encoder = RequestEncoder::new(&known);
+        let first = encoder.resource(None, "");
+        assert_eq!(encoder.resource(None, ""), first);
+        assert_eq!(encoder.out.new_dimension_ids, [first]);
+
+        // Written today: the next request leaves it out; written yesterday: it is sent again.
+        let today = encoder.today;
+        known.insert_all(&[first], today);
+        let mut encoder = RequestEncoder::new(&known);
+        encoder.resource(None, "");
+        assert!(encoder.out.new_dimension_ids.is_empty());
+        known.insert_all(&[first], today - 1);
+        let mut encoder = RequestEncoder::new(&known);
+        encoder.resource(None, "");
+        assert_eq!(encoder.out.new_dimension_ids, [first]);
+    }
 }

@@ -183,7 +183,8 @@ impl Batcher {
 
     /// Answers a request whose rows committed.
     fn committed(&self, request: WriteRequest) {
-        self.known.insert_all(&request.payload.new_dimension_ids);
+        let today = crate::store::partitions::epoch_day(std::time::SystemTime::now());
+        self.known.insert_all(&request.payload.new_dimension_ids, today);
         let _ = request.ack.send(Ok(()));
     }
 }

@@ -1,6 +1,7 @@
 //! PostgreSQL: the connection pool (creating the database and schema when missing), schema
-//! migrations, daily partitions, and the COPY writer that the pipeline's batches go through.
+//! migrations, daily partitions and their lifecycle (retention, garbage collection), and the COPY writer that the pipeline's batches go through.
 
+pub mod maintenance;
 pub mod migrate;
 pub mod partitions;
 pub mod tls;

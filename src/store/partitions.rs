@@ -1,11 +1,11 @@
 //! Daily partitions of the record tables, made ahead of the data. Each table also has a DEFAULT
 //! partition, so rows outside the prepared days (late, future, time 0) are always accepted;
 //! `otel_create_daily_partition` moves such rows into a day's partition when it is created.
+//! Dropping them when they expire is [`super::maintenance`]'s.
 
-use crate::telemetry::{self, Telemetry};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Object;
 
 use super::StoreError;
 use crate::config::PartitionConfig;
@@ -33,48 +33,49 @@ pub fn epoch_day(now: SystemTime) -> i32 {
 /// # Errors
 /// Database errors; partitions created before the error stay.
 pub async fn ensure(client: &mut Object, today: i32, config: &PartitionConfig) -> Result<usize, StoreError> {
-    let mut created = 0;
+    Ok(ensure_days(client, today, config).await?.len())
+}
+
+/// [`ensure`], returning the partitions it created as `(table, day)`.
+///
+/// # Errors
+/// Database errors; partitions created before the error stay.
+pub async fn ensure_days(
+    client: &mut Object,
+    today: i32,
+    config: &PartitionConfig,
+) -> Result<Vec<(&'static str, i32)>, StoreError> {
+    let mut created = Vec::new();
     let first = today - config.days_behind as i32;
     let last = today + config.days_ahead as i32;
     for day in first..=last {
         for (table, key) in PARTITIONED {
-            let tx = client.transaction().await?;
-            tx.batch_execute(LOCK).await?;
-            let row = tx
-                .query_one(
-                    "SELECT otel_create_daily_partition($1, $2, date '1970-01-01' + $3::integer)",
-                    &[&table, &key, &day],
-                )
-                .await?;
-            tx.commit().await?;
-            if row.get::<_, bool>(0) {
-                tracing::info!(table, day, "created partition");
-                created += 1;
+            if create(client, table, key, day).await? {
+                created.push((table, day));
             }
         }
     }
     Ok(created)
 }
 
-/// Runs [`ensure`] every `check_interval_secs` (the first time one interval from now) until the
-/// pool closes.
-pub async fn maintain(pool: Pool, config: PartitionConfig, telemetry: Telemetry) {
-    // Start-up already ran the first check.
-    let period = Duration::from_secs(config.check_interval_secs);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        let result = match pool.get().await {
-            Ok(mut client) => ensure(&mut client, epoch_day(SystemTime::now()), &config).await,
-            Err(err) => Err(err.into()),
-        };
-        match result {
-            Ok(created) => telemetry.counter(telemetry::PARTITIONS_CREATED, &[]).increment(created as u64),
-            Err(err) => tracing::warn!(%err, "partition maintenance failed; retrying at the next check"),
-        }
+/// Creates `table`'s partition for `day` (days since the epoch) unless it exists, moving the
+/// day's records out of the catch-all partition. Returns whether it created it.
+///
+/// # Errors
+/// Database errors.
+pub async fn create(client: &mut Object, table: &str, key: &str, day: i32) -> Result<bool, StoreError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(LOCK).await?;
+    let row = tx
+        .query_one(
+            "SELECT otel_create_daily_partition($1, $2, date '1970-01-01' + $3::integer)",
+            &[&table, &key, &day],
+        )
+        .await?;
+    tx.commit().await?;
+    let created = row.get::<_, bool>(0);
+    if created {
+        tracing::info!(table, day, "created partition");
     }
+    Ok(created)
 }

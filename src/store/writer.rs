@@ -1,6 +1,7 @@
 //! Writes one batch in one transaction: dimension rows first (COPY into a session-temporary
-//! staging table, then `INSERT ... ON CONFLICT DO NOTHING` in key order, so concurrent writers
-//! neither fail nor deadlock on the same new resource), then each record table with one binary
+//! staging table, then `INSERT ... ON CONFLICT` in key order, so concurrent writers neither fail
+//! nor deadlock on the same new resource; an existing row only has its `last_seen` moved on),
+//! then each record table with one binary
 //! COPY streaming every request's tuples back to back.
 
 use std::time::{Duration, Instant};
@@ -58,10 +59,14 @@ async fn upsert_dimension(tx: &Transaction<'_>, table: &Table, chunks: &[&Bytes]
     ))
     .await?;
     copy(tx, &table.copy_statement(&stage), chunks).await?;
+    // The staging table's default stamps last_seen with today (UTC); an existing row takes the
+    // newer day, which is what keeps it from garbage collection (see encode::dims).
     let columns = table.columns.join(", ");
     let key = table.columns[0];
     let insert = format!(
-        "INSERT INTO {name} ({columns}) SELECT {columns} FROM {stage} ORDER BY {key} ON CONFLICT ({key}) DO NOTHING",
+        "INSERT INTO {name} AS t ({columns}, last_seen) \
+         SELECT DISTINCT ON ({key}) {columns}, last_seen FROM {stage} ORDER BY {key} \
+         ON CONFLICT ({key}) DO UPDATE SET last_seen = EXCLUDED.last_seen WHERE t.last_seen < EXCLUDED.last_seen",
         name = table.name
     );
     tx.execute(&tx.prepare_cached(&insert).await?, &[]).await?;

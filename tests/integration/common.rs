@@ -82,6 +82,8 @@ impl Drop for TestSchema {
 pub struct TestServer {
     pub server: Option<Server>,
     pub sql: Client,
+    /// What the server was started with, to start it again on the same schema.
+    pub config: Config,
     /// Held so the schema is dropped when the test ends.
     _schema: TestSchema,
 }
@@ -95,9 +97,22 @@ impl TestServer {
         let schema = TestSchema::new();
         let mut config = schema.config();
         adjust(&mut config);
-        let server = Server::start(config).await.expect("server starts");
+        let server = Server::start(config.clone()).await.expect("server starts");
         let sql = schema.sql().await;
-        Self { server: Some(server), sql, _schema: schema }
+        Self { server: Some(server), sql, config, _schema: schema }
+    }
+
+    /// Waits until the server's first storage maintenance pass (run at start-up) is over, so
+    /// that a test's own passes do not race it.
+    pub async fn first_maintenance_pass(&self) {
+        let mut passes = self.server.as_ref().expect("running").maintenance_passes.clone();
+        passes.wait_for(|n| *n >= 1).await.expect("maintenance runs");
+    }
+
+    /// Stops the server and starts a new one on the same schema (on new ports).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.server = Some(Server::start(self.config.clone()).await.expect("server starts again"));
     }
 
     pub fn endpoint(&self) -> String {

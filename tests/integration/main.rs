@@ -16,6 +16,7 @@ mod pg_tls;
 mod poison;
 mod process;
 mod query;
+mod retention;
 mod roundtrip;
 mod storage;
 mod tls;

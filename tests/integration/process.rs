@@ -230,6 +230,13 @@ async fn tokens_never_appear_in_the_logs() {
             .stderr(Stdio::piped())
     })
     .await;
+    // Read the logs as they come: debug logging can fill the pipe long before the end.
+    let mut stderr = server.child.stderr.take().expect("piped");
+    let logs = tokio::spawn(async move {
+        let mut output = String::new();
+        stderr.read_to_string(&mut output).await.expect("read logs");
+        output
+    });
     let mut client =
         TraceServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc)).await.expect("connect");
     for (token, stored) in [(WRONG, false), (INGEST, true)] {
@@ -238,8 +245,7 @@ async fn tokens_never_appear_in_the_logs() {
         assert_eq!(client.export(export).await.is_ok(), stored);
     }
     signal(&server.child, "-TERM");
-    let mut output = String::new();
-    server.child.stderr.take().expect("piped").read_to_string(&mut output).await.expect("read logs");
+    let output = logs.await.expect("logs");
     server.child.wait().await.expect("exits");
     let _ = std::fs::remove_file(&file);
     assert!(output.contains("bearer tokens required"), "the logs were captured: {output}");

@@ -237,8 +237,7 @@ async fn records_outside_prepared_days_are_stored_and_moved_into_new_partitions(
     let future_day = (far_future / DAY) as i32;
     let pool = t.server.as_ref().expect("running").pool.clone();
     let mut client = pool.get().await.expect("client");
-    let config =
-        otelephant::config::PartitionConfig { days_ahead: 0, days_behind: 0, check_interval_secs: 1 };
+    let config = otelephant::config::PartitionConfig { days_ahead: 0, days_behind: 0, ..Default::default() };
     let created = partitions::ensure(&mut client, future_day, &config).await.expect("creates partitions");
     assert_eq!(created, partitions::PARTITIONED.len());
     let name: String = t

@@ -1,0 +1,507 @@
+//! The storage lifecycle, run every `partitions.check_interval_secs` by one replica at a time
+//! (a session advisory lock; the others skip the pass):
+//!
+//! 1. daily partitions are made ready around today, and for late days whose records sit in the
+//!    catch-all partition but are still within the retention (moving them out of it);
+//! 2. partitions whose every possible record is older than the signal's retention are dropped,
+//!    each in its own short transaction with a lock timeout, so a drop waiting behind a long
+//!    query gives up instead of stalling the writers queued behind it;
+//! 3. partitions of days that have ended are analyzed once, and so are their parent tables;
+//! 4. after a drop, resources, scopes and series that no record references any more and that
+//!    no writer has sent for [`DIMENSION_GRACE_DAYS`] days are deleted.
+//!
+//! Every step takes `now` from its caller, so tests move the clock instead of waiting, and
+//! [`plan`] reports what a pass would do without doing it (`otelephant retention --dry-run`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::{GenericClient, Object, Pool};
+use tokio_postgres::error::SqlState;
+
+use super::{partitions, StoreError};
+use crate::{
+    config::{PartitionConfig, Retention, RetentionConfig},
+    telemetry::{self, Telemetry},
+};
+
+/// Dimension rows written in the last this many days are never collected: a replica trusts an
+/// id it wrote today without sending its row again (see `encode::dims`), and this margin covers
+/// a batch that straddles midnight and clocks that disagree by up to a day.
+pub const DIMENSION_GRACE_DAYS: i32 = 2;
+
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+const LOCK: &str = "hashtext('otelephant maintenance ' || current_schema())";
+
+/// A daily partition of a record table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub table: &'static str,
+    pub name: String,
+    /// Days since the Unix epoch (UTC).
+    pub day: i32,
+    pub oid: u32,
+    /// PostgreSQL's estimate (`reltuples`); -1 when the table was never analyzed or vacuumed.
+    pub estimated_rows: i64,
+    /// Heap, indexes and TOAST.
+    pub bytes: i64,
+}
+
+/// What sits in a catch-all partition, which retention does not touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatchAll {
+    pub table: &'static str,
+    pub rows: i64,
+    /// Smallest and largest partition key, in nanoseconds since the epoch.
+    pub oldest: Option<i64>,
+    pub newest: Option<i64>,
+}
+
+/// Dimension rows that a pass collects (or, in a plan, would).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    pub series: u64,
+    pub resources: u64,
+    pub scopes: u64,
+}
+
+/// What a pass did, or in [`plan`], would do.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Partitions created: `(table, day)`.
+    pub created: Vec<(&'static str, i32)>,
+    pub dropped: Vec<Partition>,
+    /// Expired partitions a drop could not take its lock for; tried again at the next pass.
+    pub drop_failed: Vec<Partition>,
+    pub analyzed: Vec<String>,
+    pub collected: Collected,
+    pub catch_all: Vec<CatchAll>,
+}
+
+impl Report {
+    /// The report for people: `planned` words it as what a pass would do.
+    pub fn render(&self, planned: bool) -> String {
+        use std::fmt::Write;
+        let (drop, create, collect) = if planned {
+            ("Would drop", "Would create", "Would collect")
+        } else {
+            ("Dropped", "Created", "Collected")
+        };
+        let mut out = String::new();
+        let bytes: i64 = self.dropped.iter().map(|p| p.bytes).sum();
+        let _ = writeln!(out, "{drop} {} expired partition(s), {}:", self.dropped.len(), size(bytes));
+        for p in &self.dropped {
+            let rows = if p.estimated_rows < 0 {
+                "rows not yet counted".into()
+            } else {
+                format!("~{} rows", p.estimated_rows)
+            };
+            let _ = writeln!(out, "  {:<40} {}  {rows}, {}", p.name, date(p.day), size(p.bytes));
+        }
+        for p in &self.drop_failed {
+            let _ = writeln!(out, "  {:<40} {}  lock not granted in time; next pass", p.name, date(p.day));
+        }
+        let _ = writeln!(out, "{create} {} partition(s):", self.created.len());
+        for (table, day) in &self.created {
+            let _ = writeln!(out, "  {table} {}", date(*day));
+        }
+        let c = self.collected;
+        let _ = writeln!(
+            out,
+            "{collect} {} series, {} resource(s), {} scope(s) no record references any more.",
+            c.series, c.resources, c.scopes
+        );
+        if !self.analyzed.is_empty() {
+            let _ = writeln!(out, "Analyzed: {}", self.analyzed.join(", "));
+        }
+        if !self.catch_all.is_empty() {
+            let _ = writeln!(out, "Catch-all partitions (retention does not apply to them):");
+            for c in &self.catch_all {
+                let span = match (c.oldest, c.newest) {
+                    (Some(oldest), Some(newest)) => {
+                        format!(", times {} .. {}", instant(oldest), instant(newest))
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "  {}_default: {} row(s){span}", c.table, c.rows);
+            }
+        }
+        out
+    }
+}
+
+fn size(bytes: i64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / f64::from(1 << 30)),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
+        b => format!("{:.1} KiB", b as f64 / 1024.0),
+    }
+}
+
+/// A day since the epoch as `YYYY-MM-DD`.
+fn date(day: i32) -> String {
+    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(day).unwrap_or(0) * 86_400);
+    humantime::format_rfc3339(at).to_string()[..10].to_owned()
+}
+
+/// Nanoseconds since the epoch as RFC 3339 (a time before 1970 shows as its raw number).
+fn instant(nanos: i64) -> String {
+    match u64::try_from(nanos) {
+        Ok(nanos) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_nanos(nanos)).to_string(),
+        Err(_) => nanos.to_string(),
+    }
+}
+
+/// The retention that applies to a record table.
+pub fn retention_of(table: &str, retention: &RetentionConfig) -> Retention {
+    match table {
+        "spans" => retention.traces,
+        "logs" => retention.logs,
+        _ => retention.metrics,
+    }
+}
+
+fn unix_nanos(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos().min(i64::MAX as u128) as i64
+}
+
+/// The first day whose partition still holds records younger than the retention, or `None`
+/// when records are kept forever.
+pub fn first_kept_day(retention: Retention, now: SystemTime) -> Option<i32> {
+    let Retention::For(period) = retention else { return None };
+    let cutoff = unix_nanos(now) - period.as_nanos().min(i64::MAX as u128) as i64;
+    // Day d holds [d, d + 1) days; it expires once d + 1 days <= cutoff.
+    Some(cutoff.div_euclid(NANOS_PER_DAY) as i32)
+}
+
+/// Lists the daily partitions of `table`, oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn partitions_of(
+    client: &impl GenericClient,
+    table: &'static str,
+) -> Result<Vec<Partition>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, \
+                    to_date(substring(c.relname from '_p([0-9]{8})$'), 'YYYYMMDD') - date '1970-01-01', \
+                    c.oid, c.reltuples::bigint, pg_total_relation_size(c.oid) \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = $1::text::regclass AND c.relname ~ ('^' || $1 || '_p[0-9]{8}$') \
+             ORDER BY 2",
+            &[&table],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Partition {
+            table,
+            name: row.get(0),
+            day: row.get(1),
+            oid: row.get(2),
+            estimated_rows: row.get(3),
+            bytes: row.get(4),
+        })
+        .collect())
+}
+
+/// Runs one pass unless another replica is running one. Returns `None` when it skipped.
+///
+/// # Errors
+/// No connection or a failed step; steps before it stay done.
+pub async fn run_pass(
+    pool: &Pool,
+    partitions: &PartitionConfig,
+    retention: &RetentionConfig,
+    now: SystemTime,
+) -> Result<Option<Report>, StoreError> {
+    let mut client = pool.get().await?;
+    let locked: bool = client.query_one(&format!("SELECT pg_try_advisory_lock({LOCK})"), &[]).await?.get(0);
+    if !locked {
+        return Ok(None);
+    }
+    let result = pass(&mut client, partitions, retention, now).await;
+    // A broken connection released the lock with it; otherwise hand the connection back clean.
+    let unlocked = client.batch_execute(&format!("SELECT pg_advisory_unlock({LOCK})")).await;
+    if unlocked.is_err() {
+        drop(deadpool_postgres::Object::take(client));
+    }
+    result.map(Some)
+}
+
+async fn pass(
+    client: &mut Object,
+    config: &PartitionConfig,
+    retention: &RetentionConfig,
+    now: SystemTime,
+) -> Result<Report, StoreError> {
+    let today = partitions::epoch_day(now);
+    let mut report = Report::default();
+    for day in partitions::ensure_days(client, today, config).await? {
+        report.created.push(day);
+    }
+    for (table, key) in partitions::PARTITIONED {
+        let Some(first_kept) = first_kept_day(retention_of(table, retention), now) else { continue };
+        for day in late_days(&*client, table, key, first_kept, today - config.days_behind as i32).await? {
+            if partitions::create(client, table, key, day).await? {
+                report.created.push((table, day));
+            }
+        }
+    }
+    for partition in expired(client, retention, now).await? {
+        match drop_partition(client, &partition, config.drop_lock_timeout_ms).await {
+            Ok(()) => report.dropped.push(partition),
+            Err(err) if is_lock_timeout(&err) => report.drop_failed.push(partition),
+            Err(err) => return Err(err),
+        }
+    }
+    report.analyzed = analyze_closed_days(client, today).await?;
+    if !report.dropped.is_empty() {
+        report.collected = collect_dimensions(&*client, today, &[]).await?;
+    }
+    Ok(report)
+}
+
+/// What a pass at `now` would do: the partitions it would create and drop and the dimension
+/// rows it would collect, without changing anything.
+///
+/// # Errors
+/// Database errors.
+pub async fn plan(
+    client: &mut Object,
+    config: &PartitionConfig,
+    retention: &RetentionConfig,
+    now: SystemTime,
+) -> Result<Report, StoreError> {
+    let today = partitions::epoch_day(now);
+    let mut report = Report::default();
+    for (table, key) in partitions::PARTITIONED {
+        let existing: Vec<i32> = partitions_of(&*client, table).await?.iter().map(|p| p.day).collect();
+        let ready = today - config.days_behind as i32..=today + config.days_ahead as i32;
+        report.created.extend(ready.filter(|day| !existing.contains(day)).map(|day| (table, day)));
+        if let Some(first_kept) = first_kept_day(retention_of(table, retention), now) {
+            let late = late_days(&*client, table, key, first_kept, today - config.days_behind as i32).await?;
+            report.created.extend(late.into_iter().map(|day| (table, day)));
+        }
+        report.catch_all.push(catch_all(&*client, table, key).await?);
+    }
+    report.dropped = expired(&*client, retention, now).await?;
+    if !report.dropped.is_empty() {
+        let oids: Vec<u32> = report.dropped.iter().map(|p| p.oid).collect();
+        let tx = client.transaction().await?;
+        report.collected = collect_dimensions(&tx, today, &oids).await?;
+        tx.rollback().await?;
+    }
+    Ok(report)
+}
+
+/// Partitions whose retention has passed, over every record table.
+async fn expired(
+    client: &impl GenericClient,
+    retention: &RetentionConfig,
+    now: SystemTime,
+) -> Result<Vec<Partition>, StoreError> {
+    let mut expired = Vec::new();
+    for (table, _) in partitions::PARTITIONED {
+        let Some(first_kept) = first_kept_day(retention_of(table, retention), now) else { continue };
+        expired.extend(partitions_of(client, table).await?.into_iter().filter(|p| p.day < first_kept));
+    }
+    Ok(expired)
+}
+
+/// Days from `first` up to (not including) `before` that have records in `table`'s catch-all.
+async fn late_days(
+    client: &impl GenericClient,
+    table: &str,
+    key: &str,
+    first: i32,
+    before: i32,
+) -> Result<Vec<i32>, StoreError> {
+    if first >= before {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT DISTINCT ({key} / {NANOS_PER_DAY})::integer FROM {table}_default \
+                 WHERE {key} >= $1 AND {key} < $2 ORDER BY 1"
+            ),
+            &[&(i64::from(first) * NANOS_PER_DAY), &(i64::from(before) * NANOS_PER_DAY)],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+async fn catch_all(
+    client: &impl GenericClient,
+    table: &'static str,
+    key: &str,
+) -> Result<CatchAll, StoreError> {
+    let row = client
+        .query_one(&format!("SELECT count(*), min({key}), max({key}) FROM {table}_default"), &[])
+        .await?;
+    Ok(CatchAll { table, rows: row.get(0), oldest: row.get(1), newest: row.get(2) })
+}
+
+async fn drop_partition(
+    client: &mut Object,
+    partition: &Partition,
+    lock_timeout_ms: u64,
+) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = {lock_timeout_ms}")).await?;
+    tx.batch_execute(&format!("DROP TABLE {}", partition.name)).await?;
+    tx.commit().await?;
+    tracing::info!(
+        table = partition.table,
+        partition = partition.name,
+        bytes = partition.bytes,
+        "dropped expired partition"
+    );
+    Ok(())
+}
+
+fn is_lock_timeout(err: &StoreError) -> bool {
+    matches!(err, StoreError::Db(db) if db.code() == Some(&SqlState::LOCK_NOT_AVAILABLE))
+}
+
+/// Analyzes the partitions of days that have ended and were not analyzed since, then their
+/// parent tables (autovacuum never analyzes a partitioned table itself). Returns the tables it
+/// analyzed.
+async fn analyze_closed_days(client: &Object, today: i32) -> Result<Vec<String>, StoreError> {
+    let mut analyzed = Vec::new();
+    for (table, _) in partitions::PARTITIONED {
+        let mut any = false;
+        for partition in partitions_of(client, table).await? {
+            if partition.day >= today {
+                continue;
+            }
+            let ended = i64::from(partition.day + 1) * 86_400;
+            let fresh: bool = client
+                .query_one(
+                    "SELECT coalesce(greatest(last_analyze, last_autoanalyze) >= to_timestamp($2), false) \
+                     FROM pg_stat_user_tables WHERE relid = $1",
+                    &[&partition.oid, &(ended as f64)],
+                )
+                .await?
+                .get(0);
+            if !fresh {
+                client.batch_execute(&format!("ANALYZE {}", partition.name)).await?;
+                analyzed.push(partition.name);
+                any = true;
+            }
+        }
+        if any {
+            client.batch_execute(&format!("ANALYZE {table}")).await?;
+            analyzed.push(table.to_owned());
+        }
+    }
+    Ok(analyzed)
+}
+
+/// Deletes resources, scopes and series that no record references, leaving out those written
+/// in the last [`DIMENSION_GRACE_DAYS`] days. References from the partitions in `excluding`
+/// are ignored (a plan counts as if they were dropped).
+async fn collect_dimensions(
+    client: &impl GenericClient,
+    today: i32,
+    excluding: &[u32],
+) -> Result<Collected, StoreError> {
+    let seen_before = today - DIMENSION_GRACE_DAYS;
+    let unreferenced = |table: &str, column: &str| {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{column} = d.{column} AND x.tableoid <> ALL($2))"
+        )
+    };
+    let stale = "d.last_seen < date '1970-01-01' + $1::integer";
+    let points: Vec<String> =
+        partitions::PARTITIONED[2..].iter().map(|(t, _)| unreferenced(t, "series_id")).collect();
+    let series = format!("DELETE FROM metric_series d WHERE {stale} AND {}", points.join(" AND "));
+    let owners = |column: &str| {
+        format!(
+            "{stale} AND {} AND {} AND {}",
+            unreferenced("spans", column),
+            unreferenced("logs", column),
+            unreferenced("metric_series", column)
+        )
+    };
+    let resources = format!("DELETE FROM resources d WHERE {}", owners("resource_id"));
+    let scopes = format!("DELETE FROM scopes d WHERE {}", owners("scope_id"));
+    let excluding = excluding.to_vec();
+    // Series first: a resource or scope may be referenced only by series collected here.
+    let collected = Collected {
+        series: client.execute(&series, &[&seen_before, &excluding]).await?,
+        resources: client.execute(&resources, &[&seen_before, &excluding]).await?,
+        scopes: client.execute(&scopes, &[&seen_before, &excluding]).await?,
+    };
+    if collected != Collected::default() {
+        tracing::info!(
+            series = collected.series,
+            resources = collected.resources,
+            scopes = collected.scopes,
+            "collected unreferenced dimension rows"
+        );
+    }
+    Ok(collected)
+}
+
+/// Runs a pass at once and then every `check_interval_secs` until the pool closes, reporting
+/// what it did in logs and metrics, and counting passes in `passes`.
+pub async fn maintain(
+    pool: Pool,
+    partitions: PartitionConfig,
+    retention: RetentionConfig,
+    telemetry: Telemetry,
+    passes: tokio::sync::watch::Sender<u64>,
+) {
+    let period = Duration::from_secs(partitions.check_interval_secs);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        match run_pass(&pool, &partitions, &retention, SystemTime::now()).await {
+            Ok(Some(report)) => record(&telemetry, &report),
+            Ok(None) => tracing::debug!("another replica is running maintenance; skipped"),
+            Err(err) => tracing::warn!(%err, "maintenance failed; retrying at the next pass"),
+        }
+        passes.send_modify(|n| *n += 1);
+    }
+}
+
+fn record(telemetry: &Telemetry, report: &Report) {
+    telemetry.counter(telemetry::PARTITIONS_CREATED, &[]).increment(report.created.len() as u64);
+    telemetry.counter(telemetry::PARTITIONS_DROPPED, &[]).increment(report.dropped.len() as u64);
+    for partition in &report.drop_failed {
+        tracing::warn!(
+            partition = partition.name,
+            "could not take the lock to drop an expired partition in time; trying again at the next pass"
+        );
+    }
+    telemetry.counter(telemetry::PARTITION_DROPS_FAILED, &[]).increment(report.drop_failed.len() as u64);
+    let collected = report.collected;
+    for (kind, count) in
+        [("series", collected.series), ("resource", collected.resources), ("scope", collected.scopes)]
+    {
+        telemetry.counter(telemetry::DIMENSIONS_COLLECTED, &[("kind", kind)]).increment(count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_is_kept_while_any_of_its_day_is_within_the_retention() {
+        let day = |d: u64, hours: u64| UNIX_EPOCH + Duration::from_secs(d * 86_400 + hours * 3600);
+        // 7 days at day 10, 00:00: day 2 ends exactly at the cutoff and goes, day 3 stays.
+        assert_eq!(first_kept_day(Retention::days(7), day(10, 0)), Some(3));
+        // At 01:00 the cutoff is day 3, 01:00: day 3 still holds younger records.
+        assert_eq!(first_kept_day(Retention::days(7), day(10, 1)), Some(3));
+        assert_eq!(first_kept_day(Retention::For(Duration::from_secs(3600)), day(10, 0)), Some(9));
+        assert_eq!(first_kept_day(Retention::Forever, day(10, 0)), None);
+    }
+}
