@@ -16,7 +16,8 @@
 //!   [`encode::traces`], [`encode::metrics`], [`encode::logs`] one signal each.
 //! - [`pipeline`]: the intake budget ([`pipeline::intake`]), the bounded queue,
 //!   acknowledgements, and the batching writer tasks.
-//! - [`store`]: the pool ([`store::connect`]), [`store::migrate`], [`store::partitions`] and the
+//! - [`store`]: the pool ([`store::connect`]), [`store::migrate`], [`store::partitions`],
+//!   [`store::maintenance`] (retention, late partitions, dimension garbage collection) and the
 //!   COPY transaction in [`store::writer`].
 //! - [`query`]: the read API, `otelephant.query.v1.QueryService`: OTLP back out of the tables,
 //!   [`query::traces`], [`query::logs`], [`query::metrics`] one signal each.

@@ -251,6 +251,21 @@ async fn records_outside_prepared_days_are_stored_and_moved_into_new_partitions(
         t.sql.query_one(&format!("SELECT count(*) FROM {partition}"), &[]).await.expect("count").get(0);
     assert_eq!(moved, 1);
     assert_eq!(t.count("logs_default").await, 2);
+    // Large jsonb values are lz4-compressed in every partition, however it was made.
+    let compression: Vec<(String, String)> = t
+        .sql
+        .query(
+            "SELECT attrelid::regclass::text, attcompression::text FROM pg_attribute \
+             WHERE attname = 'body' AND attrelid IN ('logs'::regclass, $1::text::regclass, \
+                   ('logs_p' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD'))::regclass) ORDER BY 1",
+            &[&partition],
+        )
+        .await
+        .expect("compression")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert!(compression.len() == 3 && compression.iter().all(|(_, c)| c == "l"), "{compression:?}");
     assert_eq!(t.count("logs").await, 4, "nothing lost while moving");
     // Running again creates nothing; today's partitions existed from start-up.
     assert_eq!(partitions::ensure(&mut client, future_day, &config).await.expect("idempotent"), 0);

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Storage benchmark: bytes on disk per span, data point and log record.
+
+    bench/storage.py [--seconds 15] [--signals traces,metrics,logs] [--variant default|toast-128] [--pg-port 5432]
+
+For each signal it starts otelephant (release build, default settings) on a scratch database,
+sends the load generator's realistic workload as fast as it is answered for --seconds, stops
+otelephant, runs VACUUM ANALYZE, and prints per signal: rows stored, the rate they were
+stored at, and bytes per item in the heap, TOAST, indexes, and all of them together, plus the
+resources, scopes and series they reference (spread over the items).
+
+--variant:
+  default    the schema as migrated (lz4 for jsonb, which PostgreSQL compresses only in rows
+             past about 2 kB);
+  toast-128  also toast_tuple_target = 128 on every partition, asking PostgreSQL to compress a
+             row's large values once the row passes 128 bytes.
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+
+import ingest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLES = {
+    "traces": ["spans"],
+    "logs": ["logs"],
+    "metrics": ["metric_points_number", "metric_points_histogram", "metric_points_exp_histogram",
+                "metric_points_summary"],
+}
+DIMENSIONS = ["resources", "scopes", "metric_series"]
+
+
+def partitions(table):
+    return ingest.psql(f"SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = '{table}'::regclass",
+                       ingest.DATABASE).split()
+
+
+def apply_variant(variant, signal_name):
+    if variant == "default":
+        return
+    for table in TABLES[signal_name]:
+        for relation in partitions(table):
+            ingest.psql(f"ALTER TABLE {relation} SET (toast_tuple_target = 128)", ingest.DATABASE)
+
+
+def sizes(tables):
+    """Heap, TOAST and index bytes over every partition of `tables`."""
+    names = ",".join(f"'{t}'" for t in tables)
+    row = ingest.psql(
+        "WITH parts AS (SELECT inhrelid AS oid FROM pg_inherits WHERE inhparent IN "
+        f"(SELECT oid FROM pg_class WHERE relname IN ({names}) AND relnamespace = 'public'::regnamespace)) "
+        "SELECT coalesce(sum(pg_relation_size(oid)), 0), "
+        "coalesce(sum(pg_table_size(oid) - pg_relation_size(oid)), 0), "
+        "coalesce(sum(pg_indexes_size(oid)), 0) FROM parts", ingest.DATABASE)
+    return [int(x) for x in row.split("|")]
+
+
+def dimension_bytes():
+    return sum(int(ingest.psql(f"SELECT pg_total_relation_size('{t}')", ingest.DATABASE)) for t in DIMENSIONS)
+
+
+def run(signal_name, seconds, variant):
+    process = ingest.start_otelephant()
+    try:
+        apply_variant(variant, signal_name)
+        load = ingest.loadgen(signal_name, "grpc", seconds)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    ingest.psql("VACUUM ANALYZE", ingest.DATABASE)
+    rows = int(ingest.psql(ingest.FACTS[signal_name], ingest.DATABASE))
+    heap, toast, index = sizes(TABLES[signal_name])
+    return {
+        "signal": signal_name, "rows": rows, "rate": rows / load["seconds"], "heap": heap / rows,
+        "toast": toast / rows, "index": index / rows, "total": (heap + toast + index) / rows,
+        "dims": dimension_bytes() / rows,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--signals", default="traces,metrics,logs")
+    parser.add_argument("--variant", default="default", choices=["default", "toast-128"])
+    parser.add_argument("--pg-port", type=int, default=5432)
+    args = parser.parse_args()
+    ingest.PG_PORT = args.pg_port
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "otelephant", "--example", "loadgen"],
+                   check=True, cwd=ROOT)
+    print(f"{ingest.psql('SHOW server_version')} PostgreSQL; variant {args.variant}; {args.seconds} s of load per signal")
+    header = ("signal", "rows", "stored/s", "heap B", "TOAST B", "index B", "total B", "+dims B")
+    print(" | ".join(f"{h:>10}" for h in header))
+    for signal_name in args.signals.split(","):
+        r = run(signal_name, args.seconds, args.variant)
+        row = (r["signal"], f"{r['rows']:,}", f"{r['rate']:,.0f}", f"{r['heap']:.0f}", f"{r['toast']:.0f}",
+               f"{r['index']:.0f}", f"{r['total']:.0f}", f"{r['dims']:.1f}")
+        print(" | ".join(f"{c:>10}" for c in row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
