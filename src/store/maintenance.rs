@@ -216,18 +216,41 @@ pub async fn run_pass(
     retention: &RetentionConfig,
     now: SystemTime,
 ) -> Result<Option<Report>, StoreError> {
-    let mut client = pool.get().await?;
+    let client = pool.get().await?;
     let locked: bool = client.query_one(&format!("SELECT pg_try_advisory_lock({LOCK})"), &[]).await?.get(0);
     if !locked {
         return Ok(None);
     }
-    let result = pass(&mut client, partitions, retention, now).await;
-    // A broken connection released the lock with it; otherwise hand the connection back clean.
-    let unlocked = client.batch_execute(&format!("SELECT pg_advisory_unlock({LOCK})")).await;
-    if unlocked.is_err() {
-        drop(deadpool_postgres::Object::take(client));
-    }
+    let mut locked = Locked(Some(client));
+    let result = pass(locked.client(), partitions, retention, now).await;
+    locked.release().await;
     result.map(Some)
+}
+
+/// A pooled connection holding the maintenance lock (a session lock, which outlives
+/// transactions). Dropped before [`Self::release`], as when the pass is cancelled at shutdown,
+/// it closes the connection, and so frees the lock, instead of going back to the pool with it.
+struct Locked(Option<Object>);
+
+impl Locked {
+    fn client(&mut self) -> &mut Object {
+        self.0.as_mut().expect("held until released")
+    }
+
+    async fn release(mut self) {
+        let Some(client) = self.0.take() else { return };
+        if client.batch_execute(&format!("SELECT pg_advisory_unlock({LOCK})")).await.is_err() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
+    }
 }
 
 async fn pass(

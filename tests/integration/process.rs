@@ -27,6 +27,9 @@ struct Running {
     child: Child,
     grpc: u16,
     admin: u16,
+    /// When stderr is piped, everything the server logs, read from the moment it starts (a
+    /// pipe nobody reads fills up and stalls the server), complete once it exits.
+    logs: Option<tokio::task::JoinHandle<String>>,
 }
 
 async fn start(schema: &TestSchema) -> Running {
@@ -47,11 +50,19 @@ async fn start_with(schema: &TestSchema, adjust: impl FnOnce(&mut Command) -> &m
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
-    let child = adjust(&mut command).spawn().expect("start otelephant");
-    let running = Running { child, grpc, admin };
+    let mut child = adjust(&mut command).spawn().expect("start otelephant");
+    let logs = child.stderr.take().map(|mut stderr| {
+        tokio::spawn(async move {
+            let mut output = String::new();
+            stderr.read_to_string(&mut output).await.expect("read logs");
+            output
+        })
+    });
+    let running = Running { child, grpc, admin, logs };
     // Ready when /readyz says so.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !ready(running.admin).await {
+    // A probe that gets no answer in time counts as not ready, so a stalled server fails here.
+    while !tokio::time::timeout(Duration::from_secs(5), ready(running.admin)).await.unwrap_or(false) {
         assert!(tokio::time::Instant::now() < deadline, "otelephant did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -195,8 +206,7 @@ async fn logs_json_lines_at_the_configured_level() {
     })
     .await;
     signal(&server.child, "-TERM");
-    let mut output = String::new();
-    server.child.stderr.take().expect("piped").read_to_string(&mut output).await.expect("read logs");
+    let output = server.logs.take().expect("piped").await.expect("logs");
     let status = server.child.wait().await.expect("exit status");
     assert!(status.success(), "{status}: {output}");
 
@@ -230,13 +240,6 @@ async fn tokens_never_appear_in_the_logs() {
             .stderr(Stdio::piped())
     })
     .await;
-    // Read the logs as they come: debug logging can fill the pipe long before the end.
-    let mut stderr = server.child.stderr.take().expect("piped");
-    let logs = tokio::spawn(async move {
-        let mut output = String::new();
-        stderr.read_to_string(&mut output).await.expect("read logs");
-        output
-    });
     let mut client =
         TraceServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc)).await.expect("connect");
     for (token, stored) in [(WRONG, false), (INGEST, true)] {
@@ -245,7 +248,7 @@ async fn tokens_never_appear_in_the_logs() {
         assert_eq!(client.export(export).await.is_ok(), stored);
     }
     signal(&server.child, "-TERM");
-    let output = logs.await.expect("logs");
+    let output = server.logs.take().expect("piped").await.expect("logs");
     server.child.wait().await.expect("exits");
     let _ = std::fs::remove_file(&file);
     assert!(output.contains("bearer tokens required"), "the logs were captured: {output}");
