@@ -2,6 +2,7 @@
 """Ingest benchmark: otelephant against the raw COPY ceiling, in one run on one machine.
 
     bench/ingest.py [--seconds 20] [--signals traces,metrics,logs] [--protocol grpc|http] [--pg-port 5432]
+                    [--sslmode prefer|disable|require]
 
 For each signal:
   1. the ceiling: `examples/copy_ceiling` streams the rows otelephant would write, pre-encoded,
@@ -29,6 +30,9 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATABASE = "otelephant_ingest_bench"
 PG_PORT = 5432
+# postgres.url's sslmode for otelephant and the ceiling alike; prefer (otelephant's default)
+# encrypts whenever the server offers TLS.
+SSLMODE = "prefer"
 PORTS = {"grpc": 34317, "http": 34318, "admin": 39464}
 FACTS = {
     "traces": "SELECT count(*) FROM spans",
@@ -40,7 +44,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def url(database):
-    return f"postgres://postgres@127.0.0.1:{PG_PORT}/{database}"
+    return f"postgres://postgres@127.0.0.1:{PG_PORT}/{database}?sslmode={SSLMODE}"
 
 
 def psql(sql, database="postgres"):
@@ -152,16 +156,20 @@ def main():
     parser.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
     parser.add_argument("--pg-port", type=int, default=5432,
                         help="PostgreSQL on 127.0.0.1 at this port (e.g. a private cluster with other settings)")
+    parser.add_argument("--sslmode", default="prefer", choices=["prefer", "disable", "require"],
+                        help="sslmode in postgres.url, for otelephant and the ceiling alike")
     args = parser.parse_args()
-    global PG_PORT
+    global PG_PORT, SSLMODE
     PG_PORT = args.pg_port
+    SSLMODE = args.sslmode
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "otelephant",
                     "--example", "loadgen", "--example", "copy_ceiling"], check=True, cwd=ROOT)
     psql("SELECT 1 FROM pg_database WHERE datname = 'otelephant_bench'") or psql("CREATE DATABASE otelephant_bench")
     cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores ({cpu_model}), {platform.system()} {platform.release()}; "
-          f"{psql('SHOW server_version')} PostgreSQL on the same host; {args.protocol}, {args.seconds} s per run")
+          f"{psql('SHOW server_version')} PostgreSQL on the same host (ssl {psql('SHOW ssl')}, sslmode {SSLMODE}); "
+          f"{args.protocol}, {args.seconds} s per run")
 
     results = [run(sig, args.protocol, args.seconds) for sig in args.signals.split(",")]
     header = ("signal", "ceiling/s", "stored/s", "x ceiling", "per CPU-s", "otel CPU-s", "pg CPU-s",
