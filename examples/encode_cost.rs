@@ -3,8 +3,8 @@
 //!
 //! `cargo run --release --example encode_cost`
 //!
-//! Uses the load generator's requests (1,000 items each, 16 distinct ones). Spans and log
-//! records are also encoded straight from their protobuf bytes, as the gRPC receiver does.
+//! Uses the load generator's requests (1,000 items each, 16 distinct ones). Each signal is also
+//! encoded straight from its protobuf bytes, as the receivers do.
 
 #[path = "loadgen/workload.rs"]
 mod workload;
@@ -81,5 +81,6 @@ fn main() {
     measure::<ExportMetricsServiceRequest>(Signal::Metrics, metrics::encode);
     measure::<ExportLogsServiceRequest>(Signal::Logs, logs::encode);
     measure_wire(Signal::Traces, traces::encode_wire);
+    measure_wire(Signal::Metrics, metrics::encode_wire);
     measure_wire(Signal::Logs, logs::encode_wire);
 }

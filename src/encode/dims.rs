@@ -125,6 +125,11 @@ impl<'a> RequestEncoder<'a> {
         }
     }
 
+    /// The ids known to be committed.
+    pub fn known(&self) -> &'a KnownIds {
+        self.known
+    }
+
     /// Whether the row for `id` must be written: not committed today, and not already in this
     /// request.
     pub fn needs(&mut self, id: i64) -> bool {

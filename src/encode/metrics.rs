@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::{
         ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
     },
 };
+use prost::Message;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::{
@@ -21,7 +22,9 @@ use super::{
     copy::{Row, Table},
     dims::{KnownIds, RequestEncoder, SERIES_SEED},
     traces::{hex_member, member},
-    validate, Encoded, TableId,
+    validate,
+    wire::{self, Fields, Unusual},
+    Encoded, TableId,
 };
 
 pub const SERIES: Table = Table {
@@ -204,10 +207,22 @@ impl<'m> SeriesShape<'m> {
 
     /// The series id of a point with these attributes, adding the series row if needed.
     fn series_id(&self, enc: &mut RequestEncoder<'_>, attributes: &[KeyValue]) -> i64 {
+        let mut canon = self.canon_start(enc);
+        write_attributes(&mut canon, attributes, Order::Sorted);
+        self.finish_series(enc, canon)
+    }
+
+    /// A buffer holding the series' canonical text up to the point attributes, which the caller
+    /// writes next (sorted by key, as JSON) before [`Self::finish_series`].
+    fn canon_start(&self, enc: &mut RequestEncoder<'_>) -> BytesMut {
         let mut canon = enc.take_scratch();
         canon.put_slice(&self.prefix);
-        let attributes_at = canon.len();
-        write_attributes(&mut canon, attributes, Order::Sorted);
+        canon
+    }
+
+    /// The id of the series whose canonical text is `canon`, adding its row if needed.
+    fn finish_series(&self, enc: &mut RequestEncoder<'_>, canon: BytesMut) -> i64 {
+        let attributes_at = self.prefix.len();
         let id = xxh3_64_with_seed(&canon, SERIES_SEED) as i64;
         if enc.needs(id) {
             let mut row = enc.out.rows_mut(TableId::MetricSeries).row(&SERIES);
@@ -242,58 +257,356 @@ fn encode_metric(enc: &mut RequestEncoder<'_>, metric: &Metric, resource_id: i64
         None => {}
         Some(Data::Gauge(gauge)) => {
             let shape = shape("gauge", None, None);
-            for point in &gauge.data_points {
-                if let Err(reason) = validate_point(&point.attributes, &point.exemplars) {
-                    enc.out.reject(1, reason);
-                    continue;
-                }
-                let series = shape.series_id(enc, &point.attributes);
-                number_point(enc, point, series);
-            }
+            gauge.data_points.iter().for_each(|point| decoded_number(enc, &shape, point));
         }
         Some(Data::Sum(sum)) => {
             let shape = shape("sum", Some(sum.aggregation_temporality), Some(sum.is_monotonic));
-            for point in &sum.data_points {
-                if let Err(reason) = validate_point(&point.attributes, &point.exemplars) {
-                    enc.out.reject(1, reason);
-                    continue;
-                }
-                let series = shape.series_id(enc, &point.attributes);
-                number_point(enc, point, series);
-            }
+            sum.data_points.iter().for_each(|point| decoded_number(enc, &shape, point));
         }
         Some(Data::Histogram(histogram)) => {
             let shape = shape("histogram", Some(histogram.aggregation_temporality), None);
-            for point in &histogram.data_points {
-                if let Err(reason) = validate_point(&point.attributes, &point.exemplars) {
-                    enc.out.reject(1, reason);
-                    continue;
-                }
-                let series = shape.series_id(enc, &point.attributes);
-                histogram_point(enc, point, series);
-            }
+            histogram.data_points.iter().for_each(|point| decoded_histogram(enc, &shape, point));
         }
         Some(Data::ExponentialHistogram(histogram)) => {
             let shape = shape("exponential_histogram", Some(histogram.aggregation_temporality), None);
-            for point in &histogram.data_points {
-                if let Err(reason) = validate_point(&point.attributes, &point.exemplars) {
-                    enc.out.reject(1, reason);
-                    continue;
-                }
-                let series = shape.series_id(enc, &point.attributes);
-                exp_histogram_point(enc, point, series);
-            }
+            histogram.data_points.iter().for_each(|point| decoded_exp_histogram(enc, &shape, point));
         }
         Some(Data::Summary(summary)) => {
             let shape = shape("summary", None, None);
-            for point in &summary.data_points {
-                if let Err(reason) = validate_point(&point.attributes, &[]) {
-                    enc.out.reject(1, reason);
+            summary.data_points.iter().for_each(|point| decoded_summary(enc, &shape, point));
+        }
+    }
+}
+
+fn decoded_number(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, point: &NumberDataPoint) {
+    match validate_point(&point.attributes, &point.exemplars) {
+        Ok(()) => {
+            let series = shape.series_id(enc, &point.attributes);
+            number_point(enc, point, series);
+        }
+        Err(reason) => enc.out.reject(1, reason),
+    }
+}
+
+fn decoded_histogram(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, point: &HistogramDataPoint) {
+    match validate_point(&point.attributes, &point.exemplars) {
+        Ok(()) => {
+            let series = shape.series_id(enc, &point.attributes);
+            histogram_point(enc, point, series);
+        }
+        Err(reason) => enc.out.reject(1, reason),
+    }
+}
+
+fn decoded_exp_histogram(
+    enc: &mut RequestEncoder<'_>,
+    shape: &SeriesShape<'_>,
+    point: &ExponentialHistogramDataPoint,
+) {
+    match validate_point(&point.attributes, &point.exemplars) {
+        Ok(()) => {
+            let series = shape.series_id(enc, &point.attributes);
+            exp_histogram_point(enc, point, series);
+        }
+        Err(reason) => enc.out.reject(1, reason),
+    }
+}
+
+fn decoded_summary(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, point: &SummaryDataPoint) {
+    match validate_point(&point.attributes, &[]) {
+        Ok(()) => {
+            let series = shape.series_id(enc, &point.attributes);
+            summary_point(enc, point, series);
+        }
+        Err(reason) => enc.out.reject(1, reason),
+    }
+}
+
+/// Encodes a request straight from its protobuf bytes, giving exactly the rows [`encode`] gives
+/// the decoded request. Gauge, sum and histogram points are read from the wire; exponential
+/// histogram and summary points, and points with exemplars or with a map among their
+/// attributes, are decoded with prost one by one.
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost (the caller then decodes the whole request).
+pub fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual> {
+    let mut enc = RequestEncoder::new(known);
+    wire::walk_request(
+        &mut enc,
+        message,
+        |metric| Ok(WireMetric::read(metric)?.points.len()),
+        |enc, metric, ids| WireMetric::read(metric)?.encode(enc, ids),
+    )?;
+    Ok(enc.out)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Gauge,
+    Sum,
+    Histogram,
+    ExponentialHistogram,
+    Summary,
+}
+
+/// A Metric message read from the wire: its identity decoded, its points still bytes.
+struct WireMetric<'a> {
+    /// Name, description, unit and metadata; `data` stays `None`.
+    header: Metric,
+    kind: Option<Kind>,
+    temporality: i32,
+    monotonic: bool,
+    points: Vec<&'a [u8]>,
+}
+
+impl<'a> WireMetric<'a> {
+    fn read(message: &'a [u8]) -> Result<Self, Unusual> {
+        let mut metric = WireMetric {
+            header: Metric::default(),
+            kind: None,
+            temporality: 0,
+            monotonic: false,
+            points: Vec::new(),
+        };
+        let mut fields = Fields::new(message);
+        while let Some(field) = fields.next() {
+            let (number, value) = field?;
+            let kind = match number {
+                1..=3 => {
+                    fields.once(number)?;
+                    let text = value.str()?.to_owned();
+                    match number {
+                        1 => metric.header.name = text,
+                        2 => metric.header.description = text,
+                        _ => metric.header.unit = text,
+                    }
                     continue;
                 }
-                let series = shape.series_id(enc, &point.attributes);
-                summary_point(enc, point, series);
+                12 => {
+                    metric.header.metadata.push(KeyValue::decode(value.bytes()?).map_err(|_| Unusual)?);
+                    continue;
+                }
+                5 => Kind::Gauge,
+                7 => Kind::Sum,
+                9 => Kind::Histogram,
+                10 => Kind::ExponentialHistogram,
+                11 => Kind::Summary,
+                _ => continue,
+            };
+            // One member of the data oneof, given once; prost's merging of more is left to it.
+            if metric.kind.replace(kind).is_some() {
+                return Err(Unusual);
             }
+            metric.read_data(value.bytes()?, kind)?;
+        }
+        Ok(metric)
+    }
+
+    fn read_data(&mut self, message: &'a [u8], kind: Kind) -> Result<(), Unusual> {
+        let mut fields = Fields::new(message);
+        while let Some(field) = fields.next() {
+            match field? {
+                (1, point) => self.points.push(point.bytes()?),
+                (2, temporality) if kind != Kind::Gauge && kind != Kind::Summary => {
+                    fields.once(2)?;
+                    self.temporality = enum_value(temporality)?;
+                }
+                (3, monotonic) if kind == Kind::Sum => {
+                    fields.once(3)?;
+                    self.monotonic = monotonic.varint()? != 0;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes the points under their (resource, scope) ids; with `None` (the group was
+    /// refused) only reads them.
+    fn encode(&self, enc: &mut RequestEncoder<'_>, ids: Option<(i64, i64)>) -> Result<(), Unusual> {
+        let (resource_id, scope_id, valid) = match ids {
+            Some((resource_id, scope_id)) => match validate_metric(&self.header) {
+                Ok(()) => (resource_id, scope_id, true),
+                Err(reason) => {
+                    enc.out.reject(self.points.len(), reason);
+                    (resource_id, scope_id, false)
+                }
+            },
+            None => (0, 0, false),
+        };
+        let Some(kind) = self.kind else { return Ok(()) };
+        let (name, temporality, monotonic) = match kind {
+            Kind::Gauge => ("gauge", None, None),
+            Kind::Sum => ("sum", Some(self.temporality), Some(self.monotonic)),
+            Kind::Histogram => ("histogram", Some(self.temporality), None),
+            Kind::ExponentialHistogram => ("exponential_histogram", Some(self.temporality), None),
+            Kind::Summary => ("summary", None, None),
+        };
+        let shape = SeriesShape::new(&self.header, name, temporality, monotonic, resource_id, scope_id);
+        if valid {
+            return self.encode_points(enc, &shape, kind);
+        }
+        // Refused points are still read, so that bytes prost would reject are Unusual here too;
+        // what they would give goes nowhere.
+        self.encode_points(&mut RequestEncoder::new(enc.known()), &shape, kind)
+    }
+
+    fn encode_points(
+        &self,
+        enc: &mut RequestEncoder<'_>,
+        shape: &SeriesShape<'_>,
+        kind: Kind,
+    ) -> Result<(), Unusual> {
+        for point in &self.points {
+            match kind {
+                Kind::Gauge | Kind::Sum => wire_number(enc, shape, point)?,
+                Kind::Histogram => wire_histogram(enc, shape, point)?,
+                Kind::ExponentialHistogram => {
+                    let point = ExponentialHistogramDataPoint::decode(*point).map_err(|_| Unusual)?;
+                    decoded_exp_histogram(enc, shape, &point);
+                }
+                Kind::Summary => {
+                    let point = SummaryDataPoint::decode(*point).map_err(|_| Unusual)?;
+                    decoded_summary(enc, shape, &point);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An int32 enum from its varint, as prost reads it; values past int32 are left to prost.
+fn enum_value(value: wire::Value<'_>) -> Result<i32, Unusual> {
+    i32::try_from(value.varint()? as i64).map_err(|_| Unusual)
+}
+
+fn uint32(value: wire::Value<'_>) -> Result<u32, Unusual> {
+    u32::try_from(value.varint()?).map_err(|_| Unusual)
+}
+
+/// The series id of a point whose attributes are `attributes` (KeyValue messages), or, when
+/// they take the decoded path, `None`. Refuses the point (and returns `Some(None)`) when they
+/// hold U+0000.
+fn wire_series(
+    enc: &mut RequestEncoder<'_>,
+    shape: &SeriesShape<'_>,
+    attributes: &[&[u8]],
+) -> Result<Option<Option<i64>>, Unusual> {
+    let mut canon = shape.canon_start(enc);
+    match wire::write_sorted_flat_attributes(&mut canon, attributes)? {
+        None => {
+            enc.return_scratch(canon);
+            Ok(None)
+        }
+        Some(true) => {
+            enc.return_scratch(canon);
+            enc.out.reject(1, validate::nul_in_attributes("data point attributes"));
+            Ok(Some(None))
+        }
+        Some(false) => Ok(Some(Some(shape.finish_series(enc, canon)))),
+    }
+}
+
+/// A gauge or sum point from the wire; one with exemplars is decoded instead.
+fn wire_number(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, message: &[u8]) -> Result<(), Unusual> {
+    let mut point = NumberDataPoint::default();
+    let mut attributes = Vec::new();
+    let mut fields = Fields::new(message);
+    while let Some(field) = fields.next() {
+        let (number, value) = field?;
+        match number {
+            7 => attributes.push(value.bytes()?),
+            2 => {
+                fields.once(2)?;
+                point.start_time_unix_nano = value.fixed64()?;
+            }
+            3 => {
+                fields.once(3)?;
+                point.time_unix_nano = value.fixed64()?;
+            }
+            // The value oneof: a second member is left to prost.
+            4 | 6 => {
+                fields.once(4)?;
+                let bits = value.fixed64()?;
+                point.value = Some(if number == 4 {
+                    number_data_point::Value::AsDouble(f64::from_bits(bits))
+                } else {
+                    number_data_point::Value::AsInt(bits as i64)
+                });
+            }
+            5 => return decoded_instead(enc, shape, message),
+            8 => {
+                fields.once(8)?;
+                point.flags = uint32(value)?;
+            }
+            _ => {}
+        }
+    }
+    match wire_series(enc, shape, &attributes)? {
+        None => decoded_instead(enc, shape, message),
+        Some(None) => Ok(()),
+        Some(Some(series)) => {
+            number_point(enc, &point, series);
+            Ok(())
+        }
+    }
+}
+
+fn decoded_instead(
+    enc: &mut RequestEncoder<'_>,
+    shape: &SeriesShape<'_>,
+    message: &[u8],
+) -> Result<(), Unusual> {
+    let point = NumberDataPoint::decode(message).map_err(|_| Unusual)?;
+    decoded_number(enc, shape, &point);
+    Ok(())
+}
+
+/// A histogram point from the wire; one with exemplars is decoded instead.
+fn wire_histogram(
+    enc: &mut RequestEncoder<'_>,
+    shape: &SeriesShape<'_>,
+    message: &[u8],
+) -> Result<(), Unusual> {
+    let decode_instead = |enc: &mut RequestEncoder<'_>| -> Result<(), Unusual> {
+        let point = HistogramDataPoint::decode(message).map_err(|_| Unusual)?;
+        decoded_histogram(enc, shape, &point);
+        Ok(())
+    };
+    let mut point = HistogramDataPoint::default();
+    let mut attributes = Vec::new();
+    let mut bounds = Vec::new();
+    let mut fields = Fields::new(message);
+    while let Some(field) = fields.next() {
+        let (number, value) = field?;
+        let double = |v: wire::Value<'_>| v.fixed64().map(f64::from_bits);
+        match number {
+            9 => attributes.push(value.bytes()?),
+            6 => wire::push_fixed64s(&mut point.bucket_counts, value)?,
+            7 => wire::push_fixed64s(&mut bounds, value)?,
+            8 => return decode_instead(enc),
+            2 | 3 | 4 | 5 | 10 | 11 | 12 => {
+                fields.once(number)?;
+                match number {
+                    2 => point.start_time_unix_nano = value.fixed64()?,
+                    3 => point.time_unix_nano = value.fixed64()?,
+                    4 => point.count = value.fixed64()?,
+                    5 => point.sum = Some(double(value)?),
+                    10 => point.flags = uint32(value)?,
+                    11 => point.min = Some(double(value)?),
+                    _ => point.max = Some(double(value)?),
+                }
+            }
+            _ => {}
+        }
+    }
+    point.explicit_bounds = bounds.into_iter().map(f64::from_bits).collect();
+    match wire_series(enc, shape, &attributes)? {
+        None => decode_instead(enc),
+        Some(None) => Ok(()),
+        Some(Some(series)) => {
+            histogram_point(enc, &point, series);
+            Ok(())
         }
     }
 }
@@ -450,4 +763,205 @@ pub fn exemplars_from_json(json: &serde_json::Value) -> Result<Vec<Exemplar>, Ma
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        exponential_histogram_data_point::Buckets, summary_data_point::ValueAtQuantile, ExponentialHistogram,
+        Gauge, Histogram, ResourceMetrics, ScopeMetrics, Sum, Summary,
+    };
+    use proptest::{collection::vec, prelude::*};
+
+    use super::*;
+    use crate::encode::testing::{
+        any_value, assert_same, attributes_of, mostly_valid, resource, scope, text,
+    };
+
+    /// Point attributes: mostly flat (the wire path), sometimes with maps (decoded instead).
+    fn point_attributes() -> impl Strategy<Value = Vec<KeyValue>> {
+        let flat = prop_oneof![
+            text().prop_map(Value::StringValue),
+            any::<i64>().prop_map(Value::IntValue),
+            any::<f64>().prop_map(Value::DoubleValue),
+            any::<bool>().prop_map(Value::BoolValue),
+        ]
+        .prop_map(|value| AnyValue { value: Some(value) });
+        prop_oneof![4 => attributes_of(flat), 1 => attributes_of(any_value())]
+    }
+
+    fn exemplars() -> impl Strategy<Value = Vec<Exemplar>> {
+        let exemplar =
+            (any::<u64>(), any::<i64>(), mostly_valid(8), mostly_valid(16), attributes_of(any_value()))
+                .prop_map(|(time_unix_nano, v, span_id, trace_id, filtered_attributes)| Exemplar {
+                    filtered_attributes,
+                    time_unix_nano,
+                    span_id,
+                    trace_id,
+                    value: Some(exemplar::Value::AsInt(v)),
+                });
+        prop_oneof![3 => Just(vec![]), 1 => vec(exemplar, 1..3)]
+    }
+
+    fn number() -> impl Strategy<Value = NumberDataPoint> {
+        let value = proptest::option::of(prop_oneof![
+            any::<i64>().prop_map(number_data_point::Value::AsInt),
+            any::<f64>().prop_map(number_data_point::Value::AsDouble),
+        ]);
+        (point_attributes(), any::<u64>(), any::<u64>(), value, exemplars(), any::<u32>()).prop_map(
+            |(attributes, start_time_unix_nano, time_unix_nano, value, exemplars, flags)| NumberDataPoint {
+                attributes,
+                start_time_unix_nano,
+                time_unix_nano,
+                exemplars,
+                flags,
+                value,
+            },
+        )
+    }
+
+    fn histogram() -> impl Strategy<Value = HistogramDataPoint> {
+        let optional = || proptest::option::of(any::<f64>());
+        (
+            (point_attributes(), any::<u64>(), any::<u64>(), any::<u64>(), optional()),
+            (
+                vec(any::<u64>(), 0..4),
+                vec(any::<f64>(), 0..3),
+                exemplars(),
+                any::<u32>(),
+                optional(),
+                optional(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (attributes, start, time, count, sum),
+                    (bucket_counts, explicit_bounds, exemplars, flags, min, max),
+                )| {
+                    HistogramDataPoint {
+                        attributes,
+                        start_time_unix_nano: start,
+                        time_unix_nano: time,
+                        count,
+                        sum,
+                        bucket_counts,
+                        explicit_bounds,
+                        exemplars,
+                        flags,
+                        min,
+                        max,
+                    }
+                },
+            )
+    }
+
+    fn exp_histogram() -> impl Strategy<Value = ExponentialHistogramDataPoint> {
+        (point_attributes(), any::<i32>(), vec(any::<u64>(), 0..3)).prop_map(|(attributes, scale, counts)| {
+            ExponentialHistogramDataPoint {
+                attributes,
+                scale,
+                positive: Some(Buckets { offset: scale / 2, bucket_counts: counts }),
+                ..Default::default()
+            }
+        })
+    }
+
+    fn summary() -> impl Strategy<Value = SummaryDataPoint> {
+        (point_attributes(), any::<u64>(), any::<f64>()).prop_map(|(attributes, count, sum)| {
+            SummaryDataPoint {
+                attributes,
+                count,
+                sum,
+                quantile_values: vec![ValueAtQuantile { quantile: 0.5, value: sum }],
+                ..Default::default()
+            }
+        })
+    }
+
+    fn data() -> impl Strategy<Value = Option<Data>> {
+        prop_oneof![
+            1 => Just(None),
+            3 => vec(number(), 0..4).prop_map(|data_points| Some(Data::Gauge(Gauge { data_points }))),
+            3 => (vec(number(), 0..4), any::<i32>(), any::<bool>()).prop_map(|(data_points, t, m)| {
+                Some(Data::Sum(Sum { data_points, aggregation_temporality: t, is_monotonic: m }))
+            }),
+            3 => (vec(histogram(), 0..4), 0..3i32).prop_map(|(data_points, t)| {
+                Some(Data::Histogram(Histogram { data_points, aggregation_temporality: t }))
+            }),
+            1 => vec(exp_histogram(), 0..3).prop_map(|data_points| {
+                Some(Data::ExponentialHistogram(ExponentialHistogram { data_points, aggregation_temporality: 1 }))
+            }),
+            1 => vec(summary(), 0..3).prop_map(|data_points| Some(Data::Summary(Summary { data_points }))),
+        ]
+    }
+
+    fn metric() -> impl Strategy<Value = Metric> {
+        (text(), text(), text(), prop_oneof![3 => Just(vec![]), 1 => attributes_of(any_value())], data())
+            .prop_map(|(name, description, unit, metadata, data)| Metric {
+                name,
+                description,
+                unit,
+                metadata,
+                data,
+            })
+    }
+
+    fn request() -> impl Strategy<Value = ExportMetricsServiceRequest> {
+        let scope_metrics = (scope(), vec(metric(), 0..4), text())
+            .prop_map(|(scope, metrics, schema_url)| ScopeMetrics { scope, metrics, schema_url });
+        let resource_metrics = (resource(), vec(scope_metrics, 0..3), text()).prop_map(
+            |(resource, scope_metrics, schema_url)| ResourceMetrics { resource, scope_metrics, schema_url },
+        );
+        vec(resource_metrics, 0..3)
+            .prop_map(|resource_metrics| ExportMetricsServiceRequest { resource_metrics })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn wire_encoding_gives_the_rows_of_the_decoded_request(request in request()) {
+            let bytes = request.encode_to_vec();
+            // What protobuf encoders write (nested less deeply than MAX_DEPTH) is never Unusual.
+            let wire = encode_wire(&bytes, &KnownIds::default()).expect("read from the wire");
+            // Against the request as decoded: a -0.0 in a plain double field is not sent.
+            let decoded = ExportMetricsServiceRequest::decode(&bytes[..]).expect("decodes");
+            assert_same(&wire, &encode(&decoded, &KnownIds::default()));
+        }
+    }
+
+    #[test]
+    fn unusual_encodings_are_left_to_prost() {
+        let point = NumberDataPoint { value: Some(number_data_point::Value::AsInt(5)), ..Default::default() };
+        let request = |point: &NumberDataPoint| ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "m".into(),
+                        data: Some(Data::Gauge(Gauge { data_points: vec![point.clone()] })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        assert!(encode_wire(&request(&point).encode_to_vec(), &KnownIds::default()).is_ok());
+        // Both members of the value oneof: prost keeps the last; the wire reader leaves it.
+        let both = [&point.encode_to_vec()[..], &[0x21], &1.5f64.to_le_bytes()].concat();
+        let decoded = NumberDataPoint::decode(&both[..]).expect("prost merges");
+        assert_eq!(decoded.value, Some(number_data_point::Value::AsDouble(1.5)));
+        let shape_metric = Metric::default();
+        let shape = SeriesShape::new(&shape_metric, "gauge", None, None, 0, 0);
+        let known = KnownIds::default();
+        let mut enc = RequestEncoder::new(&known);
+        assert_eq!(wire_number(&mut enc, &shape, &both), Err(Unusual));
+        // Unpacked bucket counts are read as packed ones are.
+        let mut out = Vec::new();
+        wire::push_fixed64s(&mut out, wire::Value::Fixed64(7)).expect("unpacked");
+        wire::push_fixed64s(&mut out, wire::Value::Bytes(&9u64.to_le_bytes())).expect("packed");
+        assert_eq!(out, [7, 9]);
+        assert_eq!(wire::push_fixed64s(&mut out, wire::Value::Bytes(&[1, 2, 3])), Err(Unusual));
+    }
 }

@@ -1,5 +1,6 @@
 //! Reading OTLP protobuf straight from its wire bytes, so the hot path encodes records into rows
-//! without first building prost's owned structs (an allocation per string, attribute and value).
+//! without first building prost's owned structs (an allocation per string, attribute and value):
+//! spans, log records, and gauge, sum and histogram data points.
 //!
 //! Only the encodings protobuf encoders produce are read here. Anything else — a singular field
 //! given twice, a known field with another wire type, a group, text that is not UTF-8, a
@@ -21,11 +22,6 @@ use super::{
     validate, Encoded, TableId,
 };
 
-/// Encodes one record message into `rows` with its (resource, scope) ids, or says why the
-/// record is refused.
-pub type RecordEncoder<'f> =
-    dyn FnMut(&mut Rows, &[u8], (i64, i64)) -> Result<Result<(), validate::Rejection>, Unusual> + 'f;
-
 /// Walks an export request (resource groups of scope groups of records, the same shape for
 /// every signal: field 1 a repeated group, whose field 1 is the resource or scope, 2 the
 /// repeated items and 3 the schema_url), deduplicating resources and scopes as the prost path
@@ -43,13 +39,83 @@ pub fn encode_request(
     // Rows take about 1.25 times the protobuf bytes they come from (the load generator's spans
     // and log records); reserving that at once spares the buffer's doublings and half its slack.
     enc.out.rows_mut(table).buf.reserve(message.len() + message.len() / 3);
+    walk_request(
+        &mut enc,
+        message,
+        |_| Ok(1),
+        |enc, item, ids| {
+            match ids {
+                Some(ids) => {
+                    if let Err(reason) = record(enc.out.rows_mut(table), item, ids)? {
+                        enc.out.reject(1, reason);
+                    }
+                }
+                // The whole group is refused already; the record's own verdict does not count.
+                None => drop(record(&mut Rows::default(), item, (0, 0))?),
+            }
+            Ok(())
+        },
+    )?;
+    Ok(enc.out)
+}
+
+/// Walks an export request's resource and scope groups for any signal. `weight` says how many
+/// records an item stands for (1, or a metric's data points), for the count of a refused
+/// group; `item` encodes one item under its (resource, scope) ids, or with `None`, when its
+/// group was refused, only reads it, so that bytes prost would reject are [`Unusual`] here too.
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost.
+pub fn walk_request<'m>(
+    enc: &mut RequestEncoder<'_>,
+    message: &'m [u8],
+    weight: impl Fn(&'m [u8]) -> Result<usize, Unusual>,
+    mut item: impl FnMut(&mut RequestEncoder<'_>, &'m [u8], Option<(i64, i64)>) -> Result<(), Unusual>,
+) -> Result<(), Unusual> {
     for field in Fields::new(message) {
         let (number, value) = field?;
-        if number == 1 {
-            resource_group(&mut enc, value.bytes()?, table, &mut record)?;
+        if number != 1 {
+            continue;
+        }
+        let resource_group = group(value.bytes()?)?;
+        let resource = resource_group.header.map(Resource::decode).transpose().map_err(|_| Unusual)?;
+        let resource_id = match validate::resource(resource.as_ref(), resource_group.schema_url) {
+            Ok(()) => Some(enc.resource(resource.as_ref(), resource_group.schema_url)),
+            Err(reason) => {
+                let mut records = 0;
+                for scope_group in &resource_group.items {
+                    for scope_item in group(scope_group)?.items {
+                        records += weight(scope_item)?;
+                    }
+                }
+                enc.out.reject(records, reason);
+                None
+            }
+        };
+        for scope_group in resource_group.items {
+            let scope_group = group(scope_group)?;
+            let scope =
+                scope_group.header.map(InstrumentationScope::decode).transpose().map_err(|_| Unusual)?;
+            let ids = match resource_id {
+                Some(resource_id) => match validate::scope(scope.as_ref(), scope_group.schema_url) {
+                    Ok(()) => Some((resource_id, enc.scope(scope.as_ref(), scope_group.schema_url))),
+                    Err(reason) => {
+                        let mut records = 0;
+                        for scope_item in &scope_group.items {
+                            records += weight(scope_item)?;
+                        }
+                        enc.out.reject(records, reason);
+                        None
+                    }
+                },
+                None => None,
+            };
+            for scope_item in scope_group.items {
+                item(enc, scope_item, ids)?;
+            }
         }
     }
-    Ok(enc.out)
+    Ok(())
 }
 
 /// A message's singular message field (1), its repeated field (2), and its `schema_url` (3).
@@ -78,66 +144,6 @@ fn group(message: &[u8]) -> Result<Group<'_>, Unusual> {
         }
     }
     Ok(group)
-}
-
-fn resource_group(
-    enc: &mut RequestEncoder<'_>,
-    message: &[u8],
-    table: TableId,
-    record: &mut RecordEncoder<'_>,
-) -> Result<(), Unusual> {
-    let resource_group = group(message)?;
-    let resource = resource_group.header.map(Resource::decode).transpose().map_err(|_| Unusual)?;
-    let resource_id = match validate::resource(resource.as_ref(), resource_group.schema_url) {
-        Ok(()) => Some(enc.resource(resource.as_ref(), resource_group.schema_url)),
-        Err(reason) => {
-            let mut records = 0;
-            for scope_group in &resource_group.items {
-                records += count(scope_group, 2)?;
-            }
-            enc.out.reject(records, reason);
-            None
-        }
-    };
-    for scope_group in resource_group.items {
-        scope_group_records(enc, scope_group, resource_id, table, record)?;
-    }
-    Ok(())
-}
-
-/// Encodes a scope group's records; with no `resource_id` (its resource was refused) they are
-/// only read, so that bytes prost would reject are [`Unusual`] here too.
-fn scope_group_records(
-    enc: &mut RequestEncoder<'_>,
-    message: &[u8],
-    resource_id: Option<i64>,
-    table: TableId,
-    record: &mut RecordEncoder<'_>,
-) -> Result<(), Unusual> {
-    let scope_group = group(message)?;
-    let scope = scope_group.header.map(InstrumentationScope::decode).transpose().map_err(|_| Unusual)?;
-    let ids = match resource_id {
-        Some(resource_id) => match validate::scope(scope.as_ref(), scope_group.schema_url) {
-            Ok(()) => Some((resource_id, enc.scope(scope.as_ref(), scope_group.schema_url))),
-            Err(reason) => {
-                enc.out.reject(scope_group.items.len(), reason);
-                None
-            }
-        },
-        None => None,
-    };
-    for item in scope_group.items {
-        match ids {
-            Some(ids) => {
-                if let Err(reason) = record(enc.out.rows_mut(table), item, ids)? {
-                    enc.out.reject(1, reason);
-                }
-            }
-            // The whole group is refused already; the record's own verdict does not count.
-            None => drop(record(&mut Rows::default(), item, (0, 0))?),
-        }
-    }
-    Ok(())
 }
 
 /// An encoding left to prost (see the module documentation).
@@ -428,6 +434,79 @@ pub fn write_attributes(
     }
     buf.put_u8(b'}');
     Ok(nul)
+}
+
+/// Whether an AnyValue message holds a map anywhere (itself, or inside its arrays).
+fn has_map(message: &[u8], depth: usize) -> Result<bool, Unusual> {
+    if depth > MAX_DEPTH {
+        return Err(Unusual);
+    }
+    for field in Fields::new(message) {
+        match field? {
+            (6, _) => return Ok(true),
+            (5, array) => {
+                for element in Fields::new(array.bytes()?) {
+                    let (number, value) = element?;
+                    if number == 1 && has_map(value.bytes()?, depth + 1)? {
+                        return Ok(true);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
+/// Writes KeyValue messages as a JSON object sorted by key, as `write_attributes` with
+/// `Order::Sorted` writes the decoded map, when no value holds a map (whose own entries that
+/// order would sort too): then returns whether a key or value holds U+0000. With a map among
+/// the values it writes nothing and returns `None`.
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost.
+pub fn write_sorted_flat_attributes(buf: &mut BytesMut, entries: &[&[u8]]) -> Result<Option<bool>, Unusual> {
+    let mut pairs = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let (key, value) = key_value(entry)?;
+        if let Some(value) = value {
+            if has_map(value, 0)? {
+                return Ok(None);
+            }
+        }
+        pairs.push((key, value));
+    }
+    // Stable, as the decoded path's sort is: equal keys keep the order they were sent in.
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    buf.put_u8(b'{');
+    let mut nul = false;
+    for (i, (key, value)) in pairs.into_iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        nul |= has_nul(key);
+        write_str(buf, key);
+        buf.put_u8(b':');
+        match value {
+            Some(value) => nul |= write_any_value(buf, value, 1)?,
+            None => buf.put_slice(b"null"),
+        }
+    }
+    buf.put_u8(b'}');
+    Ok(Some(nul))
+}
+
+/// The values of a `repeated fixed64` or `repeated double` field, packed or not, appended to
+/// `out` as their bits.
+pub fn push_fixed64s(out: &mut Vec<u64>, value: Value<'_>) -> Result<(), Unusual> {
+    match value {
+        Value::Fixed64(v) => out.push(v),
+        Value::Bytes(packed) if packed.len() % 8 == 0 => {
+            out.extend(packed.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())));
+        }
+        _ => return Err(Unusual),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

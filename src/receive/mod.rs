@@ -84,6 +84,10 @@ impl Signal for Metrics {
     fn respond(refused: Option<Refused>) -> Self::Response {
         metrics_response(refused)
     }
+    /// Straight from the wire bytes, unless they take the rules only prost knows.
+    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
+        metrics::encode_wire(message, known).or_else(|_unusual| decode_and_encode::<Self>(message, known))
+    }
 }
 
 impl Signal for Logs {
