@@ -12,7 +12,7 @@
 //!   [`encode::attributes`] the AnyValue <-> jsonb mapping (both directions),
 //!   [`encode::dims`] resources, scopes and the cache of known ids,
 //!   [`encode::validate`] the records refused, [`encode::wire`] reading protobuf straight from
-//!   its bytes (spans and log records skip prost's structs), and
+//!   its bytes (spans, log records and most metric data points skip prost's structs), and
 //!   [`encode::traces`], [`encode::metrics`], [`encode::logs`] one signal each.
 //! - [`pipeline`]: the intake budget ([`pipeline::intake`]), the bounded queue,
 //!   acknowledgements, and the batching writer tasks.
