@@ -260,10 +260,8 @@ async fn pass(
     now: SystemTime,
 ) -> Result<Report, StoreError> {
     let today = partitions::epoch_day(now);
-    let mut report = Report::default();
-    for day in partitions::ensure_days(client, today, config).await? {
-        report.created.push(day);
-    }
+    let mut report =
+        Report { created: partitions::ensure_days(client, today, config).await?, ..Report::default() };
     for (table, key) in partitions::PARTITIONED {
         let Some(first_kept) = first_kept_day(retention_of(table, retention), now) else { continue };
         for day in late_days(&*client, table, key, first_kept, today - config.days_behind as i32).await? {
