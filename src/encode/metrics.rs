@@ -484,16 +484,17 @@ fn uint32(value: wire::Value<'_>) -> Result<u32, Unusual> {
     u32::try_from(value.varint()?).map_err(|_| Unusual)
 }
 
-/// The series id of a point whose attributes are `attributes` (KeyValue messages), or, when
-/// they take the decoded path, `None`. Refuses the point (and returns `Some(None)`) when they
-/// hold U+0000.
+/// The series id of a point whose attributes are field `number` of its `message`, or, when they
+/// take the decoded path, `None`. Refuses the point (and returns `Some(None)`) when they hold
+/// U+0000.
 fn wire_series(
     enc: &mut RequestEncoder<'_>,
     shape: &SeriesShape<'_>,
-    attributes: &[&[u8]],
+    message: &[u8],
+    number: u32,
 ) -> Result<Option<Option<i64>>, Unusual> {
     let mut canon = shape.canon_start(enc);
-    match wire::write_sorted_flat_attributes(&mut canon, attributes)? {
+    match wire::write_sorted_flat_attributes(&mut canon, message, number)? {
         None => {
             enc.return_scratch(canon);
             Ok(None)
@@ -510,12 +511,10 @@ fn wire_series(
 /// A gauge or sum point from the wire; one with exemplars is decoded instead.
 fn wire_number(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, message: &[u8]) -> Result<(), Unusual> {
     let mut point = NumberDataPoint::default();
-    let mut attributes = Vec::new();
     let mut fields = Fields::new(message);
     while let Some(field) = fields.next() {
         let (number, value) = field?;
         match number {
-            7 => attributes.push(value.bytes()?),
             2 => {
                 fields.once(2)?;
                 point.start_time_unix_nano = value.fixed64()?;
@@ -542,7 +541,7 @@ fn wire_number(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, message: &
             _ => {}
         }
     }
-    match wire_series(enc, shape, &attributes)? {
+    match wire_series(enc, shape, message, 7)? {
         None => decoded_instead(enc, shape, message),
         Some(None) => Ok(()),
         Some(Some(series)) => {
@@ -574,14 +573,12 @@ fn wire_histogram(
         Ok(())
     };
     let mut point = HistogramDataPoint::default();
-    let mut attributes = Vec::new();
     let mut bounds = Vec::new();
     let mut fields = Fields::new(message);
     while let Some(field) = fields.next() {
         let (number, value) = field?;
         let double = |v: wire::Value<'_>| v.fixed64().map(f64::from_bits);
         match number {
-            9 => attributes.push(value.bytes()?),
             6 => wire::push_fixed64s(&mut point.bucket_counts, value)?,
             7 => wire::push_fixed64s(&mut bounds, value)?,
             8 => return decode_instead(enc),
@@ -601,7 +598,7 @@ fn wire_histogram(
         }
     }
     point.explicit_bounds = bounds.into_iter().map(f64::from_bits).collect();
-    match wire_series(enc, shape, &attributes)? {
+    match wire_series(enc, shape, message, 9)? {
         None => decode_instead(enc),
         Some(None) => Ok(()),
         Some(Some(series)) => {

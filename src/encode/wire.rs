@@ -458,17 +458,25 @@ fn has_map(message: &[u8], depth: usize) -> Result<bool, Unusual> {
     Ok(false)
 }
 
-/// Writes KeyValue messages as a JSON object sorted by key, as `write_attributes` with
-/// `Order::Sorted` writes the decoded map, when no value holds a map (whose own entries that
-/// order would sort too): then returns whether a key or value holds U+0000. With a map among
-/// the values it writes nothing and returns `None`.
+/// Writes the KeyValues that are field `number` of `message` as a JSON object sorted by key, as
+/// `write_attributes` with `Order::Sorted` writes the decoded map, when no value holds a map
+/// (whose own entries that order would sort too): then returns whether a key or value holds
+/// U+0000. With a map among the values it writes nothing and returns `None`.
 ///
 /// # Errors
 /// [`Unusual`] for an encoding left to prost.
-pub fn write_sorted_flat_attributes(buf: &mut BytesMut, entries: &[&[u8]]) -> Result<Option<bool>, Unusual> {
-    let mut pairs = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let (key, value) = key_value(entry)?;
+pub fn write_sorted_flat_attributes(
+    buf: &mut BytesMut,
+    message: &[u8],
+    number: u32,
+) -> Result<Option<bool>, Unusual> {
+    let mut pairs = Vec::new();
+    for field in Fields::new(message) {
+        let (n, entry) = field?;
+        if n != number {
+            continue;
+        }
+        let (key, value) = key_value(entry.bytes()?)?;
         if let Some(value) = value {
             if has_map(value, 0)? {
                 return Ok(None);

@@ -85,6 +85,20 @@ async fn services(t: &TestServer) -> Vec<String> {
     rows.iter().map(|row| row.get(0)).collect()
 }
 
+/// Runs `otelephant retention` with `args` against the test's schema; returns what it printed.
+async fn retention_command(config: &Config, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_otelephant"))
+        .arg("retention")
+        .args(args)
+        .args(["--postgres-url", &config.postgres.url, "--postgres-schema", &config.postgres.schema])
+        .output()
+        .await
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
 fn short_traces(c: &mut Config) {
     c.retention.traces = Retention::days(2);
 }
@@ -283,15 +297,7 @@ async fn retention_dry_run_shows_what_would_go_and_changes_nothing() {
         .await
         .expect("name")
         .get(0);
-    let config = &t.config;
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_otelephant"))
-        .args(["retention", "--dry-run", "--postgres-url", &config.postgres.url])
-        .args(["--postgres-schema", &config.postgres.schema])
-        .output()
-        .await
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = retention_command(&t.config, &["--dry-run"]).await;
     assert!(stdout.contains("Retention: traces 7days, logs 7days, metrics 30days"), "{stdout}");
     assert!(stdout.contains("Would drop 1 expired partition(s)"), "{stdout}");
     assert!(stdout.contains(&old_partition), "{stdout}");
@@ -299,14 +305,7 @@ async fn retention_dry_run_shows_what_would_go_and_changes_nothing() {
     assert_eq!(t.count(&old_partition).await, 4, "a dry run drops nothing");
 
     // Without --dry-run it does it.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_otelephant"))
-        .args(["retention", "--postgres-url", &config.postgres.url])
-        .args(["--postgres-schema", &config.postgres.schema])
-        .output()
-        .await
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = retention_command(&t.config, &[]).await;
     assert!(stdout.contains("Dropped 1 expired partition(s)"), "{stdout}");
     assert!(!partition_days(&t, "spans").await.contains(&(d - 30)));
     assert_eq!(t.count("spans").await, 4, "the catch-all keeps what is outside the window");
