@@ -9,7 +9,7 @@ use super::{
     copy::{Rows, Table},
     dims::{KnownIds, RequestEncoder},
     validate,
-    wire::{self, Fields, Unusual},
+    wire::{self, Fields, Stretch, Unusual},
     Encoded, TableId,
 };
 
@@ -141,8 +141,11 @@ fn wire_record(
     let mut record = LogRecord::default();
     let mut body = None;
     let (mut severity_text, mut event_name, mut trace_id, mut span_id) = ("", "", &[][..], &[][..]);
+    let mut attributes_at = Stretch::default();
     let mut fields = Fields::new(message);
-    while let Some(field) = fields.next() {
+    loop {
+        let before = fields.remaining();
+        let Some(field) = fields.next() else { break };
         let (number, value) = field?;
         if number != 6 && number < 64 {
             fields.once(number)?;
@@ -154,6 +157,7 @@ fn wire_record(
             5 => body = Some(value.bytes()?),
             6 => {
                 value.bytes()?;
+                attributes_at.cover(message.len(), before, &fields);
             }
             7 => record.dropped_attributes_count = value.varint()? as u32,
             8 => record.flags = value.fixed32()?,
@@ -181,7 +185,7 @@ fn wire_record(
             Some(body) => row.jsonb(|buf| body_nul = wire::write_any_value(buf, body, 0)),
             None => row.null(),
         }
-        row.jsonb(|buf| attributes_nul = wire::write_attributes(buf, message, 6, 0));
+        row.jsonb(|buf| attributes_nul = wire::write_attributes(buf, attributes_at.of(message), 6, 0));
         row.int8(i64::from(record.dropped_attributes_count));
         row.int8(i64::from(record.flags));
         row.bytea_or_null(trace_id);

@@ -14,7 +14,7 @@ use super::{
     copy::{Rows, Table},
     dims::{KnownIds, RequestEncoder},
     validate,
-    wire::{self, Fields, Unusual},
+    wire::{self, Fields, Stretch, Unusual},
     Encoded, TableId,
 };
 
@@ -289,6 +289,10 @@ struct WireSpan<'a> {
     name: &'a str,
     events: usize,
     links: usize,
+    /// Where the attributes, events and links lie in the message.
+    attributes_at: Stretch,
+    events_at: Stretch,
+    links_at: Stretch,
     status: Option<&'a [u8]>,
 }
 
@@ -302,7 +306,9 @@ fn wire_span(
     let mut scalars = Span::default();
     let mut span = WireSpan::default();
     let mut fields = Fields::new(message);
-    while let Some(field) = fields.next() {
+    loop {
+        let before = fields.remaining();
+        let Some(field) = fields.next() else { break };
         let (number, value) = field?;
         if !matches!(number, 9 | 11 | 13) {
             fields.once(number)?;
@@ -316,16 +322,21 @@ fn wire_span(
             6 => scalars.kind = value.varint()? as i32,
             7 => scalars.start_time_unix_nano = value.fixed64()?,
             8 => scalars.end_time_unix_nano = value.fixed64()?,
-            9 => drop(value.bytes()?),
+            9 => {
+                value.bytes()?;
+                span.attributes_at.cover(message.len(), before, &fields);
+            }
             10 => scalars.dropped_attributes_count = value.varint()? as u32,
             11 => {
                 value.bytes()?;
                 span.events += 1;
+                span.events_at.cover(message.len(), before, &fields);
             }
             12 => scalars.dropped_events_count = value.varint()? as u32,
             13 => {
                 value.bytes()?;
                 span.links += 1;
+                span.links_at.cover(message.len(), before, &fields);
             }
             14 => scalars.dropped_links_count = value.varint()? as u32,
             15 => span.status = Some(value.bytes()?),
@@ -378,18 +389,18 @@ fn wire_span(
         row.int4(scalars.kind);
         row.int8(resource_id);
         row.int8(scope_id);
-        row.jsonb(|buf| attributes = wire::write_attributes(buf, message, 9, 0));
+        row.jsonb(|buf| attributes = wire::write_attributes(buf, span.attributes_at.of(message), 9, 0));
         row.int8(i64::from(scalars.dropped_attributes_count));
         if span.events == 0 {
             row.null();
         } else {
-            row.jsonb(|buf| events = wire_events(buf, message));
+            row.jsonb(|buf| events = wire_events(buf, span.events_at.of(message)));
         }
         row.int8(i64::from(scalars.dropped_events_count));
         if span.links == 0 {
             row.null();
         } else {
-            row.jsonb(|buf| links = wire_links(buf, message));
+            row.jsonb(|buf| links = wire_links(buf, span.links_at.of(message)));
         }
         row.int8(i64::from(scalars.dropped_links_count));
         match status_code {

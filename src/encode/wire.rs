@@ -15,7 +15,7 @@ use prost::Message;
 
 use super::{
     attributes::{
-        is_tag, write_bytes, write_double, write_int, write_str, write_strindex, write_tag, TAG_MAP,
+        is_plain, write_bytes, write_double, write_int, write_str, write_strindex, write_tag, TAGS, TAG_MAP,
     },
     copy::Rows,
     dims::{KnownIds, RequestEncoder},
@@ -219,7 +219,45 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The stretch of a message from the first to the last occurrence of a repeated field, so
+/// that a second pass over that field reads only those bytes: a whole number of fields, since
+/// it starts and ends at field boundaries.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stretch {
+    start: usize,
+    end: usize,
+}
+
+impl Stretch {
+    /// Takes in the field that `fields` (reading a message of `len` bytes) has just read, which
+    /// began `before` bytes from the end.
+    #[inline]
+    pub fn cover(&mut self, len: usize, before: usize, fields: &Fields<'_>) {
+        if self.end == 0 {
+            self.start = len - before;
+        }
+        self.end = len - fields.remaining();
+    }
+
+    pub fn of<'m>(&self, message: &'m [u8]) -> &'m [u8] {
+        &message[self.start..self.end]
+    }
+}
+
+/// A varint; one byte (field keys, short lengths, small numbers) is the common case.
+#[inline(always)]
 fn varint(buf: &mut &[u8]) -> Result<u64, Unusual> {
+    match buf.split_first() {
+        Some((&byte, rest)) if byte < 0x80 => {
+            *buf = rest;
+            Ok(u64::from(byte))
+        }
+        _ => long_varint(buf),
+    }
+}
+
+#[inline(never)]
+fn long_varint(buf: &mut &[u8]) -> Result<u64, Unusual> {
     let mut value = 0u64;
     for i in 0..10 {
         let (&byte, rest) = buf.split_first().ok_or(Unusual)?;
@@ -232,6 +270,7 @@ fn varint(buf: &mut &[u8]) -> Result<u64, Unusual> {
     Err(Unusual)
 }
 
+#[inline(always)]
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], Unusual> {
     if buf.len() < n {
         return Err(Unusual);
@@ -241,36 +280,42 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], Unusual> {
     Ok(head)
 }
 
+impl<'a> Fields<'a> {
+    /// How many bytes of the message are left to read.
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    #[inline(always)]
+    fn read(&mut self) -> Result<(u32, Value<'a>), Unusual> {
+        let key = varint(&mut self.buf)?;
+        let number = u32::try_from(key >> 3).map_err(|_| Unusual)?;
+        if number == 0 {
+            return Err(Unusual);
+        }
+        let value = match key & 7 {
+            0 => Value::Varint(varint(&mut self.buf)?),
+            1 => Value::Fixed64(u64::from_le_bytes(take(&mut self.buf, 8)?.try_into().map_err(|_| Unusual)?)),
+            2 => {
+                let len = usize::try_from(varint(&mut self.buf)?).map_err(|_| Unusual)?;
+                Value::Bytes(take(&mut self.buf, len)?)
+            }
+            5 => Value::Fixed32(u32::from_le_bytes(take(&mut self.buf, 4)?.try_into().map_err(|_| Unusual)?)),
+            _ => return Err(Unusual),
+        };
+        Ok((number, value))
+    }
+}
+
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<(u32, Value<'a>), Unusual>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.buf.is_empty() {
             return None;
         }
-        let mut read = || {
-            let key = varint(&mut self.buf)?;
-            let number = u32::try_from(key >> 3).map_err(|_| Unusual)?;
-            if number == 0 {
-                return Err(Unusual);
-            }
-            let value = match key & 7 {
-                0 => Value::Varint(varint(&mut self.buf)?),
-                1 => Value::Fixed64(u64::from_le_bytes(
-                    take(&mut self.buf, 8)?.try_into().map_err(|_| Unusual)?,
-                )),
-                2 => {
-                    let len = usize::try_from(varint(&mut self.buf)?).map_err(|_| Unusual)?;
-                    Value::Bytes(take(&mut self.buf, len)?)
-                }
-                5 => Value::Fixed32(u32::from_le_bytes(
-                    take(&mut self.buf, 4)?.try_into().map_err(|_| Unusual)?,
-                )),
-                _ => return Err(Unusual),
-            };
-            Ok((number, value))
-        };
-        let field = read();
+        let field = self.read();
         if field.is_err() {
             self.buf = &[];
         }
@@ -287,8 +332,22 @@ pub fn count(message: &[u8], number: u32) -> Result<usize, Unusual> {
     Ok(n)
 }
 
-fn has_nul(text: &str) -> bool {
-    text.as_bytes().contains(&0)
+/// Writes a protobuf string's bytes as a JSON string; returns whether it holds U+0000.
+///
+/// # Errors
+/// [`Unusual`] when the bytes are not UTF-8.
+#[inline]
+pub fn write_text(buf: &mut BytesMut, bytes: &[u8]) -> Result<bool, Unusual> {
+    if is_plain(bytes) {
+        buf.reserve(bytes.len() + 2);
+        buf.put_u8(b'"');
+        buf.put_slice(bytes);
+        buf.put_u8(b'"');
+        return Ok(false);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| Unusual)?;
+    write_str(buf, text);
+    Ok(text.as_bytes().contains(&0))
 }
 
 /// Writes the JSON of an AnyValue message (see `attributes`), as `write_any_value` with
@@ -315,11 +374,7 @@ pub fn write_any_value(buf: &mut BytesMut, message: &[u8], depth: usize) -> Resu
         return Ok(false);
     };
     match number {
-        1 => {
-            let text = v.str()?;
-            write_str(buf, text);
-            return Ok(has_nul(text));
-        }
+        1 => return write_text(buf, v.bytes()?),
         2 => buf.put_slice(if v.varint()? != 0 { b"true" } else { b"false" }),
         3 => write_int(buf, v.varint()? as i64),
         4 => write_double(buf, f64::from_bits(v.fixed64()?)),
@@ -343,7 +398,7 @@ pub fn write_any_value(buf: &mut BytesMut, message: &[u8], depth: usize) -> Resu
         }
         6 => {
             let list = v.bytes()?;
-            if only_key(list)?.is_some_and(is_tag) {
+            if only_key(list)?.is_some_and(|key| TAGS.iter().any(|tag| tag.as_bytes() == key)) {
                 write_tag(buf, TAG_MAP);
                 let nul = write_attributes(buf, list, 1, depth + 1)?;
                 buf.put_u8(b'}');
@@ -358,7 +413,7 @@ pub fn write_any_value(buf: &mut BytesMut, message: &[u8], depth: usize) -> Resu
 }
 
 /// The key of a KeyValueList's only entry, if it has exactly one.
-fn only_key(list: &[u8]) -> Result<Option<&str>, Unusual> {
+fn only_key(list: &[u8]) -> Result<Option<&[u8]>, Unusual> {
     let mut only = None;
     let mut entries = 0;
     for field in Fields::new(list) {
@@ -374,16 +429,25 @@ fn only_key(list: &[u8]) -> Result<Option<&str>, Unusual> {
     }
 }
 
-/// A KeyValue's key and its value's message, if it has one.
-fn key_value(entry: &[u8]) -> Result<(&str, Option<&[u8]>), Unusual> {
+/// A KeyValue's key (its bytes, checked as UTF-8 when written) and its value's message, if it
+/// has one.
+fn key_value(entry: &[u8]) -> Result<(&[u8], Option<&[u8]>), Unusual> {
+    // As encoders write it: the key (field 1), then the value (field 2), each under 128 bytes.
+    if let [0x0a, key_len, rest @ ..] = entry {
+        if let Some((key, [0x12, value_len, value @ ..])) = rest.split_at_checked(usize::from(*key_len)) {
+            if *key_len < 0x80 && *value_len < 0x80 && value.len() == usize::from(*value_len) {
+                return Ok((key, Some(value)));
+            }
+        }
+    }
     let mut fields = Fields::new(entry);
-    let (mut key, mut value) = ("", None);
+    let (mut key, mut value) = (&[][..], None);
     while let Some(field) = fields.next() {
         let (number, v) = field?;
         match number {
             1 => {
                 fields.once(1)?;
-                key = v.str()?;
+                key = v.bytes()?;
             }
             2 => {
                 fields.once(2)?;
@@ -424,8 +488,7 @@ pub fn write_attributes(
             buf.put_u8(b',');
         }
         first = false;
-        nul |= has_nul(key);
-        write_str(buf, key);
+        nul |= write_text(buf, key)?;
         buf.put_u8(b':');
         match value {
             Some(value) => nul |= write_any_value(buf, value, depth)?,
@@ -492,8 +555,7 @@ pub fn write_sorted_flat_attributes(
         if i > 0 {
             buf.put_u8(b',');
         }
-        nul |= has_nul(key);
-        write_str(buf, key);
+        nul |= write_text(buf, key)?;
         buf.put_u8(b':');
         match value {
             Some(value) => nul |= write_any_value(buf, value, 1)?,
