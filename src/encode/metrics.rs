@@ -7,8 +7,9 @@ use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::KeyValue,
     metrics::v1::{
-        exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point, Exemplar,
-        ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
+        exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+        summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogramDataPoint, HistogramDataPoint,
+        Metric, NumberDataPoint, SummaryDataPoint,
     },
 };
 use prost::Message;
@@ -323,9 +324,8 @@ fn decoded_summary(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, point:
 }
 
 /// Encodes a request straight from its protobuf bytes, giving exactly the rows [`encode`] gives
-/// the decoded request. Gauge, sum and histogram points are read from the wire; exponential
-/// histogram and summary points, and points with exemplars or with a map among their
-/// attributes, are decoded with prost one by one.
+/// the decoded request. Points are read from the wire; points with exemplars or with a map
+/// among their attributes are decoded with prost one by one.
 ///
 /// # Errors
 /// [`Unusual`] for an encoding left to prost (the caller then decodes the whole request).
@@ -461,14 +461,8 @@ impl<'a> WireMetric<'a> {
             match kind {
                 Kind::Gauge | Kind::Sum => wire_number(enc, shape, point)?,
                 Kind::Histogram => wire_histogram(enc, shape, point)?,
-                Kind::ExponentialHistogram => {
-                    let point = ExponentialHistogramDataPoint::decode(*point).map_err(|_| Unusual)?;
-                    decoded_exp_histogram(enc, shape, &point);
-                }
-                Kind::Summary => {
-                    let point = SummaryDataPoint::decode(*point).map_err(|_| Unusual)?;
-                    decoded_summary(enc, shape, &point);
-                }
+                Kind::ExponentialHistogram => wire_exp_histogram(enc, shape, point)?,
+                Kind::Summary => wire_summary(enc, shape, point)?,
             }
         }
         Ok(())
@@ -482,6 +476,12 @@ fn enum_value(value: wire::Value<'_>) -> Result<i32, Unusual> {
 
 fn uint32(value: wire::Value<'_>) -> Result<u32, Unusual> {
     u32::try_from(value.varint()?).map_err(|_| Unusual)
+}
+
+/// A zigzag-encoded sint32; varints past 32 bits are left to prost.
+fn sint32(value: wire::Value<'_>) -> Result<i32, Unusual> {
+    let n = uint32(value)?;
+    Ok((n >> 1) as i32 ^ -((n & 1) as i32))
 }
 
 /// The series id of a point whose attributes are field `number` of its `message`, or, when they
@@ -603,6 +603,126 @@ fn wire_histogram(
         Some(None) => Ok(()),
         Some(Some(series)) => {
             histogram_point(enc, &point, series);
+            Ok(())
+        }
+    }
+}
+
+/// An exponential histogram point from the wire; one with exemplars is decoded instead.
+fn wire_exp_histogram(
+    enc: &mut RequestEncoder<'_>,
+    shape: &SeriesShape<'_>,
+    message: &[u8],
+) -> Result<(), Unusual> {
+    let decode_instead = |enc: &mut RequestEncoder<'_>| -> Result<(), Unusual> {
+        let point = ExponentialHistogramDataPoint::decode(message).map_err(|_| Unusual)?;
+        decoded_exp_histogram(enc, shape, &point);
+        Ok(())
+    };
+    let mut point = ExponentialHistogramDataPoint::default();
+    let mut fields = Fields::new(message);
+    while let Some(field) = fields.next() {
+        let (number, value) = field?;
+        let double = |v: wire::Value<'_>| v.fixed64().map(f64::from_bits);
+        match number {
+            11 => return decode_instead(enc),
+            2..=10 | 12..=14 => {
+                fields.once(number)?;
+                match number {
+                    2 => point.start_time_unix_nano = value.fixed64()?,
+                    3 => point.time_unix_nano = value.fixed64()?,
+                    4 => point.count = value.fixed64()?,
+                    5 => point.sum = Some(double(value)?),
+                    6 => point.scale = sint32(value)?,
+                    7 => point.zero_count = value.fixed64()?,
+                    8 => point.positive = Some(wire_buckets(value.bytes()?)?),
+                    9 => point.negative = Some(wire_buckets(value.bytes()?)?),
+                    10 => point.flags = uint32(value)?,
+                    12 => point.min = Some(double(value)?),
+                    13 => point.max = Some(double(value)?),
+                    _ => point.zero_threshold = double(value)?,
+                }
+            }
+            _ => {}
+        }
+    }
+    match wire_series(enc, shape, message, 1)? {
+        None => decode_instead(enc),
+        Some(None) => Ok(()),
+        Some(Some(series)) => {
+            exp_histogram_point(enc, &point, series);
+            Ok(())
+        }
+    }
+}
+
+/// One side's buckets of an exponential histogram point.
+fn wire_buckets(message: &[u8]) -> Result<Buckets, Unusual> {
+    let mut buckets = Buckets::default();
+    let mut fields = Fields::new(message);
+    while let Some(field) = fields.next() {
+        match field? {
+            (1, offset) => {
+                fields.once(1)?;
+                buckets.offset = sint32(offset)?;
+            }
+            (2, counts) => wire::push_varints(&mut buckets.bucket_counts, counts)?,
+            _ => {}
+        }
+    }
+    Ok(buckets)
+}
+
+/// A summary point from the wire.
+fn wire_summary(
+    enc: &mut RequestEncoder<'_>,
+    shape: &SeriesShape<'_>,
+    message: &[u8],
+) -> Result<(), Unusual> {
+    let mut point = SummaryDataPoint::default();
+    let mut fields = Fields::new(message);
+    while let Some(field) = fields.next() {
+        let (number, value) = field?;
+        match number {
+            6 => {
+                let mut quantile = ValueAtQuantile::default();
+                let mut fields = Fields::new(value.bytes()?);
+                while let Some(field) = fields.next() {
+                    let (number, value) = field?;
+                    if matches!(number, 1 | 2) {
+                        fields.once(number)?;
+                        let v = f64::from_bits(value.fixed64()?);
+                        if number == 1 {
+                            quantile.quantile = v;
+                        } else {
+                            quantile.value = v;
+                        }
+                    }
+                }
+                point.quantile_values.push(quantile);
+            }
+            2..=5 | 8 => {
+                fields.once(number)?;
+                match number {
+                    2 => point.start_time_unix_nano = value.fixed64()?,
+                    3 => point.time_unix_nano = value.fixed64()?,
+                    4 => point.count = value.fixed64()?,
+                    5 => point.sum = f64::from_bits(value.fixed64()?),
+                    _ => point.flags = uint32(value)?,
+                }
+            }
+            _ => {}
+        }
+    }
+    match wire_series(enc, shape, message, 7)? {
+        None => {
+            let point = SummaryDataPoint::decode(message).map_err(|_| Unusual)?;
+            decoded_summary(enc, shape, &point);
+            Ok(())
+        }
+        Some(None) => Ok(()),
+        Some(Some(series)) => {
+            summary_point(enc, &point, series);
             Ok(())
         }
     }
@@ -766,8 +886,7 @@ pub fn exemplars_from_json(json: &serde_json::Value) -> Result<Vec<Exemplar>, Ma
 mod tests {
     use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
     use opentelemetry_proto::tonic::metrics::v1::{
-        exponential_histogram_data_point::Buckets, summary_data_point::ValueAtQuantile, ExponentialHistogram,
-        Gauge, Histogram, ResourceMetrics, ScopeMetrics, Sum, Summary,
+        ExponentialHistogram, Gauge, Histogram, ResourceMetrics, ScopeMetrics, Sum, Summary,
     };
     use proptest::{collection::vec, prelude::*};
 
@@ -776,7 +895,8 @@ mod tests {
         any_value, assert_same, attributes_of, mostly_valid, resource, scope, text,
     };
 
-    /// Point attributes: mostly flat (the wire path), sometimes with maps (decoded instead).
+    /// Point attributes: mostly flat (the wire path), sometimes with maps (decoded instead),
+    /// sometimes many, with keys repeated (their order must stay as sent).
     fn point_attributes() -> impl Strategy<Value = Vec<KeyValue>> {
         let flat = prop_oneof![
             text().prop_map(Value::StringValue),
@@ -785,7 +905,14 @@ mod tests {
             any::<bool>().prop_map(Value::BoolValue),
         ]
         .prop_map(|value| AnyValue { value: Some(value) });
-        prop_oneof![4 => attributes_of(flat), 1 => attributes_of(any_value())]
+        let key = prop::sample::select(vec!["a", "b", "c", "d", "e"]).prop_map(String::from);
+        let many = vec((key, flat.clone()), 6..14).prop_map(|entries| {
+            entries
+                .into_iter()
+                .map(|(key, value)| KeyValue { key, value: Some(value), ..Default::default() })
+                .collect()
+        });
+        prop_oneof![4 => attributes_of(flat), 1 => many, 1 => attributes_of(any_value())]
     }
 
     fn exemplars() -> impl Strategy<Value = Vec<Exemplar>> {
@@ -854,26 +981,67 @@ mod tests {
     }
 
     fn exp_histogram() -> impl Strategy<Value = ExponentialHistogramDataPoint> {
-        (point_attributes(), any::<i32>(), vec(any::<u64>(), 0..3)).prop_map(|(attributes, scale, counts)| {
-            ExponentialHistogramDataPoint {
-                attributes,
-                scale,
-                positive: Some(Buckets { offset: scale / 2, bucket_counts: counts }),
-                ..Default::default()
-            }
-        })
+        let optional = || proptest::option::of(any::<f64>());
+        let buckets = || {
+            proptest::option::of(
+                (any::<i32>(), vec(any::<u64>(), 0..4))
+                    .prop_map(|(offset, bucket_counts)| Buckets { offset, bucket_counts }),
+            )
+        };
+        (
+            (point_attributes(), any::<u64>(), any::<u64>(), any::<u64>(), optional(), any::<i32>()),
+            (any::<u64>(), buckets(), buckets(), any::<u32>(), exemplars()),
+            (optional(), optional(), any::<f64>()),
+        )
+            .prop_map(
+                |(
+                    (attributes, start_time_unix_nano, time_unix_nano, count, sum, scale),
+                    (zero_count, positive, negative, flags, exemplars),
+                    (min, max, zero_threshold),
+                )| ExponentialHistogramDataPoint {
+                    attributes,
+                    start_time_unix_nano,
+                    time_unix_nano,
+                    count,
+                    sum,
+                    scale,
+                    zero_count,
+                    positive,
+                    negative,
+                    flags,
+                    exemplars,
+                    min,
+                    max,
+                    zero_threshold,
+                },
+            )
     }
 
     fn summary() -> impl Strategy<Value = SummaryDataPoint> {
-        (point_attributes(), any::<u64>(), any::<f64>()).prop_map(|(attributes, count, sum)| {
-            SummaryDataPoint {
-                attributes,
-                count,
-                sum,
-                quantile_values: vec![ValueAtQuantile { quantile: 0.5, value: sum }],
-                ..Default::default()
-            }
-        })
+        let quantile =
+            (any::<f64>(), any::<f64>()).prop_map(|(quantile, value)| ValueAtQuantile { quantile, value });
+        (
+            point_attributes(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<f64>(),
+            vec(quantile, 0..4),
+            any::<u32>(),
+        )
+            .prop_map(
+                |(attributes, start_time_unix_nano, time_unix_nano, count, sum, quantile_values, flags)| {
+                    SummaryDataPoint {
+                        attributes,
+                        start_time_unix_nano,
+                        time_unix_nano,
+                        count,
+                        sum,
+                        quantile_values,
+                        flags,
+                    }
+                },
+            )
     }
 
     fn data() -> impl Strategy<Value = Option<Data>> {
@@ -886,10 +1054,10 @@ mod tests {
             3 => (vec(histogram(), 0..4), 0..3i32).prop_map(|(data_points, t)| {
                 Some(Data::Histogram(Histogram { data_points, aggregation_temporality: t }))
             }),
-            1 => vec(exp_histogram(), 0..3).prop_map(|data_points| {
-                Some(Data::ExponentialHistogram(ExponentialHistogram { data_points, aggregation_temporality: 1 }))
+            2 => (vec(exp_histogram(), 0..3), 0..3i32).prop_map(|(data_points, t)| {
+                Some(Data::ExponentialHistogram(ExponentialHistogram { data_points, aggregation_temporality: t }))
             }),
-            1 => vec(summary(), 0..3).prop_map(|data_points| Some(Data::Summary(Summary { data_points }))),
+            2 => vec(summary(), 0..3).prop_map(|data_points| Some(Data::Summary(Summary { data_points }))),
         ]
     }
 

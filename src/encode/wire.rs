@@ -533,7 +533,11 @@ pub fn write_sorted_flat_attributes(
     message: &[u8],
     number: u32,
 ) -> Result<Option<bool>, Unusual> {
-    let mut pairs = Vec::new();
+    // Points seldom have more than a few attributes: those are sorted on the stack.
+    const ON_STACK: usize = 8;
+    let mut stack: [(&[u8], Option<&[u8]>); ON_STACK] = [(&[], None); ON_STACK];
+    let mut heap = Vec::new();
+    let mut len = 0;
     for field in Fields::new(message) {
         let (n, entry) = field?;
         if n != number {
@@ -545,13 +549,23 @@ pub fn write_sorted_flat_attributes(
                 return Ok(None);
             }
         }
-        pairs.push((key, value));
+        match stack.get_mut(len) {
+            Some(slot) => *slot = (key, value),
+            None => {
+                if heap.is_empty() {
+                    heap.extend_from_slice(&stack);
+                }
+                heap.push((key, value));
+            }
+        }
+        len += 1;
     }
+    let pairs = if len <= ON_STACK { &mut stack[..len] } else { &mut heap[..] };
     // Stable, as the decoded path's sort is: equal keys keep the order they were sent in.
     pairs.sort_by(|a, b| a.0.cmp(b.0));
     buf.put_u8(b'{');
     let mut nul = false;
-    for (i, (key, value)) in pairs.into_iter().enumerate() {
+    for (i, &(key, value)) in pairs.iter().enumerate() {
         if i > 0 {
             buf.put_u8(b',');
         }
@@ -573,6 +587,22 @@ pub fn push_fixed64s(out: &mut Vec<u64>, value: Value<'_>) -> Result<(), Unusual
         Value::Fixed64(v) => out.push(v),
         Value::Bytes(packed) if packed.len() % 8 == 0 => {
             out.extend(packed.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())));
+        }
+        _ => return Err(Unusual),
+    }
+    Ok(())
+}
+
+/// The values of a `repeated uint64` field, packed or not, appended to `out`.
+pub fn push_varints(out: &mut Vec<u64>, value: Value<'_>) -> Result<(), Unusual> {
+    match value {
+        Value::Varint(v) => out.push(v),
+        Value::Bytes(mut packed) => {
+            // At most one value a byte.
+            out.reserve(packed.len());
+            while !packed.is_empty() {
+                out.push(varint(&mut packed)?);
+            }
         }
         _ => return Err(Unusual),
     }
