@@ -227,15 +227,18 @@ pub fn is_plain(bytes: &[u8]) -> bool {
         let zero_lanes = (quote.wrapping_sub(ONES) & !quote) | (backslash.wrapping_sub(ONES) & !backslash);
         (w | below_space | zero_lanes) & HIGH
     }
-    let mut chunks = bytes.chunks_exact(8);
-    let mut found = 0;
-    for chunk in &mut chunks {
-        found |= unplain(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+    if bytes.len() < 8 {
+        return bytes.iter().all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\');
     }
-    // The tail padded with spaces, which are plain.
-    let mut tail = [b' '; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    (found | unplain(u64::from_le_bytes(tail))) == 0
+    let mut found = 0;
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        found |= unplain(word(at));
+        at += 8;
+    }
+    // The tail as the last eight bytes, overlapping what was read already.
+    (found | unplain(word(bytes.len() - 8))) == 0
 }
 
 /// Writes `s` as a JSON string.

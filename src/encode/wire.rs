@@ -359,6 +359,12 @@ pub fn write_any_value(buf: &mut BytesMut, message: &[u8], depth: usize) -> Resu
     if depth > MAX_DEPTH {
         return Err(Unusual);
     }
+    // A string under 128 bytes, the commonest value, as encoders write it.
+    if let [0x0a, len, text @ ..] = message {
+        if *len < 0x80 && text.len() == usize::from(*len) {
+            return write_text(buf, text);
+        }
+    }
     let mut value = None;
     for field in Fields::new(message) {
         let (number, v) = field?;
