@@ -533,7 +533,7 @@ fn wire_number(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, message: &
                     number_data_point::Value::AsInt(bits as i64)
                 });
             }
-            5 => return decoded_instead(enc, shape, message),
+            5 => return decode_instead(enc, shape, message, decoded_number),
             8 => {
                 fields.once(8)?;
                 point.flags = uint32(value)?;
@@ -541,24 +541,40 @@ fn wire_number(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, message: &
             _ => {}
         }
     }
-    match wire_series(enc, shape, message, 7)? {
-        None => decoded_instead(enc, shape, message),
-        Some(None) => Ok(()),
-        Some(Some(series)) => {
-            number_point(enc, &point, series);
-            Ok(())
-        }
-    }
+    finish_point(enc, shape, message, 7, &point, number_point, decoded_number)
 }
 
-fn decoded_instead(
+/// Decodes a point with prost and encodes it as [`encode`] does, for what the wire path leaves.
+fn decode_instead<P: Message + Default>(
     enc: &mut RequestEncoder<'_>,
     shape: &SeriesShape<'_>,
     message: &[u8],
+    decoded: fn(&mut RequestEncoder<'_>, &SeriesShape<'_>, &P),
 ) -> Result<(), Unusual> {
-    let point = NumberDataPoint::decode(message).map_err(|_| Unusual)?;
-    decoded_number(enc, shape, &point);
+    let point = P::decode(message).map_err(|_| Unusual)?;
+    decoded(enc, shape, &point);
     Ok(())
+}
+
+/// Writes a point read from the wire (all but its attributes, field `attributes` of its
+/// `message`) under its series; decodes it instead when its attributes take the decoded path.
+fn finish_point<P: Message + Default>(
+    enc: &mut RequestEncoder<'_>,
+    shape: &SeriesShape<'_>,
+    message: &[u8],
+    attributes: u32,
+    point: &P,
+    write: fn(&mut RequestEncoder<'_>, &P, i64),
+    decoded: fn(&mut RequestEncoder<'_>, &SeriesShape<'_>, &P),
+) -> Result<(), Unusual> {
+    match wire_series(enc, shape, message, attributes)? {
+        None => decode_instead(enc, shape, message, decoded),
+        Some(None) => Ok(()),
+        Some(Some(series)) => {
+            write(enc, point, series);
+            Ok(())
+        }
+    }
 }
 
 /// A histogram point from the wire; one with exemplars is decoded instead.
@@ -567,11 +583,6 @@ fn wire_histogram(
     shape: &SeriesShape<'_>,
     message: &[u8],
 ) -> Result<(), Unusual> {
-    let decode_instead = |enc: &mut RequestEncoder<'_>| -> Result<(), Unusual> {
-        let point = HistogramDataPoint::decode(message).map_err(|_| Unusual)?;
-        decoded_histogram(enc, shape, &point);
-        Ok(())
-    };
     let mut point = HistogramDataPoint::default();
     let mut bounds = Vec::new();
     let mut fields = Fields::new(message);
@@ -581,7 +592,7 @@ fn wire_histogram(
         match number {
             6 => wire::push_fixed64s(&mut point.bucket_counts, value)?,
             7 => wire::push_fixed64s(&mut bounds, value)?,
-            8 => return decode_instead(enc),
+            8 => return decode_instead(enc, shape, message, decoded_histogram),
             2 | 3 | 4 | 5 | 10 | 11 | 12 => {
                 fields.once(number)?;
                 match number {
@@ -598,14 +609,7 @@ fn wire_histogram(
         }
     }
     point.explicit_bounds = bounds.into_iter().map(f64::from_bits).collect();
-    match wire_series(enc, shape, message, 9)? {
-        None => decode_instead(enc),
-        Some(None) => Ok(()),
-        Some(Some(series)) => {
-            histogram_point(enc, &point, series);
-            Ok(())
-        }
-    }
+    finish_point(enc, shape, message, 9, &point, histogram_point, decoded_histogram)
 }
 
 /// An exponential histogram point from the wire; one with exemplars is decoded instead.
@@ -614,18 +618,13 @@ fn wire_exp_histogram(
     shape: &SeriesShape<'_>,
     message: &[u8],
 ) -> Result<(), Unusual> {
-    let decode_instead = |enc: &mut RequestEncoder<'_>| -> Result<(), Unusual> {
-        let point = ExponentialHistogramDataPoint::decode(message).map_err(|_| Unusual)?;
-        decoded_exp_histogram(enc, shape, &point);
-        Ok(())
-    };
     let mut point = ExponentialHistogramDataPoint::default();
     let mut fields = Fields::new(message);
     while let Some(field) = fields.next() {
         let (number, value) = field?;
         let double = |v: wire::Value<'_>| v.fixed64().map(f64::from_bits);
         match number {
-            11 => return decode_instead(enc),
+            11 => return decode_instead(enc, shape, message, decoded_exp_histogram),
             2..=10 | 12..=14 => {
                 fields.once(number)?;
                 match number {
@@ -646,14 +645,7 @@ fn wire_exp_histogram(
             _ => {}
         }
     }
-    match wire_series(enc, shape, message, 1)? {
-        None => decode_instead(enc),
-        Some(None) => Ok(()),
-        Some(Some(series)) => {
-            exp_histogram_point(enc, &point, series);
-            Ok(())
-        }
-    }
+    finish_point(enc, shape, message, 1, &point, exp_histogram_point, decoded_exp_histogram)
 }
 
 /// One side's buckets of an exponential histogram point.
@@ -714,18 +706,7 @@ fn wire_summary(
             _ => {}
         }
     }
-    match wire_series(enc, shape, message, 7)? {
-        None => {
-            let point = SummaryDataPoint::decode(message).map_err(|_| Unusual)?;
-            decoded_summary(enc, shape, &point);
-            Ok(())
-        }
-        Some(None) => Ok(()),
-        Some(Some(series)) => {
-            summary_point(enc, &point, series);
-            Ok(())
-        }
-    }
+    finish_point(enc, shape, message, 7, &point, summary_point, decoded_summary)
 }
 
 /// The three columns every point table starts with.
