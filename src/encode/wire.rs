@@ -1,6 +1,6 @@
 //! Reading OTLP protobuf straight from its wire bytes, so the hot path encodes records into rows
 //! without first building prost's owned structs (an allocation per string, attribute and value):
-//! spans, log records, and gauge, sum and histogram data points.
+//! spans, log records and metric data points of every type.
 //!
 //! Only the encodings protobuf encoders produce are read here. Anything else — a singular field
 //! given twice, a known field with another wire type, a group, text that is not UTF-8, a
@@ -217,6 +217,31 @@ impl<'a> Fields<'a> {
         self.seen |= bit;
         Ok(())
     }
+
+    /// How many bytes of the message are left to read.
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    #[inline(always)]
+    fn read(&mut self) -> Result<(u32, Value<'a>), Unusual> {
+        let key = varint(&mut self.buf)?;
+        let number = u32::try_from(key >> 3).map_err(|_| Unusual)?;
+        if number == 0 {
+            return Err(Unusual);
+        }
+        let value = match key & 7 {
+            0 => Value::Varint(varint(&mut self.buf)?),
+            1 => Value::Fixed64(u64::from_le_bytes(take(&mut self.buf, 8)?.try_into().map_err(|_| Unusual)?)),
+            2 => {
+                let len = usize::try_from(varint(&mut self.buf)?).map_err(|_| Unusual)?;
+                Value::Bytes(take(&mut self.buf, len)?)
+            }
+            5 => Value::Fixed32(u32::from_le_bytes(take(&mut self.buf, 4)?.try_into().map_err(|_| Unusual)?)),
+            _ => return Err(Unusual),
+        };
+        Ok((number, value))
+    }
 }
 
 /// The stretch of a message from the first to the last occurrence of a repeated field, so
@@ -278,33 +303,6 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], Unusual> {
     let (head, rest) = buf.split_at(n);
     *buf = rest;
     Ok(head)
-}
-
-impl<'a> Fields<'a> {
-    /// How many bytes of the message are left to read.
-    pub fn remaining(&self) -> usize {
-        self.buf.len()
-    }
-
-    #[inline(always)]
-    fn read(&mut self) -> Result<(u32, Value<'a>), Unusual> {
-        let key = varint(&mut self.buf)?;
-        let number = u32::try_from(key >> 3).map_err(|_| Unusual)?;
-        if number == 0 {
-            return Err(Unusual);
-        }
-        let value = match key & 7 {
-            0 => Value::Varint(varint(&mut self.buf)?),
-            1 => Value::Fixed64(u64::from_le_bytes(take(&mut self.buf, 8)?.try_into().map_err(|_| Unusual)?)),
-            2 => {
-                let len = usize::try_from(varint(&mut self.buf)?).map_err(|_| Unusual)?;
-                Value::Bytes(take(&mut self.buf, len)?)
-            }
-            5 => Value::Fixed32(u32::from_le_bytes(take(&mut self.buf, 4)?.try_into().map_err(|_| Unusual)?)),
-            _ => return Err(Unusual),
-        };
-        Ok((number, value))
-    }
 }
 
 impl<'a> Iterator for Fields<'a> {
