@@ -478,6 +478,11 @@ fn uint32(value: wire::Value<'_>) -> Result<u32, Unusual> {
     u32::try_from(value.varint()?).map_err(|_| Unusual)
 }
 
+/// A double, from its fixed64 bits.
+fn double(value: wire::Value<'_>) -> Result<f64, Unusual> {
+    value.fixed64().map(f64::from_bits)
+}
+
 /// A zigzag-encoded sint32; varints past 32 bits are left to prost.
 fn sint32(value: wire::Value<'_>) -> Result<i32, Unusual> {
     let n = uint32(value)?;
@@ -588,7 +593,6 @@ fn wire_histogram(
     let mut fields = Fields::new(message);
     while let Some(field) = fields.next() {
         let (number, value) = field?;
-        let double = |v: wire::Value<'_>| v.fixed64().map(f64::from_bits);
         match number {
             6 => wire::push_fixed64s(&mut point.bucket_counts, value)?,
             7 => wire::push_fixed64s(&mut bounds, value)?,
@@ -622,7 +626,6 @@ fn wire_exp_histogram(
     let mut fields = Fields::new(message);
     while let Some(field) = fields.next() {
         let (number, value) = field?;
-        let double = |v: wire::Value<'_>| v.fixed64().map(f64::from_bits);
         match number {
             11 => return decode_instead(enc, shape, message, decoded_exp_histogram),
             2..=10 | 12..=14 => {
@@ -683,7 +686,7 @@ fn wire_summary(
                     let (number, value) = field?;
                     if matches!(number, 1 | 2) {
                         fields.once(number)?;
-                        let v = f64::from_bits(value.fixed64()?);
+                        let v = double(value)?;
                         if number == 1 {
                             quantile.quantile = v;
                         } else {
@@ -699,7 +702,7 @@ fn wire_summary(
                     2 => point.start_time_unix_nano = value.fixed64()?,
                     3 => point.time_unix_nano = value.fixed64()?,
                     4 => point.count = value.fixed64()?,
-                    5 => point.sum = f64::from_bits(value.fixed64()?),
+                    5 => point.sum = double(value)?,
                     _ => point.flags = uint32(value)?,
                 }
             }
