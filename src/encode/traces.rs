@@ -287,8 +287,6 @@ struct WireSpan<'a> {
     parent_span_id: &'a [u8],
     trace_state: &'a str,
     name: &'a str,
-    events: usize,
-    links: usize,
     /// Where the attributes, events and links lie in the message.
     attributes_at: Stretch,
     events_at: Stretch,
@@ -329,13 +327,11 @@ fn wire_span(
             10 => scalars.dropped_attributes_count = value.varint()? as u32,
             11 => {
                 value.bytes()?;
-                span.events += 1;
                 span.events_at.cover(message.len(), before, &fields);
             }
             12 => scalars.dropped_events_count = value.varint()? as u32,
             13 => {
                 value.bytes()?;
-                span.links += 1;
                 span.links_at.cover(message.len(), before, &fields);
             }
             14 => scalars.dropped_links_count = value.varint()? as u32,
@@ -391,13 +387,13 @@ fn wire_span(
         row.int8(scope_id);
         row.jsonb(|buf| attributes = wire::write_attributes(buf, span.attributes_at.of(message), 9, 0));
         row.int8(i64::from(scalars.dropped_attributes_count));
-        if span.events == 0 {
+        if span.events_at.is_empty() {
             row.null();
         } else {
             row.jsonb(|buf| events = wire_events(buf, span.events_at.of(message)));
         }
         row.int8(i64::from(scalars.dropped_events_count));
-        if span.links == 0 {
+        if span.links_at.is_empty() {
             row.null();
         } else {
             row.jsonb(|buf| links = wire_links(buf, span.links_at.of(message)));

@@ -264,6 +264,11 @@ impl Stretch {
         self.end = len - fields.remaining();
     }
 
+    /// Whether the field never occurred.
+    pub fn is_empty(&self) -> bool {
+        self.end == 0
+    }
+
     pub fn of<'m>(&self, message: &'m [u8]) -> &'m [u8] {
         &message[self.start..self.end]
     }
