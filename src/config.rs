@@ -34,6 +34,50 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
+    pub query: QueryConfig,
+}
+
+/// The read side: its own connections, and limits that keep one expensive query from starving
+/// ingest or other readers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Connections the query service may hold at once, apart from the writers' and maintenance's
+    /// (`postgres.pool_size`) and the readiness check's own one, so that queries can never take a
+    /// connection ingest needs. A query waits for one at most `statement_timeout_ms`.
+    pub pool_size: usize,
+    /// Longest a query's statement may run in PostgreSQL (its `statement_timeout`); past it the
+    /// query is cancelled and answered DEADLINE_EXCEEDED. 0 leaves the database's setting.
+    pub statement_timeout_ms: u64,
+    /// Most attribute filters one request may carry.
+    pub max_filters: usize,
+    /// Longest text a filter may carry: an attribute filter's key plus its value, a body text,
+    /// a name prefix (bytes).
+    pub max_filter_bytes: usize,
+    /// Most spans GetTrace hands back; a larger trace is answered RESOURCE_EXHAUSTED naming it.
+    pub max_trace_spans: usize,
+    /// Most data points (or aggregated steps) one QueryMetrics page may hold; a page that would
+    /// hold more is answered RESOURCE_EXHAUSTED, asking for a narrower range or fewer series.
+    pub max_points: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 4,
+            statement_timeout_ms: 30_000,
+            max_filters: 32,
+            max_filter_bytes: 4_096,
+            max_trace_spans: 20_000,
+            max_points: 200_000,
+        }
+    }
+}
+
+impl QueryConfig {
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms)
+    }
 }
 
 /// TLS on the gRPC and OTLP/HTTP listeners: on when both `cert_file` and `key_file` are set.
@@ -357,6 +401,9 @@ impl Config {
             ("pipeline.batch_max_rows", p.batch_max_rows == 0),
             ("pipeline.batch_max_bytes", p.batch_max_bytes == 0),
             ("postgres.pool_size", self.postgres.pool_size == 0),
+            ("query.pool_size", self.query.pool_size == 0),
+            ("query.max_trace_spans", self.query.max_trace_spans == 0),
+            ("query.max_points", self.query.max_points == 0),
             ("otlp.max_request_bytes", self.otlp.max_request_bytes == 0),
             ("partitions.check_interval_secs", self.partitions.check_interval_secs == 0),
         ];

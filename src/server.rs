@@ -86,11 +86,16 @@ pub struct Server {
 /// When the database cannot be reached, created or migrated.
 pub async fn prepare_database(config: &Config) -> Result<(Pool, usize), StartError> {
     let pool = store::connect(&config.postgres).await?;
+    let created = migrate_and_partition(&pool, config).await?;
+    Ok((pool, created))
+}
+
+/// Applies the migrations and creates the partitions the time window needs; returns how many
+/// partitions it created.
+async fn migrate_and_partition(pool: &Pool, config: &Config) -> Result<usize, StartError> {
     let mut client = pool.get().await.map_err(StoreError::from)?;
     migrate::run(&mut client).await?;
-    let created =
-        partitions::ensure(&mut client, partitions::epoch_day(SystemTime::now()), &config.partitions).await?;
-    Ok((pool, created))
+    Ok(partitions::ensure(&mut client, partitions::epoch_day(SystemTime::now()), &config.partitions).await?)
 }
 
 /// How often the gRPC health status is brought up to date with [`Health::check`].
@@ -173,7 +178,9 @@ impl Server {
         let access = access(&config.auth)?;
         let identity = Identity::load(&config.tls)?;
         let telemetry = Telemetry::new();
-        let (pool, created) = prepare_database(&config).await?;
+        let pools = store::connect_pools(&config.postgres, &config.query).await?;
+        let pool = pools.write.clone();
+        let created = migrate_and_partition(&pool, &config).await?;
         telemetry.counter(telemetry::PARTITIONS_CREATED, &[]).increment(created as u64);
         let (passes, maintenance_passes) = tokio::sync::watch::channel(0);
         let maintenance = tokio::spawn(maintenance::maintain(
@@ -194,7 +201,7 @@ impl Server {
 
         let (listener, grpc_addr) = bind(config.otlp.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin.addr).await?;
-        let health = Health::new(pool.clone());
+        let health = Health::new(pools.health.clone());
         let admin_router = admin::router(health.clone(), scrape);
         let admin = tokio::spawn(async move {
             if let Err(err) = axum::serve(admin_listener, admin_router).await {
@@ -234,7 +241,7 @@ impl Server {
         let (closing, closed) = tokio::sync::watch::channel(false);
         let routes = OtlpGrpc::new(pipeline)
             .routes(config.otlp.max_request_bytes)
-            .add_service(Query::new(pool.clone()).server())
+            .add_service(Query::new(pools.query.clone(), pools.tls.clone(), config.query.clone()).server())
             .add_service(EndsStreams { service: grpc_health_service, closed })
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);

@@ -6,8 +6,8 @@ use tokio_postgres::Row;
 use tonic::Status;
 
 use super::{
-    attribute_condition, bad_token, corrupt, database_error, decode_token, dimensions, encode_token,
-    group_by_dimensions, page_size,
+    attribute_condition, bad_token, corrupt, decode_token, dimensions, encode_token, group_by_dimensions,
+    page_size,
     proto::{SearchLogsRequest, SearchLogsResponse},
     resolve_range,
     traces::parse_trace_id,
@@ -39,6 +39,9 @@ pub(super) async fn search_logs(
     q: &Query,
     request: &SearchLogsRequest,
 ) -> Result<SearchLogsResponse, Status> {
+    q.check_text(&request.service, "service")?;
+    q.check_text(&request.body_contains, "body_contains")?;
+    q.check_filters(&request.attributes)?;
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
     let page_size = page_size(request.page_size);
     let mut sql = Sql::default();
@@ -68,7 +71,7 @@ pub(super) async fn search_logs(
     }
     for (i, filter) in request.attributes.iter().enumerate() {
         query +=
-            &format!(" AND {}", attribute_condition(&mut sql, "l", filter, &format!("attributes[{i}]"))?);
+            &format!(" AND {}", attribute_condition(q, &mut sql, "l", filter, &format!("attributes[{i}]"))?);
     }
     if !request.page_token.is_empty() {
         let (time, part, row_ref) = decode_log_token(&request.page_token)?;
@@ -85,7 +88,7 @@ pub(super) async fn search_logs(
     );
 
     let client = q.client().await?;
-    let mut rows = client.query(&query, &sql.params()).await.map_err(database_error)?;
+    let mut rows = client.query(&query, &sql.params()).await?;
     let next_page_token = if rows.len() > page_size {
         rows.truncate(page_size);
         let last = &rows[page_size - 1];
@@ -126,10 +129,11 @@ fn decode_log_token(token: &str) -> Result<(i64, i64, String), Status> {
         (|| Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.to_owned())))();
     let (time, part, row_ref): (i64, i64, String) = parsed.ok_or_else(bad_token)?;
     // A tid is "(block,offset)"; anything else would be a cast error in the database.
-    let is_tid = row_ref.strip_prefix('(').and_then(|r| r.strip_suffix(')')).is_some_and(|inner| {
-        inner.split(',').count() == 2
-            && inner.split(',').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    });
+    let is_tid = row_ref
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|inner| inner.split_once(','))
+        .is_some_and(|(block, offset)| block.parse::<u32>().is_ok() && offset.parse::<u16>().is_ok());
     if !is_tid {
         return Err(bad_token());
     }

@@ -13,13 +13,13 @@ use tokio_postgres::Row;
 use tonic::Status;
 
 use super::{
-    attribute_condition, bad_token, corrupt, database_error, decode_token, dimensions, encode_token,
-    group_by_dimensions, page_size,
+    attribute_condition, bad_token, corrupt, decode_token, dimensions, encode_token, group_by_dimensions,
+    page_size,
     proto::{
         AggregatedSeries, ListMetricsRequest, ListMetricsResponse, MetricDescriptor, QueryMetricsRequest,
         QueryMetricsResponse, StepValue,
     },
-    resolve_range, u32_column, Query, Sql,
+    resolve_range, u32_column, Conn, Query, Sql,
 };
 use crate::encode::{
     attributes::{attributes_from_json, MappingError},
@@ -30,6 +30,8 @@ pub(super) async fn list_metrics(
     q: &Query,
     request: &ListMetricsRequest,
 ) -> Result<ListMetricsResponse, Status> {
+    q.check_text(&request.name_prefix, "name_prefix")?;
+    q.check_text(&request.service, "service")?;
     let page_size = page_size(request.page_size);
     let mut sql = Sql::default();
     let mut query = String::from(
@@ -57,7 +59,7 @@ pub(super) async fn list_metrics(
         );
     }
     query += &format!(" ORDER BY 1, 2, 3, 4 LIMIT {}", sql.param(page_size as i64 + 1));
-    let rows = q.client().await?.query(&query, &sql.params()).await.map_err(database_error)?;
+    let rows = q.client().await?.query(&query, &sql.params()).await?;
     let mut metrics: Vec<MetricDescriptor> = rows
         .iter()
         .map(|r| MetricDescriptor { name: r.get(0), r#type: r.get(1), unit: r.get(2), description: r.get(3) })
@@ -107,6 +109,8 @@ pub(super) async fn query_metrics(
     if request.name.is_empty() {
         return Err(Status::invalid_argument("name: required"));
     }
+    q.check_text(&request.name, "name")?;
+    q.check_filters(&request.attributes)?;
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
     let aggregation = match (request.step_nanos, request.aggregation.as_str()) {
         (0, "") => None,
@@ -120,7 +124,7 @@ pub(super) async fn query_metrics(
         format!("SELECT m.* FROM metric_series m WHERE m.metric_name = {}", sql.param(request.name.clone()));
     for (i, filter) in request.attributes.iter().enumerate() {
         query +=
-            &format!(" AND {}", attribute_condition(&mut sql, "m", filter, &format!("attributes[{i}]"))?);
+            &format!(" AND {}", attribute_condition(q, &mut sql, "m", filter, &format!("attributes[{i}]"))?);
     }
     if !request.page_token.is_empty() {
         let after: i64 = decode_token(&request.page_token)?.parse().map_err(|_| bad_token())?;
@@ -128,7 +132,7 @@ pub(super) async fn query_metrics(
     }
     query += &format!(" ORDER BY m.series_id LIMIT {}", sql.param(page_size as i64 + 1));
     let client = q.client().await?;
-    let mut series = client.query(&query, &sql.params()).await.map_err(database_error)?;
+    let mut series = client.query(&query, &sql.params()).await?;
     let next_page_token = if series.len() > page_size {
         series.truncate(page_size);
         encode_token(&series[page_size - 1].get::<_, i64>("series_id").to_string())
@@ -136,9 +140,18 @@ pub(super) async fn query_metrics(
         String::new()
     };
     let mut response = QueryMetricsResponse { next_page_token, ..Default::default() };
+    let max_points = q.limits.max_points;
     match aggregation {
-        None => response.raw = Some(raw(&client, &series, start, end).await?),
+        None => response.raw = Some(raw(&client, &series, start, end, max_points).await?),
         Some((step, aggregation)) => {
+            let steps = (end - start).saturating_add(step - 1) / step;
+            let cells = steps.saturating_mul(series.len() as i64);
+            if cells > max_points as i64 {
+                return Err(too_many_points(
+                    format!("{} series of {steps} steps each", series.len()),
+                    max_points,
+                ));
+            }
             response.aggregated = aggregated(&client, &series, start, end, step, aggregation).await?
         }
     }
@@ -165,13 +178,26 @@ fn points_table(metric_type: &str) -> Option<&'static str> {
     })
 }
 
-/// Each series as an OTLP Metric holding its points in `[start, end)`.
+/// The answer to a page that would hold more than `query.max_points` points or steps.
+fn too_many_points(what: String, max_points: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "{what} would be more than the {max_points} points a page may hold (query.max_points); \
+         ask for a shorter time_range, a larger step_nanos or a smaller page_size"
+    ))
+}
+
+/// Each series as an OTLP Metric holding its points in `[start, end)`: at most `max_points`.
+///
+/// # Errors
+/// RESOURCE_EXHAUSTED when the series hold more points than that in the range.
 async fn raw(
-    client: &deadpool_postgres::Object,
+    client: &Conn,
     series: &[Row],
     start: i64,
     end: i64,
+    max_points: usize,
 ) -> Result<MetricsData, Status> {
+    let mut left = max_points as i64;
     let mut points: HashMap<i64, Vec<Row>> = HashMap::new();
     let mut by_table: HashMap<&'static str, Vec<i64>> = HashMap::new();
     for s in series {
@@ -184,12 +210,15 @@ async fn raw(
             .query(
                 &format!(
                     "SELECT * FROM {table} WHERE series_id = ANY($1) AND time_unix_nano >= $2 AND time_unix_nano < $3
-                     ORDER BY series_id, time_unix_nano"
+                     ORDER BY series_id, time_unix_nano LIMIT $4"
                 ),
-                &[&ids, &start, &end],
+                &[&ids, &start, &end, &(left + 1)],
             )
-            .await
-            .map_err(database_error)?;
+            .await?;
+        left -= rows.len() as i64;
+        if left < 0 {
+            return Err(too_many_points(format!("the {} series' points", series.len()), max_points));
+        }
         for row in rows {
             points.entry(row.get("series_id")).or_default().push(row);
         }
@@ -352,7 +381,7 @@ const DELTA: i32 = 1;
 
 /// Each series' points in `[start, end)` aggregated per `step` nanoseconds from `start`.
 async fn aggregated(
-    client: &deadpool_postgres::Object,
+    client: &Conn,
     series: &[Row],
     start: i64,
     end: i64,
@@ -405,8 +434,7 @@ async fn aggregated(
         client.query(&query, &[&ids, &start, &end, &step, &step_seconds]).await
     } else {
         client.query(&query, &[&ids, &start, &end, &step]).await
-    }
-    .map_err(database_error)?;
+    }?;
     let mut values: HashMap<i64, Vec<StepValue>> = HashMap::new();
     for row in rows {
         let step_index: i64 = row.get(1);

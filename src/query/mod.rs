@@ -5,7 +5,10 @@ pub mod logs;
 pub mod metrics;
 pub mod traces;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use std::collections::HashMap;
 
@@ -16,8 +19,10 @@ use opentelemetry_proto::tonic::{
     common::v1::InstrumentationScope, resource::v1::Resource, trace::v1::TracesData,
 };
 use tokio_postgres::{types::ToSql, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tonic::{Request, Response, Status};
 
+use crate::config::QueryConfig;
 use crate::encode::{
     attributes::{attributes_from_json, write_any_value, MappingError, Order},
     dims::entity_refs_from_json,
@@ -41,23 +46,140 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// A time range's length when the request leaves its start unset.
 pub const DEFAULT_RANGE_NANOS: u64 = 3_600 * 1_000_000_000;
 
-/// The query service: a handle on the pool.
+/// The query service: its own pool (see `query.pool_size`) and its limits.
 #[derive(Clone)]
 pub struct Query {
     pool: Pool,
+    tls: MakeRustlsConnect,
+    limits: QueryConfig,
 }
 
 impl Query {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub fn new(pool: Pool, tls: MakeRustlsConnect, limits: QueryConfig) -> Self {
+        Self { pool, tls, limits }
     }
 
     pub fn server(self) -> proto::query_service_server::QueryServiceServer<Self> {
         proto::query_service_server::QueryServiceServer::new(self)
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, Status> {
-        self.pool.get().await.map_err(|e| Status::unavailable(format!("no database connection: {e}")))
+    /// A connection of the query pool, waited for at most as long as a statement may run.
+    async fn client(&self) -> Result<Conn, Status> {
+        let wait = match self.limits.statement_timeout() {
+            wait if wait.is_zero() => Duration::from_secs(30),
+            wait => wait,
+        };
+        let client = tokio::time::timeout(wait, self.pool.get())
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "every query connection (query.pool_size = {}) stayed busy for {wait:?}",
+                    self.limits.pool_size
+                ))
+            })?
+            .map_err(|e| Status::unavailable(format!("no database connection: {e}")))?;
+        Ok(Conn {
+            client: Some(client),
+            running: AtomicBool::new(false),
+            tls: self.tls.clone(),
+            statement_timeout_ms: self.limits.statement_timeout_ms,
+        })
+    }
+
+    /// Checks the attribute filters of a request against `query.max_filters`.
+    fn check_filters(&self, filters: &[proto::AttributeFilter]) -> Result<(), Status> {
+        if filters.len() > self.limits.max_filters {
+            return Err(Status::invalid_argument(format!(
+                "attributes: {} filters, more than the {} allowed (query.max_filters)",
+                filters.len(),
+                self.limits.max_filters
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a text filter against `query.max_filter_bytes`, and that PostgreSQL can hold it.
+    fn check_text(&self, text: &str, field: &str) -> Result<(), Status> {
+        if text.len() > self.limits.max_filter_bytes {
+            return Err(Status::invalid_argument(format!(
+                "{field}: {} bytes, more than the {} allowed (query.max_filter_bytes)",
+                text.len(),
+                self.limits.max_filter_bytes
+            )));
+        }
+        if text.contains('\0') {
+            return Err(Status::invalid_argument(format!(
+                "{field}: U+0000 is never stored, so it matches nothing"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A query service connection. When it is dropped while a statement runs (the client went
+/// away, or its deadline passed and tonic dropped the handler), the statement is cancelled in
+/// PostgreSQL and the connection closed, rather than left running unseen and handed to the next
+/// query.
+pub(crate) struct Conn {
+    client: Option<Object>,
+    running: AtomicBool,
+    tls: MakeRustlsConnect,
+    statement_timeout_ms: u64,
+}
+
+impl Conn {
+    /// Runs a statement.
+    ///
+    /// # Errors
+    /// The database's error as a status (see [`Conn::status`]).
+    pub(crate) async fn query(
+        &self,
+        statement: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Status> {
+        let Some(client) = &self.client else { return Err(Status::internal("connection already closed")) };
+        self.running.store(true, Ordering::Relaxed);
+        let rows = client.query(statement, params).await;
+        self.running.store(false, Ordering::Relaxed);
+        rows.map_err(|e| self.status(e))
+    }
+
+    /// The status for a database error: a statement that ran past `query.statement_timeout_ms`
+    /// is DEADLINE_EXCEEDED, a value from the request the database could not use
+    /// INVALID_ARGUMENT, anything else UNAVAILABLE (worth trying again).
+    fn status(&self, err: tokio_postgres::Error) -> Status {
+        let code = err.code().map(|code| code.code().to_owned()).unwrap_or_default();
+        match code.as_str() {
+            "57014" => Status::deadline_exceeded(format!(
+                "the query ran longer than query.statement_timeout_ms ({} ms) and was cancelled; narrow it down",
+                self.statement_timeout_ms
+            )),
+            code if code.starts_with("22") => Status::invalid_argument(format!(
+                "a value in the request could not be used: {}",
+                err.as_db_error().map_or_else(|| err.to_string(), |db| db.message().to_owned())
+            )),
+            _ => database_error(err),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if !self.running.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(client) = self.client.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        // Out of the pool for good: a cancel that arrived late would hit the next query.
+        let client = Object::take(client);
+        let token = client.cancel_token();
+        let tls = self.tls.clone();
+        runtime.spawn(async move {
+            if let Err(err) = token.cancel_query(tls).await {
+                tracing::debug!(%err, "cancelling an abandoned query failed; its connection is closed");
+            }
+            drop(client);
+        });
     }
 }
 
@@ -194,6 +316,7 @@ impl Sql {
 /// # Errors
 /// INVALID_ARGUMENT naming `field` when the filter has no key or no value.
 fn attribute_condition(
+    q: &Query,
     sql: &mut Sql,
     alias: &str,
     filter: &proto::AttributeFilter,
@@ -209,6 +332,7 @@ fn attribute_condition(
     write_any_value(&mut json, value, Order::AsSent);
     let json =
         String::from_utf8(json.to_vec()).map_err(|_| Status::internal("attribute JSON is not UTF-8"))?;
+    q.check_text(&format!("{}{json}", filter.key), field)?;
     let key = sql.param(filter.key.clone());
     let value = sql.param(json);
     Ok(format!(
@@ -252,7 +376,7 @@ type Resources = HashMap<i64, (Resource, String)>;
 type Scopes = HashMap<i64, (InstrumentationScope, String)>;
 
 /// The resources and scopes (each with its schema_url) that `rows` reference.
-async fn dimensions(client: &Object, rows: &[Row]) -> Result<(Resources, Scopes), Status> {
+async fn dimensions(client: &Conn, rows: &[Row]) -> Result<(Resources, Scopes), Status> {
     let mut resource_ids: Vec<i64> = rows.iter().map(|r| r.get("resource_id")).collect();
     let mut scope_ids: Vec<i64> = rows.iter().map(|r| r.get("scope_id")).collect();
     for ids in [&mut resource_ids, &mut scope_ids] {
@@ -261,16 +385,14 @@ async fn dimensions(client: &Object, rows: &[Row]) -> Result<(Resources, Scopes)
     }
     let resources = client
         .query(RESOURCES_BY_ID, &[&resource_ids])
-        .await
-        .map_err(database_error)?
+        .await?
         .iter()
         .map(|r| Ok((r.get("resource_id"), resource_from_row(r)?)))
         .collect::<Result<_, MappingError>>()
         .map_err(corrupt)?;
     let scopes = client
         .query(SCOPES_BY_ID, &[&scope_ids])
-        .await
-        .map_err(database_error)?
+        .await?
         .iter()
         .map(|r| Ok((r.get("scope_id"), scope_from_row(r)?)))
         .collect::<Result<_, MappingError>>()

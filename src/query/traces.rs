@@ -10,8 +10,8 @@ use tokio_postgres::Row;
 use tonic::Status;
 
 use super::{
-    attribute_condition, bad_token, corrupt, database_error, decode_token, dimensions, encode_token,
-    group_by_dimensions, page_size,
+    attribute_condition, bad_token, corrupt, decode_token, dimensions, encode_token, group_by_dimensions,
+    page_size,
     proto::{
         ListOperationsRequest, ListOperationsResponse, ListServicesRequest, ListServicesResponse, Operation,
         SearchTracesRequest, SearchTracesResponse, TraceSummary,
@@ -30,6 +30,12 @@ use crate::encode::{
 pub fn parse_trace_id(hex_id: &str, field: &str) -> Result<Vec<u8>, Status> {
     match hex::decode(hex_id) {
         Ok(id) if id.len() == 16 => Ok(id),
+        // Only the start of what was sent goes back: an error message travels in a header.
+        _ if hex_id.len() > 40 => Err(Status::invalid_argument(format!(
+            "{field}: expected 32 hexadecimal characters, got {} bytes starting {:?}",
+            hex_id.len(),
+            hex_id.chars().take(40).collect::<String>()
+        ))),
         _ => Err(Status::invalid_argument(format!(
             "{field}: expected 32 hexadecimal characters, got {hex_id:?}"
         ))),
@@ -62,13 +68,25 @@ fn span_from_row(row: &Row) -> Result<Span, MappingError> {
 }
 
 const TRACE_SPANS: &str = "SELECT * FROM spans WHERE trace_id = $1
-    ORDER BY resource_id, scope_id, start_time_unix_nano, span_id";
+    ORDER BY resource_id, scope_id, start_time_unix_nano, span_id LIMIT $2";
 impl Query {
+    /// A whole trace, of at most `query.max_trace_spans` spans.
+    ///
+    /// # Errors
+    /// NOT_FOUND when no span has the id; RESOURCE_EXHAUSTED when more than the limit do.
     pub(super) async fn trace(&self, trace_id: &[u8]) -> Result<TracesData, Status> {
         let client = self.client().await?;
-        let rows = client.query(TRACE_SPANS, &[&trace_id]).await.map_err(database_error)?;
+        let limit = self.limits.max_trace_spans;
+        let rows = client.query(TRACE_SPANS, &[&trace_id, &(limit as i64 + 1)]).await?;
         if rows.is_empty() {
             return Err(Status::not_found(format!("no trace with id {}", hex::encode(trace_id))));
+        }
+        if rows.len() > limit {
+            return Err(Status::resource_exhausted(format!(
+                "trace {} has more than {limit} spans, the most GetTrace hands back (query.max_trace_spans); \
+                 read its spans with SQL or raise the limit",
+                hex::encode(trace_id)
+            )));
         }
         let (resources, scopes) = dimensions(&client, &rows).await?;
 
@@ -118,8 +136,7 @@ pub(super) async fn list_services(
              GROUP BY service_name ORDER BY service_name LIMIT $4",
             &[&start, &end, &after, &(page_size as i64 + 1)],
         )
-        .await
-        .map_err(database_error)?;
+        .await?;
     let mut services: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     let next_page_token = if services.len() > page_size {
         services.truncate(page_size);
@@ -137,6 +154,7 @@ pub(super) async fn list_operations(
     if request.service.is_empty() {
         return Err(Status::invalid_argument("service: required"));
     }
+    q.check_text(&request.service, "service")?;
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
     let page_size = page_size(request.page_size);
     let (after_name, after_kind) = match request.page_token.as_str() {
@@ -158,8 +176,7 @@ pub(super) async fn list_operations(
              ORDER BY 1, 2 LIMIT $6",
             &[&request.service, &start, &end, &after_name, &after_kind, &(page_size as i64 + 1)],
         )
-        .await
-        .map_err(database_error)?;
+        .await?;
     let mut operations: Vec<Operation> =
         rows.iter().map(|r| Operation { name: r.get(0), kind: r.get(1) }).collect();
     let next_page_token = if operations.len() > page_size {
@@ -177,6 +194,9 @@ pub(super) async fn search_traces(
     q: &Query,
     request: &SearchTracesRequest,
 ) -> Result<SearchTracesResponse, Status> {
+    q.check_text(&request.service, "service")?;
+    q.check_text(&request.span_name, "span_name")?;
+    q.check_filters(&request.attributes)?;
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
     let page_size = page_size(request.page_size);
     let mut sql = Sql::default();
@@ -197,7 +217,7 @@ pub(super) async fn search_traces(
     }
     for (i, filter) in request.attributes.iter().enumerate() {
         matched +=
-            &format!(" AND {}", attribute_condition(&mut sql, "s", filter, &format!("attributes[{i}]"))?);
+            &format!(" AND {}", attribute_condition(q, &mut sql, "s", filter, &format!("attributes[{i}]"))?);
     }
     let duration = "(s.end_time_unix_nano - s.start_time_unix_nano)";
     if request.min_duration_nanos > 0 {
@@ -230,7 +250,7 @@ pub(super) async fn search_traces(
          LEFT JOIN resources r ON r.resource_id = s.resource_id
          GROUP BY m.trace_id, m.latest ORDER BY m.latest DESC, m.trace_id DESC"
     );
-    let rows = q.client().await?.query(&query, &sql.params()).await.map_err(database_error)?;
+    let rows = q.client().await?.query(&query, &sql.params()).await?;
     let next_page_token = match rows.get(page_size) {
         Some(_) => {
             let last = &rows[page_size - 1];

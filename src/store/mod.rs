@@ -11,7 +11,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::PostgresConfig;
+use crate::config::{PostgresConfig, QueryConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -76,11 +76,47 @@ fn valid_schema(schema: &str) -> bool {
 }
 
 /// Connects to the configured database, creating it and the schema if they do not exist, and
-/// returns a pool whose connections use the schema.
+/// returns a pool whose connections use the schema: the writers' and maintenance's pool.
 ///
 /// # Errors
 /// A malformed URL or schema name, an unreachable server, or missing rights to create them.
 pub async fn connect(config: &PostgresConfig) -> Result<Pool, StoreError> {
+    let (pg, tls) = prepare(config).await?;
+    pool(pg, tls, config.pool_size, &[])
+}
+
+/// The connections a server holds, one pool per role, so that no role ever waits for a
+/// connection another holds: queries cannot starve the writers, nor either the readiness check.
+pub struct Pools {
+    /// Writers and storage maintenance (`postgres.pool_size`).
+    pub write: Pool,
+    /// The query service (`query.pool_size`), with `query.statement_timeout_ms` on each session.
+    pub query: Pool,
+    /// The readiness check: one connection of its own.
+    pub health: Pool,
+    /// What opens connections, for cancel requests.
+    pub tls: MakeRustlsConnect,
+}
+
+/// Like [`connect`], with a pool for each role.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_pools(config: &PostgresConfig, query: &QueryConfig) -> Result<Pools, StoreError> {
+    let (pg, tls) = prepare(config).await?;
+    let timeout = format!("statement_timeout={}", query.statement_timeout_ms);
+    let query_settings: &[&str] = if query.statement_timeout_ms == 0 { &[] } else { &[&timeout] };
+    Ok(Pools {
+        write: pool(pg.clone(), tls.clone(), config.pool_size, &[])?,
+        query: pool(pg.clone(), tls.clone(), query.pool_size, query_settings)?,
+        health: pool(pg, tls.clone(), 1, &[])?,
+        tls,
+    })
+}
+
+/// Checks the schema name, creates the database and schema when missing, and returns what
+/// connects to them.
+async fn prepare(config: &PostgresConfig) -> Result<(tokio_postgres::Config, MakeRustlsConnect), StoreError> {
     if !valid_schema(&config.schema) {
         return Err(StoreError::Schema(config.schema.clone()));
     }
@@ -98,10 +134,30 @@ pub async fn connect(config: &PostgresConfig) -> Result<Pool, StoreError> {
         .await
         .or_else(ignore_duplicate)?;
     drop(client);
+    // JIT compilation pays off for long analytical queries; otelephant's are short, and a
+    // backend busy compiling cannot be cancelled until it is done.
+    pg.options(format!("-c search_path={} -c jit=off", config.schema));
+    Ok((pg, tls))
+}
 
-    pg.options(format!("-c search_path={}", config.schema));
+/// A pool of at most `size` connections, each session with `settings` (`name=value`) on top of
+/// the common ones.
+fn pool(
+    mut pg: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    size: usize,
+    settings: &[&str],
+) -> Result<Pool, StoreError> {
+    if !settings.is_empty() {
+        let mut options = pg.get_options().unwrap_or_default().to_owned();
+        for setting in settings {
+            options.push_str(" -c ");
+            options.push_str(setting);
+        }
+        pg.options(options);
+    }
     let manager = Manager::from_config(pg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Ok(Pool::builder(manager).max_size(config.pool_size).build()?)
+    Ok(Pool::builder(manager).max_size(size).build()?)
 }
 
 /// Concurrent `IF NOT EXISTS` creations can still collide; the loser sees the winner's object.

@@ -8,6 +8,7 @@ mod deploy;
 mod e2e;
 mod grpc;
 mod http;
+mod isolation;
 mod logs;
 mod metrics;
 mod outage;
