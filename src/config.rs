@@ -176,6 +176,21 @@ pub struct OtlpConfig {
     /// Origins (e.g. `https://app.example.com`) whose browser pages may send to the OTLP/HTTP
     /// receiver. Empty turns CORS off: no CORS headers are sent.
     pub cors_allowed_origins: Vec<String>,
+    /// Most connections each of the two listeners keeps open; further ones wait in the kernel's
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// A connection on which nothing has been read or written for this long is closed (0: never),
+    /// so that idle connections, and clients that stop reading, give their place back.
+    pub idle_timeout_secs: u64,
+    /// The most time a request's headers may take to arrive, and the longest gap allowed between
+    /// two pieces of its body; a request that takes longer is cut off.
+    pub read_timeout_ms: u64,
+    /// Once `read_timeout_ms` has passed since a body began, it must have arrived at least this
+    /// fast on average (bytes per second; 0: no minimum), so a body trickled in to hold its intake
+    /// room is cut off while an exporter on a slow link is not.
+    pub min_read_bytes_per_sec: u64,
+    /// Most requests at once on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for OtlpConfig {
@@ -185,6 +200,11 @@ impl Default for OtlpConfig {
             http_addr: ([0, 0, 0, 0], 4318).into(),
             max_request_bytes: 64 * 1024 * 1024,
             cors_allowed_origins: Vec::new(),
+            max_connections: 1024,
+            idle_timeout_secs: 120,
+            read_timeout_ms: 10_000,
+            min_read_bytes_per_sec: 4_096,
+            max_concurrent_streams: 100,
         }
     }
 }
@@ -405,6 +425,9 @@ impl Config {
             ("query.max_trace_spans", self.query.max_trace_spans == 0),
             ("query.max_points", self.query.max_points == 0),
             ("otlp.max_request_bytes", self.otlp.max_request_bytes == 0),
+            ("otlp.max_connections", self.otlp.max_connections == 0),
+            ("otlp.read_timeout_ms", self.otlp.read_timeout_ms == 0),
+            ("otlp.max_concurrent_streams", self.otlp.max_concurrent_streams == 0),
             ("partitions.check_interval_secs", self.partitions.check_interval_secs == 0),
         ];
         if let Some((key, _)) = checks.iter().find(|(_, bad)| *bad) {

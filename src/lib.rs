@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`config`]: the configuration structs and how their sources merge.
 //! - [`receive`]: front doors; [`receive::grpc`] serves the OTLP/gRPC export services,
-//!   [`receive::http`] the OTLP/HTTP receiver.
+//!   [`receive::http`] the OTLP/HTTP receiver, [`receive::conn`] the connection limits, idle
+//!   timeout and request body pace both listeners keep.
 //! - [`encode`]: OTLP -> binary COPY tuples. [`encode::copy`] is the tuple encoder,
 //!   [`encode::attributes`] the AnyValue <-> jsonb mapping (both directions),
 //!   [`encode::dims`] resources, scopes and the cache of known ids,
@@ -16,7 +17,7 @@
 //!   [`encode::traces`], [`encode::metrics`], [`encode::logs`] one signal each.
 //! - [`pipeline`]: the intake budget ([`pipeline::intake`]), the bounded queue,
 //!   acknowledgements, and the batching writer tasks.
-//! - [`store`]: the pool ([`store::connect`]), [`store::migrate`], [`store::partitions`],
+//! - [`store`]: the pools ([`store::connect`], one per role with [`store::connect_pools`]), [`store::migrate`], [`store::partitions`],
 //!   [`store::maintenance`] (retention, late partitions, dimension garbage collection) and the
 //!   COPY transaction in [`store::writer`].
 //! - [`query`]: the read API, `otelephant.query.v1.QueryService`: OTLP back out of the tables,

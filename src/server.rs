@@ -5,7 +5,6 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::SystemTime};
 
 use deadpool_postgres::Pool;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::server::TcpIncoming;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::{
@@ -15,7 +14,7 @@ use crate::{
     pipeline::{intake::Intake, Pipeline},
     query::{self, Query},
     receive,
-    receive::grpc::OtlpGrpc,
+    receive::{conn, grpc::OtlpGrpc},
     store::{self, maintenance, migrate, partitions, StoreError},
     telemetry::{self, Telemetry},
     tls::{Identity, TlsListener},
@@ -217,30 +216,24 @@ impl Server {
         let reflection_v1 = reflection().build_v1().map_err(StartError::Reflection)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(StartError::Reflection)?;
         let (http_listener, http_addr) = bind(config.otlp.http_addr).await?;
-        let http_router = receive::http::router(
-            pipeline.clone(),
-            config.otlp.max_request_bytes,
-            &config.otlp.cors_allowed_origins,
-            access.clone(),
-        )
-        .map_err(|e| StartError::Cors(e.to_string()))?;
+        let http_router = receive::http::router(pipeline.clone(), &config.otlp, access.clone())
+            .map_err(|e| StartError::Cors(e.to_string()))?;
         let http_stop = health.clone();
         let stopping = async move { http_stop.shutdown_started().await };
+        let otlp = config.otlp.clone();
         let http = match &identity {
-            None => tokio::spawn(async move {
-                axum::serve(http_listener, http_router).with_graceful_shutdown(stopping).await
-            }),
+            None => {
+                tokio::spawn(async move { conn::serve(http_listener, http_router, &otlp, stopping).await })
+            }
             Some(identity) => {
                 let listener = TlsListener::new(http_listener, identity.rustls()?)
                     .map_err(|source| StartError::Listen { addr: http_addr, source })?;
-                tokio::spawn(async move {
-                    axum::serve(listener, http_router).with_graceful_shutdown(stopping).await
-                })
+                tokio::spawn(async move { conn::serve(listener, http_router, &otlp, stopping).await })
             }
         };
         let (closing, closed) = tokio::sync::watch::channel(false);
         let routes = OtlpGrpc::new(pipeline)
-            .routes(config.otlp.max_request_bytes)
+            .routes(&config.otlp)
             .add_service(Query::new(pools.query.clone(), pools.tls.clone(), config.query.clone()).server())
             .add_service(EndsStreams { service: grpc_health_service, closed })
             .add_service(reflection_v1)
@@ -248,9 +241,9 @@ impl Server {
         report_health(&health, &grpc_health).await;
         let health_watch = tokio::spawn(watch_health(health.clone(), grpc_health));
         let (stop, stopped) = oneshot::channel::<()>();
-        // Without TCP_NODELAY, small answers wait for the peer's delayed ACK (about 40 ms).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let mut grpc_server = tonic::transport::Server::builder();
+        let incoming = conn::incoming(listener, conn::Limits::new(&config.otlp));
+        let mut grpc_server =
+            tonic::transport::Server::builder().max_concurrent_streams(config.otlp.max_concurrent_streams);
         if let Some(identity) = &identity {
             grpc_server = grpc_server.tls_config(identity.grpc()).map_err(StartError::GrpcTls)?;
         }

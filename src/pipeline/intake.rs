@@ -1,7 +1,8 @@
 //! The intake budget: room for requests from the moment their body starts to arrive until their
-//! rows are in the queue. A receiver reserves a request's room from the size the request
-//! declares before reading its body, so bodies being received, decompressed, decoded and
-//! encoded are all counted; once the rows have room in the queue the intake room is given back.
+//! rows are in the queue. A request takes room as its bytes arrive (and as they are
+//! decompressed), never from a size it merely declares, so bodies being received, decompressed,
+//! decoded and encoded are all counted, and a client that sends slowly holds only what it has
+//! sent. Once the rows have room in the queue the intake room is given back.
 
 use std::{
     sync::{Arc, Mutex},
@@ -12,7 +13,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::WriteError;
 
-/// How many times its own size a compressed body is assumed to take once decompressed.
+/// How many times its own size a compressed gRPC message is assumed to take once decompressed
+/// (tonic decompresses it whole); OTLP/HTTP bodies are charged for what they inflate to.
 pub const COMPRESSED_EXPANSION: usize = 8;
 
 /// The budget shared by every receiver.
@@ -24,9 +26,25 @@ pub struct Intake {
 }
 
 /// Room a request holds in the intake budget, given back when dropped.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Room {
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Room {
+    /// Bytes of room held.
+    pub fn bytes(&self) -> usize {
+        self.permit.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    /// Adds `more` to this room.
+    pub fn merge(&mut self, more: Room) {
+        match (&mut self.permit, more.permit) {
+            (Some(held), Some(more)) => held.merge(more),
+            (held @ None, more) => *held = more,
+            (Some(_), None) => {}
+        }
+    }
 }
 
 /// Where a receiver's body reader leaves the room it reserved, for the handler to take.
@@ -34,8 +52,18 @@ pub struct Room {
 pub struct RoomSlot(Arc<Mutex<Option<Room>>>);
 
 impl RoomSlot {
-    pub fn put(&self, room: Room) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(room);
+    /// Adds `room` to what the slot holds.
+    pub fn merge(&self, room: Room) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(Room::default)
+            .merge(room);
+    }
+
+    /// Bytes of room the slot holds.
+    pub fn bytes(&self) -> usize {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map_or(0, Room::bytes)
     }
 
     pub fn take(&self) -> Option<Room> {
@@ -49,29 +77,36 @@ impl Intake {
         Self { room: Arc::new(Semaphore::new(capacity)), capacity, wait }
     }
 
-    /// The room to reserve for a body of `declared` bytes (`None` when the size is not known
-    /// before reading it) that may be at most `limit` bytes once decompressed. A body larger
-    /// than the whole budget reserves all of it, and so goes through alone.
-    pub fn need(&self, declared: Option<usize>, compressed: bool, limit: usize) -> usize {
-        let expected = match declared {
-            Some(bytes) if compressed => bytes.saturating_mul(COMPRESSED_EXPANSION),
-            Some(bytes) => bytes,
-            None => limit,
-        };
-        expected.min(limit).min(self.capacity).max(1)
+    /// How much of `bytes` more a request holding `held` must take: all of it, except that no
+    /// request holds more than the whole budget (one larger than that goes on alone).
+    pub fn more(&self, held: usize, bytes: usize) -> usize {
+        bytes.min(self.capacity.saturating_sub(held))
     }
 
-    /// Waits for `bytes` of room (see [`Intake::need`]), at most `pipeline.intake_wait_ms`.
+    /// Waits for `bytes` of room, at most `pipeline.intake_wait_ms`.
     ///
     /// # Errors
     /// [`WriteError::Overloaded`] when no room came in time.
     pub async fn reserve(&self, bytes: usize) -> Result<Room, WriteError> {
+        if bytes == 0 {
+            return Ok(Room::default());
+        }
         let bytes = u32::try_from(bytes.min(self.capacity)).unwrap_or(u32::MAX);
         match tokio::time::timeout(self.wait, self.room.clone().acquire_many_owned(bytes)).await {
-            Ok(Ok(permit)) => Ok(Room { _permit: permit }),
+            Ok(Ok(permit)) => Ok(Room { permit: Some(permit) }),
             Ok(Err(_)) => Err(WriteError::ShuttingDown),
             Err(_) => Err(WriteError::Overloaded(self.wait)),
         }
+    }
+
+    /// Takes room for `bytes` more of a request that holds `room` (see [`Intake::more`]).
+    ///
+    /// # Errors
+    /// As [`Intake::reserve`].
+    pub async fn grow(&self, room: &mut Room, bytes: usize) -> Result<(), WriteError> {
+        let more = self.reserve(self.more(room.bytes(), bytes)).await?;
+        room.merge(more);
+        Ok(())
     }
 
     /// Bytes of room held by requests right now.
@@ -88,15 +123,19 @@ impl Intake {
 mod tests {
     use super::*;
 
-    #[test]
-    fn room_needed_follows_the_declared_size_within_the_limits() {
+    #[tokio::test]
+    async fn a_request_grows_its_room_up_to_the_whole_budget_and_no_further() {
         let intake = Intake::new(1000, Duration::from_millis(1));
-        assert_eq!(intake.need(Some(100), false, 10_000), 100);
-        assert_eq!(intake.need(Some(100), true, 10_000), 800);
-        assert_eq!(intake.need(Some(100), true, 500), 500, "never more than the decompressed limit");
-        assert_eq!(intake.need(Some(5000), false, 10_000), 1000, "never more than the budget");
-        assert_eq!(intake.need(None, false, 600), 600, "an unknown size reserves the limit");
-        assert_eq!(intake.need(Some(0), false, 600), 1);
+        let mut room = Room::default();
+        intake.grow(&mut room, 100).await.unwrap();
+        intake.grow(&mut room, 300).await.unwrap();
+        assert_eq!((room.bytes(), intake.in_use()), (400, 400));
+        intake.grow(&mut room, 5000).await.unwrap();
+        assert_eq!(room.bytes(), 1000, "never more than the budget");
+        intake.grow(&mut room, 5000).await.unwrap();
+        assert_eq!(intake.in_use(), 1000);
+        drop(room);
+        assert_eq!(intake.in_use(), 0);
     }
 
     #[tokio::test]
@@ -106,7 +145,7 @@ mod tests {
         assert_eq!(intake.in_use(), 700);
         assert!(matches!(intake.reserve(400).await, Err(WriteError::Overloaded(_))));
         let slot = RoomSlot::default();
-        slot.put(intake.reserve(300).await.unwrap());
+        slot.merge(intake.reserve(300).await.unwrap());
         drop(first);
         assert_eq!(intake.in_use(), 300);
         drop(slot.take());

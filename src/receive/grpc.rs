@@ -27,11 +27,17 @@ use tonic::{
 };
 use tower::Service;
 
-use super::{IngestError, Logs, Metrics, Signal, Traces};
+use tokio::time::Sleep;
+
+use super::{
+    conn::{Pace, Paced},
+    IngestError, Logs, Metrics, Signal, Traces,
+};
 use crate::{
+    config::OtlpConfig,
     encode::dims::KnownIds,
     pipeline::{
-        intake::{Intake, Room, RoomSlot},
+        intake::{Intake, Room, RoomSlot, COMPRESSED_EXPANSION},
         Pipeline, WriteError,
     },
 };
@@ -49,11 +55,11 @@ impl OtlpGrpc {
 
     /// The routes of the three services, each accepting compressed requests up to
     /// `max_request_bytes` decoded, with tonic's rejections given OTLP's status codes.
-    pub fn routes(self, max_request_bytes: usize) -> Routes {
-        let intake = &self.pipeline.intake;
-        Routes::new(Gate::new(self.service::<Traces>(max_request_bytes), intake, max_request_bytes))
-            .add_service(Gate::new(self.service::<Metrics>(max_request_bytes), intake, max_request_bytes))
-            .add_service(Gate::new(self.service::<Logs>(max_request_bytes), intake, max_request_bytes))
+    pub fn routes(self, config: &OtlpConfig) -> Routes {
+        let (intake, pace, max) = (&self.pipeline.intake, Pace::new(config), config.max_request_bytes);
+        Routes::new(Gate::new(self.service::<Traces>(max), intake, pace))
+            .add_service(Gate::new(self.service::<Metrics>(max), intake, pace))
+            .add_service(Gate::new(self.service::<Logs>(max), intake, pace))
     }
 
     fn service<S: Signal>(&self, max_request_bytes: usize) -> ExportService<S> {
@@ -184,8 +190,8 @@ impl<S: Signal> Decoder for ExportCodec<S> {
     }
 }
 
-/// What stands in front of each export service: it reserves the request's intake room before
-/// the body is read (see [`Metered`]), and gives tonic's own size rejection the code OTLP
+/// What stands in front of each export service: it takes the request's intake room as the body
+/// arrives (see [`Metered`]), and gives tonic's own size rejection the code OTLP
 /// clients expect: tonic answers a message over the limit with OUT_OF_RANGE when it arrives
 /// uncompressed; that answer (trailers-only, so the status is in the headers) becomes
 /// RESOURCE_EXHAUSTED, keeping tonic's message.
@@ -193,12 +199,12 @@ impl<S: Signal> Decoder for ExportCodec<S> {
 struct Gate<S> {
     service: S,
     intake: Intake,
-    max_request_bytes: usize,
+    pace: Pace,
 }
 
 impl<S> Gate<S> {
-    fn new(service: S, intake: &Intake, max_request_bytes: usize) -> Self {
-        Self { service, intake: intake.clone(), max_request_bytes }
+    fn new(service: S, intake: &Intake, pace: Pace) -> Self {
+        Self { service, intake: intake.clone(), pace }
     }
 }
 
@@ -233,12 +239,18 @@ where
         let slot = RoomSlot::default();
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(slot.clone());
+        let paced = self.pace.start();
         let body = Metered {
             body,
             intake: self.intake.clone(),
-            max_request_bytes: self.max_request_bytes,
             slot,
-            state: MeterState::Prefix(BytesMut::new()),
+            timer: Box::pin(tokio::time::sleep_until(paced.deadline())),
+            paced,
+            prefix: BytesMut::new(),
+            remaining: 0,
+            messages: 0,
+            compressed: false,
+            reserving: None,
         };
         let response = self.service.call(Request::from_parts(parts, Body::new(body)));
         Box::pin(async move {
@@ -254,29 +266,66 @@ where
     }
 }
 
-/// A request body that reserves the request's intake room before it yields any data. The
-/// room comes from the message length in the gRPC frame prefix (5 bytes: a compressed flag and
-/// the length), so the message is counted before it is read, decompressed and decoded; the
-/// room is left in the request's [`RoomSlot`] for the handler. Until the room is granted the
-/// body is not read on, and HTTP/2 flow control holds the client back.
+/// A request body that takes intake room for each piece of the message before handing it on,
+/// so the message is counted as it arrives (compressed pieces at [`COMPRESSED_EXPANSION`] times
+/// their size, since tonic decompresses the whole message at once), and a client that sends
+/// slowly holds only what it has sent. The room is left in the request's [`RoomSlot`] for the
+/// handler. Until room is granted the body is not read on, and HTTP/2 flow control holds the
+/// client back. The body is cut off when it falls behind its [`Pace`], and when it carries a
+/// second message (an Export call takes one).
 struct Metered {
     body: Body,
     intake: Intake,
-    max_request_bytes: usize,
     slot: RoomSlot,
-    state: MeterState,
+    paced: Paced,
+    /// Fires at `paced`'s deadline while the body waits for its client.
+    timer: Pin<Box<Sleep>>,
+    /// The part of a message prefix (5 bytes: a compressed flag and the length) read so far.
+    prefix: BytesMut,
+    /// Bytes of the current message still to come.
+    remaining: usize,
+    messages: u32,
+    compressed: bool,
+    /// A piece waiting for its room.
+    reserving: Option<(Reserving, Bytes)>,
 }
 
-enum MeterState {
-    /// Gathering the first 5 bytes.
-    Prefix(BytesMut),
-    /// Waiting for room, holding the data read so far.
-    Reserving(Pin<Box<dyn Future<Output = Result<Room, WriteError>> + Send>>, Bytes),
-    /// Room granted (or nothing to reserve): the rest passes through.
-    Passing,
-}
+/// Room being waited for.
+type Reserving = Pin<Box<dyn Future<Output = Result<Room, WriteError>> + Send>>;
 
 const PREFIX_BYTES: usize = 5;
+
+impl Metered {
+    /// Follows the message framing over `data`.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT when a second message begins.
+    fn frame(&mut self, mut data: &[u8]) -> Result<(), Status> {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let taken = self.remaining.min(data.len());
+                self.remaining -= taken;
+                data = &data[taken..];
+                continue;
+            }
+            let taken = (PREFIX_BYTES - self.prefix.len()).min(data.len());
+            self.prefix.extend_from_slice(&data[..taken]);
+            data = &data[taken..];
+            if self.prefix.len() == PREFIX_BYTES {
+                if self.messages > 0 {
+                    return Err(Status::invalid_argument("an Export call carries exactly one message"));
+                }
+                self.messages += 1;
+                self.compressed = self.prefix[0] == 1;
+                self.remaining =
+                    u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]])
+                        as usize;
+                self.prefix.clear();
+            }
+        }
+        Ok(())
+    }
+}
 
 impl http_body::Body for Metered {
     type Data = Bytes;
@@ -287,62 +336,57 @@ impl http_body::Body for Metered {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
-        loop {
-            match &mut this.state {
-                MeterState::Passing => return Pin::new(&mut this.body).poll_frame(cx),
-                MeterState::Prefix(read) => match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => {
-                            read.extend_from_slice(&data);
-                            if read.len() >= PREFIX_BYTES {
-                                let compressed = read[0] == 1;
-                                let declared = u32::from_be_bytes([read[1], read[2], read[3], read[4]]);
-                                let need = this.intake.need(
-                                    Some(declared as usize),
-                                    compressed,
-                                    this.max_request_bytes,
-                                );
-                                let intake = this.intake.clone();
-                                let read = read.split().freeze();
-                                let reserve = Box::pin(async move { intake.reserve(need).await });
-                                this.state = MeterState::Reserving(reserve, read);
-                            }
-                        }
-                        Err(trailers) => {
-                            let answer = if read.is_empty() {
-                                Ok(trailers)
-                            } else {
-                                Err(Status::invalid_argument("the request ended inside a message prefix"))
-                            };
-                            this.state = MeterState::Passing;
-                            return Poll::Ready(Some(answer));
-                        }
-                    },
-                    None => {
-                        let read = std::mem::take(read).freeze();
-                        this.state = MeterState::Passing;
-                        return Poll::Ready((!read.is_empty()).then(|| Ok(Frame::data(read))));
-                    }
-                    Some(Err(status)) => return Poll::Ready(Some(Err(status))),
-                },
-                MeterState::Reserving(reserve, read) => {
-                    let room = ready!(reserve.as_mut().poll(cx));
-                    let read = std::mem::take(read);
-                    this.state = MeterState::Passing;
-                    return Poll::Ready(Some(match room {
-                        Ok(room) => {
-                            this.slot.put(room);
-                            Ok(Frame::data(read))
-                        }
-                        Err(err) => Err(super::grpc_status(&IngestError::Write(err))),
-                    }));
+        if let Some((reserve, _)) = &mut this.reserving {
+            let room = ready!(reserve.as_mut().poll(cx));
+            let (_, data) = this.reserving.take().expect("reserving");
+            return Poll::Ready(Some(match room {
+                Ok(room) => {
+                    this.slot.merge(room);
+                    Ok(Frame::data(data))
                 }
-            }
+                Err(err) => Err(super::grpc_status(&IngestError::Write(err))),
+            }));
         }
+        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                let deadline = this.paced.deadline();
+                if this.timer.deadline() != deadline {
+                    this.timer.as_mut().reset(deadline);
+                }
+                ready!(this.timer.as_mut().poll(cx));
+                return Poll::Ready(Some(Err(Status::deadline_exceeded(this.paced.too_slow()))));
+            }
+        };
+        let data = match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(trailers) => {
+                    let answer = if this.prefix.is_empty() && this.remaining == 0 {
+                        Ok(trailers)
+                    } else {
+                        Err(Status::invalid_argument("the request ended inside a message"))
+                    };
+                    return Poll::Ready(Some(answer));
+                }
+            },
+            other => return Poll::Ready(other),
+        };
+        this.paced.arrived(data.len());
+        if let Err(status) = this.frame(&data) {
+            return Poll::Ready(Some(Err(status)));
+        }
+        let charge =
+            if this.compressed { data.len().saturating_mul(COMPRESSED_EXPANSION) } else { data.len() };
+        let more = this.intake.more(this.slot.bytes(), charge);
+        let intake = this.intake.clone();
+        this.reserving = Some((Box::pin(async move { intake.reserve(more).await }), data));
+        // Polled at once: room is usually free, and the piece passes on without a wake-up.
+        self.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, MeterState::Passing) && self.body.is_end_stream()
+        self.reserving.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

@@ -23,8 +23,17 @@ use tower_http::{
     validate_request::ValidateRequestHeaderLayer,
 };
 
+use super::conn::Pace;
 use super::{count_request, http_status, ingest, IngestError, Logs, Metrics, Signal, Traces, RETRY_AFTER};
-use crate::{auth::Access, encode::dims::KnownIds, pipeline::Pipeline};
+use crate::{
+    auth::Access,
+    config::OtlpConfig,
+    encode::dims::KnownIds,
+    pipeline::{
+        intake::{Intake, Room},
+        Pipeline, WriteError,
+    },
+};
 
 pub const PROTOBUF: &str = "application/x-protobuf";
 pub const JSON: &str = "application/json";
@@ -41,6 +50,7 @@ pub struct RpcStatus {
 
 /// google.rpc.Code values used in answers.
 const INVALID_ARGUMENT: i32 = 3;
+const DEADLINE_EXCEEDED: i32 = 4;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const INTERNAL: i32 = 13;
 const UNAUTHENTICATED: i32 = 16;
@@ -82,6 +92,10 @@ enum BodyError {
     TooLarge(usize),
     UnsupportedEncoding(String),
     Unreadable(String),
+    /// It arrived more slowly than `otlp.read_timeout_ms` and `otlp.min_read_bytes_per_sec` allow.
+    TooSlow(String),
+    /// No intake room came free for the next of its bytes.
+    NoRoom(WriteError),
 }
 
 impl BodyError {
@@ -98,42 +112,90 @@ impl BodyError {
                 format!("unsupported Content-Encoding {encoding:?}; use gzip, deflate, zstd or none"),
             ),
             BodyError::Unreadable(why) => format.error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, why),
+            BodyError::TooSlow(why) => {
+                let mut response = format.error(StatusCode::REQUEST_TIMEOUT, DEADLINE_EXCEEDED, why);
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
+            BodyError::NoRoom(err) => failure(format, &IngestError::Write(err)),
+        }
+    }
+
+    /// The `outcome` label of a request answered with this.
+    fn outcome(&self) -> &'static str {
+        match self {
+            BodyError::NoRoom(_) => "overloaded",
+            BodyError::TooSlow(_) => "too_slow",
+            _ => "invalid",
         }
     }
 }
 
-/// Reads a whole request body, refusing more than `limit` bytes. The frames are copied once into a
-/// buffer sized from Content-Length, so a body never needs twice its size while it is assembled.
-async fn read_body(body: Body, declared: Option<usize>, limit: usize) -> Result<Bytes, BodyError> {
+/// Reads a whole request body, refusing more than `limit` bytes, taking intake room for the
+/// memory it fills as it arrives, and cutting it off when it falls behind `pace`. A body that
+/// arrives in one frame is kept as it is; one in many is gathered into a buffer that grows by
+/// doubling (never to more than Content-Length), each growth paid for before it is made.
+async fn read_body(
+    body: Body,
+    declared: Option<usize>,
+    limit: usize,
+    intake: &Intake,
+    room: &mut Room,
+    pace: Pace,
+) -> Result<Bytes, BodyError> {
     let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+    let mut paced = pace.start();
+    let mut charged = 0;
+    loop {
+        let next = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx));
+        let Ok(frame) = tokio::time::timeout_at(paced.deadline(), next).await else {
+            return Err(BodyError::TooSlow(paced.too_slow()));
+        };
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| BodyError::Unreadable(format!("cannot read the body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
-        let received = first.as_ref().map_or(0, Bytes::len) + buf.len() + data.len();
+        paced.arrived(data.len());
+        let earlier = first.as_ref().map_or(0, Bytes::len);
+        let received = earlier + buf.len() + data.len();
         if received > limit {
             return Err(BodyError::TooLarge(limit));
         }
-        match first.take() {
-            // A body that arrives in one frame is kept as it is, without a copy.
-            None if buf.is_empty() => first = Some(data),
-            earlier => {
-                if buf.is_empty() {
-                    buf.reserve(declared.unwrap_or(0).clamp(received, limit));
-                }
-                if let Some(earlier) = earlier {
-                    buf.extend_from_slice(&earlier);
-                }
-                buf.extend_from_slice(&data);
-            }
+        if first.is_none() && buf.is_empty() {
+            intake.grow(room, data.len()).await.map_err(BodyError::NoRoom)?;
+            charged = data.len();
+            first = Some(data);
+            continue;
         }
+        if received > buf.capacity() {
+            let most = declared.filter(|d| *d >= received).unwrap_or(limit).min(limit);
+            let grown = (buf.capacity() * 2).max(received).min(most);
+            let held = earlier + grown;
+            intake.grow(room, held.saturating_sub(charged)).await.map_err(BodyError::NoRoom)?;
+            charged = charged.max(held);
+            buf.reserve(grown - buf.len());
+        }
+        if let Some(earlier) = first.take() {
+            buf.extend_from_slice(&earlier);
+        }
+        buf.extend_from_slice(&data);
     }
     Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
+/// How much decompressed output is read (and its room taken) at a time.
+const INFLATE_STEP: usize = 64 * 1024;
+
 /// Decompresses `body` as `Content-Encoding` says, refusing to produce more than `limit` bytes.
-fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
+/// `charge` is told of each growth of the output buffer before it is made, so that what a body
+/// inflates to is counted against the intake budget as it comes out.
+fn decompress(
+    encoding: Option<&str>,
+    body: Bytes,
+    limit: usize,
+    charge: &mut dyn FnMut(usize) -> Result<(), BodyError>,
+) -> Result<Bytes, BodyError> {
     let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
     let reader: Box<dyn Read + '_> = match encoding.as_deref() {
         None | Some("" | "identity") => {
@@ -148,13 +210,26 @@ fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes
         ),
         Some(other) => return Err(BodyError::UnsupportedEncoding(other.to_owned())),
     };
-    let mut out = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| BodyError::Unreadable(format!("cannot decompress the body: {e}")))?;
-    if out.len() > limit {
-        return Err(BodyError::TooLarge(limit));
+    let mut reader = reader.take(limit as u64 + 1);
+    let mut out: Vec<u8> = Vec::new();
+    let unreadable = |e: std::io::Error| BodyError::Unreadable(format!("cannot decompress the body: {e}"));
+    loop {
+        if out.capacity() - out.len() < INFLATE_STEP {
+            let grown = (out.capacity() * 2).max(out.len() + INFLATE_STEP).min(limit + 1).max(out.len() + 1);
+            charge(grown - out.capacity())?;
+            out.reserve_exact(grown - out.len());
+        }
+        let start = out.len();
+        let step = (out.capacity() - start).min(INFLATE_STEP);
+        out.resize(start + step, 0);
+        let read = reader.read(&mut out[start..]).map_err(unreadable)?;
+        out.truncate(start + read);
+        if read == 0 {
+            break;
+        }
+        if out.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
     }
     Ok(out.into())
 }
@@ -163,6 +238,7 @@ fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes
 struct HttpState {
     pipeline: Pipeline,
     max_request_bytes: usize,
+    pace: Pace,
 }
 
 /// The receiver's routes. `cors_origins` lists the origins browsers may send from; empty means
@@ -172,12 +248,12 @@ struct HttpState {
 /// An origin that is not a valid header value.
 pub fn router(
     pipeline: Pipeline,
-    max_request_bytes: usize,
-    cors_origins: &[String],
+    config: &OtlpConfig,
     access: Access,
 ) -> Result<Router, header::InvalidHeaderValue> {
     let telemetry = pipeline.telemetry.clone();
-    let state = HttpState { pipeline, max_request_bytes };
+    let state = HttpState { pipeline, max_request_bytes: config.max_request_bytes, pace: Pace::new(config) };
+    let cors_origins = &config.cors_allowed_origins;
     // The answer is the error variant, as tower-http's request validation asks for.
     #[allow(clippy::result_large_err)]
     let authenticate = move |request: &mut http::Request<Body>| {
@@ -250,17 +326,11 @@ async fn export<S: Signal>(state: &HttpState, headers: &HeaderMap, body: Body) -
         .and_then(|v| v.parse::<usize>().ok());
     let compressed = encoding.as_deref().is_some_and(|e| e != "identity");
     let intake = &state.pipeline.intake;
-    let room = match intake.reserve(intake.need(declared, compressed, limit)).await {
-        Ok(room) => room,
-        Err(err) => {
-            count("overloaded");
-            return failure(format, &IngestError::Write(err));
-        }
-    };
-    let raw = match read_body(body, declared, limit).await {
+    let mut room = Room::default();
+    let raw = match read_body(body, declared, limit, intake, &mut room, state.pace).await {
         Ok(raw) => raw,
         Err(err) => {
-            count("invalid");
+            count(err.outcome());
             return err.respond(format);
         }
     };
@@ -268,20 +338,27 @@ async fn export<S: Signal>(state: &HttpState, headers: &HeaderMap, body: Body) -
         // Nothing to do before encoding, which reads the protobuf bytes as they are.
         Decoded::Protobuf(raw)
     } else {
+        let (intake, runtime) = (intake.clone(), tokio::runtime::Handle::current());
         let decoded = tokio::task::spawn_blocking(move || {
-            let body = decompress(encoding.as_deref(), raw, limit)?;
-            match format {
-                Format::Protobuf => Ok(Decoded::Protobuf(body)),
+            let mut charge =
+                |bytes| runtime.block_on(intake.grow(&mut room, bytes)).map_err(BodyError::NoRoom);
+            let body = decompress(encoding.as_deref(), raw, limit, &mut charge)?;
+            let request = match format {
+                Format::Protobuf => Decoded::Protobuf(body),
                 Format::Json => serde_json::from_slice(&body)
                     .map(Decoded::Json)
-                    .map_err(|e| BodyError::Unreadable(format!("invalid OTLP JSON: {e}"))),
-            }
+                    .map_err(|e| BodyError::Unreadable(format!("invalid OTLP JSON: {e}")))?,
+            };
+            Ok::<_, BodyError>((request, room))
         })
         .await;
         match decoded {
-            Ok(Ok(request)) => request,
+            Ok(Ok((request, held))) => {
+                room = held;
+                request
+            }
             Ok(Err(err)) => {
-                count("invalid");
+                count(err.outcome());
                 return err.respond(format);
             }
             Err(err) => {

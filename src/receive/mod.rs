@@ -2,6 +2,7 @@
 //! its request, encodes it into rows, submits them to the pipeline, and answers once they are
 //! committed. What failed maps to a gRPC status or an HTTP status in one function each.
 
+pub mod conn;
 pub mod grpc;
 pub mod http;
 
