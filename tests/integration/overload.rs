@@ -155,9 +155,8 @@ async fn bodies_still_arriving_count_against_the_budget() {
     t.stop().await;
 }
 
-/// An HTTP/2 Export call whose message prefix declares the whole budget, with a few bytes of
-/// the message sent.
-async fn stalled_grpc(
+/// An HTTP/2 Export call opened on a connection of its own, its body still to send.
+async fn export_call(
     addr: std::net::SocketAddr,
 ) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
     let tcp = TcpStream::connect(addr).await.expect("connect");
@@ -171,7 +170,15 @@ async fn stalled_grpc(
     .header("te", "trailers")
     .body(())
     .expect("request");
-    let (response, mut stream) = client.send_request(request, false).expect("stream opens");
+    client.send_request(request, false).expect("stream opens")
+}
+
+/// An HTTP/2 Export call whose message prefix declares the whole budget, with a few bytes of
+/// the message sent.
+async fn stalled_grpc(
+    addr: std::net::SocketAddr,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let (response, mut stream) = export_call(addr).await;
     let mut prefix = vec![0u8];
     prefix.extend_from_slice(&u32::try_from(INTAKE).expect("fits").to_be_bytes());
     prefix.extend_from_slice(&[0x0a; 10]);
@@ -222,19 +229,7 @@ async fn a_stalled_grpc_message_holds_only_what_it_sent_and_is_cut_off() {
 #[tokio::test]
 async fn an_export_call_carrying_two_messages_is_refused() {
     let mut t = TestServer::start().await;
-    let addr = t.server.as_ref().expect("running").grpc_addr;
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
-    tokio::spawn(connection);
-    let mut client = client.ready().await.expect("ready");
-    let request = http::Request::post(format!(
-        "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(())
-    .expect("request");
-    let (response, mut stream) = client.send_request(request, false).expect("stream opens");
+    let (response, mut stream) = export_call(t.server.as_ref().expect("running").grpc_addr).await;
     let message = crate::traces::request(nanos_now()).encode_to_vec();
     let mut body = Vec::new();
     for _ in 0..2 {
