@@ -345,7 +345,7 @@ async fn export<S: Signal>(state: &HttpState, headers: &HeaderMap, body: Body) -
             let body = decompress(encoding.as_deref(), raw, limit, &mut charge)?;
             let request = match format {
                 Format::Protobuf => Decoded::Protobuf(body),
-                Format::Json => serde_json::from_slice(&body)
+                Format::Json => super::json::decode(&body)
                     .map(Decoded::Json)
                     .map_err(|e| BodyError::Unreadable(format!("invalid OTLP JSON: {e}")))?,
             };

@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod grpc;
 pub mod http;
+pub mod json;
 
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ pub trait Signal: Send + Sync + 'static {
     const SERVICE: &'static str;
     /// The `signal` label of otelephant's own metrics.
     const NAME: &'static str;
-    type Request: prost::Message + Default + serde::de::DeserializeOwned + Send + 'static;
+    type Request: prost::Message + Default + serde::de::DeserializeOwned + json::Doubles + Send + 'static;
     type Response: prost::Message + Default + serde::Serialize + Send + 'static;
     fn encode(request: &Self::Request, known: &KnownIds) -> Encoded;
     fn respond(refused: Option<Refused>) -> Self::Response;

@@ -410,3 +410,86 @@ async fn a_full_queue_turns_requests_away_with_429_and_grpc_unavailable_with_ret
     assert_eq!(t.count("spans").await, 8);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn special_doubles_in_otlp_json_are_stored_and_unreadable_values_refused() {
+    let mut t = TestServer::start().await;
+    let now = nanos_now();
+    let body = format!(
+        r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"json"}}}},
+            {{"key":"ratio","value":{{"doubleValue":"-Infinity"}}}}]}},
+          "scopeMetrics":[{{"metrics":[
+            {{"name":"g","gauge":{{"dataPoints":[
+              {{"timeUnixNano":"{now}","asDouble":"NaN"}},
+              {{"timeUnixNano":"{t2}","asDouble":"Infinity","exemplars":[{{"timeUnixNano":"{now}","asDouble":"-Infinity"}}]}},
+              {{"timeUnixNano":"{t3}","asDouble":"2.5"}}]}}}},
+            {{"name":"h","histogram":{{"aggregationTemporality":2,"dataPoints":[
+              {{"timeUnixNano":"{now}","count":"2","sum":"NaN","min":"-Infinity","max":"Infinity",
+                "bucketCounts":["1","1"],"explicitBounds":["Infinity"]}}]}}}}]}}]}}]}}"#,
+        t2 = now + 1,
+        t3 = now + 2
+    );
+    let response = post(&t, "/v1/metrics", JSON, None, body.into_bytes()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: serde_json::Value = response.json().await.expect("json");
+    assert!(answer["partialSuccess"].is_null(), "{answer}");
+
+    let rows = t
+        .sql
+        .query("SELECT value_double, exemplars FROM metric_points_number ORDER BY time_unix_nano", &[])
+        .await
+        .expect("points");
+    let values: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(values[0].is_nan());
+    assert_eq!(&values[1..], &[f64::INFINITY, 2.5]);
+    let histogram = t
+        .sql
+        .query_one("SELECT sum, min, max, explicit_bounds FROM metric_points_histogram", &[])
+        .await
+        .expect("histogram");
+    assert!(histogram.get::<_, f64>(0).is_nan());
+    assert_eq!(histogram.get::<_, f64>(1), f64::NEG_INFINITY);
+    assert_eq!(histogram.get::<_, f64>(2), f64::INFINITY);
+    assert_eq!(histogram.get::<_, Vec<f64>>(3), vec![f64::INFINITY]);
+
+    // Read back through the query API, the exemplar and the resource attribute are exact too.
+    let mut query = QueryServiceClient::connect(t.endpoint()).await.expect("connect");
+    let range =
+        Some(otelephant::query::proto::TimeRange { start_unix_nano: now - 1, end_unix_nano: now + 10 });
+    let gauge = query
+        .query_metrics(otelephant::query::proto::QueryMetricsRequest {
+            name: "g".into(),
+            time_range: range,
+            ..Default::default()
+        })
+        .await
+        .expect("queried")
+        .into_inner();
+    let resource_metrics = &gauge.raw.expect("raw").resource_metrics[0];
+    let ratio =
+        resource_metrics.resource.as_ref().expect("resource").attributes.iter().find(|kv| kv.key == "ratio");
+    assert_eq!(
+        ratio.and_then(|kv| kv.value.clone()).and_then(|v| v.value),
+        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::DoubleValue(f64::NEG_INFINITY))
+    );
+    use opentelemetry_proto::tonic::metrics::v1::{exemplar, metric::Data};
+    let Some(Data::Gauge(points)) = &resource_metrics.scope_metrics[0].metrics[0].data else {
+        panic!("a gauge")
+    };
+    assert_eq!(points.data_points[1].exemplars[0].value, Some(exemplar::Value::AsDouble(f64::NEG_INFINITY)));
+
+    // A value that is no number is refused whole, naming its place; nothing of it is stored.
+    for (value, place) in
+        [(r#""asDouble":"abc""#, "dataPoints[0].asDouble"), (r#""asInt":"12x""#, "dataPoints[0].asInt")]
+    {
+        let body = format!(
+            r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"bad","gauge":{{"dataPoints":[{{"timeUnixNano":"{now}",{value}}}]}}}}]}}]}}]}}"#
+        );
+        let response = post(&t, "/v1/metrics", JSON, None, body.into_bytes()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let status: serde_json::Value = response.json().await.expect("json");
+        assert!(status["message"].as_str().is_some_and(|m| m.contains(place)), "{status}");
+    }
+    assert_eq!(t.count("metric_points_number").await, 3);
+    t.stop().await;
+}
