@@ -238,6 +238,10 @@ pub struct PipelineConfig {
     /// it waits, its first bytes hold part of the connection's HTTP/2 flow-control window, which
     /// the other requests on that connection need to make progress.
     pub intake_wait_ms: u64,
+    /// Most memory one request may take on its way in: its body, what it inflates and decodes
+    /// to, and its encoded rows. A request that needs more is refused (RESOURCE_EXHAUSTED / 413);
+    /// one that needs more than the whole `intake_bytes` but not this goes through alone.
+    pub max_request_memory: usize,
     /// Writer tasks, each writing one batch at a time on its own connection.
     pub writers: usize,
     /// A batch is written once it holds this many rows...
@@ -262,6 +266,7 @@ impl Default for PipelineConfig {
             queue_bytes: 32 * 1024 * 1024,
             intake_bytes: 16 * 1024 * 1024,
             intake_wait_ms: 100,
+            max_request_memory: 128 * 1024 * 1024,
             writers: 2,
             batch_max_rows: 50_000,
             batch_max_bytes: 16 * 1024 * 1024,
@@ -418,6 +423,7 @@ impl Config {
             ("pipeline.writers", p.writers == 0),
             ("pipeline.queue_bytes", p.queue_bytes == 0),
             ("pipeline.intake_bytes", p.intake_bytes == 0),
+            ("pipeline.max_request_memory", p.max_request_memory == 0),
             ("pipeline.batch_max_rows", p.batch_max_rows == 0),
             ("pipeline.batch_max_bytes", p.batch_max_bytes == 0),
             ("postgres.pool_size", self.postgres.pool_size == 0),

@@ -6,6 +6,8 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::meter;
+
 /// Signature, flags (no OIDs) and header extension length.
 pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// A field count of -1 ends the stream.
@@ -37,13 +39,46 @@ pub struct Rows {
     pub count: usize,
 }
 
+/// Room left in a buffer below which it asks its request's meter before growing.
+const HEADROOM: usize = 16 * 1024;
+/// What a buffer may take before it asks at all: a request's first rows, and the throwaway
+/// buffers of records already refused, cost no asking.
+const UNMETERED: usize = 16 * 1024;
+
 impl Rows {
     /// Starts a tuple of `table`; the caller writes exactly one field per column, in order.
     pub fn row(&mut self, table: &Table) -> Row<'_> {
+        if self.buf.capacity() - self.buf.len() < HEADROOM && self.buf.capacity() >= UNMETERED {
+            self.grow(0);
+        }
         self.count += 1;
         let fields = table.columns.len();
         self.buf.put_i16(fields as i16);
         Row { buf: &mut self.buf, left: fields }
+    }
+}
+
+impl Rows {
+    /// Grows the buffer once the request's meter grants it (see [`super::meter`]); with no
+    /// meter, leaves growing to the buffer. Once the meter refuses, the rows are thrown away as
+    /// they come, so the buffer grows no more: the request is refused whole.
+    #[cold]
+    fn grow(&mut self, at_least: usize) {
+        let grown = (self.buf.capacity() * 2).max(self.buf.len() + 4 * HEADROOM + at_least);
+        match meter::ask(grown - self.buf.capacity()) {
+            meter::Answer::Unmetered => self.buf.reserve(at_least),
+            meter::Answer::Granted => self.buf.reserve(grown - self.buf.len()),
+            meter::Answer::Refused => self.buf.clear(),
+        }
+    }
+}
+
+impl Rows {
+    /// Makes room for `additional` bytes of rows, asked of the request's meter like any growth.
+    pub fn reserve(&mut self, additional: usize) {
+        if self.buf.capacity() - self.buf.len() < additional {
+            self.grow(additional);
+        }
     }
 }
 

@@ -334,7 +334,7 @@ pub fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual>
     wire::walk_request(
         &mut enc,
         message,
-        |metric| Ok(WireMetric::read(metric)?.points.len()),
+        |metric| Ok(WireMetric::read(metric)?.point_count),
         |enc, metric, ids| WireMetric::read(metric)?.encode(enc, ids),
     )?;
     Ok(enc.out)
@@ -356,7 +356,10 @@ struct WireMetric<'a> {
     kind: Option<Kind>,
     temporality: i32,
     monotonic: bool,
-    points: Vec<&'a [u8]>,
+    /// The data message the points lie in (read again for each pass over them, so that millions
+    /// of points need no list), and how many there are.
+    data: &'a [u8],
+    point_count: usize,
 }
 
 impl<'a> WireMetric<'a> {
@@ -366,7 +369,8 @@ impl<'a> WireMetric<'a> {
             kind: None,
             temporality: 0,
             monotonic: false,
-            points: Vec::new(),
+            data: &[],
+            point_count: 0,
         };
         let mut fields = Fields::new(message);
         while let Some(field) = fields.next() {
@@ -403,10 +407,14 @@ impl<'a> WireMetric<'a> {
     }
 
     fn read_data(&mut self, message: &'a [u8], kind: Kind) -> Result<(), Unusual> {
+        self.data = message;
         let mut fields = Fields::new(message);
         while let Some(field) = fields.next() {
             match field? {
-                (1, point) => self.points.push(point.bytes()?),
+                (1, point) => {
+                    point.bytes()?;
+                    self.point_count += 1;
+                }
                 (2, temporality) if kind != Kind::Gauge && kind != Kind::Summary => {
                     fields.once(2)?;
                     self.temporality = enum_value(temporality)?;
@@ -428,7 +436,7 @@ impl<'a> WireMetric<'a> {
             Some((resource_id, scope_id)) => match validate_metric(&self.header) {
                 Ok(()) => (resource_id, scope_id, true),
                 Err(reason) => {
-                    enc.out.reject(self.points.len(), reason);
+                    enc.out.reject(self.point_count, reason);
                     (resource_id, scope_id, false)
                 }
             },
@@ -457,7 +465,7 @@ impl<'a> WireMetric<'a> {
         shape: &SeriesShape<'_>,
         kind: Kind,
     ) -> Result<(), Unusual> {
-        for point in &self.points {
+        for point in self.points() {
             match kind {
                 Kind::Gauge | Kind::Sum => wire_number(enc, shape, point)?,
                 Kind::Histogram => wire_histogram(enc, shape, point)?,
@@ -466,6 +474,17 @@ impl<'a> WireMetric<'a> {
             }
         }
         Ok(())
+    }
+}
+
+impl<'a> WireMetric<'a> {
+    /// The points, read again from the data message (`read_data` has read every field already,
+    /// so none of them fails here).
+    fn points(&self) -> impl Iterator<Item = &'a [u8]> {
+        Fields::new(self.data).filter_map(|field| match field {
+            Ok((1, point)) => point.bytes().ok(),
+            _ => None,
+        })
     }
 }
 

@@ -6,6 +6,7 @@ pub mod attributes;
 pub mod copy;
 pub mod dims;
 pub mod logs;
+pub mod meter;
 pub mod metrics;
 #[cfg(test)]
 mod testing;

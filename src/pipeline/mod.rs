@@ -68,6 +68,12 @@ pub enum WriteError {
     /// than the database takes.
     #[error("otelephant is overloaded: no room for the request came free within {0:?}")]
     Overloaded(std::time::Duration),
+    /// The request would take more memory on its way in (its body, what it inflates and decodes
+    /// to, its rows) than one request may; sending it again cannot succeed.
+    #[error(
+        "the request would take more than {0} bytes of memory on its way in (pipeline.max_request_memory); send smaller requests"
+    )]
+    TooLarge(usize),
 }
 
 /// A request in the queue: its rows, the room it holds in the queue, and where its answer goes.
@@ -135,7 +141,7 @@ impl Pipeline {
         let room = Arc::new(Semaphore::new(capacity_bytes as usize));
         let retry_deadline = config.retry_deadline();
         let queue_wait = config.queue_wait();
-        let intake = Intake::new(config.intake_bytes, config.intake_wait());
+        let intake = Intake::new(config.intake_bytes, config.intake_wait(), config.max_request_memory);
         (Self { tx, room, capacity_bytes, queue_wait, retry_deadline, known, intake, telemetry }, writers)
     }
 

@@ -25,18 +25,30 @@ use hyper_util::{
 
 use crate::config::OtlpConfig;
 
+/// How long a connection may sit idle while the listener is short of places (fewer than a
+/// tenth of `otlp.max_connections` left): idle connections then give way to new ones quickly.
+pub const CROWDED_IDLE: Duration = Duration::from_secs(2);
+
 /// The connection limits of one listener.
 #[derive(Clone)]
 pub struct Limits {
     open: Arc<Semaphore>,
+    max: usize,
     idle: Duration,
 }
 
 impl Limits {
     pub fn new(config: &OtlpConfig) -> Self {
-        Self {
-            open: Arc::new(Semaphore::new(config.max_connections.clamp(1, Semaphore::MAX_PERMITS))),
-            idle: Duration::from_secs(config.idle_timeout_secs),
+        let max = config.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        Self { open: Arc::new(Semaphore::new(max)), max, idle: Duration::from_secs(config.idle_timeout_secs) }
+    }
+
+    /// How long a connection may be idle now.
+    fn idle(&self) -> Duration {
+        if self.open.available_permits() * 10 < self.max {
+            self.idle.min(CROWDED_IDLE)
+        } else {
+            self.idle
         }
     }
 }
@@ -50,7 +62,7 @@ pub async fn next<L: axum::serve::Listener>(
 ) -> Option<(Watched<L::Io>, L::Addr)> {
     let open = limits.open.clone().acquire_owned().await.ok()?;
     let (io, addr) = listener.accept().await;
-    Some((Watched::new(io, open, limits.idle), addr))
+    Some((Watched::new(io, open, limits.clone()), addr))
 }
 
 /// The gRPC listener's connections as tonic takes them, each with TCP_NODELAY (without it,
@@ -115,20 +127,21 @@ where
 
 /// A connection that counts against `otlp.max_connections` while open, and fails its reads and
 /// writes (which closes it) once nothing has been read or written on it for
-/// `otlp.idle_timeout_secs`, so that idle connections, and clients that stop reading their
-/// answers, give their place back.
+/// `otlp.idle_timeout_secs` ([`CROWDED_IDLE`] while the listener is short of places), so that
+/// idle connections, and clients that stop reading their answers, give their place back.
 pub struct Watched<T> {
     io: T,
     _open: OwnedSemaphorePermit,
-    idle: Duration,
+    limits: Limits,
     last: Instant,
     timer: Pin<Box<Sleep>>,
 }
 
 impl<T> Watched<T> {
-    pub fn new(io: T, open: OwnedSemaphorePermit, idle: Duration) -> Self {
+    pub fn new(io: T, open: OwnedSemaphorePermit, limits: Limits) -> Self {
         let now = Instant::now();
-        Self { io, _open: open, idle, last: now, timer: Box::pin(tokio::time::sleep_until(now + idle)) }
+        let timer = Box::pin(tokio::time::sleep_until(now + limits.idle));
+        Self { io, _open: open, limits, last: now, timer }
     }
 
     pub fn get_ref(&self) -> &T {
@@ -138,18 +151,21 @@ impl<T> Watched<T> {
     /// Called when the connection would wait: ready with an error once it has been idle too long,
     /// otherwise pending with the timer set for when it would be.
     fn idle_check(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        if self.idle.is_zero() {
+        if self.limits.idle.is_zero() {
             return Poll::Pending;
         }
         loop {
-            let due = self.last + self.idle;
-            if self.timer.deadline() != due {
-                self.timer.as_mut().reset(due);
+            // While the listener has places, a connection is not looked at again before its
+            // full idle time; once crowded, the next look shortens it.
+            let due = self.last + self.limits.idle();
+            let check = due.min(Instant::now() + CROWDED_IDLE);
+            if self.timer.deadline() != check {
+                self.timer.as_mut().reset(check);
             }
             if self.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            if self.last + self.idle <= Instant::now() {
+            if due <= Instant::now() {
                 return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "connection idle too long"));
             }
         }
@@ -321,9 +337,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_idle_too_long_fails_its_reads() {
         let (client, server) = tokio::io::duplex(64);
-        let open = Arc::new(Semaphore::new(1));
+        let limits = Limits { open: Arc::new(Semaphore::new(10)), max: 10, idle: Duration::from_secs(5) };
+        let open = limits.open.clone();
         let permit = open.clone().try_acquire_owned().expect("a place");
-        let mut watched = Watched::new(server, permit, Duration::from_secs(5));
+        let mut watched = Watched::new(server, permit, limits.clone());
         let mut client = client;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         tokio::time::advance(Duration::from_secs(4)).await;
@@ -335,8 +352,26 @@ mod tests {
         let err = watched.read(&mut buf).await.expect_err("idle");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(5));
-        assert_eq!(open.available_permits(), 0, "still open until dropped");
+        assert_eq!(open.available_permits(), 9, "still open until dropped");
         drop(watched);
-        assert_eq!(open.available_permits(), 1);
+        assert_eq!(open.available_permits(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_give_way_sooner_when_places_run_short() {
+        let limits = Limits { open: Arc::new(Semaphore::new(10)), max: 10, idle: Duration::from_secs(120) };
+        let (_client, server) = tokio::io::duplex(64);
+        let permit = limits.open.clone().try_acquire_owned().expect("a place");
+        let mut watched = Watched::new(server, permit, limits.clone());
+        use tokio::io::AsyncReadExt;
+        // Nine more connections leave none free: the idle one is closed after CROWDED_IDLE.
+        let others: Vec<_> =
+            (0..9).map(|_| limits.open.clone().try_acquire_owned().expect("a place")).collect();
+        let started = Instant::now();
+        let mut buf = [0u8; 1];
+        let err = watched.read(&mut buf).await.expect_err("idle");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), CROWDED_IDLE);
+        drop(others);
     }
 }

@@ -14,30 +14,31 @@ use std::{
     task::{ready, Poll},
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::Frame;
 use prost::Message;
 use tonic::{
     body::Body,
-    codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     server::{NamedService, UnaryService},
     service::Routes,
     Code, Status,
 };
 use tower::Service;
 
-use tokio::time::Sleep;
+use tokio::{task::JoinHandle, time::Sleep};
 
 use super::{
     conn::{Pace, Paced},
+    inflate::{self, InflateError},
     IngestError, Logs, Metrics, Signal, Traces,
 };
 use crate::{
     config::OtlpConfig,
     encode::dims::KnownIds,
     pipeline::{
-        intake::{Intake, Room, RoomSlot, COMPRESSED_EXPANSION},
+        intake::{Intake, Room, RoomSlot},
         Pipeline, WriteError,
     },
 };
@@ -57,9 +58,9 @@ impl OtlpGrpc {
     /// `max_request_bytes` decoded, with tonic's rejections given OTLP's status codes.
     pub fn routes(self, config: &OtlpConfig) -> Routes {
         let (intake, pace, max) = (&self.pipeline.intake, Pace::new(config), config.max_request_bytes);
-        Routes::new(Gate::new(self.service::<Traces>(max), intake, pace))
-            .add_service(Gate::new(self.service::<Metrics>(max), intake, pace))
-            .add_service(Gate::new(self.service::<Logs>(max), intake, pace))
+        Routes::new(Gate::new(self.service::<Traces>(max), intake, pace, max))
+            .add_service(Gate::new(self.service::<Metrics>(max), intake, pace, max))
+            .add_service(Gate::new(self.service::<Logs>(max), intake, pace, max))
     }
 
     fn service<S: Signal>(&self, max_request_bytes: usize) -> ExportService<S> {
@@ -108,9 +109,8 @@ impl<S: Signal> Service<Request<Body>> for ExportService<S> {
         let export =
             Export::<S> { pipeline: self.pipeline.clone(), reached: reached.clone(), signal: PhantomData };
         let telemetry = self.pipeline.telemetry.clone();
+        // Compressed messages reach tonic already inflated (see Metered).
         let mut grpc = tonic::server::Grpc::new(ExportCodec::<S>(PhantomData))
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(self.max_request_bytes);
         Box::pin(async move {
             let response = grpc.unary(export, request).await;
@@ -200,11 +200,12 @@ struct Gate<S> {
     service: S,
     intake: Intake,
     pace: Pace,
+    max_request_bytes: usize,
 }
 
 impl<S> Gate<S> {
-    fn new(service: S, intake: &Intake, pace: Pace) -> Self {
-        Self { service, intake: intake.clone(), pace }
+    fn new(service: S, intake: &Intake, pace: Pace, max_request_bytes: usize) -> Self {
+        Self { service, intake: intake.clone(), pace, max_request_bytes }
     }
 }
 
@@ -239,6 +240,8 @@ where
         let slot = RoomSlot::default();
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(slot.clone());
+        // Metered inflates compressed messages itself; tonic sees them uncompressed.
+        let encoding = parts.headers.remove("grpc-encoding").and_then(|v| v.to_str().ok().map(str::to_owned));
         let paced = self.pace.start();
         let body = Metered {
             body,
@@ -246,15 +249,23 @@ where
             slot,
             timer: Box::pin(tokio::time::sleep_until(paced.deadline())),
             paced,
+            encoding,
+            max_request_bytes: self.max_request_bytes,
             prefix: BytesMut::new(),
             remaining: 0,
             messages: 0,
             compressed: false,
+            gathered: Some(BytesMut::new()),
             reserving: None,
+            inflating: None,
+            next: None,
         };
         let response = self.service.call(Request::from_parts(parts, Body::new(body)));
         Box::pin(async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            response
+                .headers_mut()
+                .insert("grpc-accept-encoding", http::HeaderValue::from_static("gzip,zstd"));
             let Some(status) = Status::from_header_map(response.headers()) else {
                 return Ok(response);
             };
@@ -267,12 +278,12 @@ where
 }
 
 /// A request body that takes intake room for each piece of the message before handing it on,
-/// so the message is counted as it arrives (compressed pieces at [`COMPRESSED_EXPANSION`] times
-/// their size, since tonic decompresses the whole message at once), and a client that sends
-/// slowly holds only what it has sent. The room is left in the request's [`RoomSlot`] for the
-/// handler. Until room is granted the body is not read on, and HTTP/2 flow control holds the
-/// client back. The body is cut off when it falls behind its [`Pace`], and when it carries a
-/// second message (an Export call takes one).
+/// so the message is counted as it arrives and a client that sends slowly holds only what it
+/// has sent. A compressed message is gathered whole and inflated here, in steps each paid for
+/// before it is made (tonic would inflate it at once, uncounted), and handed on uncompressed.
+/// The room is left in the request's [`RoomSlot`] for the handler. Until room is granted the
+/// body is not read on, and HTTP/2 flow control holds the client back. The body is cut off when
+/// it falls behind its [`Pace`], and when it carries a second message (an Export call takes one).
 struct Metered {
     body: Body,
     intake: Intake,
@@ -280,14 +291,24 @@ struct Metered {
     paced: Paced,
     /// Fires at `paced`'s deadline while the body waits for its client.
     timer: Pin<Box<Sleep>>,
+    /// The request's `grpc-encoding`.
+    encoding: Option<String>,
+    max_request_bytes: usize,
     /// The part of a message prefix (5 bytes: a compressed flag and the length) read so far.
     prefix: BytesMut,
     /// Bytes of the current message still to come.
     remaining: usize,
     messages: u32,
     compressed: bool,
+    /// What has arrived while it is not yet known that the message is uncompressed (then it is
+    /// handed on, and so is everything after it), or of a compressed message.
+    gathered: Option<BytesMut>,
     /// A piece waiting for its room.
     reserving: Option<(Reserving, Bytes)>,
+    /// A compressed message being inflated.
+    inflating: Option<JoinHandle<Result<(Bytes, Room), Status>>>,
+    /// The inflated message, after its prefix went on.
+    next: Option<Bytes>,
 }
 
 /// Room being waited for.
@@ -325,6 +346,43 @@ impl Metered {
         }
         Ok(())
     }
+
+    /// Whether the one message has arrived whole.
+    fn whole(&self) -> bool {
+        self.messages == 1 && self.remaining == 0 && self.prefix.is_empty()
+    }
+
+    /// Inflates the gathered compressed message on a blocking thread, with the request's room.
+    fn inflate(&mut self, mut gathered: BytesMut) -> Result<(), Status> {
+        let encoding = match self.encoding.as_deref() {
+            Some(encoding @ ("gzip" | "zstd")) => encoding.to_owned(),
+            other => {
+                return Err(Status::unimplemented(format!(
+                    "grpc-encoding {other:?} is not supported; use gzip or zstd"
+                )))
+            }
+        };
+        let body = gathered.split_off(PREFIX_BYTES).freeze();
+        let (intake, limit) = (self.intake.clone(), self.max_request_bytes);
+        let mut room = self.slot.take().unwrap_or_default();
+        let runtime = tokio::runtime::Handle::current();
+        self.inflating = Some(tokio::task::spawn_blocking(move || {
+            let mut charge = |bytes| intake.grow_blocking(&runtime, &mut room, bytes);
+            let inflated =
+                inflate::decompress(Some(&encoding), body, limit, &mut charge).map_err(|err| match err {
+                    InflateError::TooLarge(limit) => {
+                        Status::resource_exhausted(format!("the message inflates to more than {limit} bytes"))
+                    }
+                    InflateError::Unsupported(encoding) => {
+                        Status::unimplemented(format!("grpc-encoding {encoding:?} is not supported"))
+                    }
+                    InflateError::Corrupt(why) => Status::invalid_argument(why),
+                    InflateError::NoRoom(err) => super::grpc_status(&IngestError::Write(err)),
+                })?;
+            Ok((inflated, room))
+        }));
+        Ok(())
+    }
 }
 
 impl http_body::Body for Metered {
@@ -336,60 +394,98 @@ impl http_body::Body for Metered {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
-        if let Some((reserve, _)) = &mut this.reserving {
-            let room = ready!(reserve.as_mut().poll(cx));
-            let (_, data) = this.reserving.take().expect("reserving");
-            return Poll::Ready(Some(match room {
-                Ok(room) => {
-                    this.slot.merge(room);
-                    Ok(Frame::data(data))
-                }
-                Err(err) => Err(super::grpc_status(&IngestError::Write(err))),
-            }));
-        }
-        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                let deadline = this.paced.deadline();
-                if this.timer.deadline() != deadline {
-                    this.timer.as_mut().reset(deadline);
-                }
-                ready!(this.timer.as_mut().poll(cx));
-                return Poll::Ready(Some(Err(Status::deadline_exceeded(this.paced.too_slow()))));
+        loop {
+            if let Some(next) = this.next.take() {
+                return Poll::Ready(Some(Ok(Frame::data(next))));
             }
-        };
-        let data = match frame {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                Err(trailers) => {
-                    let answer = if this.prefix.is_empty() && this.remaining == 0 {
-                        Ok(trailers)
-                    } else {
-                        Err(Status::invalid_argument("the request ended inside a message"))
-                    };
-                    return Poll::Ready(Some(answer));
+            if let Some(inflating) = &mut this.inflating {
+                let inflated = ready!(Pin::new(inflating).poll(cx));
+                this.inflating = None;
+                return Poll::Ready(Some(match inflated {
+                    Ok(Ok((inflated, room))) => {
+                        this.slot.merge(room);
+                        let mut prefix = BytesMut::with_capacity(PREFIX_BYTES);
+                        prefix.put_u8(0);
+                        prefix.put_u32(u32::try_from(inflated.len()).unwrap_or(u32::MAX));
+                        this.next = Some(inflated);
+                        Ok(Frame::data(prefix.freeze()))
+                    }
+                    Ok(Err(status)) => Err(status),
+                    Err(err) => Err(Status::internal(format!("inflating the message failed: {err}"))),
+                }));
+            }
+            if let Some((reserve, _)) = &mut this.reserving {
+                let room = ready!(reserve.as_mut().poll(cx));
+                let (_, data) = this.reserving.take().expect("reserving");
+                if let Err(err) = room.map(|room| this.slot.merge(room)) {
+                    return Poll::Ready(Some(Err(super::grpc_status(&IngestError::Write(err)))));
                 }
-            },
-            other => return Poll::Ready(other),
-        };
-        this.paced.arrived(data.len());
-        if let Err(status) = this.frame(&data) {
-            return Poll::Ready(Some(Err(status)));
+                let Some(gathered) = &mut this.gathered else {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                };
+                gathered.extend_from_slice(&data);
+                if this.messages == 1 && !this.compressed {
+                    let gathered = this.gathered.take().expect("gathering").freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(gathered))));
+                }
+                if this.whole() {
+                    let gathered = this.gathered.take().expect("gathering");
+                    if let Err(status) = this.inflate(gathered) {
+                        return Poll::Ready(Some(Err(status)));
+                    }
+                }
+                continue;
+            }
+            let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    let deadline = this.paced.deadline();
+                    if this.timer.deadline() != deadline {
+                        this.timer.as_mut().reset(deadline);
+                    }
+                    ready!(this.timer.as_mut().poll(cx));
+                    return Poll::Ready(Some(Err(Status::deadline_exceeded(this.paced.too_slow()))));
+                }
+            };
+            let data = match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(trailers) => {
+                        let gathering = this.gathered.as_ref().is_some_and(|g| !g.is_empty());
+                        let answer = if this.prefix.is_empty() && this.remaining == 0 && !gathering {
+                            Ok(trailers)
+                        } else {
+                            Err(Status::invalid_argument("the request ended inside a message"))
+                        };
+                        return Poll::Ready(Some(answer));
+                    }
+                },
+                None if this.gathered.as_ref().is_some_and(|g| !g.is_empty()) => {
+                    return Poll::Ready(Some(Err(Status::invalid_argument(
+                        "the request ended inside a message",
+                    ))));
+                }
+                other => return Poll::Ready(other),
+            };
+            this.paced.arrived(data.len());
+            if let Err(status) = this.frame(&data) {
+                return Poll::Ready(Some(Err(status)));
+            }
+            let charge = data.len();
+            this.reserving =
+                Some((Box::pin(this.slot.with(|room| this.intake.reserve_more(room, charge))), data));
         }
-        let charge =
-            if this.compressed { data.len().saturating_mul(COMPRESSED_EXPANSION) } else { data.len() };
-        let more = this.intake.more(this.slot.bytes(), charge);
-        let intake = this.intake.clone();
-        this.reserving = Some((Box::pin(async move { intake.reserve(more).await }), data));
-        // Polled at once: room is usually free, and the piece passes on without a wake-up.
-        self.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.reserving.is_none() && self.body.is_end_stream()
+        self.reserving.is_none()
+            && self.inflating.is_none()
+            && self.next.is_none()
+            && self.gathered.is_none()
+            && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        http_body::SizeHint::default()
     }
 }

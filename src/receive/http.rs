@@ -5,8 +5,6 @@
 //! specification: 200, 400 with a `google.rpc.Status` body, 413, 415, 405, and 503 with
 //! Retry-After when the rows could not be stored.
 
-use std::io::Read;
-
 use axum::{
     body::{Body, Bytes},
     extract::{DefaultBodyLimit, State},
@@ -23,7 +21,11 @@ use tower_http::{
     validate_request::ValidateRequestHeaderLayer,
 };
 
-use super::conn::Pace;
+use super::{
+    bound,
+    conn::Pace,
+    inflate::{self, InflateError},
+};
 use super::{count_request, http_status, ingest, IngestError, Logs, Metrics, Signal, Traces, RETRY_AFTER};
 use crate::{
     auth::Access,
@@ -98,6 +100,24 @@ enum BodyError {
     NoRoom(WriteError),
 }
 
+impl From<String> for BodyError {
+    /// An OTLP/JSON body that does not decode.
+    fn from(why: String) -> Self {
+        BodyError::Unreadable(format!("invalid OTLP JSON: {why}"))
+    }
+}
+
+impl From<InflateError> for BodyError {
+    fn from(err: InflateError) -> Self {
+        match err {
+            InflateError::TooLarge(limit) => BodyError::TooLarge(limit),
+            InflateError::Unsupported(encoding) => BodyError::UnsupportedEncoding(encoding),
+            InflateError::Corrupt(why) => BodyError::Unreadable(why),
+            InflateError::NoRoom(err) => BodyError::NoRoom(err),
+        }
+    }
+}
+
 impl BodyError {
     fn respond(self, format: Format) -> Response {
         match self {
@@ -124,6 +144,7 @@ impl BodyError {
     /// The `outcome` label of a request answered with this.
     fn outcome(&self) -> &'static str {
         match self {
+            BodyError::NoRoom(WriteError::TooLarge(_)) => "too_large",
             BodyError::NoRoom(_) => "overloaded",
             BodyError::TooSlow(_) => "too_slow",
             _ => "invalid",
@@ -182,56 +203,6 @@ async fn read_body(
         buf.extend_from_slice(&data);
     }
     Ok(first.unwrap_or_else(|| buf.freeze()))
-}
-
-/// How much decompressed output is read (and its room taken) at a time.
-const INFLATE_STEP: usize = 64 * 1024;
-
-/// Decompresses `body` as `Content-Encoding` says, refusing to produce more than `limit` bytes.
-/// `charge` is told of each growth of the output buffer before it is made, so that what a body
-/// inflates to is counted against the intake budget as it comes out.
-fn decompress(
-    encoding: Option<&str>,
-    body: Bytes,
-    limit: usize,
-    charge: &mut dyn FnMut(usize) -> Result<(), BodyError>,
-) -> Result<Bytes, BodyError> {
-    let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
-    let reader: Box<dyn Read + '_> = match encoding.as_deref() {
-        None | Some("" | "identity") => {
-            return if body.len() > limit { Err(BodyError::TooLarge(limit)) } else { Ok(body) };
-        }
-        Some("gzip" | "x-gzip") => Box::new(flate2::read::GzDecoder::new(&body[..])),
-        // HTTP's deflate is the zlib format.
-        Some("deflate") => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
-        Some("zstd") => Box::new(
-            zstd::stream::read::Decoder::new(&body[..])
-                .map_err(|e| BodyError::Unreadable(format!("bad zstd body: {e}")))?,
-        ),
-        Some(other) => return Err(BodyError::UnsupportedEncoding(other.to_owned())),
-    };
-    let mut reader = reader.take(limit as u64 + 1);
-    let mut out: Vec<u8> = Vec::new();
-    let unreadable = |e: std::io::Error| BodyError::Unreadable(format!("cannot decompress the body: {e}"));
-    loop {
-        if out.capacity() - out.len() < INFLATE_STEP {
-            let grown = (out.capacity() * 2).max(out.len() + INFLATE_STEP).min(limit + 1).max(out.len() + 1);
-            charge(grown - out.capacity())?;
-            out.reserve_exact(grown - out.len());
-        }
-        let start = out.len();
-        let step = (out.capacity() - start).min(INFLATE_STEP);
-        out.resize(start + step, 0);
-        let read = reader.read(&mut out[start..]).map_err(unreadable)?;
-        out.truncate(start + read);
-        if read == 0 {
-            break;
-        }
-        if out.len() > limit {
-            return Err(BodyError::TooLarge(limit));
-        }
-    }
-    Ok(out.into())
 }
 
 #[derive(Clone)]
@@ -340,14 +311,18 @@ async fn export<S: Signal>(state: &HttpState, headers: &HeaderMap, body: Body) -
     } else {
         let (intake, runtime) = (intake.clone(), tokio::runtime::Handle::current());
         let decoded = tokio::task::spawn_blocking(move || {
-            let mut charge =
-                |bytes| runtime.block_on(intake.grow(&mut room, bytes)).map_err(BodyError::NoRoom);
-            let body = decompress(encoding.as_deref(), raw, limit, &mut charge)?;
+            let mut charge = |bytes| intake.grow_blocking(&runtime, &mut room, bytes);
+            let body = inflate::decompress(encoding.as_deref(), raw, limit, &mut charge)?;
             let request = match format {
                 Format::Protobuf => Decoded::Protobuf(body),
-                Format::Json => super::json::decode(&body)
-                    .map(Decoded::Json)
-                    .map_err(|e| BodyError::Unreadable(format!("invalid OTLP JSON: {e}")))?,
+                Format::Json => {
+                    // Room for the structs the body becomes, before they are made.
+                    let structs = bound::json(&body);
+                    intake.grow_blocking(&runtime, &mut room, structs).map_err(BodyError::NoRoom)?;
+                    let mut second_pass =
+                        || intake.grow_blocking(&runtime, &mut room, structs).map_err(BodyError::NoRoom);
+                    Decoded::Json(super::json::decode(&body, &mut second_pass)?)
+                }
             };
             Ok::<_, BodyError>((request, room))
         })
@@ -382,6 +357,7 @@ fn failure(format: Format, err: &IngestError) -> Response {
     let status = http_status(err);
     let code = match status {
         StatusCode::BAD_REQUEST => INVALID_ARGUMENT,
+        StatusCode::PAYLOAD_TOO_LARGE => RESOURCE_EXHAUSTED,
         _ if err.retryable() => UNAVAILABLE,
         _ => INTERNAL,
     };

@@ -44,16 +44,26 @@ pub trait Doubles {
     }
 }
 
-/// Decodes an OTLP/JSON request.
+/// Decodes an OTLP/JSON request. `second_pass` is called before the body is read again (into a
+/// `serde_json::Value`, which takes memory of its own), and may refuse.
 ///
 /// # Errors
-/// A message naming what could not be read.
-pub fn decode<R: DeserializeOwned + Doubles>(body: &[u8]) -> Result<R, String> {
+/// A message naming what could not be read, or what `second_pass` said.
+pub fn decode<R: DeserializeOwned + Doubles, E: From<String>>(
+    body: &[u8],
+    second_pass: &mut dyn FnMut() -> Result<(), E>,
+) -> Result<R, E> {
     let first = match serde_json::from_slice::<R>(body) {
         Ok(request) if !request.has_absent() => return Ok(request),
         Ok(_) => None,
         Err(err) => Some(err.to_string()),
     };
+    second_pass()?;
+    read_again(body, first).map_err(E::from)
+}
+
+/// The slow path of [`decode`], `first` being the derive's error if it refused the body.
+fn read_again<R: DeserializeOwned + Doubles>(body: &[u8], first: Option<String>) -> Result<R, String> {
     let mut json: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let markers = Markers::avoiding(&json);
     if !markers.replace(&mut json, false) {
@@ -374,6 +384,10 @@ fn check_value(json: &Value, place: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode<R: DeserializeOwned + Doubles>(body: &[u8]) -> Result<R, String> {
+        super::decode(body, &mut || Ok::<_, String>(()))
+    }
 
     fn metrics(points: &str) -> Result<ExportMetricsServiceRequest, String> {
         let body = format!(

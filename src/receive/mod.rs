@@ -2,9 +2,11 @@
 //! its request, encodes it into rows, submits them to the pipeline, and answers once they are
 //! committed. What failed maps to a gRPC status or an HTTP status in one function each.
 
+pub mod bound;
 pub mod conn;
 pub mod grpc;
 pub mod http;
+pub mod inflate;
 pub mod json;
 
 use std::time::Duration;
@@ -22,8 +24,15 @@ use opentelemetry_proto::tonic::collector::{
 };
 use prost::Message;
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use crate::{
-    encode::{dims::KnownIds, logs, metrics, traces, Encoded},
+    encode::{
+        dims::KnownIds,
+        logs,
+        meter::{self, Meter},
+        metrics, traces, Encoded,
+    },
     pipeline::{intake::Room, Pipeline, WriteError},
     telemetry::{self, Telemetry},
 };
@@ -48,8 +57,13 @@ pub trait Signal: Send + Sync + 'static {
     }
 }
 
-/// Decodes a request with prost, then encodes it.
+/// Decodes a request with prost, then encodes it; room for the structs is asked of the
+/// request's meter first (see [`bound::protobuf`]).
 fn decode_and_encode<S: Signal + ?Sized>(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
+    if meter::ask(bound::protobuf(message)) == meter::Answer::Refused {
+        // The meter's owner has the reason.
+        return Err(IngestError::Encode("no room to decode the request".into()));
+    }
     let request = S::Request::decode(message).map_err(|e| IngestError::Decode(e.to_string()))?;
     Ok(S::encode(&request, known))
 }
@@ -131,9 +145,9 @@ impl IngestError {
             IngestError::Write(
                 WriteError::Database(_) | WriteError::ShuttingDown | WriteError::Overloaded(_),
             ) => true,
-            IngestError::Write(WriteError::Refused(_)) | IngestError::Encode(_) | IngestError::Decode(_) => {
-                false
-            }
+            IngestError::Write(WriteError::Refused(_) | WriteError::TooLarge(_))
+            | IngestError::Encode(_)
+            | IngestError::Decode(_) => false,
         }
     }
 }
@@ -147,10 +161,13 @@ pub struct Refused {
 
 /// Runs `encode` (decoding too, where the request is still bytes) off the async threads, since a
 /// request may be tens of megabytes, and waits for its rows to commit, holding the request's
-/// intake `room` until its rows are queued. Returns the records it refused, if any.
+/// intake `room` until its rows are queued. The rows are charged to the intake budget as they
+/// grow (see [`crate::encode::meter`]), so a request that makes far more rows than it weighs
+/// waits for room, or is turned away, like one that weighs more. Returns the records it refused,
+/// if any.
 ///
 /// # Errors
-/// When the request does not decode or its rows were not stored.
+/// When the request does not decode, finds no room for its rows, or its rows were not stored.
 pub async fn ingest<S: Signal>(
     pipeline: &Pipeline,
     transport: &'static str,
@@ -160,11 +177,31 @@ pub async fn ingest<S: Signal>(
     let known = pipeline.known.clone();
     let t = &pipeline.telemetry;
     let labels = [("signal", S::NAME), ("transport", transport)];
-    let encoded = tokio::task::spawn_blocking(move || encode(&known))
-        .await
-        .map_err(|err| IngestError::Encode(err.to_string()))
-        .and_then(|encoded| encoded)
-        .inspect_err(|err| count_request::<S>(t, transport, outcome(err)))?;
+    let room = Arc::new(Mutex::new(room.unwrap_or_default()));
+    let refusal = Arc::new(Mutex::new(None));
+    let meter = {
+        let (room, refusal, intake) = (room.clone(), refusal.clone(), pipeline.intake.clone());
+        let runtime = tokio::runtime::Handle::current();
+        Meter::new(Box::new(move |bytes| {
+            let mut room = room.lock().unwrap_or_else(PoisonError::into_inner);
+            match intake.grow_blocking(&runtime, &mut room, bytes) {
+                Ok(()) => true,
+                Err(err) => {
+                    *refusal.lock().unwrap_or_else(PoisonError::into_inner) = Some(err);
+                    false
+                }
+            }
+        }))
+    };
+    let encoded = tokio::task::spawn_blocking(move || meter::metered(meter, || encode(&known)).0).await;
+    let refused = refusal.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let encoded = match refused {
+        Some(err) => Err(IngestError::Write(err)),
+        None => encoded.map_err(|err| IngestError::Encode(err.to_string())).and_then(|encoded| encoded),
+    }
+    .inspect_err(|err| count_request::<S>(t, transport, outcome(err)))?;
+    let room = std::mem::take(&mut *room.lock().unwrap_or_else(PoisonError::into_inner));
+    let room = Some(room);
     let items = encoded.items() as u64;
     t.counter(telemetry::RECEIVED_ITEMS, &labels).increment(items + encoded.rejected);
     if encoded.rejected > 0 {
@@ -199,6 +236,7 @@ fn outcome(err: &IngestError) -> &'static str {
         IngestError::Encode(_) => "error",
         IngestError::Write(WriteError::Refused(_)) => "refused",
         IngestError::Write(WriteError::Overloaded(_)) => "overloaded",
+        IngestError::Write(WriteError::TooLarge(_)) => "too_large",
         IngestError::Write(WriteError::Database(_)) => "unavailable",
         IngestError::Write(WriteError::ShuttingDown) => "shutting_down",
     }
@@ -212,6 +250,7 @@ pub fn grpc_status(err: &IngestError) -> Status {
         IngestError::Write(WriteError::Refused(_)) | IngestError::Decode(_) => {
             Status::invalid_argument(err.to_string())
         }
+        IngestError::Write(WriteError::TooLarge(_)) => Status::resource_exhausted(err.to_string()),
         _ if err.retryable() => {
             let details = tonic_types::ErrorDetails::with_retry_info(Some(RETRY_AFTER));
             <Status as tonic_types::StatusExt>::with_error_details(
@@ -229,6 +268,7 @@ pub fn grpc_status(err: &IngestError) -> Status {
 pub fn http_status(err: &IngestError) -> ::http::StatusCode {
     match err {
         IngestError::Write(WriteError::Overloaded(_)) => ::http::StatusCode::TOO_MANY_REQUESTS,
+        IngestError::Write(WriteError::TooLarge(_)) => ::http::StatusCode::PAYLOAD_TOO_LARGE,
         IngestError::Write(WriteError::Refused(_)) | IngestError::Decode(_) => {
             ::http::StatusCode::BAD_REQUEST
         }

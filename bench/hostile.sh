@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Hostile clients: each attack of examples/hostile.rs for a bounded time against a fresh
+# otelephant (default settings but ports) on a scratch database on the local PostgreSQL, while an
+# innocent client exports a one-span trace every 200 ms. Prints, per attack, what the attack and
+# the innocent client saw, otelephant's peak resident memory (VmHWM) and the spans and log
+# records stored.
+#
+#   bench/hostile.sh [SECONDS] [ATTACK...]     (defaults: 30, stall idle amplify bombs queries)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${1:-30}
+shift || true
+attacks=${*:-stall idle amplify bombs queries}
+database=otelephant_hostile
+url="postgres://postgres@127.0.0.1:5432/$database"
+
+cargo build --release --quiet --bin otelephant --example hostile --example loadgen
+work=$(mktemp -d)
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+# Thousands of idle connections need as many file descriptors.
+ulimit -n 65536 2>/dev/null || true
+
+for attack in $attacks; do
+  psql -qX -h 127.0.0.1 -U postgres -c "SET client_min_messages = warning" \
+    -c "DROP DATABASE IF EXISTS $database" >/dev/null
+  ./target/release/otelephant --postgres-url "$url" --grpc-addr 127.0.0.1:24317 \
+    --http-addr 127.0.0.1:24318 --admin-addr 127.0.0.1:29464 >"$work/otelephant.log" 2>&1 &
+  pid=$!
+  until curl -sf http://127.0.0.1:29464/readyz >/dev/null; do sleep 0.2; done
+  if [ "$attack" = queries ]; then
+    # Something for the queries to read: log records with ten attributes, for 10 s.
+    ./target/release/examples/loadgen --endpoint http://127.0.0.1:24317 --signal logs \
+      --duration 10 >/dev/null 2>&1
+  fi
+  echo "== $attack ($seconds s)"
+  ./target/release/examples/hostile "$attack" --seconds "$seconds" | sed 's/^/   /'
+  hwm=$(awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
+  spans=$(psql -qXtA -h 127.0.0.1 -U postgres -d $database -c "SELECT count(*) FROM spans")
+  logs=$(psql -qXtA -h 127.0.0.1 -U postgres -d $database -c "SELECT count(*) FROM logs")
+  echo "   otelephant peak resident memory (VmHWM) $hwm MiB; stored $spans spans, $logs log records"
+  kill $pid; wait $pid 2>/dev/null || true
+done
