@@ -6,6 +6,8 @@
 # records stored.
 #
 #   bench/hostile.sh [SECONDS] [ATTACK...]     (defaults: 30, stall idle amplify bombs queries)
+#
+# OTELEPHANT_BIN runs another build of the server (an older commit's, to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,7 @@ database=otelephant_hostile
 url="postgres://postgres@127.0.0.1:5432/$database"
 
 cargo build --release --quiet --bin otelephant --example hostile --example loadgen
+bin=${OTELEPHANT_BIN:-./target/release/otelephant}
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
 # Thousands of idle connections need as many file descriptors.
@@ -24,7 +27,7 @@ ulimit -n 65536 2>/dev/null || true
 for attack in $attacks; do
   psql -qX -h 127.0.0.1 -U postgres -c "SET client_min_messages = warning" \
     -c "DROP DATABASE IF EXISTS $database" >/dev/null
-  ./target/release/otelephant --postgres-url "$url" --grpc-addr 127.0.0.1:24317 \
+  "$bin" --postgres-url "$url" --grpc-addr 127.0.0.1:24317 \
     --http-addr 127.0.0.1:24318 --admin-addr 127.0.0.1:29464 >"$work/otelephant.log" 2>&1 &
   pid=$!
   until curl -sf http://127.0.0.1:29464/readyz >/dev/null; do sleep 0.2; done
@@ -35,6 +38,12 @@ for attack in $attacks; do
   fi
   echo "== $attack ($seconds s)"
   ./target/release/examples/hostile "$attack" --seconds "$seconds" | sed 's/^/   /'
+  if ! kill -0 $pid 2>/dev/null; then
+    echo "   otelephant is gone: $(tail -n 1 "$work/otelephant.log")"
+    wait $pid 2>/dev/null && status=0 || status=$?
+    echo "   exit status $status$([ $status = 137 ] && echo ' (killed: out of memory)')"
+    continue
+  fi
   hwm=$(awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
   spans=$(psql -qXtA -h 127.0.0.1 -U postgres -d $database -c "SELECT count(*) FROM spans")
   logs=$(psql -qXtA -h 127.0.0.1 -U postgres -d $database -c "SELECT count(*) FROM logs")

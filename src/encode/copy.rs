@@ -66,8 +66,8 @@ impl Rows {
     fn grow(&mut self, at_least: usize) {
         let grown = (self.buf.capacity() * 2).max(self.buf.len() + 4 * HEADROOM + at_least);
         match meter::ask(grown - self.buf.capacity()) {
-            meter::Answer::Unmetered => self.buf.reserve(at_least),
-            meter::Answer::Granted => self.buf.reserve(grown - self.buf.len()),
+            // Grown here either way, so that the next rows do not come back to ask.
+            meter::Answer::Unmetered | meter::Answer::Granted => self.buf.reserve(grown - self.buf.len()),
             meter::Answer::Refused => self.buf.clear(),
         }
     }

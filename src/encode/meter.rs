@@ -66,6 +66,32 @@ pub fn ask(bytes: usize) -> Answer {
     })
 }
 
+/// What a list may hold before its growth is asked for.
+const UNMETERED: usize = 16 * 1024;
+
+/// The meter refused (see [`Answer::Refused`]).
+#[derive(Debug)]
+pub struct Refused;
+
+/// Pushes `item` onto `list`, asking this thread's meter first when the list must grow past
+/// [`UNMETERED`] bytes.
+///
+/// # Errors
+/// [`Refused`] when the meter refused (now or earlier); nothing is pushed.
+#[inline]
+pub fn push<T>(list: &mut Vec<T>, item: T) -> Result<(), Refused> {
+    let size = std::mem::size_of::<T>();
+    if list.len() == list.capacity() && list.capacity() * size >= UNMETERED {
+        let more = list.capacity() * size;
+        if ask(more) == Answer::Refused {
+            return Err(Refused);
+        }
+        list.reserve_exact(list.capacity());
+    }
+    list.push(item);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +109,22 @@ mod tests {
         assert!(meter.refused());
         assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 120, "not asked again once refused");
         assert_eq!(ask(10), Answer::Unmetered);
+    }
+
+    #[test]
+    fn a_list_asks_before_it_grows_past_what_is_unmetered() {
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = asked.clone();
+        let meter = Meter::new(Box::new(move |bytes| {
+            counted.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes <= 64 * 1024
+        }));
+        let (pushed, _) = metered(meter, || {
+            let mut list: Vec<u64> = Vec::new();
+            let pushed = (0..100_000).take_while(|&i| push(&mut list, i).is_ok()).count();
+            (pushed, list.capacity())
+        });
+        // 16 KiB unasked, then 16 KiB and 32 KiB granted: 8,192 u64s; the next growth is refused.
+        assert_eq!(pushed, (8192, 8192));
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 16 * 1024 + 32 * 1024 + 64 * 1024);
     }
 }

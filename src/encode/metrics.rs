@@ -22,6 +22,7 @@ use super::{
     },
     copy::{Row, Table},
     dims::{KnownIds, RequestEncoder, SERIES_SEED},
+    meter,
     traces::{hex_member, member},
     validate,
     wire::{self, Fields, Unusual},
@@ -334,7 +335,7 @@ pub fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual>
     wire::walk_request(
         &mut enc,
         message,
-        |metric| Ok(WireMetric::read(metric)?.point_count),
+        |metric| Ok(WireMetric::read(metric)?.points.len()),
         |enc, metric, ids| WireMetric::read(metric)?.encode(enc, ids),
     )?;
     Ok(enc.out)
@@ -356,10 +357,7 @@ struct WireMetric<'a> {
     kind: Option<Kind>,
     temporality: i32,
     monotonic: bool,
-    /// The data message the points lie in (read again for each pass over them, so that millions
-    /// of points need no list), and how many there are.
-    data: &'a [u8],
-    point_count: usize,
+    points: Vec<&'a [u8]>,
 }
 
 impl<'a> WireMetric<'a> {
@@ -369,8 +367,7 @@ impl<'a> WireMetric<'a> {
             kind: None,
             temporality: 0,
             monotonic: false,
-            data: &[],
-            point_count: 0,
+            points: Vec::new(),
         };
         let mut fields = Fields::new(message);
         while let Some(field) = fields.next() {
@@ -407,14 +404,11 @@ impl<'a> WireMetric<'a> {
     }
 
     fn read_data(&mut self, message: &'a [u8], kind: Kind) -> Result<(), Unusual> {
-        self.data = message;
         let mut fields = Fields::new(message);
         while let Some(field) = fields.next() {
             match field? {
-                (1, point) => {
-                    point.bytes()?;
-                    self.point_count += 1;
-                }
+                // Millions of tiny points need a long list: its growth is paid for.
+                (1, point) => meter::push(&mut self.points, point.bytes()?).map_err(|_| Unusual)?,
                 (2, temporality) if kind != Kind::Gauge && kind != Kind::Summary => {
                     fields.once(2)?;
                     self.temporality = enum_value(temporality)?;
@@ -436,7 +430,7 @@ impl<'a> WireMetric<'a> {
             Some((resource_id, scope_id)) => match validate_metric(&self.header) {
                 Ok(()) => (resource_id, scope_id, true),
                 Err(reason) => {
-                    enc.out.reject(self.point_count, reason);
+                    enc.out.reject(self.points.len(), reason);
                     (resource_id, scope_id, false)
                 }
             },
@@ -465,7 +459,7 @@ impl<'a> WireMetric<'a> {
         shape: &SeriesShape<'_>,
         kind: Kind,
     ) -> Result<(), Unusual> {
-        for point in self.points() {
+        for point in &self.points {
             match kind {
                 Kind::Gauge | Kind::Sum => wire_number(enc, shape, point)?,
                 Kind::Histogram => wire_histogram(enc, shape, point)?,
@@ -474,17 +468,6 @@ impl<'a> WireMetric<'a> {
             }
         }
         Ok(())
-    }
-}
-
-impl<'a> WireMetric<'a> {
-    /// The points, read again from the data message (`read_data` has read every field already,
-    /// so none of them fails here).
-    fn points(&self) -> impl Iterator<Item = &'a [u8]> {
-        Fields::new(self.data).filter_map(|field| match field {
-            Ok((1, point)) => point.bytes().ok(),
-            _ => None,
-        })
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
     },
     copy::Rows,
     dims::{KnownIds, RequestEncoder},
-    validate, Encoded, TableId,
+    meter, validate, Encoded, TableId,
 };
 
 /// Walks an export request (resource groups of scope groups of records, the same shape for
@@ -83,8 +83,8 @@ pub fn walk_request<'m>(
             Ok(()) => Some(enc.resource(resource.as_ref(), resource_group.schema_url)),
             Err(reason) => {
                 let mut records = 0;
-                for scope_group in resource_group.items() {
-                    for scope_item in group(scope_group)?.items() {
+                for scope_group in &resource_group.items {
+                    for scope_item in group(scope_group)?.items {
                         records += weight(scope_item)?;
                     }
                 }
@@ -92,7 +92,7 @@ pub fn walk_request<'m>(
                 None
             }
         };
-        for scope_group in resource_group.items() {
+        for scope_group in resource_group.items {
             let scope_group = group(scope_group)?;
             let scope =
                 scope_group.header.map(InstrumentationScope::decode).transpose().map_err(|_| Unusual)?;
@@ -101,7 +101,7 @@ pub fn walk_request<'m>(
                     Ok(()) => Some((resource_id, enc.scope(scope.as_ref(), scope_group.schema_url))),
                     Err(reason) => {
                         let mut records = 0;
-                        for scope_item in scope_group.items() {
+                        for scope_item in &scope_group.items {
                             records += weight(scope_item)?;
                         }
                         enc.out.reject(records, reason);
@@ -110,7 +110,7 @@ pub fn walk_request<'m>(
                 },
                 None => None,
             };
-            for scope_item in scope_group.items() {
+            for scope_item in scope_group.items {
                 item(enc, scope_item, ids)?;
             }
         }
@@ -120,27 +120,14 @@ pub fn walk_request<'m>(
 
 /// A message's singular message field (1), its repeated field (2), and its `schema_url` (3).
 struct Group<'a> {
-    message: &'a [u8],
     header: Option<&'a [u8]>,
+    items: Vec<&'a [u8]>,
     schema_url: &'a str,
-}
-
-impl<'a> Group<'a> {
-    /// The repeated field's items, read again from the message rather than gathered: a request
-    /// of millions of tiny records would otherwise need a slice for each before the first is
-    /// encoded.
-    fn items(&self) -> impl Iterator<Item = &'a [u8]> {
-        // `group` has read every field already, so none of them fails here.
-        Fields::new(self.message).filter_map(|field| match field {
-            Ok((2, value)) => value.bytes().ok(),
-            _ => None,
-        })
-    }
 }
 
 fn group(message: &[u8]) -> Result<Group<'_>, Unusual> {
     let mut fields = Fields::new(message);
-    let mut group = Group { message, header: None, schema_url: "" };
+    let mut group = Group { header: None, items: Vec::new(), schema_url: "" };
     while let Some(field) = fields.next() {
         let (number, value) = field?;
         match number {
@@ -148,7 +135,8 @@ fn group(message: &[u8]) -> Result<Group<'_>, Unusual> {
                 fields.once(1)?;
                 group.header = Some(value.bytes()?);
             }
-            2 => drop(value.bytes()?),
+            // A request of millions of tiny records needs a long list: its growth is paid for.
+            2 => meter::push(&mut group.items, value.bytes()?).map_err(|_| Unusual)?,
             3 => {
                 fields.once(3)?;
                 group.schema_url = value.str()?;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status as SpanStatus, TracesData,
 };
+use prost::Message;
 use tokio_postgres::Row;
 use tonic::Status;
 
@@ -90,23 +91,22 @@ impl Query {
         }
         let (resources, scopes) = dimensions(&client, &rows).await?;
 
-        // An exporter that retried stored the same span twice; hand it back once.
-        let mut seen = HashSet::new();
-        let once = rows.iter().filter(|row| {
-            seen.insert((row.get::<_, Vec<u8>>("span_id"), row.get::<_, i64>("start_time_unix_nano")))
-        });
         let mut data = TracesData::default();
-        for (resource_id, scope_groups) in group_by_dimensions(once) {
+        for (resource_id, scope_groups) in group_by_dimensions(&rows) {
             let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
             let mut resource_spans =
                 ResourceSpans { resource: Some(resource), scope_spans: vec![], schema_url };
             for (scope_id, span_rows) in scope_groups {
                 let (scope, schema_url) = scopes.get(&scope_id).cloned().unwrap_or_default();
-                let spans = span_rows
+                let mut spans: Vec<Span> = span_rows
                     .into_iter()
                     .map(span_from_row)
                     .collect::<Result<_, MappingError>>()
                     .map_err(corrupt)?;
+                // An exporter that retried stored the same span twice; hand it back once. Spans
+                // that differ in anything, even sharing an id and a start, all come back.
+                let mut seen = HashSet::new();
+                spans.retain(|span| seen.insert(span.encode_to_vec()));
                 resource_spans.scope_spans.push(ScopeSpans { scope: Some(scope), spans, schema_url });
             }
             data.resource_spans.push(resource_spans);

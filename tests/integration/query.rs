@@ -119,6 +119,25 @@ async fn get_trace_hands_back_what_was_sent_once() {
 }
 
 #[tokio::test]
+async fn spans_that_differ_come_back_even_with_the_same_id_and_start() {
+    let mut t = TestServer::start().await;
+    let mut sent = one_trace(nanos_now());
+    let spans = &mut sent.resource_spans[0].scope_spans[0].spans;
+    let mut twin = spans[0].clone();
+    twin.name = format!("{} (another span, same id and start)", twin.name);
+    spans.push(twin);
+    t.traces().await.export(sent.clone()).await.expect("export");
+    let got = query(&t)
+        .await
+        .get_trace(GetTraceRequest { trace_id: hex::encode(TRACE) })
+        .await
+        .expect("trace found")
+        .into_inner();
+    assert_eq!(flatten(&got.resource_spans), flatten(&sent.resource_spans));
+    t.stop().await;
+}
+
+#[tokio::test]
 async fn services_and_operations_over_a_time_range() {
     let mut t = TestServer::start().await;
     let now = nanos_now();
