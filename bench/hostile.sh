@@ -7,7 +7,7 @@
 #
 #   bench/hostile.sh [SECONDS] [ATTACK...]     (defaults: 30, stall idle amplify bombs queries)
 #
-# OTELEPHANT_BIN runs another build of the server (an older commit's, to compare).
+# SERVER_BIN runs another build of the server (an older commit's, to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +18,9 @@ database=otelephant_hostile
 url="postgres://postgres@127.0.0.1:5432/$database"
 
 cargo build --release --quiet --bin otelephant --example hostile --example loadgen
-bin=${OTELEPHANT_BIN:-./target/release/otelephant}
+bin=${SERVER_BIN:-./target/release/otelephant}
 work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 # Thousands of idle connections need as many file descriptors.
 ulimit -n 65536 2>/dev/null || true
 

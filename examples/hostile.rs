@@ -232,10 +232,11 @@ async fn stall(args: &Args, seconds: Duration) -> String {
     }
     cut.sort();
     format!(
-        "{} stalled requests (half HTTP, half gRPC); {} cut off by the server, the last after {:.1} s",
+        "{} stalled requests (half HTTP, half gRPC); {} ended by the server (answered or closed), the last after {:.1} s; {} still open at the end",
         count * 2,
         cut.len(),
-        cut.last().map_or(0.0, Duration::as_secs_f64)
+        cut.last().map_or(0.0, Duration::as_secs_f64),
+        count * 2 - cut.len()
     )
 }
 

@@ -266,7 +266,7 @@ impl Default for PipelineConfig {
             queue_bytes: 32 * 1024 * 1024,
             intake_bytes: 16 * 1024 * 1024,
             intake_wait_ms: 100,
-            max_request_memory: 128 * 1024 * 1024,
+            max_request_memory: 64 * 1024 * 1024,
             writers: 2,
             batch_max_rows: 50_000,
             batch_max_bytes: 16 * 1024 * 1024,

@@ -155,22 +155,32 @@ async fn bodies_still_arriving_count_against_the_budget() {
     t.stop().await;
 }
 
-/// An HTTP/2 Export call opened on a connection of its own, its body still to send.
+/// An HTTP/2 trace Export call opened on a connection of its own, its body still to send.
 async fn export_call(
     addr: std::net::SocketAddr,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    export_call_to(addr, "trace.v1.TraceService", None).await
+}
+
+/// An HTTP/2 Export call of `service` (after `opentelemetry.proto.collector.`), its messages
+/// compressed with `encoding` if given.
+async fn export_call_to(
+    addr: std::net::SocketAddr,
+    service: &str,
+    encoding: Option<&str>,
 ) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
     tokio::spawn(connection);
     let mut client = client.ready().await.expect("ready");
-    let request = http::Request::post(format!(
-        "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(())
-    .expect("request");
-    client.send_request(request, false).expect("stream opens")
+    let mut request =
+        http::Request::post(format!("http://{addr}/opentelemetry.proto.collector.{service}/Export"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+    if let Some(encoding) = encoding {
+        request = request.header("grpc-encoding", encoding);
+    }
+    client.send_request(request.body(()).expect("request"), false).expect("stream opens")
 }
 
 /// An HTTP/2 Export call whose message prefix declares the whole budget, with a few bytes of
@@ -293,4 +303,100 @@ async fn room_held(t: &TestServer, bytes: usize) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!("{} bytes of room in use, expected {bytes}", intake.in_use());
+}
+
+/// An export request of `n` empty log records: two bytes each on the wire, a row of about a
+/// hundred bytes each once encoded.
+fn empty_records(n: usize) -> Vec<u8> {
+    use opentelemetry_proto::tonic::{
+        collector::logs::v1::ExportLogsServiceRequest,
+        logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    };
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs { log_records: vec![LogRecord::default(); n], ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// What one request may take in all, in the tests below.
+const REQUEST_MEMORY: usize = 4 << 20;
+
+async fn small_budgets() -> TestServer {
+    TestServer::start_with(|c| {
+        c.pipeline.intake_bytes = 1 << 20;
+        c.pipeline.max_request_memory = REQUEST_MEMORY;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn requests_that_become_far_more_than_they_weigh_are_charged_for_it() {
+    let mut t = small_budgets().await;
+    // 100,000 empty records: 200 KB on the wire, about 10 MB of rows: refused on every path.
+    let heavy = empty_records(100_000);
+    assert!(heavy.len() < 250_000);
+    let mut logs = t.logs().await;
+    let request =
+        <opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest as Message>::decode(
+            &heavy[..],
+        )
+        .expect("decodes");
+    let err = logs.export(request).await.expect_err("too much memory");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("pipeline.max_request_memory"), "{err:?}");
+    let response = post(&t, "/v1/logs", PROTOBUF, None, heavy).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // As OTLP/JSON, 70,000 `{}` records (210 KB) would be far more as structs.
+    let json =
+        format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}{{}}]}}]}}]}}"#, "{},".repeat(70_000));
+    let response = post(&t, "/v1/logs", "application/json", None, json.into_bytes()).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    room_held(&t, 0).await;
+
+    // 10,000 of them (about 1 MB of rows) go through, alone if need be.
+    let light = empty_records(10_000);
+    let response = post(&t, "/v1/logs", PROTOBUF, None, light).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(t.count("logs").await, 10_000);
+    room_held(&t, 0).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn compressed_messages_are_charged_for_what_they_inflate_to() {
+    let mut t = small_budgets().await;
+    // 8 MiB of empty records in a few KB of zstd, over gRPC: refused while it inflates.
+    let bomb = zstd::encode_all(&empty_records(4 << 20)[..], 19).expect("zstd");
+    assert!(bomb.len() < 10_000, "{} bytes", bomb.len());
+    let addr = t.server.as_ref().expect("running").grpc_addr;
+    let (response, mut stream) = export_call_to(addr, "logs.v1.LogsService", Some("zstd")).await;
+    let mut body = vec![1u8];
+    body.extend_from_slice(&u32::try_from(bomb.len()).expect("fits").to_be_bytes());
+    body.extend_from_slice(&bomb);
+    stream.send_data(body.into(), true).expect("send");
+    let (code, message) = grpc_status(response).await;
+    assert_eq!(code, "8", "{message}");
+    // The same over HTTP with gzip.
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gzip, &empty_records(4 << 20)).expect("gzip");
+    let gzip = gzip.finish().expect("gzip");
+    let response = post(&t, "/v1/logs", PROTOBUF, Some("gzip"), gzip).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    room_held(&t, 0).await;
+
+    // A compressed message of ordinary size is stored, over both.
+    let ordinary = zstd::encode_all(&crate::logs::many_records(100_000)[..], 3).expect("zstd");
+    let (response, mut stream) = export_call_to(addr, "logs.v1.LogsService", Some("zstd")).await;
+    let mut body = vec![1u8];
+    body.extend_from_slice(&u32::try_from(ordinary.len()).expect("fits").to_be_bytes());
+    body.extend_from_slice(&ordinary);
+    stream.send_data(body.into(), true).expect("send");
+    let (code, message) = grpc_status(response).await;
+    assert_eq!(code, "0", "{message}");
+    assert_eq!(t.count("logs").await, 97);
+    room_held(&t, 0).await;
+    t.stop().await;
 }
