@@ -47,7 +47,7 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         None,
         "Items not stored: invalid (refused by rule, reported as partial success), refused (by the database), overloaded, unavailable (database unreachable), shutting_down.",
     ),
-    (REQUESTS, None, "Export requests by outcome: ok, partial, malformed, unauthenticated, overloaded, unavailable, refused, shutting_down, error."),
+    (REQUESTS, None, "Export requests by outcome: ok, partial, invalid, too_large, too_slow, unauthenticated, overloaded, unavailable, refused, shutting_down, error."),
     (QUEUE_BYTES, Some(Unit::Bytes), "Memory held by encoded rows waiting in the queue or in unfinished batches."),
     (QUEUE_CAPACITY_BYTES, Some(Unit::Bytes), "pipeline.queue_bytes."),
     (INTAKE_BYTES, Some(Unit::Bytes), "Room reserved by requests on their way in (received, decoded, encoded, not yet queued)."),

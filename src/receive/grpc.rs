@@ -115,10 +115,19 @@ impl<S: Signal> Service<Request<Body>> for ExportService<S> {
         Box::pin(async move {
             let response = grpc.unary(export, request).await;
             if !reached.load(Ordering::Relaxed) {
-                // Answered before the message was whole: too large, not decompressible, or no
-                // intake room came free.
-                let code = Status::from_header_map(response.headers()).map(|s| s.code());
-                let outcome = if code == Some(tonic::Code::Unavailable) { "overloaded" } else { "invalid" };
+                // Answered before the message was whole: too large, not decompressible, too
+                // slow, or no intake room came free.
+                let status = Status::from_header_map(response.headers());
+                let outcome = match status.as_ref().map(Status::code) {
+                    Some(Code::Unavailable) => "overloaded",
+                    Some(Code::DeadlineExceeded) => "too_slow",
+                    Some(Code::ResourceExhausted)
+                        if status.as_ref().is_some_and(|s| s.message().contains("max_request_memory")) =>
+                    {
+                        "too_large"
+                    }
+                    _ => "invalid",
+                };
                 super::count_request::<S>(&telemetry, "grpc", outcome);
             }
             Ok(response)

@@ -9,7 +9,10 @@ pub mod http;
 pub mod inflate;
 pub mod json;
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use opentelemetry_proto::tonic::collector::{
     logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse},
@@ -24,8 +27,6 @@ use opentelemetry_proto::tonic::collector::{
 };
 use prost::Message;
 
-use std::sync::{Arc, Mutex, PoisonError};
-
 use crate::{
     encode::{
         dims::KnownIds,
@@ -33,7 +34,10 @@ use crate::{
         meter::{self, Meter},
         metrics, traces, Encoded,
     },
-    pipeline::{intake::Room, Pipeline, WriteError},
+    pipeline::{
+        intake::{Intake, Room},
+        Pipeline, WriteError,
+    },
     telemetry::{self, Telemetry},
 };
 
@@ -179,20 +183,7 @@ pub async fn ingest<S: Signal>(
     let labels = [("signal", S::NAME), ("transport", transport)];
     let room = Arc::new(Mutex::new(room.unwrap_or_default()));
     let refusal = Arc::new(Mutex::new(None));
-    let meter = {
-        let (room, refusal, intake) = (room.clone(), refusal.clone(), pipeline.intake.clone());
-        let runtime = tokio::runtime::Handle::current();
-        Meter::new(Box::new(move |bytes| {
-            let mut room = room.lock().unwrap_or_else(PoisonError::into_inner);
-            match intake.grow_blocking(&runtime, &mut room, bytes) {
-                Ok(()) => true,
-                Err(err) => {
-                    *refusal.lock().unwrap_or_else(PoisonError::into_inner) = Some(err);
-                    false
-                }
-            }
-        }))
-    };
+    let meter = charging(pipeline.intake.clone(), room.clone(), refusal.clone());
     let encoded = tokio::task::spawn_blocking(move || meter::metered(meter, || encode(&known)).0).await;
     let refused = refusal.lock().unwrap_or_else(PoisonError::into_inner).take();
     let encoded = match refused {
@@ -200,8 +191,7 @@ pub async fn ingest<S: Signal>(
         None => encoded.map_err(|err| IngestError::Encode(err.to_string())).and_then(|encoded| encoded),
     }
     .inspect_err(|err| count_request::<S>(t, transport, outcome(err)))?;
-    let room = std::mem::take(&mut *room.lock().unwrap_or_else(PoisonError::into_inner));
-    let room = Some(room);
+    let room = Some(std::mem::take(&mut *room.lock().unwrap_or_else(PoisonError::into_inner)));
     let items = encoded.items() as u64;
     t.counter(telemetry::RECEIVED_ITEMS, &labels).increment(items + encoded.rejected);
     if encoded.rejected > 0 {
@@ -221,6 +211,22 @@ pub async fn ingest<S: Signal>(
     t.counter(telemetry::ACCEPTED_ITEMS, &labels).increment(items);
     count_request::<S>(t, transport, if refused.is_some() { "partial" } else { "ok" });
     Ok(refused)
+}
+
+/// A meter that grows `room` in the intake budget, from the blocking thread that encodes; when
+/// it cannot, it leaves the reason in `refusal`.
+fn charging(intake: Intake, room: Arc<Mutex<Room>>, refusal: Arc<Mutex<Option<WriteError>>>) -> Meter {
+    let runtime = tokio::runtime::Handle::current();
+    Meter::new(Box::new(move |bytes| {
+        let mut room = room.lock().unwrap_or_else(PoisonError::into_inner);
+        match intake.grow_blocking(&runtime, &mut room, bytes) {
+            Ok(()) => true,
+            Err(err) => {
+                *refusal.lock().unwrap_or_else(PoisonError::into_inner) = Some(err);
+                false
+            }
+        }
+    }))
 }
 
 /// Counts an export request by how it was answered.

@@ -233,6 +233,9 @@ async fn a_stalled_grpc_message_holds_only_what_it_sent_and_is_cut_off() {
     assert_eq!(code, "4", "{message}");
     assert!(started.elapsed() < Duration::from_secs(5), "cut after {:?}", started.elapsed());
     room_held(&t, 0).await;
+    assert!(metrics(&t)
+        .await
+        .contains(r#"otelephant_requests_total{signal="traces",transport="grpc",outcome="too_slow"} 1"#));
     t.stop().await;
 }
 
@@ -293,6 +296,12 @@ async fn idle_connections_are_closed_and_their_number_is_bounded() {
     t.stop().await;
 }
 
+/// The server's own metrics, as Prometheus scrapes them.
+async fn metrics(t: &TestServer) -> String {
+    let admin = t.server.as_ref().expect("running").admin_addr;
+    reqwest::get(format!("http://{admin}/metrics")).await.expect("scraped").text().await.expect("text")
+}
+
 /// Waits until requests hold `bytes` of the intake budget.
 async fn room_held(t: &TestServer, bytes: usize) {
     let intake = &t.server.as_ref().expect("running").intake;
@@ -349,6 +358,13 @@ async fn requests_that_become_far_more_than_they_weigh_are_charged_for_it() {
     assert!(err.message().contains("pipeline.max_request_memory"), "{err:?}");
     let response = post(&t, "/v1/logs", PROTOBUF, None, heavy).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let counted = metrics(&t).await;
+    for transport in ["grpc", "http"] {
+        let line = format!(
+            r#"otelephant_requests_total{{signal="logs",transport="{transport}",outcome="too_large"}} 1"#
+        );
+        assert!(counted.contains(&line), "{line}");
+    }
     // As OTLP/JSON, 70,000 `{}` records (210 KB) would be far more as structs.
     let json =
         format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}{{}}]}}]}}]}}"#, "{},".repeat(70_000));
