@@ -1,8 +1,10 @@
-//! The intake budget: room for requests from the moment their body starts to arrive until their
-//! rows are in the queue. A request takes room as its bytes arrive (and as they are
-//! decompressed), never from a size it merely declares, so bodies being received, decompressed,
-//! decoded and encoded are all counted, and a client that sends slowly holds only what it has
-//! sent. Once the rows have room in the queue the intake room is given back.
+//! Memory budgets that requests take from as they come to hold memory. The intake budget holds
+//! the bytes of requests as they arrive, never a size they merely declare, so a client that
+//! sends slowly holds only what it has sent; it is given back once the request's rows are in the
+//! queue. What is built from those bytes (inflated bodies, decoded structs, encoded rows) is
+//! taken, as it is built, from the queue's budget (see `Pipeline::build`), which the writers give
+//! back as they commit: a request waiting for room to build never holds up the requests that
+//! free it, so requests cannot starve each other holding half of what they need.
 
 use std::{
     sync::{Arc, Mutex},
@@ -31,7 +33,27 @@ pub struct Room {
     asked: usize,
 }
 
+/// A request takes intake room up to this fraction of the budget ahead of what has arrived
+/// (see [`Intake::step`]): at least this many stalled requests are needed to hold it all.
+pub const STEP_FRACTION: usize = 64;
+
 impl Room {
+    /// All the memory the request has asked for so far.
+    pub fn asked(&self) -> usize {
+        self.asked
+    }
+
+    /// An empty room in another budget that counts, towards the request's memory limit, what
+    /// this one has asked for.
+    pub fn counting(&self) -> Room {
+        Room { permit: None, asked: self.asked }
+    }
+
+    /// The permit that holds the room, to hand on.
+    pub fn into_permit(self) -> Option<OwnedSemaphorePermit> {
+        self.permit
+    }
+
     /// Bytes of room held.
     pub fn bytes(&self) -> usize {
         self.permit.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
@@ -48,9 +70,11 @@ impl Room {
     }
 }
 
-/// Where a receiver's body reader leaves the room it reserved, for the handler to take.
+/// Where a receiver's body reader leaves the room it took, for the handler to take: in the
+/// intake budget for the bytes received, and in the queue for what was built from them (an
+/// inflated message).
 #[derive(Clone, Default)]
-pub struct RoomSlot(Arc<Mutex<Option<Room>>>);
+pub struct RoomSlot(Arc<Mutex<Option<Room>>>, Arc<Mutex<Option<Room>>>);
 
 impl RoomSlot {
     /// Adds `room` to what the slot holds.
@@ -70,12 +94,43 @@ impl RoomSlot {
     pub fn take(&self) -> Option<Room> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
+
+    /// Leaves the queue room of what was built.
+    pub fn put_built(&self, room: Room) {
+        *self.1.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(room);
+    }
+
+    pub fn take_built(&self) -> Option<Room> {
+        self.1.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
 }
 
 impl Intake {
     pub fn new(capacity: usize, wait: Duration, request_limit: usize) -> Self {
         let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
-        Self { room: Arc::new(Semaphore::new(capacity)), capacity, wait, request_limit }
+        Self::sharing(Arc::new(Semaphore::new(capacity)), capacity, wait, request_limit)
+    }
+
+    /// A budget over `room`, a semaphore of `capacity` permits that others may take from too.
+    pub fn sharing(room: Arc<Semaphore>, capacity: usize, wait: Duration, request_limit: usize) -> Self {
+        Self { room, capacity: capacity.max(1), wait, request_limit }
+    }
+
+    /// How much more room a request that has asked for `asked` bytes so far must take to cover
+    /// `needed` bytes of its body, which declares `declared` bytes in all (if it says): nothing
+    /// while it is covered, else at least the shortfall and up to a step (the budget over
+    /// [`STEP_FRACTION`]) ahead, as far as the declared size goes. Taking room a step ahead lets
+    /// most requests take theirs in one or a few goes (a request that takes it a frame at a time
+    /// holds part of the budget while it waits for the rest, and under overload such requests
+    /// starve each other: 33% of capacity stored against 68% a step ahead, bench/overload.sh),
+    /// and no request holds more than a step beyond what it has sent.
+    pub fn step(&self, asked: usize, needed: usize, declared: Option<usize>) -> usize {
+        if needed <= asked {
+            return 0;
+        }
+        let step = self.capacity / STEP_FRACTION;
+        let ahead = declared.map_or(step, |declared| declared.saturating_sub(asked).min(step));
+        (needed - asked).max(ahead)
     }
 
     /// How much of `bytes` more a request holding `held` must take: all of it, except that no

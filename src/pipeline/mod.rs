@@ -94,8 +94,12 @@ pub struct Pipeline {
     queue_wait: std::time::Duration,
     retry_deadline: std::time::Duration,
     pub known: Arc<KnownIds>,
-    /// Room for requests not yet queued, reserved by the receivers.
+    /// Room for the bytes of requests on their way in, taken by the receivers.
     pub intake: Intake,
+    /// The queue's budget, for what requests build from their bytes before they are queued
+    /// (inflated bodies, decoded structs, rows), taken as it is built; waits up to
+    /// `pipeline.queue_wait_ms`.
+    pub build: Intake,
     pub telemetry: Telemetry,
 }
 
@@ -142,29 +146,55 @@ impl Pipeline {
         let retry_deadline = config.retry_deadline();
         let queue_wait = config.queue_wait();
         let intake = Intake::new(config.intake_bytes, config.intake_wait(), config.max_request_memory);
-        (Self { tx, room, capacity_bytes, queue_wait, retry_deadline, known, intake, telemetry }, writers)
+        let build =
+            Intake::sharing(room.clone(), capacity_bytes as usize, queue_wait, config.max_request_memory);
+        (
+            Self { tx, room, capacity_bytes, queue_wait, retry_deadline, known, intake, build, telemetry },
+            writers,
+        )
     }
 
     pub fn depth(&self) -> QueueDepth {
         QueueDepth { room: self.room.clone(), capacity_bytes: self.capacity_bytes }
     }
 
-    /// Queues a request's rows and waits until they are committed. Waits at most
-    /// `pipeline.queue_wait_ms` for room in the queue; the request's intake room is given back
-    /// once it has room in the queue.
+    /// Queues a request's rows and waits until they are committed. The queue room the request
+    /// took while it was built (`built`) is kept for its rows, what they do not need is given
+    /// back, and what they need more is waited for, at most `pipeline.queue_wait_ms`; then the
+    /// request's intake room is given back.
     ///
     /// # Errors
     /// [`WriteError`] when the rows were not stored.
-    pub async fn submit(&self, encoded: Encoded, intake: Option<Room>) -> Result<(), WriteError> {
+    pub async fn submit(
+        &self,
+        encoded: Encoded,
+        intake: Option<Room>,
+        built: Room,
+    ) -> Result<(), WriteError> {
         if encoded.total_rows() == 0 {
             return Ok(());
         }
         // A request larger than the whole queue still goes through, alone.
         let need = (encoded.held_bytes().max(1) as u64).min(u64::from(self.capacity_bytes)) as u32;
-        let room = tokio::time::timeout(self.queue_wait, self.room.clone().acquire_many_owned(need))
-            .await
-            .map_err(|_| WriteError::Overloaded(self.queue_wait))?
-            .map_err(|_| WriteError::ShuttingDown)?;
+        let held = u32::try_from(built.bytes()).unwrap_or(u32::MAX);
+        let room = match built.into_permit() {
+            Some(mut room) if held >= need => {
+                drop(room.split((held - need) as usize));
+                room
+            }
+            held_room => {
+                let more = need - held;
+                let mut more =
+                    tokio::time::timeout(self.queue_wait, self.room.clone().acquire_many_owned(more))
+                        .await
+                        .map_err(|_| WriteError::Overloaded(self.queue_wait))?
+                        .map_err(|_| WriteError::ShuttingDown)?;
+                if let Some(held_room) = held_room {
+                    more.merge(held_room);
+                }
+                more
+            }
+        };
         drop(intake);
         let payload = Payload::new(encoded);
         let (ack, answer) = oneshot::channel();

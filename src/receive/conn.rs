@@ -158,9 +158,9 @@ impl<T> Watched<T> {
             // While the listener has places, a connection is not looked at again before its
             // full idle time; once crowded, the next look shortens it.
             let due = self.last + self.limits.idle();
-            let check = due.min(Instant::now() + CROWDED_IDLE);
-            if self.timer.deadline() != check {
-                self.timer.as_mut().reset(check);
+            // Set again only once it has fired or must fire sooner: not on every wait.
+            if self.timer.is_elapsed() || self.timer.deadline() > due {
+                self.timer.as_mut().reset(due.min(Instant::now() + CROWDED_IDLE));
             }
             if self.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;

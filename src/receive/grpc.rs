@@ -57,10 +57,10 @@ impl OtlpGrpc {
     /// The routes of the three services, each accepting compressed requests up to
     /// `max_request_bytes` decoded, with tonic's rejections given OTLP's status codes.
     pub fn routes(self, config: &OtlpConfig) -> Routes {
-        let (intake, pace, max) = (&self.pipeline.intake, Pace::new(config), config.max_request_bytes);
-        Routes::new(Gate::new(self.service::<Traces>(max), intake, pace, max))
-            .add_service(Gate::new(self.service::<Metrics>(max), intake, pace, max))
-            .add_service(Gate::new(self.service::<Logs>(max), intake, pace, max))
+        let (pipeline, pace, max) = (&self.pipeline, Pace::new(config), config.max_request_bytes);
+        Routes::new(Gate::new(self.service::<Traces>(max), pipeline, pace, max))
+            .add_service(Gate::new(self.service::<Metrics>(max), pipeline, pace, max))
+            .add_service(Gate::new(self.service::<Logs>(max), pipeline, pace, max))
     }
 
     fn service<S: Signal>(&self, max_request_bytes: usize) -> ExportService<S> {
@@ -152,10 +152,12 @@ impl<S: Signal> UnaryService<Bytes> for Export<S> {
         let pipeline = self.pipeline.clone();
         self.reached.store(true, Ordering::Relaxed);
         Box::pin(async move {
-            let room = request.extensions().get::<RoomSlot>().and_then(RoomSlot::take);
+            let slot = request.extensions().get::<RoomSlot>().cloned().unwrap_or_default();
+            let room = slot.take().unwrap_or_default();
+            let built = slot.take_built().unwrap_or_else(|| room.counting());
             let message = request.into_inner();
             let encode = move |known: &KnownIds| S::encode_message(&message, known);
-            let refused = super::ingest::<S>(&pipeline, "grpc", encode, room)
+            let refused = super::ingest::<S>(&pipeline, "grpc", encode, Some(room), built)
                 .await
                 .map_err(|e| super::grpc_status(&e))?;
             Ok(tonic::Response::new(S::respond(refused)))
@@ -208,13 +210,16 @@ impl<S: Signal> Decoder for ExportCodec<S> {
 struct Gate<S> {
     service: S,
     intake: Intake,
+    /// The queue's budget, for what a compressed message inflates to.
+    build: Intake,
     pace: Pace,
     max_request_bytes: usize,
 }
 
 impl<S> Gate<S> {
-    fn new(service: S, intake: &Intake, pace: Pace, max_request_bytes: usize) -> Self {
-        Self { service, intake: intake.clone(), pace, max_request_bytes }
+    fn new(service: S, pipeline: &Pipeline, pace: Pace, max_request_bytes: usize) -> Self {
+        let (intake, build) = (pipeline.intake.clone(), pipeline.build.clone());
+        Self { service, intake, build, pace, max_request_bytes }
     }
 }
 
@@ -255,6 +260,7 @@ where
         let body = Metered {
             body,
             intake: self.intake.clone(),
+            build: self.build.clone(),
             slot,
             timer: Box::pin(tokio::time::sleep_until(paced.deadline())),
             paced,
@@ -263,6 +269,8 @@ where
             prefix: BytesMut::new(),
             remaining: 0,
             messages: 0,
+            declared: None,
+            received: 0,
             compressed: false,
             gathered: Some(BytesMut::new()),
             reserving: None,
@@ -289,13 +297,14 @@ where
 /// A request body that takes intake room for each piece of the message before handing it on,
 /// so the message is counted as it arrives and a client that sends slowly holds only what it
 /// has sent. A compressed message is gathered whole and inflated here, in steps each paid for
-/// before it is made (tonic would inflate it at once, uncounted), and handed on uncompressed.
-/// The room is left in the request's [`RoomSlot`] for the handler. Until room is granted the
+/// from the queue's budget before it is made (tonic would inflate it at once, uncounted), and
+/// handed on uncompressed. The rooms are left in the request's [`RoomSlot`] for the handler. Until room is granted the
 /// body is not read on, and HTTP/2 flow control holds the client back. The body is cut off when
 /// it falls behind its [`Pace`], and when it carries a second message (an Export call takes one).
 struct Metered {
     body: Body,
     intake: Intake,
+    build: Intake,
     slot: RoomSlot,
     paced: Paced,
     /// Fires at `paced`'s deadline while the body waits for its client.
@@ -308,6 +317,10 @@ struct Metered {
     /// Bytes of the current message still to come.
     remaining: usize,
     messages: u32,
+    /// What the body declares: its prefix and message, once the prefix is read.
+    declared: Option<usize>,
+    /// Bytes of the body received so far.
+    received: usize,
     compressed: bool,
     /// What has arrived while it is not yet known that the message is uncompressed (then it is
     /// handed on, and so is everything after it), or of a compressed message.
@@ -346,6 +359,11 @@ impl Metered {
                     return Err(Status::invalid_argument("an Export call carries exactly one message"));
                 }
                 self.messages += 1;
+                self.declared =
+                    Some(
+                        u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]])
+                            as usize,
+                    );
                 self.compressed = self.prefix[0] == 1;
                 self.remaining =
                     u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]])
@@ -372,11 +390,12 @@ impl Metered {
             }
         };
         let body = gathered.split_off(PREFIX_BYTES).freeze();
-        let (intake, limit) = (self.intake.clone(), self.max_request_bytes);
-        let mut room = self.slot.take().unwrap_or_default();
+        let (build, limit) = (self.build.clone(), self.max_request_bytes);
+        // What it inflates to is built from it: the queue's budget.
+        let mut room = self.slot.with(Room::counting);
         let runtime = tokio::runtime::Handle::current();
         self.inflating = Some(tokio::task::spawn_blocking(move || {
-            let mut charge = |bytes| intake.grow_blocking(&runtime, &mut room, bytes);
+            let mut charge = |bytes| build.grow_blocking(&runtime, &mut room, bytes);
             let inflated =
                 inflate::decompress(Some(&encoding), body, limit, &mut charge).map_err(|err| match err {
                     InflateError::TooLarge(limit) => {
@@ -412,7 +431,7 @@ impl http_body::Body for Metered {
                 this.inflating = None;
                 return Poll::Ready(Some(match inflated {
                     Ok(Ok((inflated, room))) => {
-                        this.slot.merge(room);
+                        this.slot.put_built(room);
                         let mut prefix = BytesMut::with_capacity(PREFIX_BYTES);
                         prefix.put_u8(0);
                         prefix.put_u32(u32::try_from(inflated.len()).unwrap_or(u32::MAX));
@@ -480,9 +499,13 @@ impl http_body::Body for Metered {
             if let Err(status) = this.frame(&data) {
                 return Poll::Ready(Some(Err(status)));
             }
-            let charge = data.len();
-            this.reserving =
-                Some((Box::pin(this.slot.with(|room| this.intake.reserve_more(room, charge))), data));
+            this.received += data.len();
+            let (received, declared) = (this.received, this.declared);
+            let reserve = this.slot.with(|room| {
+                let more = this.intake.step(room.asked(), received, declared);
+                this.intake.reserve_more(room, more)
+            });
+            this.reserving = Some((Box::pin(reserve), data));
         }
     }
 

@@ -153,7 +153,8 @@ impl BodyError {
 }
 
 /// Reads a whole request body, refusing more than `limit` bytes, taking intake room for the
-/// memory it fills as it arrives, and cutting it off when it falls behind `pace`. A body that
+/// memory it fills as it arrives (a step ahead, see [`Intake::step`]), and cutting it off when
+/// it falls behind `pace`. A body that
 /// arrives in one frame is kept as it is; one in many is gathered into a buffer that grows by
 /// doubling (never to more than Content-Length), each growth paid for before it is made.
 async fn read_body(
@@ -168,7 +169,7 @@ async fn read_body(
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     let mut paced = pace.start();
-    let mut charged = 0;
+    let declared = declared.map(|d| d.min(limit));
     loop {
         let next = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx));
         let Ok(frame) = tokio::time::timeout_at(paced.deadline(), next).await else {
@@ -184,17 +185,16 @@ async fn read_body(
             return Err(BodyError::TooLarge(limit));
         }
         if first.is_none() && buf.is_empty() {
-            intake.grow(room, data.len()).await.map_err(BodyError::NoRoom)?;
-            charged = data.len();
+            let more = intake.step(room.asked(), data.len(), declared);
+            intake.grow(room, more).await.map_err(BodyError::NoRoom)?;
             first = Some(data);
             continue;
         }
         if received > buf.capacity() {
-            let most = declared.filter(|d| *d >= received).unwrap_or(limit).min(limit);
+            let most = declared.filter(|d| *d >= received).unwrap_or(limit);
             let grown = (buf.capacity() * 2).max(received).min(most);
-            let held = earlier + grown;
-            intake.grow(room, held.saturating_sub(charged)).await.map_err(BodyError::NoRoom)?;
-            charged = charged.max(held);
+            let more = intake.step(room.asked(), earlier + grown, declared);
+            intake.grow(room, more).await.map_err(BodyError::NoRoom)?;
             buf.reserve(grown - buf.len());
         }
         if let Some(earlier) = first.take() {
@@ -305,31 +305,34 @@ async fn export<S: Signal>(state: &HttpState, headers: &HeaderMap, body: Body) -
             return err.respond(format);
         }
     };
+    let mut built = room.counting();
     let request = if format == Format::Protobuf && !compressed {
         // Nothing to do before encoding, which reads the protobuf bytes as they are.
         Decoded::Protobuf(raw)
     } else {
-        let (intake, runtime) = (intake.clone(), tokio::runtime::Handle::current());
+        // What the body inflates and decodes to is built from it: the queue's budget.
+        let (build, runtime) = (state.pipeline.build.clone(), tokio::runtime::Handle::current());
+        let mut building = room.counting();
         let decoded = tokio::task::spawn_blocking(move || {
-            let mut charge = |bytes| intake.grow_blocking(&runtime, &mut room, bytes);
+            let mut charge = |bytes| build.grow_blocking(&runtime, &mut building, bytes);
             let body = inflate::decompress(encoding.as_deref(), raw, limit, &mut charge)?;
             let request = match format {
                 Format::Protobuf => Decoded::Protobuf(body),
                 Format::Json => {
                     // Room for the structs the body becomes, before they are made.
                     let structs = bound::json(&body);
-                    intake.grow_blocking(&runtime, &mut room, structs).map_err(BodyError::NoRoom)?;
+                    build.grow_blocking(&runtime, &mut building, structs).map_err(BodyError::NoRoom)?;
                     let mut second_pass =
-                        || intake.grow_blocking(&runtime, &mut room, structs).map_err(BodyError::NoRoom);
+                        || build.grow_blocking(&runtime, &mut building, structs).map_err(BodyError::NoRoom);
                     Decoded::Json(super::json::decode(&body, &mut second_pass)?)
                 }
             };
-            Ok::<_, BodyError>((request, room))
+            Ok::<_, BodyError>((request, building))
         })
         .await;
         match decoded {
             Ok(Ok((request, held))) => {
-                room = held;
+                built = held;
                 request
             }
             Ok(Err(err)) => {
@@ -346,7 +349,7 @@ async fn export<S: Signal>(state: &HttpState, headers: &HeaderMap, body: Body) -
         Decoded::Protobuf(body) => S::encode_message(&body, known),
         Decoded::Json(request) => Ok(S::encode(&request, known)),
     };
-    match ingest::<S>(&state.pipeline, "http", encode, Some(room)).await {
+    match ingest::<S>(&state.pipeline, "http", encode, Some(room), built).await {
         Ok(refused) => format.respond(StatusCode::OK, &S::respond(refused)),
         Err(err) => failure(format, &err),
     }

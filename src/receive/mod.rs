@@ -165,10 +165,10 @@ pub struct Refused {
 
 /// Runs `encode` (decoding too, where the request is still bytes) off the async threads, since a
 /// request may be tens of megabytes, and waits for its rows to commit, holding the request's
-/// intake `room` until its rows are queued. The rows are charged to the intake budget as they
-/// grow (see [`crate::encode::meter`]), so a request that makes far more rows than it weighs
-/// waits for room, or is turned away, like one that weighs more. Returns the records it refused,
-/// if any.
+/// intake `room` until its rows are queued. What it builds (decoded structs, rows) is charged to
+/// the queue's budget as it grows, added to `built` (see [`crate::encode::meter`]), so a request
+/// that makes far more rows than it weighs waits for room, or is turned away, like one that
+/// weighs more. Returns the records it refused, if any.
 ///
 /// # Errors
 /// When the request does not decode, finds no room for its rows, or its rows were not stored.
@@ -177,13 +177,14 @@ pub async fn ingest<S: Signal>(
     transport: &'static str,
     encode: impl FnOnce(&KnownIds) -> Result<Encoded, IngestError> + Send + 'static,
     room: Option<Room>,
+    built: Room,
 ) -> Result<Option<Refused>, IngestError> {
     let known = pipeline.known.clone();
     let t = &pipeline.telemetry;
     let labels = [("signal", S::NAME), ("transport", transport)];
-    let room = Arc::new(Mutex::new(room.unwrap_or_default()));
+    let built = Arc::new(Mutex::new(built));
     let refusal = Arc::new(Mutex::new(None));
-    let meter = charging(pipeline.intake.clone(), room.clone(), refusal.clone());
+    let meter = charging(pipeline.build.clone(), built.clone(), refusal.clone());
     let encoded = tokio::task::spawn_blocking(move || meter::metered(meter, || encode(&known)).0).await;
     let refused = refusal.lock().unwrap_or_else(PoisonError::into_inner).take();
     let encoded = match refused {
@@ -191,7 +192,7 @@ pub async fn ingest<S: Signal>(
         None => encoded.map_err(|err| IngestError::Encode(err.to_string())).and_then(|encoded| encoded),
     }
     .inspect_err(|err| count_request::<S>(t, transport, outcome(err)))?;
-    let room = Some(std::mem::take(&mut *room.lock().unwrap_or_else(PoisonError::into_inner)));
+    let built = std::mem::take(&mut *built.lock().unwrap_or_else(PoisonError::into_inner));
     let items = encoded.items() as u64;
     t.counter(telemetry::RECEIVED_ITEMS, &labels).increment(items + encoded.rejected);
     if encoded.rejected > 0 {
@@ -201,7 +202,7 @@ pub async fn ingest<S: Signal>(
     let refused = encoded
         .rejection_message()
         .map(|message| Refused { count: i64::try_from(encoded.rejected).unwrap_or(i64::MAX), message });
-    if let Err(err) = pipeline.submit(encoded, room).await {
+    if let Err(err) = pipeline.submit(encoded, room, built).await {
         let err = IngestError::from(err);
         let reason = outcome(&err);
         t.counter(telemetry::REJECTED_ITEMS, &[labels[0], labels[1], ("reason", reason)]).increment(items);
@@ -213,13 +214,13 @@ pub async fn ingest<S: Signal>(
     Ok(refused)
 }
 
-/// A meter that grows `room` in the intake budget, from the blocking thread that encodes; when
-/// it cannot, it leaves the reason in `refusal`.
-fn charging(intake: Intake, room: Arc<Mutex<Room>>, refusal: Arc<Mutex<Option<WriteError>>>) -> Meter {
+/// A meter that grows `room` in `budget` (the queue's, see `Pipeline::build`) from the
+/// blocking thread that encodes; when it cannot, it leaves the reason in `refusal`.
+fn charging(budget: Intake, room: Arc<Mutex<Room>>, refusal: Arc<Mutex<Option<WriteError>>>) -> Meter {
     let runtime = tokio::runtime::Handle::current();
     Meter::new(Box::new(move |bytes| {
         let mut room = room.lock().unwrap_or_else(PoisonError::into_inner);
-        match intake.grow_blocking(&runtime, &mut room, bytes) {
+        match budget.grow_blocking(&runtime, &mut room, bytes) {
             Ok(()) => true,
             Err(err) => {
                 *refusal.lock().unwrap_or_else(PoisonError::into_inner) = Some(err);

