@@ -225,13 +225,12 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// Memory that encoded rows may hold (their buffers' capacity) while they wait in the queue or
-    /// sit in unfinished batches. A request waits for room before it is queued, so this bounds
-    /// ingest memory.
+    /// Memory that what requests build from their bytes may hold: inflated bodies, decoded
+    /// structs, encoded rows (their buffers' capacity) while they are built, queued or in
+    /// unfinished batches. Taken as it is built, so this bounds ingest memory.
     pub queue_bytes: usize,
-    /// Bytes of requests that may be on their way in at once: received, decompressed, decoded or
-    /// encoded but not yet queued. Reserved from each request's declared size before its body is
-    /// read (compressed bodies at 8 times their size); a request waits for room.
+    /// Bytes of requests that may be on their way in at once, taken as they arrive (a 64th of
+    /// this ahead at most) and given back once the request's rows are queued.
     pub intake_bytes: usize,
     /// How long a request whose body has begun to arrive waits for intake room before it is
     /// turned away (gRPC UNAVAILABLE with RetryInfo, HTTP 429 with Retry-After). Kept short: while

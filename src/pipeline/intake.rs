@@ -144,15 +144,27 @@ impl Intake {
     /// # Errors
     /// [`WriteError::Overloaded`] when no room came in time.
     pub async fn reserve(&self, bytes: usize) -> Result<Room, WriteError> {
+        self.reserve_within(bytes, self.wait).await
+    }
+
+    async fn reserve_within(&self, bytes: usize, wait: Duration) -> Result<Room, WriteError> {
         if bytes == 0 {
             return Ok(Room::default());
         }
         let bytes = u32::try_from(bytes.min(self.capacity)).unwrap_or(u32::MAX);
-        match tokio::time::timeout(self.wait, self.room.clone().acquire_many_owned(bytes)).await {
-            Ok(Ok(permit)) => Ok(Room { permit: Some(permit), asked: 0 }),
-            Ok(Err(_)) => Err(WriteError::ShuttingDown),
-            Err(_) => Err(WriteError::Overloaded(self.wait)),
-        }
+        let permit = if wait.is_zero() {
+            self.room.clone().try_acquire_many_owned(bytes).map_err(|err| match err {
+                tokio::sync::TryAcquireError::Closed => WriteError::ShuttingDown,
+                tokio::sync::TryAcquireError::NoPermits => WriteError::Overloaded(wait),
+            })
+        } else {
+            match tokio::time::timeout(wait, self.room.clone().acquire_many_owned(bytes)).await {
+                Ok(Ok(permit)) => Ok(permit),
+                Ok(Err(_)) => Err(WriteError::ShuttingDown),
+                Err(_) => Err(WriteError::Overloaded(wait)),
+            }
+        };
+        Ok(Room { permit: Some(permit?), asked: 0 })
     }
 
     /// Takes room for `bytes` more of a request that holds `room` (see [`Intake::more`]).
@@ -180,7 +192,11 @@ impl Intake {
             if asked > intake.request_limit {
                 return Err(WriteError::TooLarge(intake.request_limit));
             }
-            let mut more = intake.reserve(intake.more(held, bytes)).await?;
+            // A request that would hold more than half the budget waits for none of it: it takes
+            // what is free now or is turned away, rather than hold half the budget while others
+            // wait behind it.
+            let wait = if asked > intake.capacity / 2 { Duration::ZERO } else { intake.wait };
+            let mut more = intake.reserve_within(intake.more(held, bytes), wait).await?;
             more.asked = bytes;
             Ok(more)
         }
