@@ -8,11 +8,13 @@
 //! - [`config`]: the configuration structs and how their sources merge.
 //! - [`receive`]: front doors; [`receive::grpc`] serves the OTLP/gRPC export services,
 //!   [`receive::http`] the OTLP/HTTP receiver, [`receive::conn`] the connection limits, idle
-//!   timeout and request body pace both listeners keep.
+//!   timeout and request body pace both listeners keep, [`receive::inflate`] decompression in
+//!   charged steps, [`receive::json`] OTLP/JSON decoding, [`receive::bound`] bounds on what a
+//!   request decodes into.
 //! - [`encode`]: OTLP -> binary COPY tuples. [`encode::copy`] is the tuple encoder,
 //!   [`encode::attributes`] the AnyValue <-> jsonb mapping (both directions),
 //!   [`encode::dims`] resources, scopes and the cache of known ids,
-//!   [`encode::validate`] the records refused, [`encode::wire`] reading protobuf straight from
+//!   [`encode::validate`] the records refused, [`encode::meter`] the memory rows may take, [`encode::wire`] reading protobuf straight from
 //!   its bytes (spans, log records and most metric data points skip prost's structs), and
 //!   [`encode::traces`], [`encode::metrics`], [`encode::logs`] one signal each.
 //! - [`pipeline`]: the intake budget ([`pipeline::intake`]), the bounded queue,
