@@ -239,7 +239,8 @@ pub struct PipelineConfig {
     pub intake_wait_ms: u64,
     /// Most memory one request may take on its way in: its body, what it inflates and decodes
     /// to, and its encoded rows. A request that needs more is refused (RESOURCE_EXHAUSTED / 413);
-    /// one that needs more than the whole `intake_bytes` but not this goes through alone.
+    /// one that needs more than a whole budget but not this goes through alone, when that budget
+    /// is free.
     pub max_request_memory: usize,
     /// Writer tasks, each writing one batch at a time on its own connection.
     pub writers: usize,

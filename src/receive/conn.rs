@@ -174,6 +174,20 @@ impl<T> Watched<T> {
     fn active(&mut self) {
         self.last = Instant::now();
     }
+
+    /// What a write answered, with the connection marked active when bytes went out, or the
+    /// idle check made when it must wait.
+    fn wrote(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(result) => {
+                if result.as_ref().is_ok_and(|n| *n > 0) {
+                    self.active();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.idle_check(cx).map(Err),
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
@@ -198,16 +212,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.io).poll_write(cx, data) {
-            Poll::Ready(result) => {
-                if result.as_ref().is_ok_and(|n| *n > 0) {
-                    this.active();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.idle_check(cx).map(Err),
-        }
+        let written = Pin::new(&mut self.io).poll_write(cx, data);
+        self.wrote(cx, written)
     }
 
     fn poll_write_vectored(
@@ -215,16 +221,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.io).poll_write_vectored(cx, data) {
-            Poll::Ready(result) => {
-                if result.as_ref().is_ok_and(|n| *n > 0) {
-                    this.active();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.idle_check(cx).map(Err),
-        }
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, data);
+        self.wrote(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
