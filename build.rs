@@ -3,7 +3,8 @@
 //!   adding a migration is adding a file (`src/store/migrate.rs` includes the generated list);
 //! - compiles `proto/otelephant/query/v1/query.proto` with protox (pure Rust, no protoc needed)
 //!   into tonic code that reuses opentelemetry-proto's OTLP types, and writes the descriptor set
-//!   of it and of the OTLP export services for gRPC server reflection.
+//!   of it and of the OTLP export services for gRPC server reflection, and (with pbjson-build)
+//!   the protobuf JSON mapping of its messages for the HTTP/JSON form of the service.
 
 use std::{
     env, fs,
@@ -32,8 +33,16 @@ fn protos() {
         .build_server(true)
         .build_client(true)
         .extern_path(".opentelemetry.proto", "::opentelemetry_proto::tonic")
-        .compile_fds(fds)
+        .compile_fds(fds.clone())
         .unwrap_or_else(|e| panic!("generating the query service failed: {e}"));
+    // The protobuf JSON mapping of the query messages, for the HTTP/JSON form of the service.
+    pbjson_build::Builder::new()
+        .register_descriptors(&prost::Message::encode_to_vec(&fds))
+        .expect("the descriptor set decodes")
+        .extern_path(".opentelemetry.proto", "::opentelemetry_proto::tonic")
+        .out_dir(&out)
+        .build(&[".otelephant.query.v1"])
+        .unwrap_or_else(|e| panic!("generating the query service's JSON mapping failed: {e}"));
 }
 
 fn migrations() {

@@ -135,6 +135,29 @@ impl Access {
     pub fn admits_ingest(&self, headers: &HeaderMap) -> bool {
         Self::admits(self.ingest.as_deref(), headers)
     }
+
+    /// Whether a read over HTTP (the web UI, the JSON and Jaeger APIs) may go through: the
+    /// query token as a bearer token, or in the cookie the web UI's sign-in sets.
+    pub fn admits_query(&self, headers: &HeaderMap) -> bool {
+        let Some(tokens) = self.query.as_deref() else { return true };
+        bearer(headers).is_some_and(|token| tokens.allows(token))
+            || query_cookie(headers).is_some_and(|token| tokens.allows(token.as_bytes()))
+    }
+}
+
+/// The cookie the web UI keeps the query token in once a person has given it.
+pub const QUERY_COOKIE: &str = "otelephant_query_token";
+
+/// The query token from the request's cookies, if it carries one.
+fn query_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == QUERY_COOKIE)
+        .map(|(_, value)| value)
 }
 
 #[cfg(test)]
@@ -160,6 +183,23 @@ mod tests {
         assert!(!Access::admits(tokens, &headers("Basic s3cret")));
         assert!(!Access::admits(tokens, &HeaderMap::new()));
         assert!(Access::admits(None, &HeaderMap::new()), "no tokens configured: open");
+    }
+
+    #[test]
+    fn the_query_token_is_taken_from_a_bearer_header_or_the_ui_cookie() {
+        let tokens = Tokens::load("auth.query_token", Some(&Secret("r3ad".into())), None).unwrap().unwrap();
+        let access = Access { ingest: None, query: Some(Arc::new(tokens)) };
+        let cookie = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::COOKIE, value.parse().unwrap());
+            headers
+        };
+        assert!(access.admits_query(&headers("Bearer r3ad")));
+        assert!(access.admits_query(&cookie("a=b; otelephant_query_token=r3ad")));
+        assert!(!access.admits_query(&cookie("otelephant_query_token=r3ad2")));
+        assert!(!access.admits_query(&cookie("other_token=r3ad")));
+        assert!(!access.admits_query(&HeaderMap::new()));
+        assert!(Access::default().admits_query(&HeaderMap::new()), "no query token: open");
     }
 
     #[test]

@@ -216,8 +216,10 @@ impl Server {
         let reflection_v1 = reflection().build_v1().map_err(StartError::Reflection)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(StartError::Reflection)?;
         let (http_listener, http_addr) = bind(config.otlp.http_addr).await?;
+        let query = Query::new(pools.query.clone(), pools.tls.clone(), config.query.clone());
         let http_router = receive::http::router(pipeline.clone(), &config.otlp, access.clone())
-            .map_err(|e| StartError::Cors(e.to_string()))?;
+            .map_err(|e| StartError::Cors(e.to_string()))?
+            .merge(query::http::router(query.clone(), access.clone()));
         let http_stop = health.clone();
         let stopping = async move { http_stop.shutdown_started().await };
         let otlp = config.otlp.clone();
@@ -234,7 +236,7 @@ impl Server {
         let (closing, closed) = tokio::sync::watch::channel(false);
         let routes = OtlpGrpc::new(pipeline)
             .routes(&config.otlp)
-            .add_service(Query::new(pools.query.clone(), pools.tls.clone(), config.query.clone()).server())
+            .add_service(query.server())
             .add_service(EndsStreams { service: grpc_health_service, closed })
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);

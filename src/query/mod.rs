@@ -1,8 +1,11 @@
 //! The read API: `otelephant.query.v1.QueryService` on the gRPC port, handing stored data back
 //! as OTLP, with every field decoded by the same mappings that encoded it.
 
+pub mod http;
+pub mod jaeger;
 pub mod logs;
 pub mod metrics;
+pub mod special_floats;
 pub mod traces;
 
 use std::{
@@ -29,15 +32,16 @@ use crate::encode::{
 };
 use proto::{
     query_service_server::QueryService, GetTraceRequest, ListMetricsRequest, ListMetricsResponse,
-    ListOperationsRequest, ListOperationsResponse, ListServicesRequest, ListServicesResponse,
-    QueryMetricsRequest, QueryMetricsResponse, SearchLogsRequest, SearchLogsResponse, SearchTracesRequest,
-    SearchTracesResponse,
+    ListOperationsRequest, ListOperationsResponse, ListServiceStatsRequest, ListServiceStatsResponse,
+    ListServicesRequest, ListServicesResponse, QueryMetricsRequest, QueryMetricsResponse, SearchLogsRequest,
+    SearchLogsResponse, SearchTracesRequest, SearchTracesResponse,
 };
 
 /// The generated service and messages of `proto/otelephant/query/v1/query.proto`.
 pub mod proto {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("otelephant.query.v1");
+    include!(concat!(env!("OUT_DIR"), "/otelephant.query.v1.serde.rs"));
 }
 
 /// Descriptors of the query service and the OTLP export services, for server reflection.
@@ -257,6 +261,13 @@ impl QueryService for Query {
         request: Request<ListServicesRequest>,
     ) -> Result<Response<ListServicesResponse>, Status> {
         Ok(Response::new(traces::list_services(self, request.get_ref()).await?))
+    }
+
+    async fn list_service_stats(
+        &self,
+        request: Request<ListServiceStatsRequest>,
+    ) -> Result<Response<ListServiceStatsResponse>, Status> {
+        Ok(Response::new(traces::list_service_stats(self, request.get_ref()).await?))
     }
 
     async fn list_operations(

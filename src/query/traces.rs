@@ -14,8 +14,9 @@ use super::{
     attribute_condition, bad_token, corrupt, decode_token, dimensions, encode_token, group_by_dimensions,
     page_size,
     proto::{
-        ListOperationsRequest, ListOperationsResponse, ListServicesRequest, ListServicesResponse, Operation,
-        SearchTracesRequest, SearchTracesResponse, TraceSummary,
+        ListOperationsRequest, ListOperationsResponse, ListServiceStatsRequest, ListServiceStatsResponse,
+        ListServicesRequest, ListServicesResponse, Operation, SearchTracesRequest, SearchTracesResponse,
+        ServiceStats, TraceSummary,
     },
     resolve_range, u32_column, Query, Sql,
 };
@@ -145,6 +146,57 @@ pub(super) async fn list_services(
         String::new()
     };
     Ok(ListServicesResponse { services, next_page_token })
+}
+
+/// Server and consumer spans: the requests a service served.
+const SERVED_KINDS: &str = "(2, 5)";
+
+pub(super) async fn list_service_stats(
+    q: &Query,
+    request: &ListServiceStatsRequest,
+) -> Result<ListServiceStatsResponse, Status> {
+    let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
+    let rows = q
+        .client()
+        .await?
+        .query(
+            &format!(
+                "SELECT r.service_name, count(*),
+                        count(*) FILTER (WHERE s.kind IN {SERVED_KINDS}),
+                        count(*) FILTER (WHERE s.kind IN {SERVED_KINDS} AND s.status_code = {STATUS_ERROR}),
+                        percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP
+                            (ORDER BY s.end_time_unix_nano - s.start_time_unix_nano)
+                            FILTER (WHERE s.kind IN {SERVED_KINDS})
+                 FROM spans s JOIN resources r ON r.resource_id = s.resource_id
+                 WHERE s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2
+                   AND r.service_name IS NOT NULL
+                 GROUP BY r.service_name ORDER BY r.service_name"
+            ),
+            &[&start, &end],
+        )
+        .await?;
+    let seconds = (end - start) as f64 / 1e9;
+    let services = rows
+        .iter()
+        .map(|row| {
+            let requests = row.get::<_, i64>(2) as u64;
+            let percentiles: Option<Vec<i64>> = row.get(4);
+            let percentile = |i: usize| {
+                percentiles.as_ref().and_then(|p| p.get(i)).map_or(0, |nanos| (*nanos).max(0) as u64)
+            };
+            ServiceStats {
+                service: row.get(0),
+                span_count: row.get::<_, i64>(1) as u64,
+                request_count: requests,
+                error_count: row.get::<_, i64>(3) as u64,
+                p50_nanos: percentile(0),
+                p95_nanos: percentile(1),
+                p99_nanos: percentile(2),
+                request_rate: requests as f64 / seconds,
+            }
+        })
+        .collect();
+    Ok(ListServiceStatsResponse { services })
 }
 
 pub(super) async fn list_operations(

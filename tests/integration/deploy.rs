@@ -111,26 +111,48 @@ fn systemd_unit_verifies() {
     assert!(output.stderr.is_empty(), "warnings: {}", String::from_utf8_lossy(&output.stderr));
 }
 
-/// The dashboard's queries with Grafana's time-range macro expanded for the last hour.
+/// The trace the dashboard test sends, as the `trace_id` variable holds it.
+const TRACE_ID: &str = "abcd0102030405060708090a0b0c0d00";
+
+/// Every dashboard's SQL queries, with Grafana's time-range macro expanded for the last hour and
+/// the trace dashboard's variable set to [`TRACE_ID`]; the other queries (the trace panel's, on
+/// the Jaeger data source) must name a provisioned data source.
 fn dashboard_queries() -> Vec<(String, String)> {
-    let text =
-        std::fs::read_to_string(deploy().join("grafana/dashboards/otelephant.json")).expect("dashboard");
-    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let provisioned =
+        std::fs::read_to_string(deploy().join("grafana/provisioning/datasources/otelephant.yaml"))
+            .expect("data sources");
     let now = nanos_now();
     let hour = 3_600_000_000_000u64;
     let mut queries = Vec::new();
-    for panel in dashboard["panels"].as_array().expect("panels") {
-        let title = panel["title"].as_str().expect("title").to_owned();
-        for target in panel["targets"].as_array().expect("targets") {
-            let mut sql = target["rawSql"].as_str().expect("rawSql").to_owned();
-            while let Some(start) = sql.find("$__unixEpochNanoFilter(") {
-                let open = start + "$__unixEpochNanoFilter(".len();
-                let close = open + sql[open..].find(')').expect("closing parenthesis");
-                let column = sql[open..close].to_owned();
-                sql.replace_range(start..=close, &format!("{column} BETWEEN {} AND {now}", now - hour));
+    for file in ["otelephant.json", "trace.json"] {
+        let text =
+            std::fs::read_to_string(deploy().join("grafana/dashboards").join(file)).expect("dashboard");
+        let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            let title = panel["title"].as_str().expect("title").to_owned();
+            for target in panel["targets"].as_array().expect("targets") {
+                let uid = target["datasource"]["uid"].as_str().expect("a data source");
+                assert!(
+                    provisioned.contains(&format!("uid: {uid}\n")),
+                    "{title}: data source {uid} is provisioned"
+                );
+                let Some(sql) = target["rawSql"].as_str() else {
+                    assert_eq!(
+                        target["query"], "${trace_id}",
+                        "{title}: the trace panel looks up the variable"
+                    );
+                    continue;
+                };
+                let mut sql = sql.replace("${trace_id}", TRACE_ID);
+                while let Some(start) = sql.find("$__unixEpochNanoFilter(") {
+                    let open = start + "$__unixEpochNanoFilter(".len();
+                    let close = open + sql[open..].find(')').expect("closing parenthesis");
+                    let column = sql[open..close].to_owned();
+                    sql.replace_range(start..=close, &format!("{column} BETWEEN {} AND {now}", now - hour));
+                }
+                assert!(!sql.contains('$'), "a macro or variable the test does not expand: {sql}");
+                queries.push((title.clone(), sql));
             }
-            assert!(!sql.contains("$__"), "a macro the test does not expand: {sql}");
-            queries.push((title.clone(), sql));
         }
     }
     queries
@@ -146,6 +168,7 @@ async fn dashboard_queries_run_against_the_schema_and_find_the_data() {
         severity_number,
         severity_text: text.into(),
         body: Some(AnyValue { value: Some(Value::StringValue("payment failed".into())) }),
+        trace_id: hex::decode(TRACE_ID).expect("hex"),
         ..Default::default()
     };
     let logs = ExportLogsServiceRequest {
@@ -164,10 +187,14 @@ async fn dashboard_queries_run_against_the_schema_and_find_the_data() {
     t.logs().await.export(logs).await.expect("logs");
 
     let queries = dashboard_queries();
-    assert_eq!(queries.len(), 5, "one query per panel");
+    assert_eq!(queries.len(), 6, "one SQL query per panel but the trace view's");
     for (title, sql) in queries {
         let rows = t.sql.query(&sql, &[]).await.unwrap_or_else(|e| panic!("{title}: {e}\n{sql}"));
         assert!(!rows.is_empty(), "{title} finds the data sent:\n{sql}");
+        if title == "Logs of the trace" {
+            assert_eq!(rows.len(), 3, "the trace's log records");
+            assert_eq!(rows[0].get::<_, String>("body"), "payment failed");
+        }
         if title == "Log volume by severity" {
             let series: Vec<String> = rows.iter().map(|r| r.get("metric")).collect();
             assert!(

@@ -17,6 +17,7 @@ mod pg_tls;
 mod poison;
 mod process;
 mod query;
+mod read_api;
 mod retention;
 mod roundtrip;
 mod storage;

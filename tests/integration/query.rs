@@ -12,7 +12,7 @@ use tonic::{transport::Channel, Code};
 
 use crate::{common::*, traces};
 
-const TRACE: [u8; 16] =
+pub const TRACE: [u8; 16] =
     [0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c];
 
 async fn query(t: &TestServer) -> QueryServiceClient<Channel> {
@@ -20,7 +20,7 @@ async fn query(t: &TestServer) -> QueryServiceClient<Channel> {
 }
 
 /// The spans of `traces::request`, all in one trace.
-fn one_trace(now: u64) -> ExportTraceServiceRequest {
+pub fn one_trace(now: u64) -> ExportTraceServiceRequest {
     let mut request = traces::request(now);
     for rs in &mut request.resource_spans {
         for ss in &mut rs.scope_spans {

@@ -1,0 +1,152 @@
+//! The query service over HTTP/JSON, on the OTLP/HTTP port: `POST
+//! /otelephant.query.v1.QueryService/<Method>` with the request as JSON, answered with the
+//! response as JSON. This is the unary form of the Connect protocol (connectrpc.com), so
+//! `curl`, `buf curl --protocol connect` and Connect clients all work.
+//!
+//! Requests and responses use the protobuf JSON mapping (lowerCamelCase names, 64-bit integers
+//! as strings, unset fields omitted); the OTLP messages inside them use the OTLP/JSON flavour
+//! of it (hex trace and span ids, integer enums). NaN and the infinities are the strings
+//! `"NaN"`, `"Infinity"` and `"-Infinity"`, as the mapping writes them. Errors carry the same codes and messages as
+//! on gRPC: `{"code": "invalid_argument", "message": "..."}` with the HTTP status Connect
+//! gives the code (400, 404, 429, 503, 504, ...).
+
+use axum::{
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, State},
+    http::{header, HeaderValue, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::post,
+    Router,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use tonic::{Code, Request, Status};
+
+use super::special_floats::Special;
+use super::{proto::query_service_server::QueryService, Query};
+use crate::auth::Access;
+
+/// Where the service's methods are served: `{SERVICE_PATH}/<Method>`.
+pub const SERVICE_PATH: &str = "/otelephant.query.v1.QueryService";
+
+/// The largest request body read: query requests are a few filters.
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// The read APIs of the OTLP/HTTP port: this JSON form of the query service and Jaeger's API
+/// ([`super::jaeger`]), both behind the query token (see [`Access::admits_query`]).
+pub fn router(query: Query, access: Access) -> Router {
+    Router::new()
+        .route(&format!("{SERVICE_PATH}/{{method}}"), post(call))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(query.clone())
+        .merge(super::jaeger::router(query))
+        .layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: Next| {
+            let admitted = access.admits_query(request.headers());
+            async move {
+                if admitted {
+                    return next.run(request).await;
+                }
+                let mut response = error(&Status::unauthenticated(
+                    "a valid query token is required (Authorization: Bearer <token>)",
+                ));
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+        }))
+}
+
+async fn call(State(query): State<Query>, Path(method): Path<String>, body: Bytes) -> Response {
+    let q = &query;
+    match method.as_str() {
+        "GetTrace" => unary(body, |r| async move { q.get_trace(Request::new(r)).await }).await,
+        "SearchTraces" => unary(body, |r| async move { q.search_traces(Request::new(r)).await }).await,
+        "SearchLogs" => unary(body, |r| async move { q.search_logs(Request::new(r)).await }).await,
+        "ListMetrics" => unary(body, |r| async move { q.list_metrics(Request::new(r)).await }).await,
+        "QueryMetrics" => unary(body, |r| async move { q.query_metrics(Request::new(r)).await }).await,
+        "ListServices" => unary(body, |r| async move { q.list_services(Request::new(r)).await }).await,
+        "ListServiceStats" => {
+            unary(body, |r| async move { q.list_service_stats(Request::new(r)).await }).await
+        }
+        "ListOperations" => unary(body, |r| async move { q.list_operations(Request::new(r)).await }).await,
+        other => error(&Status::unimplemented(format!(
+            "{SERVICE_PATH} has no method {other:?}; see proto/otelephant/query/v1/query.proto"
+        ))),
+    }
+}
+
+/// Decodes the request, runs the method, encodes its answer.
+async fn unary<Req, Resp, F, Fut>(body: Bytes, method: F) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    F: FnOnce(Req) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    // An empty body is the empty message, as in protobuf.
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
+    let request = match serde_json::from_slice::<Req>(body) {
+        Ok(request) => request,
+        Err(err) => {
+            return error(&Status::invalid_argument(format!("the request is not valid JSON for it: {err}")))
+        }
+    };
+    match method(request).await {
+        Ok(response) => json(StatusCode::OK, response.get_ref()),
+        Err(status) => error(&status),
+    }
+}
+
+/// A JSON answer.
+pub(crate) fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(&Special(body)) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(err) => error(&Status::internal(format!("the answer does not encode as JSON: {err}"))),
+    }
+}
+
+/// A Connect error answer for a gRPC status.
+pub(crate) fn error(status: &Status) -> Response {
+    let body = serde_json::json!({ "code": code_name(status.code()), "message": status.message() });
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    (http_status(status.code()), [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// The HTTP status the Connect protocol gives each code.
+pub(crate) fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound | Code::Unimplemented => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A code's name in Connect's (and gRPC's JSON) spelling: `invalid_argument`.
+pub(crate) fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "canceled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
