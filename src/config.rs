@@ -35,6 +35,22 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tls: TlsConfig,
     pub query: QueryConfig,
+    pub ui: UiConfig,
+}
+
+/// The web UI on the OTLP/HTTP port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve the web UI at `/` of the OTLP/HTTP port. Off leaves the port to OTLP and the JSON
+    /// and Jaeger APIs.
+    pub enabled: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// The read side: its own connections, and limits that keep one expensive query from starving

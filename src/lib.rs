@@ -23,7 +23,9 @@
 //!   [`store::maintenance`] (retention, late partitions, dimension garbage collection) and the
 //!   COPY transaction in [`store::writer`].
 //! - [`query`]: the read API, `otelephant.query.v1.QueryService`: OTLP back out of the tables,
-//!   [`query::traces`], [`query::logs`], [`query::metrics`] one signal each.
+//!   [`query::traces`], [`query::logs`], [`query::metrics`] one signal each; on the HTTP port,
+//!   [`query::http`] the same service as JSON and [`query::jaeger`] Jaeger's query API.
+//! - [`ui`]: the web UI on the HTTP port, pages rendered from the query service's answers.
 //! - [`admin`]: readiness, served as `/healthz` and `/readyz` on the admin address and followed
 //!   by `grpc.health.v1.Health`.
 //! - [`server`]: start-up, wiring (export, query, health and reflection services on the gRPC
@@ -40,3 +42,4 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;

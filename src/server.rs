@@ -217,9 +217,13 @@ impl Server {
         let reflection_v1alpha = reflection().build_v1alpha().map_err(StartError::Reflection)?;
         let (http_listener, http_addr) = bind(config.otlp.http_addr).await?;
         let query = Query::new(pools.query.clone(), pools.tls.clone(), config.query.clone());
-        let http_router = receive::http::router(pipeline.clone(), &config.otlp, access.clone())
+        let mut http_router = receive::http::router(pipeline.clone(), &config.otlp, access.clone())
             .map_err(|e| StartError::Cors(e.to_string()))?
             .merge(query::http::router(query.clone(), access.clone()));
+        if config.ui.enabled {
+            http_router =
+                http_router.merge(crate::ui::router(query.clone(), access.clone(), identity.is_some()));
+        }
         let http_stop = health.clone();
         let stopping = async move { http_stop.shutdown_started().await };
         let otlp = config.otlp.clone();

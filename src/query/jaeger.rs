@@ -267,7 +267,7 @@ fn lookback(start: Option<&str>, end: Option<&str>) -> Result<TimeRange, Status>
 
 /// A Go duration (`time.ParseDuration`): a sequence of numbers with units, such as `1.5ms`
 /// or `1h30m`; units `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`.
-fn parse_go_duration(text: &str, name: &str) -> Result<u64, Status> {
+pub fn parse_go_duration(text: &str, name: &str) -> Result<u64, Status> {
     let bad =
         || Status::invalid_argument(format!("unable to parse param '{name}': invalid duration {text:?}"));
     if text == "0" {

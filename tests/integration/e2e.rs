@@ -9,12 +9,12 @@ use tokio::process::Command;
 
 use crate::common::*;
 
-fn repo() -> &'static Path {
+pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The venv's python, creating the venv first if needed.
-async fn e2e_python() -> PathBuf {
+pub async fn e2e_python() -> PathBuf {
     let output =
         Command::new(repo().join("tests/e2e/setup-venv.sh")).output().await.expect("run setup-venv.sh");
     assert!(

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod browser;
 mod common;
 mod deploy;
 mod e2e;

@@ -1,0 +1,148 @@
+// otelephant's web UI: the little the pages need that HTML cannot do by itself.
+// - times in the browser's time zone (the page carries UTC; hovering still shows it);
+// - the time range's absolute inputs, read and written in local time, sent as milliseconds;
+// - one more attribute filter input;
+// - the trace timeline: collapsing subtrees, and a span's details without reloading the trace,
+//   with the span in the URL so that back, reload and shared links show it again.
+"use strict";
+
+const pad = (n, width = 2) => String(n).padStart(width, "0");
+
+function localText(ms, format) {
+  const d = new Date(ms);
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  if (format === "time") return time;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}.${pad(d.getMilliseconds(), 3)}`;
+}
+
+function localTimes(root) {
+  for (const el of root.querySelectorAll("[data-ms]")) {
+    el.textContent = localText(Number(el.dataset.ms), el.dataset.format);
+  }
+}
+
+function toInputValue(ms) {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function rangeForms() {
+  for (const select of document.querySelectorAll("[data-range-preset]")) {
+    const form = select.form;
+    const absolute = form.querySelector(".absolute");
+    const hidden = (name) => form.querySelector(`input[type=hidden][name=${name}]`);
+    const input = (name) => form.querySelector(`[data-absolute=${name}]`);
+    for (const name of ["start", "end"]) {
+      if (hidden(name).value) input(name).value = toInputValue(Number(hidden(name).value));
+    }
+    select.addEventListener("change", () => {
+      absolute.hidden = select.value !== "";
+      if (select.value === "" && !input("start").value) {
+        const now = Date.now();
+        input("start").value = toInputValue(now - 3600e3);
+        input("end").value = toInputValue(now);
+      }
+    });
+    form.addEventListener("submit", () => {
+      for (const name of ["start", "end"]) {
+        const value = select.value === "" ? input(name).value : "";
+        hidden(name).value = value ? String(new Date(value).getTime()) : "";
+        // Empty fields stay out of the URL.
+        hidden(name).disabled = !hidden(name).value;
+      }
+      select.disabled = select.value === "";
+      for (const field of form.querySelectorAll("input[type=text], input[type=number], select")) {
+        if (!field.value) field.disabled = true;
+      }
+    });
+  }
+}
+
+function attributeInputs() {
+  for (const button of document.querySelectorAll("[data-add-attr]")) {
+    button.addEventListener("click", () => {
+      const input = document.createElement("input");
+      input.type = "text";
+      input.name = "attr";
+      input.placeholder = "key=value";
+      button.before(input);
+      input.focus();
+    });
+  }
+}
+
+// Rows follow each other depth first, so a span's subtree is the rows after it that are deeper.
+function applyCollapsed(rows) {
+  let hideDeeperThan = Infinity;
+  for (const row of rows) {
+    const depth = Number(row.dataset.depth);
+    if (depth <= hideDeeperThan) hideDeeperThan = Infinity;
+    row.hidden = depth > hideDeeperThan;
+    if (!row.hidden && row.classList.contains("collapsed")) hideDeeperThan = depth;
+  }
+}
+
+function timeline() {
+  const view = document.querySelector(".trace-view");
+  if (!view) return;
+  const rows = Array.from(view.querySelectorAll(".span-row"));
+  const details = document.getElementById("details");
+  const traceId = view.dataset.trace;
+
+  view.addEventListener("click", (event) => {
+    const toggle = event.target.closest(".toggle");
+    if (toggle) {
+      const row = toggle.closest(".span-row");
+      const collapsed = row.classList.toggle("collapsed");
+      toggle.textContent = collapsed ? "▸" : "▾";
+      toggle.setAttribute("aria-expanded", String(!collapsed));
+      toggle.setAttribute("aria-label", collapsed ? "expand" : "collapse");
+      applyCollapsed(rows);
+      return;
+    }
+    const row = event.target.closest(".span-row");
+    if (!row || event.target.closest("#details")) return;
+    if (event.metaKey || event.ctrlKey || event.shiftKey) return;
+    event.preventDefault();
+    const url = new URL(location.href);
+    url.searchParams.set("span", row.dataset.span);
+    history.pushState({ span: row.dataset.span }, "", url);
+    showSpan(row.dataset.span);
+  });
+
+  async function showSpan(spanId) {
+    for (const row of rows) row.classList.toggle("selected", row.dataset.span === spanId);
+    if (!spanId) {
+      details.innerHTML = '<p class="hint">Click a span to see its attributes, events and links.</p>';
+      return;
+    }
+    details.setAttribute("aria-busy", "true");
+    try {
+      const response = await fetch(`/trace/${traceId}/span/${spanId}`, { credentials: "same-origin" });
+      details.innerHTML = await response.text();
+    } catch (err) {
+      details.innerHTML = "";
+      const box = document.createElement("div");
+      box.className = "error";
+      box.setAttribute("role", "alert");
+      box.textContent = `The span's details could not be loaded: ${err}`;
+      details.append(box);
+    }
+    details.removeAttribute("aria-busy");
+    localTimes(details);
+  }
+
+  window.addEventListener("popstate", () => {
+    showSpan(new URL(location.href).searchParams.get("span"));
+  });
+  const selected = view.querySelector(".span-row.selected");
+  if (selected) selected.scrollIntoView({ block: "center" });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  localTimes(document);
+  rangeForms();
+  attributeInputs();
+  timeline();
+  document.documentElement.dataset.ready = "true";
+});

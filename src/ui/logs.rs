@@ -1,0 +1,164 @@
+//! Log search: newest first, paged, severity shown by colour and name, bodies of every type
+//! readable, each record linked to its trace and span.
+
+use axum::{extract::State, response::Response};
+use maud::{html, Markup};
+use tonic::Request;
+
+use super::{
+    attribute_filters, attribute_inputs, attribute_table, empty, error_box, href, page, range_inputs,
+    range_label, service_color, string_attribute, time_el, time_range, time_range_message, value_text,
+    PageParams, QueryString, Screen, Ui,
+};
+use crate::query::proto::{query_service_server::QueryService, SearchLogsRequest};
+
+/// Severity ranges by their first number (OTLP's SeverityNumber).
+const SEVERITIES: [(i32, &str); 6] =
+    [(1, "TRACE"), (5, "DEBUG"), (9, "INFO"), (13, "WARN"), (17, "ERROR"), (21, "FATAL")];
+
+/// The name of a severity number's range, and its class for colour.
+fn severity(number: i32, text: &str) -> (String, &'static str) {
+    let range = SEVERITIES.iter().rev().find(|(first, _)| number >= *first);
+    let class = match range.map(|(first, _)| *first) {
+        Some(21) | Some(17) => "sev-error",
+        Some(13) => "sev-warn",
+        Some(9) => "sev-info",
+        Some(_) => "sev-debug",
+        None => "sev-unset",
+    };
+    let name = match (text.is_empty(), range) {
+        (false, _) => text.to_owned(),
+        (true, Some((first, name))) if number == *first => (*name).to_owned(),
+        (true, Some((first, name))) => format!("{name}{}", number - first + 1),
+        (true, None) => "UNSET".to_owned(),
+    };
+    (name, class)
+}
+
+pub async fn search(State(ui): State<Ui>, PageParams(params): PageParams<QueryString>) -> Response {
+    let results = results(&ui, &params).await.unwrap_or_else(|message| error_box(&message));
+    let min = params.get("min_severity").and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
+    page(
+        "Logs",
+        Screen::Logs,
+        &params,
+        html! {
+            h1 { "Logs" }
+            form.search method="get" action="/logs" {
+                label { "Service " input type="text" name="service" value=(params.text("service")) placeholder="any"; }
+                label { "Minimum severity "
+                    select name="min_severity" {
+                        option value="" selected[min == 0] { "any" }
+                        @for (number, name) in SEVERITIES { option value=(number) selected[min == number] { (name) } }
+                    }
+                }
+                label { "Body contains " input type="text" name="body" value=(params.text("body")); }
+                label { "Trace id " input type="text" name="trace_id" size="34" value=(params.text("trace_id")); }
+                (range_inputs(&params))
+                (attribute_inputs(&params))
+                button type="submit" { "Search" }
+            }
+            (results)
+        },
+    )
+}
+
+async fn results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
+    let request = SearchLogsRequest {
+        time_range: Some(time_range_message(time_range(params)?)),
+        service: params.text("service").to_owned(),
+        min_severity: params
+            .get("min_severity")
+            .map_or(Ok(0), |v| v.parse().map_err(|_| format!("min_severity: not a number: {v:?}")))?,
+        body_contains: params.text("body").to_owned(),
+        attributes: attribute_filters(&params.all("attr"))?,
+        trace_id: params.text("trace_id").trim().to_owned(),
+        page_size: 50,
+        page_token: params.text("page_token").to_owned(),
+    };
+    let found =
+        ui.query.search_logs(Request::new(request)).await.map_err(|s| s.message().to_owned())?.into_inner();
+    let mut records = Vec::new();
+    for rl in &found.logs.as_ref().map_or(&[][..], |l| &l.resource_logs[..]).to_vec() {
+        let service = rl
+            .resource
+            .as_ref()
+            .and_then(|r| string_attribute(&r.attributes, "service.name"))
+            .unwrap_or("unknown service")
+            .to_owned();
+        for sl in &rl.scope_logs {
+            for record in &sl.log_records {
+                records.push((service.clone(), record.clone(), rl.resource.clone(), sl.scope.clone()));
+            }
+        }
+    }
+    // The answer groups by resource; people read newest first.
+    records.sort_by(|a, b| {
+        b.1.time_unix_nano
+            .max(b.1.observed_time_unix_nano)
+            .cmp(&a.1.time_unix_nano.max(a.1.observed_time_unix_nano))
+    });
+    if records.is_empty() {
+        let message = if params.get("page_token").is_some() {
+            "No more log records.".to_owned()
+        } else {
+            format!(
+                "No log records match in {}. Logs arrive through an OpenTelemetry exporter (port 4317 or 4318) or a Collector's filelog receiver.",
+                range_label(params)
+            )
+        };
+        return Ok(empty(&message));
+    }
+    let carry = params.range_only();
+    Ok(html! {
+        ol.logs {
+            @for (service, record, resource, scope) in &records {
+                @let (name, class) = severity(record.severity_number, &record.severity_text);
+                @let (kind, body) = value_text(record.body.as_ref());
+                @let trace = hex::encode(&record.trace_id);
+                @let time = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
+                li.log {
+                    div.line {
+                        span.severity.(class) title=(format!("severity number {}", record.severity_number)) { (name) }
+                        " " (time_el(time)) " "
+                        span.svc style=(format!("color:{}", service_color(service))) { (service) }
+                        @if !record.event_name.is_empty() { " " span.tag { (record.event_name) } }
+                        @if !record.trace_id.is_empty() {
+                            " "
+                            @let span = hex::encode(&record.span_id);
+                            @let pairs: Vec<(&str, &str)> = if span.is_empty() { vec![] } else { vec![("span", span.as_str())] };
+                            a.trace-link href=(href(&format!("/trace/{trace}"), &pairs, &carry)) {
+                                @if record.span_id.is_empty() { "trace" } @else { "span" }
+                            }
+                        }
+                    }
+                    @if kind == "array" || kind == "map" { pre.body { (body) } } @else { div.body { (body) } }
+                    details {
+                        summary { "attributes, resource, scope" }
+                        (attribute_table(&record.attributes))
+                        h4 { "Resource" } (attribute_table(resource.as_ref().map_or(&[][..], |r| &r.attributes)))
+                        h4 { "Scope" } p { (scope.as_ref().map_or("", |s| s.name.as_str())) " " (scope.as_ref().map_or("", |s| s.version.as_str())) }
+                        p.hint { "body: " (kind) " · flags " (format!("0x{:08x}", record.flags)) @if !trace.is_empty() { " · trace " (trace) } }
+                    }
+                }
+            }
+        }
+        nav.pages {
+            @if params.get("page_token").is_some() { a href=(format!("/logs?{}", params.with("page_token", None))) { "First page" } }
+            @if !found.next_page_token.is_empty() { a.next href=(format!("/logs?{}", params.with("page_token", Some(&found.next_page_token)))) { "Next page" } }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_are_named_by_their_range() {
+        assert_eq!(severity(17, ""), ("ERROR".to_owned(), "sev-error"));
+        assert_eq!(severity(18, ""), ("ERROR2".to_owned(), "sev-error"));
+        assert_eq!(severity(9, "Information"), ("Information".to_owned(), "sev-info"));
+        assert_eq!(severity(0, ""), ("UNSET".to_owned(), "sev-unset"));
+    }
+}

@@ -1,0 +1,756 @@
+//! Metrics: the list of stored metrics, and one metric's chart over the time range. Gauges and
+//! sums are aggregated per step by the query service (avg, min, max, sum, rate), one line per
+//! series. Histograms (explicit and exponential) are drawn as p50/p95/p99 per step, computed
+//! here from the buckets of their raw points, with the latest step's bucket distribution;
+//! summaries as the quantiles they carry.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::{extract::State, response::Response};
+use maud::{html, Markup};
+use opentelemetry_proto::tonic::{
+    common::v1::KeyValue,
+    metrics::v1::{
+        exponential_histogram_data_point::Buckets, metric::Data, ExponentialHistogramDataPoint,
+        HistogramDataPoint, Metric,
+    },
+};
+use tonic::{Code, Request};
+
+use super::{
+    attribute_filters, attribute_inputs, chart, double_text, duration_text, empty, error_box, href, page,
+    range_inputs, range_label, raw, time_range, time_range_message, value_text, PageParams, QueryString,
+    Screen, Ui,
+};
+use crate::query::{
+    jaeger::parse_go_duration,
+    proto::{query_service_server::QueryService, ListMetricsRequest, MetricDescriptor, QueryMetricsRequest},
+};
+
+/// Series drawn at most in one chart.
+const MAX_SERIES: u32 = 50;
+/// Steps a chart aims for across its range.
+const STEPS: u64 = 120;
+/// Colours of the lines, in order.
+const PALETTE: [&str; 10] = [
+    "#2f6fdf", "#e0612b", "#2a9d5c", "#b5379a", "#8a6d1f", "#1c9bb0", "#d23b3b", "#6b55c9", "#5c7a29",
+    "#a35e3c",
+];
+/// The quantiles a histogram chart draws.
+const QUANTILES: [(f64, &str); 3] = [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")];
+/// OTLP's AggregationTemporality.
+const DELTA: i32 = 1;
+
+pub async fn list(State(ui): State<Ui>, PageParams(params): PageParams<QueryString>) -> Response {
+    let body = async {
+        let request = ListMetricsRequest {
+            name_prefix: params.text("prefix").to_owned(),
+            service: params.text("service").to_owned(),
+            page_size: 200,
+            page_token: params.text("page_token").to_owned(),
+        };
+        let found = ui.query.list_metrics(Request::new(request)).await.map_err(|s| s.message().to_owned())?.into_inner();
+        if found.metrics.is_empty() {
+            let message = if params.get("prefix").is_some() || params.get("service").is_some() {
+                "No stored metric matches.".to_owned()
+            } else {
+                "No metrics stored yet: point an OpenTelemetry exporter's metrics at port 4317 or 4318.".to_owned()
+            };
+            return Ok::<_, String>(empty(&message));
+        }
+        let carry = params.range_only();
+        Ok(html! {
+            table.results.metrics {
+                thead { tr { th { "Name" } th { "Type" } th { "Unit" } th { "Description" } } }
+                tbody {
+                    @for m in &found.metrics {
+                        tr {
+                            td { a href=(href("/metric", &[("name", &m.name)], &carry)) { (m.name) } }
+                            td { (m.r#type) } td { (m.unit) } td { (m.description) }
+                        }
+                    }
+                }
+            }
+            nav.pages {
+                @if params.get("page_token").is_some() { a href=(format!("/metrics?{}", params.with("page_token", None))) { "First page" } }
+                @if !found.next_page_token.is_empty() { a.next href=(format!("/metrics?{}", params.with("page_token", Some(&found.next_page_token)))) { "Next page" } }
+            }
+        })
+    }
+    .await
+    .unwrap_or_else(|message| error_box(&message));
+    page(
+        "Metrics",
+        Screen::Metrics,
+        &params,
+        html! {
+            h1 { "Metrics" }
+            form.search method="get" action="/metrics" {
+                label { "Name starts with " input type="text" name="prefix" value=(params.text("prefix")); }
+                label { "Service " input type="text" name="service" value=(params.text("service")) placeholder="any"; }
+                input type="hidden" name="range" value=(params.text("range"));
+                button type="submit" { "Filter" }
+            }
+            (body)
+        },
+    )
+}
+
+/// A step of about a 120th of the range, rounded to a length people read easily.
+fn auto_step(range: (u64, u64)) -> u64 {
+    const NICE: [u64; 16] = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400];
+    let wanted = (range.1 - range.0) / STEPS;
+    let seconds = NICE.iter().copied().find(|s| s * 1_000_000_000 >= wanted).unwrap_or(86_400);
+    seconds * 1_000_000_000
+}
+
+/// A value with its unit, durations as durations.
+fn value_with_unit(value: f64, unit: &str) -> String {
+    let scale = match unit {
+        "s" => Some(1e9),
+        "ms" => Some(1e6),
+        "us" | "µs" => Some(1e3),
+        "ns" => Some(1.0),
+        _ => None,
+    };
+    match scale {
+        Some(scale) if value.is_finite() && value >= 0.0 => duration_text((value * scale) as u64),
+        _ if !value.is_finite() => double_text(value),
+        _ => {
+            let text = if value != 0.0 && (value.abs() >= 1e6 || value.abs() < 1e-3) {
+                format!("{value:.3e}")
+            } else {
+                let t = format!("{value:.3}");
+                t.trim_end_matches('0').trim_end_matches('.').to_owned()
+            };
+            match unit {
+                "" | "1" => text,
+                unit if unit.starts_with('{') => text,
+                unit => format!("{text} {unit}"),
+            }
+        }
+    }
+}
+
+/// The attributes whose values differ between some of `series`.
+fn differing(series: &[&[KeyValue]]) -> Vec<String> {
+    let text = |kv: &KeyValue| value_text(kv.value.as_ref()).1;
+    let mut keys: Vec<&str> = series.iter().flat_map(|a| a.iter().map(|kv| kv.key.as_str())).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|key| {
+            let values: Vec<Option<String>> =
+                series.iter().map(|a| a.iter().find(|kv| kv.key == *key).map(text)).collect();
+            values.windows(2).any(|w| w[0] != w[1])
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Labels that tell series apart: the point attributes whose values differ between them (a
+/// lone series shows all of its own), then their resources' where those are the same, and a
+/// number where even those are.
+fn legends(points: &[&[KeyValue]], resources: &[&[KeyValue]]) -> Vec<String> {
+    let text = |kv: &KeyValue| format!("{}={}", kv.key, value_text(kv.value.as_ref()).1);
+    let point_keys = differing(points);
+    let resource_keys = differing(resources);
+    let mut labels: Vec<String> = points
+        .iter()
+        .zip(resources)
+        .map(|(point, resource)| {
+            let mut shown: Vec<String> = point
+                .iter()
+                .filter(|kv| points.len() == 1 || point_keys.contains(&kv.key))
+                .map(text)
+                .collect();
+            shown.extend(resource.iter().filter(|kv| resource_keys.contains(&kv.key)).map(text));
+            if shown.is_empty() {
+                "all points".to_owned()
+            } else {
+                shown.join(", ")
+            }
+        })
+        .collect();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for label in &mut labels {
+        let n = seen.entry(label.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            *label = format!("{label} (#{n})");
+        }
+    }
+    labels
+}
+
+pub async fn chart(State(ui): State<Ui>, PageParams(params): PageParams<QueryString>) -> Response {
+    let name = params.text("name").to_owned();
+    let (descriptor, body) = match chart_body(&ui, &params, &name).await {
+        Ok((descriptor, body)) => (descriptor, body),
+        Err(message) => (None, error_box(&message)),
+    };
+    let kind = descriptor.as_ref().map_or("", |d| d.r#type.as_str()).to_owned();
+    let aggregation = params.get("agg").unwrap_or_default();
+    page(
+        &name,
+        Screen::Metrics,
+        &params,
+        html! {
+            h1 { (name) }
+            @if let Some(d) = &descriptor {
+                p.hint { (d.r#type) @if !d.unit.is_empty() { " · unit " (d.unit) } @if !d.description.is_empty() { " · " (d.description) } }
+            }
+            form.search method="get" action="/metric" {
+                input type="hidden" name="name" value=(name);
+                @if kind == "gauge" || kind == "sum" {
+                    label { "Aggregation "
+                        select name="agg" {
+                            option value="" selected[aggregation.is_empty()] { "default" }
+                            @for a in ["avg", "min", "max", "sum", "rate"] { option value=(a) selected[aggregation == a] { (a) } }
+                        }
+                    }
+                }
+                label { "Step " input type="text" name="step" size="6" value=(params.text("step")) placeholder="auto"; }
+                (range_inputs(&params))
+                (attribute_inputs(&params))
+                button type="submit" { "Show" }
+            }
+            (body)
+        },
+    )
+}
+
+async fn descriptor(ui: &Ui, name: &str) -> Result<Option<MetricDescriptor>, String> {
+    let request = ListMetricsRequest { name_prefix: name.to_owned(), page_size: 1000, ..Default::default() };
+    let found = ui.query.list_metrics(Request::new(request)).await.map_err(|s| s.message().to_owned())?;
+    Ok(found.into_inner().metrics.into_iter().find(|m| m.name == name))
+}
+
+async fn chart_body(
+    ui: &Ui,
+    params: &QueryString,
+    name: &str,
+) -> Result<(Option<MetricDescriptor>, Markup), String> {
+    if name.is_empty() {
+        return Err("name: pick a metric from the list".to_owned());
+    }
+    let Some(descriptor) = descriptor(ui, name).await? else {
+        return Ok((None, empty(&format!("No metric named {name:?} is stored."))));
+    };
+    let range = time_range(params)?;
+    let step = match params.get("step") {
+        Some(text) => parse_go_duration(text, "step").map_err(|s| s.message().to_owned())?.max(1_000_000),
+        None => auto_step(range),
+    };
+    let attributes = attribute_filters(&params.all("attr"))?;
+    let mut request = QueryMetricsRequest {
+        name: name.to_owned(),
+        time_range: Some(time_range_message(range)),
+        attributes,
+        page_size: MAX_SERIES,
+        ..Default::default()
+    };
+    let unit = descriptor.unit.clone();
+    let body = match descriptor.r#type.as_str() {
+        "gauge" | "sum" => {
+            let chosen = params.get("agg");
+            let default = if descriptor.r#type == "sum" { "rate" } else { "avg" };
+            request.step_nanos = step;
+            request.aggregation = chosen.unwrap_or(default).to_owned();
+            let mut answer = ui.query.query_metrics(Request::new(request.clone())).await;
+            let mut note = None;
+            if let Err(status) = &answer {
+                // An up-down counter has no rate: its default is the average.
+                if chosen.is_none()
+                    && status.code() == Code::InvalidArgument
+                    && status.message().contains("monotonic")
+                {
+                    request.aggregation = "avg".to_owned();
+                    note = Some("This sum is not monotonic, so it is shown as the average per step rather than a rate.");
+                    answer = ui.query.query_metrics(Request::new(request.clone())).await;
+                }
+            }
+            let answer = answer.map_err(|s| s.message().to_owned())?.into_inner();
+            if answer.aggregated.is_empty() {
+                return Ok((
+                    Some(descriptor),
+                    empty(&format!("No points of {name} in {}.", range_label(params))),
+                ));
+            }
+            let per_second = request.aggregation == "rate";
+            let points: Vec<&[KeyValue]> = answer.aggregated.iter().map(|s| &s.attributes[..]).collect();
+            let resources: Vec<&[KeyValue]> = answer
+                .aggregated
+                .iter()
+                .map(|s| s.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]))
+                .collect();
+            let legends = legends(&points, &resources);
+            let lines: Vec<chart::Line> = answer
+                .aggregated
+                .iter()
+                .zip(legends)
+                .enumerate()
+                .map(|(i, (s, label))| chart::Line {
+                    label,
+                    color: PALETTE[i % PALETTE.len()].to_owned(),
+                    points: s.values.iter().map(|v| (v.start_unix_nano, v.value)).collect(),
+                })
+                .collect();
+            let unit_label = if per_second { format!("{unit}/s") } else { unit.clone() };
+            let format = |v: f64| {
+                if per_second {
+                    format!("{}/s", value_with_unit(v, &unit))
+                } else {
+                    value_with_unit(v, &unit)
+                }
+            };
+            html! {
+                @if let Some(note) = note { p.hint { (note) } }
+                figure.metric-chart {
+                    (raw(chart::lines(&lines, range, &format)))
+                    figcaption { (request.aggregation) " per " (duration_text(step)) @if !unit_label.is_empty() { " · " (unit_label) } }
+                }
+                (legend(&lines))
+                @if !answer.next_page_token.is_empty() { p.hint { "Only the first " (MAX_SERIES) " series are drawn: add attribute filters to see others." } }
+            }
+        }
+        "histogram" | "exponential_histogram" | "summary" => {
+            let answer = ui
+                .query
+                .query_metrics(Request::new(request))
+                .await
+                .map_err(|s| s.message().to_owned())?
+                .into_inner();
+            let metrics: Vec<&Metric> = answer
+                .raw
+                .iter()
+                .flat_map(|d| &d.resource_metrics)
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .collect();
+            let chart = distribution_chart(&metrics, range, step);
+            if chart.steps.is_empty() {
+                return Ok((
+                    Some(descriptor),
+                    empty(&format!("No points of {name} in {}.", range_label(params))),
+                ));
+            }
+            let lines: Vec<chart::Line> = QUANTILES
+                .iter()
+                .enumerate()
+                .map(|(i, (_, label))| chart::Line {
+                    label: (*label).to_owned(),
+                    color: PALETTE[i].to_owned(),
+                    points: chart.steps.iter().map(|(t, q)| (*t, q[i])).collect(),
+                })
+                .collect();
+            let format = |v: f64| value_with_unit(v, &unit);
+            html! {
+                figure.metric-chart {
+                    (raw(chart::lines(&lines, range, &format)))
+                    figcaption { "p50, p95 and p99 per " (duration_text(step)) ", over every matching series" @if !unit.is_empty() { " · " (unit) } }
+                }
+                (legend(&lines))
+                @if let Some((at, buckets)) = &chart.latest {
+                    figure.metric-chart.buckets {
+                        (raw(chart::bars(buckets)))
+                        figcaption { "Bucket counts of the latest step (from " (super::time_el(*at)) ")" }
+                    }
+                }
+                @if chart.skipped > 0 { p.hint { (chart.skipped) " points had bucket bounds unlike the others and are left out." } }
+                @if !answer.next_page_token.is_empty() { p.hint { "Only the first " (MAX_SERIES) " series are counted: add attribute filters to narrow down." } }
+            }
+        }
+        other => empty(&format!("{name} is a {other} metric, which has no chart.")),
+    };
+    Ok((Some(descriptor), body))
+}
+
+fn legend(lines: &[chart::Line]) -> Markup {
+    html! {
+        ul.legend {
+            @for line in lines { li data-series=(line.label) { span.swatch style=(format!("background:{}", line.color)) {} (line.label) } }
+        }
+    }
+}
+
+/// A distribution of values: buckets `(lower, upper, count)` in ascending order.
+type BucketList = Vec<(f64, f64, f64)>;
+
+/// The value below which `q` of a distribution's count lies, interpolating linearly inside the
+/// bucket that holds it (as Prometheus's histogram_quantile does). An unbounded top bucket
+/// gives its lower bound. NaN when the distribution is empty.
+fn quantile(buckets: &[(f64, f64, f64)], q: f64) -> f64 {
+    let total: f64 = buckets.iter().map(|b| b.2).sum();
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut below = 0.0;
+    for &(lower, upper, count) in buckets {
+        if count > 0.0 && below + count >= rank {
+            if upper.is_infinite() {
+                return lower;
+            }
+            if lower.is_infinite() {
+                return upper;
+            }
+            return lower + (upper - lower) * ((rank - below) / count);
+        }
+        below += count;
+    }
+    buckets.last().map_or(f64::NAN, |b| if b.1.is_finite() { b.1 } else { b.0 })
+}
+
+/// An explicit histogram's buckets: `(-inf, b0], (b0, b1], ..., (bn, +inf)`; the lowest bucket
+/// starts at 0 when its bound is positive (values are usually non-negative).
+fn explicit_buckets(bounds: &[f64], counts: &[f64]) -> BucketList {
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, count)| {
+            let upper = bounds.get(i).copied().unwrap_or(f64::INFINITY);
+            let lower = match i {
+                0 if upper > 0.0 => 0.0,
+                0 => f64::NEG_INFINITY,
+                _ => bounds[i - 1],
+            };
+            (lower, upper, *count)
+        })
+        .collect()
+}
+
+/// An exponential histogram's counts at one scale.
+#[derive(Clone, Default, PartialEq, Debug)]
+struct Exponential {
+    scale: i32,
+    zero: f64,
+    zero_threshold: f64,
+    positive: BTreeMap<i64, f64>,
+    negative: BTreeMap<i64, f64>,
+}
+
+impl Exponential {
+    fn of(point: &ExponentialHistogramDataPoint) -> Self {
+        let side = |buckets: &Option<Buckets>| {
+            buckets.as_ref().map_or_else(BTreeMap::new, |b| {
+                b.bucket_counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (i64::from(b.offset) + i as i64, *c as f64))
+                    .collect()
+            })
+        };
+        Self {
+            scale: point.scale,
+            zero: point.zero_count as f64,
+            zero_threshold: point.zero_threshold,
+            positive: side(&point.positive),
+            negative: side(&point.negative),
+        }
+    }
+
+    /// The same counts at a coarser scale: each bucket merges into the one holding it.
+    fn at_scale(&self, scale: i32) -> Self {
+        if scale >= self.scale {
+            return self.clone();
+        }
+        let shift = (self.scale - scale).min(62);
+        let merge = |side: &BTreeMap<i64, f64>| {
+            let mut out = BTreeMap::new();
+            for (index, count) in side {
+                *out.entry(index >> shift).or_insert(0.0) += count;
+            }
+            out
+        };
+        Self { scale, positive: merge(&self.positive), negative: merge(&self.negative), ..self.clone() }
+    }
+
+    /// `self + sign * other`, at the coarser of the two scales, never below zero.
+    fn combine(&self, other: &Self, sign: f64) -> Self {
+        let scale = self.scale.min(other.scale);
+        let (mut a, b) = (self.at_scale(scale), other.at_scale(scale));
+        let add = |into: &mut BTreeMap<i64, f64>, from: &BTreeMap<i64, f64>| {
+            for (index, count) in from {
+                let slot = into.entry(*index).or_insert(0.0);
+                *slot = (*slot + sign * count).max(0.0);
+            }
+        };
+        add(&mut a.positive, &b.positive);
+        add(&mut a.negative, &b.negative);
+        a.zero = (a.zero + sign * b.zero).max(0.0);
+        a.zero_threshold = a.zero_threshold.max(b.zero_threshold);
+        a
+    }
+
+    fn count(&self) -> f64 {
+        self.zero + self.positive.values().sum::<f64>() + self.negative.values().sum::<f64>()
+    }
+
+    /// Buckets in ascending order: bucket `i` of the positive side holds `(base^i, base^(i+1)]`
+    /// with `base = 2^(2^-scale)`, the negative side mirrored, the zero bucket between.
+    fn buckets(&self) -> BucketList {
+        let base = 2f64.powf(2f64.powi(-self.scale));
+        let bound = |i: i64| base.powf(i as f64);
+        let mut out: BucketList =
+            self.negative.iter().rev().map(|(i, c)| (-bound(i + 1), -bound(*i), *c)).collect();
+        out.push((-self.zero_threshold, self.zero_threshold, self.zero));
+        out.extend(self.positive.iter().map(|(i, c)| (bound(*i), bound(i + 1), *c)));
+        out
+    }
+}
+
+/// A distribution chart: p50/p95/p99 per step, the latest step's buckets, and how many
+/// points could not be merged.
+struct DistributionChart {
+    steps: Vec<(u64, [f64; 3])>,
+    latest: Option<(u64, Vec<(String, f64)>)>,
+    skipped: usize,
+}
+
+/// What one point added to its series in its step.
+enum Increase {
+    Explicit(Vec<f64>, Vec<f64>),
+    Exponential(Exponential),
+    Quantiles(Vec<(f64, f64)>),
+}
+
+/// The increase each point brings: the point itself for delta temporality; for cumulative, the
+/// difference from the series' previous point (the point itself after a reset, or when its
+/// start lies inside the range; a first point counting from before the range is skipped).
+fn increases(metric: &Metric, range: (u64, u64)) -> Vec<(u64, Increase)> {
+    let mut out = Vec::new();
+    match &metric.data {
+        Some(Data::Histogram(h)) => {
+            let mut points: Vec<&HistogramDataPoint> = h.data_points.iter().collect();
+            points.sort_by_key(|p| p.time_unix_nano);
+            let mut previous: Option<&HistogramDataPoint> = None;
+            for p in points {
+                let counts: Vec<f64> = p.bucket_counts.iter().map(|c| *c as f64).collect();
+                let increase = if h.aggregation_temporality == DELTA {
+                    Some(counts)
+                } else {
+                    match previous {
+                        Some(prev) if prev.explicit_bounds == p.explicit_bounds && p.count >= prev.count => {
+                            Some(
+                                counts
+                                    .iter()
+                                    .zip(&prev.bucket_counts)
+                                    .map(|(c, b)| (c - *b as f64).max(0.0))
+                                    .collect(),
+                            )
+                        }
+                        _ if previous.is_some() || p.start_time_unix_nano >= range.0 => Some(counts),
+                        _ => None,
+                    }
+                };
+                if let Some(counts) = increase {
+                    out.push((p.time_unix_nano, Increase::Explicit(p.explicit_bounds.clone(), counts)));
+                }
+                previous = Some(p);
+            }
+        }
+        Some(Data::ExponentialHistogram(h)) => {
+            let mut points: Vec<&ExponentialHistogramDataPoint> = h.data_points.iter().collect();
+            points.sort_by_key(|p| p.time_unix_nano);
+            let mut previous: Option<(Exponential, u64)> = None;
+            for p in points {
+                let now = Exponential::of(p);
+                let increase = if h.aggregation_temporality == DELTA {
+                    Some(now.clone())
+                } else {
+                    match &previous {
+                        Some((prev, count)) if p.count >= *count => Some(now.combine(prev, -1.0)),
+                        _ if previous.is_some() || p.start_time_unix_nano >= range.0 => Some(now.clone()),
+                        _ => None,
+                    }
+                };
+                if let Some(increase) = increase {
+                    out.push((p.time_unix_nano, Increase::Exponential(increase)));
+                }
+                previous = Some((now, p.count));
+            }
+        }
+        Some(Data::Summary(s)) => {
+            for p in &s.data_points {
+                let quantiles = p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
+                out.push((p.time_unix_nano, Increase::Quantiles(quantiles)));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The value a summary point gives for `q`: its nearest quantile.
+fn nearest_quantile(values: &[(f64, f64)], q: f64) -> Option<f64> {
+    values.iter().min_by(|a, b| (a.0 - q).abs().total_cmp(&(b.0 - q).abs())).map(|(_, v)| *v)
+}
+
+fn distribution_chart(metrics: &[&Metric], range: (u64, u64), step: u64) -> DistributionChart {
+    #[derive(Default)]
+    struct Step {
+        explicit: Option<(Vec<f64>, Vec<f64>)>,
+        exponential: Option<Exponential>,
+        quantiles: Vec<Vec<(f64, f64)>>,
+    }
+    let mut steps: BTreeMap<u64, Step> = BTreeMap::new();
+    let mut bounds: Option<Vec<f64>> = None;
+    let mut skipped = 0;
+    for metric in metrics {
+        for (time, increase) in increases(metric, range) {
+            if time < range.0 || time >= range.1 {
+                continue;
+            }
+            let at = range.0 + (time - range.0) / step * step;
+            let slot = steps.entry(at).or_default();
+            match increase {
+                Increase::Explicit(b, counts) => {
+                    if bounds.get_or_insert_with(|| b.clone()) != &b {
+                        skipped += 1;
+                        continue;
+                    }
+                    let (_, sum) = slot.explicit.get_or_insert_with(|| (b.clone(), vec![0.0; counts.len()]));
+                    for (s, c) in sum.iter_mut().zip(&counts) {
+                        *s += c;
+                    }
+                }
+                Increase::Exponential(e) => {
+                    slot.exponential = Some(match slot.exponential.take() {
+                        Some(sum) => sum.combine(&e, 1.0),
+                        None => e,
+                    });
+                }
+                Increase::Quantiles(q) => slot.quantiles.push(q),
+            }
+        }
+    }
+    let mut out = DistributionChart { steps: Vec::new(), latest: None, skipped };
+    for (at, slot) in &steps {
+        let buckets = match (&slot.explicit, &slot.exponential) {
+            (Some((b, counts)), _) => Some(explicit_buckets(b, counts)),
+            (None, Some(e)) if e.count() > 0.0 => Some(e.buckets()),
+            _ => None,
+        };
+        if let Some(buckets) = buckets {
+            if buckets.iter().all(|b| b.2 == 0.0) {
+                continue;
+            }
+            let q = QUANTILES.map(|(q, _)| quantile(&buckets, q));
+            out.steps.push((*at, q));
+            let labelled = buckets
+                .iter()
+                .filter(|b| b.2 > 0.0 || slot.explicit.is_some())
+                .map(|(lower, upper, count)| {
+                    let label = if upper.is_infinite() {
+                        format!("> {}", short(*lower))
+                    } else {
+                        format!("≤ {}", short(*upper))
+                    };
+                    (label, *count)
+                })
+                .collect();
+            out.latest = Some((*at, labelled));
+        } else if !slot.quantiles.is_empty() {
+            let q = QUANTILES.map(|(q, _)| {
+                let values: Vec<f64> = slot.quantiles.iter().filter_map(|v| nearest_quantile(v, q)).collect();
+                values.iter().sum::<f64>() / values.len().max(1) as f64
+            });
+            out.steps.push((*at, q));
+        }
+    }
+    out
+}
+
+/// A bucket bound, short.
+fn short(v: f64) -> String {
+    if v == 0.0 {
+        "0".to_owned()
+    } else if v.abs() >= 1e5 || v.abs() < 1e-2 {
+        format!("{v:.2e}")
+    } else {
+        let t = format!("{v:.2}");
+        t.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_inside_their_bucket() {
+        // 10 values in (0, 10], 10 in (10, 20]: the median is 10, p95 19.
+        let buckets = explicit_buckets(&[10.0, 20.0], &[10.0, 10.0, 0.0]);
+        assert_eq!(quantile(&buckets, 0.5), 10.0);
+        assert!((quantile(&buckets, 0.95) - 19.0).abs() < 1e-9);
+        // Everything above the last bound: its lower bound.
+        let top = explicit_buckets(&[10.0], &[0.0, 5.0]);
+        assert_eq!(quantile(&top, 0.5), 10.0);
+        assert!(quantile(&explicit_buckets(&[1.0], &[0.0, 0.0]), 0.5).is_nan());
+    }
+
+    #[test]
+    fn exponential_buckets_merge_when_the_scale_coarsens() {
+        let point = ExponentialHistogramDataPoint {
+            scale: 1,
+            positive: Some(Buckets { offset: 0, bucket_counts: vec![1, 2, 3, 4] }),
+            zero_count: 1,
+            ..Default::default()
+        };
+        let e = Exponential::of(&point);
+        let coarse = e.at_scale(0);
+        assert_eq!(coarse.positive, BTreeMap::from([(0, 3.0), (1, 7.0)]));
+        assert_eq!(coarse.count(), e.count());
+        // Scale 0: bucket 1 is (2, 4]; the median of 1 + 3 + 7 lies in it.
+        let median = quantile(&coarse.buckets(), 0.5);
+        assert!(median > 2.0 && median <= 4.0, "{median}");
+        let difference = e.combine(&e, -1.0);
+        assert_eq!(difference.count(), 0.0);
+    }
+
+    #[test]
+    fn cumulative_points_become_increases() {
+        use opentelemetry_proto::tonic::metrics::v1::Histogram;
+        let point = |t: u64, counts: Vec<u64>| HistogramDataPoint {
+            start_time_unix_nano: 1,
+            time_unix_nano: t,
+            count: counts.iter().sum(),
+            bucket_counts: counts,
+            explicit_bounds: vec![1.0],
+            ..Default::default()
+        };
+        let metric = Metric {
+            data: Some(Data::Histogram(Histogram {
+                aggregation_temporality: 2,
+                data_points: vec![point(10, vec![1, 1]), point(20, vec![3, 2]), point(30, vec![1, 0])],
+            })),
+            ..Default::default()
+        };
+        let found: Vec<Vec<f64>> = increases(&metric, (5, 100))
+            .into_iter()
+            .map(|(_, i)| match i {
+                Increase::Explicit(_, c) => c,
+                _ => unreachable!(),
+            })
+            .collect();
+        // The first point started before the range: no baseline. Then +2/+1, then a reset.
+        assert_eq!(found, [vec![2.0, 1.0], vec![1.0, 0.0]]);
+    }
+
+    #[test]
+    fn legends_name_what_tells_series_apart() {
+        use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
+            ..Default::default()
+        };
+        let (a, b) = (vec![kv("route", "/a"), kv("host", "h")], vec![kv("route", "/b"), kv("host", "h")]);
+        let (r1, r2) = (vec![kv("service.name", "x")], vec![kv("service.name", "y")]);
+        assert_eq!(legends(&[&a, &b], &[&r1, &r1]), ["route=/a", "route=/b"]);
+        assert_eq!(legends(&[&a], &[&r1]), ["route=/a, host=h"]);
+        assert_eq!(legends(&[&a, &a], &[&r1, &r2]), ["service.name=x", "service.name=y"]);
+        assert_eq!(legends(&[&a, &a], &[&r1, &r1]), ["all points", "all points (#2)"]);
+    }
+}

@@ -1,0 +1,662 @@
+//! The web UI on the OTLP/HTTP port: services with their RED figures, trace search with a
+//! duration scatter plot, a trace as a timeline, log search, and metric charts.
+//!
+//! Pages are HTML rendered here (maud) from what the query service answers (the same calls the
+//! gRPC and JSON APIs make, so one set of SQL and one attribute mapping), with SVG drawn here for
+//! the timeline and the charts. The browser gets one small script of our own
+//! (`assets/app.js`) for what needs interaction: collapsing subtrees, showing a span's details
+//! without reloading a large trace, local times, the time range's absolute inputs. Every
+//! screen's state is in its URL. Assets are compiled in; nothing is fetched from elsewhere.
+//!
+//! With `auth.query_token` set, a page asked for without the token redirects to a sign-in form;
+//! the token given there is kept in an HttpOnly, SameSite=Strict cookie that the read APIs
+//! accept as well.
+
+mod chart;
+mod logs;
+mod metrics;
+mod traces;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::{
+    extract::{Query as Params, Request},
+    http::{header, HeaderValue, StatusCode},
+    middleware::Next,
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::get,
+    Form, Router,
+};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use serde::Deserialize;
+
+use crate::{
+    auth::{Access, QUERY_COOKIE},
+    query::{jaeger::typed_value, proto::AttributeFilter, proto::TimeRange, Query},
+};
+
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+const ICON: &str = include_str!("assets/icon.svg");
+
+/// What every page handler gets.
+#[derive(Clone)]
+pub struct Ui {
+    query: Query,
+}
+
+/// The UI's routes, behind the query token. `secure_cookie` marks the sign-in cookie Secure
+/// (the listener speaks TLS).
+pub fn router(query: Query, access: Access, secure_cookie: bool) -> Router {
+    let ui = Ui { query };
+    let pages = Router::new()
+        .route("/", get(traces::services))
+        .route("/operations", get(traces::operations))
+        .route("/traces", get(traces::search))
+        .route("/trace/{trace_id}", get(traces::trace))
+        .route("/trace/{trace_id}/span/{span_id}", get(traces::span_details))
+        .route("/logs", get(logs::search))
+        .route("/metrics", get(metrics::list))
+        .route("/metric", get(metrics::chart))
+        .with_state(ui)
+        .layer(axum::middleware::from_fn({
+            let access = access.clone();
+            move |request: Request, next: Next| {
+                let admitted = access.admits_query(request.headers());
+                async move {
+                    if admitted {
+                        return next.run(request).await;
+                    }
+                    let next_page = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                    Redirect::to(&format!("/login?next={}", encode_component(&next_page))).into_response()
+                }
+            }
+        }));
+    Router::new()
+        .merge(pages)
+        .route("/login", get(login_form).post(move |form| login(access.clone(), secure_cookie, form)))
+        .route("/logout", axum::routing::post(logout))
+        .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
+        .route("/assets/icon.svg", get(|| async { asset("image/svg+xml", ICON) }))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// A page's query string, in order, repeated names kept (`attr=a=1&attr=b=2`).
+#[derive(Deserialize, Default, Clone)]
+#[serde(transparent)]
+pub struct QueryString {
+    pairs: Vec<(String, String)>,
+}
+
+/// The extractor of a page's query string.
+pub use axum::extract::Query as PageParams;
+
+impl QueryString {
+    /// The last non-empty value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().rev().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self, name: &str) -> &str {
+        self.get(name).unwrap_or_default()
+    }
+
+    /// Every non-empty value of `name`.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.pairs.iter().filter(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// This query string with `name` set to `value` (or removed when None), for links.
+    pub fn with(&self, name: &str, value: Option<&str>) -> String {
+        let mut pairs: Vec<(&str, &str)> = self
+            .pairs
+            .iter()
+            .filter(|(k, v)| k != name && !v.is_empty())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Some(value) = value {
+            pairs.push((name, value));
+        }
+        encode_query(&pairs)
+    }
+
+    /// The time range parameters alone, to carry from one screen to another.
+    pub fn range_only(&self) -> String {
+        let pairs: Vec<(&str, &str)> = ["range", "start", "end"]
+            .into_iter()
+            .filter_map(|name| self.get(name).map(|v| (name, v)))
+            .collect();
+        encode_query(&pairs)
+    }
+}
+
+/// `path?pairs&carry`, leaving out what is empty.
+pub fn href(path: &str, pairs: &[(&str, &str)], carry: &str) -> String {
+    let query: Vec<String> =
+        [encode_query(pairs), carry.to_owned()].into_iter().filter(|q| !q.is_empty()).collect();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
+/// A rate for people: three significant digits, however small.
+pub fn rate_text(per_second: f64) -> String {
+    if per_second == 0.0 {
+        "0".to_owned()
+    } else if per_second >= 100.0 {
+        format!("{per_second:.0}")
+    } else {
+        let digits = (2 - per_second.log10().floor() as i32).clamp(0, 9) as usize;
+        format!("{per_second:.digits$}")
+    }
+}
+
+/// `a=1&b=2`, percent-encoded.
+pub fn encode_query(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub fn encode_component(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The preset time ranges, their labels and lengths in seconds.
+const RANGES: [(&str, &str, u64); 7] = [
+    ("5m", "last 5 minutes", 300),
+    ("15m", "last 15 minutes", 900),
+    ("1h", "last hour", 3_600),
+    ("6h", "last 6 hours", 21_600),
+    ("24h", "last 24 hours", 86_400),
+    ("7d", "last 7 days", 604_800),
+    ("30d", "last 30 days", 2_592_000),
+];
+
+/// The default range of every screen.
+const DEFAULT_RANGE: &str = "1h";
+
+pub fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The page's time range in nanoseconds: `start` and `end` (milliseconds since the epoch, as
+/// the range form's absolute inputs send them) or a preset `range`, the last hour by default.
+///
+/// # Errors
+/// A message for the page when a parameter is not a number or a preset.
+pub fn time_range(params: &QueryString) -> Result<(u64, u64), String> {
+    let millis = |name: &str| -> Result<Option<u64>, String> {
+        params
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>().map(|ms| ms * 1_000_000).map_err(|_| format!("{name}: not a time: {v:?}"))
+            })
+            .transpose()
+    };
+    let (start, end) = (millis("start")?, millis("end")?);
+    if start.is_some() || end.is_some() {
+        let end = end.unwrap_or_else(now_nanos);
+        let start = start.unwrap_or(end.saturating_sub(3_600_000_000_000));
+        if start >= end {
+            return Err("the time range's start must be before its end".to_owned());
+        }
+        return Ok((start, end));
+    }
+    let name = params.get("range").unwrap_or(DEFAULT_RANGE);
+    let seconds = RANGES
+        .iter()
+        .find(|(preset, _, _)| *preset == name)
+        .map(|(_, _, seconds)| *seconds)
+        .ok_or_else(|| format!("range: unknown {name:?}"))?;
+    let end = now_nanos();
+    Ok((end.saturating_sub(seconds * 1_000_000_000), end))
+}
+
+pub fn time_range_message(range: (u64, u64)) -> TimeRange {
+    TimeRange { start_unix_nano: range.0, end_unix_nano: range.1 }
+}
+
+/// A human label of the page's range, for empty states.
+pub fn range_label(params: &QueryString) -> String {
+    if params.get("start").is_some() || params.get("end").is_some() {
+        return "the chosen time range".to_owned();
+    }
+    let name = params.get("range").unwrap_or(DEFAULT_RANGE);
+    RANGES
+        .iter()
+        .find(|(preset, _, _)| *preset == name)
+        .map_or("the time range".to_owned(), |(_, label, _)| format!("the {label}"))
+}
+
+/// The time range inputs every search form carries: a preset, or absolute times (filled in
+/// and read by the script in the browser's time zone, sent as milliseconds).
+pub fn range_inputs(params: &QueryString) -> Markup {
+    let absolute = params.get("start").is_some() || params.get("end").is_some();
+    let current = params.get("range").unwrap_or(DEFAULT_RANGE);
+    html! {
+        label.range {
+            "Time range "
+            select name="range" data-range-preset {
+                @for (preset, label, _) in RANGES {
+                    option value=(preset) selected[!absolute && current == preset] { (label) }
+                }
+                option value="" selected[absolute] { "absolute…" }
+            }
+        }
+        span.absolute hidden[!absolute] {
+            label { "from " input type="datetime-local" step="1" data-absolute="start"; }
+            label { " to " input type="datetime-local" step="1" data-absolute="end"; }
+            input type="hidden" name="start" value=(params.text("start"));
+            input type="hidden" name="end" value=(params.text("end"));
+        }
+    }
+}
+
+/// Attribute filters typed `key=value` (see [`typed_value`]; `key="text"` is always a string).
+///
+/// # Errors
+/// A message naming a filter without `=`.
+pub fn attribute_filters(texts: &[&str]) -> Result<Vec<AttributeFilter>, String> {
+    texts
+        .iter()
+        .map(|text| {
+            let (key, value) = text
+                .split_once('=')
+                .ok_or_else(|| format!("attribute filter {text:?}: write it as key=value"))?;
+            let (key, value) = (key.trim(), value.trim());
+            let value = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                Some(quoted) => AnyValue { value: Some(Value::StringValue(quoted.to_owned())) },
+                None => typed_value(value),
+            };
+            Ok(AttributeFilter { key: key.to_owned(), value: Some(value) })
+        })
+        .collect()
+}
+
+/// The filter inputs of a search form: one per filter given, and an empty one.
+pub fn attribute_inputs(params: &QueryString) -> Markup {
+    html! {
+        fieldset.attrs {
+            legend { "Attributes " small { "key=value: 200 is an int, 2.5 a double, true a bool, \"200\" a string" } }
+            @for filter in params.all("attr") {
+                input type="text" name="attr" value=(filter) placeholder="http.route=/cart";
+            }
+            input type="text" name="attr" placeholder="http.route=/cart";
+            button type="button" data-add-attr { "+" }
+        }
+    }
+}
+
+/// Which screen a page belongs to, for the navigation bar.
+#[derive(PartialEq, Clone, Copy)]
+pub enum Screen {
+    Services,
+    Traces,
+    Logs,
+    Metrics,
+    None,
+}
+
+/// A whole page.
+pub fn page(title: &str, screen: Screen, params: &QueryString, body: Markup) -> Response {
+    let range = params.range_only();
+    let link = |path: &str| if range.is_empty() { path.to_owned() } else { format!("{path}?{range}") };
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · otelephant" }
+                link rel="icon" href="/assets/icon.svg";
+                link rel="stylesheet" href="/assets/app.css";
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                header.top {
+                    a.brand href="/" { "otelephant" }
+                    nav {
+                        a href=(link("/")) .current[screen == Screen::Services] { "Services" }
+                        a href=(link("/traces")) .current[screen == Screen::Traces] { "Traces" }
+                        a href=(link("/logs")) .current[screen == Screen::Logs] { "Logs" }
+                        a href=(link("/metrics")) .current[screen == Screen::Metrics] { "Metrics" }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    };
+    Html(markup.into_string()).into_response()
+}
+
+/// An error from the server, shown where the results would be.
+pub fn error_box(message: &str) -> Markup {
+    html! { div.error role="alert" { strong { "The server answered with an error: " } (message) } }
+}
+
+/// An empty state that says what to do.
+pub fn empty(message: &str) -> Markup {
+    html! { p.empty { (message) } }
+}
+
+/// A time element the script shows in the browser's time zone, with UTC on hover.
+pub fn time_el(nanos: u64) -> Markup {
+    let millis = nanos / 1_000_000;
+    let utc = utc_text(nanos);
+    html! { time datetime=(utc) data-ms=(millis) title=(format!("{utc} UTC")) { (utc) " UTC" } }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
+pub fn utc_text(nanos: u64) -> String {
+    let secs = (nanos / 1_000_000_000) as i64;
+    let millis = (nanos / 1_000_000) % 1000;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{millis:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A duration for people: `812 ns`, `4.2 µs`, `12.5 ms`, `3.04 s`, `2m 5s`.
+pub fn duration_text(nanos: u64) -> String {
+    let n = nanos as f64;
+    match nanos {
+        0..=999 => format!("{nanos} ns"),
+        1_000..=999_999 => format!("{} µs", significant(n / 1e3)),
+        1_000_000..=999_999_999 => format!("{} ms", significant(n / 1e6)),
+        1_000_000_000..=59_999_999_999 => format!("{} s", significant(n / 1e9)),
+        _ => format!("{}m {}s", nanos / 60_000_000_000, nanos / 1_000_000_000 % 60),
+    }
+}
+
+/// Three significant digits.
+fn significant(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// An AnyValue's type name and its text for people: structured values as indented JSON.
+pub fn value_text(value: Option<&AnyValue>) -> (&'static str, String) {
+    match value.and_then(|v| v.value.as_ref()) {
+        None => ("empty", String::new()),
+        Some(Value::StringValue(s)) => ("string", s.clone()),
+        Some(Value::BoolValue(b)) => ("bool", b.to_string()),
+        Some(Value::IntValue(i)) => ("int", i.to_string()),
+        Some(Value::DoubleValue(d)) => ("double", double_text(*d)),
+        Some(Value::BytesValue(b)) => ("bytes", hex::encode(b)),
+        Some(Value::StringValueStrindex(i)) => ("string index", i.to_string()),
+        Some(structured @ Value::ArrayValue(_)) => ("array", pretty(structured, 0)),
+        Some(structured @ Value::KvlistValue(_)) => ("map", pretty(structured, 0)),
+    }
+}
+
+/// A structured value as indented JSON-like text, in the order it was sent: strings quoted,
+/// bytes as quoted hex, NaN and the infinities by name.
+fn pretty(value: &Value, indent: usize) -> String {
+    let inner = "  ".repeat(indent + 1);
+    let close = "  ".repeat(indent);
+    let nested = |v: Option<&AnyValue>| {
+        v.and_then(|v| v.value.as_ref()).map_or_else(|| "null".to_owned(), |v| pretty(v, indent + 1))
+    };
+    match value {
+        Value::StringValue(s) => serde_json::to_string(s).unwrap_or_default(),
+        Value::BoolValue(b) => b.to_string(),
+        Value::IntValue(i) => i.to_string(),
+        Value::DoubleValue(d) => double_text(*d),
+        Value::BytesValue(b) => format!("\"0x{}\"", hex::encode(b)),
+        Value::StringValueStrindex(i) => format!("strindex {i}"),
+        Value::ArrayValue(a) if a.values.is_empty() => "[]".to_owned(),
+        Value::ArrayValue(a) => {
+            let items: Vec<String> = a.values.iter().map(|v| format!("{inner}{}", nested(Some(v)))).collect();
+            format!("[\n{}\n{close}]", items.join(",\n"))
+        }
+        Value::KvlistValue(l) if l.values.is_empty() => "{}".to_owned(),
+        Value::KvlistValue(l) => {
+            let items: Vec<String> = l
+                .values
+                .iter()
+                .map(|kv| {
+                    format!(
+                        "{inner}{}: {}",
+                        serde_json::to_string(&kv.key).unwrap_or_default(),
+                        nested(kv.value.as_ref())
+                    )
+                })
+                .collect();
+            format!("{{\n{}\n{close}}}", items.join(",\n"))
+        }
+    }
+}
+
+pub fn double_text(d: f64) -> String {
+    if d.is_nan() {
+        "NaN".to_owned()
+    } else if d.is_infinite() {
+        if d > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+    } else {
+        format!("{d}")
+    }
+}
+
+/// An attribute table: key, type, value.
+pub fn attribute_table(attributes: &[KeyValue]) -> Markup {
+    html! {
+        @if attributes.is_empty() {
+            p.none { "none" }
+        } @else {
+            table.attributes {
+                @for kv in attributes {
+                    @let (kind, text) = value_text(kv.value.as_ref());
+                    tr {
+                        th { (kv.key) }
+                        td.type { (kind) }
+                        td { @if text.contains('\n') { pre { (text) } } @else { (text) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The string value of attribute `key`.
+pub fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(s) => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+/// A colour per service, the same on every page.
+pub fn service_color(service: &str) -> String {
+    let hash = xxhash_rust::xxh3::xxh3_64(service.as_bytes());
+    format!("hsl({} 60% 45%)", hash % 360)
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+/// Only a path on this server: never a redirect elsewhere.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+            path.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+fn login_page(next: &str, failed: bool) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "Sign in · otelephant" }
+                link rel="icon" href="/assets/icon.svg";
+                link rel="stylesheet" href="/assets/app.css";
+            }
+            body.login {
+                main {
+                    h1 { "otelephant" }
+                    p { "This server asks for its query token (" code { "auth.query_token" } ") to show its data." }
+                    @if failed { div.error role="alert" { "That is not a query token this server accepts." } }
+                    form method="post" action="/login" {
+                        input type="hidden" name="next" value=(next);
+                        label { "Query token " input type="password" name="token" autocomplete="current-password" autofocus; }
+                        button type="submit" { "Sign in" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn login_form(Params(query): Params<LoginQuery>) -> Response {
+    Html(login_page(&safe_next(query.next.as_deref()), false).into_string()).into_response()
+}
+
+async fn login(access: Access, secure: bool, Form(form): Form<LoginForm>) -> Response {
+    let next = safe_next(form.next.as_deref());
+    let mut headers = http::HeaderMap::new();
+    let token = form.token.trim();
+    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    if token.is_empty() || !access.admits_query(&headers) || token.contains([';', ' ', ',']) {
+        return (StatusCode::UNAUTHORIZED, Html(login_page(&next, true).into_string())).into_response();
+    }
+    let cookie = format!(
+        "{QUERY_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    );
+    let mut response = Redirect::to(&next).into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+async fn logout() -> Response {
+    let mut response = Redirect::to("/login").into_response();
+    let expired = format!("{QUERY_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(cookie) = HeaderValue::from_str(&expired) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Markup of trusted text made elsewhere in this module (SVG we drew).
+pub fn raw(markup: String) -> Markup {
+    PreEscaped(markup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_text_matches_known_dates() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00.000");
+        assert_eq!(utc_text(1_767_225_600_123_000_000), "2026-01-01 00:00:00.123");
+        assert_eq!(utc_text(951_782_400_000_000_000), "2000-02-29 00:00:00.000");
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(duration_text(812), "812 ns");
+        assert_eq!(duration_text(4_200), "4.20 µs");
+        assert_eq!(duration_text(12_500_000), "12.5 ms");
+        assert_eq!(duration_text(3_040_000_000), "3.04 s");
+        assert_eq!(duration_text(125_000_000_000), "2m 5s");
+    }
+
+    #[test]
+    fn filters_are_typed_and_quotes_force_a_string() {
+        let filters =
+            attribute_filters(&["http.status_code=200", "route=\"200\"", "ok=true", "x = 2.5"]).unwrap();
+        let values: Vec<_> =
+            filters.iter().map(|f| (f.key.as_str(), f.value.clone().unwrap().value.unwrap())).collect();
+        assert_eq!(values[0], ("http.status_code", Value::IntValue(200)));
+        assert_eq!(values[1], ("route", Value::StringValue("200".into())));
+        assert_eq!(values[2], ("ok", Value::BoolValue(true)));
+        assert_eq!(values[3], ("x", Value::DoubleValue(2.5)));
+        assert!(attribute_filters(&["novalue"]).is_err());
+    }
+
+    #[test]
+    fn structured_values_are_indented_in_the_order_sent() {
+        use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+        let kv = |k: &str, v: Value| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        };
+        let map = Value::KvlistValue(KeyValueList {
+            values: vec![
+                kv("z", Value::StringValue("last \"first\"".into())),
+                kv(
+                    "a",
+                    Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue { value: Some(Value::DoubleValue(f64::NAN)) }],
+                    }),
+                ),
+                kv("b", Value::BytesValue(vec![0xca, 0xfe])),
+            ],
+        });
+        let (kind, text) = value_text(Some(&AnyValue { value: Some(map) }));
+        assert_eq!(kind, "map");
+        assert_eq!(
+            text,
+            "{\n  \"z\": \"last \\\"first\\\"\",\n  \"a\": [\n    NaN\n  ],\n  \"b\": \"0xcafe\"\n}"
+        );
+    }
+
+    #[test]
+    fn sign_in_only_sends_people_back_to_this_server() {
+        assert_eq!(safe_next(Some("/traces?service=a")), "/traces?service=a");
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+}

@@ -1,0 +1,575 @@
+//! Services (RED per service), their operations, trace search with its scatter plot, and one
+//! trace as a timeline with each span's details.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    response::{Html, IntoResponse, Response},
+};
+use maud::{html, Markup};
+use opentelemetry_proto::tonic::{
+    common::v1::InstrumentationScope,
+    resource::v1::Resource,
+    trace::v1::{status::StatusCode as SpanStatus, Span, TracesData},
+};
+use tonic::{Code, Request};
+
+use super::{
+    attribute_filters, attribute_inputs, attribute_table, chart, duration_text, empty, encode_query,
+    error_box, href, page, range_inputs, range_label, rate_text, raw, service_color, string_attribute,
+    time_el, time_range, time_range_message, PageParams, QueryString, Screen, Ui,
+};
+use crate::query::{
+    jaeger::{parse_go_duration, span_kind_name},
+    proto::{
+        query_service_server::QueryService, GetTraceRequest, ListOperationsRequest, ListServiceStatsRequest,
+        ListServicesRequest, SearchTracesRequest,
+    },
+};
+
+/// What to say when there is nothing in the range.
+fn nothing_yet(params: &QueryString) -> String {
+    format!(
+        "No spans in {}: point an OpenTelemetry exporter at this server, port 4317 (OTLP/gRPC) or 4318 (OTLP/HTTP), or pick a longer time range.",
+        range_label(params)
+    )
+}
+
+pub async fn services(State(ui): State<Ui>, PageParams(params): PageParams<QueryString>) -> Response {
+    let body = match services_body(&ui, &params).await {
+        Ok(body) => body,
+        Err(message) => error_box(&message),
+    };
+    page(
+        "Services",
+        Screen::Services,
+        &params,
+        html! {
+            h1 { "Services" }
+            form.search method="get" action="/" { (range_inputs(&params)) button type="submit" { "Show" } }
+            (body)
+        },
+    )
+}
+
+async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
+    let range = time_range(params)?;
+    let request = ListServiceStatsRequest { time_range: Some(time_range_message(range)) };
+    let stats =
+        ui.query.list_service_stats(Request::new(request)).await.map_err(|s| s.message().to_owned())?;
+    let stats = stats.into_inner().services;
+    if stats.is_empty() {
+        return Ok(empty(&nothing_yet(params)));
+    }
+    let carry = params.range_only();
+    Ok(html! {
+        table.results.services {
+            thead { tr {
+                th { "Service" } th.num { "Spans" } th.num { "Requests/s" } th.num { "Error rate" }
+                th.num { "p50" } th.num { "p95" } th.num { "p99" } th {}
+            } }
+            tbody {
+                @for s in &stats {
+                    @let traces = href("/traces", &[("service", &s.service)], &carry);
+                    @let operations = href("/operations", &[("service", &s.service)], &carry);
+                    tr data-service=(s.service) {
+                        td { span.dot style=(format!("background:{}", service_color(&s.service))) {} a href=(traces) { (s.service) } }
+                        td.num { (s.span_count) }
+                        td.num { (rate_text(s.request_rate)) }
+                        td.num.error-rate {
+                            @if s.request_count == 0 { "–" } @else {
+                                (format!("{:.1}%", s.error_count as f64 * 100.0 / s.request_count as f64))
+                            }
+                        }
+                        @for p in [s.p50_nanos, s.p95_nanos, s.p99_nanos] {
+                            td.num { @if s.request_count == 0 { "–" } @else { (duration_text(p)) } }
+                        }
+                        td { a href=(traces) { "traces" } " · " a href=(operations) { "operations" } }
+                    }
+                }
+            }
+        }
+        p.hint { "Requests are a service's server and consumer spans; the error rate and percentiles are theirs." }
+    })
+}
+
+pub async fn operations(State(ui): State<Ui>, PageParams(params): PageParams<QueryString>) -> Response {
+    let service = params.text("service").to_owned();
+    let body = async {
+        let range = time_range(&params)?;
+        let mut operations = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = ListOperationsRequest {
+                service: service.clone(),
+                time_range: Some(time_range_message(range)),
+                page_size: 1000,
+                page_token,
+            };
+            let page = ui.query.list_operations(Request::new(request)).await.map_err(|s| s.message().to_owned())?;
+            let page = page.into_inner();
+            operations.extend(page.operations);
+            if page.next_page_token.is_empty() || operations.len() >= 5000 {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        if operations.is_empty() {
+            return Ok::<_, String>(empty(&nothing_yet(&params)));
+        }
+        let carry = params.range_only();
+        Ok(html! {
+            table.results {
+                thead { tr { th { "Operation" } th { "Kind" } } }
+                tbody {
+                    @for op in &operations {
+                        tr {
+                            td { a href=(href("/traces", &[("service", &service), ("operation", &op.name)], &carry)) { (op.name) } }
+                            td { (match span_kind_name(op.kind) { "" => "unspecified", kind => kind }) }
+                        }
+                    }
+                }
+            }
+        })
+    }
+    .await
+    .unwrap_or_else(|message| error_box(&message));
+    page(
+        &format!("Operations of {service}"),
+        Screen::Services,
+        &params,
+        html! {
+            h1 { "Operations of " span style=(format!("color:{}", service_color(&service))) { (service) } }
+            form.search method="get" action="/operations" {
+                input type="hidden" name="service" value=(service);
+                (range_inputs(&params)) button type="submit" { "Show" }
+            }
+            (body)
+        },
+    )
+}
+
+/// The search request a page's parameters describe.
+fn search_request(params: &QueryString) -> Result<SearchTracesRequest, String> {
+    let duration = |name: &str| -> Result<u64, String> {
+        params
+            .get(name)
+            .map_or(Ok(0), |text| parse_go_duration(text, name).map_err(|s| s.message().to_owned()))
+    };
+    let limit = params
+        .get("limit")
+        .map_or(Ok(20), |v| v.parse::<u32>().map_err(|_| format!("limit: not a number: {v:?}")))?;
+    Ok(SearchTracesRequest {
+        time_range: Some(time_range_message(time_range(params)?)),
+        service: params.text("service").to_owned(),
+        span_name: params.text("operation").to_owned(),
+        attributes: attribute_filters(&params.all("attr"))?,
+        min_duration_nanos: duration("min_duration")?,
+        max_duration_nanos: duration("max_duration")?,
+        errors_only: params.get("errors").is_some(),
+        page_size: limit,
+        page_token: params.text("page_token").to_owned(),
+    })
+}
+
+pub async fn search(State(ui): State<Ui>, PageParams(params): PageParams<QueryString>) -> Response {
+    let services = ui
+        .query
+        .list_services(Request::new(ListServicesRequest {
+            time_range: time_range(&params).ok().map(time_range_message),
+            page_size: 1000,
+            page_token: String::new(),
+        }))
+        .await
+        .map(|r| r.into_inner().services)
+        .unwrap_or_default();
+    let results = search_results(&ui, &params).await.unwrap_or_else(|message| error_box(&message));
+    page(
+        "Traces",
+        Screen::Traces,
+        &params,
+        html! {
+            h1 { "Traces" }
+            form.search method="get" action="/traces" {
+                label { "Service " input type="text" name="service" list="services" value=(params.text("service")) placeholder="any"; }
+                datalist id="services" { @for s in &services { option value=(s) {} } }
+                label { "Operation " input type="text" name="operation" value=(params.text("operation")) placeholder="any"; }
+                label { "Min duration " input type="text" name="min_duration" size="7" value=(params.text("min_duration")) placeholder="250ms"; }
+                label { "Max duration " input type="text" name="max_duration" size="7" value=(params.text("max_duration")) placeholder="2s"; }
+                label { input type="checkbox" name="errors" value="1" checked[params.get("errors").is_some()]; " errors only" }
+                label { "Limit " input type="number" name="limit" min="1" max="1000" value=(params.get("limit").unwrap_or("20")); }
+                (range_inputs(&params))
+                (attribute_inputs(&params))
+                button type="submit" { "Search" }
+            }
+            (results)
+        },
+    )
+}
+
+async fn search_results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
+    let request = search_request(params)?;
+    let range = request.time_range.map_or((0, 0), |r| (r.start_unix_nano, r.end_unix_nano));
+    let found =
+        ui.query.search_traces(Request::new(request)).await.map_err(|s| s.message().to_owned())?.into_inner();
+    if found.traces.is_empty() {
+        let message = if params.get("page_token").is_some() {
+            "No more traces.".to_owned()
+        } else if params.get("service").is_some()
+            || !params.all("attr").is_empty()
+            || params.get("operation").is_some()
+        {
+            format!("No trace in {} matches.", range_label(params))
+        } else {
+            nothing_yet(params)
+        };
+        return Ok(empty(&message));
+    }
+    let carry = params.range_only();
+    let trace_href = |id: &str| href(&format!("/trace/{id}"), &[], &carry);
+    let points: Vec<chart::TracePoint> = found
+        .traces
+        .iter()
+        .map(|t| chart::TracePoint {
+            start: t.start_unix_nano,
+            duration: t.duration_nanos,
+            href: trace_href(&t.trace_id),
+            title: format!(
+                "{}: {} · {} · {} spans",
+                t.root_service,
+                t.root_span_name,
+                duration_text(t.duration_nanos),
+                t.span_count
+            ),
+            error: t.error_count > 0,
+        })
+        .collect();
+    Ok(html! {
+        figure.scatter { (raw(chart::scatter(&points, range))) figcaption { "Duration of each trace found, over time: click a point to open its trace." } }
+        table.results.traces {
+            thead { tr {
+                th { "Root" } th { "Start" } th.num { "Duration" } th.num { "Spans" } th.num { "Errors" } th { "Services" }
+            } }
+            tbody {
+                @for t in &found.traces {
+                    tr data-trace=(t.trace_id) {
+                        td {
+                            a href=(trace_href(&t.trace_id)) {
+                                @if t.root_service.is_empty() { em { "root span not stored" } } @else {
+                                    span.svc style=(format!("color:{}", service_color(&t.root_service))) { (t.root_service) } ": " (t.root_span_name)
+                                }
+                            }
+                            br; small.id { (t.trace_id) }
+                        }
+                        td { (time_el(t.start_unix_nano)) }
+                        td.num { (duration_text(t.duration_nanos)) }
+                        td.num { (t.span_count) }
+                        td.num.errors[t.error_count > 0] { (t.error_count) }
+                        td { @for s in &t.services { span.tag style=(format!("border-color:{}", service_color(s))) { (s) } " " } }
+                    }
+                }
+            }
+        }
+        nav.pages {
+            @if params.get("page_token").is_some() { a href=(format!("/traces?{}", params.with("page_token", None))) { "First page" } }
+            @if !found.next_page_token.is_empty() { a.next href=(format!("/traces?{}", params.with("page_token", Some(&found.next_page_token)))) { "Next page" } }
+        }
+    })
+}
+
+/// A span in the timeline: where it stands and what it belongs to.
+struct Placed<'a> {
+    span: &'a Span,
+    resource: Option<&'a Resource>,
+    scope: Option<&'a InstrumentationScope>,
+    service: &'a str,
+    depth: usize,
+    has_children: bool,
+    /// It names a parent that is not stored.
+    orphan: bool,
+}
+
+/// Every span of a trace in timeline order: depth first from the roots (spans without a
+/// parent, or whose parent is not stored), children by start time.
+fn place(data: &TracesData) -> Vec<Placed<'_>> {
+    let mut spans = Vec::new();
+    for rs in &data.resource_spans {
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|r| string_attribute(&r.attributes, "service.name"))
+            .unwrap_or("unknown service");
+        for ss in &rs.scope_spans {
+            for span in &ss.spans {
+                spans.push((span, rs.resource.as_ref(), ss.scope.as_ref(), service));
+            }
+        }
+    }
+    let mut index: HashMap<&[u8], usize> = HashMap::new();
+    for (i, (span, ..)) in spans.iter().enumerate() {
+        index.entry(span.span_id.as_slice()).or_insert(i);
+    }
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
+    let mut roots = Vec::new();
+    for (i, (span, ..)) in spans.iter().enumerate() {
+        match index.get(span.parent_span_id.as_slice()) {
+            Some(&parent) if !span.parent_span_id.is_empty() && parent != i => children[parent].push(i),
+            _ => roots.push(i),
+        }
+    }
+    let start = |i: &usize| (spans[*i].0.start_time_unix_nano, *i);
+    roots.sort_by_key(start);
+    for list in &mut children {
+        list.sort_by_key(start);
+    }
+    let mut placed = Vec::with_capacity(spans.len());
+    let mut seen = HashSet::new();
+    let mut stack: Vec<(usize, usize)> = roots.iter().rev().map(|&i| (i, 0)).collect();
+    while let Some((i, depth)) = stack.pop() {
+        if !seen.insert(i) {
+            continue;
+        }
+        let (span, resource, scope, service) = spans[i];
+        placed.push(Placed {
+            span,
+            resource,
+            scope,
+            service,
+            depth,
+            has_children: !children[i].is_empty(),
+            orphan: !span.parent_span_id.is_empty() && !index.contains_key(span.parent_span_id.as_slice()),
+        });
+        stack.extend(children[i].iter().rev().map(|&c| (c, depth + 1)));
+    }
+    placed
+}
+
+fn is_error(span: &Span) -> bool {
+    span.status.as_ref().is_some_and(|s| s.code == SpanStatus::Error as i32)
+}
+
+pub async fn trace(
+    State(ui): State<Ui>,
+    Path(trace_id): Path<String>,
+    PageParams(params): PageParams<QueryString>,
+) -> Response {
+    let found = ui.query.get_trace(Request::new(GetTraceRequest { trace_id: trace_id.clone() })).await;
+    let data = match found {
+        Ok(data) => data.into_inner(),
+        Err(status) => {
+            let (code, message) = if status.code() == Code::NotFound {
+                (
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "No trace {trace_id} is stored. It may be older than the retention, or not yet sent."
+                    ),
+                )
+            } else {
+                (StatusCode::OK, status.message().to_owned())
+            };
+            let mut response =
+                page("Trace", Screen::Traces, &params, html! { h1 { "Trace" } (error_box(&message)) });
+            *response.status_mut() = if code == StatusCode::NOT_FOUND {
+                code
+            } else {
+                crate::query::http::http_status(status.code())
+            };
+            return response;
+        }
+    };
+    let placed = place(&data);
+    let t0 = placed.iter().map(|p| p.span.start_time_unix_nano).min().unwrap_or(0);
+    let t1 = placed.iter().map(|p| p.span.end_time_unix_nano).max().unwrap_or(t0).max(t0 + 1);
+    let total = (t1 - t0) as f64;
+    let services: HashSet<&str> = placed.iter().map(|p| p.service).collect();
+    let errors = placed.iter().filter(|p| is_error(p.span)).count();
+    let root = placed.iter().find(|p| p.span.parent_span_id.is_empty()).or(placed.first());
+    let selected =
+        params.get("span").and_then(|id| placed.iter().position(|p| hex::encode(&p.span.span_id) == id));
+    let details = match selected {
+        Some(i) => details(&ui, &trace_id, &placed[i]).await,
+        None => html! { p.hint { "Click a span to see its attributes, events and links." } },
+    };
+    // Logs around the trace: ten minutes either side.
+    let margin = 600_000_000_000;
+    let logs_link = format!(
+        "/logs?{}",
+        encode_query(&[
+            ("trace_id", &trace_id),
+            ("start", &(t0.saturating_sub(margin) / 1_000_000).to_string()),
+            ("end", &((t1 + margin) / 1_000_000).to_string()),
+        ])
+    );
+    let x = |t: u64| (t.saturating_sub(t0)) as f64 / total * 1000.0;
+    let body = html! {
+        header.trace-header {
+            h1 {
+                @if let Some(root) = root {
+                    span.svc style=(format!("color:{}", service_color(root.service))) { (root.service) } ": " (root.span.name)
+                }
+            }
+            dl.facts {
+                dt { "Trace" } dd.id { (trace_id) }
+                dt { "Start" } dd { (time_el(t0)) }
+                dt { "Duration" } dd { (duration_text(t1 - t0)) }
+                dt { "Spans" } dd #span-count { (placed.len()) }
+                dt { "Services" } dd { (services.len()) }
+                dt { "Errors" } dd.errors[errors > 0] { (errors) }
+            }
+            a.button #trace-logs href=(logs_link) { "Logs of this trace" }
+        }
+        div.trace-view data-trace=(trace_id) data-start=(t0) {
+            div.timeline {
+                div.ruler {
+                    div.label { "Span" }
+                    div.bar { div.track {
+                        @for i in 0..=4u64 {
+                            span style=(format!("left:{}%", i * 25)) { (duration_text((t1 - t0) * i / 4)) }
+                        }
+                    } }
+                }
+                @for p in &placed {
+                    @let id = hex::encode(&p.span.span_id);
+                    @let start = x(p.span.start_time_unix_nano);
+                    @let width = (x(p.span.end_time_unix_nano) - start).max(1.5);
+                    @let color = service_color(p.service);
+                    div.span-row.failed[is_error(p.span)].selected[selected.is_some_and(|s| std::ptr::eq(&placed[s], p))]
+                        data-span=(id) data-depth=(p.depth) {
+                        div.label style=(format!("padding-left:{}px", 4 + p.depth * 14)) {
+                            @if p.has_children { button.toggle type="button" aria-label="collapse" aria-expanded="true" { "▾" } } @else { span.leaf {} }
+                            span.svc style=(format!("color:{color}")) { (p.service) }
+                            " "
+                            a.span-link href=(format!("?{}", params.with("span", Some(&id)))) { (p.span.name) }
+                            @if p.orphan { " " span.badge title="this span's parent is not stored" { "parent missing" } }
+                        }
+                        div.bar { div.track {
+                            svg viewBox="0 0 1000 10" preserveAspectRatio="none" {
+                                rect x=(format!("{start:.2}")) y="1" width=(format!("{width:.2}")) height="8" fill=(color) {}
+                                @for e in &p.span.events {
+                                    rect.event x=(format!("{:.2}", x(e.time_unix_nano).min(999.0))) y="0" width="1.2" height="10" {
+                                        title { (e.name) }
+                                    }
+                                }
+                            }
+                            span.dur style=(format!("left:{:.2}%", (start + width) / 10.0)) { (duration_text(p.span.end_time_unix_nano.saturating_sub(p.span.start_time_unix_nano))) }
+                        } }
+                    }
+                }
+            }
+            aside #details { (details) }
+        }
+    };
+    page(&format!("Trace {trace_id}"), Screen::Traces, &params, body)
+}
+
+/// A span's details, as its own answer: the timeline's script puts it in place.
+pub async fn span_details(
+    State(ui): State<Ui>,
+    Path((trace_id, span_id)): Path<(String, String)>,
+) -> Response {
+    let data = match ui.query.get_trace(Request::new(GetTraceRequest { trace_id: trace_id.clone() })).await {
+        Ok(data) => data.into_inner(),
+        Err(status) => {
+            return (
+                crate::query::http::http_status(status.code()),
+                Html(error_box(status.message()).into_string()),
+            )
+                .into_response()
+        }
+    };
+    let placed = place(&data);
+    match placed.iter().find(|p| hex::encode(&p.span.span_id) == span_id) {
+        Some(p) => Html(details(&ui, &trace_id, p).await.into_string()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Html(error_box(&format!("trace {trace_id} has no span {span_id}")).into_string()),
+        )
+            .into_response(),
+    }
+}
+
+/// Whether a trace is stored, for links.
+async fn stored(ui: &Ui, trace_id: &str) -> bool {
+    ui.query.get_trace(Request::new(GetTraceRequest { trace_id: trace_id.to_owned() })).await.is_ok()
+}
+
+async fn details(ui: &Ui, trace_id: &str, p: &Placed<'_>) -> Markup {
+    let span = p.span;
+    let mut linked = Vec::new();
+    for link in span.links.iter().take(20) {
+        let id = hex::encode(&link.trace_id);
+        let here = stored(ui, &id).await;
+        linked.push((link, id, here));
+    }
+    let status = span.status.clone().unwrap_or_default();
+    let status_name = match SpanStatus::try_from(status.code) {
+        Ok(SpanStatus::Ok) => "OK",
+        Ok(SpanStatus::Error) => "ERROR",
+        _ => "UNSET",
+    };
+    let logs = format!(
+        "/logs?{}",
+        encode_query(&[
+            ("trace_id", trace_id),
+            ("start", &(span.start_time_unix_nano.saturating_sub(600_000_000_000) / 1_000_000).to_string()),
+            ("end", &((span.end_time_unix_nano + 600_000_000_000) / 1_000_000).to_string()),
+        ])
+    );
+    html! {
+        section.span-details data-span=(hex::encode(&span.span_id)) {
+            h2 { (span.name) }
+            dl.facts {
+                dt { "Service" } dd { (p.service) }
+                dt { "Span id" } dd.id { (hex::encode(&span.span_id)) }
+                dt { "Parent" } dd.id { @if span.parent_span_id.is_empty() { "none (root)" } @else { (hex::encode(&span.parent_span_id)) @if p.orphan { " (not stored)" } } }
+                dt { "Kind" } dd { (match span_kind_name(span.kind) { "" => "unspecified", kind => kind }) }
+                dt { "Status" } dd.status { (status_name) @if !status.message.is_empty() { ": " (status.message) } }
+                dt { "Start" } dd { (time_el(span.start_time_unix_nano)) }
+                dt { "Duration" } dd { (duration_text(span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano))) }
+                dt { "Flags" } dd { (format!("0x{:08x}", span.flags)) }
+                @if !span.trace_state.is_empty() { dt { "Trace state" } dd { (span.trace_state) } }
+                dt { "Dropped" } dd { (span.dropped_attributes_count) " attributes, " (span.dropped_events_count) " events, " (span.dropped_links_count) " links" }
+            }
+            a.button href=(logs) { "Logs of this trace" }
+            h3 { "Attributes" }
+            (attribute_table(&span.attributes))
+            h3 { "Events (" (span.events.len()) ")" }
+            @if span.events.is_empty() { p.none { "none" } }
+            @for e in &span.events {
+                div.event {
+                    strong { @if e.name.is_empty() { em { "unnamed" } } @else { (e.name) } }
+                    " at " (time_el(e.time_unix_nano)) " (+" (duration_text(e.time_unix_nano.saturating_sub(span.start_time_unix_nano))) ")"
+                    @if e.dropped_attributes_count > 0 { " · " (e.dropped_attributes_count) " attributes dropped" }
+                    (attribute_table(&e.attributes))
+                }
+            }
+            h3 { "Links (" (span.links.len()) ")" }
+            @if span.links.is_empty() { p.none { "none" } }
+            @for (link, id, here) in &linked {
+                div.link {
+                    @if *here {
+                        a href=(format!("/trace/{id}?{}", encode_query(&[("span", &hex::encode(&link.span_id))]))) { "trace " (id) ", span " (hex::encode(&link.span_id)) }
+                    } @else {
+                        span title="this trace is not stored" { "trace " (id) ", span " (hex::encode(&link.span_id)) " (not stored)" }
+                    }
+                    @if !link.trace_state.is_empty() { " · trace state " (link.trace_state) }
+                    " · flags " (format!("0x{:08x}", link.flags))
+                    (attribute_table(&link.attributes))
+                }
+            }
+            h3 { "Resource" }
+            (attribute_table(p.resource.map_or(&[][..], |r| &r.attributes)))
+            @if let Some(dropped) = p.resource.map(|r| r.dropped_attributes_count).filter(|d| *d > 0) { p.hint { (dropped) " attributes dropped" } }
+            h3 { "Scope" }
+            @match p.scope {
+                Some(scope) => {
+                    p { (scope.name) @if !scope.version.is_empty() { " " (scope.version) } }
+                    (attribute_table(&scope.attributes))
+                }
+                None => p.none { "none" },
+            }
+        }
+    }
+}

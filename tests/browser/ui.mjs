@@ -1,0 +1,249 @@
+// The web UI in a real browser (Debian's chromium through playwright-core), used as a person
+// would: find the service, search its traces, open one, read the timeline, click spans, follow
+// to logs and back, chart metrics. Screenshots of each screen go to $SHOTS.
+//
+// Environment: BASE_URL (the OTLP/HTTP port's URL), DATA (what tests/e2e/ui_data.py printed),
+// SHOTS (a directory), CHROMIUM (the browser), MODE: "ui" (everything) or "token" (a server
+// with auth.query_token = $QUERY_TOKEN). Exits non-zero on the first failed check.
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const base = process.env.BASE_URL;
+const shots = process.env.SHOTS;
+const mode = process.env.MODE ?? "ui";
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+  ],
+});
+const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, timezoneId: "Europe/Berlin" });
+const page = await context.newPage();
+const problems = [];
+page.on("pageerror", (err) => problems.push(`script error: ${err.message}`));
+// Failed loads are checked by their responses below, where the expected 404s are known.
+page.on("console", (msg) => {
+  if (msg.type() === "error" && !msg.text().startsWith("Failed to load resource")) problems.push(`console error: ${msg.text()}`);
+});
+const expectedFailures = new Set();
+page.on("response", (response) => {
+  if (response.status() >= 400 && !expectedFailures.has(new URL(response.url()).pathname)) {
+    problems.push(`${response.status()} for ${response.url()}`);
+  }
+});
+
+const step = (name) => console.log(`- ${name}`);
+const shot = (name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: false });
+const ready = () => page.waitForSelector("html[data-ready]");
+const goto = async (path) => {
+  const response = await page.goto(base + path);
+  await ready();
+  return response;
+};
+
+try {
+  if (mode === "token") {
+    await tokenRun();
+  } else {
+    await uiRun(JSON.parse(process.env.DATA));
+  }
+  assert.deepEqual(problems, [], "no script errors in any page");
+  console.log("browser checks passed");
+} finally {
+  await browser.close();
+}
+
+async function tokenRun() {
+  step("a page asked for without the token shows the sign-in form");
+  await page.goto(`${base}/traces?service=frontend`);
+  assert.match(page.url(), /\/login\?next=/);
+  expectedFailures.add("/login");
+  await page.fill("input[name=token]", "not the token");
+  await page.click("button[type=submit]");
+  assert.match(await page.textContent(".error"), /not a query token/);
+  step("the token given, the page asked for is shown, and later pages too");
+  await page.fill("input[name=token]", process.env.QUERY_TOKEN);
+  await page.click("button[type=submit]");
+  await ready();
+  assert.match(page.url(), /\/traces\?service=frontend$/);
+  assert.equal(await page.textContent("h1"), "Traces");
+  await goto("/");
+  assert.equal(await page.textContent("h1"), "Services");
+  await shot("sign-in-then-services");
+  const cookies = await context.cookies();
+  const cookie = cookies.find((c) => c.name === "otelephant_query_token");
+  assert.ok(cookie?.httpOnly && cookie.sameSite === "Strict", "the token is kept in an HttpOnly, SameSite=Strict cookie");
+}
+
+async function uiRun(data) {
+  step("services: both services with their RED figures");
+  await goto("/");
+  await page.waitForSelector("tr[data-service=frontend]");
+  const services = await page.$$eval("table.services tbody tr", (rows) => rows.map((r) => r.dataset.service));
+  assert.ok(services.includes("frontend") && services.includes("payments") && services.includes("batch"), `${services}`);
+  const payments = await page.$$eval("tr[data-service=payments] td", (cells) => cells.map((c) => c.textContent.trim()));
+  assert.equal(payments[3], "100.0%", "payments' one served span failed");
+  assert.match(payments[4], /ms$/, "p50 is a duration");
+  await shot("services");
+
+  step("the service's traces: a list and a scatter plot");
+  await page.click("tr[data-service=frontend] td:first-child a");
+  await ready();
+  assert.match(page.url(), /\/traces\?service=frontend/);
+  await page.waitForSelector(`tr[data-trace="${data.trace_id}"]`);
+  assert.ok((await page.$$("svg.scatter circle")).length >= 2, "a point per trace");
+  const row = await page.textContent(`tr[data-trace="${data.trace_id}"]`);
+  assert.match(row, /GET \/checkout/);
+  assert.match(row, /payments/, "the trace's services are listed");
+  await shot("traces");
+
+  step("a search with an attribute filter, errors only, and a minimum duration");
+  await page.fill("input[name=attr] >> nth=0", "http.response.status_code=502");
+  await page.check("input[name=errors]");
+  await page.fill("input[name=min_duration]", "1ms");
+  await Promise.all([page.waitForNavigation(), page.click("form.search button[type=submit]")]);
+  await ready();
+  assert.match(page.url(), /attr=http.response.status_code%3D502/);
+  const found = await page.$$eval("table.traces tbody tr", (rows) => rows.map((r) => r.dataset.trace));
+  assert.deepEqual(found, [data.trace_id], "only the trace with that attribute and errors");
+  await page.fill("input[name=attr] >> nth=0", "http.response.status_code=\"502\"");
+  await Promise.all([page.waitForNavigation(), page.click("form.search button[type=submit]")]);
+  await ready();
+  assert.match(await page.textContent("main"), /No trace in the last hour matches/, "a string 502 is not the int 502");
+
+  step("the trace: every span on the timeline, nested by parent");
+  await goto(`/trace/${data.trace_id}`);
+  const rows = await page.$$eval(".span-row", (rs) =>
+    rs.map((r) => ({ name: r.querySelector(".span-link").textContent, depth: Number(r.dataset.depth), id: r.dataset.span })));
+  assert.deepEqual(rows.map((r) => [r.name, r.depth]), [
+    ["GET /checkout", 0], ["POST /charge", 1], ["charge", 2], ["SELECT accounts", 3],
+  ]);
+  assert.equal(await page.textContent("#span-count"), "4");
+  assert.equal(await page.$$eval(".span-row.failed", (e) => e.length), 3, "three spans failed");
+  assert.ok((await page.$$(".span-row rect.event")).length >= 2, "events are marked on their bars");
+  await shot("trace");
+
+  step("a span's details on click, its id in the URL, back and reload keep it");
+  await page.click(`.span-row[data-span="${data.charge_span}"] .span-link`);
+  await page.waitForSelector(`section.span-details[data-span="${data.charge_span}"]`);
+  assert.match(page.url(), new RegExp(`span=${data.charge_span}`));
+  const details = await page.textContent("#details");
+  for (const text of ["payment.amount", "double", "42.5", "payment.retried", "bool", "exception", "card declined",
+    "host.name", "payments-1", "shop.payments", "0.9.2", "server", "ERROR"]) {
+    assert.ok(details.includes(text), `details show ${text}`);
+  }
+  await shot("span");
+  await page.reload();
+  await ready();
+  assert.ok(await page.$(`section.span-details[data-span="${data.charge_span}"]`), "a reload shows the same span");
+  await page.click(".span-row[data-depth='0'] .span-link");
+  await page.waitForSelector(".span-details h2:text('GET /checkout')");
+  await page.goBack();
+  await page.waitForSelector(`section.span-details[data-span="${data.charge_span}"]`);
+
+  step("collapsing a subtree hides it, expanding shows it again");
+  await page.click(".span-row[data-depth='1'] .toggle");
+  assert.equal(await page.$$eval(".span-row:not([hidden])", (e) => e.length), 2);
+  await page.click(".span-row[data-depth='1'] .toggle");
+  assert.equal(await page.$$eval(".span-row:not([hidden])", (e) => e.length), 4);
+
+  step("the trace's logs, one click away, each linking back to its span");
+  await Promise.all([page.waitForNavigation(), page.click("#trace-logs")]);
+  await ready();
+  const logs = await page.$$eval("li.log", (items) => items.map((i) => i.textContent));
+  assert.equal(logs.length, 2, "the two records inside the trace");
+  assert.ok(logs.some((l) => l.includes("card declined for order o-17") && l.includes("WARN")));
+  const structured = await page.textContent("li.log pre.body");
+  assert.match(structured, /"payment.failed"/, "a map body is pretty-printed");
+  assert.match(structured, /\n\s+"order": \{/);
+  await shot("trace-logs");
+  await Promise.all([page.waitForNavigation(), page.click("li.log a.trace-link >> nth=0")]);
+  await ready();
+  assert.match(page.url(), new RegExp(`/trace/${data.trace_id}.*span=${data.charge_span}`));
+  assert.ok(await page.$(`.span-row.selected[data-span="${data.charge_span}"]`));
+  await page.goBack();
+  await ready();
+  assert.match(page.url(), /\/logs\?trace_id=/);
+
+  step("log search by severity and body text");
+  await goto("/logs?min_severity=13");
+  assert.ok((await page.$$("li.log")).length >= 2);
+  assert.ok(!(await page.textContent("ol.logs")).includes("health check ok"), "INFO is below WARN");
+  await goto("/logs?body=health");
+  assert.match(await page.textContent("ol.logs"), /health check ok/);
+  await shot("logs");
+
+  step("a span whose parent is missing is shown, marked");
+  await goto(`/trace/${data.orphan_trace}`);
+  assert.match(await page.textContent(".span-row"), /orphan work.*parent missing/s);
+
+  step("metrics: the list, a counter's rate per series, a histogram's percentiles");
+  await goto("/metrics");
+  const metrics = await page.$$eval("table.metrics tbody tr td:first-child", (cells) => cells.map((c) => c.textContent));
+  for (const name of ["shop.orders", "shop.request.duration", "shop.temperature"]) assert.ok(metrics.includes(name), name);
+  await Promise.all([page.waitForNavigation(), page.click("text=shop.orders")]);
+  await ready();
+  const series = await page.$$eval("ul.legend li", (items) => items.map((i) => i.dataset.series));
+  assert.deepEqual(series.sort(), ["route=/a", "route=/b"], "one line per series, named by what differs");
+  assert.equal(await page.$$eval("svg.lines g.series", (g) => g.length), 2);
+  assert.match(await page.textContent("figcaption"), /rate per/);
+  const around = `start=${data.metrics_from}&end=${data.metrics_to}`;
+  await goto(`/metric?name=shop.orders&step=1s&${around}`);
+  assert.ok(await page.isVisible("input[data-absolute=start]"), "an absolute range shows its inputs");
+  assert.notEqual(await page.inputValue("input[data-absolute=start]"), "", "filled in local time");
+  assert.ok((await page.$$("svg.lines g.series circle")).length >= 8, "a rate per second, step by step");
+  await shot("metric-counter");
+  await goto(`/metric?name=shop.request.duration&step=1s&${around}`);
+  const quantiles = await page.$$eval("ul.legend li", (items) => items.map((i) => i.dataset.series));
+  assert.deepEqual(quantiles, ["p50", "p95", "p99"]);
+  assert.ok((await page.$$("svg.lines g.series circle")).length >= 3, "percentiles over several steps");
+  assert.ok((await page.$$("svg.bars rect.bar")).length >= 5, "the latest bucket distribution");
+  await shot("metric-histogram");
+  await goto("/metric?name=shop.temperature&agg=max");
+  assert.equal(await page.$$eval("svg.lines g.series", (g) => g.length), 1);
+
+  step("times in the browser's time zone, UTC on hover");
+  await goto(`/trace/${data.trace_id}`);
+  const time = await page.$eval("dd time", (t) => ({ text: t.textContent, title: t.title }));
+  assert.match(time.title, / UTC$/);
+  assert.ok(!time.text.endsWith("UTC"), "shown in local time");
+
+  step("empty and error states say what happened");
+  await goto("/traces?service=nobody");
+  assert.match(await page.textContent("p.empty"), /No trace in the last hour matches/);
+  await goto("/traces?range=5m&min_duration=soon");
+  assert.match(await page.textContent(".error"), /min_duration/);
+  expectedFailures.add(`/trace/${"0".repeat(31)}1`);
+  const missing = await goto(`/trace/${"0".repeat(31)}1`);
+  assert.equal(missing.status(), 404);
+  assert.match(await page.textContent(".error"), /No trace/);
+
+  step(`a trace of ${data.big_spans} spans`);
+  const started = Date.now();
+  await goto(`/trace/${data.big_trace}`);
+  const loaded = Date.now() - started;
+  const count = await page.$$eval(".span-row", (r) => r.length);
+  assert.equal(count, data.big_spans, "every span is on the timeline");
+  const paint = await page.evaluate(() => {
+    const nav = performance.getEntriesByType("navigation")[0];
+    return { response: Math.round(nav.responseEnd - nav.startTime), interactive: Math.round(nav.domContentLoadedEventEnd - nav.startTime) };
+  });
+  const collapseStart = Date.now();
+  await page.click(".span-row[data-depth='0'] .toggle");
+  await page.waitForFunction(() => document.querySelectorAll(".span-row:not([hidden])").length === 1);
+  const collapse = Date.now() - collapseStart;
+  const clickStart = Date.now();
+  await page.click(".span-row[data-depth='0'] .span-link");
+  await page.waitForSelector(".span-details h2:text('nightly batch')");
+  const click = Date.now() - clickStart;
+  await page.click(".span-row[data-depth='0'] .toggle");
+  await shot("trace-5000");
+  console.log(
+    `RENDER ${data.big_spans} spans: page ready ${loaded} ms (server answer ${paint.response} ms, DOM ready ${paint.interactive} ms); ` +
+      `collapse ${collapse} ms; span details ${click} ms`,
+  );
+}
