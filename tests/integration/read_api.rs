@@ -84,6 +84,8 @@ async fn the_json_api_hands_back_what_was_sent() {
     let (_, operations) = call(&t, "ListOperations", json!({ "service": "checkout" })).await;
     assert_eq!(operations["operations"].as_array().map(Vec::len), Some(4));
     assert_eq!(operations["operations"][0]["name"], "GET /users/{id} ✓ 0");
+    // A kind is a number, as in OTLP/JSON (and in the spans themselves).
+    assert_eq!(operations["operations"][2]["kind"], 2);
 
     // The same validation and messages as on gRPC, as Connect errors.
     let (status, err) = call(&t, "GetTrace", json!({ "traceId": "xyz" })).await;
@@ -479,4 +481,93 @@ fn urlencode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[tokio::test]
+async fn logs_and_metrics_over_json_are_what_grpc_answers() {
+    use opentelemetry_proto::tonic::{
+        collector::{logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest},
+        common::v1::{any_value::Value as V, AnyValue},
+        logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    };
+    use otelephant::query::proto::{
+        query_service_client::QueryServiceClient, QueryMetricsRequest, SearchLogsRequest,
+    };
+    use prost::Message;
+
+    let mut t = TestServer::start().await;
+    let now = nanos_now() - 10_000_000_000;
+    t.metrics().await.export(crate::metrics::request(now)).await.expect("metrics");
+    let record = LogRecord {
+        time_unix_nano: now,
+        severity_number: 17,
+        body: Some(AnyValue { value: Some(V::DoubleValue(f64::NAN)) }),
+        attributes: every_value_attributes(),
+        trace_id: TRACE.to_vec(),
+        ..Default::default()
+    };
+    let logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s("checkout"))],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs { log_records: vec![record], ..Default::default() }],
+            schema_url: String::new(),
+        }],
+    };
+    t.logs().await.export(logs).await.expect("logs");
+    let mut grpc = QueryServiceClient::connect(t.endpoint()).await.expect("connect");
+
+    let (status, json_logs) =
+        call(&t, "SearchLogs", json!({ "traceId": hex::encode(TRACE), "minSeverity": 17 })).await;
+    assert_eq!(status, StatusCode::OK);
+    let request = SearchLogsRequest { trace_id: hex::encode(TRACE), min_severity: 17, ..Default::default() };
+    let grpc_logs = grpc.search_logs(request).await.expect("grpc").into_inner().logs.expect("logs");
+    let decoded: ExportLogsServiceRequest =
+        otelephant::receive::json::decode(json_logs["logs"].to_string().as_bytes(), &mut || {
+            Ok::<(), String>(())
+        })
+        .expect("OTLP/JSON");
+    assert_eq!(decoded.resource_logs.len(), 1);
+    assert_eq!(
+        decoded.resource_logs[0].encode_to_vec(),
+        grpc_logs.resource_logs[0].encode_to_vec(),
+        "the JSON answer is the gRPC answer, NaN body included"
+    );
+
+    let (_, listed) = call(&t, "ListMetrics", json!({ "namePrefix": "sum." })).await;
+    let names: Vec<&str> =
+        listed["metrics"].as_array().expect("metrics").iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"sum.double") && names.iter().all(|n| n.starts_with("sum.")), "{names:?}");
+
+    let (status, raw) = call(&t, "QueryMetrics", json!({ "name": "gauge.int" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let grpc_raw = grpc
+        .query_metrics(QueryMetricsRequest { name: "gauge.int".into(), ..Default::default() })
+        .await
+        .expect("grpc")
+        .into_inner()
+        .raw
+        .expect("raw");
+    let decoded: ExportMetricsServiceRequest =
+        otelephant::receive::json::decode(raw["raw"].to_string().as_bytes(), &mut || Ok::<(), String>(()))
+            .expect("OTLP/JSON");
+    assert_eq!(
+        decoded.resource_metrics.iter().map(Message::encode_to_vec).collect::<Vec<_>>(),
+        grpc_raw.resource_metrics.iter().map(Message::encode_to_vec).collect::<Vec<_>>()
+    );
+
+    for (method, body, field) in [
+        ("QueryMetrics", json!({}), "name"),
+        ("QueryMetrics", json!({ "name": "gauge.int", "stepNanos": "1000000000" }), "aggregation"),
+        ("SearchLogs", json!({ "traceId": "zz" }), "trace_id"),
+        ("ListMetrics", json!({ "pageToken": "not-a-token" }), "page_token"),
+    ] {
+        let (status, err) = call(&t, method, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method}: {err}");
+        assert_eq!(err["code"], "invalid_argument");
+        assert!(err["message"].as_str().unwrap().contains(field), "{method} names {field}: {err}");
+    }
+    t.stop().await;
 }
