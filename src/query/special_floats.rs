@@ -156,49 +156,48 @@ impl<S: Serializer> Serializer for Wrap<S> {
     }
 }
 
-impl<C: ser::SerializeSeq> ser::SerializeSeq for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
-        self.0.serialize_element(&Special(value))
-    }
-    fn end(self) -> Result<Self::Ok, Self::Error> {
-        self.0.end()
-    }
+/// Forwards a compound serializer whose elements have no keys, each element wrapped.
+macro_rules! compound {
+    ($($trait:ident::$method:ident),* $(,)?) => {$(
+        impl<C: ser::$trait> ser::$trait for Compound<C> {
+            type Ok = C::Ok;
+            type Error = C::Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
+                self.0.$method(&Special(value))
+            }
+            fn end(self) -> Result<Self::Ok, Self::Error> {
+                self.0.end()
+            }
+        }
+    )*};
 }
 
-impl<C: ser::SerializeTuple> ser::SerializeTuple for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
-        self.0.serialize_element(&Special(value))
-    }
-    fn end(self) -> Result<Self::Ok, Self::Error> {
-        self.0.end()
-    }
+/// Forwards a compound serializer of named fields, each value wrapped.
+macro_rules! fields {
+    ($($trait:ident),* $(,)?) => {$(
+        impl<C: ser::$trait> ser::$trait for Compound<C> {
+            type Ok = C::Ok;
+            type Error = C::Error;
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), Self::Error> {
+                self.0.serialize_field(key, &Special(value))
+            }
+            fn skip_field(&mut self, key: &'static str) -> Result<(), Self::Error> {
+                self.0.skip_field(key)
+            }
+            fn end(self) -> Result<Self::Ok, Self::Error> {
+                self.0.end()
+            }
+        }
+    )*};
 }
 
-impl<C: ser::SerializeTupleStruct> ser::SerializeTupleStruct for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
-        self.0.serialize_field(&Special(value))
-    }
-    fn end(self) -> Result<Self::Ok, Self::Error> {
-        self.0.end()
-    }
-}
-
-impl<C: ser::SerializeTupleVariant> ser::SerializeTupleVariant for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
-        self.0.serialize_field(&Special(value))
-    }
-    fn end(self) -> Result<Self::Ok, Self::Error> {
-        self.0.end()
-    }
-}
+compound!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
+fields!(SerializeStruct, SerializeStructVariant);
 
 impl<C: ser::SerializeMap> ser::SerializeMap for Compound<C> {
     type Ok = C::Ok;
@@ -208,42 +207,6 @@ impl<C: ser::SerializeMap> ser::SerializeMap for Compound<C> {
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
         self.0.serialize_value(&Special(value))
-    }
-    fn end(self) -> Result<Self::Ok, Self::Error> {
-        self.0.end()
-    }
-}
-
-impl<C: ser::SerializeStruct> ser::SerializeStruct for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Self::Error> {
-        self.0.serialize_field(key, &Special(value))
-    }
-    fn skip_field(&mut self, key: &'static str) -> Result<(), Self::Error> {
-        self.0.skip_field(key)
-    }
-    fn end(self) -> Result<Self::Ok, Self::Error> {
-        self.0.end()
-    }
-}
-
-impl<C: ser::SerializeStructVariant> ser::SerializeStructVariant for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Self::Error> {
-        self.0.serialize_field(key, &Special(value))
-    }
-    fn skip_field(&mut self, key: &'static str) -> Result<(), Self::Error> {
-        self.0.skip_field(key)
     }
     fn end(self) -> Result<Self::Ok, Self::Error> {
         self.0.end()

@@ -35,13 +35,10 @@ fn ticks(low: f64, high: f64, count: usize) -> Vec<f64> {
     out
 }
 
-/// The frame: axes, horizontal grid lines with labels from `y_label`, time labels along x.
-fn frame(out: &mut String, x_range: (u64, u64), y_range: (f64, f64), y_label: &dyn Fn(f64) -> String) {
-    let (x0, x1) = x_range;
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
+/// Horizontal grid lines at round values of `y_range`, labelled by `y_label`.
+fn grid(out: &mut String, y_range: (f64, f64), y_label: &dyn Fn(f64) -> String) {
     for tick in ticks(y_range.0, y_range.1, 4) {
-        let y = TOP + plot_h - (tick - y_range.0) / (y_range.1 - y_range.0).max(f64::MIN_POSITIVE) * plot_h;
+        let y = y_of(tick, y_range);
         let _ = write!(
             out,
             r#"<line class="grid" x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}"/><text class="tick" x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
@@ -51,6 +48,13 @@ fn frame(out: &mut String, x_range: (u64, u64), y_range: (f64, f64), y_label: &d
             esc(&y_label(tick))
         );
     }
+}
+
+/// The frame: axes, horizontal grid lines with labels from `y_label`, time labels along x.
+fn frame(out: &mut String, x_range: (u64, u64), y_range: (f64, f64), y_label: &dyn Fn(f64) -> String) {
+    let (x0, x1) = x_range;
+    let plot_w = WIDTH - LEFT - RIGHT;
+    grid(out, y_range, y_label);
     let span = (x1 - x0).max(1) as f64;
     for i in 0..=4 {
         let t = x0 + (span * f64::from(i) / 4.0) as u64;
@@ -199,17 +203,7 @@ pub fn bars(buckets: &[(String, f64)]) -> String {
     let mut out = format!(
         r#"<svg class="chart bars" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="bucket counts">"#
     );
-    for tick in ticks(0.0, top, 4) {
-        let y = y_of(tick, (0.0, top));
-        let _ = write!(
-            out,
-            r#"<line class="grid" x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}"/><text class="tick" x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
-            WIDTH - RIGHT,
-            LEFT - 6.0,
-            y + 4.0,
-            tick
-        );
-    }
+    grid(&mut out, (0.0, top), &|tick| tick.to_string());
     let label_every = (buckets.len() / 12).max(1);
     for (i, (label, count)) in buckets.iter().enumerate() {
         let x = LEFT + width * i as f64;

@@ -26,22 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-
-class Checked:
-    """Wraps an exporter and remembers whether any export failed."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.failures = 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def export(self, batch, *args, **kwargs):
-        result = self.inner.export(batch, *args, **kwargs)
-        if getattr(result, "name", "SUCCESS") != "SUCCESS":
-            self.failures += 1
-        return result
+from checked import Checked
 
 
 def exporters(protocol: str, endpoint: str):

@@ -30,22 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-
-class Checked:
-    """Wraps an exporter and remembers whether any export failed."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.failures = 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def export(self, batch, *args, **kwargs):
-        result = self.inner.export(batch, *args, **kwargs)
-        if getattr(result, "name", "SUCCESS") != "SUCCESS":
-            self.failures += 1
-        return result
+from checked import Checked
 
 
 def provider(endpoint, service, checked):
