@@ -67,6 +67,9 @@ async fn call(State(query): State<Query>, Path(method): Path<String>, body: Byte
         "ListServiceStats" => {
             unary(body, |r| async move { q.list_service_stats(Request::new(r)).await }).await
         }
+        "ListServiceDependencies" => {
+            unary(body, |r| async move { q.list_service_dependencies(Request::new(r)).await }).await
+        }
         "ListOperations" => unary(body, |r| async move { q.list_operations(Request::new(r)).await }).await,
         other => error(&Status::unimplemented(format!(
             "{SERVICE_PATH} has no method {other:?}; see proto/otelephant/query/v1/query.proto"

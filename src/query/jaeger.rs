@@ -1,7 +1,8 @@
 //! Jaeger's query HTTP API (the one Jaeger's UI and Grafana's Jaeger data source read), served
 //! from the query service: `GET /api/services`, `/api/services/{service}/operations`,
 //! `/api/operations?service=&spanKind=`, `/api/traces?service=&operation=&tags=&start=&end=
-//! &minDuration=&maxDuration=&limit=` and `/api/traces/{traceID}`, under `/jaeger` on the
+//! &minDuration=&maxDuration=&limit=`, `/api/traces/{traceID}` and
+//! `/api/dependencies?endTs=&lookback=`, under `/jaeger` on the
 //! OTLP/HTTP port (and at `/api` too, see [`router`]).
 //!
 //! Answers follow Jaeger's JSON model (jaeger `model/json`): `{"data", "total", "limit",
@@ -42,6 +43,8 @@ use crate::encode::attributes::{write_any_value, Order};
 
 /// How far back a search looks when it gives no start, as in Jaeger.
 const DEFAULT_LOOKBACK: Duration = Duration::from_secs(2 * 24 * 3600);
+/// How far back the dependency graph looks when it gives no lookback, as in Jaeger.
+const DEFAULT_DEPENDENCY_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 /// Traces a search returns when it gives no limit, as in Jaeger.
 const DEFAULT_LIMIT: usize = 100;
 
@@ -56,6 +59,7 @@ pub fn router(query: Query) -> Router {
         .route("/operations", get(operations))
         .route("/traces", get(search))
         .route("/traces/{trace_id}", get(trace))
+        .route("/dependencies", get(dependencies))
         .with_state(query);
     Router::new().nest("/jaeger/api", api.clone()).nest("/api", api)
 }
@@ -400,6 +404,59 @@ async fn search_traces(q: &Query, params: &[(String, String)]) -> Result<Vec<Tra
         }
     }
     Ok(traces)
+}
+
+/// A link of the dependency graph (`model/json.DependencyLink`).
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyLink {
+    pub parent: String,
+    pub child: String,
+    pub call_count: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DependencyParams {
+    /// Milliseconds since the epoch; now when absent.
+    end_ts: Option<String>,
+    /// Milliseconds.
+    lookback: Option<String>,
+}
+
+async fn dependencies(State(q): State<Query>, Params(params): Params<DependencyParams>) -> Response {
+    let found = async {
+        let millis = |value: Option<&str>, name: &str| -> Result<Option<u64>, Status> {
+            value
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map(|ms| ms.saturating_mul(1_000_000))
+                        .map_err(|e| Status::invalid_argument(format!("unable to parse param '{name}': {e}")))
+                })
+                .transpose()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let end = millis(params.end_ts.as_deref(), "endTs")?.unwrap_or(now);
+        let lookback = millis(params.lookback.as_deref(), "lookback")?
+            .unwrap_or(DEFAULT_DEPENDENCY_LOOKBACK.as_nanos() as u64);
+        let time_range =
+            Some(TimeRange { start_unix_nano: end.saturating_sub(lookback), end_unix_nano: end });
+        let request = super::proto::ListServiceDependenciesRequest { time_range };
+        super::traces::list_service_dependencies(&q, &request).await
+    };
+    match found.await {
+        Ok(found) => envelope(
+            found
+                .dependencies
+                .into_iter()
+                .map(|d| DependencyLink { parent: d.parent, child: d.child, call_count: d.call_count })
+                .collect(),
+        ),
+        Err(status) => failure(&status),
+    }
 }
 
 #[derive(Deserialize)]

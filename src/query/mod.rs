@@ -32,9 +32,10 @@ use crate::encode::{
 };
 use proto::{
     query_service_server::QueryService, GetTraceRequest, ListMetricsRequest, ListMetricsResponse,
-    ListOperationsRequest, ListOperationsResponse, ListServiceStatsRequest, ListServiceStatsResponse,
-    ListServicesRequest, ListServicesResponse, QueryMetricsRequest, QueryMetricsResponse, SearchLogsRequest,
-    SearchLogsResponse, SearchTracesRequest, SearchTracesResponse,
+    ListOperationsRequest, ListOperationsResponse, ListServiceDependenciesRequest,
+    ListServiceDependenciesResponse, ListServiceStatsRequest, ListServiceStatsResponse, ListServicesRequest,
+    ListServicesResponse, QueryMetricsRequest, QueryMetricsResponse, SearchLogsRequest, SearchLogsResponse,
+    SearchTracesRequest, SearchTracesResponse,
 };
 
 /// The generated service and messages of `proto/otelephant/query/v1/query.proto`.
@@ -268,6 +269,13 @@ impl QueryService for Query {
         request: Request<ListServiceStatsRequest>,
     ) -> Result<Response<ListServiceStatsResponse>, Status> {
         Ok(Response::new(traces::list_service_stats(self, request.get_ref()).await?))
+    }
+
+    async fn list_service_dependencies(
+        &self,
+        request: Request<ListServiceDependenciesRequest>,
+    ) -> Result<Response<ListServiceDependenciesResponse>, Status> {
+        Ok(Response::new(traces::list_service_dependencies(self, request.get_ref()).await?))
     }
 
     async fn list_operations(

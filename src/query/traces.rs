@@ -14,9 +14,10 @@ use super::{
     attribute_condition, bad_token, corrupt, decode_token, dimensions, encode_token, group_by_dimensions,
     page_size,
     proto::{
-        ListOperationsRequest, ListOperationsResponse, ListServiceStatsRequest, ListServiceStatsResponse,
+        ListOperationsRequest, ListOperationsResponse, ListServiceDependenciesRequest,
+        ListServiceDependenciesResponse, ListServiceStatsRequest, ListServiceStatsResponse,
         ListServicesRequest, ListServicesResponse, Operation, SearchTracesRequest, SearchTracesResponse,
-        ServiceStats, TraceSummary,
+        ServiceDependency, ServiceStats, TraceSummary,
     },
     resolve_range, u32_column, Query, Sql,
 };
@@ -197,6 +198,38 @@ pub(super) async fn list_service_stats(
         })
         .collect();
     Ok(ListServiceStatsResponse { services })
+}
+
+pub(super) async fn list_service_dependencies(
+    q: &Query,
+    request: &ListServiceDependenciesRequest,
+) -> Result<ListServiceDependenciesResponse, Status> {
+    let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
+    let rows = q
+        .client()
+        .await?
+        .query(
+            "SELECT pr.service_name, cr.service_name, count(*)
+             FROM spans c
+             JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
+             JOIN resources cr ON cr.resource_id = c.resource_id
+             JOIN resources pr ON pr.resource_id = p.resource_id
+             WHERE c.start_time_unix_nano >= $1 AND c.start_time_unix_nano < $2
+               AND pr.service_name IS NOT NULL AND cr.service_name IS NOT NULL
+               AND pr.service_name <> cr.service_name
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            &[&start, &end],
+        )
+        .await?;
+    let dependencies = rows
+        .iter()
+        .map(|row| ServiceDependency {
+            parent: row.get(0),
+            child: row.get(1),
+            call_count: row.get::<_, i64>(2) as u64,
+        })
+        .collect();
+    Ok(ListServiceDependenciesResponse { dependencies })
 }
 
 pub(super) async fn list_operations(

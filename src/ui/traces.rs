@@ -24,8 +24,8 @@ use super::{
 use crate::query::{
     jaeger::{parse_go_duration, span_kind_name},
     proto::{
-        query_service_server::QueryService, GetTraceRequest, ListOperationsRequest, ListServiceStatsRequest,
-        ListServicesRequest, SearchTracesRequest,
+        query_service_server::QueryService, GetTraceRequest, ListOperationsRequest,
+        ListServiceDependenciesRequest, ListServiceStatsRequest, ListServicesRequest, SearchTracesRequest,
     },
 };
 
@@ -60,6 +60,14 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
     let stats =
         ui.query.list_service_stats(Request::new(request)).await.map_err(|s| s.message().to_owned())?;
     let stats = stats.into_inner().services;
+    let request = ListServiceDependenciesRequest { time_range: Some(time_range_message(range)) };
+    let dependencies = ui
+        .query
+        .list_service_dependencies(Request::new(request))
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner()
+        .dependencies;
     if stats.is_empty() {
         return Ok(empty(&nothing_yet(params)));
     }
@@ -92,6 +100,23 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
             }
         }
         p.hint { "Requests are a service's server and consumer spans; the error rate and percentiles are theirs." }
+        h2 { "Calls between services" }
+        @if dependencies.is_empty() {
+            p.none { "No span in " (range_label(params)) " has a parent in another service." }
+        } @else {
+            table.results.dependencies {
+                thead { tr { th { "Caller" } th { "Called" } th.num { "Calls" } } }
+                tbody {
+                    @for d in &dependencies {
+                        tr data-edge=(format!("{} -> {}", d.parent, d.child)) {
+                            td { span.dot style=(format!("background:{}", service_color(&d.parent))) {} (d.parent) }
+                            td { span.dot style=(format!("background:{}", service_color(&d.child))) {} a href=(href("/traces", &[("service", &d.child)], &carry)) { (d.child) } }
+                            td.num { (d.call_count) }
+                        }
+                    }
+                }
+            }
+        }
     })
 }
 

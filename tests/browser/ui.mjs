@@ -88,6 +88,8 @@ async function uiRun(data) {
   const payments = await page.$$eval("tr[data-service=payments] td", (cells) => cells.map((c) => c.textContent.trim()));
   assert.equal(payments[3], "100.0%", "payments' one served span failed");
   assert.match(payments[4], /ms$/, "p50 is a duration");
+  const edges = await page.$$eval("table.dependencies tbody tr", (rows) => rows.map((r) => [r.dataset.edge, r.lastElementChild.textContent]));
+  assert.deepEqual(edges, [["frontend -> payments", "1"]], "frontend's POST /charge called payments once");
   await shot("services");
 
   step("the service's traces: a list and a scatter plot");

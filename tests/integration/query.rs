@@ -195,7 +195,7 @@ async fn grpc_health_is_serving_while_the_database_is_up() {
     t.stop().await;
 }
 
-mod search {
+pub mod search {
     use opentelemetry_proto::tonic::{
         collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
         common::v1::{any_value::Value, AnyValue},
@@ -245,7 +245,7 @@ mod search {
 
     /// Three traces, 30 s, 20 s and 10 s ago: checkout calling billing (with an error), a
     /// billing-only trace, and a checkout trace with a double status code.
-    fn traces(now: u64) -> ExportTraceServiceRequest {
+    pub fn traces(now: u64) -> ExportTraceServiceRequest {
         let (t1, t2, t3) = (now - 30 * SECOND, now - 20 * SECOND, now - 10 * SECOND);
         let checkout = vec![
             SpanSpec {

@@ -313,6 +313,14 @@ mod model {
 
     #[derive(Deserialize, Debug, PartialEq)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct DependencyLink {
+        pub parent: String,
+        pub child: String,
+        pub call_count: u64,
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
     pub struct Operation {
         pub name: String,
         pub span_kind: String,
@@ -569,5 +577,32 @@ async fn logs_and_metrics_over_json_are_what_grpc_answers() {
         assert_eq!(err["code"], "invalid_argument");
         assert!(err["message"].as_str().unwrap().contains(field), "{method} names {field}: {err}");
     }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn service_dependencies_over_json_and_jaeger() {
+    let mut t = TestServer::start().await;
+    // checkout's GET /cart calls billing's charge (trace 1); the other traces stay in one service.
+    t.traces().await.export(crate::query::search::traces(nanos_now())).await.expect("export");
+
+    let (status, found) = call(&t, "ListServiceDependencies", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        found,
+        json!({ "dependencies": [{ "parent": "checkout", "child": "billing", "callCount": "1" }] })
+    );
+
+    let (status, links) = jaeger::<Vec<model::DependencyLink>>(&t, "/jaeger/api/dependencies").await;
+    assert_eq!(status, StatusCode::OK);
+    let expected =
+        model::DependencyLink { parent: "checkout".into(), child: "billing".into(), call_count: 1 };
+    assert_eq!(links.data, [expected]);
+    let ended = nanos_now() / 1_000_000 - 3_600_000;
+    let (_, none) =
+        jaeger::<Vec<Value>>(&t, &format!("/jaeger/api/dependencies?endTs={ended}&lookback=60000")).await;
+    assert!(none.data.is_empty(), "nothing in a minute an hour ago");
+    let (status, _) = jaeger::<Option<Value>>(&t, "/jaeger/api/dependencies?lookback=soon").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     t.stop().await;
 }
