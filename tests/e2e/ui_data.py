@@ -28,7 +28,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from checked import Checked
 
@@ -100,7 +100,10 @@ def main(endpoint: str) -> int:
     lost_parent = SpanContext(trace_id=random.getrandbits(128), span_id=random.getrandbits(64), is_remote=True,
                               trace_flags=TraceFlags(1))
     ctx = trace.set_span_in_context(NonRecordingSpan(lost_parent))
-    with front.start_as_current_span("orphan work", context=ctx, kind=SpanKind.INTERNAL) as orphan:
+    # It links to the checkout trace (stored) and to a trace that was never sent.
+    elsewhere = SpanContext(trace_id=random.getrandbits(128), span_id=random.getrandbits(64), is_remote=True)
+    links = [Link(root.get_span_context(), {"link.reason": "retry of"}), Link(elsewhere)]
+    with front.start_as_current_span("orphan work", context=ctx, kind=SpanKind.INTERNAL, links=links) as orphan:
         orphan.set_attribute("note", "parent not stored")
     orphan_trace = orphan.get_span_context().trace_id
 
@@ -156,6 +159,7 @@ def main(endpoint: str) -> int:
         "trace_id": f"{trace_id:032x}",
         "charge_span": f"{charge_id:016x}",
         "orphan_trace": f"{orphan_trace:032x}",
+        "unstored_trace": f"{elsewhere.trace_id:032x}",
         "big_trace": f"{big_trace:032x}",
         "big_spans": count,
         "metrics_from": metrics_from,

@@ -1,7 +1,8 @@
 //! The web UI in a real browser: Debian's chromium driven by playwright-core
 //! (`tests/browser/ui.mjs`), after the OpenTelemetry Python SDK has sent real OTLP
 //! (`tests/e2e/ui_data.py`). `tests/browser/setup.sh` installs both on first use. Screenshots
-//! of every screen are written to `target/browser-screenshots/`.
+//! of every screen are written to `target/browser-screenshots/`, with the render time of a
+//! 5,000-span trace in `target/browser-screenshots/ui/render.txt`.
 
 use std::path::PathBuf;
 

@@ -72,13 +72,18 @@ function attributeInputs() {
 }
 
 // Rows follow each other depth first, so a span's subtree is the rows after it that are deeper.
-function applyCollapsed(rows) {
-  let hideDeeperThan = Infinity;
-  for (const row of rows) {
+// Only that subtree is touched: a row stays hidden under a collapsed ancestor.
+function applyCollapsed(rows, index) {
+  const top = Number(rows[index].dataset.depth);
+  let hideDeeperThan = rows[index].classList.contains("collapsed") ? top : Infinity;
+  for (let i = index + 1; i < rows.length; i++) {
+    const row = rows[i];
     const depth = Number(row.dataset.depth);
+    if (depth <= top) break;
     if (depth <= hideDeeperThan) hideDeeperThan = Infinity;
-    row.hidden = depth > hideDeeperThan;
-    if (!row.hidden && row.classList.contains("collapsed")) hideDeeperThan = depth;
+    const hidden = depth > hideDeeperThan;
+    if (row.hidden !== hidden) row.hidden = hidden;
+    if (!hidden && row.classList.contains("collapsed")) hideDeeperThan = depth;
   }
 }
 
@@ -86,6 +91,8 @@ function timeline() {
   const view = document.querySelector(".trace-view");
   if (!view) return;
   const rows = Array.from(view.querySelectorAll(".span-row"));
+  const position = new Map(rows.map((row, i) => [row, i]));
+  const byId = new Map(rows.map((row) => [row.dataset.span, row]));
   const details = document.getElementById("details");
   const traceId = view.dataset.trace;
 
@@ -97,7 +104,7 @@ function timeline() {
       toggle.textContent = collapsed ? "▸" : "▾";
       toggle.setAttribute("aria-expanded", String(!collapsed));
       toggle.setAttribute("aria-label", collapsed ? "expand" : "collapse");
-      applyCollapsed(rows);
+      applyCollapsed(rows, position.get(row));
       return;
     }
     const row = event.target.closest(".span-row");
@@ -111,7 +118,8 @@ function timeline() {
   });
 
   async function showSpan(spanId) {
-    for (const row of rows) row.classList.toggle("selected", row.dataset.span === spanId);
+    view.querySelector(".span-row.selected")?.classList.remove("selected");
+    byId.get(spanId)?.classList.add("selected");
     if (!spanId) {
       details.innerHTML = '<p class="hint">Click a span to see its attributes, events and links.</p>';
       return;
