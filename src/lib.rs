@@ -26,6 +26,7 @@
 //!   [`query::traces`], [`query::logs`], [`query::metrics`] one signal each; on the HTTP port,
 //!   [`query::http`] the same service as JSON and [`query::jaeger`] Jaeger's query API.
 //! - [`ui`]: the web UI on the HTTP port, pages rendered from the query service's answers.
+//! - [`time`]: calendar dates of day numbers and timestamps, for log lines and pages.
 //! - [`admin`]: readiness, served as `/healthz` and `/readyz` on the admin address and followed
 //!   by `grpc.health.v1.Health`.
 //! - [`server`]: start-up, wiring (export, query, health and reflection services on the gRPC
@@ -41,5 +42,6 @@ pub mod receive;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 pub mod ui;

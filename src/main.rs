@@ -130,7 +130,10 @@ fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
             EnvFilter::try_new(&log.level).with_context(|| format!("invalid log.level {:?}", log.level))?
         }
     };
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: never escape codes in a file or a log collector.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match log.format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),

@@ -161,6 +161,15 @@ fn authenticate_grpc(
     }
 }
 
+/// An address a person on this machine can use: a wildcard bind is reached at localhost.
+fn reachable(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
@@ -266,7 +275,23 @@ impl Server {
         );
         let tls = identity.is_some();
         let mtls = config.tls.client_ca_file.is_some();
-        tracing::info!(%grpc_addr, %http_addr, %admin_addr, tls, mtls, "OTLP/gRPC, OTLP/HTTP and admin listening");
+        let scheme = if tls { "https" } else { "http" };
+        let http_url = format!("{scheme}://{}", reachable(http_addr));
+        let next = if config.ui.enabled {
+            format!("; open {http_url}/ to look at what arrives")
+        } else {
+            String::new()
+        };
+        let security = match (tls, mtls) {
+            (true, true) => " with mutual TLS",
+            (true, false) => " with TLS",
+            _ => "",
+        };
+        tracing::info!(
+            "ready, listening for OTLP/gRPC on {grpc_addr}, OTLP/HTTP on {http_addr}{security}, admin on \
+             {admin_addr}; point an exporter at {scheme}://{} (gRPC) or {http_url} (HTTP){next}",
+            reachable(grpc_addr)
+        );
         Ok(Self {
             grpc_addr,
             http_addr,

@@ -66,7 +66,7 @@ pub async fn run(client: &mut Object) -> Result<Vec<i32>, StoreError> {
         )
         .await?;
         tx.commit().await?;
-        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        tracing::info!("applied migration {} ({})", migration.version, migration.name);
         applied.push(migration.version);
     }
     Ok(applied)

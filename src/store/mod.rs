@@ -127,16 +127,27 @@ async fn prepare(config: &PostgresConfig) -> Result<(tokio_postgres::Config, Mak
     let database = pg.get_dbname().ok_or(StoreError::NoDatabase)?.to_owned();
     create_database_if_missing(&pg, &tls, &database).await?;
 
+    // The database's NOTICEs ("... already exists, skipping") are not worth a log line; its
+    // warnings and errors are, and still come through.
+    pg.options("-c client_min_messages=warning");
     let (client, connection) = pg.connect(tls.clone()).await?;
     tokio::spawn(connection);
     client
         .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", config.schema))
         .await
         .or_else(ignore_duplicate)?;
+    let version: String = client.query_one("SHOW server_version", &[]).await?.get(0);
+    tracing::info!(
+        "database {} on {}, schema {}, PostgreSQL {}",
+        pg.get_dbname().unwrap_or("postgres"),
+        where_(&pg),
+        config.schema,
+        version.split_whitespace().next().unwrap_or(&version)
+    );
     drop(client);
     // JIT compilation pays off for long analytical queries; otelephant's are short, and a
     // backend busy compiling cannot be cancelled until it is done.
-    pg.options(format!("-c search_path={} -c jit=off", config.schema));
+    pg.options(format!("-c search_path={} -c jit=off -c client_min_messages=warning", config.schema));
     Ok((pg, tls))
 }
 
@@ -158,6 +169,16 @@ fn pool(
     }
     let manager = Manager::from_config(pg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager).max_size(size).build()?)
+}
+
+/// Where a configuration connects: `host:port`, or a socket directory.
+fn where_(pg: &tokio_postgres::Config) -> String {
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => format!("{host}:{port}"),
+        Some(tokio_postgres::config::Host::Unix(path)) => format!("{} (port {port})", path.display()),
+        None => format!("localhost:{port}"),
+    }
 }
 
 /// Concurrent `IF NOT EXISTS` creations can still collide; the loser sees the winner's object.
@@ -184,7 +205,7 @@ async fn create_database_if_missing(
     let (client, connection) = maintenance.connect(tls.clone()).await?;
     tokio::spawn(connection);
     let quoted = format!("\"{}\"", database.replace('"', "\"\""));
-    tracing::info!(database, "creating database");
+    tracing::info!("creating database {database}: it does not exist yet");
     client.batch_execute(&format!("CREATE DATABASE {quoted}")).await.or_else(ignore_duplicate)?;
     Ok(())
 }

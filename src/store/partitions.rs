@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use deadpool_postgres::Object;
 
 use super::StoreError;
-use crate::config::PartitionConfig;
+use crate::{config::PartitionConfig, time::date_text};
 
 /// Each partitioned table with its partition key.
 pub const PARTITIONED: [(&str, &str); 6] = [
@@ -55,6 +55,15 @@ pub async fn ensure_days(
             }
         }
     }
+    if let (Some(from), Some(to)) = (created.iter().map(|c| c.1).min(), created.iter().map(|c| c.1).max()) {
+        tracing::info!(
+            "created {} daily partitions ({} tables) for {} to {} (UTC)",
+            created.len(),
+            PARTITIONED.len(),
+            date_text(from.into()),
+            date_text(to.into())
+        );
+    }
     Ok(created)
 }
 
@@ -75,7 +84,7 @@ pub async fn create(client: &mut Object, table: &str, key: &str, day: i32) -> Re
     tx.commit().await?;
     let created = row.get::<_, bool>(0);
     if created {
-        tracing::info!(table, day, "created partition");
+        tracing::debug!(table, day = %date_text(day.into()), "created partition");
     }
     Ok(created)
 }

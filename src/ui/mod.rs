@@ -361,29 +361,7 @@ pub fn time_el(nanos: u64) -> Markup {
     html! { time datetime=(utc) data-ms=(millis) title=(format!("{utc} UTC")) { (utc) " UTC" } }
 }
 
-/// `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
-pub fn utc_text(nanos: u64) -> String {
-    let secs = (nanos / 1_000_000_000) as i64;
-    let millis = (nanos / 1_000_000) % 1000;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{millis:03}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use crate::time::utc_text;
 
 /// A duration for people: `812 ns`, `4.2 µs`, `12.5 ms`, `3.04 s`, `2m 5s`.
 pub fn duration_text(nanos: u64) -> String {
@@ -594,13 +572,6 @@ pub fn raw(markup: String) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_text_matches_known_dates() {
-        assert_eq!(utc_text(0), "1970-01-01 00:00:00.000");
-        assert_eq!(utc_text(1_767_225_600_123_000_000), "2026-01-01 00:00:00.123");
-        assert_eq!(utc_text(951_782_400_000_000_000), "2000-02-29 00:00:00.000");
-    }
 
     #[test]
     fn durations_read_as_people_write_them() {

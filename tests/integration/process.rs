@@ -225,6 +225,33 @@ async fn logs_json_lines_at_the_configured_level() {
 }
 
 #[tokio::test]
+async fn a_first_start_logs_one_line_per_step_without_colour_or_notices() {
+    let schema = TestSchema::new();
+    let mut server =
+        start_with(&schema, |command| command.env_remove("RUST_LOG").stderr(Stdio::piped())).await;
+    signal(&server.child, "-TERM");
+    let output = server.logs.take().expect("piped").await.expect("logs");
+    assert!(server.child.wait().await.expect("exit status").success(), "{output}");
+    assert!(!output.contains('\u{1b}'), "no colour codes when standard error is not a terminal:\n{output}");
+    assert!(!output.contains("NOTICE"), "the database's notices stay out:\n{output}");
+    let lines: Vec<&str> = output.lines().collect();
+    let ready = lines.iter().position(|l| l.contains("ready, listening")).expect("a ready line");
+    let startup = &lines[..=ready];
+    assert!(startup[0].contains(&format!("schema {}, PostgreSQL ", schema.name)), "{output}");
+    assert!(startup.iter().any(|l| l.contains("applied migration 1 (schema)")), "{output}");
+    let partitions: Vec<&&str> = startup.iter().filter(|l| l.contains("partition")).collect();
+    assert_eq!(partitions.len(), 1, "one summary line for the partitions:\n{output}");
+    let today = otelephant::time::date_text((nanos_now() / 86_400_000_000_000) as i64);
+    assert!(
+        partitions[0].contains("created 30 daily partitions") && partitions[0].contains(&today),
+        "{output}"
+    );
+    assert!(startup[ready].contains("point an exporter at http://127.0.0.1:"), "{output}");
+    assert!(startup[ready].contains("to look at what arrives"), "names the web UI: {output}");
+    assert!(startup.len() <= 7, "one line per step:\n{output}");
+}
+
+#[tokio::test]
 async fn tokens_never_appear_in_the_logs() {
     const INGEST: &str = "ingest-secret-5d0c77e1";
     const QUERY: &str = "query-secret-90af3b2c";
