@@ -5,6 +5,7 @@
 //! | AnyValue            | jsonb                                                     |
 //! |---------------------|-----------------------------------------------------------|
 //! | string              | string                                                    |
+//! | string with U+0000  | `{"$nul": ["a", "b"]}`: the pieces between the U+0000s     |
 //! | bool                | `true` / `false`                                          |
 //! | int                 | number without a decimal point: `42`                      |
 //! | double              | number with a decimal point: `42.0`, `0.5`                 |
@@ -14,6 +15,11 @@
 //! | kvlist              | object                                                    |
 //! | empty (no value)    | `null`                                                    |
 //! | string_value_strindex | `{"$strindex": n}` (profiles only)                      |
+//!
+//! PostgreSQL's jsonb cannot hold U+0000, so a string value holding it is written as the pieces
+//! around each U+0000, which read back joined by it: `"a\0b"` is `{"$nul": ["a", "b"]}`, `"\0"`
+//! is `{"$nul": ["", ""]}`. Keys cannot be written that way: a map key holding U+0000 is refused
+//! (see `validate`).
 //!
 //! A nested kvlist whose only key is one of the `$` tags above is written as
 //! `{"$map": {...}}`, so it cannot be mistaken for a tagged value. Attribute maps at the top
@@ -31,7 +37,8 @@ pub const TAG_DOUBLE: &str = "$double";
 pub const TAG_BYTES: &str = "$bytes";
 pub const TAG_MAP: &str = "$map";
 pub const TAG_STRINDEX: &str = "$strindex";
-pub const TAGS: [&str; 4] = [TAG_DOUBLE, TAG_BYTES, TAG_MAP, TAG_STRINDEX];
+pub const TAG_NUL: &str = "$nul";
+pub const TAGS: [&str; 5] = [TAG_DOUBLE, TAG_BYTES, TAG_MAP, TAG_STRINDEX, TAG_NUL];
 
 /// Key order of written maps.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -85,7 +92,7 @@ pub fn write_any_value(buf: &mut BytesMut, value: &AnyValue, order: Order) {
 
 fn write_value(buf: &mut BytesMut, value: &Value, order: Order) {
     match value {
-        Value::StringValue(s) => write_str(buf, s),
+        Value::StringValue(s) => write_string_value(buf, s),
         Value::BoolValue(true) => buf.put_slice(b"true"),
         Value::BoolValue(false) => buf.put_slice(b"false"),
         Value::IntValue(i) => write_int(buf, *i),
@@ -244,6 +251,23 @@ pub fn is_plain(bytes: &[u8]) -> bool {
     (found | unplain(word(bytes.len() - 8))) == 0
 }
 
+/// Writes a string value: a JSON string, or, when it holds U+0000 (which jsonb cannot), the
+/// `$nul` tag with the pieces around each U+0000.
+pub fn write_string_value(buf: &mut BytesMut, s: &str) {
+    if !s.as_bytes().contains(&0) {
+        return write_str(buf, s);
+    }
+    write_tag(buf, TAG_NUL);
+    buf.put_u8(b'[');
+    for (i, piece) in s.split('\0').enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        write_str(buf, piece);
+    }
+    buf.put_slice(b"]}");
+}
+
 /// Writes `s` as a JSON string.
 pub fn write_str(buf: &mut BytesMut, s: &str) {
     let bytes = s.as_bytes();
@@ -356,6 +380,12 @@ fn tagged_from_json(tag: &str, inner: &Json) -> Result<Value, MappingError> {
             .map(Value::BytesValue)
             .ok_or_else(|| bad(TAG_BYTES)),
         TAG_MAP => Ok(Value::KvlistValue(KeyValueList { values: attributes_from_json(inner)? })),
+        TAG_NUL => inner
+            .as_array()
+            .filter(|pieces| pieces.len() >= 2)
+            .and_then(|pieces| pieces.iter().map(Json::as_str).collect::<Option<Vec<&str>>>())
+            .map(|pieces| Value::StringValue(pieces.join("\0")))
+            .ok_or_else(|| bad(TAG_NUL)),
         _ => inner
             .as_i64()
             .and_then(|i| i32::try_from(i).ok())
@@ -467,6 +497,7 @@ mod tests {
         let leaf = prop_oneof![
             Just(AnyValue { value: None }),
             any::<String>().prop_map(|s| v(Value::StringValue(s))),
+            "[a\\x00]{0,4}".prop_map(|s| v(Value::StringValue(s))),
             any::<bool>().prop_map(|b| v(Value::BoolValue(b))),
             any::<i64>().prop_map(|i| v(Value::IntValue(i))),
             any::<f64>().prop_map(|d| v(Value::DoubleValue(d))),
@@ -480,7 +511,12 @@ mod tests {
                 proptest::collection::vec(inner.clone(), 0..6)
                     .prop_map(|values| v(Value::ArrayValue(ArrayValue { values }))),
                 proptest::collection::btree_map(
-                    prop_oneof![any::<String>(), Just(TAG_MAP.to_string()), Just(TAG_BYTES.to_string())],
+                    prop_oneof![
+                        any::<String>(),
+                        Just(TAG_MAP.to_string()),
+                        Just(TAG_BYTES.to_string()),
+                        Just(TAG_NUL.to_string())
+                    ],
                     inner,
                     0..5
                 )

@@ -196,8 +196,8 @@ fn wire_record(
     }
     let (body_nul, attributes_nul) = (body_nul?, attributes_nul?);
     let verdict = valid
-        .and_then(|()| if body_nul { Err(validate::nul_in_value("body")) } else { Ok(()) })
-        .and_then(|()| if attributes_nul { Err(validate::nul_in_attributes("attributes")) } else { Ok(()) });
+        .and_then(|()| if body_nul { Err(validate::nul_in_keys("body")) } else { Ok(()) })
+        .and_then(|()| if attributes_nul { Err(validate::nul_in_keys("attributes")) } else { Ok(()) });
     if verdict.is_err() {
         rows.buf.truncate(start.0);
         rows.count = start.1;

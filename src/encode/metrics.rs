@@ -508,7 +508,7 @@ fn wire_series(
         }
         Some(true) => {
             enc.return_scratch(canon);
-            enc.out.reject(1, validate::nul_in_attributes("data point attributes"));
+            enc.out.reject(1, validate::nul_in_keys("data point attributes"));
             Ok(Some(None))
         }
         Some(false) => Ok(Some(Some(shape.finish_series(enc, canon)))),

@@ -412,7 +412,7 @@ fn wire_span(
     }
     let (attributes, events, links) = (attributes?, events?, links?);
     let verdict = before
-        .and_then(|()| if attributes { Err(validate::nul_in_attributes("attributes")) } else { Ok(()) })
+        .and_then(|()| if attributes { Err(validate::nul_in_keys("attributes")) } else { Ok(()) })
         .and_then(|()| events.map_or(Ok(()), Err))
         .and_then(|()| links.map_or(Ok(()), Err))
         .and_then(|()| validate::text("status message", status_message));
@@ -473,9 +473,7 @@ fn wire_events(buf: &mut BytesMut, span: &[u8]) -> Result<Option<validate::Rejec
         buf.put_u8(b'}');
         if refused.is_none() {
             refused = validate::text("event name", name)
-                .and_then(
-                    |()| if nul { Err(validate::nul_in_attributes("event attributes")) } else { Ok(()) },
-                )
+                .and_then(|()| if nul { Err(validate::nul_in_keys("event attributes")) } else { Ok(()) })
                 .err();
         }
     }
@@ -546,7 +544,7 @@ fn wire_links(buf: &mut BytesMut, span: &[u8]) -> Result<Option<validate::Reject
             refused = validate::optional_trace_id("link trace_id", trace_id)
                 .and_then(|()| validate::optional_span_id("link span_id", span_id))
                 .and_then(|()| validate::text("link trace_state", trace_state))
-                .and_then(|()| if nul { Err(validate::nul_in_attributes("link attributes")) } else { Ok(()) })
+                .and_then(|()| if nul { Err(validate::nul_in_keys("link attributes")) } else { Ok(()) })
                 .err();
         }
     }

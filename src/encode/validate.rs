@@ -5,9 +5,13 @@
 //! - Ids: a span's trace_id must be 16 bytes and span_id 8 bytes, neither all zero (the OTLP
 //!   and W3C definitions of a valid id); a parent span id, a link's ids, and a log record's
 //!   ids must have those lengths when present.
-//! - Text: PostgreSQL's text and jsonb cannot hold U+0000, so a record carrying it anywhere (a
-//!   name, an attribute key or value at any depth, a body) is refused, as is every record under
-//!   a resource or scope that carries it.
+//! - Text: PostgreSQL's text and jsonb cannot hold U+0000. Values can carry it all the same:
+//!   the jsonb mapping stores a string value holding it in a reversible form (see
+//!   `attributes`), at any depth, in attributes, bodies, event and link attributes and
+//!   exemplars. Keys and identifiers cannot: a record with U+0000 in a name, an attribute key
+//!   at any depth, a trace state, a status message, a severity text or an event name is
+//!   refused, as is every record under a resource or scope whose name, version, schema URL or
+//!   attribute keys carry it.
 
 use opentelemetry_proto::tonic::{
     common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue},
@@ -24,14 +28,15 @@ fn has_nul(text: &str) -> bool {
     text.as_bytes().contains(&0)
 }
 
-/// Why a record with U+0000 in `field` (one value) is refused.
+/// Why a record with U+0000 in `field` (a name or other identifier) is refused.
 pub fn nul_in_value(field: &str) -> Rejection {
     format!("{field} contains U+0000, which PostgreSQL text cannot store")
 }
 
-/// Why a record with U+0000 in `field` (a map of attributes) is refused.
-pub fn nul_in_attributes(field: &str) -> Rejection {
-    format!("{field} contain U+0000, which PostgreSQL text cannot store")
+/// Why a record with U+0000 in a map key in `field` (attributes, or a value holding maps) is
+/// refused.
+pub fn nul_in_keys(field: &str) -> Rejection {
+    format!("a key in {field} contains U+0000, which PostgreSQL cannot store in a key (values may hold it)")
 }
 
 /// U+0000 in `text`, named by `field`.
@@ -42,9 +47,9 @@ pub fn text(field: &str, text: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Whether no map key in `value` holds U+0000 (string values may).
 fn any_value_ok(value: &AnyValue) -> bool {
     match &value.value {
-        Some(Value::StringValue(s)) => !has_nul(s),
         Some(Value::ArrayValue(a)) => a.values.iter().all(any_value_ok),
         Some(Value::KvlistValue(l)) => attributes_ok(&l.values),
         _ => true,
@@ -55,18 +60,18 @@ fn attributes_ok(attributes: &[KeyValue]) -> bool {
     attributes.iter().all(|kv| !has_nul(&kv.key) && kv.value.as_ref().is_none_or(any_value_ok))
 }
 
-/// U+0000 anywhere in an attribute map, named by `field`.
+/// U+0000 in a key of an attribute map, at any depth, named by `field`.
 pub fn attributes(field: &str, attributes: &[KeyValue]) -> Result<(), Rejection> {
     if !attributes_ok(attributes) {
-        return Err(nul_in_attributes(field));
+        return Err(nul_in_keys(field));
     }
     Ok(())
 }
 
-/// U+0000 anywhere in an AnyValue, named by `field`.
+/// U+0000 in a key of a map inside an AnyValue, named by `field`.
 pub fn any_value(field: &str, value: &AnyValue) -> Result<(), Rejection> {
     if !any_value_ok(value) {
-        return Err(nul_in_value(field));
+        return Err(nul_in_keys(field));
     }
     Ok(())
 }
@@ -138,19 +143,23 @@ mod tests {
     }
 
     #[test]
-    fn nul_is_found_at_any_depth() {
-        let deep = kv(
-            "a",
-            Value::ArrayValue(ArrayValue {
-                values: vec![AnyValue {
-                    value: Some(Value::KvlistValue(KeyValueList {
-                        values: vec![kv("b", Value::StringValue("x\0y".into()))],
-                    })),
-                }],
-            }),
-        );
-        assert!(attributes("attributes", &[deep]).is_err());
+    fn nul_in_keys_is_found_at_any_depth_and_values_may_hold_it() {
+        let deep = |key: &str, value: &str| {
+            kv(
+                "a",
+                Value::ArrayValue(ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(Value::KvlistValue(KeyValueList {
+                            values: vec![kv(key, Value::StringValue(value.into()))],
+                        })),
+                    }],
+                }),
+            )
+        };
+        assert!(attributes("attributes", &[deep("b\0", "x")]).is_err());
+        assert!(attributes("attributes", &[deep("b", "x\0y")]).is_ok());
         assert!(attributes("attributes", &[kv("k\0", Value::IntValue(1))]).is_err());
+        assert!(attributes("attributes", &[kv("k", Value::StringValue("\0".into()))]).is_ok());
         assert!(attributes("attributes", &[kv("k", Value::StringValue("fine ✓".into()))]).is_ok());
         assert!(
             attributes("attributes", &[kv("bytes", Value::BytesValue(vec![0, 0]))]).is_ok(),

@@ -15,7 +15,8 @@ use prost::Message;
 
 use super::{
     attributes::{
-        is_plain, write_bytes, write_double, write_int, write_str, write_strindex, write_tag, TAGS, TAG_MAP,
+        is_plain, write_bytes, write_double, write_int, write_str, write_strindex, write_string_value,
+        write_tag, TAGS, TAG_MAP,
     },
     copy::Rows,
     dims::{KnownIds, RequestEncoder},
@@ -336,17 +337,15 @@ pub fn count(message: &[u8], number: u32) -> Result<usize, Unusual> {
     Ok(n)
 }
 
-/// Writes a protobuf string's bytes as a JSON string; returns whether it holds U+0000.
+/// Writes a map key's bytes as a JSON string; returns whether it holds U+0000 (which a key
+/// cannot be stored with).
 ///
 /// # Errors
 /// [`Unusual`] when the bytes are not UTF-8.
 #[inline]
-pub fn write_text(buf: &mut BytesMut, bytes: &[u8]) -> Result<bool, Unusual> {
+pub fn write_key(buf: &mut BytesMut, bytes: &[u8]) -> Result<bool, Unusual> {
     if is_plain(bytes) {
-        buf.reserve(bytes.len() + 2);
-        buf.put_u8(b'"');
-        buf.put_slice(bytes);
-        buf.put_u8(b'"');
+        write_plain(buf, bytes);
         return Ok(false);
     }
     let text = std::str::from_utf8(bytes).map_err(|_| Unusual)?;
@@ -354,8 +353,32 @@ pub fn write_text(buf: &mut BytesMut, bytes: &[u8]) -> Result<bool, Unusual> {
     Ok(text.as_bytes().contains(&0))
 }
 
+/// Writes a string value's bytes as `write_string_value` writes the decoded string: a JSON
+/// string, or the `$nul` tag when it holds U+0000.
+///
+/// # Errors
+/// [`Unusual`] when the bytes are not UTF-8.
+#[inline]
+pub fn write_text(buf: &mut BytesMut, bytes: &[u8]) -> Result<(), Unusual> {
+    if is_plain(bytes) {
+        write_plain(buf, bytes);
+        return Ok(());
+    }
+    write_string_value(buf, std::str::from_utf8(bytes).map_err(|_| Unusual)?);
+    Ok(())
+}
+
+/// Bytes that need no escaping, quoted.
+#[inline]
+fn write_plain(buf: &mut BytesMut, bytes: &[u8]) {
+    buf.reserve(bytes.len() + 2);
+    buf.put_u8(b'"');
+    buf.put_slice(bytes);
+    buf.put_u8(b'"');
+}
+
 /// Writes the JSON of an AnyValue message (see `attributes`), as `write_any_value` with
-/// `Order::AsSent` writes the decoded value. Returns whether it holds U+0000 anywhere.
+/// `Order::AsSent` writes the decoded value. Returns whether a map key in it holds U+0000.
 ///
 /// # Errors
 /// [`Unusual`] for an encoding left to prost.
@@ -366,7 +389,8 @@ pub fn write_any_value(buf: &mut BytesMut, message: &[u8], depth: usize) -> Resu
     // A string under 128 bytes, the commonest value, as encoders write it.
     if let [0x0a, len, text @ ..] = message {
         if *len < 0x80 && text.len() == usize::from(*len) {
-            return write_text(buf, text);
+            write_text(buf, text)?;
+            return Ok(false);
         }
     }
     let mut value = None;
@@ -384,7 +408,7 @@ pub fn write_any_value(buf: &mut BytesMut, message: &[u8], depth: usize) -> Resu
         return Ok(false);
     };
     match number {
-        1 => return write_text(buf, v.bytes()?),
+        1 => write_text(buf, v.bytes()?)?,
         2 => buf.put_slice(if v.varint()? != 0 { b"true" } else { b"false" }),
         3 => write_int(buf, v.varint()? as i64),
         4 => write_double(buf, f64::from_bits(v.fixed64()?)),
@@ -474,8 +498,8 @@ fn key_value(entry: &[u8]) -> Result<(&[u8], Option<&[u8]>), Unusual> {
 }
 
 /// Writes the KeyValues that are field `number` of `message` as a JSON object, as
-/// `write_attributes` with `Order::AsSent` writes the decoded map. Returns whether a key or
-/// value holds U+0000.
+/// `write_attributes` with `Order::AsSent` writes the decoded map. Returns whether a key, at any
+/// depth, holds U+0000.
 ///
 /// # Errors
 /// [`Unusual`] for an encoding left to prost.
@@ -498,7 +522,7 @@ pub fn write_attributes(
             buf.put_u8(b',');
         }
         first = false;
-        nul |= write_text(buf, key)?;
+        nul |= write_key(buf, key)?;
         buf.put_u8(b':');
         match value {
             Some(value) => nul |= write_any_value(buf, value, depth)?,
@@ -533,7 +557,7 @@ fn has_map(message: &[u8], depth: usize) -> Result<bool, Unusual> {
 
 /// Writes the KeyValues that are field `number` of `message` as a JSON object sorted by key, as
 /// `write_attributes` with `Order::Sorted` writes the decoded map, when no value holds a map
-/// (whose own entries that order would sort too): then returns whether a key or value holds
+/// (whose own entries that order would sort too): then returns whether a key holds
 /// U+0000. With a map among the values it writes nothing and returns `None`.
 ///
 /// # Errors
@@ -579,7 +603,7 @@ pub fn write_sorted_flat_attributes(
         if i > 0 {
             buf.put_u8(b',');
         }
-        nul |= write_text(buf, key)?;
+        nul |= write_key(buf, key)?;
         buf.put_u8(b':');
         match value {
             Some(value) => nul |= write_any_value(buf, value, 1)?,

@@ -12,6 +12,7 @@ mod http;
 mod isolation;
 mod logs;
 mod metrics;
+mod nul;
 mod outage;
 mod overload;
 mod pg_tls;

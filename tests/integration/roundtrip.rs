@@ -14,8 +14,9 @@ use proptest::{collection::vec, prelude::*};
 use crate::common::*;
 
 /// Any Unicode, and now and then text chosen to break a storage layer: U+0000 (which
-/// PostgreSQL's text and jsonb refuse, so its record must be refused alone), the escapes and
-/// tags the jsonb mapping uses, SQL, JSON, byte-order marks, the last code point, long text.
+/// PostgreSQL's text and jsonb refuse: in a value it must come back exactly, in a key or a name
+/// its record must be refused alone), the escapes and tags the jsonb mapping uses, SQL, JSON,
+/// byte-order marks, the last code point, long text.
 fn text() -> impl Strategy<Value = String> {
     let hostile = prop_oneof![
         Just(String::new()),
@@ -25,6 +26,8 @@ fn text() -> impl Strategy<Value = String> {
         Just("$double".to_string()),
         Just("$bytes".to_string()),
         Just("$map".to_string()),
+        Just("$nul".to_string()),
+        Just(r#"{"$nul":["a","b"]}"#.to_string()),
         Just(r#"{"$double":"NaN"}"#.to_string()),
         Just("'; DROP TABLE spans; --".to_string()),
         Just("\\\"\u{8}\u{c}\r\n\t\u{7f}".to_string()),
@@ -43,17 +46,18 @@ fn has_nul(text: &str) -> bool {
     text.contains('\0')
 }
 
-fn value_has_nul(value: &AnyValue) -> bool {
+/// Whether a map key inside `value` holds U+0000 (string values may hold it).
+fn value_has_nul_key(value: &AnyValue) -> bool {
     match &value.value {
-        Some(Value::StringValue(s)) => has_nul(s),
-        Some(Value::ArrayValue(a)) => a.values.iter().any(value_has_nul),
+        Some(Value::ArrayValue(a)) => a.values.iter().any(value_has_nul_key),
         Some(Value::KvlistValue(l)) => attributes_have_nul(&l.values),
         _ => false,
     }
 }
 
+/// Whether a key of `attributes`, at any depth, holds U+0000.
 fn attributes_have_nul(attributes: &[KeyValue]) -> bool {
-    attributes.iter().any(|kv| has_nul(&kv.key) || kv.value.as_ref().is_some_and(value_has_nul))
+    attributes.iter().any(|kv| has_nul(&kv.key) || kv.value.as_ref().is_some_and(value_has_nul_key))
 }
 
 fn span_has_nul(span: &Span) -> bool {
@@ -66,7 +70,8 @@ fn span_has_nul(span: &Span) -> bool {
 }
 
 /// What otelephant should store of `request`, and how many spans it should refuse: a span with
-/// U+0000 anywhere, and every span under a resource or scope with it.
+/// U+0000 in a name, a trace state, a status message or a key, and every span under a resource
+/// or scope with it there. U+0000 in values is stored.
 fn acceptable(request: &ExportTraceServiceRequest) -> (Vec<ResourceSpans>, i64) {
     let mut refused = 0;
     let mut kept = Vec::new();
