@@ -22,35 +22,35 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("invalid configuration: {0}")]
+    #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("invalid otlp.cors_allowed_origins: {0}")]
     Cors(String),
-    #[error("building gRPC reflection failed: {0}")]
-    Reflection(tonic_reflection::server::Error),
+    #[error("building gRPC reflection failed")]
+    Reflection(#[source] tonic_reflection::server::Error),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    #[error("gRPC TLS settings: {0}")]
-    GrpcTls(tonic::transport::Error),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("gRPC TLS settings")]
+    GrpcTls(#[source] tonic::transport::Error),
+    #[error("cannot listen on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("gRPC server failed: {0}")]
+    #[error("gRPC server failed")]
     Grpc(#[from] tonic::transport::Error),
-    #[error("HTTP server failed: {0}")]
+    #[error("HTTP server failed")]
     Http(#[from] std::io::Error),
     #[error(
         "shutdown did not finish within the grace period of {0:?}; unanswered requests were not acknowledged"
     )]
     GraceExceeded(std::time::Duration),
-    #[error("a server task panicked: {0}")]
+    #[error("a server task panicked")]
     Task(#[from] tokio::task::JoinError),
 }
 
@@ -154,7 +154,8 @@ fn authenticate_grpc(
                 .into_iter()
                 .find(|(service, _)| path.contains(service));
             if let Some((_, signal)) = signal {
-                let labels = [("signal", signal), ("transport", "grpc"), ("outcome", "unauthenticated")];
+                let outcome = receive::outcome::Outcome::Unauthenticated.label();
+                let labels = [("signal", signal), ("transport", "grpc"), ("outcome", outcome)];
                 telemetry.counter(telemetry::REQUESTS, &labels).increment(1);
             }
         })

@@ -38,6 +38,14 @@ pub const PARTITION_DROPS_FAILED: &str = "otelephant_partition_drops_failed_tota
 pub const DIMENSIONS_COLLECTED: &str = "otelephant_dimensions_collected_total";
 pub const BUILD_INFO: &str = "otelephant_build_info";
 
+/// The help of `otelephant_requests_total`; its labels are `receive::outcome::Outcome`'s (a
+/// test holds the two together).
+const REQUESTS_HELP: &str = "Export requests by outcome: ok, partial, invalid, too_large, too_slow, unauthenticated, overloaded, unavailable, refused, shutting_down, error.";
+
+pub fn requests_help() -> &'static str {
+    REQUESTS_HELP
+}
+
 /// What each metric means, for the exposition's `# HELP` lines.
 const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
     (RECEIVED_ITEMS, None, "Spans, metric data points or log records in export requests that could be decoded."),
@@ -47,7 +55,7 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         None,
         "Items not stored: invalid (refused by rule, reported as partial success), refused (by the database), overloaded, unavailable (database unreachable), shutting_down.",
     ),
-    (REQUESTS, None, "Export requests by outcome: ok, partial, invalid, too_large, too_slow, unauthenticated, overloaded, unavailable, refused, shutting_down, error."),
+    (REQUESTS, None, REQUESTS_HELP),
     (QUEUE_BYTES, Some(Unit::Bytes), "Memory held by encoded rows waiting in the queue or in unfinished batches."),
     (QUEUE_CAPACITY_BYTES, Some(Unit::Bytes), "pipeline.queue_bytes."),
     (INTAKE_BYTES, Some(Unit::Bytes), "Room reserved by requests on their way in (received, decoded, encoded, not yet queued)."),

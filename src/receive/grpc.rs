@@ -29,6 +29,7 @@ use tower::Service;
 
 use tokio::{task::JoinHandle, time::Sleep};
 
+use super::outcome::Outcome;
 use super::{
     conn::{Pace, Paced},
     inflate::{self, InflateError},
@@ -119,14 +120,14 @@ impl<S: Signal> Service<Request<Body>> for ExportService<S> {
                 // slow, or no intake room came free.
                 let status = Status::from_header_map(response.headers());
                 let outcome = match status.as_ref().map(Status::code) {
-                    Some(Code::Unavailable) => "overloaded",
-                    Some(Code::DeadlineExceeded) => "too_slow",
+                    Some(Code::Unavailable) => Outcome::Overloaded,
+                    Some(Code::DeadlineExceeded) => Outcome::TooSlow,
                     Some(Code::ResourceExhausted)
                         if status.as_ref().is_some_and(|s| s.message().contains("max_request_memory")) =>
                     {
-                        "too_large"
+                        Outcome::TooLarge
                     }
-                    _ => "invalid",
+                    _ => Outcome::Invalid,
                 };
                 super::count_request::<S>(&telemetry, "grpc", outcome);
             }

@@ -26,7 +26,10 @@ use super::{
     conn::Pace,
     inflate::{self, InflateError},
 };
-use super::{count_request, http_status, ingest, IngestError, Logs, Metrics, Signal, Traces, RETRY_AFTER};
+use super::{
+    count_request, http_status, ingest, outcome::Outcome, IngestError, Logs, Metrics, Signal, Traces,
+    RETRY_AFTER,
+};
 use crate::{
     auth::Access,
     config::OtlpConfig,
@@ -141,13 +144,13 @@ impl BodyError {
         }
     }
 
-    /// The `outcome` label of a request answered with this.
-    fn outcome(&self) -> &'static str {
+    /// How a request answered with this is counted.
+    fn outcome(&self) -> Outcome {
         match self {
-            BodyError::NoRoom(WriteError::TooLarge(_)) => "too_large",
-            BodyError::NoRoom(_) => "overloaded",
-            BodyError::TooSlow(_) => "too_slow",
-            _ => "invalid",
+            BodyError::NoRoom(WriteError::TooLarge(_)) => Outcome::TooLarge,
+            BodyError::NoRoom(_) => Outcome::Overloaded,
+            BodyError::TooSlow(_) => Outcome::TooSlow,
+            _ => Outcome::Invalid,
         }
     }
 }
@@ -233,7 +236,8 @@ pub fn router(
         }
         let signal = request.uri().path().strip_prefix("/v1/").unwrap_or("none");
         let signal = ["traces", "metrics", "logs"].into_iter().find(|s| *s == signal).unwrap_or("none");
-        let labels = [("signal", signal), ("transport", "http"), ("outcome", "unauthenticated")];
+        let labels =
+            [("signal", signal), ("transport", "http"), ("outcome", Outcome::Unauthenticated.label())];
         telemetry.counter(crate::telemetry::REQUESTS, &labels).increment(1);
         let format = Format::of(request.headers()).unwrap_or(Format::Json);
         let message = "a valid bearer token is required (Authorization: Bearer <token>)".to_owned();
@@ -285,7 +289,7 @@ async fn export<S: Signal>(state: &HttpState, headers: &HeaderMap, body: Body) -
     // Requests answered before they reach the pipeline are counted here; the rest by `ingest`.
     let count = |outcome| count_request::<S>(&state.pipeline.telemetry, "http", outcome);
     let Some(format) = Format::of(headers) else {
-        count("invalid");
+        count(Outcome::Invalid);
         let message = format!("unsupported Content-Type; use {PROTOBUF} or {JSON}");
         return Format::Json.error(StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_ARGUMENT, message);
     };
@@ -340,7 +344,7 @@ async fn export<S: Signal>(state: &HttpState, headers: &HeaderMap, body: Body) -
                 return err.respond(format);
             }
             Err(err) => {
-                count("error");
+                count(Outcome::Error);
                 return format.error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, err.to_string());
             }
         }

@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod http;
 pub mod inflate;
 pub mod json;
+pub mod outcome;
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -40,6 +41,7 @@ use crate::{
     },
     telemetry::{self, Telemetry},
 };
+use outcome::Outcome;
 
 /// What differs between the three export services.
 pub trait Signal: Send + Sync + 'static {
@@ -145,14 +147,7 @@ pub enum IngestError {
 impl IngestError {
     /// Whether sending the same request again may succeed.
     pub fn retryable(&self) -> bool {
-        match self {
-            IngestError::Write(
-                WriteError::Database(_) | WriteError::ShuttingDown | WriteError::Overloaded(_),
-            ) => true,
-            IngestError::Write(WriteError::Refused(_) | WriteError::TooLarge(_))
-            | IngestError::Encode(_)
-            | IngestError::Decode(_) => false,
-        }
+        Outcome::of(self).retryable()
     }
 }
 
@@ -191,12 +186,12 @@ pub async fn ingest<S: Signal>(
         Some(err) => Err(IngestError::Write(err)),
         None => encoded.map_err(|err| IngestError::Encode(err.to_string())).and_then(|encoded| encoded),
     }
-    .inspect_err(|err| count_request::<S>(t, transport, outcome(err)))?;
+    .inspect_err(|err| count_request::<S>(t, transport, Outcome::of(err)))?;
     let built = std::mem::take(&mut *built.lock().unwrap_or_else(PoisonError::into_inner));
     let items = encoded.items() as u64;
     t.counter(telemetry::RECEIVED_ITEMS, &labels).increment(items + encoded.rejected);
     if encoded.rejected > 0 {
-        let labels = [labels[0], labels[1], ("reason", "invalid")];
+        let labels = [labels[0], labels[1], ("reason", Outcome::Invalid.label())];
         t.counter(telemetry::REJECTED_ITEMS, &labels).increment(encoded.rejected);
     }
     let refused = encoded
@@ -204,13 +199,14 @@ pub async fn ingest<S: Signal>(
         .map(|message| Refused { count: i64::try_from(encoded.rejected).unwrap_or(i64::MAX), message });
     if let Err(err) = pipeline.submit(encoded, room, built).await {
         let err = IngestError::from(err);
-        let reason = outcome(&err);
-        t.counter(telemetry::REJECTED_ITEMS, &[labels[0], labels[1], ("reason", reason)]).increment(items);
+        let reason = Outcome::of(&err);
+        t.counter(telemetry::REJECTED_ITEMS, &[labels[0], labels[1], ("reason", reason.label())])
+            .increment(items);
         count_request::<S>(t, transport, reason);
         return Err(err);
     }
     t.counter(telemetry::ACCEPTED_ITEMS, &labels).increment(items);
-    count_request::<S>(t, transport, if refused.is_some() { "partial" } else { "ok" });
+    count_request::<S>(t, transport, if refused.is_some() { Outcome::Partial } else { Outcome::Ok });
     Ok(refused)
 }
 
@@ -231,57 +227,31 @@ fn charging(budget: Intake, room: Arc<Mutex<Room>>, refusal: Arc<Mutex<Option<Wr
 }
 
 /// Counts an export request by how it was answered.
-pub fn count_request<S: Signal>(telemetry: &Telemetry, transport: &'static str, outcome: &'static str) {
-    let labels = [("signal", S::NAME), ("transport", transport), ("outcome", outcome)];
+pub fn count_request<S: Signal>(telemetry: &Telemetry, transport: &'static str, outcome: Outcome) {
+    let labels = [("signal", S::NAME), ("transport", transport), ("outcome", outcome.label())];
     telemetry.counter(telemetry::REQUESTS, &labels).increment(1);
-}
-
-/// The `outcome` (and `reason`) label for a request that was not stored.
-fn outcome(err: &IngestError) -> &'static str {
-    match err {
-        IngestError::Decode(_) => "invalid",
-        IngestError::Encode(_) => "error",
-        IngestError::Write(WriteError::Refused(_)) => "refused",
-        IngestError::Write(WriteError::Overloaded(_)) => "overloaded",
-        IngestError::Write(WriteError::TooLarge(_)) => "too_large",
-        IngestError::Write(WriteError::Database(_)) => "unavailable",
-        IngestError::Write(WriteError::ShuttingDown) => "shutting_down",
-    }
 }
 
 /// The gRPC status for a request whose rows were not stored: `UNAVAILABLE`, with a
 /// `google.rpc.RetryInfo` delay, tells OTLP exporters to back off and send again;
 /// `INVALID_ARGUMENT` that the data itself was refused.
 pub fn grpc_status(err: &IngestError) -> Status {
-    match err {
-        IngestError::Write(WriteError::Refused(_)) | IngestError::Decode(_) => {
-            Status::invalid_argument(err.to_string())
-        }
-        IngestError::Write(WriteError::TooLarge(_)) => Status::resource_exhausted(err.to_string()),
-        _ if err.retryable() => {
-            let details = tonic_types::ErrorDetails::with_retry_info(Some(RETRY_AFTER));
-            <Status as tonic_types::StatusExt>::with_error_details(
-                tonic::Code::Unavailable,
-                err.to_string(),
-                details,
-            )
-        }
-        _ => Status::internal(err.to_string()),
+    let outcome = Outcome::of(err);
+    if outcome.retryable() {
+        let details = tonic_types::ErrorDetails::with_retry_info(Some(RETRY_AFTER));
+        return <Status as tonic_types::StatusExt>::with_error_details(
+            outcome.grpc_code(),
+            err.to_string(),
+            details,
+        );
     }
+    Status::new(outcome.grpc_code(), err.to_string())
 }
 
 /// The HTTP status for a request whose rows were not stored: 429 when otelephant is overloaded,
 /// 503 when the database is; both (with Retry-After) tell OTLP exporters to send again.
 pub fn http_status(err: &IngestError) -> ::http::StatusCode {
-    match err {
-        IngestError::Write(WriteError::Overloaded(_)) => ::http::StatusCode::TOO_MANY_REQUESTS,
-        IngestError::Write(WriteError::TooLarge(_)) => ::http::StatusCode::PAYLOAD_TOO_LARGE,
-        IngestError::Write(WriteError::Refused(_)) | IngestError::Decode(_) => {
-            ::http::StatusCode::BAD_REQUEST
-        }
-        _ if err.retryable() => ::http::StatusCode::SERVICE_UNAVAILABLE,
-        _ => ::http::StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    Outcome::of(err).http_status()
 }
 
 /// The export answers, with `partial_success` set when records were refused.

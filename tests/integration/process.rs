@@ -252,6 +252,25 @@ async fn a_first_start_logs_one_line_per_step_without_colour_or_notices() {
 }
 
 #[tokio::test]
+async fn a_bad_configuration_is_named_once_and_stops_the_start() {
+    for (key, value, says) in [
+        ("OTELEPHANT_PIPELINE__WRITERS", "0", "pipeline.writers must be greater than 0"),
+        ("OTELEPHANT_POSTGRES__POOL_SIZE", "many", "POOL_SIZE"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_otelephant"))
+            .env(key, value)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .await
+            .expect("run otelephant");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{key}={value} stops the start");
+        assert!(stderr.contains(says), "{stderr}");
+        assert_eq!(stderr.matches("invalid configuration").count(), 1, "said once: {stderr}");
+    }
+}
+
+#[tokio::test]
 async fn tokens_never_appear_in_the_logs() {
     const INGEST: &str = "ingest-secret-5d0c77e1";
     const QUERY: &str = "query-secret-90af3b2c";
