@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect::<Result<_, prost::DecodeError>>()?;
     // Resources, scopes and series once, outside the measurement.
-    write_batch(&pool, &payloads.iter().collect::<Vec<_>>()).await?;
+    write_batch(&pool, &payloads.iter().map(|p| &p.tables).collect::<Vec<_>>()).await?;
     let fact_rows = |p: &Payload| p.tables[DIMENSION_TABLES..].iter().map(|(_, n)| *n).sum::<usize>();
     let requests_per_batch = (args.batch_rows / fact_rows(&payloads[0]).max(1)).max(1);
     let payloads = Arc::new(payloads);

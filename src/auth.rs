@@ -6,23 +6,13 @@
 //! The running server keeps only the tokens' SHA-256 digests, and a presented token's digest is
 //! compared with every accepted one in constant time, so timing does not give a token away.
 
-use std::{fmt, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
 
 use http::{header, HeaderMap, Request, Response};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// A secret from the configuration: its `Debug` form never shows the value.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(redacted)")
-    }
-}
+pub use crate::config::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

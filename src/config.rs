@@ -14,12 +14,21 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Secret;
-
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "otelephant.toml";
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "OTELEPHANT_";
+
+/// A secret from the configuration (a bearer token): its `Debug` form never shows the value.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

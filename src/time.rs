@@ -1,5 +1,11 @@
-//! Calendar dates for people: the UTC date of a day number (days since 1970-01-01, as
-//! partitions are named in the database) and of a timestamp in nanoseconds.
+//! Days and dates: the day number (days since 1970-01-01, UTC) that partitions and dimension
+//! rows are dated with, and calendar dates of day numbers and timestamps, for people.
+
+/// Days since the Unix epoch (UTC) at `now`: the day number partitions and dimension rows are
+/// dated with.
+pub fn epoch_day(now: std::time::SystemTime) -> i32 {
+    (now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() / 86_400) as i32
+}
 
 /// The UTC calendar date `(year, month, day)` of `days` since 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`).

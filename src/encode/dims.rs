@@ -120,7 +120,7 @@ impl<'a> RequestEncoder<'a> {
             known,
             out: Encoded::default(),
             seen: IdSet::default(),
-            today: crate::store::partitions::epoch_day(std::time::SystemTime::now()),
+            today: crate::time::epoch_day(std::time::SystemTime::now()),
             scratch: BytesMut::new(),
         }
     }

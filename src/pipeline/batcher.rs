@@ -110,7 +110,8 @@ impl Batcher {
         loop {
             let started = Instant::now();
             let payloads: Vec<_> = batch.iter().map(|r| &r.payload).collect();
-            let result = writer::write_batch(&self.pool, &payloads).await;
+            let tuples: Vec<_> = payloads.iter().map(|p| &p.tables).collect();
+            let result = writer::write_batch(&self.pool, &tuples).await;
             let rows: usize = payloads.iter().map(|p| p.rows()).sum();
             let err = match result {
                 Ok(timings) => {
@@ -166,7 +167,7 @@ impl Batcher {
     /// requests whose own data the database refuses fail, and everyone else's rows commit.
     async fn isolate(&self, batch: Vec<WriteRequest>) {
         for request in batch {
-            match writer::write_batch(&self.pool, &[&request.payload]).await {
+            match writer::write_batch(&self.pool, &[&request.payload.tables]).await {
                 Ok(_) => self.committed(request),
                 Err(err) => {
                     let err = if err.is_data_error() {
@@ -183,7 +184,7 @@ impl Batcher {
 
     /// Answers a request whose rows committed.
     fn committed(&self, request: WriteRequest) {
-        let today = crate::store::partitions::epoch_day(std::time::SystemTime::now());
+        let today = crate::time::epoch_day(std::time::SystemTime::now());
         self.known.insert_all(&request.payload.new_dimension_ids, today);
         let _ = request.ack.send(Ok(()));
     }

@@ -7,7 +7,6 @@ pub mod intake;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use deadpool_postgres::Pool;
 use tokio::{
     sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore},
@@ -17,17 +16,18 @@ use tokio::{
 use self::intake::{Intake, Room};
 use crate::{
     config::PipelineConfig,
-    encode::{dims::KnownIds, Encoded, TABLES},
+    encode::{dims::KnownIds, Encoded},
+    store::writer::Tuples,
     telemetry::Telemetry,
 };
 
 /// Requests that may wait in the queue at once; the byte budget usually binds first.
 pub const QUEUE_REQUESTS: usize = 4096;
 
-/// One request's encoded rows, frozen for streaming: per table (indexed like [`TABLES`]) the
-/// tuples and their count.
+/// One request's encoded rows, frozen for streaming: per table (indexed like
+/// [`crate::encode::TABLES`]) the tuples and their count.
 pub struct Payload {
-    pub tables: [(Bytes, usize); TABLES.len()],
+    pub tables: Tuples,
     pub new_dimension_ids: Vec<i64>,
 }
 

@@ -3,8 +3,6 @@
 //! `otel_create_daily_partition` moves such rows into a day's partition when it is created.
 //! Dropping them when they expire is [`super::maintenance`]'s.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use deadpool_postgres::Object;
 
 use super::StoreError;
@@ -22,10 +20,7 @@ pub const PARTITIONED: [(&str, &str); 6] = [
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('otelephant partitions ' || current_schema()))";
 
-/// Days since the Unix epoch (UTC) at `now`.
-pub fn epoch_day(now: SystemTime) -> i32 {
-    (now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 86_400) as i32
-}
+pub use crate::time::epoch_day;
 
 /// Makes sure every partitioned table has its partitions from `days_behind` days before `today`
 /// to `days_ahead` days after. Returns how many partitions it created.

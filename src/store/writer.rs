@@ -11,13 +11,14 @@ use deadpool_postgres::{Pool, Transaction};
 use futures_util::SinkExt;
 
 use super::StoreError;
-use crate::{
-    encode::{
-        copy::{Table, HEADER, TRAILER},
-        DIMENSION_TABLES, TABLES,
-    },
-    pipeline::Payload,
+use crate::encode::{
+    copy::{Table, HEADER, TRAILER},
+    DIMENSION_TABLES, TABLES,
 };
+
+/// One request's tuples for each table, in [`TABLES`] order, with their row counts: what the
+/// writer stores. The pipeline hands these over; the store needs nothing else of it.
+pub type Tuples = [(Bytes, usize); TABLES.len()];
 
 /// How long a committed batch took to stream and to commit.
 pub struct Timings {
@@ -26,17 +27,17 @@ pub struct Timings {
     pub commit: Duration,
 }
 
-/// Stores every payload of a batch, or none of them.
+/// Stores every request's tuples of a batch, or none of them.
 ///
 /// # Errors
 /// No connection, or any statement of the transaction failing.
-pub async fn write_batch(pool: &Pool, batch: &[&Payload]) -> Result<Timings, StoreError> {
+pub async fn write_batch(pool: &Pool, batch: &[&Tuples]) -> Result<Timings, StoreError> {
     let started = Instant::now();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     for (index, table) in TABLES.iter().enumerate() {
         let chunks: Vec<&Bytes> =
-            batch.iter().map(|p| &p.tables[index]).filter(|(_, n)| *n > 0).map(|(b, _)| b).collect();
+            batch.iter().map(|tuples| &tuples[index]).filter(|(_, n)| *n > 0).map(|(b, _)| b).collect();
         if chunks.is_empty() {
             continue;
         }
