@@ -55,7 +55,7 @@ async fn metrics_count_what_was_received_stored_and_refused() {
     let (admin, http) = (server.admin_addr, server.http_addr);
 
     // Four spans over gRPC, one of them with a trace id of the wrong length.
-    let mut request = crate::traces::request(nanos_now());
+    let mut request = crate::common::fixtures::traces::request(nanos_now());
     request.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1, 2, 3];
     t.traces().await.export(request).await.expect("stored");
     // A body that is not protobuf over HTTP.
@@ -105,7 +105,12 @@ async fn metrics_count_database_errors_and_retries() {
     .await;
     let admin = t.server.as_ref().expect("running").admin_addr;
     proxy.refuse();
-    let err = t.traces().await.export(crate::traces::request(nanos_now())).await.expect_err("database down");
+    let err = t
+        .traces()
+        .await
+        .export(crate::common::fixtures::traces::request(nanos_now()))
+        .await
+        .expect_err("database down");
     assert_eq!(err.code(), tonic::Code::Unavailable);
 
     let (_, text) = get(admin, "/metrics").await;

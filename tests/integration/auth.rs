@@ -4,7 +4,7 @@
 use otelephant::{auth::Secret, query::proto::ListServicesRequest};
 use tonic::{metadata::MetadataValue, Code, Request};
 
-use crate::{common::*, traces};
+use crate::common::{fixtures::traces, *};
 
 const INGEST: &str = "ingest-token-7f3a9c";
 const QUERY: &str = "query-token-b61e02";

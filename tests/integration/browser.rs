@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use otelephant::auth::Secret;
 use tokio::process::Command;
 
-use crate::{
-    common::*,
-    e2e::{e2e_python, repo},
+use crate::common::{
+    clients::{e2e_python, repo},
+    *,
 };
 
 /// The browser's path, after making sure it and playwright-core are installed.

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::{
 };
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::{common::*, traces};
+use crate::common::{fixtures::traces, *};
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")

@@ -7,23 +7,10 @@ use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 
-use crate::common::*;
-
-pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv's python, creating the venv first if needed.
-pub async fn e2e_python() -> PathBuf {
-    let output =
-        Command::new(repo().join("tests/e2e/setup-venv.sh")).output().await.expect("run setup-venv.sh");
-    assert!(
-        output.status.success(),
-        "setting up the e2e venv failed (needs python3 and PyPI):\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8(output.stdout).expect("utf-8 path").trim())
-}
+use crate::common::{
+    clients::{e2e_python, repo},
+    *,
+};
 
 #[tokio::test]
 async fn python_sdk_grpc_exporters_land_in_postgres() {
@@ -197,7 +184,7 @@ async fn grpcurl_discovers_and_calls_the_query_service() {
     let python = e2e_python().await;
     let mut t = TestServer::start().await;
     let now = nanos_now() - 10_000_000_000;
-    t.traces().await.export(crate::traces::request(now)).await.expect("export");
+    t.traces().await.export(crate::common::fixtures::traces::request(now)).await.expect("export");
     let addr = t.endpoint().trim_start_matches("http://").to_owned();
 
     let services = grpcurl(&python, &["-plaintext", &addr, "list"]).await;
@@ -220,7 +207,7 @@ async fn grpcurl_discovers_and_calls_the_query_service() {
     .await;
     assert!(export.contains("rpc Export"), "{export}");
 
-    let trace_id = hex::encode(crate::traces::full_span(0, now).trace_id);
+    let trace_id = hex::encode(crate::common::fixtures::traces::full_span(0, now).trace_id);
     let request = format!(r#"{{"trace_id": "{trace_id}"}}"#);
     let trace =
         grpcurl(&python, &["-plaintext", "-d", &request, &addr, "otelephant.query.v1.QueryService/GetTrace"])
@@ -240,7 +227,7 @@ async fn grpcurl_discovers_and_calls_the_query_service() {
     assert!(services.contains("checkout"), "{services}");
     let logs = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
         resource_logs: vec![opentelemetry_proto::tonic::logs::v1::ResourceLogs {
-            resource: crate::traces::request(now).resource_spans[0].resource.clone(),
+            resource: crate::common::fixtures::traces::request(now).resource_spans[0].resource.clone(),
             scope_logs: vec![opentelemetry_proto::tonic::logs::v1::ScopeLogs {
                 log_records: vec![opentelemetry_proto::tonic::logs::v1::LogRecord {
                     time_unix_nano: now,

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::{
 };
 use tonic::{codec::CompressionEncoding, Code};
 
-use crate::{common::*, traces::full_span};
+use crate::common::{fixtures::traces::full_span, *};
 
 fn spans(n: u8) -> ExportTraceServiceRequest {
     let now = nanos_now();

@@ -12,29 +12,12 @@ use otelephant::query::proto::{query_service_client::QueryServiceClient, GetTrac
 use prost::Message;
 use reqwest::{header, StatusCode};
 
-use crate::common::*;
+use crate::common::{
+    clients::{post, url, PROTOBUF},
+    *,
+};
 
-pub const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
-
-pub fn url(t: &TestServer, path: &str) -> String {
-    format!("http://{}{path}", t.server.as_ref().expect("running").http_addr)
-}
-
-pub async fn post(
-    t: &TestServer,
-    path: &str,
-    content_type: &str,
-    encoding: Option<&str>,
-    body: Vec<u8>,
-) -> reqwest::Response {
-    let mut request =
-        reqwest::Client::new().post(url(t, path)).header(header::CONTENT_TYPE, content_type).body(body);
-    if let Some(encoding) = encoding {
-        request = request.header(header::CONTENT_ENCODING, encoding);
-    }
-    request.send().await.expect("the request is answered")
-}
 
 fn example(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/otlp-examples").join(name);
@@ -54,14 +37,14 @@ struct RpcStatus {
 async fn protobuf_exports_of_every_signal_are_stored() {
     let mut t = TestServer::start().await;
     let now = nanos_now();
-    let traces = crate::traces::request(now).encode_to_vec();
+    let traces = crate::common::fixtures::traces::request(now).encode_to_vec();
     let response = post(&t, "/v1/traces", PROTOBUF, None, traces).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()[header::CONTENT_TYPE], PROTOBUF);
     let body = response.bytes().await.expect("body");
     assert_eq!(ExportTraceServiceResponse::decode(body).expect("a response message").partial_success, None);
 
-    let metrics = crate::metrics::request(now).encode_to_vec();
+    let metrics = crate::common::fixtures::metrics::request(now).encode_to_vec();
     assert_eq!(post(&t, "/v1/metrics", PROTOBUF, None, metrics).await.status(), StatusCode::OK);
     let logs = ExportLogsServiceRequest {
         resource_logs: vec![opentelemetry_proto::tonic::logs::v1::ResourceLogs {
@@ -107,7 +90,10 @@ async fn the_specification_json_examples_are_stored_correctly() {
         .await
         .expect("the example trace")
         .into_inner();
-    assert_eq!(crate::query::flatten(&got.resource_spans), crate::query::flatten(&sent.resource_spans));
+    assert_eq!(
+        crate::common::fixtures::query::flatten(&got.resource_spans),
+        crate::common::fixtures::query::flatten(&sent.resource_spans)
+    );
     let span = t
         .sql
         .query_one(
@@ -203,7 +189,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn compressed_bodies_are_accepted() {
     let mut t = TestServer::start().await;
-    let body = crate::traces::request(nanos_now()).encode_to_vec();
+    let body = crate::common::fixtures::traces::request(nanos_now()).encode_to_vec();
     let mut deflate = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     deflate.write_all(&body).expect("compress");
     let deflated = deflate.finish().expect("compress");
@@ -295,8 +281,14 @@ async fn database_failure_is_a_retryable_503() {
     let body = ExportMetricsServiceRequest::default();
     assert_eq!(post(&t, "/v1/metrics", PROTOBUF, None, body.encode_to_vec()).await.status(), StatusCode::OK);
     proxy.cut();
-    let response =
-        post(&t, "/v1/traces", PROTOBUF, None, crate::traces::request(nanos_now()).encode_to_vec()).await;
+    let response = post(
+        &t,
+        "/v1/traces",
+        PROTOBUF,
+        None,
+        crate::common::fixtures::traces::request(nanos_now()).encode_to_vec(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key(header::RETRY_AFTER));
     let status = RpcStatus::decode(response.bytes().await.expect("body")).expect("status");
@@ -346,7 +338,7 @@ async fn http2_cleartext_is_served_too() {
     let response = client
         .post(url(&t, "/v1/traces"))
         .header(header::CONTENT_TYPE, PROTOBUF)
-        .body(crate::traces::request(nanos_now()).encode_to_vec())
+        .body(crate::common::fixtures::traces::request(nanos_now()).encode_to_vec())
         .send()
         .await
         .expect("answered over HTTP/2");
@@ -373,8 +365,15 @@ async fn a_full_queue_turns_requests_away_with_429_and_grpc_unavailable_with_ret
     // the other finds no room and is turned away first.
     proxy.pause();
     {
-        let send =
-            || post(&t, "/v1/traces", PROTOBUF, None, crate::traces::request(nanos_now()).encode_to_vec());
+        let send = || {
+            post(
+                &t,
+                "/v1/traces",
+                PROTOBUF,
+                None,
+                crate::common::fixtures::traces::request(nanos_now()).encode_to_vec(),
+            )
+        };
         let (a, b) = (send(), send());
         tokio::pin!(a, b);
         let (rejected, held) = tokio::select! {
@@ -393,8 +392,10 @@ async fn a_full_queue_turns_requests_away_with_429_and_grpc_unavailable_with_ret
     proxy.pause();
     {
         let (mut c1, mut c2) = (t.traces().await, t.traces().await);
-        let (a, b) =
-            (c1.export(crate::traces::request(nanos_now())), c2.export(crate::traces::request(nanos_now())));
+        let (a, b) = (
+            c1.export(crate::common::fixtures::traces::request(nanos_now())),
+            c2.export(crate::common::fixtures::traces::request(nanos_now())),
+        );
         tokio::pin!(a, b);
         let (rejected, held) = tokio::select! {
             r = &mut a => (r, b.as_mut().left_future()),

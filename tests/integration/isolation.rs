@@ -85,7 +85,7 @@ async fn queries_stuck_in_the_database_hold_up_neither_ingest_nor_readiness() {
 
     // Ingest and readiness go on meanwhile.
     let started = Instant::now();
-    t.traces().await.export(crate::traces::request(nanos_now())).await.expect("stored");
+    t.traces().await.export(crate::common::fixtures::traces::request(nanos_now())).await.expect("stored");
     let export = started.elapsed();
     assert_eq!(t.count("spans").await, 4);
     let admin = t.server.as_ref().expect("running").admin_addr;
@@ -253,7 +253,7 @@ async fn bad_filters_and_tokens_are_invalid_arguments_not_database_errors() {
 async fn a_trace_larger_than_the_limit_is_refused_naming_the_limit() {
     let mut t = TestServer::start_with(|c| c.query.max_trace_spans = 3).await;
     let now = nanos_now();
-    let mut request = crate::traces::request(now);
+    let mut request = crate::common::fixtures::traces::request(now);
     let trace_id = vec![7u8; 16];
     for rs in &mut request.resource_spans {
         for ss in &mut rs.scope_spans {
@@ -274,7 +274,7 @@ async fn a_trace_larger_than_the_limit_is_refused_naming_the_limit() {
     t.stop().await;
 
     let mut t = TestServer::start_with(|c| c.query.max_trace_spans = 4).await;
-    let mut request = crate::traces::request(now);
+    let mut request = crate::common::fixtures::traces::request(now);
     for rs in &mut request.resource_spans {
         for ss in &mut rs.scope_spans {
             for span in &mut ss.spans {

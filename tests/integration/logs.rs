@@ -113,23 +113,3 @@ async fn every_log_field_round_trips() {
     assert_eq!(view.get::<_, String>(2), "logger");
     t.stop().await;
 }
-
-/// An export request of log records with 1 KB bodies, encoded, of about `bytes` bytes.
-pub fn many_records(bytes: usize) -> Vec<u8> {
-    use prost::Message;
-    let now = nanos_now();
-    let records = (0..bytes / 1_030)
-        .map(|i| LogRecord {
-            time_unix_nano: now + i as u64,
-            body: Some(AnyValue { value: Some(Value::StringValue(format!("{i:>1024}"))) }),
-            ..Default::default()
-        })
-        .collect();
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}

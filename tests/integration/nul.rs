@@ -22,7 +22,7 @@ use otelephant::query::proto::{
     SearchLogsRequest, SearchTracesRequest,
 };
 
-use crate::{common::*, query::flatten};
+use crate::common::{fixtures::query::flatten, *};
 
 fn nul_values() -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
     vec![

@@ -11,12 +11,19 @@ async fn ingest_rides_out_an_outage_and_resumes_by_itself() {
         c.pipeline.retry_deadline_ms = 30_000;
     })
     .await;
-    t.traces().await.export(crate::traces::request(nanos_now())).await.expect("stored before the outage");
+    t.traces()
+        .await
+        .export(crate::common::fixtures::traces::request(nanos_now()))
+        .await
+        .expect("stored before the outage");
 
     // The database goes away: connections drop, new ones are refused.
     proxy.refuse();
     let mut client = t.traces().await;
-    let waiting = tokio::spawn(async move { client.export(crate::traces::request(nanos_now())).await });
+    let waiting =
+        tokio::spawn(
+            async move { client.export(crate::common::fixtures::traces::request(nanos_now())).await },
+        );
     // The writer has tried and failed to reach the database (at least twice: it retries).
     proxy.refused_at_least(2).await;
     assert!(!waiting.is_finished(), "the request waits instead of failing at once");
@@ -37,11 +44,14 @@ async fn a_connection_cut_in_the_middle_of_a_copy_loses_and_duplicates_nothing()
     })
     .await;
     let mut traces = t.traces().await;
-    traces.export(crate::traces::request(nanos_now())).await.expect("stored before the cut");
+    traces
+        .export(crate::common::fixtures::traces::request(nanos_now()))
+        .await
+        .expect("stored before the cut");
 
     // A request of 2,000 spans: its spans travel in one CopyData message of a megabyte or so,
     // and the connection is cut half-way through it, inside the open transaction.
-    let mut request = crate::traces::request(nanos_now());
+    let mut request = crate::common::fixtures::traces::request(nanos_now());
     request.resource_spans.truncate(1);
     request.resource_spans[0].scope_spans.truncate(1);
     let spans = &mut request.resource_spans[0].scope_spans[0].spans;

@@ -9,9 +9,9 @@ use prost::Message;
 use reqwest::{header, StatusCode};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-use crate::{
-    common::*,
-    http::{post, PROTOBUF},
+use crate::common::{
+    clients::{post, PROTOBUF},
+    *,
 };
 
 /// The whole intake budget; the stalled requests below declare exactly this much.
@@ -53,7 +53,7 @@ async fn a_stalled_http_body_holds_only_what_it_sent_and_is_cut_off() {
         room_held(&t, INTAKE / 64).await;
 
         // Another client's export is stored meanwhile.
-        let body = crate::traces::request(nanos_now()).encode_to_vec();
+        let body = crate::common::fixtures::traces::request(nanos_now()).encode_to_vec();
         let stored = post(&t, "/v1/traces", PROTOBUF, None, body).await;
         assert_eq!(stored.status(), StatusCode::OK);
 
@@ -133,7 +133,7 @@ async fn bodies_still_arriving_count_against_the_budget() {
     }
 
     // A request of 40% of the budget finds no room and is turned away to retry.
-    let large = crate::logs::many_records(INTAKE * 4 / 10);
+    let large = crate::common::fixtures::logs::many_records(INTAKE * 4 / 10);
     let turned_away = post(&t, "/v1/logs", PROTOBUF, None, large.clone()).await;
     assert_eq!(turned_away.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(turned_away.headers()[header::RETRY_AFTER], "1");
@@ -215,7 +215,7 @@ async fn a_stalled_grpc_message_holds_only_what_it_sent_and_is_cut_off() {
     room_held(&t, INTAKE / 64).await;
 
     // A complete export is stored meanwhile.
-    t.traces().await.export(crate::traces::request(nanos_now())).await.expect("stored");
+    t.traces().await.export(crate::common::fixtures::traces::request(nanos_now())).await.expect("stored");
     assert_eq!(t.count("spans").await, 4);
 
     // The stalled call is answered DEADLINE_EXCEEDED after otlp.read_timeout_ms; its room comes back.
@@ -234,7 +234,7 @@ async fn a_stalled_grpc_message_holds_only_what_it_sent_and_is_cut_off() {
 async fn an_export_call_carrying_two_messages_is_refused() {
     let mut t = TestServer::start().await;
     let (response, mut stream) = export_call(t.server.as_ref().expect("running").grpc_addr).await;
-    let message = crate::traces::request(nanos_now()).encode_to_vec();
+    let message = crate::common::fixtures::traces::request(nanos_now()).encode_to_vec();
     let mut body = Vec::new();
     for _ in 0..2 {
         body.push(0u8);
@@ -396,7 +396,8 @@ async fn compressed_messages_are_charged_for_what_they_inflate_to() {
     room_held(&t, 0).await;
 
     // A compressed message of ordinary size is stored, over both.
-    let ordinary = zstd::encode_all(&crate::logs::many_records(100_000)[..], 3).expect("zstd");
+    let ordinary =
+        zstd::encode_all(&crate::common::fixtures::logs::many_records(100_000)[..], 3).expect("zstd");
     let (response, mut stream) = export_call_to(addr, "logs.v1.LogsService", Some("zstd")).await;
     let mut body = vec![1u8];
     body.extend_from_slice(&u32::try_from(ordinary.len()).expect("fits").to_be_bytes());

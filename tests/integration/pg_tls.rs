@@ -5,10 +5,10 @@ use std::{path::PathBuf, process::Command};
 
 use otelephant::server::Server;
 
-use crate::{
-    common::*,
-    tls::{ca, issue},
-    traces,
+use crate::common::{
+    fixtures::traces,
+    pki::{ca, issue},
+    *,
 };
 
 /// Runs a PostgreSQL program as the postgres user.

@@ -1,91 +1,19 @@
 //! The query service over a real gRPC client: what GetTrace hands back is what was sent.
 
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
-    trace::v1::{span, Span, TracesData},
-};
+use opentelemetry_proto::tonic::trace::v1::TracesData;
 use otelephant::query::proto::{
     query_service_client::QueryServiceClient, GetTraceRequest, ListOperationsRequest, ListServicesRequest,
     Operation, TimeRange,
 };
 use tonic::{transport::Channel, Code};
 
-use crate::{common::*, traces};
-
-pub const TRACE: [u8; 16] =
-    [0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c];
+use crate::common::{
+    fixtures::query::{flatten, one_trace, TRACE},
+    *,
+};
 
 async fn query(t: &TestServer) -> QueryServiceClient<Channel> {
     QueryServiceClient::connect(t.endpoint()).await.expect("connect")
-}
-
-/// The spans of `traces::request`, all in one trace.
-pub fn one_trace(now: u64) -> ExportTraceServiceRequest {
-    let mut request = traces::request(now);
-    for rs in &mut request.resource_spans {
-        for ss in &mut rs.scope_spans {
-            for span in &mut ss.spans {
-                span.trace_id = TRACE.to_vec();
-            }
-        }
-    }
-    request
-}
-
-/// Each span with its resource and scope, in a form that compares exactly: attribute maps
-/// normalized, absent resources and scopes as empty ones, sorted by span id.
-pub fn flatten(resource_spans: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans]) -> Vec<String> {
-    let mut out = Vec::new();
-    for rs in resource_spans {
-        let resource = rs.resource.clone().unwrap_or_default();
-        for ss in &rs.scope_spans {
-            let scope = ss.scope.clone().unwrap_or_default();
-            for span in &ss.spans {
-                let bare = Span {
-                    attributes: vec![],
-                    events: span
-                        .events
-                        .iter()
-                        .map(|e| span::Event { attributes: vec![], ..e.clone() })
-                        .collect(),
-                    links: span
-                        .links
-                        .iter()
-                        .map(|l| span::Link { attributes: vec![], ..l.clone() })
-                        .collect(),
-                    ..span.clone()
-                };
-                let nested: Vec<_> = span
-                    .events
-                    .iter()
-                    .map(|e| normalize(&e.attributes))
-                    .chain(span.links.iter().map(|l| normalize(&l.attributes)))
-                    .collect();
-                out.push(format!(
-                    "{:?}",
-                    (
-                        hex::encode(&span.span_id),
-                        bare,
-                        normalize(&span.attributes),
-                        nested,
-                        normalize(&resource.attributes),
-                        resource.dropped_attributes_count,
-                        &resource.entity_refs,
-                        &rs.schema_url,
-                        (
-                            &scope.name,
-                            &scope.version,
-                            normalize(&scope.attributes),
-                            scope.dropped_attributes_count
-                        ),
-                        &ss.schema_url,
-                    )
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[tokio::test]
@@ -195,111 +123,20 @@ async fn grpc_health_is_serving_while_the_database_is_up() {
     t.stop().await;
 }
 
-pub mod search {
+mod search {
     use opentelemetry_proto::tonic::{
-        collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
+        collector::logs::v1::ExportLogsServiceRequest,
         common::v1::{any_value::Value, AnyValue},
         logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
-        resource::v1::Resource,
-        trace::v1::{ResourceSpans, ScopeSpans, Span, Status as SpanStatus},
     };
     use otelephant::query::proto::{AttributeFilter, SearchLogsRequest, SearchTracesRequest, TraceSummary};
     use tonic::Code;
 
     use super::query;
-    use crate::common::*;
-
-    const SECOND: u64 = 1_000_000_000;
-
-    fn resource(service: &str) -> Option<Resource> {
-        Some(Resource {
-            attributes: vec![kv("service.name", s(service)), kv("host.name", s(&format!("{service}-host")))],
-            ..Default::default()
-        })
-    }
-
-    struct SpanSpec {
-        trace: u8,
-        id: u8,
-        parent: Option<u8>,
-        name: &'static str,
-        start: u64,
-        duration: u64,
-        error: bool,
-        code: Value,
-    }
-
-    fn span(spec: &SpanSpec) -> Span {
-        Span {
-            trace_id: vec![spec.trace; 16],
-            span_id: vec![spec.trace, spec.id, 0, 0, 0, 0, 0, 1],
-            parent_span_id: spec.parent.map(|p| vec![spec.trace, p, 0, 0, 0, 0, 0, 1]).unwrap_or_default(),
-            name: spec.name.into(),
-            start_time_unix_nano: spec.start,
-            end_time_unix_nano: spec.start + spec.duration,
-            attributes: vec![kv("http.response.status_code", spec.code.clone())],
-            status: spec.error.then(|| SpanStatus { code: 2, message: "failed".into() }),
-            ..Default::default()
-        }
-    }
-
-    /// Three traces, 30 s, 20 s and 10 s ago: checkout calling billing (with an error), a
-    /// billing-only trace, and a checkout trace with a double status code.
-    pub fn traces(now: u64) -> ExportTraceServiceRequest {
-        let (t1, t2, t3) = (now - 30 * SECOND, now - 20 * SECOND, now - 10 * SECOND);
-        let checkout = vec![
-            SpanSpec {
-                trace: 1,
-                id: 1,
-                parent: None,
-                name: "GET /cart",
-                start: t1,
-                duration: 900_000_000,
-                error: false,
-                code: Value::IntValue(200),
-            },
-            SpanSpec {
-                trace: 3,
-                id: 1,
-                parent: None,
-                name: "GET /cart",
-                start: t3,
-                duration: 5_000_000,
-                error: false,
-                code: Value::DoubleValue(200.0),
-            },
-        ];
-        let billing = vec![
-            SpanSpec {
-                trace: 1,
-                id: 2,
-                parent: Some(1),
-                name: "charge",
-                start: t1 + SECOND / 10,
-                duration: 400_000_000,
-                error: true,
-                code: Value::IntValue(500),
-            },
-            SpanSpec {
-                trace: 2,
-                id: 1,
-                parent: None,
-                name: "refund",
-                start: t2,
-                duration: 50_000_000,
-                error: false,
-                code: Value::IntValue(200),
-            },
-        ];
-        let group = |service: &str, specs: &[SpanSpec]| ResourceSpans {
-            resource: resource(service),
-            scope_spans: vec![ScopeSpans { spans: specs.iter().map(span).collect(), ..Default::default() }],
-            schema_url: String::new(),
-        };
-        ExportTraceServiceRequest {
-            resource_spans: vec![group("checkout", &checkout), group("billing", &billing)],
-        }
-    }
+    use crate::common::{
+        fixtures::query::{resource, traces, SECOND},
+        *,
+    };
 
     async fn search(t: &TestServer, request: SearchTracesRequest) -> (Vec<TraceSummary>, String) {
         let response = query(t).await.search_traces(request).await.expect("search").into_inner();
@@ -562,7 +399,7 @@ mod metric_queries {
     use tonic::Code;
 
     use super::query;
-    use crate::{common::*, metrics};
+    use crate::common::{fixtures::metrics, *};
 
     const SECOND: u64 = 1_000_000_000;
 

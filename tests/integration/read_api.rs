@@ -10,9 +10,9 @@ use otelephant::auth::Secret;
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
 
-use crate::{
-    common::*,
-    query::{flatten, one_trace, TRACE},
+use crate::common::{
+    fixtures::query::{flatten, one_trace, TRACE},
+    *,
 };
 
 const QUERY_SERVICE: &str = "/otelephant.query.v1.QueryService";
@@ -505,7 +505,7 @@ async fn logs_and_metrics_over_json_are_what_grpc_answers() {
 
     let mut t = TestServer::start().await;
     let now = nanos_now() - 10_000_000_000;
-    t.metrics().await.export(crate::metrics::request(now)).await.expect("metrics");
+    t.metrics().await.export(crate::common::fixtures::metrics::request(now)).await.expect("metrics");
     let record = LogRecord {
         time_unix_nano: now,
         severity_number: 17,
@@ -584,7 +584,7 @@ async fn logs_and_metrics_over_json_are_what_grpc_answers() {
 async fn service_dependencies_over_json_and_jaeger() {
     let mut t = TestServer::start().await;
     // checkout's GET /cart calls billing's charge (trace 1); the other traces stay in one service.
-    t.traces().await.export(crate::query::search::traces(nanos_now())).await.expect("export");
+    t.traces().await.export(crate::common::fixtures::query::traces(nanos_now())).await.expect("export");
 
     let (status, found) = call(&t, "ListServiceDependencies", json!({})).await;
     assert_eq!(status, StatusCode::OK);

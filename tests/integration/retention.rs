@@ -52,7 +52,7 @@ fn spans(
     service: &str,
     time: u64,
 ) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-    let mut request = crate::traces::request(time);
+    let mut request = crate::common::fixtures::traces::request(time);
     for resource_spans in &mut request.resource_spans {
         resource_spans.resource.as_mut().expect("resource").attributes[0] = kv("service.name", s(service));
     }

@@ -260,8 +260,8 @@ fn random_traces_with_hostile_text_round_trip_or_are_refused_alone() {
         }
         match got {
             Ok(got) => prop_assert_eq!(
-                crate::query::flatten(&got.into_inner().resource_spans),
-                crate::query::flatten(&expected)
+                crate::common::fixtures::query::flatten(&got.into_inner().resource_spans),
+                crate::common::fixtures::query::flatten(&expected)
             ),
             Err(status) => {
                 prop_assert_eq!(status.code(), tonic::Code::NotFound);

@@ -5,16 +5,13 @@ use std::path::PathBuf;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::{common::*, traces};
-
-/// A certificate and its key, PEM.
-pub struct Pem {
-    pub cert: String,
-    pub key: String,
-}
+use crate::common::{
+    fixtures::traces,
+    pki::{ca, issue, Pem},
+    *,
+};
 
 /// A CA, a server certificate it signed (for 127.0.0.1), a client certificate it signed, and a
 /// client certificate from a CA nobody trusts; written to a directory removed on drop.
@@ -23,21 +20,6 @@ struct Pki {
     ca: String,
     client: Pem,
     stranger: Pem,
-}
-
-pub fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
-}
-
-pub fn issue(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> Pem {
-    let key = KeyPair::generate().expect("key");
-    let params =
-        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).expect("params");
-    let cert = params.signed_by(&key, ca).expect("signed");
-    Pem { cert: cert.pem(), key: key.serialize_pem() }
 }
 
 impl Pki {
@@ -182,7 +164,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
 #[tokio::test]
 async fn a_key_that_does_not_match_its_certificate_stops_the_start() {
     let pki = Pki::new();
-    std::fs::write(pki.dir.join("other.key"), KeyPair::generate().expect("key").serialize_pem())
+    std::fs::write(pki.dir.join("other.key"), rcgen::KeyPair::generate().expect("key").serialize_pem())
         .expect("write");
     let schema = TestSchema::new();
     let mut config = schema.config();

@@ -1,103 +1,12 @@
 //! Spans sent by a real OTLP/gRPC client come back from SQL with every field intact.
 
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
-    common::v1::{EntityRef, InstrumentationScope},
-    resource::v1::Resource,
-    trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status},
-};
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use tokio_postgres::Row;
 
-use crate::common::*;
-
-pub fn full_span(i: u8, now: u64) -> Span {
-    Span {
-        trace_id: vec![0xab, 0xcd, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, i],
-        span_id: vec![1, 2, 3, 4, 5, 6, 7, i],
-        trace_state: "vendor=value,other=ü".into(),
-        parent_span_id: if i == 0 { vec![] } else { vec![1, 2, 3, 4, 5, 6, 7, 0] },
-        flags: if i == 0 { u32::MAX } else { 0x0000_0301 },
-        name: format!("GET /users/{{id}} ✓ {i}"),
-        kind: i32::from(i % 6),
-        start_time_unix_nano: now + 123_456_789 + u64::from(i),
-        end_time_unix_nano: now + 987_654_321 + u64::from(i),
-        attributes: every_value_attributes(),
-        dropped_attributes_count: u32::MAX,
-        events: vec![
-            span::Event {
-                time_unix_nano: now + 5,
-                name: "exception".into(),
-                attributes: vec![kv("exception.message", s("boom ☃"))],
-                dropped_attributes_count: 3,
-            },
-            span::Event {
-                time_unix_nano: u64::MAX,
-                name: String::new(),
-                attributes: vec![],
-                dropped_attributes_count: 0,
-            },
-        ],
-        dropped_events_count: 4,
-        links: vec![span::Link {
-            trace_id: vec![9; 16],
-            span_id: vec![8; 8],
-            trace_state: "a=b".into(),
-            attributes: every_value_attributes(),
-            dropped_attributes_count: 1,
-            flags: u32::MAX,
-        }],
-        dropped_links_count: 5,
-        status: match i {
-            0 => None,
-            1 => Some(Status { message: String::new(), code: 0 }),
-            _ => Some(Status { message: "it broke: ✗".into(), code: 2 }),
-        },
-    }
-}
-
-pub fn request(now: u64) -> ExportTraceServiceRequest {
-    let resource = Resource {
-        attributes: vec![kv("service.name", s("checkout")), kv("host.name", s("web-1"))],
-        dropped_attributes_count: 2,
-        entity_refs: vec![EntityRef {
-            schema_url: "https://opentelemetry.io/schemas/1.30.0".into(),
-            r#type: "service".into(),
-            id_keys: vec!["service.name".into()],
-            description_keys: vec!["host.name".into()],
-        }],
-    };
-    let scope = |name: &str| InstrumentationScope {
-        name: name.into(),
-        version: "1.2.3".into(),
-        attributes: vec![kv("scope.attr", s("x"))],
-        dropped_attributes_count: 6,
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![
-            ResourceSpans {
-                resource: Some(resource.clone()),
-                scope_spans: vec![
-                    ScopeSpans {
-                        scope: Some(scope("lib-a")),
-                        spans: vec![full_span(0, now), full_span(1, now)],
-                        schema_url: "https://scope.example/a".into(),
-                    },
-                    ScopeSpans { scope: None, spans: vec![full_span(2, now)], schema_url: String::new() },
-                ],
-                schema_url: "https://resource.example/1".into(),
-            },
-            ResourceSpans {
-                resource: Some(resource),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(scope("lib-a")),
-                    spans: vec![full_span(3, now)],
-                    schema_url: "https://scope.example/a".into(),
-                }],
-                schema_url: "https://resource.example/1".into(),
-            },
-        ],
-    }
-}
+use crate::common::{
+    fixtures::traces::{full_span, request},
+    *,
+};
 
 fn hex_bytes(v: &serde_json::Value) -> Vec<u8> {
     hex::decode(v.as_str().expect("hex string")).expect("valid hex")

@@ -1,0 +1,144 @@
+//! The harness: each test gets its own PostgreSQL schema in the test database (so tests run in
+//! parallel), an in-process server on port 0, a SQL client, and cleanup when it ends.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::logs_service_client::LogsServiceClient,
+    metrics::v1::metrics_service_client::MetricsServiceClient,
+    trace::v1::trace_service_client::TraceServiceClient,
+};
+use otelephant::{config::Config, server::Server};
+use tokio_postgres::{Client, NoTls};
+use tonic::transport::Channel;
+
+/// The database the tests use; created if missing. Override with OTELEPHANT_TEST_DATABASE_URL.
+pub fn database_url() -> String {
+    std::env::var("OTELEPHANT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/otelephant_test".into())
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A schema of its own in the test database, dropped when this is dropped.
+pub struct TestSchema {
+    pub name: String,
+}
+
+impl TestSchema {
+    pub fn new() -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Self { name: format!("test_{}_{n}", std::process::id()) }
+    }
+
+    pub fn config(&self) -> Config {
+        let mut config = Config::default();
+        config.postgres.url = database_url();
+        config.postgres.schema = self.name.clone();
+        config.postgres.pool_size = 4;
+        config.otlp.grpc_addr = ([127, 0, 0, 1], 0).into();
+        config.admin.addr = ([127, 0, 0, 1], 0).into();
+        config.otlp.http_addr = ([127, 0, 0, 1], 0).into();
+        config.pipeline.linger_ms = 5;
+        config
+    }
+
+    /// A SQL client whose search_path is this schema.
+    pub async fn sql(&self) -> Client {
+        let mut pg: tokio_postgres::Config = database_url().parse().expect("test database url");
+        pg.options(format!("-c search_path={}", self.name));
+        let (client, connection) = pg.connect(NoTls).await.expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on; use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime
+                .block_on(async {
+                    let (client, connection) = tokio_postgres::connect(&database_url(), NoTls).await?;
+                    tokio::spawn(connection);
+                    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await
+                })
+                .map_err(std::io::Error::other)
+        })
+        .join();
+    }
+}
+
+/// A running server on its own schema.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub sql: Client,
+    /// What the server was started with, to start it again on the same schema.
+    pub config: Config,
+    /// Held so the schema is dropped when the test ends.
+    _schema: TestSchema,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let schema = TestSchema::new();
+        let mut config = schema.config();
+        adjust(&mut config);
+        let server = Server::start(config.clone()).await.expect("server starts");
+        let sql = schema.sql().await;
+        Self { server: Some(server), sql, config, _schema: schema }
+    }
+
+    /// Waits until the server's first storage maintenance pass (run at start-up) is over, so
+    /// that a test's own passes do not race it.
+    pub async fn first_maintenance_pass(&self) {
+        let mut passes = self.server.as_ref().expect("running").maintenance_passes.clone();
+        passes.wait_for(|n| *n >= 1).await.expect("maintenance runs");
+    }
+
+    /// Stops the server and starts a new one on the same schema (on new ports).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.server = Some(Server::start(self.config.clone()).await.expect("server starts again"));
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.server.as_ref().expect("running").grpc_addr)
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(self.endpoint()).expect("endpoint").connect().await.expect("connects")
+    }
+
+    pub async fn traces(&self) -> TraceServiceClient<Channel> {
+        TraceServiceClient::new(self.channel().await)
+    }
+
+    pub async fn metrics(&self) -> MetricsServiceClient<Channel> {
+        MetricsServiceClient::new(self.channel().await)
+    }
+
+    pub async fn logs(&self) -> LogsServiceClient<Channel> {
+        LogsServiceClient::new(self.channel().await)
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.sql.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.expect("count").get(0)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+pub fn nanos_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
+}
