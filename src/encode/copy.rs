@@ -22,9 +22,37 @@ const FLOAT8_OID: i32 = 701;
 pub struct Table {
     pub name: &'static str,
     pub columns: &'static [&'static str],
+    pub kind: TableKind,
+}
+
+/// What a table holds, and so how it is written and kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// Resources, scopes, metric series: keyed by a content hash in the first column, upserted
+    /// before the records that reference them, garbage-collected when nothing does.
+    Dimension,
+    /// Records of one signal, in daily partitions by `partition_key`, kept as long as the
+    /// signal's retention says.
+    Records { partition_key: &'static str, signal: Signal },
+}
+
+/// The signal a record table belongs to, for its retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Logs,
+    Metrics,
 }
 
 impl Table {
+    /// The column daily partitions are made by; `None` for a dimension table.
+    pub const fn partition_key(&self) -> Option<&'static str> {
+        match self.kind {
+            TableKind::Records { partition_key, .. } => Some(partition_key),
+            TableKind::Dimension => None,
+        }
+    }
+
     /// `COPY name (columns) FROM STDIN (FORMAT binary)` into `target` (the table, or a
     /// staging table of the same shape).
     pub fn copy_statement(&self, target: &str) -> String {

@@ -24,18 +24,20 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::{
     attributes::{write_attributes, write_str, Order},
-    copy::Table,
+    copy::{Table, TableKind},
     Encoded, TableId,
 };
 
 pub const RESOURCES: Table = Table {
     name: "resources",
     columns: &["resource_id", "attributes", "dropped_attributes_count", "entity_refs", "schema_url"],
+    kind: TableKind::Dimension,
 };
 
 pub const SCOPES: Table = Table {
     name: "scopes",
     columns: &["scope_id", "name", "version", "attributes", "dropped_attributes_count", "schema_url"],
+    kind: TableKind::Dimension,
 };
 
 /// Seeds that keep the id spaces of the dimension kinds apart.

@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::{collector::logs::v1::ExportLogsServiceRequest, 
 
 use super::{
     attributes::{write_any_value, write_attributes, Order},
-    copy::{Rows, Table},
+    copy::{Rows, Signal, Table, TableKind},
     dims::{KnownIds, RequestEncoder},
     validate,
     wire::{self, Fields, Stretch, Unusual},
@@ -31,6 +31,7 @@ pub const LOGS: Table = Table {
         "resource_id",
         "scope_id",
     ],
+    kind: TableKind::Records { partition_key: "timestamp_unix_nano", signal: Signal::Logs },
 };
 
 /// Encodes every log record of an export request, leaving out (and counting) the ones

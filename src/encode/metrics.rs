@@ -20,7 +20,7 @@ use super::{
         attributes_from_json, double_from_json, write_attributes, write_double, write_hex, write_int,
         MappingError, Order,
     },
-    copy::{Row, Table},
+    copy::{Row, Signal, Table, TableKind},
     dims::{KnownIds, RequestEncoder, SERIES_SEED},
     meter,
     traces::{hex_member, member},
@@ -44,6 +44,7 @@ pub const SERIES: Table = Table {
         "resource_id",
         "scope_id",
     ],
+    kind: TableKind::Dimension,
 };
 
 pub const NUMBER_POINTS: Table = Table {
@@ -57,6 +58,7 @@ pub const NUMBER_POINTS: Table = Table {
         "flags",
         "exemplars",
     ],
+    kind: TableKind::Records { partition_key: "time_unix_nano", signal: Signal::Metrics },
 };
 
 pub const HISTOGRAM_POINTS: Table = Table {
@@ -74,6 +76,7 @@ pub const HISTOGRAM_POINTS: Table = Table {
         "flags",
         "exemplars",
     ],
+    kind: TableKind::Records { partition_key: "time_unix_nano", signal: Signal::Metrics },
 };
 
 pub const EXP_HISTOGRAM_POINTS: Table = Table {
@@ -96,6 +99,7 @@ pub const EXP_HISTOGRAM_POINTS: Table = Table {
         "flags",
         "exemplars",
     ],
+    kind: TableKind::Records { partition_key: "time_unix_nano", signal: Signal::Metrics },
 };
 
 pub const SUMMARY_POINTS: Table = Table {
@@ -110,6 +114,7 @@ pub const SUMMARY_POINTS: Table = Table {
         "quantile_values",
         "flags",
     ],
+    kind: TableKind::Records { partition_key: "time_unix_nano", signal: Signal::Metrics },
 };
 
 /// Encodes every data point of an export request, leaving out (and counting) the ones

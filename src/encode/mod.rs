@@ -14,26 +14,37 @@ pub mod traces;
 pub mod validate;
 pub mod wire;
 
-use copy::{Rows, Table};
+use copy::{Rows, Table, TableKind};
 
-/// Every table the pipeline writes, in the order a batch writes them. The first
-/// [`DIMENSION_TABLES`] are keyed by a content hash in their first column and are upserted
-/// (through a staging table, `ON CONFLICT DO NOTHING`) before the records that reference them.
-pub const TABLES: [&Table; 9] = [
-    &dims::RESOURCES,
-    &dims::SCOPES,
-    &metrics::SERIES,
-    &traces::SPANS,
-    &logs::LOGS,
-    &metrics::NUMBER_POINTS,
-    &metrics::HISTOGRAM_POINTS,
-    &metrics::EXP_HISTOGRAM_POINTS,
-    &metrics::SUMMARY_POINTS,
-];
-pub const DIMENSION_TABLES: usize = 3;
+/// Every table the pipeline writes, in the order a batch writes them: [`TableId`] order. The
+/// first [`DIMENSION_TABLES`] are dimensions (see [`TableKind`]), upserted before the records
+/// that reference them.
+pub const TABLES: [&Table; TableId::ALL.len()] = {
+    let mut tables = [TableId::ALL[0].table(); TableId::ALL.len()];
+    let mut i = 0;
+    while i < tables.len() {
+        tables[i] = TableId::ALL[i].table();
+        i += 1;
+    }
+    tables
+};
 
-/// Index into [`TABLES`].
-#[derive(Debug, Clone, Copy)]
+/// How many of [`TABLES`] are dimensions: they come first.
+pub const DIMENSION_TABLES: usize = {
+    let mut n = 0;
+    while n < TABLES.len() && matches!(TABLES[n].kind, TableKind::Dimension) {
+        n += 1;
+    }
+    n
+};
+
+/// The record tables: partitioned by day, kept by retention.
+pub fn record_tables() -> impl Iterator<Item = &'static Table> {
+    TABLES[DIMENSION_TABLES..].iter().copied()
+}
+
+/// A table, by what it holds; also its index into [`TABLES`] and [`Encoded::rows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableId {
     Resources,
     Scopes,
@@ -46,7 +57,45 @@ pub enum TableId {
     SummaryPoints,
 }
 
-impl TableId {}
+impl TableId {
+    /// Every table, in the order a batch writes them (dimensions first).
+    pub const ALL: [TableId; 9] = [
+        TableId::Resources,
+        TableId::Scopes,
+        TableId::MetricSeries,
+        TableId::Spans,
+        TableId::Logs,
+        TableId::NumberPoints,
+        TableId::HistogramPoints,
+        TableId::ExpHistogramPoints,
+        TableId::SummaryPoints,
+    ];
+
+    /// The table's name, columns and kind.
+    pub const fn table(self) -> &'static Table {
+        match self {
+            TableId::Resources => &dims::RESOURCES,
+            TableId::Scopes => &dims::SCOPES,
+            TableId::MetricSeries => &metrics::SERIES,
+            TableId::Spans => &traces::SPANS,
+            TableId::Logs => &logs::LOGS,
+            TableId::NumberPoints => &metrics::NUMBER_POINTS,
+            TableId::HistogramPoints => &metrics::HISTOGRAM_POINTS,
+            TableId::ExpHistogramPoints => &metrics::EXP_HISTOGRAM_POINTS,
+            TableId::SummaryPoints => &metrics::SUMMARY_POINTS,
+        }
+    }
+}
+
+const _: () = {
+    // An id is its table's index, and no dimension comes after a record table.
+    let mut i = 0;
+    while i < TableId::ALL.len() {
+        assert!(TableId::ALL[i] as usize == i);
+        assert!(matches!(TABLES[i].kind, TableKind::Dimension) == (i < DIMENSION_TABLES));
+        i += 1;
+    }
+};
 
 /// One request's rows, ready to stream.
 #[derive(Debug, Default)]

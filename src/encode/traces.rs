@@ -11,7 +11,7 @@ use super::{
     attributes::{
         attributes_from_json, write_attributes, write_hex, write_int, write_str, MappingError, Order,
     },
-    copy::{Rows, Table},
+    copy::{Rows, Signal, Table, TableKind},
     dims::{KnownIds, RequestEncoder},
     validate,
     wire::{self, Fields, Stretch, Unusual},
@@ -41,6 +41,7 @@ pub const SPANS: Table = Table {
         "status_code",
         "status_message",
     ],
+    kind: TableKind::Records { partition_key: "start_time_unix_nano", signal: Signal::Traces },
 };
 
 /// Encodes every span of an export request.

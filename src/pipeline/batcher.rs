@@ -203,7 +203,7 @@ mod tests {
         pipeline::Payload,
     };
 
-    const ONE: Table = Table { name: "t", columns: &["c"] };
+    const ONE: Table = Table { name: "t", columns: &["c"], kind: crate::encode::copy::TableKind::Dimension };
 
     /// A request of `rows` one-column rows. The pool is never used: gathering does not touch it.
     fn request(rows: usize) -> WriteRequest {

@@ -24,6 +24,7 @@ use super::{
 use crate::encode::{
     attributes::{attributes_from_json, MappingError},
     metrics::exemplars_from_json,
+    TableId,
 };
 
 pub(super) async fn list_metrics(
@@ -170,10 +171,10 @@ fn descriptor(series: &Row) -> MetricDescriptor {
 /// The points table of a metric type.
 fn points_table(metric_type: &str) -> Option<&'static str> {
     Some(match metric_type {
-        "gauge" | "sum" => "metric_points_number",
-        "histogram" => "metric_points_histogram",
-        "exponential_histogram" => "metric_points_exp_histogram",
-        "summary" => "metric_points_summary",
+        "gauge" | "sum" => TableId::NumberPoints.table().name,
+        "histogram" => TableId::HistogramPoints.table().name,
+        "exponential_histogram" => TableId::ExpHistogramPoints.table().name,
+        "summary" => TableId::SummaryPoints.table().name,
         _ => return None,
     })
 }

@@ -21,6 +21,10 @@ use tokio_postgres::error::SqlState;
 use super::{partitions, StoreError};
 use crate::{
     config::{PartitionConfig, Retention, RetentionConfig},
+    encode::{
+        copy::{Signal, TableKind},
+        TABLES,
+    },
     telemetry::{self, Telemetry},
 };
 
@@ -154,10 +158,14 @@ fn instant(nanos: i64) -> String {
 
 /// The retention that applies to a record table.
 pub fn retention_of(table: &str, retention: &RetentionConfig) -> Retention {
-    match table {
-        "spans" => retention.traces,
-        "logs" => retention.logs,
-        _ => retention.metrics,
+    let signal = TABLES.iter().find(|t| t.name == table).and_then(|t| match t.kind {
+        TableKind::Records { signal, .. } => Some(signal),
+        TableKind::Dimension => None,
+    });
+    match signal {
+        Some(Signal::Traces) => retention.traces,
+        Some(Signal::Logs) => retention.logs,
+        Some(Signal::Metrics) | None => retention.metrics,
     }
 }
 
@@ -436,17 +444,17 @@ async fn collect_dimensions(
         )
     };
     let stale = "d.last_seen < date '1970-01-01' + $1::integer";
-    let points: Vec<String> =
-        partitions::PARTITIONED[2..].iter().map(|(t, _)| unreferenced(t, "series_id")).collect();
-    let series = format!("DELETE FROM metric_series d WHERE {stale} AND {}", points.join(" AND "));
-    let owners = |column: &str| {
-        format!(
-            "{stale} AND {} AND {} AND {}",
-            unreferenced("spans", column),
-            unreferenced("logs", column),
-            unreferenced("metric_series", column)
-        )
+    // A dimension's rows are referenced by every other table that has its id column.
+    let referencing = |column: &str| -> String {
+        TABLES
+            .iter()
+            .filter(|t| t.columns[0] != column && t.columns.contains(&column))
+            .map(|t| unreferenced(t.name, column))
+            .collect::<Vec<_>>()
+            .join(" AND ")
     };
+    let series = format!("DELETE FROM metric_series d WHERE {stale} AND {}", referencing("series_id"));
+    let owners = |column: &str| format!("{stale} AND {}", referencing(column));
     let resources = format!("DELETE FROM resources d WHERE {}", owners("resource_id"));
     let scopes = format!("DELETE FROM scopes d WHERE {}", owners("scope_id"));
     let excluding = excluding.to_vec();

@@ -6,17 +6,26 @@
 use deadpool_postgres::Object;
 
 use super::StoreError;
-use crate::{config::PartitionConfig, time::date_text};
+use crate::{
+    config::PartitionConfig,
+    encode::{DIMENSION_TABLES, TABLES},
+    time::date_text,
+};
 
-/// Each partitioned table with its partition key.
-pub const PARTITIONED: [(&str, &str); 6] = [
-    ("spans", "start_time_unix_nano"),
-    ("logs", "timestamp_unix_nano"),
-    ("metric_points_number", "time_unix_nano"),
-    ("metric_points_histogram", "time_unix_nano"),
-    ("metric_points_exp_histogram", "time_unix_nano"),
-    ("metric_points_summary", "time_unix_nano"),
-];
+/// Each partitioned table with its partition key, as the table layouts (`encode::TABLES`) say.
+pub const PARTITIONED: [(&str, &str); TABLES.len() - DIMENSION_TABLES] = {
+    let mut out = [("", ""); TABLES.len() - DIMENSION_TABLES];
+    let mut i = 0;
+    while i < out.len() {
+        let table = TABLES[DIMENSION_TABLES + i];
+        out[i] = match table.partition_key() {
+            Some(key) => (table.name, key),
+            None => panic!("every record table is partitioned"),
+        };
+        i += 1;
+    }
+    out
+};
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('otelephant partitions ' || current_schema()))";
 

@@ -17,8 +17,11 @@ use otelephant::{
 
 use crate::common::*;
 
-const ALL_TYPES: Table =
-    Table { name: "copy_probe", columns: &["i8", "i4", "f8", "b", "t", "by", "j", "ai8", "af8"] };
+const ALL_TYPES: Table = Table {
+    name: "copy_probe",
+    columns: &["i8", "i4", "f8", "b", "t", "by", "j", "ai8", "af8"],
+    kind: otelephant::encode::copy::TableKind::Dimension,
+};
 
 #[tokio::test]
 async fn copy_encoder_round_trips_every_type_null_empty_and_large() {
