@@ -2,13 +2,7 @@
 //! database answers, migrations are applied, and it is not shutting down; `grpc.health.v1.Health`
 //! follows the same check) and `/metrics` (otelephant's own metrics, Prometheus text format).
 
-use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use axum::{
     extract::State,
@@ -17,10 +11,10 @@ use axum::{
     Router,
 };
 use deadpool_postgres::Pool;
-use tokio::sync::Notify;
 
 use crate::{
     pipeline::{intake::Intake, QueueDepth},
+    shutdown::Shutdown,
     store::migrate::MIGRATIONS,
     telemetry::{self, Telemetry},
 };
@@ -28,34 +22,20 @@ use crate::{
 /// How long `/readyz` waits for the database before calling it unreachable.
 pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What readiness depends on, shared with the server so shutdown can flip it first.
+/// What readiness depends on: the database, and whether shutdown has begun.
 #[derive(Clone)]
 pub struct Health {
     pool: Pool,
-    shutting_down: Arc<AtomicBool>,
-    shutdown_notice: Arc<Notify>,
+    shutdown: Shutdown,
 }
 
 impl Health {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool, shutting_down: Arc::default(), shutdown_notice: Arc::default() }
-    }
-
-    pub fn start_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-        self.shutdown_notice.notify_waiters();
+    pub fn new(pool: Pool, shutdown: Shutdown) -> Self {
+        Self { pool, shutdown }
     }
 
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
-    }
-
-    /// Resolves when shutdown starts (at once if it has).
-    pub async fn shutdown_started(&self) {
-        let notified = self.shutdown_notice.notified();
-        if !self.is_shutting_down() {
-            notified.await;
-        }
+        self.shutdown.has_begun()
     }
 
     /// Ok when ready, else why not.

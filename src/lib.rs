@@ -30,7 +30,7 @@
 //! - [`admin`]: readiness, served as `/healthz` and `/readyz` on the admin address and followed
 //!   by `grpc.health.v1.Health`.
 //! - [`server`]: start-up, wiring (export, query, health and reflection services on the gRPC
-//!   port), and shutdown.
+//!   port), and shutdown, whose steps [`shutdown::Shutdown`] signals.
 
 pub mod admin;
 pub mod auth;
@@ -40,6 +40,7 @@ pub mod pipeline;
 pub mod query;
 pub mod receive;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -4,7 +4,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::SystemTime};
 
 use deadpool_postgres::Pool;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::{
@@ -15,6 +15,7 @@ use crate::{
     query::{self, Query},
     receive,
     receive::{conn, grpc::OtlpGrpc},
+    shutdown::Shutdown,
     store::{self, maintenance, migrate, partitions, StoreError},
     telemetry::{self, Telemetry},
     tls::{Identity, TlsListener},
@@ -63,13 +64,12 @@ pub struct Server {
     /// Where `/healthz` and `/readyz` are served.
     pub admin_addr: SocketAddr,
     http: JoinHandle<std::io::Result<()>>,
-    health: Health,
     admin: JoinHandle<()>,
     health_watch: JoinHandle<()>,
     pub pool: Pool,
     /// The room requests on their way in hold (see `pipeline.intake_bytes`).
     pub intake: Intake,
-    stop: oneshot::Sender<()>,
+    shutdown: Shutdown,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     writers: Vec<JoinHandle<()>>,
     maintenance: JoinHandle<()>,
@@ -102,11 +102,16 @@ pub const HEALTH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from
 
 /// Keeps `grpc.health.v1.Health` (for the whole server, "") in step with readiness, checking
 /// every [`HEALTH_CHECK_INTERVAL`], and sets it NOT_SERVING for good once shutdown starts.
-async fn watch_health(health: Health, reporter: tonic_health::server::HealthReporter) {
+async fn watch_health(
+    health: Health,
+    shutdown_begun: impl Future<Output = ()>,
+    reporter: tonic_health::server::HealthReporter,
+) {
+    let mut shutdown_begun = std::pin::pin!(shutdown_begun);
     loop {
         tokio::select! {
             () = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {}
-            () = health.shutdown_started() => {}
+            () = &mut shutdown_begun => {}
         }
         report_health(&health, &reporter).await;
         if health.is_shutting_down() {
@@ -210,7 +215,8 @@ impl Server {
 
         let (listener, grpc_addr) = bind(config.otlp.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin.addr).await?;
-        let health = Health::new(pools.health.clone());
+        let shutdown = Shutdown::new();
+        let health = Health::new(pools.health.clone(), shutdown.clone());
         let admin_router = admin::router(health.clone(), scrape);
         let admin = tokio::spawn(async move {
             if let Err(err) = axum::serve(admin_listener, admin_router).await {
@@ -234,8 +240,7 @@ impl Server {
             http_router =
                 http_router.merge(crate::ui::router(query.clone(), access.clone(), identity.is_some()));
         }
-        let http_stop = health.clone();
-        let stopping = async move { http_stop.shutdown_started().await };
+        let stopping = shutdown.begun();
         let otlp = config.otlp.clone();
         let http = match &identity {
             None => {
@@ -247,31 +252,32 @@ impl Server {
                 tokio::spawn(async move { conn::serve(listener, http_router, &otlp, stopping).await })
             }
         };
-        let (closing, closed) = tokio::sync::watch::channel(false);
+
         let routes = OtlpGrpc::new(pipeline)
             .routes(&config.otlp)
             .add_service(query.server())
-            .add_service(EndsStreams { service: grpc_health_service, closed })
+            .add_service(shutdown.ending_streams(grpc_health_service))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
         report_health(&health, &grpc_health).await;
-        let health_watch = tokio::spawn(watch_health(health.clone(), grpc_health));
-        let (stop, stopped) = oneshot::channel::<()>();
+        let health_watch = tokio::spawn(watch_health(health.clone(), shutdown.begun(), grpc_health));
+
         let incoming = conn::incoming(listener, conn::Limits::new(&config.otlp));
         let mut grpc_server =
             tonic::transport::Server::builder().max_concurrent_streams(config.otlp.max_concurrent_streams);
         if let Some(identity) = &identity {
             grpc_server = grpc_server.tls_config(identity.grpc()).map_err(StartError::GrpcTls)?;
         }
+        let closing = shutdown.clone();
         let grpc = tokio::spawn(
             grpc_server
                 .layer(ValidateRequestHeaderLayer::custom(authenticate_grpc(access, telemetry)))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stopped.await;
+                    closing.grpc_stopping().await;
                     // Open health Watch streams would otherwise hold their connections, and
                     // so the graceful shutdown, until the grace period ran out.
-                    closing.send_replace(true);
+                    closing.close_streams();
                 }),
         );
         let tls = identity.is_some();
@@ -298,11 +304,10 @@ impl Server {
             http_addr,
             http,
             admin_addr,
-            health,
             admin,
             health_watch,
             pool,
-            stop,
+            shutdown,
             grpc,
             writers,
             maintenance,
@@ -332,10 +337,10 @@ impl Server {
         abort.extend(self.writers.iter().map(JoinHandle::abort_handle));
         let pool = self.pool.clone();
         let drained = tokio::time::timeout(grace, async move {
-            self.health.start_shutdown();
+            self.shutdown.begin();
             // The watcher turns the gRPC health status NOT_SERVING on seeing the shutdown.
             self.health_watch.await?;
-            let _ = self.stop.send(());
+            self.shutdown.stop_grpc();
             // The servers own the services and so the pipeline's senders; once they have
             // finished the in-flight requests, the queue closes and the writers drain it and exit.
             self.grpc.await??;
@@ -358,84 +363,5 @@ impl Server {
                 Err(ServeError::GraceExceeded(grace))
             }
         }
-    }
-}
-
-/// Ends a service's open response streams once the server stops: each gets its remaining data
-/// and then the status UNAVAILABLE, so clients reconnect elsewhere and the connection can close.
-#[derive(Clone)]
-struct EndsStreams<S> {
-    service: S,
-    closed: tokio::sync::watch::Receiver<bool>,
-}
-
-impl<S: tonic::server::NamedService> tonic::server::NamedService for EndsStreams<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S> tower::Service<http::Request<tonic::body::Body>> for EndsStreams<S>
-where
-    S: tower::Service<
-        http::Request<tonic::body::Body>,
-        Response = http::Response<tonic::body::Body>,
-        Error = std::convert::Infallible,
-    >,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), std::convert::Infallible>> {
-        self.service.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let response = self.service.call(request);
-        let mut closed = self.closed.clone();
-        Box::pin(async move {
-            let response = response.await?;
-            let closing = Box::pin(async move {
-                let _ = closed.wait_for(|closed| *closed).await;
-            });
-            Ok(response.map(|body| tonic::body::Body::new(UntilClosed { body, closing: Some(closing) })))
-        })
-    }
-}
-
-/// A response body that ends with UNAVAILABLE once `closing` resolves.
-struct UntilClosed {
-    body: tonic::body::Body,
-    closing: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
-}
-
-impl http_body::Body for UntilClosed {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
-        use std::task::Poll;
-        let this = &mut *self;
-        let Some(closing) = this.closing.as_mut() else { return Poll::Ready(None) };
-        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.body).poll_frame(cx) {
-            return Poll::Ready(frame);
-        }
-        if closing.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        this.closing = None;
-        let mut trailers = http::HeaderMap::new();
-        let status = tonic::Status::unavailable("otelephant is shutting down");
-        Poll::Ready(Some(status.add_header(&mut trailers).map(|()| http_body::Frame::trailers(trailers))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.closing.is_none() || self.body.is_end_stream()
     }
 }

@@ -37,9 +37,10 @@ async fn healthz_and_readyz_follow_the_database() {
 #[tokio::test]
 async fn not_ready_once_shutting_down() {
     let t = TestServer::start().await;
-    let health = Health::new(t.server.as_ref().expect("running").pool.clone());
+    let shutdown = otelephant::shutdown::Shutdown::new();
+    let health = Health::new(t.server.as_ref().expect("running").pool.clone(), shutdown.clone());
     assert_eq!(health.check().await, Ok(()));
-    health.start_shutdown();
+    shutdown.begin();
     assert_eq!(health.check().await, Err("shutting down".into()));
 }
 
