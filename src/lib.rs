@@ -5,32 +5,37 @@
 //! transaction holding its rows has committed.
 //!
 //! # Layout
-//! - [`config`]: the configuration structs and how their sources merge.
+//! The modules, from the front door down; each uses only those listed after it (and
+//! [`config`], [`time`], [`telemetry`]), never one that uses it.
+//! - [`server`]: start-up, wiring (export, query, health and reflection services on the gRPC
+//!   port; OTLP, the read APIs and the UI on the HTTP port), and shutdown, whose steps
+//!   [`shutdown::Shutdown`] signals.
+//! - [`admin`]: readiness, served as `/healthz` and `/readyz` on the admin address and followed
+//!   by `grpc.health.v1.Health`, and `/metrics`.
+//! - [`ui`]: the web UI on the HTTP port, pages rendered from the query service's answers.
+//! - [`query`]: the read API, `otelephant.query.v1.QueryService`: OTLP back out of the tables,
+//!   [`query::traces`], [`query::logs`], [`query::metrics`] one signal each; on the HTTP port,
+//!   [`query::http`] the same service as JSON and [`query::jaeger`] Jaeger's query API.
 //! - [`receive`]: front doors; [`receive::grpc`] serves the OTLP/gRPC export services,
 //!   [`receive::http`] the OTLP/HTTP receiver, [`receive::conn`] the connection limits, idle
 //!   timeout and request body pace both listeners keep, [`receive::inflate`] decompression in
 //!   charged steps, [`receive::json`] OTLP/JSON decoding, [`receive::bound`] bounds on what a
-//!   request decodes into.
-//! - [`encode`]: OTLP -> binary COPY tuples. [`encode::copy`] is the tuple encoder,
-//!   [`encode::attributes`] the AnyValue <-> jsonb mapping (both directions),
-//!   [`encode::dims`] resources, scopes and the cache of known ids,
-//!   [`encode::validate`] the records refused, [`encode::meter`] the memory rows may take, [`encode::wire`] reading protobuf straight from
-//!   its bytes (spans, log records and most metric data points skip prost's structs), and
-//!   [`encode::traces`], [`encode::metrics`], [`encode::logs`] one signal each.
+//!   request decodes into, [`receive::outcome`] how a request was answered.
 //! - [`pipeline`]: the intake budget ([`pipeline::intake`]), the bounded queue,
 //!   acknowledgements, and the batching writer tasks.
-//! - [`store`]: the pools ([`store::connect`], one per role with [`store::connect_pools`]), [`store::migrate`], [`store::partitions`],
-//!   [`store::maintenance`] (retention, late partitions, dimension garbage collection) and the
-//!   COPY transaction in [`store::writer`].
-//! - [`query`]: the read API, `otelephant.query.v1.QueryService`: OTLP back out of the tables,
-//!   [`query::traces`], [`query::logs`], [`query::metrics`] one signal each; on the HTTP port,
-//!   [`query::http`] the same service as JSON and [`query::jaeger`] Jaeger's query API.
-//! - [`ui`]: the web UI on the HTTP port, pages rendered from the query service's answers.
-//! - [`time`]: calendar dates of day numbers and timestamps, for log lines and pages.
-//! - [`admin`]: readiness, served as `/healthz` and `/readyz` on the admin address and followed
-//!   by `grpc.health.v1.Health`.
-//! - [`server`]: start-up, wiring (export, query, health and reflection services on the gRPC
-//!   port), and shutdown, whose steps [`shutdown::Shutdown`] signals.
+//! - [`store`]: the pools ([`store::connect`], one per role with [`store::connect_pools`]),
+//!   [`store::migrate`], [`store::partitions`], [`store::maintenance`] (retention, late
+//!   partitions, dimension garbage collection) and the COPY transaction in [`store::writer`].
+//! - [`encode`]: OTLP -> binary COPY tuples, and the table layouts ([`encode::TableId`] names
+//!   each table's). [`encode::copy`] is the tuple encoder, [`encode::attributes`] the
+//!   AnyValue <-> jsonb mapping (both directions), [`encode::dims`] resources, scopes and the
+//!   cache of known ids, [`encode::validate`] the records refused, [`encode::meter`] the memory
+//!   rows may take, [`encode::wire`] reading protobuf straight from its bytes (protobuf fields,
+//!   the request walk, JSON from the bytes), and [`encode::traces`], [`encode::metrics`],
+//!   [`encode::logs`] one signal each.
+//! - [`auth`]: bearer tokens; [`tls`]: TLS listeners; [`shutdown`]: the shutdown signals.
+//! - [`config`]: the configuration structs and how their sources merge; [`time`]: day numbers
+//!   and dates; [`telemetry`]: otelephant's own metrics.
 
 pub mod admin;
 pub mod auth;

@@ -3,7 +3,7 @@
 //! scope), which is stored once like resources and scopes.
 //!
 //! This file holds the table layouts, the decoded (prost) path and the rows both paths write;
-//! [`wire_path`] reads requests from their bytes; the property tests are in `tests.rs`.
+//! `wire_path.rs` reads requests from their bytes; the property tests are in `tests.rs`.
 
 use bytes::{BufMut, BytesMut};
 use opentelemetry_proto::tonic::{
