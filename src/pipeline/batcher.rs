@@ -127,12 +127,16 @@ impl Batcher {
                     return;
                 }
                 Err(err) if err.is_data_error() && batch.len() > 1 => {
-                    self.telemetry.counter(telemetry::DATABASE_ERRORS, &[("kind", "refused")]).increment(1);
+                    self.telemetry
+                        .counter(telemetry::DATABASE_ERRORS, &[("kind", err.failure().label())])
+                        .increment(1);
                     tracing::warn!(writer = self.id, requests = batch.len(), %err, "batch refused by the database; writing its requests one by one");
                     return self.isolate(batch).await;
                 }
                 Err(err) if err.is_data_error() => {
-                    self.telemetry.counter(telemetry::DATABASE_ERRORS, &[("kind", "refused")]).increment(1);
+                    self.telemetry
+                        .counter(telemetry::DATABASE_ERRORS, &[("kind", err.failure().label())])
+                        .increment(1);
                     tracing::warn!(writer = self.id, %err, "request refused by the database");
                     for request in batch {
                         let _ = request.ack.send(Err(WriteError::Refused(err.to_string())));
@@ -140,7 +144,7 @@ impl Batcher {
                     return;
                 }
                 Err(err) => {
-                    let kind = if err.is_connection_error() { "connection" } else { "other" };
+                    let kind = err.failure().label();
                     self.telemetry.counter(telemetry::DATABASE_ERRORS, &[("kind", kind)]).increment(1);
                     err
                 }

@@ -25,11 +25,11 @@ use tokio_postgres::{types::ToSql, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tonic::{Request, Response, Status};
 
-use crate::config::QueryConfig;
 use crate::encode::{
     attributes::{attributes_from_json, write_any_value, MappingError, Order},
     dims::entity_refs_from_json,
 };
+use crate::{config::QueryConfig, store::Failure};
 use proto::{
     query_service_server::QueryService, GetTraceRequest, ListMetricsRequest, ListMetricsResponse,
     ListOperationsRequest, ListOperationsResponse, ListServiceDependenciesRequest,
@@ -149,21 +149,21 @@ impl Conn {
         rows.map_err(|e| self.status(e))
     }
 
-    /// The status for a database error: a statement that ran past `query.statement_timeout_ms`
-    /// is DEADLINE_EXCEEDED, a value from the request the database could not use
-    /// INVALID_ARGUMENT, anything else UNAVAILABLE (worth trying again).
+    /// The status for a database error (classified by [`Failure`], as ingest's are): a
+    /// statement that ran past `query.statement_timeout_ms` is DEADLINE_EXCEEDED, a value from
+    /// the request the database could not use INVALID_ARGUMENT, anything else UNAVAILABLE
+    /// (worth trying again).
     fn status(&self, err: tokio_postgres::Error) -> Status {
-        let code = err.code().map(|code| code.code().to_owned()).unwrap_or_default();
-        match code.as_str() {
-            "57014" => Status::deadline_exceeded(format!(
+        match Failure::of(&err) {
+            Failure::Cancelled => Status::deadline_exceeded(format!(
                 "the query ran longer than query.statement_timeout_ms ({} ms) and was cancelled; narrow it down",
                 self.statement_timeout_ms
             )),
-            code if code.starts_with("22") => Status::invalid_argument(format!(
+            Failure::Data => Status::invalid_argument(format!(
                 "a value in the request could not be used: {}",
                 err.as_db_error().map_or_else(|| err.to_string(), |db| db.message().to_owned())
             )),
-            _ => database_error(err),
+            Failure::Connection | Failure::Other => database_error(err),
         }
     }
 }

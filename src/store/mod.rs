@@ -48,22 +48,62 @@ fn describe(err: &tokio_postgres::Error) -> String {
     }
 }
 
-impl StoreError {
-    /// Whether the database refused the data itself (a data exception, a constraint, a size
-    /// limit), so that writing the same rows again cannot succeed.
-    pub fn is_data_error(&self) -> bool {
-        let StoreError::Db(err) = self else { return false };
-        err.code().is_some_and(|code| matches!(&code.code()[..2], "22" | "23" | "54"))
+/// What a database failure means for the one who asked, the same for ingest and queries: the
+/// one place SQLSTATEs are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection, or it broke before an answer: worth trying again.
+    Connection,
+    /// The database refused the data or a value in the request (a data exception, a constraint,
+    /// a program limit): sending the same again cannot succeed.
+    Data,
+    /// The statement ran past `statement_timeout`, or was cancelled.
+    Cancelled,
+    /// Anything else the server answered with.
+    Other,
+}
+
+impl Failure {
+    /// The failure a database error is.
+    pub fn of(err: &tokio_postgres::Error) -> Self {
+        let Some(code) = err.code() else {
+            return Failure::Connection;
+        };
+        if err.is_closed() {
+            return Failure::Connection;
+        }
+        match &code.code()[..2] {
+            "22" | "23" | "54" => Failure::Data,
+            _ if code == &SqlState::QUERY_CANCELED => Failure::Cancelled,
+            _ => Failure::Other,
+        }
     }
 
-    /// Whether there was no connection, or it broke (rather than the server answering with an
-    /// error).
-    pub fn is_connection_error(&self) -> bool {
+    /// The `kind` label of `otelephant_database_errors_total`.
+    pub fn label(self) -> &'static str {
         match self {
-            StoreError::Pool(_) => true,
-            StoreError::Db(err) => err.is_closed() || err.as_db_error().is_none(),
-            _ => false,
+            Failure::Connection => "connection",
+            Failure::Data => "refused",
+            Failure::Cancelled | Failure::Other => "other",
         }
+    }
+}
+
+impl StoreError {
+    /// What this failure means (see [`Failure`]); errors before the database answered are
+    /// connection failures, configuration mistakes other ones.
+    pub fn failure(&self) -> Failure {
+        match self {
+            StoreError::Db(err) => Failure::of(err),
+            StoreError::Pool(_) => Failure::Connection,
+            _ => Failure::Other,
+        }
+    }
+
+    /// Whether the database refused the data itself, so that writing the same rows again cannot
+    /// succeed.
+    pub fn is_data_error(&self) -> bool {
+        self.failure() == Failure::Data
     }
 }
 
