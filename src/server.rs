@@ -182,6 +182,153 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError>
     Ok((listener, local))
 }
 
+/// Storage maintenance, a pass now and then every `partitions.check_interval_secs`; the
+/// receiver counts the passes done.
+fn start_maintenance(
+    pool: &Pool,
+    config: &Config,
+    telemetry: &Telemetry,
+) -> (JoinHandle<()>, tokio::sync::watch::Receiver<u64>) {
+    let (passes, done) = tokio::sync::watch::channel(0);
+    let task = tokio::spawn(maintenance::maintain(
+        pool.clone(),
+        config.partitions.clone(),
+        config.retention.clone(),
+        telemetry.clone(),
+        passes,
+    ));
+    (task, done)
+}
+
+/// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+async fn serve_admin(
+    config: &Config,
+    health: Health,
+    scrape: admin::Scrape,
+) -> Result<(JoinHandle<()>, SocketAddr), StartError> {
+    let (listener, addr) = bind(config.admin.addr).await?;
+    let router = admin::router(health, scrape);
+    let task = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(%err, "admin server failed");
+        }
+    });
+    Ok((task, addr))
+}
+
+/// The OTLP/HTTP listener: OTLP export, the JSON and Jaeger read APIs, and the web UI. It stops
+/// accepting once shutdown begins.
+async fn serve_http(
+    config: &Config,
+    pipeline: &Pipeline,
+    query: &Query,
+    access: &Access,
+    identity: Option<&Identity>,
+    shutdown: &Shutdown,
+) -> Result<(JoinHandle<std::io::Result<()>>, SocketAddr), StartError> {
+    let (listener, addr) = bind(config.otlp.http_addr).await?;
+    let mut router = receive::http::router(pipeline.clone(), &config.otlp, access.clone())
+        .map_err(|e| StartError::Cors(e.to_string()))?
+        .merge(query::http::router(query.clone(), access.clone()));
+    if config.ui.enabled {
+        router = router.merge(crate::ui::router(query.clone(), access.clone(), identity.is_some()));
+    }
+    let stopping = shutdown.begun();
+    let otlp = config.otlp.clone();
+    let task = match identity {
+        None => tokio::spawn(async move { conn::serve(listener, router, &otlp, stopping).await }),
+        Some(identity) => {
+            let listener = TlsListener::new(listener, identity.rustls()?)
+                .map_err(|source| StartError::Listen { addr, source })?;
+            tokio::spawn(async move { conn::serve(listener, router, &otlp, stopping).await })
+        }
+    };
+    Ok((task, addr))
+}
+
+/// What the gRPC listener serves: OTLP export, the query service, health and reflection.
+struct Grpc {
+    pipeline: Pipeline,
+    query: Query,
+    access: Access,
+    telemetry: Telemetry,
+    health: Health,
+}
+
+impl Grpc {
+    /// Binds and serves; returns the server's task, its address, and the task that keeps
+    /// `grpc.health.v1.Health` in step with readiness. It stops when shutdown says so.
+    async fn serve(
+        self,
+        config: &Config,
+        identity: Option<&Identity>,
+        shutdown: &Shutdown,
+    ) -> Result<(JoinHandle<Result<(), tonic::transport::Error>>, SocketAddr, JoinHandle<()>), StartError>
+    {
+        let (listener, addr) = bind(config.otlp.grpc_addr).await?;
+        let (grpc_health, grpc_health_service) = tonic_health::server::health_reporter();
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(query::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1().map_err(StartError::Reflection)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(StartError::Reflection)?;
+        let routes = OtlpGrpc::new(self.pipeline)
+            .routes(&config.otlp)
+            .add_service(self.query.server())
+            .add_service(shutdown.ending_streams(grpc_health_service))
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        report_health(&self.health, &grpc_health).await;
+        let health_watch = tokio::spawn(watch_health(self.health, shutdown.begun(), grpc_health));
+        let incoming = conn::incoming(listener, conn::Limits::new(&config.otlp));
+        let mut server =
+            tonic::transport::Server::builder().max_concurrent_streams(config.otlp.max_concurrent_streams);
+        if let Some(identity) = identity {
+            server = server.tls_config(identity.grpc()).map_err(StartError::GrpcTls)?;
+        }
+        let closing = shutdown.clone();
+        let task = tokio::spawn(
+            server
+                .layer(ValidateRequestHeaderLayer::custom(authenticate_grpc(self.access, self.telemetry)))
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    closing.grpc_stopping().await;
+                    // Open health Watch streams would otherwise hold their connections, and
+                    // so the graceful shutdown, until the grace period ran out.
+                    closing.close_streams();
+                }),
+        );
+        Ok((task, addr, health_watch))
+    }
+}
+
+/// The line a person reads when the server is ready: where to send, and where to look.
+fn log_ready(
+    config: &Config,
+    tls: bool,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    admin_addr: SocketAddr,
+) {
+    let mtls = config.tls.client_ca_file.is_some();
+    let scheme = if tls { "https" } else { "http" };
+    let http_url = format!("{scheme}://{}", reachable(http_addr));
+    let next =
+        if config.ui.enabled { format!("; open {http_url}/ to look at what arrives") } else { String::new() };
+    let security = match (tls, mtls) {
+        (true, true) => " with mutual TLS",
+        (true, false) => " with TLS",
+        _ => "",
+    };
+    tracing::info!(
+        "ready, listening for OTLP/gRPC on {grpc_addr}, OTLP/HTTP on {http_addr}{security}, admin on \
+         {admin_addr}; point an exporter at {scheme}://{} (gRPC) or {http_url} (HTTP){next}",
+        reachable(grpc_addr)
+    );
+}
+
 impl Server {
     /// Starts everything and returns once the listeners accept connections.
     ///
@@ -196,109 +343,24 @@ impl Server {
         let pool = pools.write.clone();
         let created = migrate_and_partition(&pool, &config).await?;
         telemetry.counter(telemetry::PARTITIONS_CREATED, &[]).increment(created as u64);
-        let (passes, maintenance_passes) = tokio::sync::watch::channel(0);
-        let maintenance = tokio::spawn(maintenance::maintain(
-            pool.clone(),
-            config.partitions.clone(),
-            config.retention.clone(),
-            telemetry.clone(),
-            passes,
-        ));
+        let (maintenance, maintenance_passes) = start_maintenance(&pool, &config, &telemetry);
         let (pipeline, writers) = Pipeline::start(&config.pipeline, pool.clone(), telemetry.clone());
         let intake = pipeline.intake.clone();
+        let shutdown = Shutdown::new();
+        let health = Health::new(pools.health.clone(), shutdown.clone());
         let scrape = admin::Scrape {
             telemetry: telemetry.clone(),
             queue: pipeline.depth(),
             intake: intake.clone(),
             pool: pool.clone(),
         };
-
-        let (listener, grpc_addr) = bind(config.otlp.grpc_addr).await?;
-        let (admin_listener, admin_addr) = bind(config.admin.addr).await?;
-        let shutdown = Shutdown::new();
-        let health = Health::new(pools.health.clone(), shutdown.clone());
-        let admin_router = admin::router(health.clone(), scrape);
-        let admin = tokio::spawn(async move {
-            if let Err(err) = axum::serve(admin_listener, admin_router).await {
-                tracing::error!(%err, "admin server failed");
-            }
-        });
-        let (grpc_health, grpc_health_service) = tonic_health::server::health_reporter();
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(query::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection().build_v1().map_err(StartError::Reflection)?;
-        let reflection_v1alpha = reflection().build_v1alpha().map_err(StartError::Reflection)?;
-        let (http_listener, http_addr) = bind(config.otlp.http_addr).await?;
+        let (admin, admin_addr) = serve_admin(&config, health.clone(), scrape).await?;
         let query = Query::new(pools.query.clone(), pools.tls.clone(), config.query.clone());
-        let mut http_router = receive::http::router(pipeline.clone(), &config.otlp, access.clone())
-            .map_err(|e| StartError::Cors(e.to_string()))?
-            .merge(query::http::router(query.clone(), access.clone()));
-        if config.ui.enabled {
-            http_router =
-                http_router.merge(crate::ui::router(query.clone(), access.clone(), identity.is_some()));
-        }
-        let stopping = shutdown.begun();
-        let otlp = config.otlp.clone();
-        let http = match &identity {
-            None => {
-                tokio::spawn(async move { conn::serve(http_listener, http_router, &otlp, stopping).await })
-            }
-            Some(identity) => {
-                let listener = TlsListener::new(http_listener, identity.rustls()?)
-                    .map_err(|source| StartError::Listen { addr: http_addr, source })?;
-                tokio::spawn(async move { conn::serve(listener, http_router, &otlp, stopping).await })
-            }
-        };
-
-        let routes = OtlpGrpc::new(pipeline)
-            .routes(&config.otlp)
-            .add_service(query.server())
-            .add_service(shutdown.ending_streams(grpc_health_service))
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha);
-        report_health(&health, &grpc_health).await;
-        let health_watch = tokio::spawn(watch_health(health.clone(), shutdown.begun(), grpc_health));
-
-        let incoming = conn::incoming(listener, conn::Limits::new(&config.otlp));
-        let mut grpc_server =
-            tonic::transport::Server::builder().max_concurrent_streams(config.otlp.max_concurrent_streams);
-        if let Some(identity) = &identity {
-            grpc_server = grpc_server.tls_config(identity.grpc()).map_err(StartError::GrpcTls)?;
-        }
-        let closing = shutdown.clone();
-        let grpc = tokio::spawn(
-            grpc_server
-                .layer(ValidateRequestHeaderLayer::custom(authenticate_grpc(access, telemetry)))
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    closing.grpc_stopping().await;
-                    // Open health Watch streams would otherwise hold their connections, and
-                    // so the graceful shutdown, until the grace period ran out.
-                    closing.close_streams();
-                }),
-        );
-        let tls = identity.is_some();
-        let mtls = config.tls.client_ca_file.is_some();
-        let scheme = if tls { "https" } else { "http" };
-        let http_url = format!("{scheme}://{}", reachable(http_addr));
-        let next = if config.ui.enabled {
-            format!("; open {http_url}/ to look at what arrives")
-        } else {
-            String::new()
-        };
-        let security = match (tls, mtls) {
-            (true, true) => " with mutual TLS",
-            (true, false) => " with TLS",
-            _ => "",
-        };
-        tracing::info!(
-            "ready, listening for OTLP/gRPC on {grpc_addr}, OTLP/HTTP on {http_addr}{security}, admin on \
-             {admin_addr}; point an exporter at {scheme}://{} (gRPC) or {http_url} (HTTP){next}",
-            reachable(grpc_addr)
-        );
+        let (http, http_addr) =
+            serve_http(&config, &pipeline, &query, &access, identity.as_ref(), &shutdown).await?;
+        let grpc_side = Grpc { pipeline, query, access, telemetry, health };
+        let (grpc, grpc_addr, health_watch) = grpc_side.serve(&config, identity.as_ref(), &shutdown).await?;
+        log_ready(&config, identity.is_some(), grpc_addr, http_addr, admin_addr);
         Ok(Self {
             grpc_addr,
             http_addr,
