@@ -7,7 +7,8 @@
 //! encoded straight from its protobuf bytes, as the receivers do.
 //!
 //! `encode_cost [--rounds N] [NAME...]` runs only the measurements whose name (`spans/prost`,
-//! `spans/wire`, `points/prost`, ...) contains one of the NAMEs, N requests each (300 unless
+//! `spans/wire`, `spans/reencoded` (a decoded request written as protobuf and encoded from
+//! those bytes, as OTLP/JSON requests are), `points/prost`, ...) contains one of the NAMEs, N requests each (300 unless
 //! given): `valgrind --tool=callgrind` then counts the instructions of one path.
 
 #[path = "loadgen/workload.rs"]
@@ -80,6 +81,61 @@ fn measure_wire(
     );
 }
 
+/// What a decoded request (OTLP/JSON, or protobuf only prost reads) costs the receivers: written
+/// out as protobuf, then encoded from those bytes.
+#[inline(never)]
+fn reencode<R: Message>(
+    request: &R,
+    known: &KnownIds,
+    encode: fn(&[u8], &KnownIds) -> Result<Encoded, otelephant::encode::wire::Unusual>,
+) -> Encoded {
+    encode(&request.encode_to_vec(), known).expect("read from the wire")
+}
+
+fn measure_reencoded<R: Message + Default>(
+    rounds: usize,
+    signal: Signal,
+    encode: fn(&[u8], &KnownIds) -> Result<Encoded, otelephant::encode::wire::Unusual>,
+) {
+    let bodies = workload::requests(signal, 16, ITEMS, 1, 1_700_000_000_000_000_000);
+    let decoded: Vec<R> = bodies.iter().map(|b| R::decode(&b[..]).expect("decodes")).collect();
+    let known = KnownIds::default();
+    let started = Instant::now();
+    for i in 0..rounds {
+        std::hint::black_box(reencode(&decoded[i % decoded.len()], &known, encode));
+    }
+    let total = per_item(started.elapsed(), rounds);
+    println!(
+        "{:<12} decoded, written as protobuf, from those bytes: {total:>6.0} ns per item",
+        signal.unit(),
+    );
+}
+
+/// Decoding OTLP/JSON bodies of the same requests, as the HTTP receiver does.
+#[inline(never)]
+fn decode_json<R: serde::de::DeserializeOwned + otelephant::receive::json::Doubles>(body: &[u8]) -> R {
+    otelephant::receive::json::decode(body, &mut || Ok::<(), String>(())).expect("OTLP/JSON")
+}
+
+fn measure_json<
+    R: Message + Default + serde::Serialize + serde::de::DeserializeOwned + otelephant::receive::json::Doubles,
+>(
+    rounds: usize,
+    signal: Signal,
+) {
+    let bodies = workload::requests(signal, 16, ITEMS, 1, 1_700_000_000_000_000_000);
+    let json: Vec<Vec<u8>> = bodies
+        .iter()
+        .map(|b| serde_json::to_vec(&R::decode(&b[..]).expect("decodes")).expect("JSON"))
+        .collect();
+    let started = Instant::now();
+    for i in 0..rounds {
+        std::hint::black_box(decode_json::<R>(&json[i % json.len()]));
+    }
+    let total = per_item(started.elapsed(), rounds);
+    println!("{:<12} OTLP/JSON decoded: {total:>6.0} ns per item", signal.unit());
+}
+
 fn main() {
     let mut rounds = 300;
     let mut names = Vec::new();
@@ -109,5 +165,23 @@ fn main() {
     }
     if wanted("logs/wire") {
         measure_wire(rounds, Signal::Logs, logs::encode_wire);
+    }
+    if wanted("spans/json") {
+        measure_json::<ExportTraceServiceRequest>(rounds, Signal::Traces);
+    }
+    if wanted("points/json") {
+        measure_json::<ExportMetricsServiceRequest>(rounds, Signal::Metrics);
+    }
+    if wanted("logs/json") {
+        measure_json::<ExportLogsServiceRequest>(rounds, Signal::Logs);
+    }
+    if wanted("spans/reencoded") {
+        measure_reencoded::<ExportTraceServiceRequest>(rounds, Signal::Traces, traces::encode_wire);
+    }
+    if wanted("points/reencoded") {
+        measure_reencoded::<ExportMetricsServiceRequest>(rounds, Signal::Metrics, metrics::encode_wire);
+    }
+    if wanted("logs/reencoded") {
+        measure_reencoded::<ExportLogsServiceRequest>(rounds, Signal::Logs, logs::encode_wire);
     }
 }
