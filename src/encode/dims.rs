@@ -116,6 +116,52 @@ pub struct RequestEncoder<'a> {
     scratch: BytesMut,
 }
 
+/// One resource group of a decoded export request (`ResourceSpans`, `ResourceLogs`,
+/// `ResourceMetrics`): its resource, schema URL and scope groups.
+pub type ResourceParts<'r, S> = (Option<&'r Resource>, &'r str, &'r [S]);
+
+/// One scope group: its scope, schema URL and items (spans, log records, metrics).
+pub type ScopeParts<'r, I> = (Option<&'r InstrumentationScope>, &'r str, &'r [I]);
+
+/// Walks a decoded export request: stores each resource and scope once, and hands every item
+/// to `item` with its resource and scope ids; the items under a resource or scope that
+/// `validate` refuses are counted as refused (`count` says how many records an item holds).
+/// The decoded-request counterpart of `wire::walk_request`.
+#[inline]
+pub fn walk_decoded<'r, R, S: 'r, I: 'r>(
+    known: &KnownIds,
+    groups: &'r [R],
+    resource_parts: impl Fn(&'r R) -> ResourceParts<'r, S>,
+    scope_parts: impl Fn(&'r S) -> ScopeParts<'r, I>,
+    count: impl Fn(&I) -> usize,
+    mut item: impl FnMut(&mut RequestEncoder<'_>, &'r I, i64, i64),
+) -> Encoded {
+    let mut enc = RequestEncoder::new(known);
+    let items = |scopes: &'r [S]| -> usize {
+        scopes.iter().map(|s| scope_parts(s).2.iter().map(&count).sum::<usize>()).sum()
+    };
+    for group in groups {
+        let (resource, schema_url, scopes) = resource_parts(group);
+        if let Err(reason) = super::validate::resource(resource, schema_url) {
+            enc.out.reject(items(scopes), reason);
+            continue;
+        }
+        let resource_id = enc.resource(resource, schema_url);
+        for scope_group in scopes {
+            let (scope, schema_url, records) = scope_parts(scope_group);
+            if let Err(reason) = super::validate::scope(scope, schema_url) {
+                enc.out.reject(records.iter().map(&count).sum(), reason);
+                continue;
+            }
+            let scope_id = enc.scope(scope, schema_url);
+            for record in records {
+                item(&mut enc, record, resource_id, scope_id);
+            }
+        }
+    }
+    enc.out
+}
+
 impl<'a> RequestEncoder<'a> {
     pub fn new(known: &'a KnownIds) -> Self {
         Self {

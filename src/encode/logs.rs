@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::{collector::logs::v1::ExportLogsServiceRequest, 
 use super::{
     attributes::{write_any_value, write_attributes, Order},
     copy::{Rows, Signal, Table, TableKind},
-    dims::{KnownIds, RequestEncoder},
+    dims::{walk_decoded, KnownIds},
     validate,
     wire::{self, Fields, Stretch, Unusual},
     Encoded, TableId,
@@ -46,34 +46,17 @@ fn now() -> u64 {
 
 /// [`encode`], for records that arrived at `received` (ns since the epoch).
 pub fn encode_received(request: &ExportLogsServiceRequest, known: &KnownIds, received: u64) -> Encoded {
-    let mut enc = RequestEncoder::new(known);
-    for resource_logs in &request.resource_logs {
-        if let Err(reason) = validate::resource(resource_logs.resource.as_ref(), &resource_logs.schema_url) {
-            enc.out.reject(resource_logs.scope_logs.iter().map(|s| s.log_records.len()).sum(), reason);
-            continue;
-        }
-        let resource_id = enc.resource(resource_logs.resource.as_ref(), &resource_logs.schema_url);
-        for scope_logs in &resource_logs.scope_logs {
-            if let Err(reason) = validate::scope(scope_logs.scope.as_ref(), &scope_logs.schema_url) {
-                enc.out.reject(scope_logs.log_records.len(), reason);
-                continue;
-            }
-            let scope_id = enc.scope(scope_logs.scope.as_ref(), &scope_logs.schema_url);
-            for record in &scope_logs.log_records {
-                match validate_record(record) {
-                    Ok(()) => encode_record(
-                        enc.out.rows_mut(TableId::Logs),
-                        record,
-                        resource_id,
-                        scope_id,
-                        received,
-                    ),
-                    Err(reason) => enc.out.reject(1, reason),
-                }
-            }
-        }
-    }
-    enc.out
+    walk_decoded(
+        known,
+        &request.resource_logs,
+        |rl| (rl.resource.as_ref(), rl.schema_url.as_str(), &rl.scope_logs[..]),
+        |sl| (sl.scope.as_ref(), sl.schema_url.as_str(), &sl.log_records[..]),
+        |_| 1,
+        |enc, record, resource_id, scope_id| match validate_record(record) {
+            Ok(()) => encode_record(enc.out.rows_mut(TableId::Logs), record, resource_id, scope_id, received),
+            Err(reason) => enc.out.reject(1, reason),
+        },
+    )
 }
 
 fn validate_record(record: &LogRecord) -> Result<(), validate::Rejection> {

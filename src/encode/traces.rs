@@ -12,7 +12,7 @@ use super::{
         attributes_from_json, write_attributes, write_hex, write_int, write_str, MappingError, Order,
     },
     copy::{Rows, Signal, Table, TableKind},
-    dims::{KnownIds, RequestEncoder},
+    dims::{walk_decoded, KnownIds},
     validate,
     wire::{self, Fields, Stretch, Unusual},
     Encoded, TableId,
@@ -44,33 +44,20 @@ pub const SPANS: Table = Table {
     kind: TableKind::Records { partition_key: "start_time_unix_nano", signal: Signal::Traces },
 };
 
-/// Encodes every span of an export request.
 /// Encodes every span of an export request, leaving out (and counting) the ones [`validate`]
 /// refuses.
 pub fn encode(request: &ExportTraceServiceRequest, known: &KnownIds) -> Encoded {
-    let mut enc = RequestEncoder::new(known);
-    for resource_spans in &request.resource_spans {
-        if let Err(reason) = validate::resource(resource_spans.resource.as_ref(), &resource_spans.schema_url)
-        {
-            enc.out.reject(resource_spans.scope_spans.iter().map(|s| s.spans.len()).sum(), reason);
-            continue;
-        }
-        let resource_id = enc.resource(resource_spans.resource.as_ref(), &resource_spans.schema_url);
-        for scope_spans in &resource_spans.scope_spans {
-            if let Err(reason) = validate::scope(scope_spans.scope.as_ref(), &scope_spans.schema_url) {
-                enc.out.reject(scope_spans.spans.len(), reason);
-                continue;
-            }
-            let scope_id = enc.scope(scope_spans.scope.as_ref(), &scope_spans.schema_url);
-            for span in &scope_spans.spans {
-                match validate_span(span) {
-                    Ok(()) => encode_span(enc.out.rows_mut(TableId::Spans), span, resource_id, scope_id),
-                    Err(reason) => enc.out.reject(1, reason),
-                }
-            }
-        }
-    }
-    enc.out
+    walk_decoded(
+        known,
+        &request.resource_spans,
+        |rs| (rs.resource.as_ref(), rs.schema_url.as_str(), &rs.scope_spans[..]),
+        |ss| (ss.scope.as_ref(), ss.schema_url.as_str(), &ss.spans[..]),
+        |_| 1,
+        |enc, span, resource_id, scope_id| match validate_span(span) {
+            Ok(()) => encode_span(enc.out.rows_mut(TableId::Spans), span, resource_id, scope_id),
+            Err(reason) => enc.out.reject(1, reason),
+        },
+    )
 }
 
 fn validate_span(span: &Span) -> Result<(), validate::Rejection> {

@@ -24,7 +24,7 @@ use super::{
         MappingError, Order,
     },
     copy::{Row, Signal, Table, TableKind},
-    dims::{KnownIds, RequestEncoder, SERIES_SEED},
+    dims::{walk_decoded, KnownIds, RequestEncoder, SERIES_SEED},
     meter,
     traces::{hex_member, member},
     validate,
@@ -123,32 +123,17 @@ pub const SUMMARY_POINTS: Table = Table {
 /// Encodes every data point of an export request, leaving out (and counting) the ones
 /// [`validate`] refuses. A metric without data has no points and leaves no rows.
 pub fn encode(request: &ExportMetricsServiceRequest, known: &KnownIds) -> Encoded {
-    let mut enc = RequestEncoder::new(known);
-    for resource_metrics in &request.resource_metrics {
-        if let Err(reason) =
-            validate::resource(resource_metrics.resource.as_ref(), &resource_metrics.schema_url)
-        {
-            let points =
-                resource_metrics.scope_metrics.iter().flat_map(|s| &s.metrics).map(point_count).sum();
-            enc.out.reject(points, reason);
-            continue;
-        }
-        let resource_id = enc.resource(resource_metrics.resource.as_ref(), &resource_metrics.schema_url);
-        for scope_metrics in &resource_metrics.scope_metrics {
-            if let Err(reason) = validate::scope(scope_metrics.scope.as_ref(), &scope_metrics.schema_url) {
-                enc.out.reject(scope_metrics.metrics.iter().map(point_count).sum(), reason);
-                continue;
-            }
-            let scope_id = enc.scope(scope_metrics.scope.as_ref(), &scope_metrics.schema_url);
-            for metric in &scope_metrics.metrics {
-                match validate_metric(metric) {
-                    Ok(()) => encode_metric(&mut enc, metric, resource_id, scope_id),
-                    Err(reason) => enc.out.reject(point_count(metric), reason),
-                }
-            }
-        }
-    }
-    enc.out
+    walk_decoded(
+        known,
+        &request.resource_metrics,
+        |rm| (rm.resource.as_ref(), rm.schema_url.as_str(), &rm.scope_metrics[..]),
+        |sm| (sm.scope.as_ref(), sm.schema_url.as_str(), &sm.metrics[..]),
+        point_count,
+        |enc, metric, resource_id, scope_id| match validate_metric(metric) {
+            Ok(()) => encode_metric(enc, metric, resource_id, scope_id),
+            Err(reason) => enc.out.reject(point_count(metric), reason),
+        },
+    )
 }
 
 fn point_count(metric: &Metric) -> usize {
