@@ -244,30 +244,71 @@ impl<'m> SeriesShape<'m> {
     }
 }
 
+/// A metric's type: what its series record, and which point table its points go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gauge,
+    Sum,
+    Histogram,
+    ExponentialHistogram,
+    Summary,
+}
+
+impl Kind {
+    /// The `metric_type` a series stores.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Gauge => "gauge",
+            Kind::Sum => "sum",
+            Kind::Histogram => "histogram",
+            Kind::ExponentialHistogram => "exponential_histogram",
+            Kind::Summary => "summary",
+        }
+    }
+
+    /// The series shape of a metric of this kind, with the temporality and monotonicity its
+    /// message carries (kept only where the kind has them).
+    fn shape<'m>(
+        self,
+        metric: &'m Metric,
+        temporality: i32,
+        monotonic: bool,
+        resource_id: i64,
+        scope_id: i64,
+    ) -> SeriesShape<'m> {
+        let (temporality, monotonic) = match self {
+            Kind::Gauge | Kind::Summary => (None, None),
+            Kind::Sum => (Some(temporality), Some(monotonic)),
+            Kind::Histogram | Kind::ExponentialHistogram => (Some(temporality), None),
+        };
+        SeriesShape::new(metric, self.name(), temporality, monotonic, resource_id, scope_id)
+    }
+}
+
 fn encode_metric(enc: &mut RequestEncoder<'_>, metric: &Metric, resource_id: i64, scope_id: i64) {
-    let shape = |kind, temporality, monotonic| {
-        SeriesShape::new(metric, kind, temporality, monotonic, resource_id, scope_id)
+    let shape = |kind: Kind, temporality, monotonic| {
+        kind.shape(metric, temporality, monotonic, resource_id, scope_id)
     };
     match &metric.data {
         None => {}
         Some(Data::Gauge(gauge)) => {
-            let shape = shape("gauge", None, None);
+            let shape = shape(Kind::Gauge, 0, false);
             gauge.data_points.iter().for_each(|point| decoded_number(enc, &shape, point));
         }
         Some(Data::Sum(sum)) => {
-            let shape = shape("sum", Some(sum.aggregation_temporality), Some(sum.is_monotonic));
+            let shape = shape(Kind::Sum, sum.aggregation_temporality, sum.is_monotonic);
             sum.data_points.iter().for_each(|point| decoded_number(enc, &shape, point));
         }
         Some(Data::Histogram(histogram)) => {
-            let shape = shape("histogram", Some(histogram.aggregation_temporality), None);
+            let shape = shape(Kind::Histogram, histogram.aggregation_temporality, false);
             histogram.data_points.iter().for_each(|point| decoded_histogram(enc, &shape, point));
         }
         Some(Data::ExponentialHistogram(histogram)) => {
-            let shape = shape("exponential_histogram", Some(histogram.aggregation_temporality), None);
+            let shape = shape(Kind::ExponentialHistogram, histogram.aggregation_temporality, false);
             histogram.data_points.iter().for_each(|point| decoded_exp_histogram(enc, &shape, point));
         }
         Some(Data::Summary(summary)) => {
-            let shape = shape("summary", None, None);
+            let shape = shape(Kind::Summary, 0, false);
             summary.data_points.iter().for_each(|point| decoded_summary(enc, &shape, point));
         }
     }

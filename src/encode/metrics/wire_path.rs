@@ -21,15 +21,6 @@ pub fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual>
     Ok(enc.out)
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Gauge,
-    Sum,
-    Histogram,
-    ExponentialHistogram,
-    Summary,
-}
-
 /// A Metric message read from the wire: its identity decoded, its points still bytes.
 struct WireMetric<'a> {
     /// Name, description, unit and metadata; `data` stays `None`.
@@ -117,14 +108,7 @@ impl<'a> WireMetric<'a> {
             None => (0, 0, false),
         };
         let Some(kind) = self.kind else { return Ok(()) };
-        let (name, temporality, monotonic) = match kind {
-            Kind::Gauge => ("gauge", None, None),
-            Kind::Sum => ("sum", Some(self.temporality), Some(self.monotonic)),
-            Kind::Histogram => ("histogram", Some(self.temporality), None),
-            Kind::ExponentialHistogram => ("exponential_histogram", Some(self.temporality), None),
-            Kind::Summary => ("summary", None, None),
-        };
-        let shape = SeriesShape::new(&self.header, name, temporality, monotonic, resource_id, scope_id);
+        let shape = kind.shape(&self.header, self.temporality, self.monotonic, resource_id, scope_id);
         if valid {
             return self.encode_points(enc, &shape, kind);
         }
