@@ -352,7 +352,11 @@ fn place(data: &TracesData) -> Vec<Placed<'_>> {
     let mut placed = Vec::with_capacity(spans.len());
     let mut seen = HashSet::new();
     let mut stack: Vec<(usize, usize)> = roots.iter().rev().map(|&i| (i, 0)).collect();
-    while let Some((i, depth)) = stack.pop() {
+    // Spans whose parents form a cycle are reached from no root: each such group is shown from
+    // the first of them in the trace's order, at the top level.
+    let mut unreached = 0..spans.len();
+    while let Some((i, depth)) = stack.pop().or_else(|| unreached.find(|i| !seen.contains(i)).map(|i| (i, 0)))
+    {
         if !seen.insert(i) {
             continue;
         }
@@ -596,5 +600,52 @@ async fn details(ui: &Ui, trace_id: &str, p: &Placed<'_>) -> Markup {
                 None => p.none { "none" },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+    use super::*;
+
+    fn span(id: u8, parent: Option<u8>, start: u64) -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![id; 8],
+            parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+            name: format!("s{id}"),
+            start_time_unix_nano: start,
+            ..Default::default()
+        }
+    }
+
+    fn placed(spans: Vec<Span>) -> Vec<(String, usize, bool)> {
+        let data = TracesData {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        place(&data).iter().map(|p| (p.span.name.clone(), p.depth, p.orphan)).collect()
+    }
+
+    #[test]
+    fn every_span_is_placed_nested_by_parent_and_by_start() {
+        let got =
+            placed(vec![span(3, Some(1), 30), span(1, None, 10), span(2, Some(1), 20), span(4, Some(2), 25)]);
+        let expected = [("s1", 0, false), ("s2", 1, false), ("s4", 2, false), ("s3", 1, false)];
+        assert_eq!(got, expected.map(|(n, d, o)| (n.to_owned(), d, o)));
+    }
+
+    #[test]
+    fn orphans_and_cycles_are_shown_not_hidden() {
+        // 5's parent is not stored; 6 and 7 are each other's parent.
+        let got =
+            placed(vec![span(1, None, 10), span(5, Some(9), 5), span(6, Some(7), 1), span(7, Some(6), 2)]);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got.contains(&("s5".to_owned(), 0, true)));
+        assert!(got.iter().any(|(n, d, _)| n == "s6" && *d == 0));
+        assert!(got.iter().any(|(n, d, _)| n == "s7" && *d == 1));
     }
 }
