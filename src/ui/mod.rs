@@ -204,7 +204,9 @@ pub fn time_range(params: &QueryString) -> Result<(u64, u64), String> {
         params
             .get(name)
             .map(|v| {
-                v.parse::<u64>().map(|ms| ms * 1_000_000).map_err(|_| format!("{name}: not a time: {v:?}"))
+                v.parse::<u64>()
+                    .map(|ms| ms.saturating_mul(1_000_000))
+                    .map_err(|_| format!("{name}: not a time: {v:?}"))
             })
             .transpose()
     };

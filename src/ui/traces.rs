@@ -410,8 +410,8 @@ pub async fn trace(
     };
     let placed = place(&data);
     let t0 = placed.iter().map(|p| p.span.start_time_unix_nano).min().unwrap_or(0);
-    let t1 = placed.iter().map(|p| p.span.end_time_unix_nano).max().unwrap_or(t0).max(t0 + 1);
-    let total = (t1 - t0) as f64;
+    let t1 = placed.iter().map(|p| p.span.end_time_unix_nano).max().unwrap_or(t0).max(t0.saturating_add(1));
+    let total = (t1 - t0).max(1) as f64;
     let services: HashSet<&str> = placed.iter().map(|p| p.service).collect();
     let errors = placed.iter().filter(|p| is_error(p.span)).count();
     let root = placed.iter().find(|p| p.span.parent_span_id.is_empty()).or(placed.first());
@@ -428,7 +428,7 @@ pub async fn trace(
         encode_query(&[
             ("trace_id", &trace_id),
             ("start", &(t0.saturating_sub(margin) / 1_000_000).to_string()),
-            ("end", &((t1 + margin) / 1_000_000).to_string()),
+            ("end", &(t1.saturating_add(margin) / 1_000_000).to_string()),
         ])
     );
     let x = |t: u64| (t.saturating_sub(t0)) as f64 / total * 1000.0;
@@ -455,7 +455,7 @@ pub async fn trace(
                     div.label { "Span" }
                     div.bar { div.track {
                         @for i in 0..=4u64 {
-                            span style=(format!("left:{}%", i * 25)) { (duration_text((t1 - t0) * i / 4)) }
+                            span style=(format!("left:{}%", i * 25)) { (duration_text((t1 - t0) / 4 * i)) }
                         }
                     } }
                 }
@@ -543,7 +543,7 @@ async fn details(ui: &Ui, trace_id: &str, p: &Placed<'_>) -> Markup {
         encode_query(&[
             ("trace_id", trace_id),
             ("start", &(span.start_time_unix_nano.saturating_sub(600_000_000_000) / 1_000_000).to_string()),
-            ("end", &((span.end_time_unix_nano + 600_000_000_000) / 1_000_000).to_string()),
+            ("end", &(span.end_time_unix_nano.saturating_add(600_000_000_000) / 1_000_000).to_string()),
         ])
     );
     html! {

@@ -606,3 +606,44 @@ async fn service_dependencies_over_json_and_jaeger() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_web_ui_copes_with_times_at_the_edges_and_absurd_parameters() {
+    let mut t = TestServer::start().await;
+    let edge = |id: u8, start: u64, end: u64| Span {
+        trace_id: vec![0x55; 16],
+        span_id: vec![id; 8],
+        name: format!("edge {id}"),
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        ..Default::default()
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![edge(1, 1, u64::MAX), edge(2, u64::MAX, u64::MAX), edge(3, 0, 0)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    t.traces().await.export(request).await.expect("export");
+    let page = reqwest::get(url(&t, &format!("/trace/{}", "55".repeat(16)))).await.expect("answered");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("html");
+    for name in ["edge 1", "edge 2", "edge 3"] {
+        assert!(html.contains(name), "{name} is on the timeline");
+    }
+    assert!(!html.contains("NaN"), "every bar is placed");
+    for path in [
+        "/traces?start=99999999999999999999",
+        "/traces?start=18446744073709551615&end=18446744073709551615",
+        "/logs?min_severity=banana",
+        "/metric?name=x&step=999999999h",
+        &format!("/trace/{}?span=nothere", "55".repeat(16)),
+    ] {
+        let page = reqwest::get(url(&t, path)).await.expect("answered");
+        assert!(page.status().is_success(), "{path}: {}", page.status());
+    }
+    t.stop().await;
+}
