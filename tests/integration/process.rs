@@ -268,6 +268,18 @@ async fn a_bad_configuration_is_named_once_and_stops_the_start() {
         assert!(stderr.contains(says), "{stderr}");
         assert_eq!(stderr.matches("invalid configuration").count(), 1, "said once: {stderr}");
     }
+    // A start that fails further on names each cause once too, on one line.
+    let output = Command::new(env!("CARGO_BIN_EXE_otelephant"))
+        .env("OTELEPHANT_POSTGRES__URL", "postgres://postgres@127.0.0.1:1/otelephant")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .await
+        .expect("run otelephant");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    let error = stderr.lines().find(|l| l.starts_with("Error: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(error.matches("error connecting to server").count(), 1, "{stderr}");
+    assert_eq!(error.matches("Connection refused").count(), 1, "{stderr}");
 }
 
 #[tokio::test]
