@@ -129,9 +129,14 @@ impl Access {
     /// Whether a read over HTTP (the web UI, the JSON and Jaeger APIs) may go through: the
     /// query token as a bearer token, or in the cookie the web UI's sign-in sets.
     pub fn admits_query(&self, headers: &HeaderMap) -> bool {
-        let Some(tokens) = self.query.as_deref() else { return true };
-        bearer(headers).is_some_and(|token| tokens.allows(token))
-            || query_cookie(headers).is_some_and(|token| tokens.allows(token.as_bytes()))
+        bearer(headers).is_some_and(|token| self.is_query_token(token))
+            || query_cookie(headers).is_some_and(|token| self.is_query_token(token.as_bytes()))
+            || self.query.is_none()
+    }
+
+    /// Whether `token` is one of the query tokens (or no query token is set).
+    pub fn is_query_token(&self, token: &[u8]) -> bool {
+        self.query.as_deref().is_none_or(|tokens| tokens.allows(token))
     }
 }
 

@@ -40,11 +40,7 @@ pub const BUILD_INFO: &str = "otelephant_build_info";
 
 /// The help of `otelephant_requests_total`; its labels are `receive::outcome::Outcome`'s (a
 /// test holds the two together).
-const REQUESTS_HELP: &str = "Export requests by outcome: ok, partial, invalid, too_large, too_slow, unauthenticated, overloaded, unavailable, refused, shutting_down, error.";
-
-pub fn requests_help() -> &'static str {
-    REQUESTS_HELP
-}
+pub const REQUESTS_HELP: &str = "Export requests by outcome: ok, partial, invalid, too_large, too_slow, unauthenticated, overloaded, unavailable, refused, shutting_down, error.";
 
 /// What each metric means, for the exposition's `# HELP` lines.
 const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[

@@ -1,6 +1,11 @@
 //! Days and dates: the day number (days since 1970-01-01, UTC) that partitions and dimension
 //! rows are dated with, and calendar dates of day numbers and timestamps, for people.
 
+/// Nanoseconds since the Unix epoch, now (0 if the clock is before it).
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Days since the Unix epoch (UTC) at `now`: the day number partitions and dimension rows are
 /// dated with.
 pub fn epoch_day(now: std::time::SystemTime) -> i32 {

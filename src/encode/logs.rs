@@ -1,7 +1,5 @@
 //! Log records -> rows of `logs`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use opentelemetry_proto::tonic::{collector::logs::v1::ExportLogsServiceRequest, logs::v1::LogRecord};
 
 use super::{
@@ -41,7 +39,7 @@ pub fn encode(request: &ExportLogsServiceRequest, known: &KnownIds) -> Encoded {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    crate::time::now_nanos()
 }
 
 /// [`encode`], for records that arrived at `received` (ns since the epoch).

@@ -253,20 +253,23 @@ async fn operations(State(q): State<Query>, Params(params): Params<OperationsPar
 
 /// The range from `start` and `end` (microseconds), each defaulting as Jaeger's do.
 fn lookback(start: Option<&str>, end: Option<&str>) -> Result<TimeRange, Status> {
-    let micros = |value: Option<&str>, name: &str| -> Result<Option<u64>, Status> {
-        match value.filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<u64>()
-                .map(|m| Some(m.saturating_mul(1000)))
-                .map_err(|e| Status::invalid_argument(format!("unable to parse param '{name}': {e}"))),
-        }
-    };
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let end = micros(end, "end")?.unwrap_or(now);
-    let start = micros(start, "start")?.unwrap_or(end.saturating_sub(DEFAULT_LOOKBACK.as_nanos() as u64));
+    let end = nanos_param(end, "end", 1_000)?.unwrap_or_else(crate::time::now_nanos);
+    let start =
+        nanos_param(start, "start", 1_000)?.unwrap_or(end.saturating_sub(DEFAULT_LOOKBACK.as_nanos() as u64));
     Ok(TimeRange { start_unix_nano: start, end_unix_nano: end })
+}
+
+/// A whole number of some unit (`unit_nanos` nanoseconds each: Jaeger's times and durations are
+/// microseconds or milliseconds) as nanoseconds; `None` when absent or empty.
+fn nanos_param(value: Option<&str>, name: &str, unit_nanos: u64) -> Result<Option<u64>, Status> {
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<u64>()
+                .map(|n| n.saturating_mul(unit_nanos))
+                .map_err(|e| Status::invalid_argument(format!("unable to parse param '{name}': {e}")))
+        })
+        .transpose()
 }
 
 /// A Go duration (`time.ParseDuration`): a sequence of numbers with units, such as `1.5ms`
@@ -426,21 +429,9 @@ struct DependencyParams {
 
 async fn dependencies(State(q): State<Query>, Params(params): Params<DependencyParams>) -> Response {
     let found = async {
-        let millis = |value: Option<&str>, name: &str| -> Result<Option<u64>, Status> {
-            value
-                .filter(|v| !v.is_empty())
-                .map(|v| {
-                    v.parse::<u64>()
-                        .map(|ms| ms.saturating_mul(1_000_000))
-                        .map_err(|e| Status::invalid_argument(format!("unable to parse param '{name}': {e}")))
-                })
-                .transpose()
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let end = millis(params.end_ts.as_deref(), "endTs")?.unwrap_or(now);
-        let lookback = millis(params.lookback.as_deref(), "lookback")?
+        let end =
+            nanos_param(params.end_ts.as_deref(), "endTs", 1_000_000)?.unwrap_or_else(crate::time::now_nanos);
+        let lookback = nanos_param(params.lookback.as_deref(), "lookback", 1_000_000)?
             .unwrap_or(DEFAULT_DEPENDENCY_LOOKBACK.as_nanos() as u64);
         let time_range =
             Some(TimeRange { start_unix_nano: end.saturating_sub(lookback), end_unix_nano: end });

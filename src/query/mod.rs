@@ -10,7 +10,7 @@ pub mod traces;
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use std::collections::HashMap;
@@ -193,7 +193,7 @@ impl Drop for Conn {
 /// # Errors
 /// INVALID_ARGUMENT naming the field when the range is inverted or empty.
 pub fn resolve_range(range: Option<&proto::TimeRange>, field: &str) -> Result<(i64, i64), Status> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let now = crate::time::now_nanos();
     let range = range.copied().unwrap_or_default();
     let end = if range.end_unix_nano == 0 { now } else { range.end_unix_nano };
     let start = if range.start_unix_nano == 0 {

@@ -122,7 +122,7 @@ mod tests {
     #[test]
     fn the_metric_help_text_lists_every_outcome_in_order() {
         let labels: Vec<&str> = Outcome::ALL.iter().map(|o| o.label()).collect();
-        let help = crate::telemetry::requests_help();
+        let help = crate::telemetry::REQUESTS_HELP;
         assert!(help.ends_with(&format!("{}.", labels.join(", "))), "{help}");
     }
 

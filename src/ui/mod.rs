@@ -17,8 +17,6 @@ mod logs;
 mod metrics;
 mod traces;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::{
     extract::{Query as Params, Request},
     http::{header, HeaderValue, StatusCode},
@@ -190,9 +188,7 @@ const RANGES: [(&str, &str, u64); 7] = [
 /// The default range of every screen.
 const DEFAULT_RANGE: &str = "1h";
 
-pub fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
+pub use crate::time::now_nanos;
 
 /// The page's time range in nanoseconds: `start` and `end` (milliseconds since the epoch, as
 /// the range form's absolute inputs send them) or a preset `range`, the last hour by default.
@@ -538,12 +534,9 @@ async fn login_form(Params(query): Params<LoginQuery>) -> Response {
 
 async fn login(access: Access, secure: bool, Form(form): Form<LoginForm>) -> Response {
     let next = safe_next(form.next.as_deref());
-    let mut headers = http::HeaderMap::new();
     let token = form.token.trim();
-    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
-        headers.insert(header::AUTHORIZATION, value);
-    }
-    if token.is_empty() || !access.admits_query(&headers) || token.contains([';', ' ', ',']) {
+    // A cookie value cannot hold these; no token is accepted that cannot be kept in one.
+    if token.is_empty() || token.contains([';', ' ', ',']) || !access.is_query_token(token.as_bytes()) {
         return (StatusCode::UNAUTHORIZED, Html(login_page(&next, true).into_string())).into_response();
     }
     let cookie = format!(
