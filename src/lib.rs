@@ -30,9 +30,11 @@
 //!   each table's). [`encode::copy`] is the tuple encoder, [`encode::attributes`] the
 //!   AnyValue <-> jsonb mapping (both directions), [`encode::dims`] resources, scopes and the
 //!   cache of known ids, [`encode::validate`] the records refused, [`encode::meter`] the memory
-//!   rows may take, [`encode::wire`] reading protobuf straight from its bytes (protobuf fields,
-//!   the request walk, JSON from the bytes), and [`encode::traces`], [`encode::metrics`],
-//!   [`encode::logs`] one signal each.
+//!   rows may take. [`encode::traces`], [`encode::metrics`] and [`encode::logs`] hold one
+//!   signal each: its tables and the one writer of each table's rows, which reads a record
+//!   through [`encode::source`]'s traits, implemented by the decoded request (`decoded`) and
+//!   by [`encode::wire`], which reads protobuf straight from its bytes (protobuf fields, the
+//!   request walk, values and lists in place).
 //! - [`auth`]: bearer tokens; [`tls`]: TLS listeners; [`shutdown`]: the shutdown signals.
 //! - [`config`]: the configuration structs and how their sources merge; [`time`]: day numbers
 //!   and dates; [`telemetry`]: otelephant's own metrics.

@@ -1,6 +1,6 @@
 //! The one mapping between OTLP `AnyValue`/attribute maps and jsonb, in both directions: encode
-//! (JSON text written straight into a COPY buffer) for ingest, decode (from `serde_json::Value`)
-//! for reading back. The two are exact inverses; the tests check it over random values.
+//! (JSON text written straight into a COPY buffer, from a decoded value and from its protobuf
+//! bytes alike: see `source`) for ingest, decode (from `serde_json::Value`) for reading back. The two are exact inverses; the tests check it over random values.
 //!
 //! | AnyValue            | jsonb                                                     |
 //! |---------------------|-----------------------------------------------------------|
@@ -33,6 +33,11 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use serde_json::Value as Json;
 
+use super::{
+    source::{MapSource, Read, Unusual, ValueSource},
+    validate,
+};
+
 pub const TAG_DOUBLE: &str = "$double";
 pub const TAG_BYTES: &str = "$bytes";
 pub const TAG_MAP: &str = "$map";
@@ -40,91 +45,202 @@ pub const TAG_STRINDEX: &str = "$strindex";
 pub const TAG_NUL: &str = "$nul";
 pub const TAGS: [&str; 5] = [TAG_DOUBLE, TAG_BYTES, TAG_MAP, TAG_STRINDEX, TAG_NUL];
 
-/// Key order of written maps.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Order {
-    /// As sent: cheapest, for records.
-    AsSent,
-    /// Sorted by key at every level: one canonical text per map, for content hashes.
-    Sorted,
+/// Writes an attribute map as a JSON object, its entries in the order sent (the cheapest, for
+/// records). Returns whether a key, at any depth, holds U+0000, which no key can be stored
+/// with (see `validate`).
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost.
+#[inline]
+pub fn write_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M) -> Result<bool, Unusual> {
+    write_map::<M, false>(buf, map, 0)
 }
 
-/// Writes an attribute map as a JSON object.
-pub fn write_attributes(buf: &mut BytesMut, attributes: &[KeyValue], order: Order) {
+/// [`write_attributes`] with the keys of every map sorted, at every level: one canonical text
+/// per map, for the content hashes of resources, scopes and series.
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost.
+#[inline]
+pub fn write_sorted_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M) -> Result<bool, Unusual> {
+    write_map::<M, true>(buf, map, 0)
+}
+
+/// Writes one AnyValue as JSON; returns whether a map key in it holds U+0000.
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost.
+#[inline]
+pub fn write_any_value<'a, V: ValueSource<'a>>(buf: &mut BytesMut, value: V) -> Result<bool, Unusual> {
+    write_value::<V, false>(buf, value, 0)
+}
+
+/// The JSON of a decoded AnyValue, which is always readable (its keys are not checked).
+pub fn write_decoded_value(buf: &mut BytesMut, value: &AnyValue) {
+    let _nul_in_key = write_any_value(buf, value);
+}
+
+/// [`write_sorted_attributes`] of a decoded map, which is always readable; its keys are checked
+/// by `validate::attributes`.
+pub fn write_decoded_sorted(buf: &mut BytesMut, attributes: &[KeyValue]) {
+    let _nul_in_key = write_sorted_attributes(buf, attributes);
+}
+
+/// Entries of a sorted map kept on the stack: most maps have fewer.
+const SORTED_ON_STACK: usize = 8;
+
+fn write_map<'a, M: MapSource<'a>, const SORTED: bool>(
+    buf: &mut BytesMut,
+    map: M,
+    depth: usize,
+) -> Result<bool, Unusual> {
     buf.put_u8(b'{');
-    match order {
-        Order::AsSent => {
-            for (i, kv) in attributes.iter().enumerate() {
-                write_entry(buf, i, kv, order);
+    let mut nul = false;
+    if SORTED {
+        let mut stack: [(&[u8], Option<M::Value>); SORTED_ON_STACK] = [(&[], None); SORTED_ON_STACK];
+        let mut heap = Vec::new();
+        let mut len = 0;
+        for entry in map.entries() {
+            let entry = entry?;
+            match stack.get_mut(len) {
+                Some(slot) => *slot = entry,
+                None => {
+                    if heap.is_empty() {
+                        heap.extend_from_slice(&stack);
+                    }
+                    heap.push(entry);
+                }
             }
+            len += 1;
         }
-        Order::Sorted => {
-            let mut sorted: Vec<&KeyValue> = attributes.iter().collect();
-            sorted.sort_by(|a, b| a.key.cmp(&b.key));
-            for (i, kv) in sorted.into_iter().enumerate() {
-                write_entry(buf, i, kv, order);
-            }
+        let entries = if len <= SORTED_ON_STACK { &mut stack[..len] } else { &mut heap[..] };
+        // Stable: of equal keys (which OTLP forbids) the last sent is the last written.
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        for (i, &(key, value)) in entries.iter().enumerate() {
+            nul |= write_entry::<M, SORTED>(buf, i, key, value, depth)?;
+        }
+    } else {
+        for (i, entry) in map.entries().enumerate() {
+            let (key, value) = entry?;
+            nul |= write_entry::<M, SORTED>(buf, i, key, value, depth)?;
         }
     }
     buf.put_u8(b'}');
+    Ok(nul)
 }
 
-fn write_entry(buf: &mut BytesMut, i: usize, kv: &KeyValue, order: Order) {
+#[inline(always)]
+fn write_entry<'a, M: MapSource<'a>, const SORTED: bool>(
+    buf: &mut BytesMut,
+    i: usize,
+    key: &[u8],
+    value: Option<M::Value>,
+    depth: usize,
+) -> Result<bool, Unusual> {
     if i > 0 {
         buf.put_u8(b',');
     }
-    write_str(buf, &kv.key);
+    let mut nul = write_key(buf, key)?;
     buf.put_u8(b':');
-    write_optional_value(buf, kv.value.as_ref(), order);
-}
-
-fn write_optional_value(buf: &mut BytesMut, value: Option<&AnyValue>, order: Order) {
-    match value.and_then(|v| v.value.as_ref()) {
-        None => buf.put_slice(b"null"),
-        Some(v) => write_value(buf, v, order),
-    }
-}
-
-/// Writes one AnyValue as JSON.
-pub fn write_any_value(buf: &mut BytesMut, value: &AnyValue, order: Order) {
-    write_optional_value(buf, Some(value), order)
-}
-
-fn write_value(buf: &mut BytesMut, value: &Value, order: Order) {
     match value {
-        Value::StringValue(s) => write_string_value(buf, s),
-        Value::BoolValue(true) => buf.put_slice(b"true"),
-        Value::BoolValue(false) => buf.put_slice(b"false"),
-        Value::IntValue(i) => write_int(buf, *i),
-        Value::DoubleValue(d) => write_double(buf, *d),
-        Value::BytesValue(b) => write_bytes(buf, b),
-        Value::ArrayValue(array) => {
+        Some(value) => nul |= write_value::<M::Value, SORTED>(buf, value, depth)?,
+        None => buf.put_slice(b"null"),
+    }
+    Ok(nul)
+}
+
+fn write_value<'a, V: ValueSource<'a>, const SORTED: bool>(
+    buf: &mut BytesMut,
+    value: V,
+    depth: usize,
+) -> Result<bool, Unusual> {
+    if depth > V::MAX_DEPTH {
+        return Err(Unusual);
+    }
+    match value.read()? {
+        Read::Empty => buf.put_slice(b"null"),
+        Read::Text(text) => write_text(buf, text)?,
+        Read::Bool(true) => buf.put_slice(b"true"),
+        Read::Bool(false) => buf.put_slice(b"false"),
+        Read::Int(i) => write_int(buf, i),
+        Read::Double(d) => write_double(buf, d),
+        Read::Bytes(bytes) => write_bytes(buf, bytes),
+        Read::Array(values) => {
             buf.put_u8(b'[');
-            for (i, v) in array.values.iter().enumerate() {
+            let mut nul = false;
+            for (i, value) in values.enumerate() {
                 if i > 0 {
                     buf.put_u8(b',');
                 }
-                write_any_value(buf, v, order);
+                nul |= write_value::<V, SORTED>(buf, value?, depth + 1)?;
             }
             buf.put_u8(b']');
+            return Ok(nul);
         }
-        Value::KvlistValue(list) => {
-            let ambiguous = matches!(list.values.as_slice(), [only] if is_tag(&only.key));
-            if ambiguous {
+        Read::Map(map) => {
+            if only_key(map)?.is_some_and(is_tag) {
                 write_tag(buf, TAG_MAP);
-                write_attributes(buf, &list.values, order);
+                let nul = write_map::<V::Map, SORTED>(buf, map, depth + 1)?;
                 buf.put_u8(b'}');
-            } else {
-                write_attributes(buf, &list.values, order);
+                return Ok(nul);
             }
+            return write_map::<V::Map, SORTED>(buf, map, depth + 1);
         }
-        Value::StringValueStrindex(i) => write_strindex(buf, *i),
+        Read::Strindex(i) => write_strindex(buf, i),
     }
+    Ok(false)
+}
+
+/// The key of a map's only entry, if it has exactly one.
+fn only_key<'a, M: MapSource<'a>>(map: M) -> Result<Option<&'a [u8]>, Unusual> {
+    let mut entries = map.entries();
+    let Some(first) = entries.next() else { return Ok(None) };
+    let (key, _) = first?;
+    Ok(entries.next().is_none().then_some(key))
+}
+
+/// Writes a map key's bytes as a JSON string; returns whether it holds U+0000 (which a key
+/// cannot be stored with).
+///
+/// # Errors
+/// [`Unusual`] when the bytes are not UTF-8.
+#[inline]
+pub fn write_key(buf: &mut BytesMut, bytes: &[u8]) -> Result<bool, Unusual> {
+    if is_plain(bytes) {
+        write_plain(buf, bytes);
+        return Ok(false);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| Unusual)?;
+    write_str(buf, text);
+    Ok(!validate::is_key(text.as_bytes()))
+}
+
+/// Writes a string value's bytes: a JSON string, or the `$nul` tag when it holds U+0000.
+///
+/// # Errors
+/// [`Unusual`] when the bytes are not UTF-8.
+#[inline]
+pub fn write_text(buf: &mut BytesMut, bytes: &[u8]) -> Result<(), Unusual> {
+    if is_plain(bytes) {
+        write_plain(buf, bytes);
+        return Ok(());
+    }
+    write_string_value(buf, std::str::from_utf8(bytes).map_err(|_| Unusual)?);
+    Ok(())
+}
+
+/// Bytes that need no escaping, quoted.
+#[inline]
+fn write_plain(buf: &mut BytesMut, bytes: &[u8]) {
+    buf.reserve(bytes.len() + 2);
+    buf.put_u8(b'"');
+    buf.put_slice(bytes);
+    buf.put_u8(b'"');
 }
 
 /// Whether a map key is one of the `$` tags, which a nested map with only that key must escape.
-pub fn is_tag(key: &str) -> bool {
-    TAGS.contains(&key)
+pub fn is_tag(key: &[u8]) -> bool {
+    TAGS.iter().any(|tag| tag.as_bytes() == key)
 }
 
 pub fn write_bytes(buf: &mut BytesMut, bytes: &[u8]) {
@@ -423,7 +539,7 @@ mod tests {
 
     fn to_json(value: &AnyValue) -> Json {
         let mut buf = BytesMut::new();
-        write_any_value(&mut buf, value, Order::AsSent);
+        write_decoded_value(&mut buf, value);
         serde_json::from_slice(&buf).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&buf)))
     }
 
@@ -487,8 +603,8 @@ mod tests {
             |k: &str, i| KeyValue { key: k.into(), value: Some(v(Value::IntValue(i))), ..Default::default() };
         let mut a = BytesMut::new();
         let mut b = BytesMut::new();
-        write_attributes(&mut a, &[kv("b", 1), kv("a", 2)], Order::Sorted);
-        write_attributes(&mut b, &[kv("a", 2), kv("b", 1)], Order::Sorted);
+        write_decoded_sorted(&mut a, &[kv("b", 1), kv("a", 2)]);
+        write_decoded_sorted(&mut b, &[kv("a", 2), kv("b", 1)]);
         assert_eq!(a, b);
         assert_eq!(&a[..], b"{\"a\":2,\"b\":1}");
     }

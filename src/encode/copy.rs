@@ -101,6 +101,27 @@ impl Rows {
     }
 }
 
+/// Where a table's rows ended at some moment, to go back to (see [`Rows::undo`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    len: usize,
+    count: usize,
+}
+
+impl Rows {
+    /// Where the rows end now.
+    pub fn mark(&self) -> Mark {
+        Mark { len: self.buf.len(), count: self.count }
+    }
+
+    /// Removes the rows written since `mark`: a record refused once its row is written (the
+    /// writers check a record as they write it, in one pass).
+    pub fn undo(&mut self, mark: Mark) {
+        self.buf.truncate(mark.len);
+        self.count = mark.count;
+    }
+}
+
 impl Rows {
     /// Makes room for `additional` bytes of rows, asked of the request's meter like any growth.
     pub fn reserve(&mut self, additional: usize) {

@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::{
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::{
-    attributes::{write_attributes, write_str, Order},
+    attributes::{write_decoded_sorted, write_str},
     copy::{Table, TableKind},
     Encoded, TableId,
 };
@@ -195,7 +195,7 @@ impl<'a> RequestEncoder<'a> {
         let resource = resource.unwrap_or(&empty);
         let mut canon = std::mem::take(&mut self.scratch);
         canon.clear();
-        write_attributes(&mut canon, &resource.attributes, Order::Sorted);
+        write_decoded_sorted(&mut canon, &resource.attributes);
         let attributes_len = canon.len();
         canon.put_u32(resource.dropped_attributes_count);
         let refs_at = canon.len();
@@ -228,7 +228,7 @@ impl<'a> RequestEncoder<'a> {
         let scope = scope.unwrap_or(&empty);
         let mut canon = std::mem::take(&mut self.scratch);
         canon.clear();
-        write_attributes(&mut canon, &scope.attributes, Order::Sorted);
+        write_decoded_sorted(&mut canon, &scope.attributes);
         let attributes_len = canon.len();
         canon.put_u32(scope.dropped_attributes_count);
         for part in [&scope.name, &scope.version] {

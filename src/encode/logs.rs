@@ -1,13 +1,19 @@
-//! Log records -> rows of `logs`.
+//! Log records -> rows of `logs`. One writer ([`write_record`]) fills the row from a
+//! [`RecordRow`], which is read either from a decoded record or from a LogRecord message's bytes.
 
-use opentelemetry_proto::tonic::{collector::logs::v1::ExportLogsServiceRequest, logs::v1::LogRecord};
+use opentelemetry_proto::tonic::{
+    collector::logs::v1::ExportLogsServiceRequest,
+    common::v1::{AnyValue, KeyValue},
+    logs::v1::LogRecord,
+};
 
 use super::{
-    attributes::{write_any_value, write_attributes, Order},
+    attributes::{write_any_value, write_attributes},
     copy::{Rows, Signal, Table, TableKind},
     dims::{walk_decoded, KnownIds},
+    source::ValueSource,
     validate,
-    wire::{self, Fields, Stretch, Unusual},
+    wire::{self, Fields, Stretch, Unusual, WireMap, WireValue},
     Encoded, TableId,
 };
 
@@ -32,8 +38,8 @@ pub const LOGS: Table = Table {
     kind: TableKind::Records { partition_key: "timestamp_unix_nano", signal: Signal::Logs },
 };
 
-/// Encodes every log record of an export request, leaving out (and counting) the ones
-/// [`validate`] refuses.
+/// Encodes every log record of an export request, leaving out (and counting) the ones refused
+/// (see [`validate`]).
 pub fn encode(request: &ExportLogsServiceRequest, known: &KnownIds) -> Encoded {
     encode_received(request, known, now())
 }
@@ -50,49 +56,101 @@ pub fn encode_received(request: &ExportLogsServiceRequest, known: &KnownIds, rec
         |rl| (rl.resource.as_ref(), rl.schema_url.as_str(), &rl.scope_logs[..]),
         |sl| (sl.scope.as_ref(), sl.schema_url.as_str(), &sl.log_records[..]),
         |_| 1,
-        |enc, record, resource_id, scope_id| match validate_record(record) {
-            Ok(()) => encode_record(enc.out.rows_mut(TableId::Logs), record, resource_id, scope_id, received),
-            Err(reason) => enc.out.reject(1, reason),
+        |enc, record, resource_id, scope_id| {
+            let rows = enc.out.rows_mut(TableId::Logs);
+            // A decoded record is never Unusual.
+            if let Ok(Err(reason)) =
+                write_record(rows, &RecordRow::from(record), (resource_id, scope_id), received)
+            {
+                enc.out.reject(1, reason);
+            }
         },
     )
 }
 
-fn validate_record(record: &LogRecord) -> Result<(), validate::Rejection> {
-    validate::optional_trace_id("trace_id", &record.trace_id)?;
-    validate::optional_span_id("span_id", &record.span_id)?;
-    validate::text("severity_text", &record.severity_text)?;
-    validate::text("event_name", &record.event_name)?;
-    if let Some(body) = &record.body {
-        validate::any_value("body", body)?;
-    }
-    validate::attributes("attributes", &record.attributes)
+/// A log record as its row is written.
+pub struct RecordRow<'a, V: ValueSource<'a>> {
+    pub time_unix_nano: u64,
+    pub observed_time_unix_nano: u64,
+    pub severity_number: i32,
+    pub severity_text: &'a str,
+    pub body: Option<V>,
+    pub attributes: V::Map,
+    pub dropped_attributes_count: u32,
+    pub flags: u32,
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub event_name: &'a str,
 }
 
 /// The time a record is filed under: its own time, else when it was observed, else when it was
 /// received.
-pub fn timestamp(record: &LogRecord, received: u64) -> u64 {
-    [record.time_unix_nano, record.observed_time_unix_nano].into_iter().find(|&t| t != 0).unwrap_or(received)
+fn timestamp(time_unix_nano: u64, observed_time_unix_nano: u64, received: u64) -> u64 {
+    [time_unix_nano, observed_time_unix_nano].into_iter().find(|&t| t != 0).unwrap_or(received)
 }
 
-fn encode_record(rows: &mut Rows, record: &LogRecord, resource_id: i64, scope_id: i64, received: u64) {
-    let mut row = rows.row(&LOGS);
-    row.uint64(timestamp(record, received));
-    row.uint64(record.time_unix_nano);
-    row.uint64(record.observed_time_unix_nano);
-    row.int4(record.severity_number);
-    row.text(&record.severity_text);
-    match &record.body {
-        Some(body) => row.jsonb(|buf| write_any_value(buf, body, Order::AsSent)),
-        None => row.null(),
+/// Writes a log record's row, or, when a rule refuses the record, leaves it out and says why:
+/// the ids (see [`validate`]), U+0000 in the severity text, the event name or any key.
+///
+/// # Errors
+/// [`Unusual`] when the record's bytes are left to prost (then what was written is discarded).
+pub fn write_record<'a, V: ValueSource<'a>>(
+    rows: &mut Rows,
+    record: &RecordRow<'a, V>,
+    (resource_id, scope_id): (i64, i64),
+    received: u64,
+) -> Result<Result<(), validate::Rejection>, Unusual> {
+    let mark = rows.mark();
+    let (mut body, mut attributes) = (Ok(false), Ok(false));
+    {
+        let mut row = rows.row(&LOGS);
+        row.uint64(timestamp(record.time_unix_nano, record.observed_time_unix_nano, received));
+        row.uint64(record.time_unix_nano);
+        row.uint64(record.observed_time_unix_nano);
+        row.int4(record.severity_number);
+        row.text(record.severity_text);
+        match record.body {
+            Some(value) => row.jsonb(|buf| body = write_any_value(buf, value)),
+            None => row.null(),
+        }
+        row.jsonb(|buf| attributes = write_attributes(buf, record.attributes));
+        row.int8(i64::from(record.dropped_attributes_count));
+        row.int8(i64::from(record.flags));
+        row.bytea_or_null(record.trace_id);
+        row.bytea_or_null(record.span_id);
+        row.text(record.event_name);
+        row.int8(resource_id);
+        row.int8(scope_id);
     }
-    row.jsonb(|buf| write_attributes(buf, &record.attributes, Order::AsSent));
-    row.int8(i64::from(record.dropped_attributes_count));
-    row.int8(i64::from(record.flags));
-    row.bytea_or_null(&record.trace_id);
-    row.bytea_or_null(&record.span_id);
-    row.text(&record.event_name);
-    row.int8(resource_id);
-    row.int8(scope_id);
+    let (body, attributes) = (body?, attributes?);
+    let verdict = validate::optional_trace_id("trace_id", record.trace_id)
+        .and_then(|()| validate::optional_span_id("span_id", record.span_id))
+        .and_then(|()| validate::text("severity_text", record.severity_text))
+        .and_then(|()| validate::text("event_name", record.event_name))
+        .and_then(|()| validate::keys("body", body))
+        .and_then(|()| validate::keys("attributes", attributes));
+    if verdict.is_err() {
+        rows.undo(mark);
+    }
+    Ok(verdict)
+}
+
+impl<'a> From<&'a LogRecord> for RecordRow<'a, &'a AnyValue> {
+    fn from(record: &'a LogRecord) -> Self {
+        RecordRow {
+            time_unix_nano: record.time_unix_nano,
+            observed_time_unix_nano: record.observed_time_unix_nano,
+            severity_number: record.severity_number,
+            severity_text: &record.severity_text,
+            body: record.body.as_ref(),
+            attributes: &record.attributes[..] as &[KeyValue],
+            dropped_attributes_count: record.dropped_attributes_count,
+            flags: record.flags,
+            trace_id: &record.trace_id,
+            span_id: &record.span_id,
+            event_name: &record.event_name,
+        }
+    }
 }
 
 /// [`encode`] straight from the request's protobuf bytes (see [`wire`]): the same rows, without
@@ -107,23 +165,29 @@ pub fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual>
 
 /// [`encode_wire`], for records that arrived at `received`.
 pub fn encode_wire_received(message: &[u8], known: &KnownIds, received: u64) -> Result<Encoded, Unusual> {
-    wire::encode_request(message, known, TableId::Logs, |rows, record, ids| {
-        wire_record(rows, record, ids, received)
+    wire::encode_request(message, known, TableId::Logs, |rows, message, ids| {
+        write_record(rows, &wire_record(message)?, ids, received)
     })
 }
 
-/// Encodes one LogRecord message as [`encode_record`] does the decoded record, or leaves it out
-/// for the reason [`validate_record`] would give.
-fn wire_record(
-    rows: &mut Rows,
-    message: &[u8],
-    (resource_id, scope_id): (i64, i64),
-    received: u64,
-) -> Result<Result<(), validate::Rejection>, Unusual> {
-    let mut record = LogRecord::default();
-    let mut body = None;
-    let (mut severity_text, mut event_name, mut trace_id, mut span_id) = ("", "", &[][..], &[][..]);
-    let mut attributes_at = Stretch::default();
+/// Reads a LogRecord message. Its attributes are read again as they are written, from the
+/// stretch of the message that holds them.
+#[inline(always)]
+fn wire_record(message: &[u8]) -> Result<RecordRow<'_, WireValue<'_>>, Unusual> {
+    let mut record = RecordRow {
+        time_unix_nano: 0,
+        observed_time_unix_nano: 0,
+        severity_number: 0,
+        severity_text: "",
+        body: None,
+        attributes: WireMap::new(&[], 6),
+        dropped_attributes_count: 0,
+        flags: 0,
+        trace_id: &[][..],
+        span_id: &[][..],
+        event_name: "",
+    };
+    let mut attributes = Stretch::default();
     let mut fields = Fields::new(message);
     loop {
         let before = fields.remaining();
@@ -135,56 +199,23 @@ fn wire_record(
         match number {
             1 => record.time_unix_nano = value.fixed64()?,
             2 => record.severity_number = value.varint()? as i32,
-            3 => severity_text = value.str()?,
-            5 => body = Some(value.bytes()?),
+            3 => record.severity_text = value.str()?,
+            5 => record.body = Some(WireValue(value.bytes()?)),
             6 => {
                 value.bytes()?;
-                attributes_at.cover(message.len(), before, &fields);
+                attributes.cover(message.len(), before, &fields);
             }
             7 => record.dropped_attributes_count = value.varint()? as u32,
             8 => record.flags = value.fixed32()?,
-            9 => trace_id = value.bytes()?,
-            10 => span_id = value.bytes()?,
+            9 => record.trace_id = value.bytes()?,
+            10 => record.span_id = value.bytes()?,
             11 => record.observed_time_unix_nano = value.fixed64()?,
-            12 => event_name = value.str()?,
+            12 => record.event_name = value.str()?,
             _ => {}
         }
     }
-    let valid = validate::optional_trace_id("trace_id", trace_id)
-        .and_then(|()| validate::optional_span_id("span_id", span_id))
-        .and_then(|()| validate::text("severity_text", severity_text))
-        .and_then(|()| validate::text("event_name", event_name));
-    let start = (rows.buf.len(), rows.count);
-    let (mut body_nul, mut attributes_nul) = (Ok(false), Ok(false));
-    {
-        let mut row = rows.row(&LOGS);
-        row.uint64(timestamp(&record, received));
-        row.uint64(record.time_unix_nano);
-        row.uint64(record.observed_time_unix_nano);
-        row.int4(record.severity_number);
-        row.text(severity_text);
-        match body {
-            Some(body) => row.jsonb(|buf| body_nul = wire::write_any_value(buf, body, 0)),
-            None => row.null(),
-        }
-        row.jsonb(|buf| attributes_nul = wire::write_attributes(buf, attributes_at.of(message), 6, 0));
-        row.int8(i64::from(record.dropped_attributes_count));
-        row.int8(i64::from(record.flags));
-        row.bytea_or_null(trace_id);
-        row.bytea_or_null(span_id);
-        row.text(event_name);
-        row.int8(resource_id);
-        row.int8(scope_id);
-    }
-    let (body_nul, attributes_nul) = (body_nul?, attributes_nul?);
-    let verdict = valid
-        .and_then(|()| if body_nul { Err(validate::nul_in_keys("body")) } else { Ok(()) })
-        .and_then(|()| if attributes_nul { Err(validate::nul_in_keys("attributes")) } else { Ok(()) });
-    if verdict.is_err() {
-        rows.buf.truncate(start.0);
-        rows.count = start.1;
-    }
-    Ok(verdict)
+    record.attributes.message = attributes.of(message);
+    Ok(record)
 }
 
 #[cfg(test)]
@@ -269,6 +300,6 @@ mod tests {
         assert!(encode_wire(&twice, &KnownIds::default()).is_ok(), "repeated fields concatenate");
         let record = LogRecord { severity_number: 9, ..Default::default() }.encode_to_vec();
         let doubled = [&record[..], &record[..]].concat();
-        assert_eq!(wire_record(&mut Rows::default(), &doubled, (0, 0), 0), Err(Unusual));
+        assert_eq!(wire_record(&doubled).err(), Some(Unusual));
     }
 }

@@ -4,10 +4,12 @@
 
 pub mod attributes;
 pub mod copy;
+mod decoded;
 pub mod dims;
 pub mod logs;
 pub mod meter;
 pub mod metrics;
+pub mod source;
 #[cfg(test)]
 mod testing;
 pub mod traces;

@@ -1,20 +1,21 @@
 //! Spans -> rows of `spans`. Events and links go into jsonb arrays on the span's row: they are
-//! read with their span, never on their own.
+//! read with their span, never on their own. One writer ([`write_span`]) fills the row from a
+//! [`SpanRow`], which is read either from a decoded span or from a Span message's bytes.
 
 use bytes::{BufMut, BytesMut};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::KeyValue,
     trace::v1::{span, Span},
 };
 
 use super::{
-    attributes::{
-        attributes_from_json, write_attributes, write_hex, write_int, write_str, MappingError, Order,
-    },
+    attributes::{attributes_from_json, write_attributes, write_hex, write_int, write_str, MappingError},
     copy::{Rows, Signal, Table, TableKind},
     dims::{walk_decoded, KnownIds},
+    source::{ListSource, MapSource},
     validate,
-    wire::{self, Fields, Stretch, Unusual},
+    wire::{self, values::Item, Fields, Stretch, Unusual, WireList, WireMap},
     Encoded, TableId,
 };
 
@@ -44,8 +45,8 @@ pub const SPANS: Table = Table {
     kind: TableKind::Records { partition_key: "start_time_unix_nano", signal: Signal::Traces },
 };
 
-/// Encodes every span of an export request, leaving out (and counting) the ones [`validate`]
-/// refuses.
+/// Encodes every span of an export request, leaving out (and counting) the ones refused (see
+/// [`validate`]).
 pub fn encode(request: &ExportTraceServiceRequest, known: &KnownIds) -> Encoded {
     walk_decoded(
         known,
@@ -53,73 +54,128 @@ pub fn encode(request: &ExportTraceServiceRequest, known: &KnownIds) -> Encoded 
         |rs| (rs.resource.as_ref(), rs.schema_url.as_str(), &rs.scope_spans[..]),
         |ss| (ss.scope.as_ref(), ss.schema_url.as_str(), &ss.spans[..]),
         |_| 1,
-        |enc, span, resource_id, scope_id| match validate_span(span) {
-            Ok(()) => encode_span(enc.out.rows_mut(TableId::Spans), span, resource_id, scope_id),
-            Err(reason) => enc.out.reject(1, reason),
+        |enc, span, resource_id, scope_id| {
+            let rows = enc.out.rows_mut(TableId::Spans);
+            // A decoded span is never Unusual.
+            if let Ok(Err(reason)) = write_span(rows, &SpanRow::from(span), (resource_id, scope_id)) {
+                enc.out.reject(1, reason);
+            }
         },
     )
 }
 
-fn validate_span(span: &Span) -> Result<(), validate::Rejection> {
-    validate::trace_id("trace_id", &span.trace_id)?;
-    validate::span_id("span_id", &span.span_id)?;
-    validate::optional_span_id("parent_span_id", &span.parent_span_id)?;
-    validate::text("name", &span.name)?;
-    validate::text("trace_state", &span.trace_state)?;
-    validate::attributes("attributes", &span.attributes)?;
-    for event in &span.events {
-        validate::text("event name", &event.name)?;
-        validate::attributes("event attributes", &event.attributes)?;
-    }
-    for link in &span.links {
-        validate::optional_trace_id("link trace_id", &link.trace_id)?;
-        validate::optional_span_id("link span_id", &link.span_id)?;
-        validate::text("link trace_state", &link.trace_state)?;
-        validate::attributes("link attributes", &link.attributes)?;
-    }
-    if let Some(status) = &span.status {
-        validate::text("status message", &status.message)?;
-    }
-    Ok(())
+/// A span as its row is written.
+pub struct SpanRow<'a, M, E, L> {
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub parent_span_id: &'a [u8],
+    pub trace_state: &'a str,
+    pub flags: u32,
+    pub name: &'a str,
+    pub kind: i32,
+    pub attributes: M,
+    pub dropped_attributes_count: u32,
+    pub events: E,
+    pub dropped_events_count: u32,
+    pub links: L,
+    pub dropped_links_count: u32,
+    /// The status message's code and message, when the span has one.
+    pub status: Option<(i32, &'a str)>,
 }
 
-fn encode_span(rows: &mut super::copy::Rows, span: &Span, resource_id: i64, scope_id: i64) {
-    let mut row = rows.row(&SPANS);
-    row.uint64(span.start_time_unix_nano);
-    row.uint64(span.end_time_unix_nano);
-    row.bytea(&span.trace_id);
-    row.bytea(&span.span_id);
-    row.bytea_or_null(&span.parent_span_id);
-    row.text(&span.trace_state);
-    row.int8(i64::from(span.flags));
-    row.text(&span.name);
-    row.int4(span.kind);
-    row.int8(resource_id);
-    row.int8(scope_id);
-    row.jsonb(|buf| write_attributes(buf, &span.attributes, Order::AsSent));
-    row.int8(i64::from(span.dropped_attributes_count));
-    if span.events.is_empty() {
-        row.null();
-    } else {
-        row.jsonb(|buf| write_events(buf, &span.events));
-    }
-    row.int8(i64::from(span.dropped_events_count));
-    if span.links.is_empty() {
-        row.null();
-    } else {
-        row.jsonb(|buf| write_links(buf, &span.links));
-    }
-    row.int8(i64::from(span.dropped_links_count));
-    match &span.status {
-        Some(status) => {
-            row.int4(status.code);
-            row.text(&status.message);
-        }
-        None => {
+/// An event as the `events` column holds it.
+pub struct EventRow<'a, M> {
+    pub time_unix_nano: u64,
+    pub name: &'a str,
+    /// `None` when it has none: the member is left out.
+    pub attributes: Option<M>,
+    pub dropped_attributes_count: u32,
+}
+
+/// A link as the `links` column holds it.
+pub struct LinkRow<'a, M> {
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub trace_state: &'a str,
+    /// `None` when it has none: the member is left out.
+    pub attributes: Option<M>,
+    pub dropped_attributes_count: u32,
+    pub flags: u32,
+}
+
+/// Writes a span's row, or, when a rule refuses the span, leaves it out and says why: the ids
+/// (see [`validate`]), U+0000 in a name, trace state, status message or any key.
+///
+/// # Errors
+/// [`Unusual`] when the span's bytes are left to prost (then what was written is discarded).
+pub fn write_span<'a, M, E, L>(
+    rows: &mut Rows,
+    span: &SpanRow<'a, M, E, L>,
+    (resource_id, scope_id): (i64, i64),
+) -> Result<Result<(), validate::Rejection>, Unusual>
+where
+    M: MapSource<'a>,
+    E: ListSource<'a, EventRow<'a, M>>,
+    L: ListSource<'a, LinkRow<'a, M>>,
+{
+    let mark = rows.mark();
+    let mut attributes = Ok(false);
+    let mut events = Ok(None);
+    let mut links = Ok(None);
+    {
+        let mut row = rows.row(&SPANS);
+        row.uint64(span.start_time_unix_nano);
+        row.uint64(span.end_time_unix_nano);
+        row.bytea(span.trace_id);
+        row.bytea(span.span_id);
+        row.bytea_or_null(span.parent_span_id);
+        row.text(span.trace_state);
+        row.int8(i64::from(span.flags));
+        row.text(span.name);
+        row.int4(span.kind);
+        row.int8(resource_id);
+        row.int8(scope_id);
+        row.jsonb(|buf| attributes = write_attributes(buf, span.attributes));
+        row.int8(i64::from(span.dropped_attributes_count));
+        if span.events.is_empty() {
             row.null();
-            row.text("");
+        } else {
+            row.jsonb(|buf| events = write_events(buf, span.events));
+        }
+        row.int8(i64::from(span.dropped_events_count));
+        if span.links.is_empty() {
+            row.null();
+        } else {
+            row.jsonb(|buf| links = write_links(buf, span.links));
+        }
+        row.int8(i64::from(span.dropped_links_count));
+        match span.status {
+            Some((code, message)) => {
+                row.int4(code);
+                row.text(message);
+            }
+            None => {
+                row.null();
+                row.text("");
+            }
         }
     }
+    let (attributes, events, links) = (attributes?, events?, links?);
+    let verdict = validate::trace_id("trace_id", span.trace_id)
+        .and_then(|()| validate::span_id("span_id", span.span_id))
+        .and_then(|()| validate::optional_span_id("parent_span_id", span.parent_span_id))
+        .and_then(|()| validate::text("name", span.name))
+        .and_then(|()| validate::text("trace_state", span.trace_state))
+        .and_then(|()| validate::keys("attributes", attributes))
+        .and_then(|()| events.map_or(Ok(()), Err))
+        .and_then(|()| links.map_or(Ok(()), Err))
+        .and_then(|()| validate::text("status message", span.status.map_or("", |(_, message)| message)));
+    if verdict.is_err() {
+        rows.undo(mark);
+    }
+    Ok(verdict)
 }
 
 /// Writes `,"key":` (or `{"key":` for the first member).
@@ -130,62 +186,143 @@ pub(crate) fn member(buf: &mut BytesMut, first: bool, key: &str) {
 }
 
 /// `[{"time_unix_nano", "name", "attributes"?, "dropped_attributes_count"?}]`; members
-/// holding their default value are left out.
-fn write_events(buf: &mut BytesMut, events: &[span::Event]) {
+/// holding their default value are left out. Returns why the first refused event is refused,
+/// if one is.
+fn write_events<'a, M: MapSource<'a>>(
+    buf: &mut BytesMut,
+    events: impl ListSource<'a, EventRow<'a, M>>,
+) -> Result<Option<validate::Rejection>, Unusual> {
+    let mut refused = None;
     buf.put_u8(b'[');
-    for (i, event) in events.iter().enumerate() {
+    for (i, event) in events.items().enumerate() {
+        let event = event?;
         if i > 0 {
             buf.put_u8(b',');
         }
         member(buf, true, "time_unix_nano");
         write_int(buf, event.time_unix_nano);
         member(buf, false, "name");
-        write_str(buf, &event.name);
-        write_attributes_member(buf, &event.attributes, event.dropped_attributes_count);
+        write_str(buf, event.name);
+        let nul = write_attributes_member(buf, event.attributes, event.dropped_attributes_count)?;
         buf.put_u8(b'}');
+        if refused.is_none() {
+            refused = validate::text("event name", event.name)
+                .and_then(|()| validate::keys("event attributes", nul))
+                .err();
+        }
     }
     buf.put_u8(b']');
+    Ok(refused)
 }
 
 /// `[{"trace_id", "span_id", "trace_state"?, "flags"?, "attributes"?,
-/// "dropped_attributes_count"?}]`, ids in hex.
-fn write_links(buf: &mut BytesMut, links: &[span::Link]) {
+/// "dropped_attributes_count"?}]`, ids in hex. Returns why the first refused link is refused,
+/// if one is.
+fn write_links<'a, M: MapSource<'a>>(
+    buf: &mut BytesMut,
+    links: impl ListSource<'a, LinkRow<'a, M>>,
+) -> Result<Option<validate::Rejection>, Unusual> {
+    let mut refused = None;
     buf.put_u8(b'[');
-    for (i, link) in links.iter().enumerate() {
+    for (i, link) in links.items().enumerate() {
+        let link = link?;
         if i > 0 {
             buf.put_u8(b',');
         }
         member(buf, true, "trace_id");
-        write_hex(buf, &link.trace_id);
+        write_hex(buf, link.trace_id);
         member(buf, false, "span_id");
-        write_hex(buf, &link.span_id);
+        write_hex(buf, link.span_id);
         if !link.trace_state.is_empty() {
             member(buf, false, "trace_state");
-            write_str(buf, &link.trace_state);
+            write_str(buf, link.trace_state);
         }
         if link.flags != 0 {
             member(buf, false, "flags");
             write_int(buf, link.flags);
         }
-        write_attributes_member(buf, &link.attributes, link.dropped_attributes_count);
+        let nul = write_attributes_member(buf, link.attributes, link.dropped_attributes_count)?;
         buf.put_u8(b'}');
+        if refused.is_none() {
+            refused = validate::optional_trace_id("link trace_id", link.trace_id)
+                .and_then(|()| validate::optional_span_id("link span_id", link.span_id))
+                .and_then(|()| validate::text("link trace_state", link.trace_state))
+                .and_then(|()| validate::keys("link attributes", nul))
+                .err();
+        }
     }
     buf.put_u8(b']');
+    Ok(refused)
 }
 
-/// The optional `"attributes"` and `"dropped_attributes_count"` members of a nested object.
-pub(crate) fn write_attributes_member(
+/// The optional `"attributes"` and `"dropped_attributes_count"` members of a nested object;
+/// returns whether a key holds U+0000.
+pub(crate) fn write_attributes_member<'a, M: MapSource<'a>>(
     buf: &mut BytesMut,
-    attributes: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+    attributes: Option<M>,
     dropped: u32,
-) {
-    if !attributes.is_empty() {
+) -> Result<bool, Unusual> {
+    let mut nul = false;
+    if let Some(attributes) = attributes {
         member(buf, false, "attributes");
-        write_attributes(buf, attributes, Order::AsSent);
+        nul = write_attributes(buf, attributes)?;
     }
     if dropped != 0 {
         member(buf, false, "dropped_attributes_count");
         write_int(buf, dropped);
+    }
+    Ok(nul)
+}
+
+/// A map's attributes, or `None` when it has none.
+fn nonempty(attributes: &[KeyValue]) -> Option<&[KeyValue]> {
+    (!attributes.is_empty()).then_some(attributes)
+}
+
+impl<'a> From<&'a Span> for SpanRow<'a, &'a [KeyValue], &'a [span::Event], &'a [span::Link]> {
+    fn from(span: &'a Span) -> Self {
+        SpanRow {
+            start_time_unix_nano: span.start_time_unix_nano,
+            end_time_unix_nano: span.end_time_unix_nano,
+            trace_id: &span.trace_id,
+            span_id: &span.span_id,
+            parent_span_id: &span.parent_span_id,
+            trace_state: &span.trace_state,
+            flags: span.flags,
+            name: &span.name,
+            kind: span.kind,
+            attributes: &span.attributes,
+            dropped_attributes_count: span.dropped_attributes_count,
+            events: &span.events,
+            dropped_events_count: span.dropped_events_count,
+            links: &span.links,
+            dropped_links_count: span.dropped_links_count,
+            status: span.status.as_ref().map(|status| (status.code, status.message.as_str())),
+        }
+    }
+}
+
+impl<'a> From<&'a span::Event> for EventRow<'a, &'a [KeyValue]> {
+    fn from(event: &'a span::Event) -> Self {
+        EventRow {
+            time_unix_nano: event.time_unix_nano,
+            name: &event.name,
+            attributes: nonempty(&event.attributes),
+            dropped_attributes_count: event.dropped_attributes_count,
+        }
+    }
+}
+
+impl<'a> From<&'a span::Link> for LinkRow<'a, &'a [KeyValue]> {
+    fn from(link: &'a span::Link) -> Self {
+        LinkRow {
+            trace_id: &link.trace_id,
+            span_id: &link.span_id,
+            trace_state: &link.trace_state,
+            attributes: nonempty(&link.attributes),
+            dropped_attributes_count: link.dropped_attributes_count,
+            flags: link.flags,
+        }
     }
 }
 
@@ -263,34 +400,37 @@ pub(crate) fn hex_member(json: &serde_json::Value, key: &str) -> Result<Vec<u8>,
 /// [`Unusual`] when the bytes are not in the form protobuf encoders write; decode those with
 /// prost and use [`encode`].
 pub fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual> {
-    wire::encode_request(message, known, TableId::Spans, wire_span)
+    wire::encode_request(message, known, TableId::Spans, |rows, message, ids| {
+        write_span(rows, &wire_span(message)?, ids)
+    })
 }
 
-/// A span's fields as read from its message; attributes, events and links are read again from
-/// the message as they are written.
-#[derive(Default)]
-struct WireSpan<'a> {
-    trace_id: &'a [u8],
-    span_id: &'a [u8],
-    parent_span_id: &'a [u8],
-    trace_state: &'a str,
-    name: &'a str,
-    /// Where the attributes, events and links lie in the message.
-    attributes_at: Stretch,
-    events_at: Stretch,
-    links_at: Stretch,
-    status: Option<&'a [u8]>,
-}
+type WireSpan<'a> = SpanRow<'a, WireMap<'a>, WireList<'a>, WireList<'a>>;
 
-/// Encodes one Span message as [`encode_span`] does the decoded span, or leaves it out for the
-/// reason [`validate_span`] would give.
-fn wire_span(
-    rows: &mut Rows,
-    message: &[u8],
-    (resource_id, scope_id): (i64, i64),
-) -> Result<Result<(), validate::Rejection>, Unusual> {
-    let mut scalars = Span::default();
-    let mut span = WireSpan::default();
+/// Reads a Span message. Its attributes, events and links are read again as they are written,
+/// from the stretch of the message that holds them.
+#[inline(always)]
+fn wire_span(message: &[u8]) -> Result<WireSpan<'_>, Unusual> {
+    let (mut attributes, mut events, mut links) =
+        (Stretch::default(), Stretch::default(), Stretch::default());
+    let mut span = SpanRow {
+        start_time_unix_nano: 0,
+        end_time_unix_nano: 0,
+        trace_id: &[][..],
+        span_id: &[][..],
+        parent_span_id: &[][..],
+        trace_state: "",
+        flags: 0,
+        name: "",
+        kind: 0,
+        attributes: WireMap::new(&[], 9),
+        dropped_attributes_count: 0,
+        events: WireList { message: &[], number: 11, empty: true },
+        dropped_events_count: 0,
+        links: WireList { message: &[], number: 13, empty: true },
+        dropped_links_count: 0,
+        status: None,
+    };
     let mut fields = Fields::new(message);
     loop {
         let before = fields.remaining();
@@ -305,126 +445,66 @@ fn wire_span(
             3 => span.trace_state = value.str()?,
             4 => span.parent_span_id = value.bytes()?,
             5 => span.name = value.str()?,
-            6 => scalars.kind = value.varint()? as i32,
-            7 => scalars.start_time_unix_nano = value.fixed64()?,
-            8 => scalars.end_time_unix_nano = value.fixed64()?,
+            6 => span.kind = value.varint()? as i32,
+            7 => span.start_time_unix_nano = value.fixed64()?,
+            8 => span.end_time_unix_nano = value.fixed64()?,
             9 => {
                 value.bytes()?;
-                span.attributes_at.cover(message.len(), before, &fields);
+                attributes.cover(message.len(), before, &fields);
             }
-            10 => scalars.dropped_attributes_count = value.varint()? as u32,
+            10 => span.dropped_attributes_count = value.varint()? as u32,
             11 => {
                 value.bytes()?;
-                span.events_at.cover(message.len(), before, &fields);
+                events.cover(message.len(), before, &fields);
             }
-            12 => scalars.dropped_events_count = value.varint()? as u32,
+            12 => span.dropped_events_count = value.varint()? as u32,
             13 => {
                 value.bytes()?;
-                span.links_at.cover(message.len(), before, &fields);
+                links.cover(message.len(), before, &fields);
             }
-            14 => scalars.dropped_links_count = value.varint()? as u32,
-            15 => span.status = Some(value.bytes()?),
-            16 => scalars.flags = value.fixed32()?,
+            14 => span.dropped_links_count = value.varint()? as u32,
+            15 => span.status = Some(wire_status(value.bytes()?)?),
+            16 => span.flags = value.fixed32()?,
             _ => {}
         }
     }
-    let (status_code, status_message) = match span.status {
-        Some(status) => {
-            let (mut code, mut message) = (0, "");
-            let mut fields = Fields::new(status);
-            while let Some(field) = fields.next() {
-                let (number, value) = field?;
-                match number {
-                    2 => {
-                        fields.once(2)?;
-                        message = value.str()?;
-                    }
-                    3 => {
-                        fields.once(3)?;
-                        code = value.varint()? as i32;
-                    }
-                    _ => {}
-                }
-            }
-            (Some(code), message)
-        }
-        None => (None, ""),
-    };
-    let before = validate::trace_id("trace_id", span.trace_id)
-        .and_then(|()| validate::span_id("span_id", span.span_id))
-        .and_then(|()| validate::optional_span_id("parent_span_id", span.parent_span_id))
-        .and_then(|()| validate::text("name", span.name))
-        .and_then(|()| validate::text("trace_state", span.trace_state));
-
-    let start = (rows.buf.len(), rows.count);
-    let mut attributes = Ok(false);
-    let mut events = Ok(None);
-    let mut links = Ok(None);
-    {
-        let mut row = rows.row(&SPANS);
-        row.uint64(scalars.start_time_unix_nano);
-        row.uint64(scalars.end_time_unix_nano);
-        row.bytea(span.trace_id);
-        row.bytea(span.span_id);
-        row.bytea_or_null(span.parent_span_id);
-        row.text(span.trace_state);
-        row.int8(i64::from(scalars.flags));
-        row.text(span.name);
-        row.int4(scalars.kind);
-        row.int8(resource_id);
-        row.int8(scope_id);
-        row.jsonb(|buf| attributes = wire::write_attributes(buf, span.attributes_at.of(message), 9, 0));
-        row.int8(i64::from(scalars.dropped_attributes_count));
-        if span.events_at.is_empty() {
-            row.null();
-        } else {
-            row.jsonb(|buf| events = wire_events(buf, span.events_at.of(message)));
-        }
-        row.int8(i64::from(scalars.dropped_events_count));
-        if span.links_at.is_empty() {
-            row.null();
-        } else {
-            row.jsonb(|buf| links = wire_links(buf, span.links_at.of(message)));
-        }
-        row.int8(i64::from(scalars.dropped_links_count));
-        match status_code {
-            Some(code) => {
-                row.int4(code);
-                row.text(status_message);
-            }
-            None => {
-                row.null();
-                row.text("");
-            }
-        }
-    }
-    let (attributes, events, links) = (attributes?, events?, links?);
-    let verdict = before
-        .and_then(|()| if attributes { Err(validate::nul_in_keys("attributes")) } else { Ok(()) })
-        .and_then(|()| events.map_or(Ok(()), Err))
-        .and_then(|()| links.map_or(Ok(()), Err))
-        .and_then(|()| validate::text("status message", status_message));
-    if verdict.is_err() {
-        rows.buf.truncate(start.0);
-        rows.count = start.1;
-    }
-    Ok(verdict)
+    span.attributes.message = attributes.of(message);
+    span.events = WireList { message: events.of(message), number: 11, empty: events.is_empty() };
+    span.links = WireList { message: links.of(message), number: 13, empty: links.is_empty() };
+    Ok(span)
 }
 
-/// Writes a span message's events (field 11) as [`write_events`] does; returns why the first
-/// refused one is refused, if one is.
-fn wire_events(buf: &mut BytesMut, span: &[u8]) -> Result<Option<validate::Rejection>, Unusual> {
-    let mut refused = None;
-    buf.put_u8(b'[');
-    let mut first = true;
-    for field in Fields::new(span) {
+/// A Status message's code and message.
+#[inline]
+fn wire_status(status: &[u8]) -> Result<(i32, &str), Unusual> {
+    let (mut code, mut message) = (0, "");
+    let mut fields = Fields::new(status);
+    while let Some(field) = fields.next() {
         let (number, value) = field?;
-        if number != 11 {
-            continue;
+        match number {
+            2 => {
+                fields.once(2)?;
+                message = value.str()?;
+            }
+            3 => {
+                fields.once(3)?;
+                code = value.varint()? as i32;
+            }
+            _ => {}
         }
-        let event = value.bytes()?;
+    }
+    Ok((code, message))
+}
+
+/// The attributes (field `number`) of a message that has `count` of them.
+fn wire_attributes(message: &[u8], number: u32, count: usize) -> Option<WireMap<'_>> {
+    (count > 0).then_some(WireMap::new(message, number))
+}
+
+impl<'a> Item<'a> for EventRow<'a, WireMap<'a>> {
+    fn read(message: &'a [u8]) -> Result<Self, Unusual> {
         let (mut time, mut name, mut attributes, mut dropped) = (0, "", 0, 0);
-        let mut fields = Fields::new(event);
+        let mut fields = Fields::new(message);
         while let Some(field) = fields.next() {
             let (number, value) = field?;
             if number != 3 {
@@ -441,103 +521,48 @@ fn wire_events(buf: &mut BytesMut, span: &[u8]) -> Result<Option<validate::Rejec
                 _ => {}
             }
         }
-        if !first {
-            buf.put_u8(b',');
-        }
-        first = false;
-        member(buf, true, "time_unix_nano");
-        write_int(buf, time);
-        member(buf, false, "name");
-        write_str(buf, name);
-        let mut nul = false;
-        if attributes > 0 {
-            member(buf, false, "attributes");
-            nul = wire::write_attributes(buf, event, 3, 0)?;
-        }
-        if dropped != 0 {
-            member(buf, false, "dropped_attributes_count");
-            write_int(buf, dropped);
-        }
-        buf.put_u8(b'}');
-        if refused.is_none() {
-            refused = validate::text("event name", name)
-                .and_then(|()| if nul { Err(validate::nul_in_keys("event attributes")) } else { Ok(()) })
-                .err();
-        }
+        Ok(EventRow {
+            time_unix_nano: time,
+            name,
+            attributes: wire_attributes(message, 3, attributes),
+            dropped_attributes_count: dropped,
+        })
     }
-    buf.put_u8(b']');
-    Ok(refused)
 }
 
-/// Writes a span message's links (field 13) as [`write_links`] does; returns why the first
-/// refused one is refused, if one is.
-fn wire_links(buf: &mut BytesMut, span: &[u8]) -> Result<Option<validate::Rejection>, Unusual> {
-    let mut refused = None;
-    buf.put_u8(b'[');
-    let mut first = true;
-    for field in Fields::new(span) {
-        let (number, value) = field?;
-        if number != 13 {
-            continue;
-        }
-        let link = value.bytes()?;
-        let (mut trace_id, mut span_id, mut trace_state) = (&[][..], &[][..], "");
-        let (mut attributes, mut dropped, mut flags) = (0, 0, 0);
-        let mut fields = Fields::new(link);
+impl<'a> Item<'a> for LinkRow<'a, WireMap<'a>> {
+    fn read(message: &'a [u8]) -> Result<Self, Unusual> {
+        let mut link = LinkRow {
+            trace_id: &[][..],
+            span_id: &[][..],
+            trace_state: "",
+            attributes: None,
+            dropped_attributes_count: 0,
+            flags: 0,
+        };
+        let mut attributes = 0;
+        let mut fields = Fields::new(message);
         while let Some(field) = fields.next() {
             let (number, value) = field?;
             if number != 4 {
                 fields.once(number)?;
             }
             match number {
-                1 => trace_id = value.bytes()?,
-                2 => span_id = value.bytes()?,
-                3 => trace_state = value.str()?,
+                1 => link.trace_id = value.bytes()?,
+                2 => link.span_id = value.bytes()?,
+                3 => link.trace_state = value.str()?,
                 4 => {
                     value.bytes()?;
                     attributes += 1;
                 }
-                5 => dropped = value.varint()? as u32,
-                6 => flags = value.fixed32()?,
+                5 => link.dropped_attributes_count = value.varint()? as u32,
+                6 => link.flags = value.fixed32()?,
                 _ => {}
             }
         }
-        if !first {
-            buf.put_u8(b',');
-        }
-        first = false;
-        member(buf, true, "trace_id");
-        write_hex(buf, trace_id);
-        member(buf, false, "span_id");
-        write_hex(buf, span_id);
-        if !trace_state.is_empty() {
-            member(buf, false, "trace_state");
-            write_str(buf, trace_state);
-        }
-        if flags != 0 {
-            member(buf, false, "flags");
-            write_int(buf, flags);
-        }
-        let mut nul = false;
-        if attributes > 0 {
-            member(buf, false, "attributes");
-            nul = wire::write_attributes(buf, link, 4, 0)?;
-        }
-        if dropped != 0 {
-            member(buf, false, "dropped_attributes_count");
-            write_int(buf, dropped);
-        }
-        buf.put_u8(b'}');
-        if refused.is_none() {
-            refused = validate::optional_trace_id("link trace_id", trace_id)
-                .and_then(|()| validate::optional_span_id("link span_id", span_id))
-                .and_then(|()| validate::text("link trace_state", trace_state))
-                .and_then(|()| if nul { Err(validate::nul_in_keys("link attributes")) } else { Ok(()) })
-                .err();
-        }
+        link.attributes = wire_attributes(message, 4, attributes);
+        Ok(link)
     }
-    buf.put_u8(b']');
-    Ok(refused)
 }
 
 #[cfg(test)]

@@ -29,22 +29,31 @@ fn has_nul(text: &str) -> bool {
 }
 
 /// Why a record with U+0000 in `field` (a name or other identifier) is refused.
+#[cold]
 pub fn nul_in_value(field: &str) -> Rejection {
     format!("{field} contains U+0000, which PostgreSQL text cannot store")
 }
 
 /// Why a record with U+0000 in a map key in `field` (attributes, or a value holding maps) is
 /// refused.
+#[cold]
 pub fn nul_in_keys(field: &str) -> Rejection {
     format!("a key in {field} contains U+0000, which PostgreSQL cannot store in a key (values may hold it)")
 }
 
 /// U+0000 in `text`, named by `field`.
+#[inline]
 pub fn text(field: &str, text: &str) -> Result<(), Rejection> {
     if has_nul(text) {
         return Err(nul_in_value(field));
     }
     Ok(())
+}
+
+/// Whether `key` can be a map key in jsonb, which cannot hold U+0000 (values can: see
+/// `attributes`).
+pub fn is_key(key: &[u8]) -> bool {
+    !key.contains(&0)
 }
 
 /// Whether no map key in `value` holds U+0000 (string values may).
@@ -57,10 +66,12 @@ fn any_value_ok(value: &AnyValue) -> bool {
 }
 
 fn attributes_ok(attributes: &[KeyValue]) -> bool {
-    attributes.iter().all(|kv| !has_nul(&kv.key) && kv.value.as_ref().is_none_or(any_value_ok))
+    attributes.iter().all(|kv| is_key(kv.key.as_bytes()) && kv.value.as_ref().is_none_or(any_value_ok))
 }
 
-/// U+0000 in a key of an attribute map, at any depth, named by `field`.
+/// U+0000 in a key of a decoded attribute map (a resource's, a scope's, a metric's metadata),
+/// at any depth, named by `field`. The maps of records are checked as they are written (see
+/// `attributes::write_attributes`).
 pub fn attributes(field: &str, attributes: &[KeyValue]) -> Result<(), Rejection> {
     if !attributes_ok(attributes) {
         return Err(nul_in_keys(field));
@@ -68,9 +79,9 @@ pub fn attributes(field: &str, attributes: &[KeyValue]) -> Result<(), Rejection>
     Ok(())
 }
 
-/// U+0000 in a key of a map inside an AnyValue, named by `field`.
-pub fn any_value(field: &str, value: &AnyValue) -> Result<(), Rejection> {
-    if !any_value_ok(value) {
+/// `Err(nul_in_keys(field))` when writing `field` found U+0000 in a key.
+pub fn keys(field: &str, nul_in_key: bool) -> Result<(), Rejection> {
+    if nul_in_key {
         return Err(nul_in_keys(field));
     }
     Ok(())

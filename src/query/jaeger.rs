@@ -39,7 +39,7 @@ use super::{
     proto::{AttributeFilter, ListOperationsRequest, ListServicesRequest, SearchTracesRequest, TimeRange},
     Query, MAX_PAGE_SIZE,
 };
-use crate::encode::attributes::{write_any_value, Order};
+use crate::encode::attributes::write_decoded_value;
 
 /// How far back a search looks when it gives no start, as in Jaeger.
 const DEFAULT_LOOKBACK: Duration = Duration::from_secs(2 * 24 * 3600);
@@ -515,7 +515,7 @@ fn tag(key: &str, value: Option<&AnyValue>) -> Tag {
         // A profiles-only string table index, and structured values: their JSON, as a string.
         Some(other @ (Value::ArrayValue(_) | Value::KvlistValue(_) | Value::StringValueStrindex(_))) => {
             let mut out = bytes::BytesMut::new();
-            write_any_value(&mut out, &AnyValue { value: Some(other.clone()) }, Order::AsSent);
+            write_decoded_value(&mut out, &AnyValue { value: Some(other.clone()) });
             ("string", serde_json::Value::from(String::from_utf8_lossy(&out).into_owned()))
         }
         None => ("string", serde_json::Value::from("")),

@@ -26,7 +26,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tonic::{Request, Response, Status};
 
 use crate::encode::{
-    attributes::{attributes_from_json, write_any_value, MappingError, Order},
+    attributes::{attributes_from_json, write_decoded_value, MappingError},
     dims::entity_refs_from_json,
 };
 use crate::{config::QueryConfig, store::Failure};
@@ -348,7 +348,7 @@ fn attribute_condition(
         return Err(Status::invalid_argument(format!("{field}.value: required")));
     };
     let mut json = BytesMut::new();
-    write_any_value(&mut json, value, Order::AsSent);
+    write_decoded_value(&mut json, value);
     let json =
         String::from_utf8(json.to_vec()).map_err(|_| Status::internal("attribute JSON is not UTF-8"))?;
     q.check_text(&format!("{}{json}", filter.key), field)?;

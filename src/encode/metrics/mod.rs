@@ -2,7 +2,8 @@
 //! referencing its series in `metric_series` (metric identity + point attributes + resource +
 //! scope), which is stored once like resources and scopes.
 //!
-//! This file holds the table layouts, the decoded (prost) path and the rows both paths write;
+//! This file holds the table layouts, the series, and the one writer of each point table's rows
+//! ([`write_point`] with the column writers), with the walk of a decoded request;
 //! `wire_path.rs` reads requests from their bytes; the property tests are in `tests.rs`.
 
 use bytes::{BufMut, BytesMut};
@@ -20,12 +21,13 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::{
     attributes::{
-        attributes_from_json, double_from_json, write_attributes, write_double, write_hex, write_int,
-        MappingError, Order,
+        attributes_from_json, double_from_json, write_attributes, write_decoded_sorted, write_double,
+        write_hex, write_int, write_sorted_attributes, MappingError,
     },
     copy::{Row, Signal, Table, TableKind},
     dims::{walk_decoded, KnownIds, RequestEncoder, SERIES_SEED},
     meter,
+    source::{ListSource, MapSource},
     traces::{hex_member, member},
     validate,
     wire::{self, Fields, Unusual},
@@ -154,16 +156,6 @@ fn validate_metric(metric: &Metric) -> Result<(), validate::Rejection> {
     validate::attributes("metric metadata", &metric.metadata)
 }
 
-fn validate_point(attributes: &[KeyValue], exemplars: &[Exemplar]) -> Result<(), validate::Rejection> {
-    validate::attributes("data point attributes", attributes)?;
-    for exemplar in exemplars {
-        validate::attributes("exemplar filtered_attributes", &exemplar.filtered_attributes)?;
-        validate::optional_trace_id("exemplar trace_id", &exemplar.trace_id)?;
-        validate::optional_span_id("exemplar span_id", &exemplar.span_id)?;
-    }
-    Ok(())
-}
-
 /// What a metric's series share, whichever point they come from.
 struct SeriesShape<'m> {
     metric: &'m Metric,
@@ -187,7 +179,7 @@ impl<'m> SeriesShape<'m> {
         scope_id: i64,
     ) -> Self {
         let mut prefix = BytesMut::new();
-        write_attributes(&mut prefix, &metric.metadata, Order::Sorted);
+        write_decoded_sorted(&mut prefix, &metric.metadata);
         let metadata_len = prefix.len();
         prefix.put_i64(resource_id);
         prefix.put_i64(scope_id);
@@ -200,13 +192,6 @@ impl<'m> SeriesShape<'m> {
         Self { metric, metric_type, temporality, monotonic, prefix, metadata_len, resource_id, scope_id }
     }
 
-    /// The series id of a point with these attributes, adding the series row if needed.
-    fn series_id(&self, enc: &mut RequestEncoder<'_>, attributes: &[KeyValue]) -> i64 {
-        let mut canon = self.canon_start(enc);
-        write_attributes(&mut canon, attributes, Order::Sorted);
-        self.finish_series(enc, canon)
-    }
-
     /// A buffer holding the series' canonical text up to the point attributes, which the caller
     /// writes next (sorted by key, as JSON) before [`Self::finish_series`].
     fn canon_start(&self, enc: &mut RequestEncoder<'_>) -> BytesMut {
@@ -215,10 +200,14 @@ impl<'m> SeriesShape<'m> {
         canon
     }
 
-    /// The id of the series whose canonical text is `canon`, adding its row if needed.
-    fn finish_series(&self, enc: &mut RequestEncoder<'_>, canon: BytesMut) -> i64 {
+    /// The id of the series whose canonical text is `canon`.
+    fn series_id(canon: &[u8]) -> i64 {
+        xxh3_64_with_seed(canon, SERIES_SEED) as i64
+    }
+
+    /// Adds the row of series `id`, whose canonical text is `canon`, if the database may lack it.
+    fn add_series(&self, enc: &mut RequestEncoder<'_>, id: i64, canon: BytesMut) {
         let attributes_at = self.prefix.len();
-        let id = xxh3_64_with_seed(&canon, SERIES_SEED) as i64;
         if enc.needs(id) {
             let mut row = enc.out.rows_mut(TableId::MetricSeries).row(&SERIES);
             row.int8(id);
@@ -240,7 +229,6 @@ impl<'m> SeriesShape<'m> {
             row.int8(self.scope_id);
         }
         enc.return_scratch(canon);
-        id
     }
 }
 
@@ -289,72 +277,131 @@ fn encode_metric(enc: &mut RequestEncoder<'_>, metric: &Metric, resource_id: i64
     let shape = |kind: Kind, temporality, monotonic| {
         kind.shape(metric, temporality, monotonic, resource_id, scope_id)
     };
-    match &metric.data {
-        None => {}
+    // A decoded point is never Unusual.
+    let _always_readable = match &metric.data {
+        None => Ok(()),
         Some(Data::Gauge(gauge)) => {
             let shape = shape(Kind::Gauge, 0, false);
-            gauge.data_points.iter().for_each(|point| decoded_number(enc, &shape, point));
+            gauge.data_points.iter().try_for_each(|point| decoded_number(enc, &shape, point))
         }
         Some(Data::Sum(sum)) => {
             let shape = shape(Kind::Sum, sum.aggregation_temporality, sum.is_monotonic);
-            sum.data_points.iter().for_each(|point| decoded_number(enc, &shape, point));
+            sum.data_points.iter().try_for_each(|point| decoded_number(enc, &shape, point))
         }
         Some(Data::Histogram(histogram)) => {
             let shape = shape(Kind::Histogram, histogram.aggregation_temporality, false);
-            histogram.data_points.iter().for_each(|point| decoded_histogram(enc, &shape, point));
+            histogram.data_points.iter().try_for_each(|point| {
+                let exemplars = Some(&point.exemplars[..]);
+                write_point(
+                    enc,
+                    &shape,
+                    TableId::HistogramPoints,
+                    &point.attributes[..],
+                    exemplars,
+                    |row, series| histogram_point(row, point, series),
+                )
+            })
         }
         Some(Data::ExponentialHistogram(histogram)) => {
             let shape = shape(Kind::ExponentialHistogram, histogram.aggregation_temporality, false);
-            histogram.data_points.iter().for_each(|point| decoded_exp_histogram(enc, &shape, point));
+            histogram.data_points.iter().try_for_each(|point| {
+                let exemplars = Some(&point.exemplars[..]);
+                write_point(
+                    enc,
+                    &shape,
+                    TableId::ExpHistogramPoints,
+                    &point.attributes[..],
+                    exemplars,
+                    |row, series| exp_histogram_point(row, point, series),
+                )
+            })
         }
         Some(Data::Summary(summary)) => {
             let shape = shape(Kind::Summary, 0, false);
-            summary.data_points.iter().for_each(|point| decoded_summary(enc, &shape, point));
+            summary.data_points.iter().try_for_each(|point| {
+                write_point(
+                    enc,
+                    &shape,
+                    TableId::SummaryPoints,
+                    &point.attributes[..],
+                    None::<&[Exemplar]>,
+                    |row, series| summary_point(row, point, series),
+                )
+            })
         }
-    }
+    };
 }
 
-fn decoded_number(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, point: &NumberDataPoint) {
-    match validate_point(&point.attributes, &point.exemplars) {
-        Ok(()) => {
-            let series = shape.series_id(enc, &point.attributes);
-            number_point(enc, point, series);
-        }
-        Err(reason) => enc.out.reject(1, reason),
-    }
-}
-
-fn decoded_histogram(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, point: &HistogramDataPoint) {
-    match validate_point(&point.attributes, &point.exemplars) {
-        Ok(()) => {
-            let series = shape.series_id(enc, &point.attributes);
-            histogram_point(enc, point, series);
-        }
-        Err(reason) => enc.out.reject(1, reason),
-    }
-}
-
-fn decoded_exp_histogram(
+fn decoded_number(
     enc: &mut RequestEncoder<'_>,
     shape: &SeriesShape<'_>,
-    point: &ExponentialHistogramDataPoint,
-) {
-    match validate_point(&point.attributes, &point.exemplars) {
-        Ok(()) => {
-            let series = shape.series_id(enc, &point.attributes);
-            exp_histogram_point(enc, point, series);
-        }
-        Err(reason) => enc.out.reject(1, reason),
-    }
+    point: &NumberDataPoint,
+) -> Result<(), Unusual> {
+    let exemplars = Some(&point.exemplars[..]);
+    write_point(enc, shape, TableId::NumberPoints, &point.attributes[..], exemplars, |row, series| {
+        number_point(row, point, series)
+    })
 }
 
-fn decoded_summary(enc: &mut RequestEncoder<'_>, shape: &SeriesShape<'_>, point: &SummaryDataPoint) {
-    match validate_point(&point.attributes, &[]) {
-        Ok(()) => {
-            let series = shape.series_id(enc, &point.attributes);
-            summary_point(enc, point, series);
+/// Writes a data point's row into `table`, under the series its attributes make (added if
+/// needed): `columns` writes every column but the exemplars, which are written from
+/// `exemplars` (`None` for a table without them). Or, when a rule refuses the point (U+0000 in
+/// a key, an exemplar's ids: see [`validate`]), leaves it and its series out and counts it.
+///
+/// # Errors
+/// [`Unusual`] when the point's bytes are left to prost.
+fn write_point<'a, M, X>(
+    enc: &mut RequestEncoder<'_>,
+    shape: &SeriesShape<'_>,
+    table: TableId,
+    attributes: M,
+    exemplars: Option<X>,
+    columns: impl FnOnce(&mut Row<'_>, i64),
+) -> Result<(), Unusual>
+where
+    M: MapSource<'a>,
+    X: ListSource<'a, ExemplarRow<'a, M>>,
+{
+    let mut canon = shape.canon_start(enc);
+    let written = write_sorted_attributes(&mut canon, attributes);
+    let nul = match written {
+        Ok(nul) => nul,
+        Err(unusual) => {
+            enc.return_scratch(canon);
+            return Err(unusual);
         }
-        Err(reason) => enc.out.reject(1, reason),
+    };
+    if nul {
+        enc.return_scratch(canon);
+        enc.out.reject(1, validate::nul_in_keys("data point attributes"));
+        return Ok(());
+    }
+    let series = SeriesShape::series_id(&canon);
+    let rows = enc.out.rows_mut(table);
+    let mark = rows.mark();
+    let mut refused = Ok(None);
+    {
+        let mut row = rows.row(table.table());
+        columns(&mut row, series);
+        if let Some(exemplars) = exemplars {
+            refused = write_exemplars(&mut row, exemplars);
+        }
+    }
+    match refused {
+        Ok(None) => {
+            shape.add_series(enc, series, canon);
+            Ok(())
+        }
+        Ok(Some(reason)) => {
+            rows.undo(mark);
+            enc.return_scratch(canon);
+            enc.out.reject(1, reason);
+            Ok(())
+        }
+        Err(unusual) => {
+            enc.return_scratch(canon);
+            Err(unusual)
+        }
     }
 }
 
@@ -365,9 +412,8 @@ fn point_key(row: &mut Row<'_>, time: u64, start: u64, series: i64) {
     row.int8(series);
 }
 
-fn number_point(enc: &mut RequestEncoder<'_>, point: &NumberDataPoint, series: i64) {
-    let mut row = enc.out.rows_mut(TableId::NumberPoints).row(&NUMBER_POINTS);
-    point_key(&mut row, point.time_unix_nano, point.start_time_unix_nano, series);
+fn number_point(row: &mut Row<'_>, point: &NumberDataPoint, series: i64) {
+    point_key(row, point.time_unix_nano, point.start_time_unix_nano, series);
     match point.value {
         Some(number_data_point::Value::AsInt(i)) => {
             row.int8(i);
@@ -383,30 +429,25 @@ fn number_point(enc: &mut RequestEncoder<'_>, point: &NumberDataPoint, series: i
         }
     }
     row.int8(i64::from(point.flags));
-    exemplars(&mut row, &point.exemplars);
 }
 
-fn histogram_point(enc: &mut RequestEncoder<'_>, point: &HistogramDataPoint, series: i64) {
-    let mut row = enc.out.rows_mut(TableId::HistogramPoints).row(&HISTOGRAM_POINTS);
-    point_key(&mut row, point.time_unix_nano, point.start_time_unix_nano, series);
-    totals(&mut row, point.count, point.sum, point.min, point.max);
+fn histogram_point(row: &mut Row<'_>, point: &HistogramDataPoint, series: i64) {
+    point_key(row, point.time_unix_nano, point.start_time_unix_nano, series);
+    totals(row, point.count, point.sum, point.min, point.max);
     row.int8_array(point.bucket_counts.iter().map(|&c| c as i64));
     row.float8_array(point.explicit_bounds.iter().copied());
     row.int8(i64::from(point.flags));
-    exemplars(&mut row, &point.exemplars);
 }
 
-fn exp_histogram_point(enc: &mut RequestEncoder<'_>, point: &ExponentialHistogramDataPoint, series: i64) {
-    let mut row = enc.out.rows_mut(TableId::ExpHistogramPoints).row(&EXP_HISTOGRAM_POINTS);
-    point_key(&mut row, point.time_unix_nano, point.start_time_unix_nano, series);
-    totals(&mut row, point.count, point.sum, point.min, point.max);
+fn exp_histogram_point(row: &mut Row<'_>, point: &ExponentialHistogramDataPoint, series: i64) {
+    point_key(row, point.time_unix_nano, point.start_time_unix_nano, series);
+    totals(row, point.count, point.sum, point.min, point.max);
     row.int4(point.scale);
     row.uint64(point.zero_count);
     row.float8(point.zero_threshold);
-    buckets(&mut row, point.positive.as_ref());
-    buckets(&mut row, point.negative.as_ref());
+    buckets(row, point.positive.as_ref());
+    buckets(row, point.negative.as_ref());
     row.int8(i64::from(point.flags));
-    exemplars(&mut row, &point.exemplars);
 }
 
 /// The count, sum, min and max columns both histogram tables have.
@@ -431,9 +472,8 @@ fn buckets(row: &mut Row<'_>, buckets: Option<&Buckets>) {
     }
 }
 
-fn summary_point(enc: &mut RequestEncoder<'_>, point: &SummaryDataPoint, series: i64) {
-    let mut row = enc.out.rows_mut(TableId::SummaryPoints).row(&SUMMARY_POINTS);
-    point_key(&mut row, point.time_unix_nano, point.start_time_unix_nano, series);
+fn summary_point(row: &mut Row<'_>, point: &SummaryDataPoint, series: i64) {
+    point_key(row, point.time_unix_nano, point.start_time_unix_nano, series);
     row.uint64(point.count);
     row.float8(point.sum);
     row.float8_array(point.quantile_values.iter().map(|q| q.quantile));
@@ -441,47 +481,93 @@ fn summary_point(enc: &mut RequestEncoder<'_>, point: &SummaryDataPoint, series:
     row.int8(i64::from(point.flags));
 }
 
-/// `[{"time_unix_nano", "as_int"|"as_double"?, "span_id"?, "trace_id"?,
-/// "filtered_attributes"?}]`, or NULL when there are none.
-fn exemplars(row: &mut Row<'_>, exemplars: &[Exemplar]) {
-    if exemplars.is_empty() {
-        return row.null();
-    }
-    row.jsonb(|buf| {
-        buf.put_u8(b'[');
-        for (i, e) in exemplars.iter().enumerate() {
-            if i > 0 {
-                buf.put_u8(b',');
-            }
-            member(buf, true, "time_unix_nano");
-            write_int(buf, e.time_unix_nano);
-            match e.value {
-                Some(exemplar::Value::AsInt(v)) => {
-                    member(buf, false, "as_int");
-                    write_int(buf, v);
-                }
-                Some(exemplar::Value::AsDouble(v)) => {
-                    member(buf, false, "as_double");
-                    write_double(buf, v);
-                }
-                None => {}
-            }
-            if !e.span_id.is_empty() {
-                member(buf, false, "span_id");
-                write_hex(buf, &e.span_id);
-            }
-            if !e.trace_id.is_empty() {
-                member(buf, false, "trace_id");
-                write_hex(buf, &e.trace_id);
-            }
-            if !e.filtered_attributes.is_empty() {
-                member(buf, false, "filtered_attributes");
-                write_attributes(buf, &e.filtered_attributes, Order::AsSent);
-            }
-            buf.put_u8(b'}');
+/// An exemplar as the `exemplars` column holds it.
+pub struct ExemplarRow<'a, M> {
+    pub time_unix_nano: u64,
+    pub value: Option<exemplar::Value>,
+    pub span_id: &'a [u8],
+    pub trace_id: &'a [u8],
+    /// `None` when it has none: the member is left out.
+    pub filtered_attributes: Option<M>,
+}
+
+impl<'a> From<&'a Exemplar> for ExemplarRow<'a, &'a [KeyValue]> {
+    fn from(e: &'a Exemplar) -> Self {
+        ExemplarRow {
+            time_unix_nano: e.time_unix_nano,
+            value: e.value,
+            span_id: &e.span_id,
+            trace_id: &e.trace_id,
+            filtered_attributes: (!e.filtered_attributes.is_empty()).then_some(&e.filtered_attributes[..]),
         }
-        buf.put_u8(b']');
-    });
+    }
+}
+
+/// `[{"time_unix_nano", "as_int"|"as_double"?, "span_id"?, "trace_id"?,
+/// "filtered_attributes"?}]`, or NULL when there are none. Returns why the first refused
+/// exemplar is refused, if one is.
+fn write_exemplars<'a, M: MapSource<'a>>(
+    row: &mut Row<'_>,
+    exemplars: impl ListSource<'a, ExemplarRow<'a, M>>,
+) -> Result<Option<validate::Rejection>, Unusual> {
+    if exemplars.is_empty() {
+        row.null();
+        return Ok(None);
+    }
+    let mut written = Ok(None);
+    row.jsonb(|buf| written = write_exemplar_array(buf, exemplars));
+    written
+}
+
+fn write_exemplar_array<'a, M: MapSource<'a>>(
+    buf: &mut BytesMut,
+    exemplars: impl ListSource<'a, ExemplarRow<'a, M>>,
+) -> Result<Option<validate::Rejection>, Unusual> {
+    let mut refused = None;
+    buf.put_u8(b'[');
+    for (i, e) in exemplars.items().enumerate() {
+        let e = e?;
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        member(buf, true, "time_unix_nano");
+        write_int(buf, e.time_unix_nano);
+        match e.value {
+            Some(exemplar::Value::AsInt(v)) => {
+                member(buf, false, "as_int");
+                write_int(buf, v);
+            }
+            Some(exemplar::Value::AsDouble(v)) => {
+                member(buf, false, "as_double");
+                write_double(buf, v);
+            }
+            None => {}
+        }
+        if !e.span_id.is_empty() {
+            member(buf, false, "span_id");
+            write_hex(buf, e.span_id);
+        }
+        if !e.trace_id.is_empty() {
+            member(buf, false, "trace_id");
+            write_hex(buf, e.trace_id);
+        }
+        let nul = match e.filtered_attributes {
+            Some(attributes) => {
+                member(buf, false, "filtered_attributes");
+                write_attributes(buf, attributes)?
+            }
+            None => false,
+        };
+        buf.put_u8(b'}');
+        if refused.is_none() {
+            refused = validate::keys("exemplar filtered_attributes", nul)
+                .and_then(|()| validate::optional_trace_id("exemplar trace_id", e.trace_id))
+                .and_then(|()| validate::optional_span_id("exemplar span_id", e.span_id))
+                .err();
+        }
+    }
+    buf.put_u8(b']');
+    Ok(refused)
 }
 
 /// Reads the `exemplars` column back (the inverse of `exemplars`).

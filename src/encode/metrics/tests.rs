@@ -9,7 +9,7 @@ use proptest::{collection::vec, prelude::*};
 use super::{wire_path::wire_number, *};
 use crate::encode::testing::{any_value, assert_same, attributes_of, mostly_valid, resource, scope, text};
 
-/// Point attributes: mostly flat (the wire path), sometimes with maps (decoded instead),
+/// Point attributes: mostly flat, sometimes with maps (whose keys are sorted at every level),
 /// sometimes many, with keys repeated (their order must stay as sent).
 fn point_attributes() -> impl Strategy<Value = Vec<KeyValue>> {
     let flat = prop_oneof![

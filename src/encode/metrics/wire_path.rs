@@ -1,12 +1,11 @@
-//! Metric requests encoded straight from their protobuf bytes: the walk over metrics and their
-//! points, reading each point type from the wire, and handing a point to the decoded path when
-//! it carries what the wire path leaves to prost (exemplars, maps among its attributes).
+//! Metric requests read straight from their protobuf bytes: the walk over metrics, and each
+//! point type's reader, whose point goes to the one writer of its table ([`write_point`]).
 
 use super::*;
+use crate::encode::wire::{values::Item, Stretch, WireList, WireMap};
 
 /// Encodes a request straight from its protobuf bytes, giving exactly the rows [`encode`] gives
-/// the decoded request. Points are read from the wire; points with exemplars or with a map
-/// among their attributes are decoded with prost one by one.
+/// the decoded request.
 ///
 /// # Errors
 /// [`Unusual`] for an encoding left to prost (the caller then decodes the whole request).
@@ -155,40 +154,60 @@ fn sint32(value: wire::Value<'_>) -> Result<i32, Unusual> {
     Ok((n >> 1) as i32 ^ -((n & 1) as i32))
 }
 
-/// The series id of a point whose attributes are field `number` of its `message`, or, when they
-/// take the decoded path, `None`. Refuses the point (and returns `Some(None)`) when they hold
-/// U+0000.
-fn wire_series(
-    enc: &mut RequestEncoder<'_>,
-    shape: &SeriesShape<'_>,
-    message: &[u8],
-    number: u32,
-) -> Result<Option<Option<i64>>, Unusual> {
-    let mut canon = shape.canon_start(enc);
-    match wire::write_sorted_flat_attributes(&mut canon, message, number)? {
-        None => {
-            enc.return_scratch(canon);
-            Ok(None)
-        }
-        Some(true) => {
-            enc.return_scratch(canon);
-            enc.out.reject(1, validate::nul_in_keys("data point attributes"));
-            Ok(Some(None))
-        }
-        Some(false) => Ok(Some(Some(shape.finish_series(enc, canon)))),
+/// A point message's attributes (field `number`) and exemplars (field `exemplars`), gathered as
+/// its fields are read.
+#[derive(Default)]
+struct Parts {
+    attributes: Stretch,
+    exemplars: Stretch,
+}
+
+impl Parts {
+    /// Takes in a field of a point message of `len` bytes that `fields` has just read, which
+    /// began `before` bytes from the end; returns whether it was one of the parts.
+    fn take(
+        &mut self,
+        number: u32,
+        (attributes, exemplars): (u32, u32),
+        len: usize,
+        before: usize,
+        fields: &Fields<'_>,
+    ) -> bool {
+        let stretch = match number {
+            n if n == attributes => &mut self.attributes,
+            n if n == exemplars => &mut self.exemplars,
+            _ => return false,
+        };
+        stretch.cover(len, before, fields);
+        true
+    }
+
+    fn attributes<'a>(&self, message: &'a [u8], number: u32) -> WireMap<'a> {
+        WireMap::new(self.attributes.of(message), number)
+    }
+
+    fn exemplars<'a>(&self, message: &'a [u8], number: u32) -> WireList<'a> {
+        WireList { message: self.exemplars.of(message), number, empty: self.exemplars.is_empty() }
     }
 }
 
-/// A gauge or sum point from the wire; one with exemplars is decoded instead.
+/// A gauge or sum point from the wire.
 pub(super) fn wire_number(
     enc: &mut RequestEncoder<'_>,
     shape: &SeriesShape<'_>,
     message: &[u8],
 ) -> Result<(), Unusual> {
     let mut point = NumberDataPoint::default();
+    let mut parts = Parts::default();
     let mut fields = Fields::new(message);
-    while let Some(field) = fields.next() {
+    loop {
+        let before = fields.remaining();
+        let Some(field) = fields.next() else { break };
         let (number, value) = field?;
+        if parts.take(number, (7, 5), message.len(), before, &fields) {
+            value.bytes()?;
+            continue;
+        }
         match number {
             2 => {
                 fields.once(2)?;
@@ -208,7 +227,6 @@ pub(super) fn wire_number(
                     number_data_point::Value::AsInt(bits as i64)
                 });
             }
-            5 => return decode_instead(enc, shape, message, decoded_number),
             8 => {
                 fields.once(8)?;
                 point.flags = uint32(value)?;
@@ -216,43 +234,13 @@ pub(super) fn wire_number(
             _ => {}
         }
     }
-    finish_point(enc, shape, message, 7, &point, number_point, decoded_number)
+    let (attributes, exemplars) = (parts.attributes(message, 7), parts.exemplars(message, 5));
+    write_point(enc, shape, TableId::NumberPoints, attributes, Some(exemplars), |row, series| {
+        number_point(row, &point, series)
+    })
 }
 
-/// Decodes a point with prost and encodes it as [`encode`] does, for what the wire path leaves.
-fn decode_instead<P: Message + Default>(
-    enc: &mut RequestEncoder<'_>,
-    shape: &SeriesShape<'_>,
-    message: &[u8],
-    decoded: fn(&mut RequestEncoder<'_>, &SeriesShape<'_>, &P),
-) -> Result<(), Unusual> {
-    let point = P::decode(message).map_err(|_| Unusual)?;
-    decoded(enc, shape, &point);
-    Ok(())
-}
-
-/// Writes a point read from the wire (all but its attributes, field `attributes` of its
-/// `message`) under its series; decodes it instead when its attributes take the decoded path.
-fn finish_point<P: Message + Default>(
-    enc: &mut RequestEncoder<'_>,
-    shape: &SeriesShape<'_>,
-    message: &[u8],
-    attributes: u32,
-    point: &P,
-    write: fn(&mut RequestEncoder<'_>, &P, i64),
-    decoded: fn(&mut RequestEncoder<'_>, &SeriesShape<'_>, &P),
-) -> Result<(), Unusual> {
-    match wire_series(enc, shape, message, attributes)? {
-        None => decode_instead(enc, shape, message, decoded),
-        Some(None) => Ok(()),
-        Some(Some(series)) => {
-            write(enc, point, series);
-            Ok(())
-        }
-    }
-}
-
-/// A histogram point from the wire; one with exemplars is decoded instead.
+/// A histogram point from the wire.
 fn wire_histogram(
     enc: &mut RequestEncoder<'_>,
     shape: &SeriesShape<'_>,
@@ -260,13 +248,19 @@ fn wire_histogram(
 ) -> Result<(), Unusual> {
     let mut point = HistogramDataPoint::default();
     let mut bounds = Vec::new();
+    let mut parts = Parts::default();
     let mut fields = Fields::new(message);
-    while let Some(field) = fields.next() {
+    loop {
+        let before = fields.remaining();
+        let Some(field) = fields.next() else { break };
         let (number, value) = field?;
+        if parts.take(number, (9, 8), message.len(), before, &fields) {
+            value.bytes()?;
+            continue;
+        }
         match number {
             6 => wire::push_fixed64s(&mut point.bucket_counts, value)?,
             7 => wire::push_fixed64s(&mut bounds, value)?,
-            8 => return decode_instead(enc, shape, message, decoded_histogram),
             2 | 3 | 4 | 5 | 10 | 11 | 12 => {
                 fields.once(number)?;
                 match number {
@@ -283,21 +277,30 @@ fn wire_histogram(
         }
     }
     point.explicit_bounds = bounds.into_iter().map(f64::from_bits).collect();
-    finish_point(enc, shape, message, 9, &point, histogram_point, decoded_histogram)
+    let (attributes, exemplars) = (parts.attributes(message, 9), parts.exemplars(message, 8));
+    write_point(enc, shape, TableId::HistogramPoints, attributes, Some(exemplars), |row, series| {
+        histogram_point(row, &point, series)
+    })
 }
 
-/// An exponential histogram point from the wire; one with exemplars is decoded instead.
+/// An exponential histogram point from the wire.
 fn wire_exp_histogram(
     enc: &mut RequestEncoder<'_>,
     shape: &SeriesShape<'_>,
     message: &[u8],
 ) -> Result<(), Unusual> {
     let mut point = ExponentialHistogramDataPoint::default();
+    let mut parts = Parts::default();
     let mut fields = Fields::new(message);
-    while let Some(field) = fields.next() {
+    loop {
+        let before = fields.remaining();
+        let Some(field) = fields.next() else { break };
         let (number, value) = field?;
+        if parts.take(number, (1, 11), message.len(), before, &fields) {
+            value.bytes()?;
+            continue;
+        }
         match number {
-            11 => return decode_instead(enc, shape, message, decoded_exp_histogram),
             2..=10 | 12..=14 => {
                 fields.once(number)?;
                 match number {
@@ -318,7 +321,10 @@ fn wire_exp_histogram(
             _ => {}
         }
     }
-    finish_point(enc, shape, message, 1, &point, exp_histogram_point, decoded_exp_histogram)
+    let (attributes, exemplars) = (parts.attributes(message, 1), parts.exemplars(message, 11));
+    write_point(enc, shape, TableId::ExpHistogramPoints, attributes, Some(exemplars), |row, series| {
+        exp_histogram_point(row, &point, series)
+    })
 }
 
 /// One side's buckets of an exponential histogram point.
@@ -345,9 +351,17 @@ fn wire_summary(
     message: &[u8],
 ) -> Result<(), Unusual> {
     let mut point = SummaryDataPoint::default();
+    let mut parts = Parts::default();
     let mut fields = Fields::new(message);
-    while let Some(field) = fields.next() {
+    loop {
+        let before = fields.remaining();
+        let Some(field) = fields.next() else { break };
         let (number, value) = field?;
+        // A summary has no exemplars: field 0 never occurs.
+        if parts.take(number, (7, 0), message.len(), before, &fields) {
+            value.bytes()?;
+            continue;
+        }
         match number {
             6 => {
                 let mut quantile = ValueAtQuantile::default();
@@ -379,5 +393,60 @@ fn wire_summary(
             _ => {}
         }
     }
-    finish_point(enc, shape, message, 7, &point, summary_point, decoded_summary)
+    write_point(
+        enc,
+        shape,
+        TableId::SummaryPoints,
+        parts.attributes(message, 7),
+        None::<WireList<'_>>,
+        |row, series| summary_point(row, &point, series),
+    )
+}
+
+impl<'a> Item<'a> for ExemplarRow<'a, WireMap<'a>> {
+    fn read(message: &'a [u8]) -> Result<Self, Unusual> {
+        let mut exemplar = ExemplarRow {
+            time_unix_nano: 0,
+            value: None,
+            span_id: &[],
+            trace_id: &[],
+            filtered_attributes: None,
+        };
+        let mut attributes = 0;
+        let mut fields = Fields::new(message);
+        while let Some(field) = fields.next() {
+            let (number, value) = field?;
+            match number {
+                7 => {
+                    value.bytes()?;
+                    attributes += 1;
+                }
+                2 => {
+                    fields.once(2)?;
+                    exemplar.time_unix_nano = value.fixed64()?;
+                }
+                // The value oneof: a second member is left to prost.
+                3 | 6 => {
+                    fields.once(3)?;
+                    let bits = value.fixed64()?;
+                    exemplar.value = Some(if number == 3 {
+                        exemplar::Value::AsDouble(f64::from_bits(bits))
+                    } else {
+                        exemplar::Value::AsInt(bits as i64)
+                    });
+                }
+                4 | 5 => {
+                    fields.once(number)?;
+                    if number == 4 {
+                        exemplar.span_id = value.bytes()?;
+                    } else {
+                        exemplar.trace_id = value.bytes()?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        exemplar.filtered_attributes = (attributes > 0).then_some(WireMap::new(message, 7));
+        Ok(exemplar)
+    }
 }

@@ -10,13 +10,13 @@
 //! signal encoders' tests check that over random requests.
 //!
 //! In three layers: [`protobuf`] reads fields, varints and lengths; [`walk`] walks an export
-//! request's resource and scope groups; [`json`] writes attribute maps and values as the jsonb
-//! mapping writes them.
+//! request's resource and scope groups; [`values`] reads AnyValues, attribute maps and repeated
+//! messages for the row writers (see `encode::source`).
 
-pub mod json;
 pub mod protobuf;
+pub mod values;
 pub mod walk;
 
-pub use json::{write_any_value, write_attributes, write_key, write_sorted_flat_attributes, write_text};
 pub use protobuf::{count, push_fixed64s, push_varints, Fields, Stretch, Unusual, Value, MAX_DEPTH};
+pub use values::{WireList, WireMap, WireValue};
 pub use walk::{encode_request, walk_request};

@@ -1,9 +1,7 @@
 //! Protobuf's wire format, read in place: fields, varints, lengths. Anything protobuf encoders
 //! do not produce is [`Unusual`], and the caller decodes that request with prost instead.
 
-/// An encoding left to prost (see the module documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unusual;
+pub use crate::encode::source::Unusual;
 
 /// Nesting of AnyValues read here; deeper ones go to prost (whose own limit is 100 messages).
 pub const MAX_DEPTH: usize = 24;
@@ -221,7 +219,7 @@ pub fn push_varints(out: &mut Vec<u64>, value: Value<'_>) -> Result<(), Unusual>
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{super::values::WireValue, *};
 
     #[test]
     fn varints_and_lengths_are_read_or_refused() {
@@ -245,8 +243,9 @@ mod tests {
         assert_eq!(fields.once(3), Err(Unusual));
         // An AnyValue with two members of its oneof.
         let mut buf = bytes::BytesMut::new();
-        assert_eq!(super::super::json::write_any_value(&mut buf, &[0x10, 1, 0x18, 2], 0), Err(Unusual));
+        let mut value = |bytes| crate::encode::attributes::write_any_value(&mut buf, WireValue(bytes));
+        assert_eq!(value(&[0x10, 1, 0x18, 2]), Err(Unusual));
         // Text that is not UTF-8.
-        assert_eq!(super::super::json::write_any_value(&mut buf, &[0x0a, 2, 0xff, 0xfe], 0), Err(Unusual));
+        assert_eq!(value(&[0x0a, 2, 0xff, 0xfe]), Err(Unusual));
     }
 }
