@@ -33,7 +33,9 @@ use crate::{
         dims::KnownIds,
         logs,
         meter::{self, Meter},
-        metrics, traces, Encoded,
+        metrics,
+        source::Unusual,
+        traces, Encoded,
     },
     pipeline::{
         intake::{Intake, Room},
@@ -51,15 +53,22 @@ pub trait Signal: Send + Sync + 'static {
     const NAME: &'static str;
     type Request: prost::Message + Default + serde::de::DeserializeOwned + json::Doubles + Send + 'static;
     type Response: prost::Message + Default + serde::Serialize + Send + 'static;
+    /// Encodes a decoded request.
     fn encode(request: &Self::Request, known: &KnownIds) -> Encoded;
+    /// Encodes a request straight from its protobuf bytes (see `encode::wire`).
+    ///
+    /// # Errors
+    /// [`Unusual`] for bytes left to prost.
+    fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual>;
     fn respond(refused: Option<Refused>) -> Self::Response;
 
-    /// Encodes a request from its protobuf bytes.
+    /// Encodes a request from its protobuf bytes: straight from them, unless they take the
+    /// rules only prost knows.
     ///
     /// # Errors
     /// [`IngestError::Decode`] when they are not a valid request.
     fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
-        decode_and_encode::<Self>(message, known)
+        Self::encode_wire(message, known).or_else(|_unusual| decode_and_encode::<Self>(message, known))
     }
 }
 
@@ -89,9 +98,8 @@ impl Signal for Traces {
     fn respond(refused: Option<Refused>) -> Self::Response {
         traces_response(refused)
     }
-    /// Straight from the wire bytes, unless they take the rules only prost knows.
-    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
-        traces::encode_wire(message, known).or_else(|_unusual| decode_and_encode::<Self>(message, known))
+    fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual> {
+        traces::encode_wire(message, known)
     }
 }
 
@@ -106,9 +114,8 @@ impl Signal for Metrics {
     fn respond(refused: Option<Refused>) -> Self::Response {
         metrics_response(refused)
     }
-    /// Straight from the wire bytes, unless they take the rules only prost knows.
-    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
-        metrics::encode_wire(message, known).or_else(|_unusual| decode_and_encode::<Self>(message, known))
+    fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual> {
+        metrics::encode_wire(message, known)
     }
 }
 
@@ -123,9 +130,8 @@ impl Signal for Logs {
     fn respond(refused: Option<Refused>) -> Self::Response {
         logs_response(refused)
     }
-    /// Straight from the wire bytes, unless they take the rules only prost knows.
-    fn encode_message(message: &[u8], known: &KnownIds) -> Result<Encoded, IngestError> {
-        logs::encode_wire(message, known).or_else(|_unusual| decode_and_encode::<Self>(message, known))
+    fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual> {
+        logs::encode_wire(message, known)
     }
 }
 

@@ -3,7 +3,7 @@
 //! scope), which is stored once like resources and scopes.
 //!
 //! This file holds the table layouts, the series, and the one writer of each point table's rows
-//! ([`write_point`] with the column writers), with the walk of a decoded request;
+//! (`write_point` with the column writers), with the walk of a decoded request;
 //! `wire_path.rs` reads requests from their bytes; the property tests are in `tests.rs`.
 
 use bytes::{BufMut, BytesMut};

@@ -154,40 +154,62 @@ fn sint32(value: wire::Value<'_>) -> Result<i32, Unusual> {
     Ok((n >> 1) as i32 ^ -((n & 1) as i32))
 }
 
-/// A point message's attributes (field `number`) and exemplars (field `exemplars`), gathered as
-/// its fields are read.
-#[derive(Default)]
-struct Parts {
+/// Where a point message's attributes and exemplars lie, found as its fields are read.
+struct Parts<'a> {
+    message: &'a [u8],
+    /// The field numbers of the attributes and of the exemplars in this point type.
+    numbers: (u32, u32),
     attributes: Stretch,
     exemplars: Stretch,
 }
 
-impl Parts {
-    /// Takes in a field of a point message of `len` bytes that `fields` has just read, which
-    /// began `before` bytes from the end; returns whether it was one of the parts.
-    fn take(
-        &mut self,
-        number: u32,
-        (attributes, exemplars): (u32, u32),
-        len: usize,
-        before: usize,
-        fields: &Fields<'_>,
-    ) -> bool {
-        let stretch = match number {
-            n if n == attributes => &mut self.attributes,
-            n if n == exemplars => &mut self.exemplars,
-            _ => return false,
-        };
-        stretch.cover(len, before, fields);
-        true
+impl<'a> Parts<'a> {
+    /// Reads a point message: gathers its attributes and exemplars (fields `numbers`) and hands
+    /// every other field to `field`, with the message's fields for `once`.
+    #[inline(always)]
+    fn read(
+        message: &'a [u8],
+        numbers: (u32, u32),
+        mut field: impl FnMut(&mut Fields<'a>, u32, wire::Value<'a>) -> Result<(), Unusual>,
+    ) -> Result<Self, Unusual> {
+        let mut parts =
+            Parts { message, numbers, attributes: Stretch::default(), exemplars: Stretch::default() };
+        let mut fields = Fields::new(message);
+        loop {
+            let before = fields.remaining();
+            let Some(next) = fields.next() else { break };
+            let (number, value) = next?;
+            let stretch = match number {
+                n if n == numbers.0 => &mut parts.attributes,
+                n if n == numbers.1 => &mut parts.exemplars,
+                _ => {
+                    field(&mut fields, number, value)?;
+                    continue;
+                }
+            };
+            value.bytes()?;
+            stretch.cover(message.len(), before, &fields);
+        }
+        Ok(parts)
     }
 
-    fn attributes<'a>(&self, message: &'a [u8], number: u32) -> WireMap<'a> {
-        WireMap::new(self.attributes.of(message), number)
-    }
-
-    fn exemplars<'a>(&self, message: &'a [u8], number: u32) -> WireList<'a> {
-        WireList { message: self.exemplars.of(message), number, empty: self.exemplars.is_empty() }
+    /// Writes the point into `table` (see [`write_point`]), with its exemplars when the table
+    /// has them.
+    fn write(
+        &self,
+        enc: &mut RequestEncoder<'_>,
+        shape: &SeriesShape<'_>,
+        table: TableId,
+        with_exemplars: bool,
+        columns: impl FnOnce(&mut Row<'_>, i64),
+    ) -> Result<(), Unusual> {
+        let attributes = WireMap::new(self.attributes.of(self.message), self.numbers.0);
+        let exemplars = with_exemplars.then_some(WireList {
+            message: self.exemplars.of(self.message),
+            number: self.numbers.1,
+            empty: self.exemplars.is_empty(),
+        });
+        write_point(enc, shape, table, attributes, exemplars, columns)
     }
 }
 
@@ -198,16 +220,7 @@ pub(super) fn wire_number(
     message: &[u8],
 ) -> Result<(), Unusual> {
     let mut point = NumberDataPoint::default();
-    let mut parts = Parts::default();
-    let mut fields = Fields::new(message);
-    loop {
-        let before = fields.remaining();
-        let Some(field) = fields.next() else { break };
-        let (number, value) = field?;
-        if parts.take(number, (7, 5), message.len(), before, &fields) {
-            value.bytes()?;
-            continue;
-        }
+    let parts = Parts::read(message, (7, 5), |fields, number, value| {
         match number {
             2 => {
                 fields.once(2)?;
@@ -233,11 +246,9 @@ pub(super) fn wire_number(
             }
             _ => {}
         }
-    }
-    let (attributes, exemplars) = (parts.attributes(message, 7), parts.exemplars(message, 5));
-    write_point(enc, shape, TableId::NumberPoints, attributes, Some(exemplars), |row, series| {
-        number_point(row, &point, series)
-    })
+        Ok(())
+    })?;
+    parts.write(enc, shape, TableId::NumberPoints, true, |row, series| number_point(row, &point, series))
 }
 
 /// A histogram point from the wire.
@@ -248,16 +259,7 @@ fn wire_histogram(
 ) -> Result<(), Unusual> {
     let mut point = HistogramDataPoint::default();
     let mut bounds = Vec::new();
-    let mut parts = Parts::default();
-    let mut fields = Fields::new(message);
-    loop {
-        let before = fields.remaining();
-        let Some(field) = fields.next() else { break };
-        let (number, value) = field?;
-        if parts.take(number, (9, 8), message.len(), before, &fields) {
-            value.bytes()?;
-            continue;
-        }
+    let parts = Parts::read(message, (9, 8), |fields, number, value| {
         match number {
             6 => wire::push_fixed64s(&mut point.bucket_counts, value)?,
             7 => wire::push_fixed64s(&mut bounds, value)?,
@@ -275,12 +277,11 @@ fn wire_histogram(
             }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     point.explicit_bounds = bounds.into_iter().map(f64::from_bits).collect();
-    let (attributes, exemplars) = (parts.attributes(message, 9), parts.exemplars(message, 8));
-    write_point(enc, shape, TableId::HistogramPoints, attributes, Some(exemplars), |row, series| {
-        histogram_point(row, &point, series)
-    })
+    parts
+        .write(enc, shape, TableId::HistogramPoints, true, |row, series| histogram_point(row, &point, series))
 }
 
 /// An exponential histogram point from the wire.
@@ -290,16 +291,7 @@ fn wire_exp_histogram(
     message: &[u8],
 ) -> Result<(), Unusual> {
     let mut point = ExponentialHistogramDataPoint::default();
-    let mut parts = Parts::default();
-    let mut fields = Fields::new(message);
-    loop {
-        let before = fields.remaining();
-        let Some(field) = fields.next() else { break };
-        let (number, value) = field?;
-        if parts.take(number, (1, 11), message.len(), before, &fields) {
-            value.bytes()?;
-            continue;
-        }
+    let parts = Parts::read(message, (1, 11), |fields, number, value| {
         match number {
             2..=10 | 12..=14 => {
                 fields.once(number)?;
@@ -320,9 +312,9 @@ fn wire_exp_histogram(
             }
             _ => {}
         }
-    }
-    let (attributes, exemplars) = (parts.attributes(message, 1), parts.exemplars(message, 11));
-    write_point(enc, shape, TableId::ExpHistogramPoints, attributes, Some(exemplars), |row, series| {
+        Ok(())
+    })?;
+    parts.write(enc, shape, TableId::ExpHistogramPoints, true, |row, series| {
         exp_histogram_point(row, &point, series)
     })
 }
@@ -351,17 +343,8 @@ fn wire_summary(
     message: &[u8],
 ) -> Result<(), Unusual> {
     let mut point = SummaryDataPoint::default();
-    let mut parts = Parts::default();
-    let mut fields = Fields::new(message);
-    loop {
-        let before = fields.remaining();
-        let Some(field) = fields.next() else { break };
-        let (number, value) = field?;
-        // A summary has no exemplars: field 0 never occurs.
-        if parts.take(number, (7, 0), message.len(), before, &fields) {
-            value.bytes()?;
-            continue;
-        }
+    // A summary has no exemplars: field 0 never occurs.
+    let parts = Parts::read(message, (7, 0), |fields, number, value| {
         match number {
             6 => {
                 let mut quantile = ValueAtQuantile::default();
@@ -392,15 +375,9 @@ fn wire_summary(
             }
             _ => {}
         }
-    }
-    write_point(
-        enc,
-        shape,
-        TableId::SummaryPoints,
-        parts.attributes(message, 7),
-        None::<WireList<'_>>,
-        |row, series| summary_point(row, &point, series),
-    )
+        Ok(())
+    })?;
+    parts.write(enc, shape, TableId::SummaryPoints, false, |row, series| summary_point(row, &point, series))
 }
 
 impl<'a> Item<'a> for ExemplarRow<'a, WireMap<'a>> {
