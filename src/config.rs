@@ -483,7 +483,7 @@ pub enum ConfigError {
     #[error("config file {0} does not exist")]
     MissingFile(String),
     #[error("invalid configuration: {0}")]
-    Invalid(Box<figment::Error>),
+    Invalid(#[source] Box<figment::Error>),
     #[error("invalid configuration: {0} must be greater than 0")]
     Zero(&'static str),
     #[error("invalid configuration: postgres.pool_size ({pool}) must exceed pipeline.writers ({writers}) so maintenance can get a connection")]

@@ -16,7 +16,7 @@ use crate::config::{PostgresConfig, QueryConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("invalid postgres.url: {0}")]
-    Url(tokio_postgres::Error),
+    Url(#[source] tokio_postgres::Error),
     #[error("postgres.url: {0}")]
     Tls(#[from] tls::PgTlsError),
     #[error("postgres.url names no database")]
