@@ -176,6 +176,9 @@ pub struct PostgresConfig {
     pub schema: String,
     /// Most connections the pool opens; writers and maintenance share them.
     pub pool_size: usize,
+    /// Whether the tables are laid out over a Citus cluster: `auto` when the database has the
+    /// `citus` extension, `on` (refuse a database without it), or `off`.
+    pub citus: CitusMode,
 }
 
 impl Default for PostgresConfig {
@@ -184,8 +187,22 @@ impl Default for PostgresConfig {
             url: "postgres://postgres@localhost:5432/otelephant".into(),
             schema: "public".into(),
             pool_size: 8,
+            citus: CitusMode::Auto,
         }
     }
+}
+
+/// Whether otelephant lays its tables out for Citus (`postgres.citus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CitusMode {
+    /// When the database has the `citus` extension.
+    #[default]
+    Auto,
+    /// Always: a database without the extension is refused.
+    On,
+    /// Never: the tables stay where they are made, even on a Citus coordinator.
+    Off,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use crate::{
     receive,
     receive::{conn, grpc::OtlpGrpc},
     shutdown::Shutdown,
-    store::{self, maintenance, migrate, partitions, StoreError},
+    store::{self, citus, maintenance, migrate, partitions, StoreError},
     telemetry::{self, Telemetry},
     tls::{Identity, TlsListener},
 };
@@ -94,6 +94,15 @@ pub async fn prepare_database(config: &Config) -> Result<(Pool, usize), StartErr
 async fn migrate_and_partition(pool: &Pool, config: &Config) -> Result<usize, StartError> {
     let mut client = pool.get().await.map_err(StoreError::from)?;
     migrate::run(&mut client).await?;
+    if let Some(cluster) = citus::detect(&client, config.postgres.citus).await? {
+        let laid_out = citus::lay_out(&mut client).await?;
+        tracing::info!(
+            "Citus {} with {} workers: {}",
+            cluster.version,
+            cluster.workers,
+            if laid_out > 0 { format!("distributed {laid_out} tables") } else { "tables distributed".into() }
+        );
+    }
     Ok(partitions::ensure(&mut client, partitions::epoch_day(SystemTime::now()), &config.partitions).await?)
 }
 

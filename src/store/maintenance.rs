@@ -432,37 +432,21 @@ async fn analyze_closed_days(client: &Object, today: i32) -> Result<Vec<String>,
 /// Deletes resources, scopes and series that no record references, leaving out those written
 /// in the last [`DIMENSION_GRACE_DAYS`] days. References from the partitions in `excluding`
 /// are ignored (a plan counts as if they were dropped).
+///
+/// In three steps per dimension, each of which Citus runs as well as PostgreSQL does (a
+/// DELETE that reads distributed tables is one Citus refuses for a reference table): the
+/// stale rows, then which of them the record tables still reference, then the rest, deleted.
 async fn collect_dimensions(
     client: &impl GenericClient,
     today: i32,
     excluding: &[u32],
 ) -> Result<Collected, StoreError> {
     let seen_before = today - DIMENSION_GRACE_DAYS;
-    let unreferenced = |table: &str, column: &str| {
-        format!(
-            "NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{column} = d.{column} AND x.tableoid <> ALL($2))"
-        )
-    };
-    let stale = "d.last_seen < date '1970-01-01' + $1::integer";
-    // A dimension's rows are referenced by every other table that has its id column.
-    let referencing = |column: &str| -> String {
-        TABLES
-            .iter()
-            .filter(|t| t.columns[0] != column && t.columns.contains(&column))
-            .map(|t| unreferenced(t.name, column))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    };
-    let series = format!("DELETE FROM metric_series d WHERE {stale} AND {}", referencing("series_id"));
-    let owners = |column: &str| format!("{stale} AND {}", referencing(column));
-    let resources = format!("DELETE FROM resources d WHERE {}", owners("resource_id"));
-    let scopes = format!("DELETE FROM scopes d WHERE {}", owners("scope_id"));
-    let excluding = excluding.to_vec();
     // Series first: a resource or scope may be referenced only by series collected here.
     let collected = Collected {
-        series: client.execute(&series, &[&seen_before, &excluding]).await?,
-        resources: client.execute(&resources, &[&seen_before, &excluding]).await?,
-        scopes: client.execute(&scopes, &[&seen_before, &excluding]).await?,
+        series: collect(client, "metric_series", "series_id", seen_before, excluding).await?,
+        resources: collect(client, "resources", "resource_id", seen_before, excluding).await?,
+        scopes: collect(client, "scopes", "scope_id", seen_before, excluding).await?,
     };
     if collected != Collected::default() {
         tracing::info!(
@@ -473,6 +457,64 @@ async fn collect_dimensions(
         );
     }
     Ok(collected)
+}
+
+/// Deletes the rows of `dimension` (keyed by `column`) last seen before `seen_before` that no
+/// other table with that column references, outside the partitions in `excluding`.
+async fn collect(
+    client: &impl GenericClient,
+    dimension: &str,
+    column: &str,
+    seen_before: i32,
+    excluding: &[u32],
+) -> Result<u64, StoreError> {
+    let stale = format!("{column} = ANY($1) AND last_seen < date '1970-01-01' + $2::integer");
+    let candidates: Vec<i64> = client
+        .query(
+            &format!("SELECT {column} FROM {dimension} WHERE last_seen < date '1970-01-01' + $1::integer"),
+            &[&seen_before],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    // Every table that references the dimension, as its partitions (a table that is not
+    // partitioned stands for itself), less those left out.
+    let mut sources = Vec::new();
+    for table in TABLES.iter().filter(|t| t.name != dimension && t.columns.contains(&column)) {
+        let parts = client
+            .query(
+                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE i.inhparent = $1::text::regclass AND c.oid <> ALL($2) ORDER BY 1",
+                &[&table.name, &excluding],
+            )
+            .await?;
+        if parts.is_empty() && table.partition_key().is_none() {
+            sources.push(table.name.to_owned());
+        }
+        sources.extend(parts.iter().map(|row| row.get::<_, String>(0)));
+    }
+    let referenced: std::collections::HashSet<i64> = if sources.is_empty() {
+        std::collections::HashSet::new()
+    } else {
+        let union = sources
+            .iter()
+            .map(|source| format!("SELECT {column} FROM {source} WHERE {column} = ANY($1)"))
+            .collect::<Vec<_>>()
+            .join(" UNION ");
+        client.query(&union, &[&candidates]).await?.iter().map(|row| row.get(0)).collect()
+    };
+    let unreferenced: Vec<i64> = candidates.into_iter().filter(|id| !referenced.contains(id)).collect();
+    if unreferenced.is_empty() {
+        return Ok(0);
+    }
+    // Seen again since it was found stale, it is kept.
+    Ok(client
+        .execute(&format!("DELETE FROM {dimension} WHERE {stale}"), &[&unreferenced, &seen_before])
+        .await?)
 }
 
 /// Runs a pass at once and then every `check_interval_secs` until the pool closes, reporting

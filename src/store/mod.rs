@@ -1,6 +1,7 @@
 //! PostgreSQL: the connection pool (creating the database and schema when missing), schema
 //! migrations, daily partitions and their lifecycle (retention, garbage collection), and the COPY writer that the pipeline's batches go through.
 
+pub mod citus;
 pub mod maintenance;
 pub mod migrate;
 pub mod partitions;
@@ -29,6 +30,8 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("could not build the connection pool: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
+    #[error("{0}")]
+    Citus(String),
     #[error("migration {version} ({name}) was changed after it was applied; applied migrations must never be edited")]
     MigrationChanged { version: i32, name: String },
 }

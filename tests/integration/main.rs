@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod browser;
+mod citus;
 mod common;
 mod deploy;
 mod e2e;
