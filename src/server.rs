@@ -85,16 +85,19 @@ pub struct Server {
 /// When the database cannot be reached, created or migrated.
 pub async fn prepare_database(config: &Config) -> Result<(Pool, usize), StartError> {
     let pool = store::connect(&config.postgres).await?;
-    let created = migrate_and_partition(&pool, config).await?;
+    let (created, _) = migrate_and_partition(&pool, config).await?;
     Ok((pool, created))
 }
 
-/// Applies the migrations and creates the partitions the time window needs; returns how many
-/// partitions it created.
-async fn migrate_and_partition(pool: &Pool, config: &Config) -> Result<usize, StartError> {
+/// Applies the migrations, lays the tables out over Citus when the database is a Citus
+/// cluster, and creates the partitions the time window needs; returns how many partitions it
+/// created, and the layout.
+async fn migrate_and_partition(pool: &Pool, config: &Config) -> Result<(usize, citus::Layout), StartError> {
     let mut client = pool.get().await.map_err(StoreError::from)?;
     migrate::run(&mut client).await?;
+    let mut layout = citus::Layout::SingleNode;
     if let Some(cluster) = citus::detect(&client, config.postgres.citus).await? {
+        layout = citus::Layout::Citus;
         let laid_out = citus::lay_out(&mut client).await?;
         tracing::info!(
             "Citus {} with {} workers: {}",
@@ -103,7 +106,9 @@ async fn migrate_and_partition(pool: &Pool, config: &Config) -> Result<usize, St
             if laid_out > 0 { format!("distributed {laid_out} tables") } else { "tables distributed".into() }
         );
     }
-    Ok(partitions::ensure(&mut client, partitions::epoch_day(SystemTime::now()), &config.partitions).await?)
+    let created =
+        partitions::ensure(&mut client, partitions::epoch_day(SystemTime::now()), &config.partitions).await?;
+    Ok((created, layout))
 }
 
 /// How often the gRPC health status is brought up to date with [`Health::check`].
@@ -350,7 +355,7 @@ impl Server {
         let telemetry = Telemetry::new();
         let pools = store::connect_pools(&config.postgres, &config.query).await?;
         let pool = pools.write.clone();
-        let created = migrate_and_partition(&pool, &config).await?;
+        let (created, layout) = migrate_and_partition(&pool, &config).await?;
         telemetry.counter(telemetry::PARTITIONS_CREATED, &[]).increment(created as u64);
         let (maintenance, maintenance_passes) = start_maintenance(&pool, &config, &telemetry);
         let (pipeline, writers) = Pipeline::start(&config.pipeline, pool.clone(), telemetry.clone());
@@ -364,7 +369,7 @@ impl Server {
             pool: pool.clone(),
         };
         let (admin, admin_addr) = serve_admin(&config, health.clone(), scrape).await?;
-        let query = Query::new(pools.query.clone(), pools.tls.clone(), config.query.clone());
+        let query = Query::new(pools.query.clone(), pools.tls.clone(), config.query.clone(), layout);
         let (http, http_addr) =
             serve_http(&config, &pipeline, &query, &access, identity.as_ref(), &shutdown).await?;
         let grpc_side = Grpc { pipeline, query, access, telemetry, health };

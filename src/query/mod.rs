@@ -29,7 +29,10 @@ use crate::encode::{
     attributes::{attributes_from_json, write_decoded_value, MappingError},
     dims::entity_refs_from_json,
 };
-use crate::{config::QueryConfig, store::Failure};
+use crate::{
+    config::QueryConfig,
+    store::{citus::Layout, Failure},
+};
 use proto::{
     query_service_server::QueryService, GetTraceRequest, ListMetricsRequest, ListMetricsResponse,
     ListOperationsRequest, ListOperationsResponse, ListServiceDependenciesRequest,
@@ -57,11 +60,13 @@ pub struct Query {
     pool: Pool,
     tls: MakeRustlsConnect,
     limits: QueryConfig,
+    /// Where the tables are, for the queries Citus needs written another way.
+    layout: Layout,
 }
 
 impl Query {
-    pub fn new(pool: Pool, tls: MakeRustlsConnect, limits: QueryConfig) -> Self {
-        Self { pool, tls, limits }
+    pub fn new(pool: Pool, tls: MakeRustlsConnect, limits: QueryConfig, layout: Layout) -> Self {
+        Self { pool, tls, limits, layout }
     }
 
     pub fn server(self) -> proto::query_service_server::QueryServiceServer<Self> {

@@ -19,7 +19,7 @@ use super::{
         ListServicesRequest, ListServicesResponse, Operation, SearchTracesRequest, SearchTracesResponse,
         ServiceDependency, ServiceStats, TraceSummary,
     },
-    resolve_range, u32_column, Query, Sql,
+    resolve_range, u32_column, Layout, Query, Sql,
 };
 use crate::encode::{
     attributes::{attributes_from_json, MappingError},
@@ -131,11 +131,25 @@ pub(super) async fn list_services(
         .client()
         .await?
         .query(
-            "SELECT service_name FROM resources r
-             WHERE service_name > $3 AND EXISTS (
-                 SELECT 1 FROM spans s WHERE s.resource_id = r.resource_id
-                 AND s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2)
-             GROUP BY service_name ORDER BY service_name LIMIT $4",
+            match q.layout {
+                // A probe of the (resource_id, start_time_unix_nano) index per resource.
+                Layout::SingleNode => {
+                    "SELECT service_name FROM resources r
+                     WHERE service_name > $3 AND EXISTS (
+                         SELECT 1 FROM spans s WHERE s.resource_id = r.resource_id
+                         AND s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2)
+                     GROUP BY service_name ORDER BY service_name LIMIT $4"
+                }
+                // Citus runs no subquery that refers to a reference table's row, and pulls an
+                // IN list's rows to the coordinator: the workers find the distinct services of
+                // their spans, joined to their copy of the resources.
+                Layout::Citus => {
+                    "SELECT DISTINCT r.service_name FROM spans s JOIN resources r USING (resource_id)
+                     WHERE r.service_name > $3
+                       AND s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2
+                     ORDER BY r.service_name LIMIT $4"
+                }
+            },
             &[&start, &end, &after, &(page_size as i64 + 1)],
         )
         .await?;

@@ -47,6 +47,16 @@ enum Placement {
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('otelephant citus ' || current_schema()))";
 
+/// How the tables are laid out, for the few queries that are written differently for Citus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// On one PostgreSQL server.
+    #[default]
+    SingleNode,
+    /// Over a Citus cluster (see [`LAYOUT`]).
+    Citus,
+}
+
 /// What a Citus cluster looks like to otelephant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {

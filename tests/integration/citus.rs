@@ -3,7 +3,14 @@
 //! `OTELEPHANT_TEST_CITUS_URL` names. Skipped, with one line saying so, where Citus is not
 //! installed.
 
-use std::{io::Write, path::PathBuf, process::Command};
+use std::{
+    collections::HashSet,
+    io::Write,
+    path::PathBuf,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use opentelemetry_proto::tonic::{
     collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
@@ -18,7 +25,7 @@ use otelephant::{
 };
 use tokio_postgres::{Client, NoTls};
 
-use crate::common::{fixtures, *};
+use crate::common::{binary, fixtures, *};
 
 const PGBIN: &str = "/usr/lib/postgresql/15/bin";
 const CITUS_LIBRARY: &str = "/usr/lib/postgresql/15/lib/citus.so";
@@ -30,6 +37,7 @@ fn as_postgres(program: &str, args: &[&str]) {
     let status = Command::new("runuser")
         .args(["-u", "postgres", "--", &path])
         .args(args)
+        .stdout(std::process::Stdio::null())
         .status()
         .unwrap_or_else(|e| panic!("run {program}: {e}"));
     assert!(status.success(), "{program} {args:?} failed");
@@ -66,6 +74,17 @@ impl PrivateCitus {
             as_postgres("pg_ctl", &["-D", &data, "-l", &log, "-w", "start"]);
         }
         cluster
+    }
+
+    /// Stops node `node` (a worker when above 0), as an outage would.
+    fn stop(&self, node: usize) {
+        as_postgres("pg_ctl", &["-D", &self.data(node), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts node `node` again.
+    fn start_node(&self, node: usize) {
+        let log = self.dir.join(format!("node{node}.log")).display().to_string();
+        as_postgres("pg_ctl", &["-D", &self.data(node), "-l", &log, "-w", "start"]);
     }
 
     fn data(&self, node: usize) -> String {
@@ -129,6 +148,7 @@ impl Drop for PrivateCitus {
                     "-w",
                     "stop",
                 ])
+                .stdout(std::process::Stdio::null())
                 .status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -235,6 +255,38 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .expect("connect");
     logs_client.export(log_records(now)).await.expect("records stored");
 
+    // And over OTLP/HTTP, as protobuf and as JSON.
+    let http = reqwest::Client::new();
+    let mut over_http = fixtures::traces::request(now);
+    for span in
+        over_http.resource_spans.iter_mut().flat_map(|rs| &mut rs.scope_spans).flat_map(|ss| &mut ss.spans)
+    {
+        span.trace_id[2] = 0xaa;
+    }
+    let http_spans = over_http
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum::<usize>();
+    let response = http
+        .post(format!("http://{}/v1/traces", server.http_addr))
+        .header("content-type", "application/x-protobuf")
+        .body(prost::Message::encode_to_vec(&over_http))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let response = http
+        .post(format!("http://{}/v1/logs", server.http_addr))
+        .json(&serde_json::json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+            {"timeUnixNano": (now + 1_000).to_string(), "body": {"stringValue": "over OTLP/HTTP JSON"}}
+        ]}]}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+
     let db = sql(&format!("{url}?options=-csearch_path%3D{}", schema.name)).await;
     let count = |table: &'static str| {
         let db = &db;
@@ -248,9 +300,9 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .flat_map(|rs| &rs.scope_spans)
         .map(|ss| ss.spans.len() as i64)
         .sum::<i64>();
-    assert_eq!(count("spans").await, spans);
+    assert_eq!(count("spans").await, spans + http_spans as i64);
     assert!(count("metric_points_number").await > 0);
-    assert_eq!(count("logs").await, 50);
+    assert_eq!(count("logs").await, 51);
 
     // Every table is distributed (or a reference table) as the layout says.
     let kinds: Vec<(String, String, Option<String>)> = db
@@ -297,7 +349,7 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .collect();
     assert_eq!(per_node.iter().map(|(port, _)| *port).collect::<Vec<_>>(), workers, "{per_node:?}");
     assert!(per_node.iter().all(|(_, rows)| *rows > 0), "spans on both workers: {per_node:?}");
-    assert_eq!(per_node.iter().map(|(_, rows)| rows).sum::<i64>(), spans);
+    assert_eq!(per_node.iter().map(|(_, rows)| rows).sum::<i64>(), spans + http_spans as i64);
 
     // A trace is read from one shard.
     let trace_id = traces.resource_spans[0].scope_spans[0].spans[0].trace_id.clone();
@@ -329,11 +381,57 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .sum();
     assert_eq!(got, expected);
 
+    // Every read surface answers from the cluster: each query service RPC in its HTTP/JSON
+    // form, Jaeger's API, and the web UI's pages.
+    read_surfaces(&format!("http://{}", server.http_addr), now, &hex::encode(&trace_id)).await;
+
+    // Late records, three days old, land in the catch-all (days_behind is 1); the next pass
+    // makes their day's partition and moves them into it.
+    let late = now - 3 * 86_400_000_000_000;
+    let config = schema.config();
+    let mut late_spans = fixtures::traces::request(late);
+    for span in
+        late_spans.resource_spans.iter_mut().flat_map(|rs| &mut rs.scope_spans).flat_map(|ss| &mut ss.spans)
+    {
+        span.trace_id[1] = 0xee;
+    }
+    trace_client.export(late_spans).await.expect("late spans stored");
+    logs_client.export(log_records(late)).await.expect("late records stored");
+    assert!(count("spans_default").await > 0);
+    let late_spans = count("spans_default").await;
+    assert!(late_spans > 0);
+    let (partitions, retention) = (&config.partitions, &config.retention);
+    let moved = maintenance::run_pass(&server.pool, partitions, retention, std::time::SystemTime::now())
+        .await
+        .expect("maintenance pass")
+        .expect("no other pass");
+    let day = (late / 86_400_000_000_000) as i32;
+    assert!(
+        moved.created.contains(&("spans", day)) && moved.created.contains(&("logs", day)),
+        "{:?}",
+        moved.created
+    );
+    assert_eq!((count("spans_default").await, count("logs_default").await), (0, 0));
+    let partition = format!("spans_p{}", otelephant::time::date_text(day.into()).replace('-', ""));
+    let placed: Vec<(i32, i64)> = db
+        .query(
+            "SELECT s.nodeport, sum(r.result::bigint)::bigint \
+             FROM run_command_on_shards($1::text::regclass, $$SELECT count(*) FROM %s$$) r \
+             JOIN citus_shards s USING (shardid) GROUP BY s.nodeport ORDER BY 1",
+            &[&partition],
+        )
+        .await
+        .expect("the late day's partition is distributed")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(placed.iter().map(|(port, _)| *port).collect::<Vec<_>>(), workers, "{placed:?}");
+    assert_eq!(placed.iter().map(|(_, rows)| rows).sum::<i64>(), late_spans, "{partition}: {placed:?}");
+
     // Storage maintenance: a pass 60 days on, when every partition holding records has expired,
     // drops them all and collects the resources, scopes and series nothing references any
     // more; `retention --dry-run` (a plan) says so beforehand.
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60 * 86_400);
-    let (partitions, retention) = (&schema.config().partitions, &schema.config().retention);
     let planned = {
         let mut client = server.pool.get().await.expect("client");
         maintenance::plan(&mut client, partitions, retention, later).await.expect("plan")
@@ -357,4 +455,190 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
 
     server.shutdown().await.expect("clean shutdown");
     db.batch_execute(&format!("DROP SCHEMA {} CASCADE", schema.name)).await.expect("drop schema");
+}
+
+/// The binary on the Citus coordinator at `url`.
+fn on_citus<'c>(command: &'c mut tokio::process::Command, url: &str) -> &'c mut tokio::process::Command {
+    command
+        .env("OTELEPHANT_POSTGRES__URL", url)
+        .env("OTELEPHANT_POSTGRES__CITUS", "on")
+        .env("RUST_LOG", "warn")
+}
+
+#[tokio::test]
+async fn replicas_write_at_once_and_a_killed_one_loses_nothing_acknowledged() {
+    let Some((url, _cluster)) = coordinator().await else { return };
+    let schema = TestSchema::new();
+
+    // Both start at once on a new schema: the migrations and the layout take turns under the
+    // coordinator's locks.
+    let (mut first, mut second) = tokio::join!(
+        binary::start_with(&schema, |command| on_citus(command, &url)),
+        binary::start_with(&schema, |command| on_citus(command, &url))
+    );
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let acked_second = Arc::new(Mutex::new(HashSet::new()));
+    let first_clients = binary::load(first.grpc, 0..4, acked.clone());
+    let second_clients = binary::load(second.grpc, 4..8, acked_second.clone());
+    binary::acked_at_least(&acked, 50).await;
+    binary::acked_at_least(&acked_second, 50).await;
+
+    binary::signal(&first.child, "-KILL");
+    first.child.wait().await.expect("killed");
+    // The other replica goes on.
+    let before = acked_second.lock().expect("acked").len();
+    binary::acked_at_least(&acked_second, before + 50).await;
+    binary::signal(&second.child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), second.child.wait())
+        .await
+        .expect("exits within the grace period")
+        .expect("exit status");
+    assert!(status.success(), "clean exit: {status}");
+    for client in first_clients.into_iter().chain(second_clients) {
+        client.await.expect("client task");
+    }
+
+    let db = sql(&format!("{url}?options=-csearch_path%3D{}", schema.name)).await;
+    let mut all = acked.lock().expect("acked").clone();
+    all.extend(acked_second.lock().expect("acked").iter());
+    binary::assert_all_acknowledged_stored(&db, &all).await;
+    db.batch_execute(&format!("DROP SCHEMA {} CASCADE", schema.name)).await.expect("drop schema");
+}
+
+#[tokio::test]
+async fn a_worker_down_is_unavailable_and_ingest_resumes_when_it_is_back() {
+    if std::env::var("OTELEPHANT_TEST_CITUS_URL").is_ok() {
+        // Stopping a worker takes a cluster of the test's own.
+        let _ = writeln!(std::io::stderr(), "citus worker outage test skipped: it needs the private cluster");
+        return;
+    }
+    let Some((url, Some(cluster))) = coordinator().await else { return };
+    let schema = TestSchema::new();
+    let server = start(&url, &schema).await;
+    let mut client =
+        opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+            format!("http://{}", server.grpc_addr),
+        )
+        .await
+        .expect("connect");
+    let mut acked = HashSet::new();
+    let mut refused = Vec::new();
+    let mut trace = 0u64;
+    let mut send = async |acked: &mut HashSet<u64>, refused: &mut Vec<tonic::Code>| {
+        trace += 1;
+        match client.export(binary::request(trace)).await {
+            Ok(_) => {
+                acked.insert(trace);
+            }
+            Err(status) => refused.push(status.code()),
+        }
+    };
+    while acked.len() < 30 {
+        send(&mut acked, &mut refused).await;
+    }
+    assert!(refused.is_empty(), "{refused:?}");
+
+    // With a worker down, requests whose rows have shards on it cannot be stored: retryable.
+    cluster.stop(2);
+    while refused.len() < 5 {
+        send(&mut acked, &mut refused).await;
+    }
+    assert!(refused.iter().all(|code| *code == tonic::Code::Unavailable), "{refused:?}");
+
+    // Back, ingest resumes by itself.
+    cluster.start_node(2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut resumed = 0;
+    while resumed < 30 {
+        assert!(tokio::time::Instant::now() < deadline, "ingest did not resume: {refused:?}");
+        let before = acked.len();
+        send(&mut acked, &mut refused).await;
+        if acked.len() > before {
+            resumed += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    server.shutdown().await.expect("clean shutdown");
+    let db = sql(&format!("{url}?options=-csearch_path%3D{}", schema.name)).await;
+    binary::assert_all_acknowledged_stored(&db, &acked).await;
+}
+
+/// Calls every query service RPC over HTTP/JSON, Jaeger's API and the web UI's pages at `base`,
+/// where traces, metrics and logs of around `now` are stored, and checks that each answers
+/// with what is there.
+async fn read_surfaces(base: &str, now: u64, trace_id: &str) {
+    let http = reqwest::Client::new();
+    let range = serde_json::json!({
+        "startUnixNano": (now - 3_600_000_000_000).to_string(),
+        "endUnixNano": (now + 3_600_000_000_000).to_string(),
+    });
+    let call = |method: &'static str, mut body: serde_json::Value| {
+        if !matches!(method, "GetTrace" | "ListMetrics") {
+            body["timeRange"] = range.clone();
+        }
+        let request = http.post(format!("{base}/otelephant.query.v1.QueryService/{method}")).json(&body);
+        async move {
+            let response = request.send().await.expect("sent");
+            let status = response.status();
+            let json: serde_json::Value = response.json().await.expect("JSON");
+            assert_eq!(status, 200, "{method}: {json}");
+            json
+        }
+    };
+    let services = call("ListServices", serde_json::json!({})).await;
+    let service =
+        services["services"][0].as_str().unwrap_or_else(|| panic!("services: {services}")).to_owned();
+    let nonempty = |method: &str, json: &serde_json::Value, field: &str| {
+        let list = json.pointer(field).and_then(|list| list.as_array());
+        assert!(list.is_some_and(|list| !list.is_empty()), "{method}: {json}");
+    };
+    let traces = call("SearchTraces", serde_json::json!({ "service": service })).await;
+    nonempty("SearchTraces", &traces, "/traces");
+    let trace = call("GetTrace", serde_json::json!({ "traceId": trace_id })).await;
+    nonempty("GetTrace", &trace, "/resourceSpans");
+    let stats = call("ListServiceStats", serde_json::json!({})).await;
+    nonempty("ListServiceStats", &stats, "/services");
+    call("ListServiceDependencies", serde_json::json!({})).await;
+    let operations = call("ListOperations", serde_json::json!({ "service": service })).await;
+    nonempty("ListOperations", &operations, "/operations");
+    let logs = call("SearchLogs", serde_json::json!({})).await;
+    nonempty("SearchLogs", &logs, "/logs/resourceLogs");
+    let metrics = call("ListMetrics", serde_json::json!({})).await;
+    nonempty("ListMetrics", &metrics, "/metrics");
+    let metric = metrics["metrics"][0]["name"].as_str().expect("a metric name").to_owned();
+    let points = call("QueryMetrics", serde_json::json!({ "name": metric })).await;
+    assert_ne!(points, serde_json::json!({}), "QueryMetrics: {points}");
+
+    let start = now / 1_000 - 3_600_000_000;
+    let end = now / 1_000 + 3_600_000_000;
+    for path in [
+        "/jaeger/api/services".to_owned(),
+        format!("/jaeger/api/services/{service}/operations"),
+        format!("/jaeger/api/operations?service={service}"),
+        format!("/jaeger/api/traces?service={service}&start={start}&end={end}"),
+        format!("/jaeger/api/traces/{trace_id}"),
+        format!("/jaeger/api/dependencies?endTs={}&lookback=7200000", end / 1_000),
+    ] {
+        let response = http.get(format!("{base}{path}")).send().await.expect("sent");
+        let status = response.status();
+        let json: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(status, 200, "{path}: {json}");
+        assert!(json["errors"].is_null(), "{path}: {json}");
+    }
+    for path in [
+        "/".to_owned(),
+        format!("/operations?service={service}"),
+        format!("/traces?service={service}"),
+        format!("/trace/{trace_id}"),
+        "/logs".to_owned(),
+        "/metrics".to_owned(),
+        format!("/metric?name={metric}"),
+    ] {
+        let response = http.get(format!("{base}{path}")).send().await.expect("sent");
+        let status = response.status();
+        let page = response.text().await.expect("page");
+        assert_eq!(status, 200, "{path}");
+        assert!(!page.contains("The server answered with an error"), "{path}: {page}");
+    }
 }

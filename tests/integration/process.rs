@@ -8,162 +8,17 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{trace_service_client::TraceServiceClient, ExportTraceServiceRequest},
-    trace::v1::{ResourceSpans, ScopeSpans, Span},
-};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    process::{Child, Command},
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use tokio::process::Command;
 
-use crate::common::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-struct Running {
-    child: Child,
-    grpc: u16,
-    admin: u16,
-    /// When stderr is piped, everything the server logs, read from the moment it starts (a
-    /// pipe nobody reads fills up and stalls the server), complete once it exits.
-    logs: Option<tokio::task::JoinHandle<String>>,
-}
-
-async fn start(schema: &TestSchema) -> Running {
-    start_with(schema, |command| command.env("RUST_LOG", "warn")).await
-}
-
-/// Starts the binary on free ports with what `adjust` adds to its command line and environment.
-async fn start_with(schema: &TestSchema, adjust: impl FnOnce(&mut Command) -> &mut Command) -> Running {
-    let (grpc, http, admin) = (free_port(), free_port(), free_port());
-    let mut command = Command::new(env!("CARGO_BIN_EXE_otelephant"));
-    command
-        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-        .env("OTELEPHANT_POSTGRES__URL", database_url())
-        .env("OTELEPHANT_POSTGRES__SCHEMA", &schema.name)
-        .env("OTELEPHANT_SHUTDOWN__GRACE_SECS", "20")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut child = adjust(&mut command).spawn().expect("start otelephant");
-    let logs = child.stderr.take().map(|mut stderr| {
-        tokio::spawn(async move {
-            let mut output = String::new();
-            stderr.read_to_string(&mut output).await.expect("read logs");
-            output
-        })
-    });
-    let running = Running { child, grpc, admin, logs };
-    // Ready when /readyz says so.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    // A probe that gets no answer in time counts as not ready, so a stalled server fails here.
-    while !tokio::time::timeout(Duration::from_secs(5), ready(running.admin)).await.unwrap_or(false) {
-        assert!(tokio::time::Instant::now() < deadline, "otelephant did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    running
-}
-
-async fn ready(admin: u16) -> bool {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await else { return false };
-    let request = "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    response.starts_with("HTTP/1.1 200")
-}
-
-fn request(trace: u64) -> ExportTraceServiceRequest {
-    let spans = (1..=10u8)
-        .map(|n| Span {
-            trace_id: [trace.to_be_bytes(), 1u64.to_be_bytes()].concat(),
-            span_id: vec![n, 1, 1, 1, 1, 1, 1, 1],
-            name: "load".into(),
-            start_time_unix_nano: nanos_now(),
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
-}
-
-/// Four clients send until the server stops answering; returns the acknowledged trace numbers.
-fn load(grpc: u16, acked: Arc<Mutex<HashSet<u64>>>) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..4u64)
-        .map(|client| {
-            let acked = acked.clone();
-            tokio::spawn(async move {
-                let Ok(mut traces) = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await
-                else {
-                    return;
-                };
-                for n in 0..100_000u64 {
-                    let trace = client << 32 | n;
-                    match traces.export(request(trace)).await {
-                        Ok(_) => {
-                            acked.lock().expect("acked").insert(trace);
-                        }
-                        Err(_) => return,
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
-/// Waits until at least `n` requests were acknowledged.
-async fn acked_at_least(acked: &Arc<Mutex<HashSet<u64>>>, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while acked.lock().expect("acked").len() < n {
-        assert!(tokio::time::Instant::now() < deadline, "the load did not get going");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn assert_all_acknowledged_stored(schema: &TestSchema, acked: &HashSet<u64>) {
-    let sql = schema.sql().await;
-    let ids: Vec<Vec<u8>> = acked.iter().map(|t| [t.to_be_bytes(), 1u64.to_be_bytes()].concat()).collect();
-    let stored: i64 = sql
-        .query_one("SELECT count(*) FROM spans WHERE trace_id = ANY($1)", &[&ids])
-        .await
-        .expect("count")
-        .get(0);
-    assert!(
-        stored >= 10 * acked.len() as i64,
-        "{stored} spans stored for {} acknowledged requests",
-        acked.len()
-    );
-    let traces: i64 = sql
-        .query_one("SELECT count(DISTINCT trace_id) FROM spans WHERE trace_id = ANY($1)", &[&ids])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(traces, acked.len() as i64, "every acknowledged request is in the database");
-}
-
-fn signal(child: &Child, name: &str) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill").args([name, &pid]).status().expect("kill");
-    assert!(status.success());
-}
+use crate::common::{binary::*, *};
 
 #[tokio::test]
 async fn sigterm_drains_and_answers_everything_then_exits() {
     let schema = TestSchema::new();
     let mut server = start(&schema).await;
     let acked = Arc::new(Mutex::new(HashSet::new()));
-    let clients = load(server.grpc, acked.clone());
+    let clients = load(server.grpc, 0..4, acked.clone());
     acked_at_least(&acked, 50).await;
     signal(&server.child, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
@@ -175,7 +30,7 @@ async fn sigterm_drains_and_answers_everything_then_exits() {
         client.await.expect("client task");
     }
     let acked = acked.lock().expect("acked").clone();
-    assert_all_acknowledged_stored(&schema, &acked).await;
+    assert_all_acknowledged_stored(&schema.sql().await, &acked).await;
 }
 
 #[tokio::test]
@@ -183,7 +38,7 @@ async fn sigkill_loses_nothing_that_was_acknowledged() {
     let schema = TestSchema::new();
     let mut server = start(&schema).await;
     let acked = Arc::new(Mutex::new(HashSet::new()));
-    let clients = load(server.grpc, acked.clone());
+    let clients = load(server.grpc, 0..4, acked.clone());
     acked_at_least(&acked, 50).await;
     signal(&server.child, "-KILL");
     server.child.wait().await.expect("killed");
@@ -191,7 +46,7 @@ async fn sigkill_loses_nothing_that_was_acknowledged() {
         client.await.expect("client task");
     }
     let acked = acked.lock().expect("acked").clone();
-    assert_all_acknowledged_stored(&schema, &acked).await;
+    assert_all_acknowledged_stored(&schema.sql().await, &acked).await;
 }
 
 #[tokio::test]

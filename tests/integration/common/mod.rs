@@ -2,6 +2,7 @@
 //! the requests several tests send ([`fixtures`]), clients ([`clients`]), test certificates
 //! ([`pki`]), and the fault-injecting PostgreSQL proxy ([`proxy`]).
 
+pub mod binary;
 pub mod clients;
 pub mod fixtures;
 pub mod harness;
