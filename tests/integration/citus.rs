@@ -642,3 +642,44 @@ async fn read_surfaces(base: &str, now: u64, trace_id: &str) {
         assert!(!page.contains("The server answered with an error"), "{path}: {page}");
     }
 }
+
+#[tokio::test]
+async fn a_database_not_set_up_for_citus_is_refused_with_what_to_do() {
+    if std::env::var("OTELEPHANT_TEST_CITUS_URL").is_ok() {
+        let _ = writeln!(std::io::stderr(), "citus set-up test skipped: it needs the private cluster");
+        return;
+    }
+    let Some((_, Some(cluster))) = coordinator().await else { return };
+    let schema = TestSchema::new();
+    let refusal = |url: String| {
+        let mut config = schema.config();
+        config.postgres.url = url;
+        async move { Server::start(config).await.err().map(|e| e.to_string()).unwrap_or_default() }
+    };
+    // A database otelephant makes itself is made on the coordinator alone, without Citus.
+    let missing = refusal(cluster.url(0, "otelephant_citus_missing")).await;
+    assert!(missing.contains("has no citus extension although the server runs Citus"), "{missing}");
+    assert!(
+        missing.contains("CREATE EXTENSION citus") && missing.contains("postgres.citus = \"off\""),
+        "{missing}"
+    );
+    // The extension on the coordinator alone: no workers, every shard would stay there.
+    sql(&cluster.url(0, "postgres"))
+        .await
+        .batch_execute("CREATE DATABASE otelephant_citus_alone")
+        .await
+        .expect("db");
+    sql(&cluster.url(0, "otelephant_citus_alone"))
+        .await
+        .batch_execute("CREATE EXTENSION citus")
+        .await
+        .expect("ext");
+    let alone = refusal(cluster.url(0, "otelephant_citus_alone")).await;
+    assert!(alone.contains("has the citus extension but no worker nodes"), "{alone}");
+    // Told to keep it off Citus, it starts.
+    let mut config = schema.config();
+    config.postgres.url = cluster.url(0, "otelephant_citus_missing");
+    config.postgres.citus = CitusMode::Off;
+    let server = Server::start(config).await.expect("starts with postgres.citus = off");
+    server.shutdown().await.expect("clean shutdown");
+}
