@@ -2,7 +2,7 @@
 """Ingest benchmark: otelephant against the raw COPY ceiling, in one run on one machine.
 
     bench/ingest.py [--seconds 20] [--signals traces,metrics,logs] [--protocol grpc|http] [--pg-port 5432]
-                    [--sslmode prefer|disable|require]
+                    [--sslmode prefer|disable|require] [--citus on|off]
 
 For each signal:
   1. the ceiling: `examples/copy_ceiling` streams the rows otelephant would write, pre-encoded,
@@ -15,6 +15,11 @@ For each signal:
   4. after a CHECKPOINT and VACUUM, the same load at half the rate reached, for the
      acknowledgement latency there.
 It prints one table. PostgreSQL, otelephant and the load generator share the machine.
+
+With --citus on, --pg-port is a Citus coordinator whose workers are registered in its database
+`postgres`: each database the run uses is made on every node with the extension and the
+workers registered, and PostgreSQL's CPU is also reported per node (coordinator, workers).
+With --citus off on a server that runs Citus, the tables stay on that one server.
 """
 
 import argparse
@@ -33,6 +38,8 @@ PG_PORT = 5432
 # postgres.url's sslmode for otelephant and the ceiling alike; prefer (otelephant's default)
 # encrypts whenever the server offers TLS.
 SSLMODE = "prefer"
+# "auto" (a plain server), "on" (a Citus coordinator) or "off" (a Citus server used as one).
+CITUS = "auto"
 PORTS = {"grpc": 34317, "http": 34318, "admin": 39464}
 FACTS = {
     "traces": "SELECT count(*) FROM spans",
@@ -47,30 +54,66 @@ def url(database):
     return f"postgres://postgres@127.0.0.1:{PG_PORT}/{database}?sslmode={SSLMODE}"
 
 
-def psql(sql, database="postgres"):
+def psql(sql, database="postgres", port=None):
     out = subprocess.run(
-        ["psql", "-qXtA", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "postgres", "-d", database, "-c", "SET client_min_messages = warning", "-c", sql],
+        ["psql", "-qXtA", "-h", "127.0.0.1", "-p", str(port or PG_PORT), "-U", "postgres", "-d", database,
+         "-c", "SET client_min_messages = warning", "-c", sql],
         check=True, capture_output=True, text=True,
     )
     return out.stdout.strip()
 
 
-def cpu_seconds(pid):
+def nodes():
+    """The ports of the database nodes: the server, or the coordinator then the workers."""
+    if CITUS != "on":
+        return [PG_PORT]
+    workers = psql("SELECT string_agg(nodeport::text, ',' ORDER BY nodeport) FROM pg_dist_node WHERE groupid <> 0")
+    return [PG_PORT] + [int(port) for port in workers.split(",")]
+
+
+def fresh_database(database):
+    """Drops `database` everywhere; on Citus makes it again on every node, laid out for Citus."""
+    for port in reversed(nodes()):
+        psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)", port=port)
+    if CITUS != "on":
+        return
+    for port in nodes():
+        psql(f"CREATE DATABASE {database}", port=port)
+        psql("CREATE EXTENSION citus", database, port=port)
+    psql(f"SELECT citus_set_coordinator_host('127.0.0.1', {PG_PORT})", database)
+    for port in nodes()[1:]:
+        psql(f"SELECT citus_add_node('127.0.0.1', {port})", database)
+
+
+def cpu_seconds(pid, children=False):
+    """utime + stime of a process; with `children`, also of its children that have exited."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
 
 
 def postgres_cpu_seconds():
-    total = 0.0
+    """CPU seconds of each node's server processes, by port: the postmaster, its running
+    children, and those that have exited (connections Citus opens for one transaction)."""
+    postmasters = {}
+    for port in nodes():
+        directory = psql("SHOW data_directory", port=port)
+        with open(f"{directory}/postmaster.pid") as f:
+            postmasters[int(f.readline())] = port
+    total = {port: 0.0 for port in postmasters.values()}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() != "postgres":
-                    continue
-            total += cpu_seconds(pid)
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            if int(pid) in postmasters:
+                total[postmasters[int(pid)]] += cpu_seconds(pid, children=True)
+            elif parent in postmasters:
+                total[postmasters[parent]] += cpu_seconds(pid)
         except OSError:
             pass
     return total
@@ -100,12 +143,13 @@ def loadgen(sig, protocol, seconds, rate=0):
 
 
 def start_otelephant():
-    psql(f"DROP DATABASE IF EXISTS {DATABASE}")
+    fresh_database(DATABASE)
     process = subprocess.Popen(
         [f"{ROOT}/target/release/otelephant", "--postgres-url", url(DATABASE),
          "--grpc-addr", f"127.0.0.1:{PORTS['grpc']}", "--http-addr", f"127.0.0.1:{PORTS['http']}",
          "--admin-addr", f"127.0.0.1:{PORTS['admin']}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "OTELEPHANT_POSTGRES__CITUS": CITUS},
     )
     for _ in range(300):
         try:
@@ -120,16 +164,18 @@ def start_otelephant():
 def run(sig, protocol, seconds):
     ceiling = subprocess.run(
         [f"{ROOT}/target/release/examples/copy_ceiling", "--signal", sig, "--seconds", str(seconds),
-         "--url", url("otelephant_bench")],
+         "--url", url("otelephant_bench"), "--citus", CITUS],
         check=True, capture_output=True, text=True,
     )
     ceiling = last_json(ceiling.stdout)["rows_per_second"]
 
     process = start_otelephant()
     try:
-        cpu, pg_cpu = cpu_seconds(process.pid), postgres_cpu_seconds()
+        cpu, pg_before = cpu_seconds(process.pid), postgres_cpu_seconds()
         full = loadgen(sig, protocol, seconds)
-        cpu, pg_cpu = cpu_seconds(process.pid) - cpu, postgres_cpu_seconds() - pg_cpu
+        cpu, pg_after = cpu_seconds(process.pid) - cpu, postgres_cpu_seconds()
+        pg_nodes = [pg_after[port] - pg_before.get(port, 0.0) for port in nodes()]
+        pg_cpu = sum(pg_nodes)
         stored = int(psql(FACTS[sig], DATABASE))
         rate = stored / full["seconds"]
         rss = peak_rss_mib(process.pid)
@@ -145,7 +191,7 @@ def run(sig, protocol, seconds):
         "signal": sig, "ceiling": ceiling, "rate": rate, "stored": stored, "acked": full["accepted_items"],
         "failed": full["failed_requests"], "cpu": cpu, "pg_cpu": pg_cpu, "per_cpu": stored / cpu,
         "p99_full": full["p99_ms"], "half_rate": int(rate / 2), "p99_half": half["p99_ms"],
-        "half_failed": half["failed_requests"], "rss": rss,
+        "half_failed": half["failed_requests"], "rss": rss, "pg_nodes": pg_nodes,
     }
 
 
@@ -158,18 +204,26 @@ def main():
                         help="PostgreSQL on 127.0.0.1 at this port (e.g. a private cluster with other settings)")
     parser.add_argument("--sslmode", default="prefer", choices=["prefer", "disable", "require"],
                         help="sslmode in postgres.url, for otelephant and the ceiling alike")
+    parser.add_argument("--citus", default="auto", choices=["auto", "on", "off"],
+                        help="on: --pg-port is a Citus coordinator (see above); off: a Citus server used alone")
     args = parser.parse_args()
-    global PG_PORT, SSLMODE
+    global PG_PORT, SSLMODE, CITUS
     PG_PORT = args.pg_port
     SSLMODE = args.sslmode
+    CITUS = args.citus
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "otelephant",
                     "--example", "loadgen", "--example", "copy_ceiling"], check=True, cwd=ROOT)
-    psql("SELECT 1 FROM pg_database WHERE datname = 'otelephant_bench'") or psql("CREATE DATABASE otelephant_bench")
+    if CITUS == "on":
+        fresh_database("otelephant_bench")
+    else:
+        psql("SELECT 1 FROM pg_database WHERE datname = 'otelephant_bench'") or psql("CREATE DATABASE otelephant_bench")
     cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores ({cpu_model}), {platform.system()} {platform.release()}; "
           f"{psql('SHOW server_version')} PostgreSQL on the same host (ssl {psql('SHOW ssl')}, sslmode {SSLMODE}); "
-          f"{args.protocol}, {args.seconds} s per run")
+          f"{args.protocol}, {args.seconds} s per run"
+          + (f"; Citus {psql('SELECT extversion FROM pg_extension WHERE extname = $$citus$$', 'otelephant_bench')}, "
+             f"coordinator {PG_PORT} and workers {nodes()[1:]}" if CITUS == "on" else ""))
 
     results = [run(sig, args.protocol, args.seconds) for sig in args.signals.split(",")]
     header = ("signal", "ceiling/s", "stored/s", "x ceiling", "per CPU-s", "otel CPU-s", "pg CPU-s",
@@ -180,6 +234,11 @@ def main():
                f"{r['per_cpu']:,.0f}", f"{r['cpu']:.1f}", f"{r['pg_cpu']:.1f}", f"{r['p99_full']:.1f} ms",
                f"{r['p99_half']:.1f} ms", f"{r['rss']:.0f} MiB")
         print(" | ".join(f"{c:>11}" for c in row))
+    for r in results:
+        per_item = [f"{seconds / r['stored'] * 1e6:.1f}" for seconds in r["pg_nodes"]]
+        where = (f"coordinator {per_item[0]}, workers {', '.join(per_item[1:])}" if CITUS == "on"
+                 else f"the server {per_item[0]}")
+        print(f"{r['signal']}: CPU-µs per item: PostgreSQL {where}; otelephant {r['cpu'] / r['stored'] * 1e6:.1f}")
     for r in results:
         print(f"{r['signal']}: {r['stored']:,} stored, {r['acked']:,} acknowledged, {r['failed']} requests failed at full"
               f" rate; {r['half_failed']} failed at half rate ({r['half_rate']:,}/s)")

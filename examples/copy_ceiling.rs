@@ -57,6 +57,9 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/otelephant_bench")]
     url: String,
+    /// postgres.citus: whether the tables are laid out over a Citus cluster (auto, on, off).
+    #[arg(long, default_value = "auto")]
+    citus: String,
 }
 
 #[tokio::main]
@@ -67,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     config.postgres.url = args.url.clone();
     config.postgres.schema = schema.clone();
     config.postgres.pool_size = args.writers + 1;
+    config.postgres.citus = serde_json::from_value(serde_json::Value::String(args.citus.clone()))?;
     let (pool, _) = prepare_database(&config).await?;
 
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_nanos() as u64;
