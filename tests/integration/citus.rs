@@ -19,7 +19,10 @@ use opentelemetry_proto::tonic::{
 };
 use otelephant::{
     config::CitusMode,
-    query::proto::{query_service_client::QueryServiceClient, GetTraceRequest},
+    query::proto::{
+        query_service_client::QueryServiceClient, GetTraceRequest, QueryMetricsRequest, SearchLogsRequest,
+        TimeRange,
+    },
     server::Server,
     store::maintenance,
 };
@@ -183,6 +186,75 @@ async fn coordinator() -> Option<(String, Option<PrivateCitus>)> {
     let cluster = PrivateCitus::start(2);
     cluster.create_database(DATABASE).await;
     Some((cluster.url(0, DATABASE), Some(cluster)))
+}
+
+/// A metric's data points, each as text that compares exactly (attribute maps normalized),
+/// with the metric's identity.
+fn points(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> Vec<String> {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let identity = (&metric.name, &metric.description, &metric.unit, normalize(&metric.metadata));
+    let exemplars = |exemplars: &[opentelemetry_proto::tonic::metrics::v1::Exemplar]| {
+        exemplars
+            .iter()
+            .map(|e| {
+                format!(
+                    "{:?} {:?}",
+                    normalize(&e.filtered_attributes),
+                    (e.time_unix_nano, &e.span_id, &e.trace_id, e.value)
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    macro_rules! each {
+        ($points:expr, $with_exemplars:expr, $strip:expr) => {
+            $points
+                .iter()
+                .map(|p| {
+                    let mut bare = p.clone();
+                    bare.attributes.clear();
+                    $strip(&mut bare);
+                    let extra: Vec<String> = $with_exemplars(p);
+                    format!("{identity:?} {:?} {bare:?} {extra:?}", normalize(&p.attributes))
+                })
+                .collect()
+        };
+    }
+    use opentelemetry_proto::tonic::metrics::v1 as m;
+    match &metric.data {
+        Some(Data::Gauge(g)) => {
+            each!(
+                g.data_points,
+                |p: &m::NumberDataPoint| exemplars(&p.exemplars),
+                |b: &mut m::NumberDataPoint| b.exemplars.clear()
+            )
+        }
+        Some(Data::Sum(sum)) => {
+            let mut out: Vec<String> = each!(
+                sum.data_points,
+                |p: &m::NumberDataPoint| exemplars(&p.exemplars),
+                |b: &mut m::NumberDataPoint| b.exemplars.clear()
+            );
+            let kind = format!(" {} {}", sum.aggregation_temporality, sum.is_monotonic);
+            out.iter_mut().for_each(|p| p.push_str(&kind));
+            out
+        }
+        Some(Data::Histogram(h)) => {
+            each!(
+                h.data_points,
+                |p: &m::HistogramDataPoint| exemplars(&p.exemplars),
+                |b: &mut m::HistogramDataPoint| b.exemplars.clear()
+            )
+        }
+        Some(Data::ExponentialHistogram(h)) => each!(
+            h.data_points,
+            |p: &m::ExponentialHistogramDataPoint| exemplars(&p.exemplars),
+            |b: &mut m::ExponentialHistogramDataPoint| b.exemplars.clear()
+        ),
+        Some(Data::Summary(summary)) => {
+            each!(summary.data_points, |_: &m::SummaryDataPoint| Vec::new(), |_: &mut m::SummaryDataPoint| ())
+        }
+        None => Vec::new(),
+    }
 }
 
 /// Log records with and without a trace context.
@@ -372,14 +444,64 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .flat_map(|ss| &ss.spans)
         .filter(|span| span.trace_id == trace_id)
         .count();
-    let got: usize = trace
-        .into_inner()
-        .resource_spans
+    let mut sent = traces.resource_spans.clone();
+    for rs in &mut sent {
+        for ss in &mut rs.scope_spans {
+            ss.spans.retain(|span| span.trace_id == trace_id);
+        }
+    }
+    let got = trace.into_inner().resource_spans;
+    assert_eq!(fixtures::query::flatten(&got).len(), expected);
+    assert_eq!(fixtures::query::flatten(&got), fixtures::query::flatten(&sent), "every field of every span");
+
+    // Log records and data points, field by field.
+    let range = Some(TimeRange { start_unix_nano: now - 1, end_unix_nano: now + 1_000 });
+    let logs = query
+        .search_logs(SearchLogsRequest { time_range: range, page_size: 1000, ..Default::default() })
+        .await
+        .expect("logs")
+        .into_inner();
+    let mut got_records: Vec<LogRecord> = logs
+        .logs
         .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum();
-    assert_eq!(got, expected);
+        .flat_map(|data| &data.resource_logs)
+        .flat_map(|rl| &rl.scope_logs)
+        .flat_map(|sl| sl.log_records.clone())
+        .collect();
+    got_records.sort_by_key(|record| record.time_unix_nano);
+    let sent_records = log_records(now).resource_logs[0].scope_logs[0].log_records.clone();
+    assert_eq!(got_records, sent_records);
+    let sent_metrics = fixtures::metrics::request(now);
+    for metric in
+        sent_metrics.resource_metrics.iter().flat_map(|rm| &rm.scope_metrics).flat_map(|sm| &sm.metrics)
+    {
+        let answer = query
+            .query_metrics(QueryMetricsRequest {
+                name: metric.name.clone(),
+                time_range: Some(TimeRange {
+                    start_unix_nano: now - 3_600_000_000_000,
+                    end_unix_nano: now + 3_600_000_000_000,
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("points")
+            .into_inner();
+        let got: Vec<String> = answer
+            .raw
+            .iter()
+            .flat_map(|data| &data.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .flat_map(points)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut expected: Vec<String> = points(metric);
+        expected.sort();
+        expected.dedup();
+        assert_eq!(got, expected, "{}", metric.name);
+    }
 
     // Every read surface answers from the cluster: each query service RPC in its HTTP/JSON
     // form, Jaeger's API, and the web UI's pages.
