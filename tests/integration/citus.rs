@@ -350,6 +350,15 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .expect("sent");
     assert_eq!(response.status(), 200);
     let response = http
+        .post(format!("http://{}/v1/metrics", server.http_addr))
+        .json(&serde_json::json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [
+            {"name": "over.http", "gauge": {"dataPoints": [{"timeUnixNano": now.to_string(), "asInt": "7"}]}}
+        ]}]}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let response = http
         .post(format!("http://{}/v1/logs", server.http_addr))
         .json(&serde_json::json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
             {"timeUnixNano": (now + 1_000).to_string(), "body": {"stringValue": "over OTLP/HTTP JSON"}}
@@ -374,6 +383,16 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .sum::<i64>();
     assert_eq!(count("spans").await, spans + http_spans as i64);
     assert!(count("metric_points_number").await > 0);
+    let over_http: i64 = db
+        .query_one(
+            "SELECT count(*) FROM metric_points_number JOIN metric_series USING (series_id) \
+             WHERE metric_name = 'over.http' AND value_int = 7",
+            &[],
+        )
+        .await
+        .expect("the point sent over HTTP")
+        .get(0);
+    assert_eq!(over_http, 1);
     assert_eq!(count("logs").await, 51);
 
     // Every table is distributed (or a reference table) as the layout says.
