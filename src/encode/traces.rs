@@ -185,6 +185,28 @@ pub(crate) fn member(buf: &mut BytesMut, first: bool, key: &str) {
     buf.put_u8(b':');
 }
 
+/// Writes a list as a JSON array, each item with `write`, which says why the item is refused,
+/// if it is; returns the first such reason.
+pub(crate) fn write_array<'a, T>(
+    buf: &mut BytesMut,
+    items: impl ListSource<'a, T>,
+    mut write: impl FnMut(&mut BytesMut, T) -> Result<Option<validate::Rejection>, Unusual>,
+) -> Result<Option<validate::Rejection>, Unusual> {
+    let mut refused = None;
+    buf.put_u8(b'[');
+    for (i, item) in items.items().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        let verdict = write(buf, item?)?;
+        if refused.is_none() {
+            refused = verdict;
+        }
+    }
+    buf.put_u8(b']');
+    Ok(refused)
+}
+
 /// `[{"time_unix_nano", "name", "attributes"?, "dropped_attributes_count"?}]`; members
 /// holding their default value are left out. Returns why the first refused event is refused,
 /// if one is.
@@ -192,27 +214,17 @@ fn write_events<'a, M: MapSource<'a>>(
     buf: &mut BytesMut,
     events: impl ListSource<'a, EventRow<'a, M>>,
 ) -> Result<Option<validate::Rejection>, Unusual> {
-    let mut refused = None;
-    buf.put_u8(b'[');
-    for (i, event) in events.items().enumerate() {
-        let event = event?;
-        if i > 0 {
-            buf.put_u8(b',');
-        }
+    write_array(buf, events, |buf, event| {
         member(buf, true, "time_unix_nano");
         write_int(buf, event.time_unix_nano);
         member(buf, false, "name");
         write_str(buf, event.name);
         let nul = write_attributes_member(buf, event.attributes, event.dropped_attributes_count)?;
         buf.put_u8(b'}');
-        if refused.is_none() {
-            refused = validate::text("event name", event.name)
-                .and_then(|()| validate::keys("event attributes", nul))
-                .err();
-        }
-    }
-    buf.put_u8(b']');
-    Ok(refused)
+        Ok(validate::text("event name", event.name)
+            .and_then(|()| validate::keys("event attributes", nul))
+            .err())
+    })
 }
 
 /// `[{"trace_id", "span_id", "trace_state"?, "flags"?, "attributes"?,
@@ -222,13 +234,7 @@ fn write_links<'a, M: MapSource<'a>>(
     buf: &mut BytesMut,
     links: impl ListSource<'a, LinkRow<'a, M>>,
 ) -> Result<Option<validate::Rejection>, Unusual> {
-    let mut refused = None;
-    buf.put_u8(b'[');
-    for (i, link) in links.items().enumerate() {
-        let link = link?;
-        if i > 0 {
-            buf.put_u8(b',');
-        }
+    write_array(buf, links, |buf, link| {
         member(buf, true, "trace_id");
         write_hex(buf, link.trace_id);
         member(buf, false, "span_id");
@@ -243,16 +249,12 @@ fn write_links<'a, M: MapSource<'a>>(
         }
         let nul = write_attributes_member(buf, link.attributes, link.dropped_attributes_count)?;
         buf.put_u8(b'}');
-        if refused.is_none() {
-            refused = validate::optional_trace_id("link trace_id", link.trace_id)
-                .and_then(|()| validate::optional_span_id("link span_id", link.span_id))
-                .and_then(|()| validate::text("link trace_state", link.trace_state))
-                .and_then(|()| validate::keys("link attributes", nul))
-                .err();
-        }
-    }
-    buf.put_u8(b']');
-    Ok(refused)
+        Ok(validate::optional_trace_id("link trace_id", link.trace_id)
+            .and_then(|()| validate::optional_span_id("link span_id", link.span_id))
+            .and_then(|()| validate::text("link trace_state", link.trace_state))
+            .and_then(|()| validate::keys("link attributes", nul))
+            .err())
+    })
 }
 
 /// The optional `"attributes"` and `"dropped_attributes_count"` members of a nested object;

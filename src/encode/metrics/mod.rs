@@ -28,7 +28,7 @@ use super::{
     dims::{walk_decoded, KnownIds, RequestEncoder, SERIES_SEED},
     meter,
     source::{ListSource, MapSource},
-    traces::{hex_member, member},
+    traces::{hex_member, member, write_array},
     validate,
     wire::{self, Fields, Unusual},
     Encoded, TableId,
@@ -523,13 +523,7 @@ fn write_exemplar_array<'a, M: MapSource<'a>>(
     buf: &mut BytesMut,
     exemplars: impl ListSource<'a, ExemplarRow<'a, M>>,
 ) -> Result<Option<validate::Rejection>, Unusual> {
-    let mut refused = None;
-    buf.put_u8(b'[');
-    for (i, e) in exemplars.items().enumerate() {
-        let e = e?;
-        if i > 0 {
-            buf.put_u8(b',');
-        }
+    write_array(buf, exemplars, |buf, e| {
         member(buf, true, "time_unix_nano");
         write_int(buf, e.time_unix_nano);
         match e.value {
@@ -559,15 +553,11 @@ fn write_exemplar_array<'a, M: MapSource<'a>>(
             None => false,
         };
         buf.put_u8(b'}');
-        if refused.is_none() {
-            refused = validate::keys("exemplar filtered_attributes", nul)
-                .and_then(|()| validate::optional_trace_id("exemplar trace_id", e.trace_id))
-                .and_then(|()| validate::optional_span_id("exemplar span_id", e.span_id))
-                .err();
-        }
-    }
-    buf.put_u8(b']');
-    Ok(refused)
+        Ok(validate::keys("exemplar filtered_attributes", nul)
+            .and_then(|()| validate::optional_trace_id("exemplar trace_id", e.trace_id))
+            .and_then(|()| validate::optional_span_id("exemplar span_id", e.span_id))
+            .err())
+    })
 }
 
 /// Reads the `exemplars` column back (the inverse of `exemplars`).
