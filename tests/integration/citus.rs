@@ -12,11 +12,7 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry_proto::tonic::{
-    collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
-    common::v1::{any_value::Value, AnyValue},
-    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
-};
+use opentelemetry_proto::tonic::{collector::trace::v1::ExportTraceServiceRequest, logs::v1::LogRecord};
 use otelephant::{
     config::CitusMode,
     query::proto::{
@@ -28,23 +24,15 @@ use otelephant::{
 };
 use tokio_postgres::{Client, NoTls};
 
-use crate::common::{binary, fixtures, *};
+use crate::common::{
+    binary::{self, free_port},
+    fixtures,
+    postgres::{as_postgres, PGBIN},
+    *,
+};
 
-const PGBIN: &str = "/usr/lib/postgresql/15/bin";
 const CITUS_LIBRARY: &str = "/usr/lib/postgresql/15/lib/citus.so";
 const DATABASE: &str = "otelephant_citus";
-
-/// Runs a PostgreSQL program as the postgres user.
-fn as_postgres(program: &str, args: &[&str]) {
-    let path = format!("{PGBIN}/{program}");
-    let status = Command::new("runuser")
-        .args(["-u", "postgres", "--", &path])
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(status.success(), "{program} {args:?} failed");
-}
 
 /// A private Citus cluster: a coordinator and workers, each a PostgreSQL cluster of its own on
 /// a free port; stopped and removed on drop.
@@ -158,15 +146,21 @@ impl Drop for PrivateCitus {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 async fn sql(url: &str) -> Client {
     let (client, connection) =
         tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("{url}: {e}"));
     tokio::spawn(connection);
     client
+}
+
+/// The private cluster, for a test that stops its nodes or makes databases on them: `None`,
+/// after saying why, under `OTELEPHANT_TEST_CITUS_URL` or without Citus.
+async fn private_cluster(test: &str) -> Option<PrivateCitus> {
+    if std::env::var("OTELEPHANT_TEST_CITUS_URL").is_ok() {
+        let _ = writeln!(std::io::stderr(), "citus {test} test skipped: it needs a cluster of its own");
+        return None;
+    }
+    coordinator().await.and_then(|(_, cluster)| cluster)
 }
 
 /// The coordinator's URL: the private cluster's (held by the caller) or the one named in
@@ -257,24 +251,6 @@ fn points(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> Vec<Strin
     }
 }
 
-/// Log records with and without a trace context.
-fn log_records(now: u64) -> ExportLogsServiceRequest {
-    let records = (0..50u8)
-        .map(|i| LogRecord {
-            time_unix_nano: now + u64::from(i),
-            body: Some(AnyValue { value: Some(Value::StringValue(format!("record {i}"))) }),
-            trace_id: if i % 2 == 0 { vec![i + 1; 16] } else { vec![] },
-            ..Default::default()
-        })
-        .collect();
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
-}
-
 async fn start(url: &str, schema: &TestSchema) -> Server {
     let mut config = schema.config();
     config.postgres.url = url.to_owned();
@@ -325,7 +301,7 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         )
         .await
         .expect("connect");
-    logs_client.export(log_records(now)).await.expect("records stored");
+    logs_client.export(fixtures::logs::request(now)).await.expect("records stored");
 
     // And over OTLP/HTTP, as protobuf and as JSON.
     let http = reqwest::Client::new();
@@ -488,7 +464,7 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .flat_map(|sl| sl.log_records.clone())
         .collect();
     got_records.sort_by_key(|record| record.time_unix_nano);
-    let sent_records = log_records(now).resource_logs[0].scope_logs[0].log_records.clone();
+    let sent_records = fixtures::logs::request(now).resource_logs[0].scope_logs[0].log_records.clone();
     assert_eq!(got_records, sent_records);
     let sent_metrics = fixtures::metrics::request(now);
     for metric in
@@ -537,7 +513,7 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         span.trace_id[1] = 0xee;
     }
     trace_client.export(late_spans).await.expect("late spans stored");
-    logs_client.export(log_records(late)).await.expect("late records stored");
+    logs_client.export(fixtures::logs::request(late)).await.expect("late records stored");
     assert!(count("spans_default").await > 0);
     let late_spans = count("spans_default").await;
     assert!(late_spans > 0);
@@ -650,12 +626,8 @@ async fn replicas_write_at_once_and_a_killed_one_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn a_worker_down_is_unavailable_and_ingest_resumes_when_it_is_back() {
-    if std::env::var("OTELEPHANT_TEST_CITUS_URL").is_ok() {
-        // Stopping a worker takes a cluster of the test's own.
-        let _ = writeln!(std::io::stderr(), "citus worker outage test skipped: it needs the private cluster");
-        return;
-    }
-    let Some((url, Some(cluster))) = coordinator().await else { return };
+    let Some(cluster) = private_cluster("worker outage").await else { return };
+    let url = cluster.url(0, DATABASE);
     let schema = TestSchema::new();
     let server = start(&url, &schema).await;
     let mut client =
@@ -788,11 +760,7 @@ async fn read_surfaces(base: &str, now: u64, trace_id: &str) {
 
 #[tokio::test]
 async fn a_database_not_set_up_for_citus_is_refused_with_what_to_do() {
-    if std::env::var("OTELEPHANT_TEST_CITUS_URL").is_ok() {
-        let _ = writeln!(std::io::stderr(), "citus set-up test skipped: it needs the private cluster");
-        return;
-    }
-    let Some((_, Some(cluster))) = coordinator().await else { return };
+    let Some(cluster) = private_cluster("set-up").await else { return };
     let schema = TestSchema::new();
     let refusal = |url: String| {
         let mut config = schema.config();

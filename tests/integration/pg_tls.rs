@@ -8,25 +8,9 @@ use otelephant::server::Server;
 use crate::common::{
     fixtures::traces,
     pki::{ca, issue},
+    postgres::as_postgres,
     *,
 };
-
-/// Runs a PostgreSQL program as the postgres user.
-fn as_postgres(program: &str, args: &[&str]) {
-    let path = format!("/usr/lib/postgresql/15/bin/{program}");
-    let status = if whoami() == "postgres" {
-        Command::new(&path).args(args).status()
-    } else {
-        Command::new("runuser").args(["-u", "postgres", "--", &path]).args(args).status()
-    }
-    .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(status.success(), "{program} {args:?} failed");
-}
-
-fn whoami() -> String {
-    let out = Command::new("id").arg("-un").output().expect("id");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// A private PostgreSQL 15 cluster on its own port that takes TLS connections only, stopped
 /// and removed on drop.

@@ -17,6 +17,6 @@ pub mod protobuf;
 pub mod values;
 pub mod walk;
 
-pub use protobuf::{count, push_fixed64s, push_varints, Fields, Stretch, Unusual, Value, MAX_DEPTH};
+pub use protobuf::{push_fixed64s, push_varints, Fields, Stretch, Unusual, Value, MAX_DEPTH};
 pub use values::{WireList, WireMap, WireValue};
 pub use walk::{encode_request, walk_request};

@@ -179,15 +179,6 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-/// How many times field `number` occurs in `message`.
-pub fn count(message: &[u8], number: u32) -> Result<usize, Unusual> {
-    let mut n = 0;
-    for field in Fields::new(message) {
-        n += usize::from(field?.0 == number);
-    }
-    Ok(n)
-}
-
 /// The values of a `repeated fixed64` or `repeated double` field, packed or not, appended to
 /// `out` as their bits.
 pub fn push_fixed64s(out: &mut Vec<u64>, value: Value<'_>) -> Result<(), Unusual> {

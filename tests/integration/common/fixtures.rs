@@ -287,6 +287,24 @@ pub mod logs {
 
     use crate::common::*;
 
+    /// Fifty log records from `now` on, one nanosecond apart, every other one with a trace id.
+    pub fn request(now: u64) -> ExportLogsServiceRequest {
+        let records = (0..50u8)
+            .map(|i| LogRecord {
+                time_unix_nano: now + u64::from(i),
+                body: Some(AnyValue { value: Some(Value::StringValue(format!("record {i}"))) }),
+                trace_id: if i % 2 == 0 { vec![i + 1; 16] } else { vec![] },
+                ..Default::default()
+            })
+            .collect();
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+    }
+
     /// An export request of log records with 1 KB bodies, encoded, of about `bytes` bytes.
     pub fn many_records(bytes: usize) -> Vec<u8> {
         use prost::Message;

@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod harness;
 pub mod otlp;
 pub mod pki;
+pub mod postgres;
 pub mod proxy;
 
 pub use harness::*;
