@@ -45,15 +45,25 @@ pub const TAG_STRINDEX: &str = "$strindex";
 pub const TAG_NUL: &str = "$nul";
 pub const TAGS: [&str; 5] = [TAG_DOUBLE, TAG_BYTES, TAG_MAP, TAG_STRINDEX, TAG_NUL];
 
-/// Writes an attribute map as a JSON object, its entries in the order sent (the cheapest, for
-/// records). Returns whether a key, at any depth, holds U+0000, which no key can be stored
-/// with (see `validate`).
+/// The order a map's entries are written in.
+mod order {
+    /// Keys bytewise, at every level: the canonical text that content hashes are taken of.
+    pub const CANONICAL: u8 = 1;
+    /// jsonb's own order, at every level: shorter keys first, equal lengths bytewise. jsonb
+    /// input sorts each object's keys into this order, and its sort returns after one pass over
+    /// keys already in it.
+    pub const JSONB: u8 = 2;
+}
+
+/// Writes an attribute map as a JSON object, for a record's jsonb column: its keys, at every
+/// level, in jsonb's own order, which saves PostgreSQL sorting them. Returns whether a key, at
+/// any depth, holds U+0000, which no key can be stored with (see `validate`).
 ///
 /// # Errors
 /// [`Unusual`] for an encoding left to prost.
 #[inline]
 pub fn write_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M) -> Result<bool, Unusual> {
-    write_map::<M, false>(buf, map, 0)
+    write_map::<M, { order::JSONB }>(buf, map, 0)
 }
 
 /// [`write_attributes`] with the keys of every map sorted, at every level: one canonical text
@@ -63,16 +73,17 @@ pub fn write_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M) -> Res
 /// [`Unusual`] for an encoding left to prost.
 #[inline]
 pub fn write_sorted_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M) -> Result<bool, Unusual> {
-    write_map::<M, true>(buf, map, 0)
+    write_map::<M, { order::CANONICAL }>(buf, map, 0)
 }
 
-/// Writes one AnyValue as JSON; returns whether a map key in it holds U+0000.
+/// Writes one AnyValue as JSON, the keys of its maps in jsonb's order; returns whether a map
+/// key in it holds U+0000.
 ///
 /// # Errors
 /// [`Unusual`] for an encoding left to prost.
 #[inline]
 pub fn write_any_value<'a, V: ValueSource<'a>>(buf: &mut BytesMut, value: V) -> Result<bool, Unusual> {
-    write_value::<V, false>(buf, value, 0)
+    write_value::<V, { order::JSONB }>(buf, value, 0)
 }
 
 /// The JSON of a decoded AnyValue, which is always readable (its keys are not checked).
@@ -89,48 +100,46 @@ pub fn write_decoded_sorted(buf: &mut BytesMut, attributes: &[KeyValue]) {
 /// Entries of a sorted map kept on the stack: most maps have fewer.
 const SORTED_ON_STACK: usize = 8;
 
-fn write_map<'a, M: MapSource<'a>, const SORTED: bool>(
+fn write_map<'a, M: MapSource<'a>, const ORDER: u8>(
     buf: &mut BytesMut,
     map: M,
     depth: usize,
 ) -> Result<bool, Unusual> {
     buf.put_u8(b'{');
     let mut nul = false;
-    if SORTED {
-        let mut stack: [(&[u8], Option<M::Value>); SORTED_ON_STACK] = [(&[], None); SORTED_ON_STACK];
-        let mut heap = Vec::new();
-        let mut len = 0;
-        for entry in map.entries() {
-            let entry = entry?;
-            match stack.get_mut(len) {
-                Some(slot) => *slot = entry,
-                None => {
-                    if heap.is_empty() {
-                        heap.extend_from_slice(&stack);
-                    }
-                    heap.push(entry);
+    let mut stack: [(&[u8], Option<M::Value>); SORTED_ON_STACK] = [(&[], None); SORTED_ON_STACK];
+    let mut heap = Vec::new();
+    let mut len = 0;
+    for entry in map.entries() {
+        let entry = entry?;
+        match stack.get_mut(len) {
+            Some(slot) => *slot = entry,
+            None => {
+                if heap.is_empty() {
+                    heap.extend_from_slice(&stack);
                 }
+                heap.push(entry);
             }
-            len += 1;
         }
-        let entries = if len <= SORTED_ON_STACK { &mut stack[..len] } else { &mut heap[..] };
-        // Stable: of equal keys (which OTLP forbids) the last sent is the last written.
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        for (i, &(key, value)) in entries.iter().enumerate() {
-            nul |= write_entry::<M, SORTED>(buf, i, key, value, depth)?;
-        }
+        len += 1;
+    }
+    let entries = if len <= SORTED_ON_STACK { &mut stack[..len] } else { &mut heap[..] };
+    // Stable: of equal keys (which OTLP forbids) the last sent is the last written, and jsonb
+    // keeps the last.
+    if ORDER == order::JSONB {
+        entries.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.cmp(b.0)));
     } else {
-        for (i, entry) in map.entries().enumerate() {
-            let (key, value) = entry?;
-            nul |= write_entry::<M, SORTED>(buf, i, key, value, depth)?;
-        }
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+    }
+    for (i, &(key, value)) in entries.iter().enumerate() {
+        nul |= write_entry::<M, ORDER>(buf, i, key, value, depth)?;
     }
     buf.put_u8(b'}');
     Ok(nul)
 }
 
 #[inline(always)]
-fn write_entry<'a, M: MapSource<'a>, const SORTED: bool>(
+fn write_entry<'a, M: MapSource<'a>, const ORDER: u8>(
     buf: &mut BytesMut,
     i: usize,
     key: &[u8],
@@ -143,13 +152,13 @@ fn write_entry<'a, M: MapSource<'a>, const SORTED: bool>(
     let mut nul = write_key(buf, key)?;
     buf.put_u8(b':');
     match value {
-        Some(value) => nul |= write_value::<M::Value, SORTED>(buf, value, depth)?,
+        Some(value) => nul |= write_value::<M::Value, ORDER>(buf, value, depth)?,
         None => buf.put_slice(b"null"),
     }
     Ok(nul)
 }
 
-fn write_value<'a, V: ValueSource<'a>, const SORTED: bool>(
+fn write_value<'a, V: ValueSource<'a>, const ORDER: u8>(
     buf: &mut BytesMut,
     value: V,
     depth: usize,
@@ -172,7 +181,7 @@ fn write_value<'a, V: ValueSource<'a>, const SORTED: bool>(
                 if i > 0 {
                     buf.put_u8(b',');
                 }
-                nul |= write_value::<V, SORTED>(buf, value?, depth + 1)?;
+                nul |= write_value::<V, ORDER>(buf, value?, depth + 1)?;
             }
             buf.put_u8(b']');
             return Ok(nul);
@@ -180,11 +189,11 @@ fn write_value<'a, V: ValueSource<'a>, const SORTED: bool>(
         Read::Map(map) => {
             if only_key(map)?.is_some_and(is_tag) {
                 write_tag(buf, TAG_MAP);
-                let nul = write_map::<V::Map, SORTED>(buf, map, depth + 1)?;
+                let nul = write_map::<V::Map, ORDER>(buf, map, depth + 1)?;
                 buf.put_u8(b'}');
                 return Ok(nul);
             }
-            return write_map::<V::Map, SORTED>(buf, map, depth + 1);
+            return write_map::<V::Map, ORDER>(buf, map, depth + 1);
         }
         Read::Strindex(i) => write_strindex(buf, i),
     }
@@ -607,6 +616,29 @@ mod tests {
         write_decoded_sorted(&mut b, &[kv("a", 2), kv("b", 1)]);
         assert_eq!(a, b);
         assert_eq!(&a[..], b"{\"a\":2,\"b\":1}");
+    }
+
+    #[test]
+    fn record_maps_are_written_in_jsonb_order_at_every_level() {
+        let kv = |k: &str, value| KeyValue { key: k.into(), value: Some(v(value)), ..Default::default() };
+        let nested = Value::KvlistValue(KeyValueList {
+            values: vec![kv("zz", Value::IntValue(1)), kv("b", Value::IntValue(2))],
+        });
+        let map = [
+            kv("service.name", Value::IntValue(1)),
+            kv("b", Value::IntValue(2)),
+            kv("ab", nested),
+            kv("aa", Value::IntValue(3)),
+            kv("b", Value::IntValue(4)),
+        ];
+        let mut buf = BytesMut::new();
+        write_attributes(&mut buf, &map[..]).expect("decoded");
+        // Shorter keys first, equal lengths bytewise; of the duplicate "b" the last sent comes
+        // last, and jsonb keeps the last.
+        assert_eq!(
+            std::str::from_utf8(&buf).expect("utf-8"),
+            r#"{"b":2,"b":4,"aa":3,"ab":{"b":2,"zz":1},"service.name":1}"#
+        );
     }
 
     pub(crate) fn any_value() -> impl Strategy<Value = AnyValue> {

@@ -178,11 +178,19 @@ where
     Ok(verdict)
 }
 
-/// Writes `,"key":` (or `{"key":` for the first member).
-pub(crate) fn member(buf: &mut BytesMut, first: bool, key: &str) {
-    buf.put_u8(if first { b'{' } else { b',' });
-    write_str(buf, key);
-    buf.put_u8(b':');
+/// Writes a JSON object's members: `{"key":` for the first, `,"key":` for the others. The
+/// objects of events, links and exemplars write their members in jsonb's order (shorter keys
+/// first, equal lengths bytewise; see `attributes::write_attributes`).
+#[derive(Default)]
+pub(crate) struct Members(bool);
+
+impl Members {
+    pub(crate) fn key(&mut self, buf: &mut BytesMut, key: &str) {
+        buf.put_u8(if self.0 { b',' } else { b'{' });
+        self.0 = true;
+        write_str(buf, key);
+        buf.put_u8(b':');
+    }
 }
 
 /// Writes a list as a JSON array, each item with `write`, which says why the item is refused,
@@ -207,7 +215,7 @@ pub(crate) fn write_array<'a, T>(
     Ok(refused)
 }
 
-/// `[{"time_unix_nano", "name", "attributes"?, "dropped_attributes_count"?}]`; members
+/// `[{"name", "attributes"?, "time_unix_nano", "dropped_attributes_count"?}]`; members
 /// holding their default value are left out. Returns why the first refused event is refused,
 /// if one is.
 fn write_events<'a, M: MapSource<'a>>(
@@ -215,11 +223,13 @@ fn write_events<'a, M: MapSource<'a>>(
     events: impl ListSource<'a, EventRow<'a, M>>,
 ) -> Result<Option<validate::Rejection>, Unusual> {
     write_array(buf, events, |buf, event| {
-        member(buf, true, "time_unix_nano");
-        write_int(buf, event.time_unix_nano);
-        member(buf, false, "name");
+        let mut members = Members::default();
+        members.key(buf, "name");
         write_str(buf, event.name);
-        let nul = write_attributes_member(buf, event.attributes, event.dropped_attributes_count)?;
+        let nul = write_attributes_member(buf, &mut members, event.attributes)?;
+        members.key(buf, "time_unix_nano");
+        write_int(buf, event.time_unix_nano);
+        write_dropped_member(buf, &mut members, event.dropped_attributes_count);
         buf.put_u8(b'}');
         Ok(validate::text("event name", event.name)
             .and_then(|()| validate::keys("event attributes", nul))
@@ -227,7 +237,7 @@ fn write_events<'a, M: MapSource<'a>>(
     })
 }
 
-/// `[{"trace_id", "span_id", "trace_state"?, "flags"?, "attributes"?,
+/// `[{"flags"?, "span_id", "trace_id", "attributes"?, "trace_state"?,
 /// "dropped_attributes_count"?}]`, ids in hex. Returns why the first refused link is refused,
 /// if one is.
 fn write_links<'a, M: MapSource<'a>>(
@@ -235,19 +245,21 @@ fn write_links<'a, M: MapSource<'a>>(
     links: impl ListSource<'a, LinkRow<'a, M>>,
 ) -> Result<Option<validate::Rejection>, Unusual> {
     write_array(buf, links, |buf, link| {
-        member(buf, true, "trace_id");
-        write_hex(buf, link.trace_id);
-        member(buf, false, "span_id");
-        write_hex(buf, link.span_id);
-        if !link.trace_state.is_empty() {
-            member(buf, false, "trace_state");
-            write_str(buf, link.trace_state);
-        }
+        let mut members = Members::default();
         if link.flags != 0 {
-            member(buf, false, "flags");
+            members.key(buf, "flags");
             write_int(buf, link.flags);
         }
-        let nul = write_attributes_member(buf, link.attributes, link.dropped_attributes_count)?;
+        members.key(buf, "span_id");
+        write_hex(buf, link.span_id);
+        members.key(buf, "trace_id");
+        write_hex(buf, link.trace_id);
+        let nul = write_attributes_member(buf, &mut members, link.attributes)?;
+        if !link.trace_state.is_empty() {
+            members.key(buf, "trace_state");
+            write_str(buf, link.trace_state);
+        }
+        write_dropped_member(buf, &mut members, link.dropped_attributes_count);
         buf.put_u8(b'}');
         Ok(validate::optional_trace_id("link trace_id", link.trace_id)
             .and_then(|()| validate::optional_span_id("link span_id", link.span_id))
@@ -257,23 +269,23 @@ fn write_links<'a, M: MapSource<'a>>(
     })
 }
 
-/// The optional `"attributes"` and `"dropped_attributes_count"` members of a nested object;
-/// returns whether a key holds U+0000.
-pub(crate) fn write_attributes_member<'a, M: MapSource<'a>>(
+/// The optional `"attributes"` member of a nested object; returns whether a key holds U+0000.
+fn write_attributes_member<'a, M: MapSource<'a>>(
     buf: &mut BytesMut,
+    members: &mut Members,
     attributes: Option<M>,
-    dropped: u32,
 ) -> Result<bool, Unusual> {
-    let mut nul = false;
-    if let Some(attributes) = attributes {
-        member(buf, false, "attributes");
-        nul = write_attributes(buf, attributes)?;
-    }
+    let Some(attributes) = attributes else { return Ok(false) };
+    members.key(buf, "attributes");
+    write_attributes(buf, attributes)
+}
+
+/// The optional `"dropped_attributes_count"` member of a nested object.
+fn write_dropped_member(buf: &mut BytesMut, members: &mut Members, dropped: u32) {
     if dropped != 0 {
-        member(buf, false, "dropped_attributes_count");
+        members.key(buf, "dropped_attributes_count");
         write_int(buf, dropped);
     }
-    Ok(nul)
 }
 
 /// A map's attributes, or `None` when it has none.

@@ -28,7 +28,7 @@ use super::{
     dims::{walk_decoded, KnownIds, RequestEncoder, SERIES_SEED},
     meter,
     source::{ListSource, MapSource},
-    traces::{hex_member, member, write_array},
+    traces::{hex_member, write_array, Members},
     validate,
     wire::{self, Fields, Unusual},
     Encoded, TableId,
@@ -523,31 +523,30 @@ fn write_exemplar_array<'a, M: MapSource<'a>>(
     buf: &mut BytesMut,
     exemplars: impl ListSource<'a, ExemplarRow<'a, M>>,
 ) -> Result<Option<validate::Rejection>, Unusual> {
+    // Members in jsonb's order (see `traces::Members`).
     write_array(buf, exemplars, |buf, e| {
-        member(buf, true, "time_unix_nano");
-        write_int(buf, e.time_unix_nano);
-        match e.value {
-            Some(exemplar::Value::AsInt(v)) => {
-                member(buf, false, "as_int");
-                write_int(buf, v);
-            }
-            Some(exemplar::Value::AsDouble(v)) => {
-                member(buf, false, "as_double");
-                write_double(buf, v);
-            }
-            None => {}
+        let mut members = Members::default();
+        if let Some(exemplar::Value::AsInt(v)) = e.value {
+            members.key(buf, "as_int");
+            write_int(buf, v);
         }
         if !e.span_id.is_empty() {
-            member(buf, false, "span_id");
+            members.key(buf, "span_id");
             write_hex(buf, e.span_id);
         }
         if !e.trace_id.is_empty() {
-            member(buf, false, "trace_id");
+            members.key(buf, "trace_id");
             write_hex(buf, e.trace_id);
         }
+        if let Some(exemplar::Value::AsDouble(v)) = e.value {
+            members.key(buf, "as_double");
+            write_double(buf, v);
+        }
+        members.key(buf, "time_unix_nano");
+        write_int(buf, e.time_unix_nano);
         let nul = match e.filtered_attributes {
             Some(attributes) => {
-                member(buf, false, "filtered_attributes");
+                members.key(buf, "filtered_attributes");
                 write_attributes(buf, attributes)?
             }
             None => false,
