@@ -2,7 +2,7 @@
 """Ingest benchmark: otelephant against the raw COPY ceiling, in one run on one machine.
 
     bench/ingest.py [--seconds 20] [--signals traces,metrics,logs] [--protocol grpc|http] [--pg-port 5432]
-                    [--sslmode prefer|disable|require] [--citus on|off]
+                    [--sslmode prefer|disable|require] [--citus on|off] [--build DIR ...] [--repeat-trace-ids]
 
 For each signal:
   1. the ceiling: `examples/copy_ceiling` streams the rows otelephant would write, pre-encoded,
@@ -14,7 +14,15 @@ For each signal:
      PostgreSQL's CPU seconds over the same run;
   4. after a CHECKPOINT and VACUUM, the same load at half the rate reached, for the
      acknowledgement latency there.
-It prints one table. PostgreSQL, otelephant and the load generator share the machine.
+It prints one table, and per signal PostgreSQL's CPU and the WAL it wrote per item, at the
+ceiling and end to end. PostgreSQL, otelephant and the load generator share the machine.
+
+--build DIR (repeatable) measures the otelephant checkout in DIR (its own migrations, encoder,
+server and ceiling; this checkout's load generator), each signal on every build in turn, so an
+earlier commit and this one are compared in one run: `git worktree add ../base REV`, then
+`--build ../base --build .`. Every request sends trace ids of its own (see the load generator's
+--fresh-trace-ids), as a day of real traffic does; --repeat-trace-ids sends the 64 distinct
+requests' ids over and over instead.
 
 With --citus on, --pg-port is a Citus coordinator whose workers are registered in its database
 `postgres`: each database the run uses is made on every node with the extension and the
@@ -131,21 +139,30 @@ def last_json(output):
     return json.loads(output.strip().splitlines()[-1])
 
 
+# Whether every request sends trace ids of its own (see --repeat-trace-ids).
+FRESH_IDS = True
+
+
+def wal_lsn():
+    """WAL written so far, in bytes, summed over the nodes."""
+    return sum(int(psql("SELECT pg_current_wal_lsn() - '0/0'", port=port)) for port in nodes())
+
+
 def loadgen(sig, protocol, seconds, rate=0):
     endpoint = f"http://127.0.0.1:{PORTS[protocol]}"
     out = subprocess.run(
         [f"{ROOT}/target/release/examples/loadgen", "--signal", sig, "--protocol", protocol,
          "--endpoint", endpoint, "--connections", "16", "--inflight", "4",
-         "--duration", str(seconds), "--rate", str(rate)],
+         "--duration", str(seconds), "--rate", str(rate)] + (["--fresh-trace-ids"] if FRESH_IDS else []),
         check=True, capture_output=True, text=True,
     )
     return last_json(out.stdout)
 
 
-def start_otelephant():
+def start_otelephant(build=ROOT):
     fresh_database(DATABASE)
     process = subprocess.Popen(
-        [f"{ROOT}/target/release/otelephant", "--postgres-url", url(DATABASE),
+        [f"{build}/target/release/otelephant", "--postgres-url", url(DATABASE),
          "--grpc-addr", f"127.0.0.1:{PORTS['grpc']}", "--http-addr", f"127.0.0.1:{PORTS['http']}",
          "--admin-addr", f"127.0.0.1:{PORTS['admin']}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -161,19 +178,26 @@ def start_otelephant():
     sys.exit("otelephant did not become ready")
 
 
-def run(sig, protocol, seconds):
+def run(sig, protocol, seconds, build):
+    pg_before, wal_before = postgres_cpu_seconds(), wal_lsn()
     ceiling = subprocess.run(
-        [f"{ROOT}/target/release/examples/copy_ceiling", "--signal", sig, "--seconds", str(seconds),
-         "--url", url("otelephant_bench"), "--citus", CITUS],
+        [f"{build}/target/release/examples/copy_ceiling", "--signal", sig, "--seconds", str(seconds),
+         "--url", url("otelephant_bench"), "--citus", CITUS] + (["--fresh-trace-ids"] if FRESH_IDS else []),
         check=True, capture_output=True, text=True,
     )
-    ceiling = last_json(ceiling.stdout)["rows_per_second"]
+    pg_after, wal_after = postgres_cpu_seconds(), wal_lsn()
+    ceiling = last_json(ceiling.stdout)
+    # Includes the ceiling's set-up (migrations, resources and scopes) and clean-up, which are
+    # small against the rows streamed.
+    ceiling_pg = sum(pg_after[p] - pg_before.get(p, 0.0) for p in nodes()) / ceiling["rows"]
+    ceiling_wal = (wal_after - wal_before) / ceiling["rows"]
+    ceiling = ceiling["rows_per_second"]
 
-    process = start_otelephant()
+    process = start_otelephant(build)
     try:
-        cpu, pg_before = cpu_seconds(process.pid), postgres_cpu_seconds()
+        cpu, pg_before, wal_before = cpu_seconds(process.pid), postgres_cpu_seconds(), wal_lsn()
         full = loadgen(sig, protocol, seconds)
-        cpu, pg_after = cpu_seconds(process.pid) - cpu, postgres_cpu_seconds()
+        cpu, pg_after, wal = cpu_seconds(process.pid) - cpu, postgres_cpu_seconds(), wal_lsn() - wal_before
         pg_nodes = [pg_after[port] - pg_before.get(port, 0.0) for port in nodes()]
         pg_cpu = sum(pg_nodes)
         stored = int(psql(FACTS[sig], DATABASE))
@@ -188,11 +212,20 @@ def run(sig, protocol, seconds):
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     return {
-        "signal": sig, "ceiling": ceiling, "rate": rate, "stored": stored, "acked": full["accepted_items"],
+        "signal": sig, "build": build_name(build), "ceiling": ceiling, "ceiling_pg": ceiling_pg,
+        "ceiling_wal": ceiling_wal, "wal": wal / stored, "rate": rate, "stored": stored, "acked": full["accepted_items"],
         "failed": full["failed_requests"], "cpu": cpu, "pg_cpu": pg_cpu, "per_cpu": stored / cpu,
         "p99_full": full["p99_ms"], "half_rate": int(rate / 2), "p99_half": half["p99_ms"],
         "half_failed": half["failed_requests"], "rss": rss, "pg_nodes": pg_nodes,
     }
+
+
+def build_name(build):
+    """A checkout's commit, marked when it has changes not committed."""
+    rev = subprocess.run(["git", "-C", build, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", build, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return rev + ("+" if dirty else "")
 
 
 def main():
@@ -206,14 +239,22 @@ def main():
                         help="sslmode in postgres.url, for otelephant and the ceiling alike")
     parser.add_argument("--citus", default="auto", choices=["auto", "on", "off"],
                         help="on: --pg-port is a Citus coordinator (see above); off: a Citus server used alone")
+    parser.add_argument("--build", action="append", default=[],
+                        help="an otelephant checkout to measure (repeatable; default: this one)")
+    parser.add_argument("--repeat-trace-ids", action="store_true",
+                        help="send the distinct requests' trace ids over and over (the figures before 2026-12-01)")
     args = parser.parse_args()
-    global PG_PORT, SSLMODE, CITUS
+    global PG_PORT, SSLMODE, CITUS, FRESH_IDS
     PG_PORT = args.pg_port
     SSLMODE = args.sslmode
     CITUS = args.citus
+    FRESH_IDS = not args.repeat_trace_ids
+    builds = [os.path.abspath(b) for b in args.build] or [ROOT]
 
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "otelephant",
-                    "--example", "loadgen", "--example", "copy_ceiling"], check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "loadgen"], check=True, cwd=ROOT)
+    for build in builds:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "otelephant",
+                        "--example", "copy_ceiling"], check=True, cwd=build)
     if CITUS == "on":
         fresh_database("otelephant_bench")
     else:
@@ -221,16 +262,17 @@ def main():
     cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores ({cpu_model}), {platform.system()} {platform.release()}; "
           f"{psql('SHOW server_version')} PostgreSQL on the same host (ssl {psql('SHOW ssl')}, sslmode {SSLMODE}); "
-          f"{args.protocol}, {args.seconds} s per run"
+          f"{args.protocol}, {args.seconds} s per run, "
+          f"{'repeated' if args.repeat_trace_ids else 'fresh'} trace ids"
           + (f"; Citus {psql('SELECT extversion FROM pg_extension WHERE extname = $$citus$$', 'otelephant_bench')}, "
              f"coordinator {PG_PORT} and workers {nodes()[1:]}" if CITUS == "on" else ""))
 
-    results = [run(sig, args.protocol, args.seconds) for sig in args.signals.split(",")]
-    header = ("signal", "ceiling/s", "stored/s", "x ceiling", "per CPU-s", "otel CPU-s", "pg CPU-s",
+    results = [run(sig, args.protocol, args.seconds, build) for sig in args.signals.split(",") for build in builds]
+    header = ("signal", "build", "ceiling/s", "stored/s", "x ceiling", "per CPU-s", "otel CPU-s", "pg CPU-s",
               "p99 full", "p99 half", "peak RSS")
     print(" | ".join(f"{h:>11}" for h in header))
     for r in results:
-        row = (r["signal"], f"{r['ceiling']:,.0f}", f"{r['rate']:,.0f}", f"{r['rate'] / r['ceiling']:.2f}",
+        row = (r["signal"], r["build"], f"{r['ceiling']:,.0f}", f"{r['rate']:,.0f}", f"{r['rate'] / r['ceiling']:.2f}",
                f"{r['per_cpu']:,.0f}", f"{r['cpu']:.1f}", f"{r['pg_cpu']:.1f}", f"{r['p99_full']:.1f} ms",
                f"{r['p99_half']:.1f} ms", f"{r['rss']:.0f} MiB")
         print(" | ".join(f"{c:>11}" for c in row))
@@ -238,9 +280,11 @@ def main():
         per_item = [f"{seconds / r['stored'] * 1e6:.1f}" for seconds in r["pg_nodes"]]
         where = (f"coordinator {per_item[0]}, workers {', '.join(per_item[1:])}" if CITUS == "on"
                  else f"the server {per_item[0]}")
-        print(f"{r['signal']}: CPU-µs per item: PostgreSQL {where}; otelephant {r['cpu'] / r['stored'] * 1e6:.1f}")
+        print(f"{r['signal']} {r['build']}: CPU-µs per item: PostgreSQL {where}; otelephant {r['cpu'] / r['stored'] * 1e6:.1f};"
+              f" at the ceiling PostgreSQL {r['ceiling_pg'] * 1e6:.1f}; WAL bytes per item {r['wal']:,.0f},"
+              f" at the ceiling {r['ceiling_wal']:,.0f}")
     for r in results:
-        print(f"{r['signal']}: {r['stored']:,} stored, {r['acked']:,} acknowledged, {r['failed']} requests failed at full"
+        print(f"{r['signal']} {r['build']}: {r['stored']:,} stored, {r['acked']:,} acknowledged, {r['failed']} requests failed at full"
               f" rate; {r['half_failed']} failed at half rate ({r['half_rate']:,}/s)")
 
 

@@ -2,12 +2,17 @@
 """Storage benchmark: bytes on disk per span, data point and log record.
 
     bench/storage.py [--seconds 15] [--signals traces,metrics,logs] [--variant default|toast-128] [--pg-port 5432]
+                     [--build DIR ...] [--repeat-trace-ids] [--columnar]
 
 For each signal it starts otelephant (release build, default settings) on a scratch database,
 sends the load generator's realistic workload as fast as it is answered for --seconds, stops
 otelephant, runs VACUUM ANALYZE, and prints per signal: rows stored, the rate they were
 stored at, and bytes per item in the heap, TOAST, indexes, and all of them together, plus the
-resources, scopes and series they reference (spread over the items).
+resources, scopes and series they reference (spread over the items). --build and
+--columnar also converts every partition to columnar storage afterwards (as maintenance does
+with closed days; the database needs the citus_columnar extension) and prints a second line
+per signal with the sizes then. --repeat-trace-ids are as in bench/ingest.py: each signal is measured on every build in turn,
+and every request sends trace ids of its own unless told otherwise.
 
 --variant:
   default    the schema as migrated (lz4 for jsonb, which PostgreSQL compresses only in rows
@@ -62,8 +67,16 @@ def dimension_bytes():
     return sum(int(ingest.psql(f"SELECT pg_total_relation_size('{t}')", ingest.DATABASE)) for t in DIMENSIONS)
 
 
-def run(signal_name, seconds, variant):
-    process = ingest.start_otelephant()
+def to_columnar(tables):
+    ingest.psql("CREATE EXTENSION IF NOT EXISTS citus_columnar", ingest.DATABASE)
+    for table in tables:
+        for relation in partitions(table):
+            ingest.psql(f"ALTER TABLE {relation} SET ACCESS METHOD columnar", ingest.DATABASE)
+    ingest.psql("ANALYZE", ingest.DATABASE)
+
+
+def run(signal_name, seconds, variant, build, columnar=False):
+    process = ingest.start_otelephant(build)
     try:
         apply_variant(variant, signal_name)
         load = ingest.loadgen(signal_name, "grpc", seconds)
@@ -72,12 +85,17 @@ def run(signal_name, seconds, variant):
         process.wait(timeout=60)
     ingest.psql("VACUUM ANALYZE", ingest.DATABASE)
     rows = int(ingest.psql(ingest.FACTS[signal_name], ingest.DATABASE))
-    heap, toast, index = sizes(TABLES[signal_name])
-    return {
-        "signal": signal_name, "rows": rows, "rate": rows / load["seconds"], "heap": heap / rows,
-        "toast": toast / rows, "index": index / rows, "total": (heap + toast + index) / rows,
+    result = lambda name, sizes: {
+        "signal": name, "build": ingest.build_name(build), "rows": rows, "rate": rows / load["seconds"],
+        "heap": sizes[0] / rows, "toast": sizes[1] / rows, "index": sizes[2] / rows, "total": sum(sizes) / rows,
         "dims": dimension_bytes() / rows,
     }
+    results = [result(signal_name, sizes(TABLES[signal_name]))]
+    if columnar:
+        # The same rows, every partition rewritten in columnar storage.
+        to_columnar(TABLES[signal_name])
+        results.append(result(signal_name + " (columnar)", sizes(TABLES[signal_name])))
+    return results
 
 
 def main():
@@ -86,16 +104,23 @@ def main():
     parser.add_argument("--signals", default="traces,metrics,logs")
     parser.add_argument("--variant", default="default", choices=["default", "toast-128"])
     parser.add_argument("--pg-port", type=int, default=5432)
+    parser.add_argument("--build", action="append", default=[], help="an otelephant checkout to measure (repeatable)")
+    parser.add_argument("--repeat-trace-ids", action="store_true")
+    parser.add_argument("--columnar", action="store_true")
     args = parser.parse_args()
     ingest.PG_PORT = args.pg_port
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "otelephant", "--example", "loadgen"],
-                   check=True, cwd=ROOT)
-    print(f"{ingest.psql('SHOW server_version')} PostgreSQL; variant {args.variant}; {args.seconds} s of load per signal")
-    header = ("signal", "rows", "stored/s", "heap B", "TOAST B", "index B", "total B", "+dims B")
+    ingest.FRESH_IDS = not args.repeat_trace_ids
+    builds = [os.path.abspath(b) for b in args.build] or [ROOT]
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "loadgen"], check=True, cwd=ROOT)
+    for build in builds:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "otelephant"], check=True, cwd=build)
+    print(f"{ingest.psql('SHOW server_version')} PostgreSQL; variant {args.variant}; {args.seconds} s of load per signal; "
+          f"{'repeated' if args.repeat_trace_ids else 'fresh'} trace ids")
+    header = ("signal", "build", "rows", "stored/s", "heap B", "TOAST B", "index B", "total B", "+dims B")
     print(" | ".join(f"{h:>10}" for h in header))
-    for signal_name in args.signals.split(","):
-        r = run(signal_name, args.seconds, args.variant)
-        row = (r["signal"], f"{r['rows']:,}", f"{r['rate']:,.0f}", f"{r['heap']:.0f}", f"{r['toast']:.0f}",
+    runs = [(s, b) for s in args.signals.split(",") for b in builds]
+    for r in (r for signal_name, build in runs for r in run(signal_name, args.seconds, args.variant, build, args.columnar)):
+        row = (r["signal"], r["build"], f"{r['rows']:,}", f"{r['rate']:,.0f}", f"{r['heap']:.0f}", f"{r['toast']:.0f}",
                f"{r['index']:.0f}", f"{r['total']:.0f}", f"{r['dims']:.1f}")
         print(" | ".join(f"{c:>10}" for c in row), flush=True)
 

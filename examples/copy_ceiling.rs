@@ -57,6 +57,14 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/otelephant_bench")]
     url: String,
+    /// Give every request's rows trace ids of their own each time they are sent (see the load
+    /// generator's option of the same name).
+    #[arg(long)]
+    fresh_trace_ids: bool,
+    /// SQL run on the scratch schema after the migrations, to measure a change to the layout
+    /// before writing it as a migration (e.g. `DROP INDEX spans_resource_time`).
+    #[arg(long)]
+    then_sql: Option<String>,
     /// postgres.citus: whether the tables are laid out over a Citus cluster (auto, on, off).
     #[arg(long, default_value = "auto")]
     citus: String,
@@ -72,10 +80,14 @@ async fn main() -> anyhow::Result<()> {
     config.postgres.pool_size = args.writers + 1;
     config.postgres.citus = serde_json::from_value(serde_json::Value::String(args.citus.clone()))?;
     let (pool, _) = prepare_database(&config).await?;
+    if let Some(sql) = &args.then_sql {
+        pool.get().await?.batch_execute(sql).await?;
+    }
 
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_nanos() as u64;
     let known = KnownIds::default();
-    let payloads: Vec<Payload> = workload::requests(args.signal, args.distinct, args.batch, 1, now)
+    let requests = workload::requests(args.signal, args.distinct, args.batch, 1, now);
+    let payloads: Vec<Payload> = requests
         .iter()
         .map(|body| {
             let encoded = match args.signal {
@@ -90,7 +102,19 @@ async fn main() -> anyhow::Result<()> {
     write_batch(&pool, &payloads.iter().map(|p| &p.tables).collect::<Vec<_>>()).await?;
     let fact_rows = |p: &Payload| p.tables[DIMENSION_TABLES..].iter().map(|(_, n)| *n).sum::<usize>();
     let requests_per_batch = (args.batch_rows / fact_rows(&payloads[0]).max(1)).max(1);
-    let payloads = Arc::new(payloads);
+    // Per request and table: where its rows hold trace ids.
+    let id_offsets: Vec<Vec<Vec<usize>>> = match args.fresh_trace_ids {
+        true => requests
+            .iter()
+            .zip(&payloads)
+            .map(|(request, p)| {
+                p.tables.iter().map(|(b, _)| workload::trace_id_offsets(args.signal, request, b)).collect()
+            })
+            .collect(),
+        false => Vec::new(),
+    };
+    let (payloads, id_offsets) = (Arc::new(payloads), Arc::new(id_offsets));
+    let rounds = Arc::new(AtomicU64::new(0));
     {
         let client = pool.get().await?;
         client.batch_execute("TRUNCATE spans, logs, metric_points_number, metric_points_histogram, metric_points_exp_histogram, metric_points_summary").await?;
@@ -103,21 +127,45 @@ async fn main() -> anyhow::Result<()> {
     for writer in 0..args.writers {
         let (pool, payloads, written, stride) =
             (pool.clone(), payloads.clone(), written.clone(), requests_per_batch * args.writers);
+        let (id_offsets, rounds) = (id_offsets.clone(), rounds.clone());
         writers.push(tokio::spawn(async move {
             let mut next = writer * requests_per_batch;
             while Instant::now() < deadline {
-                let batch: Vec<&Payload> =
-                    (0..requests_per_batch).map(|i| &payloads[(next + i) % payloads.len()]).collect();
+                let batch: Vec<usize> =
+                    (0..requests_per_batch).map(|i| (next + i) % payloads.len()).collect();
                 next += stride;
+                // With fresh trace ids, each request's rows are copied and given new ids
+                // (before the transaction starts, as otelephant encodes before it writes).
+                let fresh: Vec<Vec<Bytes>> = match id_offsets.is_empty() {
+                    true => Vec::new(),
+                    false => batch
+                        .iter()
+                        .map(|&p| {
+                            let round = rounds.fetch_add(1, Ordering::Relaxed);
+                            payloads[p]
+                                .tables
+                                .iter()
+                                .zip(&id_offsets[p])
+                                .map(|((b, _), offsets)| {
+                                    let mut b = b.to_vec();
+                                    workload::refresh_trace_ids(&mut b, offsets, round);
+                                    Bytes::from(b)
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                };
                 let mut client = pool.get().await?;
                 let tx = client.transaction().await?;
                 let mut rows = 0;
                 for (index, table) in TABLES.iter().enumerate().skip(DIMENSION_TABLES) {
                     let chunks: Vec<&Bytes> = batch
                         .iter()
-                        .map(|p| &p.tables[index])
-                        .filter(|(_, n)| *n > 0)
-                        .map(|(b, _)| b)
+                        .enumerate()
+                        .filter(|&(_, &p)| payloads[p].tables[index].1 > 0)
+                        .map(|(i, &p)| {
+                            fresh.get(i).map_or(&payloads[p].tables[index].0, |tables| &tables[index])
+                        })
                         .collect();
                     if !chunks.is_empty() {
                         rows += copy(&tx, &table.copy_statement(table.name), &chunks).await?;

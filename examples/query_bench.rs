@@ -1,11 +1,15 @@
 //! Query latency on a few million spans: GetTrace by id and SearchTraces(service, last hour),
 //! through a running server's gRPC API, with p50/p99 over many calls.
 //!
-//! `cargo run --release --example query_bench [SPANS] [DATABASE_URL]`
+//! `cargo run --release --example query_bench [SPANS] [DATABASE_URL] [--columnar]`
 //!
 //! The spans are generated inside PostgreSQL (INSERT ... SELECT generate_series) into a scratch
 //! schema: 10 spans a trace, 50 services, 20 operation names, spread evenly over the last 24
 //! hours, each with 6 attributes. The schema is dropped at the end.
+//!
+//! With `--columnar`, every partition holding spans (today's too) is converted to columnar
+//! storage, as maintenance converts closed days, before the queries run: the database needs
+//! the `citus_columnar` extension.
 
 use std::time::{Duration, Instant};
 
@@ -36,10 +40,10 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let spans: i64 = std::env::args().nth(1).map_or(Ok(3_000_000), |n| n.parse())?;
-    let url = std::env::args()
-        .nth(2)
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/otelephant_bench".into());
+    let columnar = std::env::args().any(|arg| arg == "--columnar");
+    let mut args = std::env::args().skip(1).filter(|arg| arg != "--columnar");
+    let spans: i64 = args.next().map_or(Ok(3_000_000), |n| n.parse())?;
+    let url = args.next().unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/otelephant_bench".into());
     let schema = format!("query_bench_{}", std::process::id());
     let mut config = Config::default();
     config.postgres.url = url.clone();
@@ -84,6 +88,21 @@ async fn main() -> anyhow::Result<()> {
         &[&spans, &now_ns, &SERVICES],
     )
     .await?;
+    if columnar {
+        let partitions = sql
+            .query(
+                "SELECT c.oid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = 'spans'::regclass AND c.relname ~ '_p[0-9]{8}$'",
+                &[],
+            )
+            .await?;
+        for partition in partitions {
+            let name: String = partition.get(0);
+            let started = Instant::now();
+            sql.batch_execute(&format!("ALTER TABLE {name} SET ACCESS METHOD columnar")).await?;
+            println!("{name}: converted to columnar in {:.1} s", started.elapsed().as_secs_f64());
+        }
+    }
     sql.batch_execute("ANALYZE spans; ANALYZE resources; ANALYZE scopes").await?;
     let size: i64 = sql
         .query_one(
@@ -93,9 +112,10 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .get(0);
     println!(
-        "loaded {spans} spans ({} traces, {SERVICES} services, last 24 h) in {:.1} s; spans on disk: {} MiB",
+        "loaded {spans} spans ({} traces, {SERVICES} services, last 24 h) in {:.1} s; spans on disk ({}): {} MiB",
         spans / SPANS_PER_TRACE,
         loaded.elapsed().as_secs_f64(),
+        if columnar { "columnar" } else { "rows" },
         size / (1 << 20)
     );
 

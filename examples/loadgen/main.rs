@@ -67,6 +67,11 @@ struct Args {
     /// Compress requests with gzip.
     #[arg(long)]
     gzip: bool,
+    /// Give every request sent trace ids of its own (a trace's spans still share one), instead
+    /// of sending the same `--distinct` sets of ids over and over; a day of real traffic
+    /// repeats no trace id, which is what the database's `trace_id` indexes see then.
+    #[arg(long, conflicts_with = "gzip")]
+    fresh_trace_ids: bool,
     /// Print accepted items every second on stderr.
     #[arg(long)]
     progress: bool,
@@ -236,10 +241,16 @@ async fn main() -> anyhow::Result<()> {
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_nanos() as u64;
     let mut bodies = workload::requests(args.signal, args.distinct, args.batch, 1, now);
     let plain_bytes: usize = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len().max(1);
+    let id_offsets: Vec<Vec<usize>> = match args.fresh_trace_ids {
+        true => bodies.iter().map(|b| workload::trace_id_offsets(args.signal, b, b)).collect(),
+        false => Vec::new(),
+    };
     if args.gzip && args.protocol == "http" {
         bodies = bodies.iter().map(|b| gzip(b)).collect();
     }
     let bodies = Arc::new(bodies);
+    let id_offsets = Arc::new(id_offsets);
+    let rounds = Arc::new(AtomicU64::new(0));
     // Time between one connection's requests, to keep to the target rate over all connections.
     let period = (args.rate > 0)
         .then(|| Duration::from_secs_f64(args.connections as f64 * args.batch as f64 / args.rate as f64));
@@ -264,6 +275,7 @@ async fn main() -> anyhow::Result<()> {
     for connection in 0..args.connections {
         let sender = connect(&args).await?;
         let (bodies, stop, accepted, tally) = (bodies.clone(), stop.clone(), accepted.clone(), tally.clone());
+        let (id_offsets, rounds) = (id_offsets.clone(), rounds.clone());
         let (inflight, items, count) = (args.inflight, args.batch as u64, args.connections);
         connections.push(tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(inflight));
@@ -288,7 +300,19 @@ async fn main() -> anyhow::Result<()> {
                     }
                     None => slots.clone().acquire_owned().await.expect("never closed"),
                 };
-                let body = bodies[(connection + sent * count) % bodies.len()].clone();
+                let which = (connection + sent * count) % bodies.len();
+                let body = match id_offsets.get(which) {
+                    Some(offsets) => {
+                        let mut body = bodies[which].to_vec();
+                        workload::refresh_trace_ids(
+                            &mut body,
+                            offsets,
+                            rounds.fetch_add(1, Ordering::Relaxed),
+                        );
+                        Bytes::from(body)
+                    }
+                    None => bodies[which].clone(),
+                };
                 sent += 1;
                 let (mut sender, accepted, tally) = (sender.clone(), accepted.clone(), tally.clone());
                 tokio::spawn(async move {

@@ -429,3 +429,45 @@ pub fn requests(signal: Signal, count: usize, items: usize, seed: u64, now: u64)
         })
         .collect()
 }
+
+/// Where the trace ids of a request (its spans' and log records') lie in `bytes`: the
+/// request's own protobuf bytes, or rows encoded from it that carry the ids as raw bytes
+/// (binary COPY). Both put the id right after a length byte of 16.
+pub fn trace_id_offsets(signal: Signal, request: &[u8], bytes: &[u8]) -> Vec<usize> {
+    let ids: std::collections::HashSet<Vec<u8>> = match signal {
+        Signal::Traces => ExportTraceServiceRequest::decode(request)
+            .expect("generated")
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .map(|s| s.trace_id)
+            .collect(),
+        Signal::Logs => ExportLogsServiceRequest::decode(request)
+            .expect("generated")
+            .resource_logs
+            .into_iter()
+            .flat_map(|r| r.scope_logs)
+            .flat_map(|s| s.log_records)
+            .map(|l| l.trace_id)
+            .filter(|id| !id.is_empty())
+            .collect(),
+        Signal::Metrics => Default::default(),
+    };
+    (0..bytes.len().saturating_sub(16))
+        .filter(|&i| bytes[i] == 16 && ids.contains(&bytes[i + 1..i + 17]))
+        .map(|i| i + 1)
+        .collect()
+}
+
+/// Makes the trace ids at `offsets` new for sending number `round`: within one sending an id
+/// stays one id (a trace's spans stay one trace), and no two sendings share ids, as a day of
+/// real traffic would not.
+pub fn refresh_trace_ids(bytes: &mut [u8], offsets: &[usize], round: u64) {
+    let mix = (round + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes();
+    for &offset in offsets {
+        for (byte, m) in bytes[offset..offset + 8].iter_mut().zip(mix) {
+            *byte ^= m;
+        }
+    }
+}
