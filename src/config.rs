@@ -39,6 +39,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub partitions: PartitionConfig,
     pub retention: RetentionConfig,
+    pub storage: StorageConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
@@ -436,6 +437,67 @@ impl<'de> Deserialize<'de> for Retention {
     }
 }
 
+/// How closed days are stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// How long after its day ends a daily partition is converted to columnar storage, where
+    /// the database has the `columnar` access method (the `citus_columnar` extension); `"off"`
+    /// keeps every day in row storage.
+    pub columnar_after: ColumnarAfter,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        // Two days: late records (exporters retrying, clocks behind, uploads of buffered data)
+        // mostly arrive within hours and then go into row storage, which takes them cheaply;
+        // the last two days, the ones read most, keep row storage's fastest lookups.
+        Self { columnar_after: ColumnarAfter::After(Duration::from_secs(2 * 86_400)) }
+    }
+}
+
+/// A delay after a day's end (`"2d"`, `"36h"`, `"0s"`: as soon as it ends) or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnarAfter {
+    Off,
+    After(Duration),
+}
+
+impl std::fmt::Display for ColumnarAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ColumnarAfter::Off => f.write_str("off"),
+            ColumnarAfter::After(delay) => write!(f, "{}", humantime::format_duration(*delay)),
+        }
+    }
+}
+
+impl std::str::FromStr for ColumnarAfter {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim() == "off" {
+            return Ok(ColumnarAfter::Off);
+        }
+        humantime::parse_duration(text.trim())
+            .map(ColumnarAfter::After)
+            .map_err(|err| format!("{text:?} is not a delay (like \"2d\", \"36h\") or \"off\": {err}"))
+    }
+}
+
+impl Serialize for ColumnarAfter {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ColumnarAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl Config {
     /// Merges the configuration sources in order of precedence. `file` is `--config`;
     /// `overrides` are the command-line flags, already in the shape of this struct.
@@ -602,6 +664,28 @@ mod tests {
         });
         assert_eq!(Retention::days(7).to_string(), "7days");
         assert_eq!("7days".parse::<Retention>(), Ok(Retention::days(7)));
+    }
+
+    #[test]
+    fn columnar_storage_reads_a_delay_or_off() {
+        Jail::expect_with(|jail| {
+            assert_eq!(
+                Config::default().storage.columnar_after,
+                ColumnarAfter::After(Duration::from_secs(2 * 86_400))
+            );
+            jail.create_file(DEFAULT_CONFIG_FILE, "[storage]\ncolumnar_after = \"36h\"\n")?;
+            let config = Config::load(None, Figment::new()).expect("loads");
+            assert_eq!(config.storage.columnar_after, ColumnarAfter::After(Duration::from_secs(36 * 3600)));
+            jail.set_env("OTELEPHANT_STORAGE__COLUMNAR_AFTER", "off");
+            assert_eq!(
+                Config::load(None, Figment::new()).expect("loads").storage.columnar_after,
+                ColumnarAfter::Off
+            );
+            jail.set_env("OTELEPHANT_STORAGE__COLUMNAR_AFTER", "soon");
+            let err = Config::load(None, Figment::new()).unwrap_err();
+            assert!(err.to_string().to_lowercase().contains("storage.columnar_after"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -127,9 +127,10 @@ async fn run() -> anyhow::Result<()> {
             );
             let report = if dry_run {
                 let mut client = pool.get().await?;
-                maintenance::plan(&mut client, &config.partitions, &config.retention, now).await?
+                maintenance::plan(&mut client, &config.partitions, &config.retention, &config.storage, now)
+                    .await?
             } else {
-                maintenance::run_pass(&pool, &config.partitions, &config.retention, now)
+                maintenance::run_pass(&pool, &config.partitions, &config.retention, &config.storage, now)
                     .await?
                     .context("another otelephant is running maintenance right now; try again shortly")?
             };

@@ -208,6 +208,7 @@ fn start_maintenance(
         pool.clone(),
         config.partitions.clone(),
         config.retention.clone(),
+        config.storage.clone(),
         telemetry.clone(),
         passes,
     ));

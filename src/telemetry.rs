@@ -35,6 +35,8 @@ pub const POOL_MAX_CONNECTIONS: &str = "otelephant_pool_max_connections";
 pub const PARTITIONS_CREATED: &str = "otelephant_partitions_created_total";
 pub const PARTITIONS_DROPPED: &str = "otelephant_partitions_dropped_total";
 pub const PARTITION_DROPS_FAILED: &str = "otelephant_partition_drops_failed_total";
+pub const PARTITIONS_CONVERTED: &str = "otelephant_partitions_converted_total";
+pub const PARTITION_CONVERSIONS_FAILED: &str = "otelephant_partition_conversions_failed_total";
 pub const DIMENSIONS_COLLECTED: &str = "otelephant_dimensions_collected_total";
 pub const BUILD_INFO: &str = "otelephant_build_info";
 
@@ -67,6 +69,8 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
     (PARTITIONS_CREATED, None, "Daily partitions created."),
     (PARTITIONS_DROPPED, None, "Expired daily partitions dropped by retention."),
     (PARTITION_DROPS_FAILED, None, "Drops of expired partitions that timed out waiting for their lock (retried)."),
+    (PARTITIONS_CONVERTED, None, "Closed days' partitions rewritten in columnar storage."),
+    (PARTITION_CONVERSIONS_FAILED, None, "Columnar conversions that timed out waiting for their lock (retried)."),
     (DIMENSIONS_COLLECTED, None, "Unreferenced resource, scope and series rows deleted, by kind."),
     (BUILD_INFO, None, "Always 1; the labels name the build."),
 ];

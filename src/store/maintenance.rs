@@ -8,7 +8,10 @@
 //!    query gives up instead of stalling the writers queued behind it;
 //! 3. partitions of days that have ended are analyzed once, and so are their parent tables;
 //! 4. after a drop, resources, scopes and series that no record references any more and that
-//!    no writer has sent for [`DIMENSION_GRACE_DAYS`] days are deleted.
+//!    no writer has sent for [`DIMENSION_GRACE_DAYS`] days are deleted;
+//! 5. where the database has the `columnar` access method, partitions whose day ended at least
+//!    `storage.columnar_after` ago are rewritten as columnar tables, each in its own
+//!    transaction, then analyzed (see [`convert_closed_days`]).
 //!
 //! Every step takes `now` from its caller, so tests move the clock instead of waiting, and
 //! [`plan`] reports what a pass would do without doing it (`otelephant retention --dry-run`).
@@ -20,7 +23,7 @@ use tokio_postgres::error::SqlState;
 
 use super::{partitions, StoreError};
 use crate::{
-    config::{PartitionConfig, Retention, RetentionConfig},
+    config::{ColumnarAfter, PartitionConfig, Retention, RetentionConfig, StorageConfig},
     encode::{
         copy::{Signal, TableKind},
         TABLES,
@@ -78,6 +81,11 @@ pub struct Report {
     /// Expired partitions a drop could not take its lock for; tried again at the next pass.
     pub drop_failed: Vec<Partition>,
     pub analyzed: Vec<String>,
+    /// Partitions rewritten in columnar storage.
+    pub converted: Vec<Partition>,
+    /// Partitions due for columnar storage whose lock was not granted in time; tried again at
+    /// the next pass.
+    pub convert_failed: Vec<Partition>,
     pub collected: Collected,
     pub catch_all: Vec<CatchAll>,
 }
@@ -86,10 +94,10 @@ impl Report {
     /// The report for people: `planned` words it as what a pass would do.
     pub fn render(&self, planned: bool) -> String {
         use std::fmt::Write;
-        let (drop, create, collect) = if planned {
-            ("Would drop", "Would create", "Would collect")
+        let (drop, create, collect, convert) = if planned {
+            ("Would drop", "Would create", "Would collect", "Would convert")
         } else {
-            ("Dropped", "Created", "Collected")
+            ("Dropped", "Created", "Collected", "Converted")
         };
         let mut out = String::new();
         let bytes: i64 = self.dropped.iter().map(|p| p.bytes).sum();
@@ -108,6 +116,16 @@ impl Report {
         let _ = writeln!(out, "{create} {} partition(s):", self.created.len());
         for (table, day) in &self.created {
             let _ = writeln!(out, "  {table} {}", date(*day));
+        }
+        if !self.converted.is_empty() || !self.convert_failed.is_empty() {
+            let _ = writeln!(out, "{convert} {} partition(s) to columnar storage:", self.converted.len());
+            for p in &self.converted {
+                let _ = writeln!(out, "  {:<40} {}  {}", p.name, date(p.day), size(p.bytes));
+            }
+            for p in &self.convert_failed {
+                let _ =
+                    writeln!(out, "  {:<40} {}  lock not granted in time; next pass", p.name, date(p.day));
+            }
         }
         let c = self.collected;
         let _ = writeln!(
@@ -222,6 +240,7 @@ pub async fn run_pass(
     pool: &Pool,
     partitions: &PartitionConfig,
     retention: &RetentionConfig,
+    storage: &StorageConfig,
     now: SystemTime,
 ) -> Result<Option<Report>, StoreError> {
     let client = pool.get().await?;
@@ -230,7 +249,7 @@ pub async fn run_pass(
         return Ok(None);
     }
     let mut locked = Locked(Some(client));
-    let result = pass(locked.client(), partitions, retention, now).await;
+    let result = pass(locked.client(), partitions, retention, storage, now).await;
     locked.release().await;
     result.map(Some)
 }
@@ -265,6 +284,7 @@ async fn pass(
     client: &mut Object,
     config: &PartitionConfig,
     retention: &RetentionConfig,
+    storage: &StorageConfig,
     now: SystemTime,
 ) -> Result<Report, StoreError> {
     let today = partitions::epoch_day(now);
@@ -289,6 +309,13 @@ async fn pass(
     if !report.dropped.is_empty() {
         report.collected = collect_dimensions(&*client, today, &[]).await?;
     }
+    for partition in due_for_columnar(&*client, storage, now).await? {
+        match convert(client, &partition, config.drop_lock_timeout_ms).await {
+            Ok(()) => report.converted.push(partition),
+            Err(err) if is_lock_timeout(&err) => report.convert_failed.push(partition),
+            Err(err) => return Err(err),
+        }
+    }
     Ok(report)
 }
 
@@ -301,6 +328,7 @@ pub async fn plan(
     client: &mut Object,
     config: &PartitionConfig,
     retention: &RetentionConfig,
+    storage: &StorageConfig,
     now: SystemTime,
 ) -> Result<Report, StoreError> {
     let today = partitions::epoch_day(now);
@@ -322,6 +350,9 @@ pub async fn plan(
         report.collected = collect_dimensions(&tx, today, &oids).await?;
         tx.rollback().await?;
     }
+    let dropped: Vec<u32> = report.dropped.iter().map(|p| p.oid).collect();
+    report.converted = due_for_columnar(&*client, storage, now).await?;
+    report.converted.retain(|p| !dropped.contains(&p.oid));
     Ok(report)
 }
 
@@ -393,6 +424,78 @@ async fn drop_partition(
 
 fn is_lock_timeout(err: &StoreError) -> bool {
     matches!(err, StoreError::Db(db) if db.code() == Some(&SqlState::LOCK_NOT_AVAILABLE))
+}
+
+/// Daily partitions in row storage whose day ended at least `storage.columnar_after` before
+/// `now`, over every record table; none where the database has no `columnar` access method.
+async fn due_for_columnar(
+    client: &impl GenericClient,
+    storage: &StorageConfig,
+    now: SystemTime,
+) -> Result<Vec<Partition>, StoreError> {
+    let ColumnarAfter::After(delay) = storage.columnar_after else { return Ok(Vec::new()) };
+    let columnar: bool =
+        client.query_one("SELECT EXISTS (SELECT 1 FROM pg_am WHERE amname = 'columnar')", &[]).await?.get(0);
+    if !columnar {
+        return Ok(Vec::new());
+    }
+    // Day d ends at d + 1 days; it is due once that is at least `delay` before now, that is
+    // once d + 1 <= the day holding now - delay.
+    let due_before =
+        (unix_nanos(now) - delay.as_nanos().min(i64::MAX as u128) as i64).div_euclid(NANOS_PER_DAY);
+    let mut due = Vec::new();
+    for (table, _) in partitions::PARTITIONED {
+        let row_stored: Vec<u32> = client
+            .query(
+                "SELECT c.oid FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 JOIN pg_am a ON a.oid = c.relam \
+                 WHERE i.inhparent = $1::text::regclass AND a.amname = 'heap'",
+                &[&table],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        due.extend(
+            partitions_of(client, table)
+                .await?
+                .into_iter()
+                .filter(|p| i64::from(p.day) < due_before && row_stored.contains(&p.oid)),
+        );
+    }
+    Ok(due)
+}
+
+/// Rewrites one partition as a columnar table, in one transaction, then analyzes it.
+///
+/// `ALTER TABLE ... SET ACCESS METHOD` locks that partition alone (not its parent table): writes
+/// into other days go on; queries that read the day, and a late record for it, wait until the
+/// rewrite commits, then read and write the columnar table. Interrupted, the transaction rolls
+/// back and the partition stays as it was, to be converted at a later pass. The lock wait is
+/// bounded by `lock_timeout_ms`, since queries that would read the day queue behind the waiting
+/// rewrite.
+async fn convert(client: &mut Object, partition: &Partition, lock_timeout_ms: u64) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = {lock_timeout_ms}")).await?;
+    tx.batch_execute(&format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", partition.name)).await?;
+    tx.batch_execute("SET LOCAL lock_timeout = 0").await?;
+    tx.batch_execute(&format!("ALTER TABLE {} SET ACCESS METHOD columnar", partition.name)).await?;
+    tx.commit().await?;
+    // The planner needs the columnar table's own statistics to keep preferring its indexes
+    // for lookups by trace id or series.
+    client.batch_execute(&format!("ANALYZE {}", partition.name)).await?;
+    let bytes: i64 =
+        client.query_one("SELECT pg_total_relation_size($1::oid)", &[&partition.oid]).await?.get(0);
+    tracing::info!(
+        table = partition.table,
+        partition = partition.name,
+        bytes_before = partition.bytes,
+        bytes_after = bytes,
+        seconds = started.elapsed().as_secs_f64(),
+        "converted a closed day to columnar storage"
+    );
+    Ok(())
 }
 
 /// Analyzes the partitions of days that have ended and were not analyzed since, then their
@@ -523,6 +626,7 @@ pub async fn maintain(
     pool: Pool,
     partitions: PartitionConfig,
     retention: RetentionConfig,
+    storage: StorageConfig,
     telemetry: Telemetry,
     passes: tokio::sync::watch::Sender<u64>,
 ) {
@@ -534,7 +638,7 @@ pub async fn maintain(
         if pool.is_closed() {
             return;
         }
-        match run_pass(&pool, &partitions, &retention, SystemTime::now()).await {
+        match run_pass(&pool, &partitions, &retention, &storage, SystemTime::now()).await {
             Ok(Some(report)) => record(&telemetry, &report),
             Ok(None) => tracing::debug!("another replica is running maintenance; skipped"),
             Err(err) => tracing::warn!(%err, "maintenance failed; retrying at the next pass"),
@@ -553,6 +657,16 @@ fn record(telemetry: &Telemetry, report: &Report) {
         );
     }
     telemetry.counter(telemetry::PARTITION_DROPS_FAILED, &[]).increment(report.drop_failed.len() as u64);
+    for partition in &report.convert_failed {
+        tracing::warn!(
+            partition = partition.name,
+            "could not take the lock to convert a closed day to columnar storage in time; trying again at the next pass"
+        );
+    }
+    telemetry.counter(telemetry::PARTITIONS_CONVERTED, &[]).increment(report.converted.len() as u64);
+    telemetry
+        .counter(telemetry::PARTITION_CONVERSIONS_FAILED, &[])
+        .increment(report.convert_failed.len() as u64);
     let collected = report.collected;
     for (kind, count) in
         [("series", collected.series), ("resource", collected.resources), ("scope", collected.scopes)]

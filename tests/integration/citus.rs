@@ -518,10 +518,18 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     let late_spans = count("spans_default").await;
     assert!(late_spans > 0);
     let (partitions, retention) = (&config.partitions, &config.retention);
-    let moved = maintenance::run_pass(&server.pool, partitions, retention, std::time::SystemTime::now())
-        .await
-        .expect("maintenance pass")
-        .expect("no other pass");
+    // With columnar storage in the database, closed days are converted (on the workers).
+    db.batch_execute("CREATE EXTENSION IF NOT EXISTS citus_columnar").await.expect("citus_columnar");
+    let moved = maintenance::run_pass(
+        &server.pool,
+        partitions,
+        retention,
+        &config.storage,
+        std::time::SystemTime::now(),
+    )
+    .await
+    .expect("maintenance pass")
+    .expect("no other pass");
     let day = (late / 86_400_000_000_000) as i32;
     assert!(
         moved.created.contains(&("spans", day)) && moved.created.contains(&("logs", day)),
@@ -546,6 +554,21 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .collect();
     assert_eq!(placed.iter().map(|(port, _)| *port).collect::<Vec<_>>(), workers, "{placed:?}");
     assert_eq!(placed.iter().map(|(_, rows)| rows).sum::<i64>(), late_spans, "{partition}: {placed:?}");
+    // The late day ended more than two days ago: it was converted to columnar storage, on the
+    // workers' shards too.
+    assert!(moved.converted.iter().any(|p| p.name == partition), "{:?}", moved.converted);
+    let methods: Vec<String> = db
+        .query(
+            "SELECT DISTINCT r.result FROM run_command_on_shards($1::text::regclass, \
+             $$SELECT a.amname FROM pg_class c JOIN pg_am a ON a.oid = c.relam WHERE c.oid = '%s'::regclass$$) r",
+            &[&partition],
+        )
+        .await
+        .expect("shards' access method")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(methods, ["columnar"]);
 
     // Storage maintenance: a pass 60 days on, when every partition holding records has expired,
     // drops them all and collects the resources, scopes and series nothing references any
@@ -553,9 +576,9 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60 * 86_400);
     let planned = {
         let mut client = server.pool.get().await.expect("client");
-        maintenance::plan(&mut client, partitions, retention, later).await.expect("plan")
+        maintenance::plan(&mut client, partitions, retention, &config.storage, later).await.expect("plan")
     };
-    let done = maintenance::run_pass(&server.pool, partitions, retention, later)
+    let done = maintenance::run_pass(&server.pool, partitions, retention, &config.storage, later)
         .await
         .expect("maintenance pass")
         .expect("no other pass");

@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod browser;
 mod citus;
+mod columnar;
 mod common;
 mod deploy;
 mod e2e;

@@ -34,7 +34,7 @@ fn clock(nanos: u64) -> SystemTime {
 async fn pass_at(t: &TestServer, now: SystemTime) -> Report {
     t.first_maintenance_pass().await;
     let pool = t.server.as_ref().expect("running").pool.clone();
-    maintenance::run_pass(&pool, &t.config.partitions, &t.config.retention, now)
+    maintenance::run_pass(&pool, &t.config.partitions, &t.config.retention, &t.config.storage, now)
         .await
         .expect("maintenance pass")
         .expect("no other pass is running")
@@ -261,8 +261,8 @@ async fn two_maintainers_at_once_do_not_collide() {
     // Both start together; one runs the pass, the other sees the lock taken and skips, or runs
     // after the first has finished and finds nothing left to do. Neither fails.
     let (a, b) = tokio::join!(
-        maintenance::run_pass(&pool, &t.config.partitions, &t.config.retention, now),
-        maintenance::run_pass(&pool, &t.config.partitions, &t.config.retention, now),
+        maintenance::run_pass(&pool, &t.config.partitions, &t.config.retention, &t.config.storage, now),
+        maintenance::run_pass(&pool, &t.config.partitions, &t.config.retention, &t.config.storage, now),
     );
     let reports: Vec<Report> = [a, b].into_iter().filter_map(|r| r.expect("no maintainer fails")).collect();
     let dropped: usize = reports.iter().map(|r| r.dropped.len()).sum();

@@ -20,20 +20,26 @@ pub fn database_url() -> String {
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-/// A schema of its own in the test database, dropped when this is dropped.
+/// A schema of its own in the test database (or another), dropped when this is dropped.
 pub struct TestSchema {
     pub name: String,
+    url: String,
 }
 
 impl TestSchema {
     pub fn new() -> Self {
+        Self::in_database(database_url())
+    }
+
+    /// A schema in the database at `url`, which must exist.
+    pub fn in_database(url: String) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Self { name: format!("test_{}_{n}", std::process::id()) }
+        Self { name: format!("test_{}_{n}", std::process::id()), url }
     }
 
     pub fn config(&self) -> Config {
         let mut config = Config::default();
-        config.postgres.url = database_url();
+        config.postgres.url = self.url.clone();
         config.postgres.schema = self.name.clone();
         config.postgres.pool_size = 4;
         config.otlp.grpc_addr = ([127, 0, 0, 1], 0).into();
@@ -45,7 +51,7 @@ impl TestSchema {
 
     /// A SQL client whose search_path is this schema.
     pub async fn sql(&self) -> Client {
-        let mut pg: tokio_postgres::Config = database_url().parse().expect("test database url");
+        let mut pg: tokio_postgres::Config = self.url.parse().expect("test database url");
         pg.options(format!("-c search_path={}", self.name));
         let (client, connection) = pg.connect(NoTls).await.expect("connect to the test database");
         tokio::spawn(connection);
@@ -55,13 +61,13 @@ impl TestSchema {
 
 impl Drop for TestSchema {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, url) = (self.name.clone(), self.url.clone());
         // Drop runs inside the test's runtime, which cannot be blocked on; use a thread of its own.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime
                 .block_on(async {
-                    let (client, connection) = tokio_postgres::connect(&database_url(), NoTls).await?;
+                    let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
                     tokio::spawn(connection);
                     client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await
                 })
@@ -87,7 +93,11 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let schema = TestSchema::new();
+        Self::start_in(TestSchema::new(), adjust).await
+    }
+
+    /// A server on `schema`, which may be in a database of its own.
+    pub async fn start_in(schema: TestSchema, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = schema.config();
         adjust(&mut config);
         let server = Server::start(config.clone()).await.expect("server starts");
