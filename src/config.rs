@@ -354,7 +354,8 @@ pub struct PartitionConfig {
     /// How often maintenance runs (create partitions, drop expired ones, collect unreferenced
     /// resources, scopes and series), in seconds. Replicas take turns through an advisory lock.
     pub check_interval_secs: u64,
-    /// Longest a maintenance pass waits for a table lock when dropping a partition (milliseconds).
+    /// Longest a maintenance pass waits for a table lock when dropping a partition, or when
+    /// converting a closed day to columnar storage (milliseconds).
     /// Writers queue behind a waiting DROP, so this bounds the stall it can cause; a drop that
     /// times out is tried again at the next pass.
     pub drop_lock_timeout_ms: u64,

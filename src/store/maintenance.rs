@@ -11,7 +11,7 @@
 //!    no writer has sent for [`DIMENSION_GRACE_DAYS`] days are deleted;
 //! 5. where the database has the `columnar` access method, partitions whose day ended at least
 //!    `storage.columnar_after` ago are rewritten as columnar tables, each in its own
-//!    transaction, then analyzed (see [`convert_closed_days`]).
+//!    transaction, then analyzed (see [`convert`]).
 //!
 //! Every step takes `now` from its caller, so tests move the clock instead of waiting, and
 //! [`plan`] reports what a pass would do without doing it (`otelephant retention --dry-run`).
@@ -52,6 +52,8 @@ pub struct Partition {
     pub estimated_rows: i64,
     /// Heap, indexes and TOAST.
     pub bytes: i64,
+    /// Stored by the `columnar` access method (see [`convert`]).
+    pub columnar: bool,
 }
 
 /// What sits in a catch-all partition, which retention does not touch.
@@ -212,8 +214,8 @@ pub async fn partitions_of(
         .query(
             "SELECT c.relname::text, \
                     to_date(substring(c.relname from '_p([0-9]{8})$'), 'YYYYMMDD') - date '1970-01-01', \
-                    c.oid, c.reltuples::bigint, pg_total_relation_size(c.oid) \
-             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                    c.oid, c.reltuples::bigint, pg_total_relation_size(c.oid), a.amname = 'columnar' \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_am a ON a.oid = c.relam \
              WHERE i.inhparent = $1::text::regclass AND c.relname ~ ('^' || $1 || '_p[0-9]{8}$') \
              ORDER BY 2",
             &[&table],
@@ -228,6 +230,7 @@ pub async fn partitions_of(
             oid: row.get(2),
             estimated_rows: row.get(3),
             bytes: row.get(4),
+            columnar: row.get(5),
         })
         .collect())
 }
@@ -445,22 +448,11 @@ async fn due_for_columnar(
         (unix_nanos(now) - delay.as_nanos().min(i64::MAX as u128) as i64).div_euclid(NANOS_PER_DAY);
     let mut due = Vec::new();
     for (table, _) in partitions::PARTITIONED {
-        let row_stored: Vec<u32> = client
-            .query(
-                "SELECT c.oid FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-                 JOIN pg_am a ON a.oid = c.relam \
-                 WHERE i.inhparent = $1::text::regclass AND a.amname = 'heap'",
-                &[&table],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
         due.extend(
             partitions_of(client, table)
                 .await?
                 .into_iter()
-                .filter(|p| i64::from(p.day) < due_before && row_stored.contains(&p.oid)),
+                .filter(|p| !p.columnar && i64::from(p.day) < due_before),
         );
     }
     Ok(due)

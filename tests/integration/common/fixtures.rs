@@ -297,6 +297,11 @@ pub mod logs {
                 ..Default::default()
             })
             .collect();
+        one_scope(records)
+    }
+
+    /// `records` under one resource and scope, both empty.
+    fn one_scope(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
         ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
@@ -316,13 +321,7 @@ pub mod logs {
                 ..Default::default()
             })
             .collect();
-        ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
-                ..Default::default()
-            }],
-        }
-        .encode_to_vec()
+        one_scope(records).encode_to_vec()
     }
 }
 
