@@ -9,10 +9,11 @@ sends the load generator's realistic workload as fast as it is answered for --se
 otelephant, runs VACUUM ANALYZE, and prints per signal: rows stored, the rate they were
 stored at, and bytes per item in the heap, TOAST, indexes, and all of them together, plus the
 resources, scopes and series they reference (spread over the items). --build and
---columnar also converts every partition to columnar storage afterwards (as maintenance does
-with closed days; the database needs the citus_columnar extension) and prints a second line
-per signal with the sizes then. --repeat-trace-ids are as in bench/ingest.py: each signal is measured on every build in turn,
-and every request sends trace ids of its own unless told otherwise.
+--repeat-trace-ids are as in bench/ingest.py: each signal is measured on every build in turn,
+and every request sends trace ids of its own unless told otherwise. --columnar also converts
+every partition to columnar storage afterwards, laid out as maintenance lays out closed days
+(the database needs the citus_columnar extension), and prints a second line per signal with
+the sizes then.
 
 --variant:
   default    the schema as migrated (lz4 for jsonb, which PostgreSQL compresses only in rows
@@ -67,11 +68,22 @@ def dimension_bytes():
     return sum(int(ingest.psql(f"SELECT pg_total_relation_size('{t}')", ingest.DATABASE)) for t in DIMENSIONS)
 
 
+# The layout maintenance gives a closed day (columnar_rewrite in src/store/maintenance.rs):
+# 10,000-row stripes; 1,000-row chunk groups for spans, 10,000 for the other tables.
+STRIPE_ROWS = 10_000
+CHUNK_GROUP_ROWS = {"spans": 1_000}
+
+
 def to_columnar(tables):
     ingest.psql("CREATE EXTENSION IF NOT EXISTS citus_columnar", ingest.DATABASE)
     for table in tables:
+        chunk_group_rows = CHUNK_GROUP_ROWS.get(table, 10_000)
         for relation in partitions(table):
-            ingest.psql(f"ALTER TABLE {relation} SET ACCESS METHOD columnar", ingest.DATABASE)
+            ingest.psql(
+                f"BEGIN; SET LOCAL columnar.stripe_row_limit = {STRIPE_ROWS}; "
+                f"SET LOCAL columnar.chunk_group_row_limit = {chunk_group_rows}; "
+                f"ALTER TABLE {relation} SET ACCESS METHOD columnar; COMMIT",
+                ingest.DATABASE)
     ingest.psql("ANALYZE", ingest.DATABASE)
 
 

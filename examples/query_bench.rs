@@ -4,8 +4,9 @@
 //! `cargo run --release --example query_bench [SPANS] [DATABASE_URL] [--columnar]`
 //!
 //! The spans are generated inside PostgreSQL (INSERT ... SELECT generate_series) into a scratch
-//! schema: 10 spans a trace, 50 services, 20 operation names, spread evenly over the last 24
-//! hours, each with 6 attributes. The schema is dropped at the end.
+//! schema: 10 spans a trace (trace ids scattered, as random ids are), 50 services, 20 operation
+//! names, spread evenly over the last 24 hours, each with 6 attributes. The schema is dropped at
+//! the end.
 //!
 //! With `--columnar`, every partition holding spans (today's too) is converted to columnar
 //! storage, as maintenance converts closed days, before the queries run: the database needs
@@ -22,6 +23,13 @@ use otelephant::{
 const SERVICES: i64 = 50;
 const SPANS_PER_TRACE: i64 = 10;
 const CALLS: usize = 200;
+/// Trace t's id is t * SCATTER mod 2^32 (odd, so no two traces share one): ids in no relation
+/// to the order spans are stored in, as random trace ids are.
+const SCATTER: i64 = 2_654_435_761;
+
+fn trace_id(trace: i64) -> String {
+    format!("{:032x}", trace * SCATTER % (1 << 32))
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -76,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         "INSERT INTO spans
          SELECT $2::bigint - (i * (86400 * 1000000000::bigint / $1::bigint)) AS start_time_unix_nano,
                 $2::bigint - (i * (86400 * 1000000000::bigint / $1::bigint)) + 1000000 * (1 + i % 97),
-                decode(lpad(to_hex(i / 10), 32, '0'), 'hex'),
+                decode(lpad(to_hex((i / 10) * $4::bigint % 4294967296), 32, '0'), 'hex'),
                 decode(lpad(to_hex(i), 16, '0'), 'hex'),
                 CASE WHEN i % 10 = 0 THEN NULL ELSE decode(lpad(to_hex(i - i % 10), 16, '0'), 'hex') END,
                 '', 1, 'operation-' || (i % 20), 2, (i / 10) % $3::bigint + 1, 1,
@@ -85,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
                                    'user.id', 'user-' || (i % 5000), 'sampled', true),
                 0, NULL, 0, NULL, 0, CASE WHEN i % 50 = 0 THEN 2 ELSE 0 END, ''
          FROM generate_series(0, $1::bigint - 1) i",
-        &[&spans, &now_ns, &SERVICES],
+        &[&spans, &now_ns, &SERVICES, &SCATTER],
     )
     .await?;
     if columnar {
@@ -99,7 +107,11 @@ async fn main() -> anyhow::Result<()> {
         for partition in partitions {
             let name: String = partition.get(0);
             let started = Instant::now();
-            sql.batch_execute(&format!("ALTER TABLE {name} SET ACCESS METHOD columnar")).await?;
+            sql.batch_execute("BEGIN").await?;
+            for statement in otelephant::store::maintenance::columnar_rewrite("spans", &name) {
+                sql.batch_execute(&statement).await?;
+            }
+            sql.batch_execute("COMMIT").await?;
             println!("{name}: converted to columnar in {:.1} s", started.elapsed().as_secs_f64());
         }
     }
@@ -126,8 +138,7 @@ async fn main() -> anyhow::Result<()> {
         // Spread over all traces, old and new.
         let trace = (call * 7919 * 104_729) % traces;
         let started = Instant::now();
-        let data =
-            client.get_trace(GetTraceRequest { trace_id: format!("{trace:032x}") }).await?.into_inner();
+        let data = client.get_trace(GetTraceRequest { trace_id: trace_id(trace) }).await?.into_inner();
         samples.push(started.elapsed());
         let got: usize = data.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
         anyhow::ensure!(got == SPANS_PER_TRACE as usize, "trace {trace} came back with {got} spans");
@@ -148,8 +159,8 @@ async fn main() -> anyhow::Result<()> {
     let plan = sql
         .query(
             "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
-             SELECT * FROM spans WHERE trace_id = decode(lpad(to_hex(12345), 32, '0'), 'hex')",
-            &[],
+             SELECT * FROM spans WHERE trace_id = decode($1, 'hex')",
+            &[&trace_id(12345)],
         )
         .await?;
     println!("\nGetTrace's span lookup:");

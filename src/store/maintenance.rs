@@ -458,6 +458,43 @@ async fn due_for_columnar(
     Ok(due)
 }
 
+/// Rows per stripe of a columnar day. citus_columnar's planner prices an index lookup at one
+/// stripe read for every row it fetches and a scan at one read per stripe: at its default of
+/// 150,000 rows per stripe, fetching the 210 spans of a SearchTraces page through the trace-id
+/// index was priced above scanning a whole day of 3 million spans (20 stripes), and the search
+/// took 0.9 s; with 10,000-row stripes (300) it takes the index and 66 ms (BENCHMARKS.md).
+const COLUMNAR_STRIPE_ROWS: u32 = 10_000;
+
+/// Rows per chunk group of a columnar day, the unit a lookup decompresses to fetch one row.
+/// Spans are read by trace id (GetTrace, the traces of a search page), so theirs are small:
+/// 1,000 rows made a trace's lookup on a columnar day about 2x faster than citus_columnar's
+/// default 10,000, for 2-22% more bytes in the table (BENCHMARKS.md). Log records and data
+/// points are read by time range, where larger chunk groups compress better and scan faster.
+fn chunk_group_rows(table: &str) -> u32 {
+    if table == "spans" {
+        1_000
+    } else {
+        10_000
+    }
+}
+
+/// The statements, to run one by one in one transaction, that rewrite `partition` of `table` as
+/// a columnar table laid out for the way `table` is read, and record that layout as its options.
+/// (One by one: Citus passes a DDL statement's whole query string on to the workers.)
+#[must_use]
+pub fn columnar_rewrite(table: &str, partition: &str) -> [String; 4] {
+    let chunk_group_rows = chunk_group_rows(table);
+    [
+        format!("SET LOCAL columnar.stripe_row_limit = {COLUMNAR_STRIPE_ROWS}"),
+        format!("SET LOCAL columnar.chunk_group_row_limit = {chunk_group_rows}"),
+        format!("ALTER TABLE {partition} SET ACCESS METHOD columnar"),
+        format!(
+            "ALTER TABLE {partition} SET (columnar.stripe_row_limit = {COLUMNAR_STRIPE_ROWS}, \
+             columnar.chunk_group_row_limit = {chunk_group_rows})"
+        ),
+    ]
+}
+
 /// Rewrites one partition as a columnar table, in one transaction, then analyzes it.
 ///
 /// `ALTER TABLE ... SET ACCESS METHOD` locks that partition alone (not its parent table): writes
@@ -466,13 +503,26 @@ async fn due_for_columnar(
 /// back and the partition stays as it was, to be converted at a later pass. The lock wait is
 /// bounded by `lock_timeout_ms`, since queries that would read the day queue behind the waiting
 /// rewrite.
+///
+/// The rewrite is [`columnar_rewrite`]; late records written to the day later follow the
+/// layout it records.
 async fn convert(client: &mut Object, partition: &Partition, lock_timeout_ms: u64) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
+    let name = &partition.name;
     let tx = client.transaction().await?;
     tx.batch_execute(&format!("SET LOCAL lock_timeout = {lock_timeout_ms}")).await?;
-    tx.batch_execute(&format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", partition.name)).await?;
+    tx.batch_execute(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")).await?;
     tx.batch_execute("SET LOCAL lock_timeout = 0").await?;
-    tx.batch_execute(&format!("ALTER TABLE {} SET ACCESS METHOD columnar", partition.name)).await?;
+    // On Citus the shards are rewritten by the workers, which see this transaction's SET
+    // LOCALs only when told to pass them on.
+    tx.batch_execute(
+        "SELECT set_config('citus.propagate_set_commands', 'local', true)
+         WHERE current_setting('citus.propagate_set_commands', true) IS NOT NULL",
+    )
+    .await?;
+    for statement in columnar_rewrite(partition.table, name) {
+        tx.batch_execute(&statement).await?;
+    }
     tx.commit().await?;
     // The planner needs the columnar table's own statistics to keep preferring its indexes
     // for lookups by trace id or series.

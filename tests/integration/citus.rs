@@ -569,6 +569,24 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .map(|row| row.get(0))
         .collect();
     assert_eq!(methods, ["columnar"]);
+    // Laid out as on a single PostgreSQL (the workers were told the coordinator's SET LOCALs):
+    // spans in 1,000-row chunk groups of 10,000-row stripes, kept as the shards' options (the
+    // last figure counts stripes laid out otherwise).
+    let layouts: Vec<String> = db
+        .query(
+            "SELECT DISTINCT r.result FROM run_command_on_shards($1::text::regclass, \
+             $$SELECT o.chunk_group_row_limit || ' ' || o.stripe_row_limit || ' ' \
+                      || count(*) FILTER (WHERE s.chunk_row_count <> o.chunk_group_row_limit) \
+               FROM columnar.options o LEFT JOIN columnar.stripe s USING (relation) \
+               WHERE o.relation = '%s'::regclass GROUP BY o.chunk_group_row_limit, o.stripe_row_limit$$) r",
+            &[&partition],
+        )
+        .await
+        .expect("shards' columnar layout")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(layouts, ["1000 10000 0"]);
 
     // Storage maintenance: a pass 60 days on, when every partition holding records has expired,
     // drops them all and collects the resources, scopes and series nothing references any

@@ -164,7 +164,7 @@ async fn closed_days_become_columnar_and_hand_back_what_they_held() {
     t.traces().await.export(one_trace(at)).await.expect("spans stored");
     t.logs().await.export(logs::request(at)).await.expect("log records stored");
     t.metrics().await.export(metrics::request(at)).await.expect("points stored");
-    // A day's worth of spans and log records to look up among, so that the planner's choice
+    // A day's worth of spans (10 a trace) and log records to look up among, so that the planner's choice
     // between an index and a scan of the whole day is a real one.
     let day = |table: &str| format!("{table}_p{}", date(old));
     let (spans, log_records) = (day("spans"), day("logs"));
@@ -180,7 +180,7 @@ async fn closed_days_become_columnar_and_hand_back_what_they_held() {
             "INSERT INTO spans (start_time_unix_nano, end_time_unix_nano, trace_id, span_id, trace_state, flags,
                                 name, kind, resource_id, scope_id, attributes, dropped_attributes_count,
                                 dropped_events_count, dropped_links_count, status_message)
-             SELECT {at} + g * 1000000::bigint, {at} + g * 1000000::bigint + 500, decode(md5(g::text), 'hex'),
+             SELECT {at} + g * 1000000::bigint, {at} + g * 1000000::bigint + 500, decode(md5((g / 10)::text), 'hex'),
                     substr(decode(md5('s' || g), 'hex'), 1, 8), '', 0, 'GET /' || g % 20, 2, resource_id,
                     scope_id, jsonb_build_object('http.status_code', 200, 'n', g), 0, 0, 0, ''
              FROM (SELECT resource_id, scope_id FROM spans LIMIT 1) r, generate_series(1, 200000) g;
@@ -244,6 +244,49 @@ async fn closed_days_become_columnar_and_hand_back_what_they_held() {
         let line = plan.lines().find(|line| line.contains(partition.as_str())).expect("the day is planned");
         assert!(line.contains("Index Scan"), "{plan}");
     }
+
+    // The day is laid out for lookups: 10,000-row stripes (citus_columnar prices an index lookup
+    // at a stripe read for each row it fetches, so with its default 150,000 rows a day of 200,000
+    // spans has two stripes and the lookups of a few traces' spans would scan the day instead),
+    // and for spans 1,000-row chunk groups; the table's options keep that layout for late rows.
+    for (partition, chunk_group_rows) in [(&spans, 1_000), (&log_records, 10_000)] {
+        let layout = t
+            .sql
+            .query_one(
+                "SELECT count(*), max(s.row_count), min(s.chunk_row_count), max(s.chunk_row_count),
+                        min(o.stripe_row_limit), min(o.chunk_group_row_limit)
+                 FROM columnar.stripe s JOIN columnar.options o USING (relation)
+                 WHERE s.relation = $1::text::regclass",
+                &[partition],
+            )
+            .await
+            .expect("columnar layout");
+        let stripes: i64 = layout.get(0);
+        assert!(stripes >= 20, "{partition}: {stripes} stripes");
+        assert_eq!(layout.get::<_, i64>(1), 10_000, "{partition}");
+        assert_eq!(
+            (
+                layout.get::<_, i32>(2),
+                layout.get::<_, i32>(3),
+                layout.get::<_, i32>(4),
+                layout.get::<_, i32>(5)
+            ),
+            (chunk_group_rows, chunk_group_rows, 10_000, chunk_group_rows),
+            "{partition}"
+        );
+    }
+    // A search page's traces are fetched through the trace-id index too.
+    let plan = plan(
+        &t,
+        &format!(
+            "SELECT s.* FROM (SELECT trace_id FROM spans WHERE start_time_unix_nano >= {at} AND trace_id <> $1
+                              ORDER BY start_time_unix_nano LIMIT 5) m
+             JOIN spans s ON s.trace_id = m.trace_id"
+        ),
+    )
+    .await;
+    let lookup = plan.lines().skip_while(|line| !line.contains("Nested Loop")).collect::<Vec<_>>().join("\n");
+    assert!(lookup.contains(&format!("Index Scan using {spans}_trace_id_idx")), "{plan}");
 
     // A late record for the converted day is still stored, in its columnar partition.
     let spans_before = t.count(&spans).await;
