@@ -248,15 +248,18 @@ async fn closed_days_become_columnar_and_hand_back_what_they_held() {
     // The day is laid out for lookups: 10,000-row stripes (citus_columnar prices an index lookup
     // at a stripe read for each row it fetches, so with its default 150,000 rows a day of 200,000
     // spans has two stripes and the lookups of a few traces' spans would scan the day instead),
-    // and for spans 1,000-row chunk groups; the table's options keep that layout for late rows.
-    for (partition, chunk_group_rows) in [(&spans, 1_000), (&log_records, 10_000)] {
+    // and for spans 1,000-row chunk groups; log records are compressed at zstd level 9. The
+    // table's options keep that layout for late rows.
+    for (partition, chunk_group_rows, level) in [(&spans, 1_000, 3), (&log_records, 10_000, 9)] {
         let layout = t
             .sql
             .query_one(
                 "SELECT count(*), max(s.row_count), min(s.chunk_row_count), max(s.chunk_row_count),
-                        min(o.stripe_row_limit), min(o.chunk_group_row_limit)
+                        min(o.stripe_row_limit), min(o.chunk_group_row_limit), min(o.compression_level),
+                        (SELECT array_agg(DISTINCT c.value_compression_level) FROM columnar.chunk c
+                         WHERE c.relation = o.relation)
                  FROM columnar.stripe s JOIN columnar.options o USING (relation)
-                 WHERE s.relation = $1::text::regclass",
+                 WHERE s.relation = $1::text::regclass GROUP BY o.relation",
                 &[partition],
             )
             .await
@@ -269,9 +272,11 @@ async fn closed_days_become_columnar_and_hand_back_what_they_held() {
                 layout.get::<_, i32>(2),
                 layout.get::<_, i32>(3),
                 layout.get::<_, i32>(4),
-                layout.get::<_, i32>(5)
+                layout.get::<_, i32>(5),
+                layout.get::<_, i32>(6),
+                layout.get::<_, Vec<i32>>(7)
             ),
-            (chunk_group_rows, chunk_group_rows, 10_000, chunk_group_rows),
+            (chunk_group_rows, chunk_group_rows, 10_000, chunk_group_rows, level, vec![level]),
             "{partition}"
         );
     }
