@@ -164,8 +164,8 @@ async fn closed_days_become_columnar_and_hand_back_what_they_held() {
     t.traces().await.export(one_trace(at)).await.expect("spans stored");
     t.logs().await.export(logs::request(at)).await.expect("log records stored");
     t.metrics().await.export(metrics::request(at)).await.expect("points stored");
-    // A day's worth of spans (10 a trace) and log records to look up among, so that the planner's choice
-    // between an index and a scan of the whole day is a real one.
+    // A day's worth of spans (10 a trace) and log records to look up among, so that the
+    // planner's choice between an index and a scan of the whole day is a real one.
     let day = |table: &str| format!("{table}_p{}", date(old));
     let (spans, log_records) = (day("spans"), day("logs"));
     let now = clock(nanos_now());
@@ -281,7 +281,7 @@ async fn closed_days_become_columnar_and_hand_back_what_they_held() {
         );
     }
     // A search page's traces are fetched through the trace-id index too.
-    let plan = plan(
+    let search_plan = plan(
         &t,
         &format!(
             "SELECT s.* FROM (SELECT trace_id FROM spans WHERE start_time_unix_nano >= {at} AND trace_id <> $1
@@ -290,8 +290,9 @@ async fn closed_days_become_columnar_and_hand_back_what_they_held() {
         ),
     )
     .await;
-    let lookup = plan.lines().skip_while(|line| !line.contains("Nested Loop")).collect::<Vec<_>>().join("\n");
-    assert!(lookup.contains(&format!("Index Scan using {spans}_trace_id_idx")), "{plan}");
+    let lookup =
+        search_plan.lines().skip_while(|line| !line.contains("Nested Loop")).collect::<Vec<_>>().join("\n");
+    assert!(lookup.contains(&format!("Index Scan using {spans}_trace_id_idx")), "{search_plan}");
 
     // A late record for the converted day is still stored, in its columnar partition.
     let spans_before = t.count(&spans).await;
