@@ -23,6 +23,8 @@ import subprocess
 import tempfile
 import time
 
+from ingest import psql
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WARM_UP_SECONDS = 5
 # (what, the function whose inclusive samples measure it)
@@ -84,12 +86,7 @@ def main():
     args = parser.parse_args()
     url = f"postgres://postgres@127.0.0.1:5432/otelephant_bench?sslmode={args.sslmode}"
     subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "copy_ceiling"], check=True, cwd=ROOT)
-    exists = subprocess.run(["psql", "-qXtA", "-h", "127.0.0.1", "-U", "postgres", "-c",
-                             "SELECT 1 FROM pg_database WHERE datname = 'otelephant_bench'"],
-                            check=True, capture_output=True, text=True).stdout.strip()
-    if not exists:
-        subprocess.run(["psql", "-qX", "-h", "127.0.0.1", "-U", "postgres", "-c", "CREATE DATABASE otelephant_bench"],
-                       check=True)
+    psql("SELECT 1 FROM pg_database WHERE datname = 'otelephant_bench'") or psql("CREATE DATABASE otelephant_bench")
     with tempfile.TemporaryDirectory() as scratch:
         for signal in args.signals.split(","):
             rate, samples, inclusive, own = profile(signal, args.seconds, url, f"{scratch}/{signal}.data")
