@@ -55,11 +55,16 @@ pub struct UiConfig {
     /// Serve the web UI at `/` of the OTLP/HTTP port. Off leaves the port to OTLP and the JSON
     /// and Jaeger APIs.
     pub enabled: bool,
+    /// Host names (with or without a port) under which the read side (the UI, the JSON and
+    /// Jaeger APIs) answers, besides `localhost`, `*.localhost` and IP addresses; other names
+    /// are answered 421, so that a DNS-rebinding page cannot read through a visitor's browser.
+    /// `["*"]` answers any name. OTLP export answers any name.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for UiConfig {
     fn default() -> Self {
-        Self { enabled: true }
+        Self { enabled: true, allowed_hosts: Vec::new() }
     }
 }
 
@@ -85,6 +90,15 @@ pub struct QueryConfig {
     /// Most data points (or aggregated steps) one QueryMetrics page may hold; a page that would
     /// hold more is answered RESOURCE_EXHAUSTED, asking for a narrower range or fewer series.
     pub max_points: usize,
+    /// Most memory one answer may be built in (bytes): its rows as they arrive from
+    /// PostgreSQL and their OTLP. A page that reaches it ends early with its token to go on; a
+    /// trace larger than it is answered RESOURCE_EXHAUSTED.
+    pub answer_bytes: usize,
+    /// Memory all reads in flight share (bytes). A read that finds it taken waits up to
+    /// `memory_wait_ms`, then is answered RESOURCE_EXHAUSTED (HTTP 429).
+    pub memory_bytes: usize,
+    /// Longest a read waits for room in `memory_bytes` (milliseconds).
+    pub memory_wait_ms: u64,
 }
 
 impl Default for QueryConfig {
@@ -96,6 +110,9 @@ impl Default for QueryConfig {
             max_filter_bytes: 4_096,
             max_trace_spans: 20_000,
             max_points: 200_000,
+            answer_bytes: 64 * 1024 * 1024,
+            memory_bytes: 256 * 1024 * 1024,
+            memory_wait_ms: 5_000,
         }
     }
 }
@@ -535,6 +552,7 @@ impl Config {
             ("query.pool_size", self.query.pool_size == 0),
             ("query.max_trace_spans", self.query.max_trace_spans == 0),
             ("query.max_points", self.query.max_points == 0),
+            ("query.answer_bytes", self.query.answer_bytes == 0),
             ("otlp.max_request_bytes", self.otlp.max_request_bytes == 0),
             ("otlp.max_connections", self.otlp.max_connections == 0),
             ("otlp.read_timeout_ms", self.otlp.read_timeout_ms == 0),
@@ -543,6 +561,12 @@ impl Config {
         ];
         if let Some((key, _)) = checks.iter().find(|(_, bad)| *bad) {
             return Err(ConfigError::Zero(key));
+        }
+        if self.query.memory_bytes < self.query.answer_bytes {
+            return Err(ConfigError::ReadMemoryTooSmall {
+                memory: self.query.memory_bytes,
+                answer: self.query.answer_bytes,
+            });
         }
         let tls = &self.tls;
         if tls.cert_file.is_some() != tls.key_file.is_some() {
@@ -568,6 +592,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("invalid configuration: postgres.pool_size ({pool}) must exceed pipeline.writers ({writers}) so maintenance can get a connection")]
     PoolTooSmall { pool: usize, writers: usize },
+    #[error("invalid configuration: query.memory_bytes ({memory}) must be at least query.answer_bytes ({answer}), or no answer could be built whole")]
+    ReadMemoryTooSmall { memory: usize, answer: usize },
     #[error("invalid configuration: {0}")]
     Tls(&'static str),
 }

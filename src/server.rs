@@ -248,6 +248,8 @@ async fn serve_http(
     if config.ui.enabled {
         router = router.merge(crate::ui::router(query.clone(), access.clone(), identity.is_some()));
     }
+    let hosts = crate::ui::security::HostList::new(&config.ui.allowed_hosts);
+    let router = crate::ui::security::layer(router, hosts, identity.is_some());
     let stopping = shutdown.begun();
     let otlp = config.otlp.clone();
     let task = match identity {

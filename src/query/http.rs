@@ -13,7 +13,7 @@
 use axum::{
     body::Bytes,
     extract::{DefaultBodyLimit, Path, State},
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
     routing::post,
@@ -55,7 +55,28 @@ pub fn router(query: Query, access: Access) -> Router {
         }))
 }
 
-async fn call(State(query): State<Query>, Path(method): Path<String>, body: Bytes) -> Response {
+/// Whether a request's body is declared JSON. Any other type (a form's, or `text/plain`) is
+/// one a page on another site can make a visitor's browser send without asking first.
+fn declares_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn call(
+    State(query): State<Query>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !declares_json(&headers) {
+        let mut response =
+            error(&Status::invalid_argument("the request must be sent as Content-Type: application/json"));
+        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return response;
+    }
     let q = &query;
     match method.as_str() {
         "GetTrace" => unary(body, |r| async move { q.get_trace(Request::new(r)).await }).await,

@@ -322,12 +322,28 @@ pub fn typed_value(text: &str) -> AnyValue {
 
 async fn search(State(q): State<Query>, Params(params): Params<Vec<(String, String)>>) -> Response {
     match search_traces(&q, &params).await {
-        Ok(traces) => envelope(traces),
+        Ok((traces, None)) => envelope(traces),
+        // Partial: the traces that fit, and why the rest are not there.
+        Ok((traces, Some(status))) => {
+            let total = traces.len();
+            let code = super::http::http_status(status.code()).as_u16();
+            let errors =
+                vec![JaegerError { code: Some(code), msg: status.message().to_owned(), trace_id: None }];
+            json(StatusCode::OK, &Envelope { data: traces, total, limit: 0, offset: 0, errors: Some(errors) })
+        }
         Err(status) => failure(&status),
     }
 }
 
-async fn search_traces(q: &Query, params: &[(String, String)]) -> Result<Vec<Trace>, Status> {
+/// Most trace ids one `/api/traces` request may name.
+const MAX_TRACE_IDS: usize = 100;
+
+/// The traces a search finds (or names), read into one answer's budget; with the status that
+/// ended it early when they did not all fit.
+async fn search_traces(
+    q: &Query,
+    params: &[(String, String)],
+) -> Result<(Vec<Trace>, Option<Status>), Status> {
     let one = |name: &str| params.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let mut request = SearchTracesRequest {
         service: one("service").unwrap_or_default().to_owned(),
@@ -337,6 +353,12 @@ async fn search_traces(q: &Query, params: &[(String, String)]) -> Result<Vec<Tra
     };
     let trace_ids: Vec<&str> =
         params.iter().filter(|(k, _)| k == "traceID").map(|(_, v)| v.as_str()).collect();
+    if trace_ids.len() > MAX_TRACE_IDS {
+        return Err(Status::invalid_argument(format!(
+            "{} traceID parameters, more than the {MAX_TRACE_IDS} one request may name",
+            trace_ids.len()
+        )));
+    }
     if request.service.is_empty() && trace_ids.is_empty() {
         return Err(Status::invalid_argument("parameter 'service' is required"));
     }
@@ -396,17 +418,25 @@ async fn search_traces(q: &Query, params: &[(String, String)]) -> Result<Vec<Tra
     } else {
         trace_ids.iter().map(|id| padded_trace_id(id)).collect::<Result<_, _>>()?
     };
+    // Each trace once, however often it is named.
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<String> = ids.into_iter().filter(|id| seen.insert(id.to_ascii_lowercase())).collect();
+    let mut budget = q.budget();
     let mut traces = Vec::with_capacity(ids.len());
     for id in ids {
         let trace_id = super::traces::parse_trace_id(&id, "traceID")?;
-        match q.trace(&trace_id).await {
+        match q.trace_within(&trace_id, &mut budget).await {
             Ok(data) => traces.push(to_jaeger(&data)),
             // Gone between the search and the read (retention), or asked for by id and absent.
             Err(status) if status.code() == Code::NotFound => {}
+            // The answer is full: hand back the traces that fit, and say so.
+            Err(status) if status.code() == Code::ResourceExhausted && !traces.is_empty() => {
+                return Ok((traces, Some(status)))
+            }
             Err(status) => return Err(status),
         }
     }
-    Ok(traces)
+    Ok((traces, None))
 }
 
 /// A link of the dependency graph (`model/json.DependencyLink`).

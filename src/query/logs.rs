@@ -87,11 +87,13 @@ pub(super) async fn search_logs(
         sql.param(page_size as i64 + 1)
     );
 
-    let client = q.client().await?;
-    let mut rows = client.query(&query, &sql.params()).await?;
-    let next_page_token = if rows.len() > page_size {
+    let mut client = q.client().await?;
+    let mut budget = q.budget();
+    let (mut rows, full) = client.query_within(&query, &sql.params(), &mut budget).await?;
+    // A page ends at page_size records, or earlier where the answer's memory is full.
+    let next_page_token = if full || rows.len() > page_size {
         rows.truncate(page_size);
-        let last = &rows[page_size - 1];
+        let last = &rows[rows.len() - 1];
         encode_token(&format!(
             "{}:{}:{}",
             last.get::<_, i64>("timestamp_unix_nano"),
@@ -102,7 +104,7 @@ pub(super) async fn search_logs(
         String::new()
     };
 
-    let (resources, scopes) = dimensions(&client, &rows).await?;
+    let (resources, scopes) = dimensions(&mut client, &rows, &mut budget).await?;
     let mut logs = LogsData::default();
     // Records keep their newest-first order within each resource and scope.
     for (resource_id, scope_groups) in group_by_dimensions(&rows) {

@@ -19,7 +19,7 @@ use super::{
         AggregatedSeries, ListMetricsRequest, ListMetricsResponse, MetricDescriptor, QueryMetricsRequest,
         QueryMetricsResponse, StepValue,
     },
-    resolve_range, u32_column, Conn, Query, Sql,
+    resolve_range, u32_column, Budget, Conn, Query, Sql,
 };
 use crate::encode::{
     attributes::{attributes_from_json, MappingError},
@@ -132,7 +132,7 @@ pub(super) async fn query_metrics(
         query += &format!(" AND m.series_id > {}", sql.param(after));
     }
     query += &format!(" ORDER BY m.series_id LIMIT {}", sql.param(page_size as i64 + 1));
-    let client = q.client().await?;
+    let mut client = q.client().await?;
     let mut series = client.query(&query, &sql.params()).await?;
     let next_page_token = if series.len() > page_size {
         series.truncate(page_size);
@@ -143,7 +143,9 @@ pub(super) async fn query_metrics(
     let mut response = QueryMetricsResponse { next_page_token, ..Default::default() };
     let max_points = q.limits.max_points;
     match aggregation {
-        None => response.raw = Some(raw(&client, &series, start, end, max_points).await?),
+        None => {
+            response.raw = Some(raw(&mut client, &series, start, end, max_points, &mut q.budget()).await?)
+        }
         Some((step, aggregation)) => {
             let steps = (end - start).saturating_add(step - 1) / step;
             let cells = steps.saturating_mul(series.len() as i64);
@@ -153,7 +155,8 @@ pub(super) async fn query_metrics(
                     max_points,
                 ));
             }
-            response.aggregated = aggregated(&client, &series, start, end, step, aggregation).await?
+            response.aggregated =
+                aggregated(&mut client, &series, start, end, step, aggregation, &mut q.budget()).await?
         }
     }
     Ok(response)
@@ -192,11 +195,12 @@ fn too_many_points(what: String, max_points: usize) -> Status {
 /// # Errors
 /// RESOURCE_EXHAUSTED when the series hold more points than that in the range.
 async fn raw(
-    client: &Conn,
+    client: &mut Conn,
     series: &[Row],
     start: i64,
     end: i64,
     max_points: usize,
+    budget: &mut Budget,
 ) -> Result<MetricsData, Status> {
     let mut left = max_points as i64;
     let mut points: HashMap<i64, Vec<Row>> = HashMap::new();
@@ -207,15 +211,23 @@ async fn raw(
         }
     }
     for (table, ids) in by_table {
-        let rows = client
-            .query(
+        let (rows, full) = client
+            .query_within(
                 &format!(
                     "SELECT * FROM {table} WHERE series_id = ANY($1) AND time_unix_nano >= $2 AND time_unix_nano < $3
                      ORDER BY series_id, time_unix_nano LIMIT $4"
                 ),
                 &[&ids, &start, &end, &(left + 1)],
+                budget,
             )
             .await?;
+        if full {
+            return Err(Status::resource_exhausted(format!(
+                "the {} series' points take more memory than an answer may (query.answer_bytes); \
+                 ask for a shorter time_range or a smaller page_size",
+                series.len()
+            )));
+        }
         left -= rows.len() as i64;
         if left < 0 {
             return Err(too_many_points(format!("the {} series' points", series.len()), max_points));
@@ -224,7 +236,7 @@ async fn raw(
             points.entry(row.get("series_id")).or_default().push(row);
         }
     }
-    let (resources, scopes) = dimensions(client, series).await?;
+    let (resources, scopes) = dimensions(client, series, budget).await?;
     let mut data = MetricsData::default();
     for (resource_id, scope_groups) in group_by_dimensions(series) {
         let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
@@ -382,12 +394,13 @@ const DELTA: i32 = 1;
 
 /// Each series' points in `[start, end)` aggregated per `step` nanoseconds from `start`.
 async fn aggregated(
-    client: &Conn,
+    client: &mut Conn,
     series: &[Row],
     start: i64,
     end: i64,
     step: i64,
     aggregation: Aggregation,
+    budget: &mut Budget,
 ) -> Result<Vec<AggregatedSeries>, Status> {
     for s in series {
         let kind: &str = s.get("metric_type");
@@ -444,7 +457,7 @@ async fn aggregated(
             value: row.get::<_, Option<f64>>(2).unwrap_or(f64::NAN),
         });
     }
-    let (resources, _) = dimensions(client, series).await?;
+    let (resources, _) = dimensions(client, series, budget).await?;
     series
         .iter()
         .map(|s| {

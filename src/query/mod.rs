@@ -1,6 +1,7 @@
 //! The read API: `otelephant.query.v1.QueryService` on the gRPC port, handing stored data back
 //! as OTLP, with every field decoded by the same mappings that encoded it.
 
+pub mod budget;
 pub mod http;
 pub mod jaeger;
 pub mod logs;
@@ -16,8 +17,10 @@ use std::{
 use std::collections::HashMap;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use budget::{Budget, Fit, ReadMemory};
 use bytes::BytesMut;
 use deadpool_postgres::{Object, Pool};
+use futures_util::{pin_mut, TryStreamExt};
 use opentelemetry_proto::tonic::{
     common::v1::InstrumentationScope, resource::v1::Resource, trace::v1::TracesData,
 };
@@ -62,11 +65,19 @@ pub struct Query {
     limits: QueryConfig,
     /// Where the tables are, for the queries Citus needs written another way.
     layout: Layout,
+    /// The memory answers are built in, shared by every read.
+    memory: ReadMemory,
 }
 
 impl Query {
     pub fn new(pool: Pool, tls: MakeRustlsConnect, limits: QueryConfig, layout: Layout) -> Self {
-        Self { pool, tls, limits, layout }
+        let memory = ReadMemory::new(&limits);
+        Self { pool, tls, limits, layout, memory }
+    }
+
+    /// A budget for one answer (see [`budget`]).
+    pub fn budget(&self) -> Budget {
+        self.memory.budget()
     }
 
     pub fn server(self) -> proto::query_service_server::QueryServiceServer<Self> {
@@ -93,6 +104,7 @@ impl Query {
             running: AtomicBool::new(false),
             tls: self.tls.clone(),
             statement_timeout_ms: self.limits.statement_timeout_ms,
+            pool: self.pool.clone(),
         })
     }
 
@@ -135,6 +147,8 @@ pub(crate) struct Conn {
     running: AtomicBool,
     tls: MakeRustlsConnect,
     statement_timeout_ms: u64,
+    /// Where a connection given up mid-statement is replaced from.
+    pool: Pool,
 }
 
 impl Conn {
@@ -152,6 +166,70 @@ impl Conn {
         let rows = client.query(statement, params).await;
         self.running.store(false, Ordering::Relaxed);
         rows.map_err(|e| self.status(e))
+    }
+
+    /// Runs a statement, keeping its rows while `budget` takes them. `Ok((rows, true))` when
+    /// the answer filled up before the rows ran out: the statement is then cancelled and this
+    /// connection replaced by a fresh one, so that the rows left are never read.
+    ///
+    /// # Errors
+    /// The database's error as a status (see [`Conn::status`]); RESOURCE_EXHAUSTED from the
+    /// budget (see [`Budget::charge`]).
+    pub(crate) async fn query_within(
+        &mut self,
+        statement: &str,
+        params: &[&(dyn ToSql + Sync)],
+        budget: &mut Budget,
+    ) -> Result<(Vec<Row>, bool), Status> {
+        let Some(client) = &self.client else { return Err(Status::internal("connection already closed")) };
+        self.running.store(true, Ordering::Relaxed);
+        let stream = client.query_raw(statement, params.iter().copied()).await.map_err(|e| self.status(e))?;
+        pin_mut!(stream);
+        let mut rows = Vec::new();
+        let mut full = false;
+        loop {
+            let row = match stream.try_next().await {
+                Ok(Some(row)) => row,
+                Ok(None) => break,
+                Err(err) => return Err(self.status(err)),
+            };
+            match budget.charge(budget::row_bytes(&row)).await? {
+                Fit::Fits => rows.push(row),
+                Fit::Full => {
+                    full = true;
+                    break;
+                }
+            }
+        }
+        if full {
+            // The statement still runs: cancel it with this connection, and go on with another.
+            self.abandon();
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| Status::unavailable(format!("no database connection: {e}")))?;
+            self.client = Some(client);
+        }
+        self.running.store(false, Ordering::Relaxed);
+        Ok((rows, full))
+    }
+
+    /// Gives up this connection while its statement runs: the statement is cancelled in
+    /// PostgreSQL and the connection closed, never handed to the next query (a cancel that
+    /// arrived late would hit that one).
+    fn abandon(&mut self) {
+        let Some(client) = self.client.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let client = Object::take(client);
+        let token = client.cancel_token();
+        let tls = self.tls.clone();
+        runtime.spawn(async move {
+            if let Err(err) = token.cancel_query(tls).await {
+                tracing::debug!(%err, "cancelling an abandoned query failed; its connection is closed");
+            }
+            drop(client);
+        });
     }
 
     /// The status for a database error (classified by [`Failure`], as ingest's are): a
@@ -175,21 +253,9 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        if !self.running.load(Ordering::Relaxed) {
-            return;
+        if self.running.load(Ordering::Relaxed) {
+            self.abandon();
         }
-        let Some(client) = self.client.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        // Out of the pool for good: a cancel that arrived late would hit the next query.
-        let client = Object::take(client);
-        let token = client.cancel_token();
-        let tls = self.tls.clone();
-        runtime.spawn(async move {
-            if let Err(err) = token.cancel_query(tls).await {
-                tracing::debug!(%err, "cancelling an abandoned query failed; its connection is closed");
-            }
-            drop(client);
-        });
     }
 }
 
@@ -399,24 +465,43 @@ fn group_by_dimensions<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Vec<Resou
 type Resources = HashMap<i64, (Resource, String)>;
 type Scopes = HashMap<i64, (InstrumentationScope, String)>;
 
-/// The resources and scopes (each with its schema_url) that `rows` reference.
-async fn dimensions(client: &Conn, rows: &[Row]) -> Result<(Resources, Scopes), Status> {
+/// The resources and scopes (each with its schema_url) that `rows` reference, charged to
+/// `budget`.
+///
+/// # Errors
+/// RESOURCE_EXHAUSTED when they do not fit in what is left of the answer's budget: an
+/// answer's records can each name a large resource of their own.
+async fn dimensions(
+    client: &mut Conn,
+    rows: &[Row],
+    budget: &mut Budget,
+) -> Result<(Resources, Scopes), Status> {
     let mut resource_ids: Vec<i64> = rows.iter().map(|r| r.get("resource_id")).collect();
     let mut scope_ids: Vec<i64> = rows.iter().map(|r| r.get("scope_id")).collect();
     for ids in [&mut resource_ids, &mut scope_ids] {
         ids.sort_unstable();
         ids.dedup();
     }
-    let resources = client
-        .query(RESOURCES_BY_ID, &[&resource_ids])
-        .await?
+    let too_large = || {
+        Status::resource_exhausted(
+            "the resources and scopes of this answer's records do not fit in query.answer_bytes; \
+             ask for fewer records (page_size) or a narrower search",
+        )
+    };
+    let (rows, full) = client.query_within(RESOURCES_BY_ID, &[&resource_ids], budget).await?;
+    if full {
+        return Err(too_large());
+    }
+    let resources = rows
         .iter()
         .map(|r| Ok((r.get("resource_id"), resource_from_row(r)?)))
         .collect::<Result<_, MappingError>>()
         .map_err(corrupt)?;
-    let scopes = client
-        .query(SCOPES_BY_ID, &[&scope_ids])
-        .await?
+    let (rows, full) = client.query_within(SCOPES_BY_ID, &[&scope_ids], budget).await?;
+    if full {
+        return Err(too_large());
+    }
+    let scopes = rows
         .iter()
         .map(|r| Ok((r.get("scope_id"), scope_from_row(r)?)))
         .collect::<Result<_, MappingError>>()

@@ -19,7 +19,7 @@ use super::{
         ListServicesRequest, ListServicesResponse, Operation, SearchTracesRequest, SearchTracesResponse,
         ServiceDependency, ServiceStats, TraceSummary,
     },
-    resolve_range, u32_column, Layout, Query, Sql,
+    resolve_range, u32_column, Budget, Layout, Query, Sql,
 };
 use crate::encode::{
     attributes::{attributes_from_json, MappingError},
@@ -73,14 +73,50 @@ fn span_from_row(row: &Row) -> Result<Span, MappingError> {
 const TRACE_SPANS: &str = "SELECT * FROM spans WHERE trace_id = $1
     ORDER BY resource_id, scope_id, start_time_unix_nano, span_id LIMIT $2";
 impl Query {
+    /// Whether any span of trace `trace_id` is stored: one probe of the trace-id index, never
+    /// the trace itself.
+    ///
+    /// # Errors
+    /// The database's, as a status.
+    pub async fn trace_stored(&self, trace_id: &[u8]) -> Result<bool, Status> {
+        if trace_id.len() != 16 {
+            return Ok(false);
+        }
+        let client = self.client().await?;
+        let rows = client.query("SELECT 1 FROM spans WHERE trace_id = $1 LIMIT 1", &[&trace_id]).await?;
+        Ok(!rows.is_empty())
+    }
+
     /// A whole trace, of at most `query.max_trace_spans` spans.
     ///
     /// # Errors
     /// NOT_FOUND when no span has the id; RESOURCE_EXHAUSTED when more than the limit do.
     pub(super) async fn trace(&self, trace_id: &[u8]) -> Result<TracesData, Status> {
-        let client = self.client().await?;
+        self.trace_within(trace_id, &mut self.budget()).await
+    }
+
+    /// A whole trace, of at most `query.max_trace_spans` spans, charged to `budget`.
+    ///
+    /// # Errors
+    /// NOT_FOUND when no span has the id; RESOURCE_EXHAUSTED when more than the limit do, or
+    /// when the trace does not fit in what is left of the budget.
+    pub(super) async fn trace_within(
+        &self,
+        trace_id: &[u8],
+        budget: &mut Budget,
+    ) -> Result<TracesData, Status> {
+        let mut client = self.client().await?;
         let limit = self.limits.max_trace_spans;
-        let rows = client.query(TRACE_SPANS, &[&trace_id, &(limit as i64 + 1)]).await?;
+        let (rows, full) =
+            client.query_within(TRACE_SPANS, &[&trace_id, &(limit as i64 + 1)], budget).await?;
+        if full {
+            return Err(Status::resource_exhausted(format!(
+                "trace {} is larger than the memory an answer may take (query.answer_bytes, {} bytes); \
+                 read its spans with SQL or raise the setting",
+                hex::encode(trace_id),
+                self.limits.answer_bytes
+            )));
+        }
         if rows.is_empty() {
             return Err(Status::not_found(format!("no trace with id {}", hex::encode(trace_id))));
         }
@@ -91,7 +127,7 @@ impl Query {
                 hex::encode(trace_id)
             )));
         }
-        let (resources, scopes) = dimensions(&client, &rows).await?;
+        let (resources, scopes) = dimensions(&mut client, &rows, budget).await?;
 
         let mut data = TracesData::default();
         for (resource_id, scope_groups) in group_by_dimensions(&rows) {

@@ -18,19 +18,57 @@ fn esc(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// Round tick values covering `[low, high]`, about `count` of them.
+/// Most ticks one axis carries, whatever the values.
+const MAX_TICKS: usize = 12;
+/// Most bars one bar chart draws: more buckets are merged, neighbours together.
+pub const MAX_BARS: usize = 200;
+
+/// The distance from `x` to the next representable value away from zero: a step below it
+/// would leave a running sum where it was.
+fn ulp(x: f64) -> f64 {
+    let x = x.abs();
+    if !x.is_finite() {
+        return f64::MAX;
+    }
+    f64::from_bits(x.to_bits() + 1) - x
+}
+
+/// Round tick values covering `[low, high]`, about `count` of them, at most [`MAX_TICKS`],
+/// each finite and each larger than the one before. Total: any pair of values (NaN, the
+/// infinities, adjacent values at any scale) gives a bounded answer.
 fn ticks(low: f64, high: f64, count: usize) -> Vec<f64> {
-    if high <= low || !low.is_finite() || !high.is_finite() {
+    if !low.is_finite() || !high.is_finite() {
+        return vec![if low.is_finite() { low } else { 0.0 }];
+    }
+    if high <= low {
         return vec![low];
     }
-    let raw = (high - low) / count as f64;
+    // Halves first: high - low itself overflows for values of opposite sign near f64::MAX.
+    let raw = (high / 2.0 - low / 2.0) / count.max(1) as f64 * 2.0;
+    if !raw.is_finite() || raw <= 0.0 {
+        return vec![low, high];
+    }
     let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(raw);
-    let mut tick = (low / step).ceil() * step;
-    let mut out = Vec::new();
-    while tick <= high + step * 1e-9 {
-        out.push(tick);
-        tick += step;
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(raw)
+        .max(ulp(low).max(ulp(high)));
+    let first = (low / step).ceil() * step;
+    let mut out: Vec<f64> = Vec::with_capacity(MAX_TICKS);
+    for i in 0..MAX_TICKS {
+        // Each tick from the first, not from the one before: no error piles up.
+        let tick = first + step * i as f64;
+        if !tick.is_finite() || tick > high + step * 1e-9 {
+            break;
+        }
+        if out.last().is_none_or(|last| tick > *last) {
+            out.push(tick);
+        }
+    }
+    if out.is_empty() {
+        out.push(low);
     }
     out
 }
@@ -55,9 +93,9 @@ fn frame(out: &mut String, x_range: (u64, u64), y_range: (f64, f64), y_label: &d
     let (x0, x1) = x_range;
     let plot_w = WIDTH - LEFT - RIGHT;
     grid(out, y_range, y_label);
-    let span = (x1 - x0).max(1) as f64;
+    let span = x1.saturating_sub(x0).max(1) as f64;
     for i in 0..=4 {
-        let t = x0 + (span * f64::from(i) / 4.0) as u64;
+        let t = x0.saturating_add((span * f64::from(i) / 4.0) as u64);
         let x = LEFT + plot_w * f64::from(i) / 4.0;
         let anchor = match i {
             0 => "start",
@@ -85,13 +123,24 @@ fn frame(out: &mut String, x_range: (u64, u64), y_range: (f64, f64), y_label: &d
 }
 
 fn x_of(t: u64, x_range: (u64, u64)) -> f64 {
-    let span = (x_range.1 - x_range.0).max(1) as f64;
+    let span = x_range.1.saturating_sub(x_range.0).max(1) as f64;
     LEFT + (t.saturating_sub(x_range.0) as f64 / span).min(1.0) * (WIDTH - LEFT - RIGHT)
 }
 
+/// Where `v` stands between the ends of `y_range`, from 0 to 1; 0 for what has no place (NaN).
+fn fraction(v: f64, y_range: (f64, f64)) -> f64 {
+    // Halves: a difference of two finite values can overflow, the difference of their halves cannot.
+    let span = y_range.1 / 2.0 - y_range.0 / 2.0;
+    let f = (v / 2.0 - y_range.0 / 2.0) / span.max(f64::MIN_POSITIVE);
+    if f.is_nan() {
+        0.0
+    } else {
+        f.clamp(0.0, 1.0)
+    }
+}
+
 fn y_of(v: f64, y_range: (f64, f64)) -> f64 {
-    let span = (y_range.1 - y_range.0).max(f64::MIN_POSITIVE);
-    TOP + (HEIGHT - TOP - BOTTOM) * (1.0 - ((v - y_range.0) / span).clamp(0.0, 1.0))
+    TOP + (HEIGHT - TOP - BOTTOM) * (1.0 - fraction(v, y_range))
 }
 
 /// One point of the trace scatter plot.
@@ -145,9 +194,11 @@ pub fn lines(series: &[Line], x_range: (u64, u64), format: &dyn Fn(f64) -> Strin
         low = 0.0;
     }
     if high <= low {
-        high = low + 1.0;
+        high = low + 1.0_f64.max(ulp(low));
     }
-    let y_range = (low, high + (high - low) * 0.05);
+    // 5% of headroom, where the scale has room for it.
+    let headroom = high + (high / 2.0 - low / 2.0) * 0.1;
+    let y_range = (low, if headroom.is_finite() { headroom } else { high });
     let mut out = format!(
         r#"<svg class="chart lines" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="values over time">"#
     );
@@ -194,9 +245,28 @@ pub fn lines(series: &[Line], x_range: (u64, u64), format: &dyn Fn(f64) -> Strin
     out
 }
 
-/// Bars, one per bucket, labelled below.
+/// Buckets `(label, count)` merged with their neighbours into at most [`MAX_BARS`]: the
+/// merged bar's label is its first and last bucket's.
+pub fn merge_buckets(buckets: &[(String, f64)]) -> Vec<(String, f64)> {
+    if buckets.len() <= MAX_BARS {
+        return buckets.to_vec();
+    }
+    let group = buckets.len().div_ceil(MAX_BARS);
+    buckets
+        .chunks(group)
+        .map(|chunk| {
+            let first = &chunk[0].0;
+            let last = &chunk[chunk.len() - 1].0;
+            let label = if chunk.len() == 1 { first.clone() } else { format!("{first} … {last}") };
+            (label, chunk.iter().map(|b| b.1).filter(|c| c.is_finite()).sum())
+        })
+        .collect()
+}
+
+/// Bars, one per bucket (at most [`MAX_BARS`], see [`merge_buckets`]), labelled below.
 pub fn bars(buckets: &[(String, f64)]) -> String {
-    let top = buckets.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0);
+    let buckets = merge_buckets(buckets);
+    let top = buckets.iter().map(|b| b.1).filter(|c| c.is_finite()).fold(0.0, f64::max).max(1.0);
     let n = buckets.len().max(1) as f64;
     let plot_w = WIDTH - LEFT - RIGHT;
     let width = plot_w / n;
@@ -246,5 +316,128 @@ mod tests {
     fn text_in_charts_is_escaped() {
         let svg = bars(&[("<script>".into(), 1.0)]);
         assert!(!svg.contains("<script>") && svg.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn ticks_end_where_the_float_spacing_is_coarser_than_a_round_step() {
+        // Float spacing at 1e17 is 16, so a step of 5 added to a tick leaves it where it was.
+        let t = ticks(-1.000_000_000_000_000_2e17, -1e17, 4);
+        assert!(!t.is_empty() && t.len() <= MAX_TICKS, "{t:?}");
+        assert!(t.windows(2).all(|w| w[0] < w[1]), "{t:?}");
+        let svg = lines(
+            &[Line {
+                label: "g".into(),
+                color: "#000".into(),
+                points: vec![(1, -1.000_000_000_000_000_2e17), (2, -1e17)],
+            }],
+            (0, 3),
+            &|v| v.to_string(),
+        );
+        assert!(svg.len() < 10_000, "{} bytes", svg.len());
+    }
+
+    #[test]
+    fn many_buckets_are_merged_into_a_bounded_number_of_bars() {
+        let buckets: Vec<(String, f64)> = (0..500_000).map(|i| (i.to_string(), 1.0)).collect();
+        let merged = merge_buckets(&buckets);
+        assert!(merged.len() <= MAX_BARS);
+        assert_eq!(merged.iter().map(|b| b.1).sum::<f64>(), 500_000.0, "no count is lost");
+        assert_eq!(merged[0].0, "0 … 2499");
+        assert!(bars(&buckets).matches("<rect").count() <= MAX_BARS);
+    }
+
+    /// The coordinates in a chart: every x, y, width and height attribute's number.
+    fn numbers(svg: &str) -> Vec<f64> {
+        let names = [
+            " x=\"",
+            " y=\"",
+            " x1=\"",
+            " x2=\"",
+            " y1=\"",
+            " y2=\"",
+            " cx=\"",
+            " cy=\"",
+            " width=\"",
+            " height=\"",
+        ];
+        names
+            .iter()
+            .flat_map(|name| svg.split(name).skip(1))
+            .map(|rest| rest.split('"').next().unwrap_or_default().parse::<f64>().unwrap_or(f64::NAN))
+            .collect()
+    }
+
+    fn any_f64() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(f64::MAX),
+            Just(f64::MIN),
+            Just(f64::MIN_POSITIVE),
+            Just(5e-324),
+            Just(0.0),
+            Just(-0.0),
+            (-1e20f64..1e20),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn ticks_are_total(low in any_f64(), high in any_f64(), count in 0usize..20) {
+            let t = ticks(low, high, count);
+            prop_assert!(!t.is_empty() && t.len() <= MAX_TICKS);
+            prop_assert!(t.iter().all(|v| v.is_finite()));
+            prop_assert!(t.windows(2).all(|w| w[0] < w[1]));
+        }
+
+        #[test]
+        fn adjacent_values_at_any_scale_give_bounded_ticks(x in any_f64(), steps in 0u64..4) {
+            let next = if x.is_finite() { f64::from_bits(x.to_bits().wrapping_add(steps)) } else { x };
+            let t = ticks(x.min(next), x.max(next), 4);
+            prop_assert!(!t.is_empty() && t.len() <= MAX_TICKS);
+        }
+
+        #[test]
+        fn line_charts_are_finite_and_bounded(
+            values in proptest::collection::vec(any_f64(), 0..40),
+            x0 in any::<u64>(),
+            x1 in any::<u64>(),
+        ) {
+            let points = values.iter().enumerate().map(|(i, v)| (x0.wrapping_add(i as u64), *v)).collect();
+            let line = Line { label: "s".into(), color: "#000".into(), points };
+            let svg = lines(&[line], (x0.min(x1), x0.max(x1)), &|v| format!("{v}"));
+            prop_assert!(svg.len() < 8_000 + 300 * values.len(), "{} bytes", svg.len());
+            for n in numbers(&svg) {
+                prop_assert!(n.is_finite() && (-1.0..=WIDTH + 1.0).contains(&n), "{n} in {svg}");
+            }
+            prop_assert!(!svg.contains("NaN") || values.iter().any(|v| v.is_nan()));
+        }
+
+        #[test]
+        fn bar_charts_are_finite_and_bounded(counts in proptest::collection::vec(any_f64(), 0..400)) {
+            let buckets: Vec<(String, f64)> = counts.iter().map(|c| (String::new(), *c)).collect();
+            let svg = bars(&buckets);
+            prop_assert!(svg.matches("<rect").count() <= MAX_BARS);
+            for n in numbers(&svg) {
+                prop_assert!(n.is_finite() && (-1.0..=WIDTH + 1.0).contains(&n), "{n}");
+            }
+        }
+
+        #[test]
+        fn scatter_plots_are_finite(durations in proptest::collection::vec(any::<u64>(), 0..40)) {
+            let points: Vec<TracePoint> = durations
+                .iter()
+                .map(|d| TracePoint { start: *d, duration: *d, href: String::new(), title: String::new(), error: false })
+                .collect();
+            for n in numbers(&scatter(&points, (0, u64::MAX))) {
+                prop_assert!(n.is_finite() && (-1.0..=WIDTH + 1.0).contains(&n), "{n}");
+            }
+        }
     }
 }

@@ -6,11 +6,11 @@ use maud::{html, Markup};
 use tonic::Request;
 
 use super::{
-    attribute_filters, attribute_inputs, attribute_table, empty, error_box, href, page, range_inputs,
+    attribute_filters, attribute_inputs, attribute_table, cut, empty, error_box, href, page, range_inputs,
     range_label, service_color, string_attribute, time_el, time_range, time_range_message, value_text,
-    PageParams, QueryString, Screen, Ui,
+    PageParams, QueryString, Screen, Ui, MAX_VALUE_CHARS,
 };
-use crate::query::proto::{query_service_server::QueryService, SearchLogsRequest};
+use crate::query::proto::{query_service_server::QueryService, SearchLogsRequest, SearchLogsResponse};
 
 /// Severity ranges by their first number (OTLP's SeverityNumber).
 const SEVERITIES: [(i32, &str); 6] =
@@ -78,8 +78,14 @@ async fn results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
     };
     let found =
         ui.query.search_logs(Request::new(request)).await.map_err(|s| s.message().to_owned())?.into_inner();
+    let params = params.clone();
+    super::blocking(move || render(&found, &params)).await
+}
+
+/// The records of one answer, newest first, values cut at [`super::MAX_VALUE_CHARS`].
+fn render(found: &SearchLogsResponse, params: &QueryString) -> Markup {
     let mut records = Vec::new();
-    for rl in &found.logs.as_ref().map_or(&[][..], |l| &l.resource_logs[..]).to_vec() {
+    for rl in found.logs.as_ref().map_or(&[][..], |l| &l.resource_logs[..]) {
         let service = rl
             .resource
             .as_ref()
@@ -88,7 +94,7 @@ async fn results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
             .to_owned();
         for sl in &rl.scope_logs {
             for record in &sl.log_records {
-                records.push((service.clone(), record.clone(), rl.resource.clone(), sl.scope.clone()));
+                records.push((service.clone(), record, rl.resource.as_ref(), sl.scope.as_ref()));
             }
         }
     }
@@ -107,22 +113,23 @@ async fn results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
                 range_label(params)
             )
         };
-        return Ok(empty(&message));
+        return empty(&message);
     }
     let carry = params.range_only();
-    Ok(html! {
+    html! {
         ol.logs {
             @for (service, record, resource, scope) in &records {
                 @let (name, class) = severity(record.severity_number, &record.severity_text);
                 @let (kind, body) = value_text(record.body.as_ref());
+                @let body = cut(&body, MAX_VALUE_CHARS);
                 @let trace = hex::encode(&record.trace_id);
                 @let time = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
                 li.log {
                     div.line {
                         span.severity.(class) title=(format!("severity number {}", record.severity_number)) { (name) }
                         " " (time_el(time)) " "
-                        span.svc style=(format!("color:{}", service_color(service))) { (service) }
-                        @if !record.event_name.is_empty() { " " span.tag { (record.event_name) } }
+                        span.svc style=(format!("color:{}", service_color(service))) { (cut(service, 500)) }
+                        @if !record.event_name.is_empty() { " " span.tag { (cut(&record.event_name, 500)) } }
                         @if !record.trace_id.is_empty() {
                             " "
                             @let span = hex::encode(&record.span_id);
@@ -136,8 +143,8 @@ async fn results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
                     details {
                         summary { "attributes, resource, scope" }
                         (attribute_table(&record.attributes))
-                        h4 { "Resource" } (attribute_table(resource.as_ref().map_or(&[][..], |r| &r.attributes)))
-                        h4 { "Scope" } p { (scope.as_ref().map_or("", |s| s.name.as_str())) " " (scope.as_ref().map_or("", |s| s.version.as_str())) }
+                        h4 { "Resource" } (attribute_table(resource.map_or(&[][..], |r| &r.attributes)))
+                        h4 { "Scope" } p { (cut(scope.map_or("", |s| s.name.as_str()), 500)) " " (cut(scope.map_or("", |s| s.version.as_str()), 500)) }
                         p.hint { "body: " (kind) " · flags " (format!("0x{:08x}", record.flags)) @if !trace.is_empty() { " · trace " (trace) } }
                     }
                 }
@@ -147,7 +154,7 @@ async fn results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
             @if params.get("page_token").is_some() { a href=(format!("/logs?{}", params.with("page_token", None))) { "First page" } }
             @if !found.next_page_token.is_empty() { a.next href=(format!("/logs?{}", params.with("page_token", Some(&found.next_page_token)))) { "Next page" } }
         }
-    })
+    }
 }
 
 #[cfg(test)]

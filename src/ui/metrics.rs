@@ -4,7 +4,7 @@
 //! here from the buckets of their raw points, with the latest step's bucket distribution;
 //! summaries as the quantiles they carry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{hash_map::Entry, BTreeMap, HashMap, HashSet};
 
 use axum::{extract::State, response::Response};
 use maud::{html, Markup};
@@ -132,25 +132,39 @@ fn value_with_unit(value: f64, unit: &str) -> String {
     }
 }
 
-/// The attributes whose values differ between some of `series`.
-fn differing(series: &[&[KeyValue]]) -> Vec<String> {
-    let text = |kv: &KeyValue| value_text(kv.value.as_ref()).1;
-    let mut keys: Vec<&str> = series.iter().flat_map(|a| a.iter().map(|kv| kv.key.as_str())).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|key| {
-            let values: Vec<Option<String>> =
-                series.iter().map(|a| a.iter().find(|kv| kv.key == *key).map(text)).collect();
-            values.windows(2).any(|w| w[0] != w[1])
-        })
-        .map(str::to_owned)
+/// The attributes whose values differ between some of `series` (or that some lack), in one
+/// pass over all of them: a chart may carry many series of many attributes each.
+fn differing<'a>(series: &[&'a [KeyValue]]) -> HashSet<&'a str> {
+    // Per key: the first series' value, how many series have the key, and whether values differ.
+    let mut seen: HashMap<&str, (String, usize, bool)> = HashMap::new();
+    for attributes in series {
+        let mut own = HashSet::new();
+        for kv in attributes.iter().filter(|kv| own.insert(kv.key.as_str())) {
+            let text = value_text(kv.value.as_ref()).1;
+            match seen.entry(kv.key.as_str()) {
+                Entry::Vacant(entry) => {
+                    entry.insert((text, 1, false));
+                }
+                Entry::Occupied(mut entry) => {
+                    let (first, count, differs) = entry.get_mut();
+                    *count += 1;
+                    *differs |= *first != text;
+                }
+            }
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, (_, count, differs))| *differs || *count < series.len())
+        .map(|(key, _)| key)
         .collect()
 }
 
+/// Longest legend label, in characters: what is past it is cut with a mark.
+const MAX_LABEL_CHARS: usize = 200;
+
 /// Labels that tell series apart: the point attributes whose values differ between them (a
 /// lone series shows all of its own), then their resources' where those are the same, and a
-/// number where even those are.
+/// number where even those are. Each is at most [`MAX_LABEL_CHARS`] long.
 fn legends(points: &[&[KeyValue]], resources: &[&[KeyValue]]) -> Vec<String> {
     let text = |kv: &KeyValue| format!("{}={}", kv.key, value_text(kv.value.as_ref()).1);
     let point_keys = differing(points);
@@ -159,16 +173,24 @@ fn legends(points: &[&[KeyValue]], resources: &[&[KeyValue]]) -> Vec<String> {
         .iter()
         .zip(resources)
         .map(|(point, resource)| {
-            let mut shown: Vec<String> = point
+            let mut label = String::new();
+            let shown = point
                 .iter()
-                .filter(|kv| points.len() == 1 || point_keys.contains(&kv.key))
-                .map(text)
-                .collect();
-            shown.extend(resource.iter().filter(|kv| resource_keys.contains(&kv.key)).map(text));
-            if shown.is_empty() {
+                .filter(|kv| points.len() == 1 || point_keys.contains(kv.key.as_str()))
+                .chain(resource.iter().filter(|kv| resource_keys.contains(kv.key.as_str())));
+            for kv in shown {
+                if label.len() > MAX_LABEL_CHARS * 4 {
+                    break;
+                }
+                if !label.is_empty() {
+                    label.push_str(", ");
+                }
+                label.push_str(&text(kv));
+            }
+            if label.is_empty() {
                 "all points".to_owned()
             } else {
-                shown.join(", ")
+                super::cut(&label, MAX_LABEL_CHARS)
             }
         })
         .collect();
@@ -277,42 +299,47 @@ async fn chart_body(
                     empty(&format!("No points of {name} in {}.", range_label(params))),
                 ));
             }
-            let per_second = request.aggregation == "rate";
-            let points: Vec<&[KeyValue]> = answer.aggregated.iter().map(|s| &s.attributes[..]).collect();
-            let resources: Vec<&[KeyValue]> = answer
-                .aggregated
-                .iter()
-                .map(|s| s.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]))
-                .collect();
-            let legends = legends(&points, &resources);
-            let lines: Vec<chart::Line> = answer
-                .aggregated
-                .iter()
-                .zip(legends)
-                .enumerate()
-                .map(|(i, (s, label))| chart::Line {
-                    label,
-                    color: PALETTE[i % PALETTE.len()].to_owned(),
-                    points: s.values.iter().map(|v| (v.start_unix_nano, v.value)).collect(),
-                })
-                .collect();
-            let unit_label = if per_second { format!("{unit}/s") } else { unit.clone() };
-            let format = |v: f64| {
-                if per_second {
-                    format!("{}/s", value_with_unit(v, &unit))
-                } else {
-                    value_with_unit(v, &unit)
+            let aggregation = request.aggregation.clone();
+            let more = !answer.next_page_token.is_empty();
+            super::blocking(move || {
+                let per_second = aggregation == "rate";
+                let points: Vec<&[KeyValue]> = answer.aggregated.iter().map(|s| &s.attributes[..]).collect();
+                let resources: Vec<&[KeyValue]> = answer
+                    .aggregated
+                    .iter()
+                    .map(|s| s.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]))
+                    .collect();
+                let legends = legends(&points, &resources);
+                let lines: Vec<chart::Line> = answer
+                    .aggregated
+                    .iter()
+                    .zip(legends)
+                    .enumerate()
+                    .map(|(i, (s, label))| chart::Line {
+                        label,
+                        color: PALETTE[i % PALETTE.len()].to_owned(),
+                        points: s.values.iter().map(|v| (v.start_unix_nano, v.value)).collect(),
+                    })
+                    .collect();
+                let unit_label = if per_second { format!("{unit}/s") } else { unit.clone() };
+                let format = |v: f64| {
+                    if per_second {
+                        format!("{}/s", value_with_unit(v, &unit))
+                    } else {
+                        value_with_unit(v, &unit)
+                    }
+                };
+                html! {
+                    @if let Some(note) = note { p.hint { (note) } }
+                    figure.metric-chart {
+                        (raw(chart::lines(&lines, range, &format)))
+                        figcaption { (aggregation) " per " (duration_text(step)) @if !unit_label.is_empty() { " · " (unit_label) } }
+                    }
+                    (legend(&lines))
+                    @if more { p.hint { "Only the first " (MAX_SERIES) " series are drawn: add attribute filters to see others." } }
                 }
-            };
-            html! {
-                @if let Some(note) = note { p.hint { (note) } }
-                figure.metric-chart {
-                    (raw(chart::lines(&lines, range, &format)))
-                    figcaption { (request.aggregation) " per " (duration_text(step)) @if !unit_label.is_empty() { " · " (unit_label) } }
-                }
-                (legend(&lines))
-                @if !answer.next_page_token.is_empty() { p.hint { "Only the first " (MAX_SERIES) " series are drawn: add attribute filters to see others." } }
-            }
+            })
+            .await?
         }
         "histogram" | "exponential_histogram" | "summary" => {
             let answer = ui
@@ -321,45 +348,49 @@ async fn chart_body(
                 .await
                 .map_err(|s| s.message().to_owned())?
                 .into_inner();
-            let metrics: Vec<&Metric> = answer
-                .raw
-                .iter()
-                .flat_map(|d| &d.resource_metrics)
-                .flat_map(|r| &r.scope_metrics)
-                .flat_map(|s| &s.metrics)
-                .collect();
-            let chart = distribution_chart(&metrics, range, step);
-            if chart.steps.is_empty() {
-                return Ok((
-                    Some(descriptor),
-                    empty(&format!("No points of {name} in {}.", range_label(params))),
-                ));
-            }
-            let lines: Vec<chart::Line> = QUANTILES
-                .iter()
-                .enumerate()
-                .map(|(i, (_, label))| chart::Line {
-                    label: (*label).to_owned(),
-                    color: PALETTE[i].to_owned(),
-                    points: chart.steps.iter().map(|(t, q)| (*t, q[i])).collect(),
-                })
-                .collect();
-            let format = |v: f64| value_with_unit(v, &unit);
-            html! {
-                figure.metric-chart {
-                    (raw(chart::lines(&lines, range, &format)))
-                    figcaption { "p50, p95 and p99 per " (duration_text(step)) ", over every matching series" @if !unit.is_empty() { " · " (unit) } }
+            let nothing = empty(&format!("No points of {name} in {}.", range_label(params)));
+            super::blocking(move || {
+                let metrics: Vec<&Metric> = answer
+                    .raw
+                    .iter()
+                    .flat_map(|d| &d.resource_metrics)
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                    .collect();
+                let chart = distribution_chart(&metrics, range, step);
+                if chart.steps.is_empty() {
+                    return nothing;
                 }
-                (legend(&lines))
-                @if let Some((at, buckets)) = &chart.latest {
-                    figure.metric-chart.buckets {
-                        (raw(chart::bars(buckets)))
-                        figcaption { "Bucket counts of the latest step (from " (super::time_el(*at)) ")" }
+                let lines: Vec<chart::Line> = QUANTILES
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, label))| chart::Line {
+                        label: (*label).to_owned(),
+                        color: PALETTE[i].to_owned(),
+                        points: chart.steps.iter().map(|(t, q)| (*t, q[i])).collect(),
+                    })
+                    .collect();
+                let format = |v: f64| value_with_unit(v, &unit);
+                html! {
+                    figure.metric-chart {
+                        (raw(chart::lines(&lines, range, &format)))
+                        figcaption { "p50, p95 and p99 per " (duration_text(step)) ", over every matching series" @if !unit.is_empty() { " · " (unit) } }
                     }
+                    (legend(&lines))
+                    @if let Some((at, buckets)) = &chart.latest {
+                        figure.metric-chart.buckets {
+                            (raw(chart::bars(buckets)))
+                            figcaption {
+                                "Bucket counts of the latest step (from " (super::time_el(*at)) ")"
+                                @if buckets.len() > chart::MAX_BARS { ": " (buckets.len()) " buckets, drawn as " (chart::MAX_BARS) " bars of neighbours merged" }
+                            }
+                        }
+                    }
+                    @if chart.skipped > 0 { p.hint { (chart.skipped) " points had bucket bounds unlike the others and are left out." } }
+                    @if !answer.next_page_token.is_empty() { p.hint { "Only the first " (MAX_SERIES) " series are counted: add attribute filters to narrow down." } }
                 }
-                @if chart.skipped > 0 { p.hint { (chart.skipped) " points had bucket bounds unlike the others and are left out." } }
-                @if !answer.next_page_token.is_empty() { p.hint { "Only the first " (MAX_SERIES) " series are counted: add attribute filters to narrow down." } }
-            }
+            })
+            .await?
         }
         other => empty(&format!("{name} is a {other} metric, which has no chart.")),
     };
@@ -752,5 +783,35 @@ mod tests {
         assert_eq!(legends(&[&a], &[&r1]), ["route=/a, host=h"]);
         assert_eq!(legends(&[&a, &a], &[&r1, &r2]), ["service.name=x", "service.name=y"]);
         assert_eq!(legends(&[&a, &a], &[&r1, &r1]), ["all points", "all points (#2)"]);
+        let c = vec![kv("route", "/a")];
+        assert_eq!(
+            legends(&[&a, &c], &[&r1, &r1]),
+            ["host=h", "all points"],
+            "a key one series lacks tells them apart"
+        );
+    }
+
+    #[test]
+    fn legends_of_many_series_with_many_attributes_are_short() {
+        use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
+        let series: Vec<Vec<KeyValue>> = (0..50)
+            .map(|s| {
+                (0..12_000)
+                    .map(|i| KeyValue {
+                        key: format!("attribute.{i}"),
+                        value: Some(AnyValue {
+                            value: Some(Value::IntValue(if i % 1000 == 0 { s } else { i })),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+            .collect();
+        let points: Vec<&[KeyValue]> = series.iter().map(Vec::as_slice).collect();
+        let resources: Vec<&[KeyValue]> = vec![&[]; 50];
+        let labels = legends(&points, &resources);
+        assert_eq!(labels.len(), 50);
+        assert!(labels.iter().all(|l| l.chars().count() <= MAX_LABEL_CHARS + 30), "{}", labels[0]);
+        assert!(labels[1].starts_with("attribute.0=1, attribute.1000=1"), "{}", labels[1]);
     }
 }

@@ -15,6 +15,7 @@
 mod chart;
 mod logs;
 mod metrics;
+pub mod security;
 mod traces;
 
 use axum::{
@@ -447,21 +448,32 @@ pub fn double_text(d: f64) -> String {
     }
 }
 
-/// An attribute table: key, type, value.
+/// Longest value a page shows whole, in characters; the rest is cut with a mark (the query
+/// API hands values back whole).
+pub const MAX_VALUE_CHARS: usize = 16_384;
+/// Attributes one table shows at most.
+pub const MAX_TABLE_ROWS: usize = 500;
+
+/// An attribute table: key, type, value; at most [`MAX_TABLE_ROWS`] rows, values cut at
+/// [`MAX_VALUE_CHARS`].
 pub fn attribute_table(attributes: &[KeyValue]) -> Markup {
     html! {
         @if attributes.is_empty() {
             p.none { "none" }
         } @else {
             table.attributes {
-                @for kv in attributes {
+                @for kv in attributes.iter().take(MAX_TABLE_ROWS) {
                     @let (kind, text) = value_text(kv.value.as_ref());
+                    @let text = cut(&text, MAX_VALUE_CHARS);
                     tr {
-                        th { (kv.key) }
+                        th { (cut(&kv.key, MAX_VALUE_CHARS)) }
                         td.type { (kind) }
                         td { @if text.contains('\n') { pre { (text) } } @else { (text) } }
                     }
                 }
+            }
+            @if attributes.len() > MAX_TABLE_ROWS {
+                p.more { (attributes.len() - MAX_TABLE_ROWS) " more attributes, not shown here: read them through the query API" }
             }
         }
     }
@@ -492,14 +504,58 @@ struct LoginForm {
     next: Option<String>,
 }
 
-/// Only a path on this server: never a redirect elsewhere.
+/// Only a path on this server: never a redirect elsewhere. Browsers drop tabs and line breaks
+/// from a URL and read `\\` as `/`, so a path holding any of them, or any other control or
+/// space character, or one that a browser would read as `//host`, is refused; characters
+/// beyond ASCII are percent-encoded.
 fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
-            path.to_owned()
-        }
-        _ => "/".to_owned(),
+    let Some(path) = next else { return "/".to_owned() };
+    let refused = !path.starts_with('/')
+        || path.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+        || path[1..].starts_with('/')
+        || path.len() > 2048;
+    if refused {
+        return "/".to_owned();
     }
+    // A percent-encoded slash, tab or backslash right after the first slash decodes to the same.
+    let decoded = percent_decoded(path);
+    if decoded[1..].starts_with(['/', '\\']) || decoded.chars().any(|c| c.is_control()) {
+        return "/".to_owned();
+    }
+    path.chars()
+        .map(|c| if c.is_ascii() { c.to_string() } else { encode_component(&c.to_string()) })
+        .collect()
+}
+
+/// `%XX` sequences decoded, over and over until none is left, as lossy text.
+fn percent_decoded(text: &str) -> String {
+    let mut text = text.to_owned();
+    for _ in 0..4 {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(byte)) => {
+                    out.push(byte);
+                    i += 3;
+                }
+                (byte, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        let decoded = String::from_utf8_lossy(&out).into_owned();
+        if decoded == text {
+            break;
+        }
+        text = decoded;
+    }
+    text
 }
 
 fn login_page(next: &str, failed: bool) -> Markup {
@@ -557,6 +613,23 @@ async fn logout() -> Response {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// Runs `render` on the blocking pool: drawing a large answer must never hold up the async
+/// worker threads that ingest and the other reads share.
+///
+/// # Errors
+/// A message for the page when the rendering panicked.
+pub async fn blocking<T: Send + 'static>(render: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(render).await.map_err(|err| format!("drawing this page failed: {err}"))
+}
+
+/// `text` cut to at most `max` characters, with a mark saying how much was left out.
+pub fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((at, _)) => format!("{}… ({} more bytes)", &text[..at], text.len() - at),
+    }
 }
 
 /// Markup of trusted text made elsewhere in this module (SVG we drew).
@@ -624,5 +697,20 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(None), "/");
+        for hostile in [
+            "/\t/evil.example",
+            "/%09/evil.example",
+            "/%2F/evil.example",
+            "/%5Cevil.example",
+            "/\\evil.example",
+            "/\r\nSet-Cookie: a=b",
+            "/%0d%0aSet-Cookie:%20a=b",
+            "/%250d%250a",
+            " /traces",
+            "/ /evil.example",
+        ] {
+            assert_eq!(safe_next(Some(hostile)), "/", "{hostile:?}");
+        }
+        assert_eq!(safe_next(Some("/logs?body=caf%C3%A9&x=ü")), "/logs?body=caf%C3%A9&x=%C3%BC");
     }
 }

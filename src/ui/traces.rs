@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use axum::{
     extract::{Path, State},
-    http::StatusCode,
+    http::{HeaderValue, StatusCode},
     response::{Html, IntoResponse, Response},
 };
 use maud::{html, Markup};
@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::{
 use tonic::{Code, Request};
 
 use super::{
-    attribute_filters, attribute_inputs, attribute_table, chart, duration_text, empty, encode_query,
+    attribute_filters, attribute_inputs, attribute_table, chart, cut, duration_text, empty, encode_query,
     error_box, href, page, range_inputs, range_label, rate_text, raw, service_color, string_attribute,
     time_el, time_range, time_range_message, PageParams, QueryString, Screen, Ui,
 };
@@ -408,17 +408,46 @@ pub async fn trace(
             return response;
         }
     };
-    let placed = place(&data);
+    let selected_id = params.get("span").map(str::to_owned);
+    let linked = match selected_id.as_deref().and_then(|id| find_span(&data, id)) {
+        Some(span) => links_stored(&ui, span).await,
+        None => Vec::new(),
+    };
+    super::blocking(move || timeline_page(&data, &trace_id, selected_id.as_deref(), &linked, &params))
+        .await
+        .unwrap_or_else(|message| page("Trace", Screen::Traces, &QueryString::default(), error_box(&message)))
+}
+
+/// The span with hex id `span_id`, if the trace has it.
+fn find_span<'a>(data: &'a TracesData, span_id: &str) -> Option<&'a Span> {
+    data.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .find(|span| hex::encode(&span.span_id) == span_id)
+}
+
+/// Event marks drawn on one span's bar at most.
+const MAX_EVENT_MARKS: usize = 100;
+
+/// The trace page: the timeline of every span, and the selected span's details.
+fn timeline_page(
+    data: &TracesData,
+    trace_id: &str,
+    selected_id: Option<&str>,
+    linked: &[bool],
+    params: &QueryString,
+) -> Response {
+    let placed = place(data);
     let t0 = placed.iter().map(|p| p.span.start_time_unix_nano).min().unwrap_or(0);
     let t1 = placed.iter().map(|p| p.span.end_time_unix_nano).max().unwrap_or(t0).max(t0.saturating_add(1));
     let total = (t1 - t0).max(1) as f64;
     let services: HashSet<&str> = placed.iter().map(|p| p.service).collect();
     let errors = placed.iter().filter(|p| is_error(p.span)).count();
     let root = placed.iter().find(|p| p.span.parent_span_id.is_empty()).or(placed.first());
-    let selected =
-        params.get("span").and_then(|id| placed.iter().position(|p| hex::encode(&p.span.span_id) == id));
+    let selected = selected_id.and_then(|id| placed.iter().position(|p| hex::encode(&p.span.span_id) == id));
     let details = match selected {
-        Some(i) => details(&ui, &trace_id, &placed[i]).await,
+        Some(i) => details(trace_id, &placed[i], linked),
         None => html! { p.hint { "Click a span to see its attributes, events and links." } },
     };
     // Logs around the trace: ten minutes either side.
@@ -426,7 +455,7 @@ pub async fn trace(
     let logs_link = format!(
         "/logs?{}",
         encode_query(&[
-            ("trace_id", &trace_id),
+            ("trace_id", trace_id),
             ("start", &(t0.saturating_sub(margin) / 1_000_000).to_string()),
             ("end", &(t1.saturating_add(margin) / 1_000_000).to_string()),
         ])
@@ -466,19 +495,19 @@ pub async fn trace(
                     @let color = service_color(p.service);
                     div.span-row.failed[is_error(p.span)].selected[selected.is_some_and(|s| std::ptr::eq(&placed[s], p))]
                         data-span=(id) data-depth=(p.depth) {
-                        div.label style=(format!("padding-left:{}px", 4 + p.depth * 14)) {
+                        div.label style=(format!("padding-left:{}px", 4 + p.depth.min(200) * 14)) {
                             @if p.has_children { button.toggle type="button" aria-label="collapse" aria-expanded="true" { "▾" } } @else { span.leaf {} }
-                            span.svc style=(format!("color:{color}")) { (p.service) }
+                            span.svc style=(format!("color:{color}")) { (cut(p.service, MAX_NAME_CHARS)) }
                             " "
-                            a.span-link href=(format!("?{}", params.with("span", Some(&id)))) { (p.span.name) }
+                            a.span-link href=(format!("?{}", params.with("span", Some(&id)))) { (cut(&p.span.name, MAX_NAME_CHARS)) }
                             @if p.orphan { " " span.badge title="this span's parent is not stored" { "parent missing" } }
                         }
                         div.bar { div.track {
                             svg viewBox="0 0 1000 10" preserveAspectRatio="none" {
                                 rect x=(format!("{start:.2}")) y="1" width=(format!("{width:.2}")) height="8" fill=(color) {}
-                                @for e in &p.span.events {
+                                @for e in p.span.events.iter().take(MAX_EVENT_MARKS) {
                                     rect.event x=(format!("{:.2}", x(e.time_unix_nano).min(999.0))) y="0" width="1.2" height="10" {
-                                        title { (e.name) }
+                                        title { (cut(&e.name, MAX_NAME_CHARS)) }
                                     }
                                 }
                             }
@@ -490,48 +519,80 @@ pub async fn trace(
             aside #details { (details) }
         }
     };
-    page(&format!("Trace {trace_id}"), Screen::Traces, &params, body)
+    page(&format!("Trace {trace_id}"), Screen::Traces, params, body)
 }
 
-/// A span's details, as its own answer: the timeline's script puts it in place.
+/// A span's details, as its own answer: the timeline's script puts it in place. Every answer
+/// here, errors included, is such a fragment and says so (`x-otelephant-fragment`), which the
+/// script checks before it shows one.
 pub async fn span_details(
     State(ui): State<Ui>,
     Path((trace_id, span_id)): Path<(String, String)>,
 ) -> Response {
+    let (status, html) = span_fragment(&ui, trace_id, span_id).await;
+    let mut response = (status, Html(html)).into_response();
+    response.headers_mut().insert("x-otelephant-fragment", HeaderValue::from_static("span-details"));
+    response
+}
+
+/// Whether `id` is `bytes` bytes of lowercase hex, as the timeline writes ids.
+fn is_hex_id(id: &str, bytes: usize) -> bool {
+    id.len() == bytes * 2 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+async fn span_fragment(ui: &Ui, trace_id: String, span_id: String) -> (StatusCode, String) {
+    if !is_hex_id(&trace_id, 16) || !is_hex_id(&span_id, 8) {
+        let message = "a trace id is 32 and a span id 16 lowercase hexadecimal characters";
+        return (StatusCode::BAD_REQUEST, error_box(message).into_string());
+    }
     let data = match ui.query.get_trace(Request::new(GetTraceRequest { trace_id: trace_id.clone() })).await {
         Ok(data) => data.into_inner(),
         Err(status) => {
             return (
                 crate::query::http::http_status(status.code()),
-                Html(error_box(status.message()).into_string()),
+                error_box(status.message()).into_string(),
             )
-                .into_response()
         }
     };
-    let placed = place(&data);
-    match placed.iter().find(|p| hex::encode(&p.span.span_id) == span_id) {
-        Some(p) => Html(details(&ui, &trace_id, p).await.into_string()).into_response(),
-        None => (
+    let Some(span) = find_span(&data, &span_id) else {
+        return (
             StatusCode::NOT_FOUND,
-            Html(error_box(&format!("trace {trace_id} has no span {span_id}")).into_string()),
-        )
-            .into_response(),
+            error_box(&format!("trace {trace_id} has no span {span_id}")).into_string(),
+        );
+    };
+    let linked = links_stored(ui, span).await;
+    let rendered = super::blocking(move || {
+        let placed = place(&data);
+        let p = placed.iter().find(|p| hex::encode(&p.span.span_id) == span_id)?;
+        Some(details(&trace_id, p, &linked).into_string())
+    })
+    .await;
+    match rendered {
+        Ok(Some(html)) => (StatusCode::OK, html),
+        Ok(None) => (StatusCode::NOT_FOUND, error_box("no such span").into_string()),
+        Err(message) => (StatusCode::INTERNAL_SERVER_ERROR, error_box(&message).into_string()),
     }
 }
 
-/// Whether a trace is stored, for links.
-async fn stored(ui: &Ui, trace_id: &str) -> bool {
-    ui.query.get_trace(Request::new(GetTraceRequest { trace_id: trace_id.to_owned() })).await.is_ok()
+/// Links shown in a span's details at most; each is looked up to say whether its trace is stored.
+const MAX_LINKS: usize = 20;
+/// Events shown in a span's details at most.
+const MAX_EVENTS: usize = 100;
+/// Longest span, service or event name shown whole, in characters.
+const MAX_NAME_CHARS: usize = 500;
+
+/// Whether each of the span's first [`MAX_LINKS`] links points to a stored trace: one
+/// index probe each, never the linked trace itself.
+async fn links_stored(ui: &Ui, span: &Span) -> Vec<bool> {
+    let mut stored = Vec::new();
+    for link in span.links.iter().take(MAX_LINKS) {
+        stored.push(ui.query.trace_stored(&link.trace_id).await.unwrap_or(false));
+    }
+    stored
 }
 
-async fn details(ui: &Ui, trace_id: &str, p: &Placed<'_>) -> Markup {
+fn details(trace_id: &str, p: &Placed<'_>, linked: &[bool]) -> Markup {
     let span = p.span;
-    let mut linked = Vec::new();
-    for link in span.links.iter().take(20) {
-        let id = hex::encode(&link.trace_id);
-        let here = stored(ui, &id).await;
-        linked.push((link, id, here));
-    }
     let status = span.status.clone().unwrap_or_default();
     let status_name = match SpanStatus::try_from(status.code) {
         Ok(SpanStatus::Ok) => "OK",
@@ -548,17 +609,17 @@ async fn details(ui: &Ui, trace_id: &str, p: &Placed<'_>) -> Markup {
     );
     html! {
         section.span-details data-span=(hex::encode(&span.span_id)) {
-            h2 { (span.name) }
+            h2 { (cut(&span.name, MAX_NAME_CHARS)) }
             dl.facts {
-                dt { "Service" } dd { (p.service) }
+                dt { "Service" } dd { (cut(p.service, MAX_NAME_CHARS)) }
                 dt { "Span id" } dd.id { (hex::encode(&span.span_id)) }
                 dt { "Parent" } dd.id { @if span.parent_span_id.is_empty() { "none (root)" } @else { (hex::encode(&span.parent_span_id)) @if p.orphan { " (not stored)" } } }
                 dt { "Kind" } dd { (match span_kind_name(span.kind) { "" => "unspecified", kind => kind }) }
-                dt { "Status" } dd.status { (status_name) @if !status.message.is_empty() { ": " (status.message) } }
+                dt { "Status" } dd.status { (status_name) @if !status.message.is_empty() { ": " (cut(&status.message, super::MAX_VALUE_CHARS)) } }
                 dt { "Start" } dd { (time_el(span.start_time_unix_nano)) }
                 dt { "Duration" } dd { (duration_text(span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano))) }
                 dt { "Flags" } dd { (format!("0x{:08x}", span.flags)) }
-                @if !span.trace_state.is_empty() { dt { "Trace state" } dd { (span.trace_state) } }
+                @if !span.trace_state.is_empty() { dt { "Trace state" } dd { (cut(&span.trace_state, MAX_NAME_CHARS)) } }
                 dt { "Dropped" } dd { (span.dropped_attributes_count) " attributes, " (span.dropped_events_count) " events, " (span.dropped_links_count) " links" }
             }
             a.button href=(logs) { "Logs of this trace" }
@@ -566,35 +627,38 @@ async fn details(ui: &Ui, trace_id: &str, p: &Placed<'_>) -> Markup {
             (attribute_table(&span.attributes))
             h3 { "Events (" (span.events.len()) ")" }
             @if span.events.is_empty() { p.none { "none" } }
-            @for e in &span.events {
+            @for e in span.events.iter().take(MAX_EVENTS) {
                 div.event {
-                    strong { @if e.name.is_empty() { em { "unnamed" } } @else { (e.name) } }
+                    strong { @if e.name.is_empty() { em { "unnamed" } } @else { (cut(&e.name, MAX_NAME_CHARS)) } }
                     " at " (time_el(e.time_unix_nano)) " (+" (duration_text(e.time_unix_nano.saturating_sub(span.start_time_unix_nano))) ")"
                     @if e.dropped_attributes_count > 0 { " · " (e.dropped_attributes_count) " attributes dropped" }
                     (attribute_table(&e.attributes))
                 }
             }
+            @if span.events.len() > MAX_EVENTS { p.more { (span.events.len() - MAX_EVENTS) " more events, not shown here: read them through the query API (GetTrace)" } }
             h3 { "Links (" (span.links.len()) ")" }
             @if span.links.is_empty() { p.none { "none" } }
-            @for (link, id, here) in &linked {
+            @for (link, here) in span.links.iter().zip(linked) {
+                @let id = hex::encode(&link.trace_id);
                 div.link {
                     @if *here {
                         a href=(format!("/trace/{id}?{}", encode_query(&[("span", &hex::encode(&link.span_id))]))) { "trace " (id) ", span " (hex::encode(&link.span_id)) }
                     } @else {
                         span title="this trace is not stored" { "trace " (id) ", span " (hex::encode(&link.span_id)) " (not stored)" }
                     }
-                    @if !link.trace_state.is_empty() { " · trace state " (link.trace_state) }
+                    @if !link.trace_state.is_empty() { " · trace state " (cut(&link.trace_state, MAX_NAME_CHARS)) }
                     " · flags " (format!("0x{:08x}", link.flags))
                     (attribute_table(&link.attributes))
                 }
             }
+            @if span.links.len() > linked.len() { p.more { (span.links.len() - linked.len()) " more links, not shown here: read them through the query API (GetTrace)" } }
             h3 { "Resource" }
             (attribute_table(p.resource.map_or(&[][..], |r| &r.attributes)))
             @if let Some(dropped) = p.resource.map(|r| r.dropped_attributes_count).filter(|d| *d > 0) { p.hint { (dropped) " attributes dropped" } }
             h3 { "Scope" }
             @match p.scope {
                 Some(scope) => {
-                    p { (scope.name) @if !scope.version.is_empty() { " " (scope.version) } }
+                    p { (cut(&scope.name, MAX_NAME_CHARS)) @if !scope.version.is_empty() { " " (cut(&scope.version, MAX_NAME_CHARS)) } }
                     (attribute_table(&scope.attributes))
                 }
                 None => p.none { "none" },

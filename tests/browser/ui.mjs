@@ -7,6 +7,7 @@
 // with auth.query_token = $QUERY_TOKEN). Exits non-zero on the first failed check.
 import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { chromium } from "playwright-core";
 
 const base = process.env.BASE_URL;
@@ -146,6 +147,42 @@ async function uiRun(data) {
   await page.waitForSelector(".span-details h2:text('GET /checkout')");
   await page.goBack();
   await page.waitForSelector(`section.span-details[data-span="${data.charge_span}"]`);
+
+  step("a crafted span parameter runs nothing: only this trace's spans are fetched, by hex id");
+  const fetched = [];
+  const track = (request) => fetched.push(new URL(request.url()).pathname);
+  page.on("request", track);
+  const payload = encodeURIComponent(
+    '../../../jaeger/api/traces?service=x&lookback=<img src=x onerror="document.documentElement.dataset.pwned=1">');
+  await goto(`/trace/${data.trace_id}?span=${payload}`);
+  await page.click(`.span-row[data-span="${data.charge_span}"] .span-link`);
+  await page.waitForSelector(`section.span-details[data-span="${data.charge_span}"]`);
+  await page.goBack();
+  await page.waitForSelector("#details p.hint");
+  // A fragment change alone (what a framing page could do) must not fetch anything else either.
+  await page.evaluate((p) => { history.pushState({}, "", `?span=${p}`); dispatchEvent(new PopStateEvent("popstate")); }, payload);
+  await page.waitForSelector("#details p.hint");
+  page.off("request", track);
+  assert.equal(await page.evaluate(() => document.documentElement.dataset.pwned), undefined, "no script ran");
+  const strays = fetched.filter((path) => path.startsWith("/trace/") && !/^\/trace\/[0-9a-f]{32}(\/span\/[0-9a-f]{16})?$/.test(path));
+  assert.deepEqual(strays, [], "every fetch is a trace or a span of it");
+  assert.ok(!fetched.some((path) => path.startsWith("/jaeger")), `${fetched}`);
+
+  step("the UI cannot be framed by a page of another origin");
+  const framer = createServer((_, res) => {
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end(`<!doctype html><iframe id="ui" src="${base}/trace/${data.trace_id}"></iframe>`);
+  });
+  await new Promise((done) => framer.listen(0, "127.0.0.1", done));
+  const framing = await context.newPage();
+  const refused = framing.waitForEvent("console", { predicate: (msg) => /frame-ancestors|X-Frame-Options/i.test(msg.text()) });
+  await framing.goto(`http://127.0.0.1:${framer.address().port}/`);
+  await refused;
+  const child = framing.frames().find((f) => f !== framing.mainFrame());
+  const shown = await child.$("html[data-ready]").catch(() => null);
+  assert.equal(shown, null, "the framed UI is not shown");
+  await framing.close();
+  framer.close();
 
   step("collapsing a subtree hides it, expanding shows it again");
   await page.click(".span-row[data-depth='1'] .toggle");

@@ -10,6 +10,7 @@ mod common;
 mod deploy;
 mod e2e;
 mod grpc;
+mod hostile_reads;
 mod http;
 mod isolation;
 mod logs;

@@ -87,9 +87,13 @@ function applyCollapsed(rows, index) {
   }
 }
 
+// Ids come from the URL and the page; only hex of the right length is ever put into a path.
+const TRACE_ID = /^[0-9a-f]{32}$/;
+const SPAN_ID = /^[0-9a-f]{16}$/;
+
 function timeline() {
   const view = document.querySelector(".trace-view");
-  if (!view) return;
+  if (!view || !TRACE_ID.test(view.dataset.trace)) return;
   const rows = Array.from(view.querySelectorAll(".span-row"));
   const position = new Map(rows.map((row, i) => [row, i]));
   const byId = new Map(rows.map((row) => [row.dataset.span, row]));
@@ -117,24 +121,33 @@ function timeline() {
     showSpan(row.dataset.span);
   });
 
+  function say(text, className) {
+    const box = document.createElement(className === "hint" ? "p" : "div");
+    box.className = className;
+    if (className === "error") box.setAttribute("role", "alert");
+    box.textContent = text;
+    details.replaceChildren(box);
+  }
+
+  // Only a span of this trace's timeline is fetched, and only the details fragment this server
+  // renders (its own HTML, escaped) goes into the page.
   async function showSpan(spanId) {
     view.querySelector(".span-row.selected")?.classList.remove("selected");
-    byId.get(spanId)?.classList.add("selected");
-    if (!spanId) {
-      details.innerHTML = '<p class="hint">Click a span to see its attributes, events and links.</p>';
+    if (!spanId || !SPAN_ID.test(spanId) || !byId.has(spanId)) {
+      say("Click a span to see its attributes, events and links.", "hint");
       return;
     }
+    byId.get(spanId).classList.add("selected");
     details.setAttribute("aria-busy", "true");
     try {
-      const response = await fetch(`/trace/${traceId}/span/${spanId}`, { credentials: "same-origin" });
+      const response = await fetch(`/trace/${traceId}/span/${spanId}`, { credentials: "same-origin", redirect: "error" });
+      const type = response.headers.get("content-type") ?? "";
+      if (!type.startsWith("text/html") || response.headers.get("x-otelephant-fragment") !== "span-details") {
+        throw new Error(`unexpected answer (${response.status})`);
+      }
       details.innerHTML = await response.text();
     } catch (err) {
-      details.innerHTML = "";
-      const box = document.createElement("div");
-      box.className = "error";
-      box.setAttribute("role", "alert");
-      box.textContent = `The span's details could not be loaded: ${err}`;
-      details.append(box);
+      say(`The span's details could not be loaded: ${err.message ?? err}`, "error");
     }
     details.removeAttribute("aria-busy");
     localTimes(details);

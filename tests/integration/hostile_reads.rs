@@ -1,0 +1,429 @@
+//! The read side under hostile data and requests: values that once made a page loop, answers
+//! that grew with what was stored, work that held up the async threads, and the browser-facing
+//! defaults. Each test stores what an attacker could send, reads it as a person or a client
+//! would, and checks that the server answers, within bounds, and keeps serving.
+
+use opentelemetry_proto::tonic::{
+    collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
+    metrics::v1::{
+        exponential_histogram_data_point::Buckets, metric::Data, number_data_point, ExponentialHistogram,
+        ExponentialHistogramDataPoint, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    },
+    trace::v1::{span::Event, ResourceSpans, ScopeSpans, Span},
+};
+use reqwest::StatusCode;
+
+use crate::common::{clients::url, *};
+
+fn metrics_request(metric: Metric) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics { metrics: vec![metric], ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn gauge(name: &str, points: Vec<NumberDataPoint>) -> ExportMetricsServiceRequest {
+    metrics_request(Metric {
+        name: name.into(),
+        data: Some(Data::Gauge(Gauge { data_points: points })),
+        ..Default::default()
+    })
+}
+
+/// GETs a page; its status and text.
+async fn page(t: &TestServer, path: &str) -> (StatusCode, String) {
+    let response = reqwest::get(url(t, path)).await.expect("answered");
+    (response.status(), response.text().await.expect("a body"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gauge_at_the_edge_of_float_spacing_draws_a_chart_and_the_server_stays_up() {
+    let mut t = TestServer::start().await;
+    let now = nanos_now();
+    let point = |i: u64, v: f64| NumberDataPoint {
+        time_unix_nano: now - 60_000_000_000 + i * 1_000_000_000,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    };
+    // Float spacing at 1e17 is 16: a tick step of 5 once left the axis loop where it was.
+    let values = [-1.000_000_000_000_000_2e17, -1e17, f64::MAX, f64::MIN, 5e-324, f64::NAN, f64::INFINITY];
+    let points = values.iter().enumerate().map(|(i, v)| point(i as u64, *v)).collect();
+    t.metrics().await.export(gauge("edge.gauge", points)).await.expect("export");
+    let adjacent = vec![point(0, -1.000_000_000_000_000_2e17), point(1, -1e17)];
+    t.metrics().await.export(gauge("adjacent.gauge", adjacent)).await.expect("export");
+
+    for name in ["adjacent.gauge", "edge.gauge"] {
+        for agg in ["avg", "max", "min", "sum"] {
+            let (status, html) = page(&t, &format!("/metric?name={name}&agg={agg}&step=1s")).await;
+            assert_eq!(status, StatusCode::OK, "{name} {agg}");
+            assert!(html.contains("<svg class=\"chart lines\""), "{name} {agg}: a chart is drawn");
+            assert!(html.len() < 1_000_000, "{name} {agg}: {} bytes", html.len());
+            assert!(!html.contains("NaN\""), "{name} {agg}: every coordinate is a number");
+        }
+    }
+    // Still serving, ingest included.
+    t.metrics()
+        .await
+        .export(gauge("after.gauge", vec![point(0, 1.0)]))
+        .await
+        .expect("export after the views");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_histogram_of_half_a_million_buckets_draws_a_bounded_number_of_bars() {
+    let mut t = TestServer::start().await;
+    let now = nanos_now();
+    let point = ExponentialHistogramDataPoint {
+        start_time_unix_nano: now - 30_000_000_000,
+        time_unix_nano: now - 10_000_000_000,
+        count: 500_000,
+        scale: 20,
+        positive: Some(Buckets { offset: -250_000, bucket_counts: vec![1; 500_000] }),
+        ..Default::default()
+    };
+    let metric = Metric {
+        name: "wide.histogram".into(),
+        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![point],
+            aggregation_temporality: 1,
+        })),
+        ..Default::default()
+    };
+    t.metrics().await.export(metrics_request(metric)).await.expect("export");
+    let (status, html) = page(&t, "/metric?name=wide.histogram").await;
+    assert_eq!(status, StatusCode::OK);
+    let bars = html.matches("<rect class=\"bar\"").count();
+    assert!(bars > 0 && bars <= 200, "{bars} bars");
+    assert!(html.contains("500000 buckets, drawn as 200 bars"), "the page says the buckets were merged");
+    assert!(html.len() < 2_000_000, "{} bytes", html.len());
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_span_with_many_events_gives_a_bounded_page() {
+    let mut t = TestServer::start().await;
+    let now = nanos_now();
+    let events: Vec<Event> = (0..20_000)
+        .map(|i| Event { time_unix_nano: now + i, name: format!("event {i}"), ..Default::default() })
+        .collect();
+    let long = "x".repeat(200_000);
+    let span = Span {
+        trace_id: vec![0x77; 16],
+        span_id: vec![0x77; 8],
+        name: "busy".into(),
+        start_time_unix_nano: now,
+        end_time_unix_nano: now + 1_000_000,
+        events,
+        attributes: vec![kv("long", s(&long))],
+        ..Default::default()
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    t.traces().await.export(request).await.expect("export");
+    let trace = "77".repeat(16);
+    let span = "77".repeat(8);
+    for path in [format!("/trace/{trace}?span={span}"), format!("/trace/{trace}/span/{span}")] {
+        let (status, html) = page(&t, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(html.len() < 300_000, "{path}: {} bytes", html.len());
+        assert!(html.contains("19900 more events"), "{path}: the events left out are counted");
+        assert!(html.contains("more bytes)"), "{path}: the long value is cut with a mark");
+    }
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chart_of_many_series_with_many_attributes_has_short_legends() {
+    let mut t = TestServer::start().await;
+    let now = nanos_now();
+    let points = (0..50)
+        .map(|series| NumberDataPoint {
+            time_unix_nano: now - 10_000_000_000,
+            value: Some(number_data_point::Value::AsInt(series)),
+            attributes: (0..2_000)
+                .map(|i| {
+                    kv(&format!("attribute.{i}"), s(&format!("{}", if i % 500 == 0 { series } else { i })))
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    t.metrics().await.export(gauge("wide.gauge", points)).await.expect("export");
+    let (status, html) = page(&t, "/metric?name=wide.gauge").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(html.matches("<g class=\"series\"").count(), 50, "one line per series");
+    // Each legend names the four attributes that differ, not the 1,996 that do not.
+    let legends: Vec<&str> =
+        html.split("<li data-series=\"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
+    assert_eq!(legends.len(), 50);
+    for legend in legends {
+        let mut keys: Vec<&str> = legend.split(", ").filter_map(|kv| kv.split('=').next()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["attribute.0", "attribute.1000", "attribute.1500", "attribute.500"], "{legend}");
+    }
+    t.stop().await;
+}
+
+/// A client that follows no redirects, for reading them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_browser_safety_headers() {
+    let mut t = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let page = client.get(url(&t, "/")).send().await.expect("answered");
+    let h = page.headers();
+    let csp = h["content-security-policy"].to_str().expect("text");
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("script-src 'self' 'unsafe-inline'"), "{csp}");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "same-origin");
+    assert_eq!(h["cache-control"], "no-store");
+    assert!(!h.contains_key("strict-transport-security"), "no HSTS over plain HTTP");
+    for path in ["/jaeger/api/services", "/jaeger/api/traces?service=a&lookback=%3Cimg%3E"] {
+        let answer = client.get(url(&t, path)).send().await.expect("answered");
+        let h = answer.headers();
+        assert_eq!(h["content-type"], "application/json", "{path}");
+        assert_eq!(
+            h["content-security-policy"], "default-src 'none'; frame-ancestors 'none'; sandbox",
+            "{path}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+    }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_read_side_answers_only_the_host_names_it_knows() {
+    let mut t = TestServer::start_with(|c| c.ui.allowed_hosts = vec!["otelephant.internal".into()]).await;
+    let addr = t.server.as_ref().expect("running").http_addr;
+    let client = reqwest::Client::new();
+    let with_host = |path: &str, host: &str| {
+        client.get(format!("http://{addr}{path}")).header(reqwest::header::HOST, host.to_owned()).send()
+    };
+    for path in ["/", "/jaeger/api/services", "/logs"] {
+        let refused = with_host(path, "rebound.evil.example").await.expect("answered");
+        assert_eq!(refused.status(), StatusCode::MISDIRECTED_REQUEST, "{path}");
+        assert!(refused.text().await.expect("text").contains("ui.allowed_hosts"));
+        for host in ["localhost:4318", "127.0.0.1", "otelephant.internal:4318", "[::1]:4318"] {
+            let answered = with_host(path, host).await.expect("answered");
+            assert_eq!(answered.status(), StatusCode::OK, "{path} for {host}");
+        }
+    }
+    // Exporters name the server however they reach it.
+    let export = client
+        .post(format!("http://{addr}/v1/logs"))
+        .header(reqwest::header::HOST, "collector-facing-name.example")
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(export.status(), StatusCode::OK);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_json_api_takes_only_json_so_no_page_can_post_to_it_unasked() {
+    let mut t = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let method = url(&t, "/otelephant.query.v1.QueryService/ListServices");
+    for content_type in
+        [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("multipart/form-data")]
+    {
+        let mut request = client.post(&method).body("{}");
+        if let Some(content_type) = content_type {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        let answer = request.send().await.expect("answered");
+        assert_eq!(answer.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
+    }
+    let answer = client
+        .post(&method)
+        .header(reqwest::header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body("{}")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(answer.status(), StatusCode::OK);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn sign_in_sends_people_only_to_this_server_and_refuses_cross_site_posts() {
+    let mut t =
+        TestServer::start_with(|c| c.auth.query_token = Some(otelephant::auth::Secret("tok-91".into())))
+            .await;
+    let client = no_redirects();
+    let login = url(&t, "/login");
+    let sign_in = |next: &'static str, origin: Option<&'static str>| {
+        let mut request = client.post(&login).form(&[("token", "tok-91"), ("next", next)]);
+        if let Some(origin) = origin {
+            request = request.header(reqwest::header::ORIGIN, origin);
+        }
+        request.send()
+    };
+    for next in ["/%09/evil.example", "/\t/evil.example", "/\\evil.example", "//evil.example", "/\r\nX: y"] {
+        let answer = sign_in(next, None).await.expect("answered");
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(answer.headers()["location"], "/", "{next:?}");
+    }
+    let answer = sign_in("/traces?service=a", None).await.expect("answered");
+    assert_eq!(answer.headers()["location"], "/traces?service=a");
+
+    let cross = sign_in("/", Some("https://evil.example")).await.expect("answered");
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    assert!(!cross.headers().contains_key("set-cookie"), "no session for a cross-site post");
+    let logout = client
+        .post(url(&t, "/logout"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(logout.status(), StatusCode::FORBIDDEN);
+    t.stop().await;
+}
+
+/// Calls a query service method over HTTP/JSON; the status and the answer.
+async fn call(
+    t: &TestServer,
+    method: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value, usize) {
+    let response = reqwest::Client::new()
+        .post(url(t, &format!("/otelephant.query.v1.QueryService/{method}")))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("answered");
+    let status = response.status();
+    let bytes = response.bytes().await.expect("body");
+    (status, serde_json::from_slice(&bytes).expect("JSON"), bytes.len())
+}
+
+/// `count` log records of `bytes` each, sent in requests of eight.
+async fn large_records(t: &TestServer, count: u64, bytes: usize) {
+    use opentelemetry_proto::tonic::{
+        collector::logs::v1::ExportLogsServiceRequest,
+        common::v1::AnyValue,
+        logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    };
+    let now = nanos_now() - 60_000_000_000;
+    for batch in 0..count.div_ceil(8) {
+        let records = (batch * 8..((batch + 1) * 8).min(count))
+            .map(|i| LogRecord {
+                time_unix_nano: now + i,
+                body: Some(AnyValue { value: Some(s(&format!("{i:08} {}", "y".repeat(bytes)))) }),
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        t.logs().await.export(request).await.expect("export");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_of_large_records_ends_at_the_answer_budget_and_goes_on_by_token() {
+    const ANSWER: usize = 4 << 20;
+    let mut t = TestServer::start_with(|c| c.query.answer_bytes = ANSWER).await;
+    large_records(&t, 40, 256 << 10).await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let (status, page, bytes) =
+            call(&t, "SearchLogs", serde_json::json!({ "pageSize": 1000, "pageToken": token })).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(bytes <= ANSWER, "a page of {bytes} bytes, past the budget");
+        pages += 1;
+        let records = page["logs"]["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        seen.extend(records.iter().map(|r| r["body"]["stringValue"].as_str().expect("body")[..8].to_owned()));
+        match page["nextPageToken"].as_str() {
+            Some(next) if !next.is_empty() => token = next.to_owned(),
+            _ => break,
+        }
+    }
+    assert!(pages >= 5, "40 records of 256 KiB take several 4 MiB pages, not {pages}");
+    let expected: Vec<String> = (0..40).rev().map(|i| format!("{i:08}")).collect();
+    assert_eq!(seen, expected, "every record once, newest first");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_larger_than_the_answer_budget_is_refused_and_a_repeated_id_read_once() {
+    let mut t = TestServer::start_with(|c| c.query.answer_bytes = 2 << 20).await;
+    let now = nanos_now();
+    let spans = |trace: u8, n: u8, bytes: usize| ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: (0..n)
+                    .map(|i| Span {
+                        trace_id: vec![trace; 16],
+                        span_id: vec![i + 1; 8],
+                        name: format!("s{i}"),
+                        start_time_unix_nano: now - 5_000_000_000,
+                        end_time_unix_nano: now - 4_000_000_000,
+                        attributes: vec![kv("big", s(&"z".repeat(bytes)))],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    t.traces().await.export(spans(0x11, 8, 512 << 10)).await.expect("export");
+    t.traces().await.export(spans(0x22, 2, 16)).await.expect("export");
+    let (status, err, _) = call(&t, "GetTrace", serde_json::json!({ "traceId": "11".repeat(16) })).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(err["code"], "resource_exhausted");
+    assert!(err["message"].as_str().expect("message").contains("query.answer_bytes"), "{err}");
+    let (status, _, _) = call(&t, "GetTrace", serde_json::json!({ "traceId": "22".repeat(16) })).await;
+    assert_eq!(status, StatusCode::OK, "a small trace is still read");
+
+    let small = "22".repeat(16);
+    let repeated: String = (0..60)
+        .map(|i| format!("traceID={}&", if i % 2 == 0 { small.clone() } else { small.to_uppercase() }))
+        .collect();
+    let answer: serde_json::Value = reqwest::get(url(&t, &format!("/jaeger/api/traces?{repeated}")))
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(answer["data"].as_array().expect("data").len(), 1, "one trace however often named");
+    let too_many: String = (0..101).map(|i| format!("traceID={i:032x}&")).collect();
+    let refused = reqwest::get(url(&t, &format!("/jaeger/api/traces?{too_many}"))).await.expect("answered");
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    // Several traces share one answer's budget: what fits comes back, with the reason the rest did not.
+    let (big, small) = ("11".repeat(16), "22".repeat(16));
+    let mixed: serde_json::Value =
+        reqwest::get(url(&t, &format!("/jaeger/api/traces?traceID={small}&traceID={big}")))
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON");
+    assert_eq!(mixed["data"].as_array().expect("data").len(), 1, "{mixed}");
+    assert!(mixed["errors"][0]["msg"].as_str().expect("a reason").contains("query.answer_bytes"), "{mixed}");
+    t.stop().await;
+}
