@@ -5,9 +5,21 @@
 //!
 //! The running server keeps only the tokens' SHA-256 digests, and a presented token's digest is
 //! compared with every accepted one in constant time, so timing does not give a token away.
+//!
+//! People sign in to the web UI with the query token once; their browser then holds a session
+//! ([`Sessions`]): a random id in an HttpOnly cookie, kept in the database as a digest with the
+//! digest of the token it was given for. Signing out deletes it; a token no longer accepted
+//! (rotated out) ends every session it gave; failed sign-ins are limited per client address.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
+use deadpool_postgres::Pool;
 use http::{header, HeaderMap, Request, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -63,8 +75,12 @@ impl Tokens {
     /// Whether `presented` is one of the tokens. Every accepted token is compared, each in
     /// constant time.
     pub fn allows(&self, presented: &[u8]) -> bool {
-        let presented = digest(presented);
-        self.digests.iter().fold(subtle::Choice::from(0), |found, d| found | d.ct_eq(&presented)).into()
+        self.allows_digest(&digest(presented))
+    }
+
+    /// Whether `presented` is the digest of one of the tokens.
+    fn allows_digest(&self, presented: &[u8; 32]) -> bool {
+        self.digests.iter().fold(subtle::Choice::from(0), |found, d| found | d.ct_eq(presented)).into()
     }
 }
 
@@ -84,6 +100,8 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
 pub struct Access {
     pub ingest: Option<Arc<Tokens>>,
     pub query: Option<Arc<Tokens>>,
+    /// The web UI's sign-in sessions, where a query token is set.
+    pub sessions: Option<Sessions>,
 }
 
 /// gRPC path prefixes and the tokens they need.
@@ -126,12 +144,17 @@ impl Access {
         Self::admits(self.ingest.as_deref(), headers)
     }
 
-    /// Whether a read over HTTP (the web UI, the JSON and Jaeger APIs) may go through: the
-    /// query token as a bearer token, or in the cookie the web UI's sign-in sets.
-    pub fn admits_query(&self, headers: &HeaderMap) -> bool {
-        bearer(headers).is_some_and(|token| self.is_query_token(token))
-            || query_cookie(headers).is_some_and(|token| self.is_query_token(token.as_bytes()))
-            || self.query.is_none()
+    /// Whether a read over HTTP (the web UI, the JSON and Jaeger APIs) may go through: no
+    /// query token is set, or the request presents one as a bearer token, or it carries a live
+    /// session of the web UI's sign-in (see [`Sessions`]).
+    pub async fn admits_query(&self, headers: &HeaderMap) -> bool {
+        if self.query.is_none() || bearer(headers).is_some_and(|token| self.is_query_token(token)) {
+            return true;
+        }
+        match &self.sessions {
+            Some(sessions) => sessions.admits(headers).await,
+            None => false,
+        }
     }
 
     /// Whether `token` is one of the query tokens (or no query token is set).
@@ -140,19 +163,162 @@ impl Access {
     }
 }
 
-/// The cookie the web UI keeps the query token in once a person has given it.
-pub const QUERY_COOKIE: &str = "otelephant_query_token";
+/// The cookie that holds a web UI session's id.
+pub const SESSION_COOKIE: &str = "otelephant_session";
 
-/// The query token from the request's cookies, if it carries one.
-fn query_cookie(headers: &HeaderMap) -> Option<&str> {
+/// How long a session lasts after sign-in.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// Failed sign-ins one client address may make per [`FAILURE_WINDOW`].
+pub const MAX_FAILURES: u32 = 10;
+/// The window failed sign-ins are counted in.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses whose failures are remembered at once; past it the oldest windows go first.
+const MAX_TRACKED_CLIENTS: usize = 10_000;
+
+/// A session cookie's value from the request, if it carries one.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == QUERY_COOKIE)
+        .find(|(name, _)| *name == SESSION_COOKIE)
         .map(|(_, value)| value)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("that is not a query token this server accepts")]
+    BadToken,
+    #[error("too many failed sign-ins from this address; try again in {0} s")]
+    TooManyFailures(u64),
+    #[error("the session could not be stored: {0}")]
+    Database(String),
+}
+
+/// The web UI's sign-in sessions, kept in the database (`ui_sessions`) so that every replica
+/// knows them. Cheap to clone.
+#[derive(Clone)]
+pub struct Sessions {
+    pool: Pool,
+    tokens: Arc<Tokens>,
+    failures: Arc<Mutex<HashMap<IpAddr, (Instant, u32)>>>,
+}
+
+impl Sessions {
+    /// Sessions for `tokens` (the query tokens), stored through `pool`.
+    pub fn new(pool: Pool, tokens: Arc<Tokens>) -> Self {
+        Self { pool, tokens, failures: Arc::default() }
+    }
+
+    /// Signs in with `token`: the new session's cookie value.
+    ///
+    /// # Errors
+    /// A token that is not accepted (counted against `client`), a client past its failures, or
+    /// a database that cannot store the session.
+    pub async fn sign_in(&self, token: &[u8], client: Option<IpAddr>) -> Result<String, SessionError> {
+        if let Some(wait) = client.and_then(|c| self.blocked_for(c)) {
+            return Err(SessionError::TooManyFailures(wait.as_secs().max(1)));
+        }
+        let token_digest = digest(token);
+        if !self.tokens.allows_digest(&token_digest) {
+            if let Some(client) = client {
+                self.failed(client);
+            }
+            return Err(SessionError::BadToken);
+        }
+        let mut id = [0u8; 32];
+        getrandom::fill(&mut id).map_err(|e| SessionError::Database(format!("no randomness: {e}")))?;
+        let now = crate::time::now_nanos();
+        let expires = now.saturating_add(SESSION_LIFETIME.as_nanos() as u64);
+        let client = self.pool.get().await.map_err(|e| SessionError::Database(e.to_string()))?;
+        // Expired sessions go as new ones come: sign-ins are few.
+        client
+            .execute("DELETE FROM ui_sessions WHERE expires_unix_nano < $1", &[&(now as i64)])
+            .await
+            .map_err(|e| SessionError::Database(e.to_string()))?;
+        client
+            .execute(
+                "INSERT INTO ui_sessions (id_digest, token_digest, expires_unix_nano) VALUES ($1, $2, $3)",
+                &[&digest(&id).as_slice(), &token_digest.as_slice(), &(expires as i64)],
+            )
+            .await
+            .map_err(|e| SessionError::Database(e.to_string()))?;
+        Ok(hex::encode(id))
+    }
+
+    /// Whether the request's session cookie names a live session of a token still accepted.
+    pub async fn admits(&self, headers: &HeaderMap) -> bool {
+        let Some(id) = session_cookie(headers).and_then(session_id) else { return false };
+        let Ok(client) = self.pool.get().await else { return false };
+        let now = crate::time::now_nanos() as i64;
+        let row = client
+            .query_opt(
+                "SELECT token_digest FROM ui_sessions WHERE id_digest = $1 AND expires_unix_nano > $2",
+                &[&digest(&id).as_slice(), &now],
+            )
+            .await;
+        match row {
+            Ok(Some(row)) => {
+                let token: Vec<u8> = row.get(0);
+                <[u8; 32]>::try_from(token.as_slice()).is_ok_and(|d| self.tokens.allows_digest(&d))
+            }
+            Ok(None) => false,
+            Err(err) => {
+                tracing::warn!(%err, "reading a sign-in session failed");
+                false
+            }
+        }
+    }
+
+    /// Ends the request's session, if it has one.
+    pub async fn sign_out(&self, headers: &HeaderMap) {
+        let Some(id) = session_cookie(headers).and_then(session_id) else { return };
+        if let Ok(client) = self.pool.get().await {
+            if let Err(err) = client
+                .execute("DELETE FROM ui_sessions WHERE id_digest = $1", &[&digest(&id).as_slice()])
+                .await
+            {
+                tracing::warn!(%err, "ending a sign-in session failed");
+            }
+        }
+    }
+
+    /// How long `client` must wait before it may try again, if it is past its failures.
+    fn blocked_for(&self, client: IpAddr) -> Option<Duration> {
+        let failures = self.failures.lock().ok()?;
+        let (since, count) = failures.get(&client)?;
+        let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
+        (*count >= MAX_FAILURES).then_some(left)
+    }
+
+    fn failed(&self, client: IpAddr) {
+        let Ok(mut failures) = self.failures.lock() else { return };
+        if failures.len() >= MAX_TRACKED_CLIENTS && !failures.contains_key(&client) {
+            failures.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
+            if failures.len() >= MAX_TRACKED_CLIENTS {
+                // Every slot is in its window: the oldest window gives way.
+                if let Some(oldest) = failures.iter().min_by_key(|(_, (since, _))| *since).map(|(ip, _)| *ip)
+                {
+                    failures.remove(&oldest);
+                }
+            }
+        }
+        let entry = failures.entry(client).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= FAILURE_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// A session id from its cookie value: 64 hex characters.
+fn session_id(text: &str) -> Option<[u8; 32]> {
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(text, &mut id).ok()?;
+    Some(id)
 }
 
 #[cfg(test)]
@@ -180,21 +346,31 @@ mod tests {
         assert!(Access::admits(None, &HeaderMap::new()), "no tokens configured: open");
     }
 
-    #[test]
-    fn the_query_token_is_taken_from_a_bearer_header_or_the_ui_cookie() {
+    #[tokio::test]
+    async fn the_query_token_is_taken_from_a_bearer_header_never_from_a_cookie() {
         let tokens = Tokens::load("auth.query_token", Some(&Secret("r3ad".into())), None).unwrap().unwrap();
-        let access = Access { ingest: None, query: Some(Arc::new(tokens)) };
+        let access = Access { ingest: None, query: Some(Arc::new(tokens)), sessions: None };
         let cookie = |value: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(header::COOKIE, value.parse().unwrap());
             headers
         };
-        assert!(access.admits_query(&headers("Bearer r3ad")));
-        assert!(access.admits_query(&cookie("a=b; otelephant_query_token=r3ad")));
-        assert!(!access.admits_query(&cookie("otelephant_query_token=r3ad2")));
-        assert!(!access.admits_query(&cookie("other_token=r3ad")));
-        assert!(!access.admits_query(&HeaderMap::new()));
-        assert!(Access::default().admits_query(&HeaderMap::new()), "no query token: open");
+        assert!(access.admits_query(&headers("Bearer r3ad")).await);
+        assert!(
+            !access.admits_query(&cookie("a=b; otelephant_query_token=r3ad")).await,
+            "a token is no session"
+        );
+        assert!(!access.admits_query(&cookie("otelephant_session=r3ad")).await);
+        assert!(!access.admits_query(&HeaderMap::new()).await);
+        assert!(Access::default().admits_query(&HeaderMap::new()).await, "no query token: open");
+    }
+
+    #[test]
+    fn session_ids_are_64_hex_characters() {
+        assert!(session_id(&"ab".repeat(32)).is_some());
+        for bad in ["", "ab", &"zz".repeat(32), &"ab".repeat(33)] {
+            assert!(session_id(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::{
     admin::{self, Health},
-    auth::{Access, Tokens},
+    auth::{Access, Sessions, Tokens},
     config::{AuthConfig, Config},
     pipeline::{intake::Intake, Pipeline},
     query::{self, Query},
@@ -148,7 +148,7 @@ fn access(config: &AuthConfig) -> Result<Access, crate::auth::AuthError> {
         Tokens::load("auth.ingest_token", config.ingest_token.as_ref(), config.ingest_token_file.as_deref())?;
     let query =
         Tokens::load("auth.query_token", config.query_token.as_ref(), config.query_token_file.as_deref())?;
-    let access = Access { ingest: ingest.map(Arc::new), query: query.map(Arc::new) };
+    let access = Access { ingest: ingest.map(Arc::new), query: query.map(Arc::new), sessions: None };
     if !access.is_open() {
         tracing::info!(
             ingest = access.ingest.is_some(),
@@ -357,6 +357,8 @@ impl Server {
         let identity = Identity::load(&config.tls)?;
         let telemetry = Telemetry::new();
         let pools = store::connect_pools(&config.postgres, &config.query).await?;
+        let mut access = access;
+        access.sessions = access.query.clone().map(|tokens| Sessions::new(pools.query.clone(), tokens));
         let pool = pools.write.clone();
         let (created, layout) = migrate_and_partition(&pool, &config).await?;
         telemetry.counter(telemetry::PARTITIONS_CREATED, &[]).increment(created as u64);

@@ -23,8 +23,49 @@ use serde::{de::DeserializeOwned, Serialize};
 use tonic::{Code, Request, Status};
 
 use super::special_floats::Special;
-use super::{proto::query_service_server::QueryService, Query};
-use crate::auth::Access;
+use super::{
+    proto::{
+        query_service_server::QueryService, AttributeFilter, GetTraceRequest, ListMetricsRequest,
+        ListOperationsRequest, ListServiceDependenciesRequest, ListServiceStatsRequest, ListServicesRequest,
+        QueryMetricsRequest, SearchLogsRequest, SearchTracesRequest,
+    },
+    Query,
+};
+use crate::{
+    auth::Access,
+    receive::json::{any_value_doubles, decode, Doubles},
+};
+
+/// The doubles of attribute filters' values, which the protobuf JSON mapping lets a request
+/// write as `"NaN"`, `"Infinity"` and `"-Infinity"`.
+fn filter_doubles(filters: &mut [AttributeFilter], f: &mut dyn FnMut(&mut f64)) {
+    for value in filters.iter_mut().filter_map(|filter| filter.value.as_mut()) {
+        any_value_doubles(value, f);
+    }
+}
+
+macro_rules! doubles {
+    ($($request:ty: $($field:ident)?),* $(,)?) => {
+        $(impl Doubles for $request {
+            #[allow(unused_variables)]
+            fn each_double(&mut self, f: &mut dyn FnMut(&mut f64)) {
+                $(filter_doubles(&mut self.$field, f);)?
+            }
+        })*
+    };
+}
+
+doubles!(
+    SearchTracesRequest: attributes,
+    SearchLogsRequest: attributes,
+    QueryMetricsRequest: attributes,
+    GetTraceRequest:,
+    ListMetricsRequest:,
+    ListServicesRequest:,
+    ListServiceStatsRequest:,
+    ListServiceDependenciesRequest:,
+    ListOperationsRequest:,
+);
 
 /// Where the service's methods are served: `{SERVICE_PATH}/<Method>`.
 pub const SERVICE_PATH: &str = "/otelephant.query.v1.QueryService";
@@ -41,9 +82,9 @@ pub fn router(query: Query, access: Access) -> Router {
         .with_state(query.clone())
         .merge(super::jaeger::router(query))
         .layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: Next| {
-            let admitted = access.admits_query(request.headers());
+            let access = access.clone();
             async move {
-                if admitted {
+                if access.admits_query(request.headers()).await {
                     return next.run(request).await;
                 }
                 let mut response = error(&Status::unauthenticated(
@@ -101,14 +142,15 @@ async fn call(
 /// Decodes the request, runs the method, encodes its answer.
 async fn unary<Req, Resp, F, Fut>(body: Bytes, method: F) -> Response
 where
-    Req: DeserializeOwned,
+    Req: DeserializeOwned + Doubles,
     Resp: Serialize,
     F: FnOnce(Req) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
     // An empty body is the empty message, as in protobuf.
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
-    let request = match serde_json::from_slice::<Req>(body) {
+    // As OTLP/JSON is read: NaN and the infinities may be written as the mapping writes them.
+    let request = match decode::<Req, String>(body, &mut || Ok(())) {
         Ok(request) => request,
         Err(err) => {
             return error(&Status::invalid_argument(format!("the request is not valid JSON for it: {err}")))

@@ -5,6 +5,7 @@
 use std::{
     future::Future,
     io,
+    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -22,6 +23,7 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
+use tower::ServiceExt;
 
 use crate::config::OtlpConfig;
 
@@ -78,6 +80,10 @@ pub fn incoming(
     })
 }
 
+/// The address a request's connection came from, in its extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
 /// Serves `router` on `listener` until `stop` resolves, then lets the requests it has finish.
 /// Connections come through [`next`]; an HTTP/1 request's headers must arrive within
 /// `otlp.read_timeout_ms`, and an HTTP/2 connection carries at most `otlp.max_concurrent_streams`
@@ -92,7 +98,7 @@ pub async fn serve<L>(
     stop: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    L: axum::serve::Listener,
+    L: axum::serve::Listener<Addr = SocketAddr>,
 {
     let limits = Limits::new(config);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -104,14 +110,20 @@ where
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
-        let (io, _) = tokio::select! {
+        let (io, addr) = tokio::select! {
             next = next(&mut listener, &limits) => match next {
                 Some(connection) => connection,
                 None => break,
             },
             () = &mut stop => break,
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Each request knows the address it came from (sign-in limits failures by it).
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ClientAddr(addr));
+                request
+            },
+        ));
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -148,7 +148,8 @@ fn numbers(json: &Value, out: &mut Vec<f64>) {
     }
 }
 
-fn any_value_doubles(value: &mut AnyValue, f: &mut dyn FnMut(&mut f64)) {
+/// Every double in `value`, at any depth.
+pub fn any_value_doubles(value: &mut AnyValue, f: &mut dyn FnMut(&mut f64)) {
     match &mut value.value {
         Some(any_value::Value::DoubleValue(d)) => f(d),
         Some(any_value::Value::ArrayValue(array)) => {

@@ -31,8 +31,9 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValu
 use serde::Deserialize;
 
 use crate::{
-    auth::{Access, QUERY_COOKIE},
+    auth::{Access, SessionError, SESSION_COOKIE, SESSION_LIFETIME},
     query::{jaeger::typed_value, proto::AttributeFilter, proto::TimeRange, Query},
+    receive::conn::ClientAddr,
 };
 
 const APP_JS: &str = include_str!("assets/app.js");
@@ -62,9 +63,9 @@ pub fn router(query: Query, access: Access, secure_cookie: bool) -> Router {
         .layer(axum::middleware::from_fn({
             let access = access.clone();
             move |request: Request, next: Next| {
-                let admitted = access.admits_query(request.headers());
+                let access = access.clone();
                 async move {
-                    if admitted {
+                    if access.admits_query(request.headers()).await {
                         return next.run(request).await;
                     }
                     let next_page = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
@@ -74,8 +75,14 @@ pub fn router(query: Query, access: Access, secure_cookie: bool) -> Router {
         }));
     Router::new()
         .merge(pages)
-        .route("/login", get(login_form).post(move |form| login(access.clone(), secure_cookie, form)))
-        .route("/logout", axum::routing::post(logout))
+        .route(
+            "/login",
+            get(login_form).post({
+                let access = access.clone();
+                move |client, form| login(access.clone(), secure_cookie, client, form)
+            }),
+        )
+        .route("/logout", axum::routing::post(move |headers| logout(access.clone(), headers)))
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
         .route("/assets/icon.svg", get(|| async { asset("image/svg+xml", ICON) }))
@@ -558,7 +565,7 @@ fn percent_decoded(text: &str) -> String {
     text
 }
 
-fn login_page(next: &str, failed: bool) -> Markup {
+fn login_page(next: &str, failed: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -572,7 +579,7 @@ fn login_page(next: &str, failed: bool) -> Markup {
                 main {
                     h1 { "otelephant" }
                     p { "This server asks for its query token (" code { "auth.query_token" } ") to show its data." }
-                    @if failed { div.error role="alert" { "That is not a query token this server accepts." } }
+                    @if let Some(message) = failed { div.error role="alert" { (message) "." } }
                     form method="post" action="/login" {
                         input type="hidden" name="next" value=(next);
                         label { "Query token " input type="password" name="token" autocomplete="current-password" autofocus; }
@@ -585,18 +592,35 @@ fn login_page(next: &str, failed: bool) -> Markup {
 }
 
 async fn login_form(Params(query): Params<LoginQuery>) -> Response {
-    Html(login_page(&safe_next(query.next.as_deref()), false).into_string()).into_response()
+    Html(login_page(&safe_next(query.next.as_deref()), None).into_string()).into_response()
 }
 
-async fn login(access: Access, secure: bool, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    access: Access,
+    secure: bool,
+    client: Option<axum::Extension<ClientAddr>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let next = safe_next(form.next.as_deref());
-    let token = form.token.trim();
-    // A cookie value cannot hold these; no token is accepted that cannot be kept in one.
-    if token.is_empty() || token.contains([';', ' ', ',']) || !access.is_query_token(token.as_bytes()) {
-        return (StatusCode::UNAUTHORIZED, Html(login_page(&next, true).into_string())).into_response();
-    }
+    let Some(sessions) = &access.sessions else {
+        // No query token is set: there is nothing to sign in to.
+        return Redirect::to(&next).into_response();
+    };
+    let client = client.map(|axum::Extension(ClientAddr(addr))| addr.ip());
+    let id = match sessions.sign_in(form.token.trim().as_bytes(), client).await {
+        Ok(id) => id,
+        Err(err) => {
+            let status = match err {
+                SessionError::BadToken => StatusCode::UNAUTHORIZED,
+                SessionError::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
+                SessionError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return (status, Html(login_page(&next, Some(&err.to_string())).into_string())).into_response();
+        }
+    };
     let cookie = format!(
-        "{QUERY_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}",
+        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_LIFETIME.as_secs(),
         if secure { "; Secure" } else { "" }
     );
     let mut response = Redirect::to(&next).into_response();
@@ -606,9 +630,13 @@ async fn login(access: Access, secure: bool, Form(form): Form<LoginForm>) -> Res
     response
 }
 
-async fn logout() -> Response {
+/// Ends the session in the database, not only in this browser: a copied cookie stops working too.
+async fn logout(access: Access, headers: axum::http::HeaderMap) -> Response {
+    if let Some(sessions) = &access.sessions {
+        sessions.sign_out(&headers).await;
+    }
     let mut response = Redirect::to("/login").into_response();
-    let expired = format!("{QUERY_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     if let Ok(cookie) = HeaderValue::from_str(&expired) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }

@@ -181,14 +181,15 @@ mod tests {
 
     #[test]
     fn the_page_policy_runs_only_this_servers_scripts_and_cannot_be_framed() {
-        assert!(PAGE_POLICY.starts_with("default-src 'none';"));
-        assert!(PAGE_POLICY.contains("script-src 'self';"));
-        assert!(
-            !PAGE_POLICY.contains("'unsafe-inline'; img")
-                && !PAGE_POLICY.contains("script-src 'self' 'unsafe")
-        );
-        assert!(PAGE_POLICY.contains("frame-ancestors 'none'"));
-        assert!(PAGE_POLICY.contains("base-uri 'none'"));
+        let directives: Vec<&str> = PAGE_POLICY.split(';').map(str::trim).collect();
+        assert_eq!(directives[0], "default-src 'none'");
+        assert!(directives.contains(&"script-src 'self'"), "scripts from this server only, none inline");
+        assert!(directives.contains(&"style-src 'self'"), "no inline style elements");
+        assert!(directives.contains(&"frame-ancestors 'none'"));
+        assert!(directives.contains(&"base-uri 'none'"));
+        assert!(directives.contains(&"form-action 'self'"));
+        let inline: Vec<&&str> = directives.iter().filter(|d| d.contains("unsafe")).collect();
+        assert_eq!(inline, [&"style-src-attr 'unsafe-inline'"], "only style attributes may be inline");
         assert_eq!(DATA_POLICY, "default-src 'none'; frame-ancestors 'none'; sandbox");
     }
 

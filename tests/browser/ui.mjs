@@ -76,8 +76,24 @@ async function tokenRun() {
   assert.equal(await page.textContent("h1"), "Services");
   await shot("sign-in-then-services");
   const cookies = await context.cookies();
-  const cookie = cookies.find((c) => c.name === "otelephant_query_token");
-  assert.ok(cookie?.httpOnly && cookie.sameSite === "Strict", "the token is kept in an HttpOnly, SameSite=Strict cookie");
+  const cookie = cookies.find((c) => c.name === "otelephant_session");
+  assert.ok(cookie?.httpOnly && cookie.sameSite === "Strict", "the session is kept in an HttpOnly, SameSite=Strict cookie");
+  assert.match(cookie.value, /^[0-9a-f]{64}$/, "the cookie holds a session id");
+  assert.ok(!cookie.value.includes(process.env.QUERY_TOKEN), "never the token");
+
+  step("signing out ends the session on the server: the same cookie no longer reads");
+  const copied = cookie.value;
+  await page.evaluate(() => {
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = "/logout";
+    document.body.append(form);
+    form.submit();
+  });
+  await page.waitForURL(/\/login$/);
+  await context.addCookies([{ ...cookie, value: copied }]);
+  await page.goto(`${base}/traces`);
+  assert.match(page.url(), /\/login\?next=/, "the copied cookie is refused");
 }
 
 async function uiRun(data) {

@@ -427,3 +427,97 @@ async fn a_trace_larger_than_the_answer_budget_is_refused_and_a_repeated_id_read
     assert!(mixed["errors"][0]["msg"].as_str().expect("a reason").contains("query.answer_bytes"), "{mixed}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn filters_take_nan_and_the_infinities_as_the_json_mapping_writes_them() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let mut t = TestServer::start().await;
+    let now = nanos_now() - 5_000_000_000;
+    let span = |id: u8, ratio: f64| Span {
+        trace_id: vec![id; 16],
+        span_id: vec![id; 8],
+        name: "ratio".into(),
+        start_time_unix_nano: now,
+        end_time_unix_nano: now + 1_000,
+        attributes: vec![kv("ratio", Value::DoubleValue(ratio))],
+        ..Default::default()
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![kv("service.name", s("svc"))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span(0x31, f64::NAN), span(0x32, f64::INFINITY), span(0x33, 1.5)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    t.traces().await.export(request).await.expect("export");
+    for (written, trace) in [("\"NaN\"", "31"), ("\"Infinity\"", "32"), ("1.5", "33"), ("\"1.5\"", "33")] {
+        let body: serde_json::Value = serde_json::from_str(&format!(
+            r#"{{"service": "svc", "attributes": [{{"key": "ratio", "value": {{"doubleValue": {written}}}}}]}}"#
+        ))
+        .expect("JSON");
+        let (status, found, _) = call(&t, "SearchTraces", body).await;
+        assert_eq!(status, StatusCode::OK, "{written}: {found}");
+        let ids: Vec<&str> = found["traces"]
+            .as_array()
+            .expect("traces")
+            .iter()
+            .filter_map(|t| t["traceId"].as_str())
+            .collect();
+        assert_eq!(ids, [trace.repeat(16)], "{written}");
+    }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_address_and_sessions_end_with_their_token() {
+    let mut t =
+        TestServer::start_with(|c| c.auth.query_token = Some(otelephant::auth::Secret("tok-77".into())))
+            .await;
+    let client = no_redirects();
+    let sign_in = |token: &'static str| client.post(url(&t, "/login")).form(&[("token", token)]).send();
+    for _ in 0..otelephant::auth::MAX_FAILURES {
+        assert_eq!(sign_in("guess").await.expect("answered").status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited = sign_in("guess").await.expect("answered");
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.text().await.expect("text").contains("too many failed sign-ins"));
+    assert_eq!(
+        sign_in("tok-77").await.expect("answered").status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right token waits out the window"
+    );
+
+    // A session lives while its token is accepted: one given for a token since rotated out ends.
+    use sha2::Digest;
+    let digest = |bytes: &[u8]| sha2::Sha256::digest(bytes).to_vec();
+    let expires = nanos_now() as i64 + 3_600_000_000_000;
+    for (id, token) in [([7u8; 32], "tok-old"), ([8u8; 32], "tok-77")] {
+        t.sql
+            .execute(
+                "INSERT INTO ui_sessions VALUES ($1, $2, $3)",
+                &[&digest(&id), &digest(token.as_bytes()), &expires],
+            )
+            .await
+            .expect("insert");
+    }
+    let page = |id: [u8; 32]| {
+        client
+            .get(url(&t, "/traces"))
+            .header(reqwest::header::COOKIE, format!("otelephant_session={}", hex::encode(id)))
+            .send()
+    };
+    assert_eq!(
+        page([8u8; 32]).await.expect("answered").status(),
+        StatusCode::OK,
+        "a session of the token reads"
+    );
+    let page = page([7u8; 32]).await.expect("answered");
+    assert!(page.status().is_redirection(), "a session of a token no longer accepted: {}", page.status());
+    t.stop().await;
+}

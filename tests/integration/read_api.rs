@@ -164,7 +164,7 @@ async fn service_stats_give_rate_errors_and_duration_percentiles_of_served_spans
 }
 
 #[tokio::test]
-async fn read_apis_need_the_query_token_as_a_bearer_token_or_the_ui_cookie() {
+async fn read_apis_need_the_query_token_as_a_bearer_token_or_a_ui_session() {
     let mut t = TestServer::start_with(|c| {
         c.auth.ingest_token = Some(Secret("ingest-5e1f".into()));
         c.auth.query_token = Some(Secret("query-9b2c".into()));
@@ -191,8 +191,33 @@ async fn read_apis_need_the_query_token_as_a_bearer_token_or_the_ui_cookie() {
     assert_eq!(body["code"], "unauthenticated");
     assert_eq!(list(Some("ingest-5e1f"), None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
     assert_eq!(list(Some("query-9b2c"), None).await.unwrap().status(), StatusCode::OK);
-    let cookie = Some("otelephant_query_token=query-9b2c");
-    assert_eq!(list(None, cookie).await.unwrap().status(), StatusCode::OK);
+    // A cookie holds a session from the web UI's sign-in, never a token.
+    let token_cookie = Some("otelephant_query_token=query-9b2c");
+    assert_eq!(list(None, token_cookie).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let signed_in = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(url(&t, "/login"))
+        .form(&[("token", "query-9b2c"), ("next", "/")])
+        .send()
+        .await
+        .expect("answered");
+    let set_cookie = signed_in.headers()[header::SET_COOKIE].to_str().expect("text").to_owned();
+    let session = set_cookie.split(';').next().expect("name=value").to_owned();
+    assert!(session.starts_with("otelephant_session="), "{set_cookie}");
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    assert_eq!(list(None, Some(&session)).await.unwrap().status(), StatusCode::OK);
+    let stored: i64 = t.sql.query_one("SELECT count(*) FROM ui_sessions", &[]).await.expect("count").get(0);
+    assert_eq!(stored, 1);
+    let out =
+        client.post(url(&t, "/logout")).header(header::COOKIE, &session).send().await.expect("answered");
+    assert!(out.status().is_success() || out.status().is_redirection(), "{}", out.status());
+    assert_eq!(
+        list(None, Some(&session)).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "revoked on sign-out"
+    );
 
     let jaeger = client.get(url(&t, "/jaeger/api/services"));
     assert_eq!(jaeger.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
