@@ -60,14 +60,15 @@ pub(super) async fn list_metrics(
         );
     }
     query += &format!(" ORDER BY 1, 2, 3, 4 LIMIT {}", sql.param(page_size as i64 + 1));
-    let rows = q.client().await?.query(&query, &sql.params()).await?;
+    let mut budget = q.budget();
+    let (rows, full) = q.client().await?.query_within(&query, &sql.params(), &mut budget).await?;
     let mut metrics: Vec<MetricDescriptor> = rows
         .iter()
         .map(|r| MetricDescriptor { name: r.get(0), r#type: r.get(1), unit: r.get(2), description: r.get(3) })
         .collect();
-    let next_page_token = if metrics.len() > page_size {
+    let next_page_token = if full || metrics.len() > page_size {
         metrics.truncate(page_size);
-        let last = &metrics[page_size - 1];
+        let last = &metrics[metrics.len() - 1];
         let position = [&last.name, &last.r#type, &last.unit, &last.description];
         encode_token(&serde_json::to_string(&position).map_err(|e| Status::internal(e.to_string()))?)
     } else {
@@ -133,19 +134,18 @@ pub(super) async fn query_metrics(
     }
     query += &format!(" ORDER BY m.series_id LIMIT {}", sql.param(page_size as i64 + 1));
     let mut client = q.client().await?;
-    let mut series = client.query(&query, &sql.params()).await?;
-    let next_page_token = if series.len() > page_size {
+    let mut budget = q.budget();
+    let (mut series, full) = client.query_within(&query, &sql.params(), &mut budget).await?;
+    let next_page_token = if full || series.len() > page_size {
         series.truncate(page_size);
-        encode_token(&series[page_size - 1].get::<_, i64>("series_id").to_string())
+        encode_token(&series[series.len() - 1].get::<_, i64>("series_id").to_string())
     } else {
         String::new()
     };
     let mut response = QueryMetricsResponse { next_page_token, ..Default::default() };
     let max_points = q.limits.max_points;
     match aggregation {
-        None => {
-            response.raw = Some(raw(&mut client, &series, start, end, max_points, &mut q.budget()).await?)
-        }
+        None => response.raw = Some(raw(&mut client, &series, start, end, max_points, &mut budget).await?),
         Some((step, aggregation)) => {
             let steps = (end - start).saturating_add(step - 1) / step;
             let cells = steps.saturating_mul(series.len() as i64);
@@ -156,7 +156,7 @@ pub(super) async fn query_metrics(
                 ));
             }
             response.aggregated =
-                aggregated(&mut client, &series, start, end, step, aggregation, &mut q.budget()).await?
+                aggregated(&mut client, &series, start, end, step, aggregation, &mut budget).await?
         }
     }
     Ok(response)

@@ -163,10 +163,11 @@ pub(super) async fn list_services(
         "" => String::new(),
         token => decode_token(token)?,
     };
-    let rows = q
+    let mut budget = q.budget();
+    let (rows, full) = q
         .client()
         .await?
-        .query(
+        .query_within(
             match q.layout {
                 // A probe of the (resource_id, start_time_unix_nano) index per resource.
                 Layout::SingleNode => {
@@ -187,12 +188,13 @@ pub(super) async fn list_services(
                 }
             },
             &[&start, &end, &after, &(page_size as i64 + 1)],
+            &mut budget,
         )
         .await?;
     let mut services: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let next_page_token = if services.len() > page_size {
+    let next_page_token = if full || services.len() > page_size {
         services.truncate(page_size);
-        encode_token(&services[page_size - 1])
+        encode_token(&services[services.len() - 1])
     } else {
         String::new()
     };
@@ -207,12 +209,12 @@ pub(super) async fn list_service_stats(
     request: &ListServiceStatsRequest,
 ) -> Result<ListServiceStatsResponse, Status> {
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
-    let rows = q
-        .client()
-        .await?
-        .query(
-            &format!(
-                "SELECT r.service_name, count(*),
+    let rows = whole(
+        q.client()
+            .await?
+            .query_within(
+                &format!(
+                    "SELECT r.service_name, count(*),
                         count(*) FILTER (WHERE s.kind IN {SERVED_KINDS}),
                         count(*) FILTER (WHERE s.kind IN {SERVED_KINDS} AND s.status_code = {STATUS_ERROR}),
                         percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP
@@ -222,10 +224,13 @@ pub(super) async fn list_service_stats(
                  WHERE s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2
                    AND r.service_name IS NOT NULL
                  GROUP BY r.service_name ORDER BY r.service_name"
-            ),
-            &[&start, &end],
-        )
-        .await?;
+                ),
+                &[&start, &end],
+                &mut q.budget(),
+            )
+            .await?,
+        "services",
+    )?;
     let seconds = (end - start) as f64 / 1e9;
     let services = rows
         .iter()
@@ -255,11 +260,11 @@ pub(super) async fn list_service_dependencies(
     request: &ListServiceDependenciesRequest,
 ) -> Result<ListServiceDependenciesResponse, Status> {
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
-    let rows = q
-        .client()
-        .await?
-        .query(
-            "SELECT pr.service_name, cr.service_name, count(*)
+    let rows = whole(
+        q.client()
+            .await?
+            .query_within(
+                "SELECT pr.service_name, cr.service_name, count(*)
              FROM spans c
              JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
              JOIN resources cr ON cr.resource_id = c.resource_id
@@ -268,9 +273,12 @@ pub(super) async fn list_service_dependencies(
                AND pr.service_name IS NOT NULL AND cr.service_name IS NOT NULL
                AND pr.service_name <> cr.service_name
              GROUP BY 1, 2 ORDER BY 1, 2",
-            &[&start, &end],
-        )
-        .await?;
+                &[&start, &end],
+                &mut q.budget(),
+            )
+            .await?,
+        "dependencies",
+    )?;
     let dependencies = rows
         .iter()
         .map(|row| ServiceDependency {
@@ -300,23 +308,25 @@ pub(super) async fn list_operations(
             (name.to_owned(), kind.parse().map_err(|_| bad_token())?)
         }
     };
-    let rows = q
+    let mut budget = q.budget();
+    let (rows, full) = q
         .client()
         .await?
-        .query(
+        .query_within(
             "SELECT DISTINCT s.name, s.kind FROM spans s
              WHERE s.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $1)
              AND s.start_time_unix_nano >= $2 AND s.start_time_unix_nano < $3
              AND (s.name, s.kind) > ($4, $5)
              ORDER BY 1, 2 LIMIT $6",
             &[&request.service, &start, &end, &after_name, &after_kind, &(page_size as i64 + 1)],
+            &mut budget,
         )
         .await?;
     let mut operations: Vec<Operation> =
         rows.iter().map(|r| Operation { name: r.get(0), kind: r.get(1) }).collect();
-    let next_page_token = if operations.len() > page_size {
+    let next_page_token = if full || operations.len() > page_size {
         operations.truncate(page_size);
-        let last = &operations[page_size - 1];
+        let last = &operations[operations.len() - 1];
         encode_token(&format!("{}:{}", last.kind, last.name))
     } else {
         String::new()
@@ -385,13 +395,14 @@ pub(super) async fn search_traces(
          LEFT JOIN resources r ON r.resource_id = s.resource_id
          GROUP BY m.trace_id, m.latest ORDER BY m.latest DESC, m.trace_id DESC"
     );
-    let rows = q.client().await?.query(&query, &sql.params()).await?;
-    let next_page_token = match rows.get(page_size) {
-        Some(_) => {
-            let last = &rows[page_size - 1];
-            encode_trace_token(last.get(1), &last.get::<_, Vec<u8>>(0))
-        }
-        None => String::new(),
+    let mut budget = q.budget();
+    let (rows, full) = q.client().await?.query_within(&query, &sql.params(), &mut budget).await?;
+    // A page ends at page_size traces, or earlier where the answer's memory is full.
+    let next_page_token = if full || rows.len() > page_size {
+        let last = &rows[rows.len().min(page_size) - 1];
+        encode_trace_token(last.get(1), &last.get::<_, Vec<u8>>(0))
+    } else {
+        String::new()
     };
     let traces = rows
         .iter()
@@ -412,6 +423,18 @@ pub(super) async fn search_traces(
         })
         .collect();
     Ok(SearchTracesResponse { traces, next_page_token })
+}
+
+/// The rows of an answer that has no pages: all of them, or RESOURCE_EXHAUSTED when they do not
+/// fit in `query.answer_bytes`.
+fn whole((rows, full): (Vec<Row>, bool), what: &str) -> Result<Vec<Row>, Status> {
+    if full {
+        return Err(Status::resource_exhausted(format!(
+            "the {what} in this time range take more memory than an answer may (query.answer_bytes); \
+             ask for a shorter time range"
+        )));
+    }
+    Ok(rows)
 }
 
 /// The status code of a failed span.
