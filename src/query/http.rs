@@ -143,7 +143,7 @@ async fn call(
 async fn unary<Req, Resp, F, Fut>(body: Bytes, method: F) -> Response
 where
     Req: DeserializeOwned + Doubles,
-    Resp: Serialize,
+    Resp: Serialize + Send + 'static,
     F: FnOnce(Req) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
@@ -157,7 +157,7 @@ where
         }
     };
     match method(request).await {
-        Ok(response) => json(StatusCode::OK, response.get_ref()),
+        Ok(response) => json_off_thread(StatusCode::OK, response.into_inner()).await,
         Err(status) => error(&status),
     }
 }
@@ -168,6 +168,14 @@ pub(crate) fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Respo
         Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(err) => error(&Status::internal(format!("the answer does not encode as JSON: {err}"))),
     }
+}
+
+/// A JSON answer encoded on the blocking pool: a large one takes long enough to write that it
+/// must not hold up the async worker threads.
+pub(crate) async fn json_off_thread<T: Serialize + Send + 'static>(status: StatusCode, body: T) -> Response {
+    tokio::task::spawn_blocking(move || json(status, &body))
+        .await
+        .unwrap_or_else(|e| error(&Status::internal(format!("the answer could not be encoded: {e}"))))
 }
 
 /// A Connect error answer for a gRPC status.

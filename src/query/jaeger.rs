@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
 use super::{
-    http::json,
+    http::{json, json_off_thread},
     proto::{AttributeFilter, ListOperationsRequest, ListServicesRequest, SearchTracesRequest, TimeRange},
     Query, MAX_PAGE_SIZE,
 };
@@ -322,7 +322,11 @@ pub fn typed_value(text: &str) -> AnyValue {
 
 async fn search(State(q): State<Query>, Params(params): Params<Vec<(String, String)>>) -> Response {
     match search_traces(&q, &params).await {
-        Ok((traces, None)) => envelope(traces),
+        Ok((traces, None)) => {
+            let total = traces.len();
+            let answer = Envelope { data: traces, total, limit: 0, offset: 0, errors: None };
+            json_off_thread(StatusCode::OK, answer).await
+        }
         // Partial: the traces that fit, and why the rest are not there.
         Ok((traces, Some(status))) => {
             let total = traces.len();
@@ -426,7 +430,9 @@ async fn search_traces(
     for id in ids {
         let trace_id = super::traces::parse_trace_id(&id, "traceID")?;
         match q.trace_within(&trace_id, &mut budget).await {
-            Ok(data) => traces.push(to_jaeger(&data)),
+            Ok(data) => {
+                traces.push(super::decode_off_thread(budget.used(), move || Ok(to_jaeger(&data))).await?)
+            }
             // Gone between the search and the read (retention), or asked for by id and absent.
             Err(status) if status.code() == Code::NotFound => {}
             // The answer is full: hand back the traces that fit, and say so.
@@ -493,7 +499,11 @@ async fn trace(
         q.trace(&id).await
     };
     match found.await {
-        Ok(data) => envelope(vec![to_jaeger(&data)]),
+        Ok(data) => {
+            let answer =
+                Envelope { data: vec![to_jaeger(&data)], total: 1, limit: 0, offset: 0, errors: None };
+            json_off_thread(StatusCode::OK, answer).await
+        }
         Err(status) => failure(&status),
     }
 }

@@ -6,12 +6,12 @@ use tokio_postgres::Row;
 use tonic::Status;
 
 use super::{
-    attribute_condition, bad_token, corrupt, decode_token, dimensions, encode_token, group_by_dimensions,
-    page_size,
+    attribute_condition, bad_token, corrupt, decode_off_thread, decode_token, dimensions, encode_token,
+    group_by_dimensions, page_size,
     proto::{SearchLogsRequest, SearchLogsResponse},
     resolve_range,
     traces::parse_trace_id,
-    u32_column, Query, Sql,
+    u32_column, Query, Resources, Scopes, Sql,
 };
 use crate::encode::attributes::{any_value_from_json, attributes_from_json, MappingError};
 
@@ -105,9 +105,15 @@ pub(super) async fn search_logs(
     };
 
     let (resources, scopes) = dimensions(&mut client, &rows, &mut budget).await?;
+    let logs = decode_off_thread(budget.used(), move || logs_from_rows(&rows, &resources, &scopes)).await?;
+    Ok(SearchLogsResponse { logs: Some(logs), next_page_token })
+}
+
+/// Log records' OTLP from their rows and their resources and scopes; records keep their
+/// newest-first order within each resource and scope.
+fn logs_from_rows(rows: &[Row], resources: &Resources, scopes: &Scopes) -> Result<LogsData, Status> {
     let mut logs = LogsData::default();
-    // Records keep their newest-first order within each resource and scope.
-    for (resource_id, scope_groups) in group_by_dimensions(&rows) {
+    for (resource_id, scope_groups) in group_by_dimensions(rows) {
         let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
         let mut resource_logs = ResourceLogs { resource: Some(resource), scope_logs: vec![], schema_url };
         for (scope_id, records) in scope_groups {
@@ -121,7 +127,7 @@ pub(super) async fn search_logs(
         }
         logs.resource_logs.push(resource_logs);
     }
-    Ok(SearchLogsResponse { logs: Some(logs), next_page_token })
+    Ok(logs)
 }
 
 fn decode_log_token(token: &str) -> Result<(i64, i64, String), Status> {

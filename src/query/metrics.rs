@@ -13,8 +13,8 @@ use tokio_postgres::Row;
 use tonic::Status;
 
 use super::{
-    attribute_condition, bad_token, corrupt, decode_token, dimensions, encode_token, group_by_dimensions,
-    page_size,
+    attribute_condition, bad_token, corrupt, decode_off_thread, decode_token, dimensions, encode_token,
+    group_by_dimensions, page_size,
     proto::{
         AggregatedSeries, ListMetricsRequest, ListMetricsResponse, MetricDescriptor, QueryMetricsRequest,
         QueryMetricsResponse, StepValue,
@@ -145,7 +145,7 @@ pub(super) async fn query_metrics(
     let mut response = QueryMetricsResponse { next_page_token, ..Default::default() };
     let max_points = q.limits.max_points;
     match aggregation {
-        None => response.raw = Some(raw(&mut client, &series, start, end, max_points, &mut budget).await?),
+        None => response.raw = Some(raw(&mut client, series, start, end, max_points, &mut budget).await?),
         Some((step, aggregation)) => {
             let steps = (end - start).saturating_add(step - 1) / step;
             let cells = steps.saturating_mul(series.len() as i64);
@@ -196,7 +196,7 @@ fn too_many_points(what: String, max_points: usize) -> Status {
 /// RESOURCE_EXHAUSTED when the series hold more points than that in the range.
 async fn raw(
     client: &mut Conn,
-    series: &[Row],
+    series: Vec<Row>,
     start: i64,
     end: i64,
     max_points: usize,
@@ -205,7 +205,7 @@ async fn raw(
     let mut left = max_points as i64;
     let mut points: HashMap<i64, Vec<Row>> = HashMap::new();
     let mut by_table: HashMap<&'static str, Vec<i64>> = HashMap::new();
-    for s in series {
+    for s in &series {
         if let Some(table) = points_table(s.get("metric_type")) {
             by_table.entry(table).or_default().push(s.get("series_id"));
         }
@@ -236,27 +236,30 @@ async fn raw(
             points.entry(row.get("series_id")).or_default().push(row);
         }
     }
-    let (resources, scopes) = dimensions(client, series, budget).await?;
-    let mut data = MetricsData::default();
-    for (resource_id, scope_groups) in group_by_dimensions(series) {
-        let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
-        let mut resource_metrics =
-            ResourceMetrics { resource: Some(resource), scope_metrics: vec![], schema_url };
-        for (scope_id, scope_series) in scope_groups {
-            let (scope, schema_url) = scopes.get(&scope_id).cloned().unwrap_or_default();
-            let metrics = scope_series
-                .into_iter()
-                .map(|s| {
-                    let rows = points.remove(&s.get::<_, i64>("series_id")).unwrap_or_default();
-                    metric_from_rows(s, &rows)
-                })
-                .collect::<Result<_, MappingError>>()
-                .map_err(corrupt)?;
-            resource_metrics.scope_metrics.push(ScopeMetrics { scope: Some(scope), metrics, schema_url });
+    let (resources, scopes) = dimensions(client, &series, budget).await?;
+    decode_off_thread(budget.used(), move || {
+        let mut data = MetricsData::default();
+        for (resource_id, scope_groups) in group_by_dimensions(&series) {
+            let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
+            let mut resource_metrics =
+                ResourceMetrics { resource: Some(resource), scope_metrics: vec![], schema_url };
+            for (scope_id, scope_series) in scope_groups {
+                let (scope, schema_url) = scopes.get(&scope_id).cloned().unwrap_or_default();
+                let metrics = scope_series
+                    .into_iter()
+                    .map(|s| {
+                        let rows = points.remove(&s.get::<_, i64>("series_id")).unwrap_or_default();
+                        metric_from_rows(s, &rows)
+                    })
+                    .collect::<Result<_, MappingError>>()
+                    .map_err(corrupt)?;
+                resource_metrics.scope_metrics.push(ScopeMetrics { scope: Some(scope), metrics, schema_url });
+            }
+            data.resource_metrics.push(resource_metrics);
         }
-        data.resource_metrics.push(resource_metrics);
-    }
-    Ok(data)
+        Ok(data)
+    })
+    .await
 }
 
 /// Rebuilds a series and its point rows into one OTLP Metric.

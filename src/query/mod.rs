@@ -259,6 +259,27 @@ impl Drop for Conn {
     }
 }
 
+/// Answers larger than this are decoded from their rows on the blocking pool.
+const DECODE_INLINE_BYTES: usize = 256 * 1024;
+
+/// Runs `decode`, which turns an answer's `bytes` of rows into OTLP, where it holds up no one:
+/// inline when the answer is small, on the blocking pool otherwise, so that a large answer
+/// never stalls the async worker threads that ingest shares.
+///
+/// # Errors
+/// What `decode` returns; INTERNAL when it panicked.
+async fn decode_off_thread<T: Send + 'static>(
+    bytes: usize,
+    decode: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    if bytes <= DECODE_INLINE_BYTES {
+        return decode();
+    }
+    tokio::task::spawn_blocking(decode)
+        .await
+        .map_err(|e| Status::internal(format!("decoding failed: {e}")))?
+}
+
 /// `[start, end)` in nanoseconds as the bigint the tables hold.
 ///
 /// # Errors

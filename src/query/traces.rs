@@ -11,15 +11,15 @@ use tokio_postgres::Row;
 use tonic::Status;
 
 use super::{
-    attribute_condition, bad_token, corrupt, decode_token, dimensions, encode_token, group_by_dimensions,
-    page_size,
+    attribute_condition, bad_token, corrupt, decode_off_thread, decode_token, dimensions, encode_token,
+    group_by_dimensions, page_size,
     proto::{
         ListOperationsRequest, ListOperationsResponse, ListServiceDependenciesRequest,
         ListServiceDependenciesResponse, ListServiceStatsRequest, ListServiceStatsResponse,
         ListServicesRequest, ListServicesResponse, Operation, SearchTracesRequest, SearchTracesResponse,
         ServiceDependency, ServiceStats, TraceSummary,
     },
-    resolve_range, u32_column, Budget, Layout, Query, Sql,
+    resolve_range, u32_column, Budget, Layout, Query, Resources, Scopes, Sql,
 };
 use crate::encode::{
     attributes::{attributes_from_json, MappingError},
@@ -128,29 +128,32 @@ impl Query {
             )));
         }
         let (resources, scopes) = dimensions(&mut client, &rows, budget).await?;
-
-        let mut data = TracesData::default();
-        for (resource_id, scope_groups) in group_by_dimensions(&rows) {
-            let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
-            let mut resource_spans =
-                ResourceSpans { resource: Some(resource), scope_spans: vec![], schema_url };
-            for (scope_id, span_rows) in scope_groups {
-                let (scope, schema_url) = scopes.get(&scope_id).cloned().unwrap_or_default();
-                let mut spans: Vec<Span> = span_rows
-                    .into_iter()
-                    .map(span_from_row)
-                    .collect::<Result<_, MappingError>>()
-                    .map_err(corrupt)?;
-                // An exporter that retried stored the same span twice; hand it back once. Spans
-                // that differ in anything, even sharing an id and a start, all come back.
-                let mut seen = HashSet::new();
-                spans.retain(|span| seen.insert(span.encode_to_vec()));
-                resource_spans.scope_spans.push(ScopeSpans { scope: Some(scope), spans, schema_url });
-            }
-            data.resource_spans.push(resource_spans);
-        }
-        Ok(data)
+        decode_off_thread(budget.used(), move || trace_from_rows(&rows, &resources, &scopes)).await
     }
+}
+
+/// A trace's OTLP from its span rows and their resources and scopes.
+fn trace_from_rows(rows: &[Row], resources: &Resources, scopes: &Scopes) -> Result<TracesData, Status> {
+    let mut data = TracesData::default();
+    for (resource_id, scope_groups) in group_by_dimensions(rows) {
+        let (resource, schema_url) = resources.get(&resource_id).cloned().unwrap_or_default();
+        let mut resource_spans = ResourceSpans { resource: Some(resource), scope_spans: vec![], schema_url };
+        for (scope_id, span_rows) in scope_groups {
+            let (scope, schema_url) = scopes.get(&scope_id).cloned().unwrap_or_default();
+            let mut spans: Vec<Span> = span_rows
+                .into_iter()
+                .map(span_from_row)
+                .collect::<Result<_, MappingError>>()
+                .map_err(corrupt)?;
+            // An exporter that retried stored the same span twice; hand it back once. Spans
+            // that differ in anything, even sharing an id and a start, all come back.
+            let mut seen = HashSet::new();
+            spans.retain(|span| seen.insert(span.encode_to_vec()));
+            resource_spans.scope_spans.push(ScopeSpans { scope: Some(scope), spans, schema_url });
+        }
+        data.resource_spans.push(resource_spans);
+    }
+    Ok(data)
 }
 
 pub(super) async fn list_services(
