@@ -62,6 +62,21 @@ fn deploy_files_parse_and_name_what_exists() {
             }
         }
     }
+    // The host name Grafana reads the Jaeger API by is one the read side answers to.
+    let sources = yaml(&deploy().join("grafana/provisioning/datasources/otelephant.yaml"));
+    let jaeger = sources[0]["datasources"]
+        .as_vec()
+        .expect("datasources")
+        .iter()
+        .find(|d| d["type"].as_str() == Some("jaeger"))
+        .expect("a Jaeger data source");
+    let host =
+        jaeger["url"].as_str().expect("url").split("://").nth(1).expect("authority").split(['/', ':']).next();
+    let allowed = services["otelephant"]["environment"]["OTELEPHANT_UI__ALLOWED_HOSTS"]
+        .as_str()
+        .expect("allowed hosts");
+    let allowed: Vec<String> = serde_json::from_str(allowed).expect("a JSON list");
+    assert!(allowed.iter().any(|a| Some(a.as_str()) == host), "{host:?} in {allowed:?}");
     let collector_args = services["collector"]["command"].as_vec().expect("command");
     for arg in collector_args {
         let file = arg.as_str().expect("arg").rsplit('/').next().expect("file");
@@ -94,7 +109,10 @@ fn deploy_files_parse_and_name_what_exists() {
     std::fs::write(&file, toml).expect("write");
     let loaded = otelephant::config::Config::load(Some(&file), figment::Figment::new());
     let _ = std::fs::remove_file(&file);
-    loaded.expect("the ConfigMap's otelephant.toml loads").validate().expect("and is valid");
+    let loaded = loaded.expect("the ConfigMap's otelephant.toml loads");
+    loaded.validate().expect("and is valid");
+    let service = kubernetes[2]["metadata"]["name"].as_str().expect("the Service's name");
+    assert!(loaded.ui.allowed_hosts.iter().any(|h| h == service), "the read side answers to {service}");
 }
 
 #[test]

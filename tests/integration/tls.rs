@@ -134,6 +134,10 @@ async fn tls_serves_clients_that_trust_the_ca_and_no_one_else() {
         .await;
     assert!(plain.is_err() || plain.is_ok_and(|a| a.status() != 200), "plain text");
     assert_eq!(t.count("spans").await, 8, "nothing else got in");
+    // Browsers are told to come back only over TLS.
+    let addr = t.server.as_ref().expect("running").http_addr;
+    let page = http_client(ca, None).get(format!("https://{addr}/")).send().await.expect("the UI over TLS");
+    assert_eq!(page.headers()["strict-transport-security"], "max-age=31536000");
     t.stop().await;
 }
 
