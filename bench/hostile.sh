@@ -5,7 +5,11 @@
 # the innocent client saw, otelephant's peak resident memory (VmHWM) and the spans and log
 # records stored.
 #
-#   bench/hostile.sh [SECONDS] [ATTACK...]     (defaults: 30, stall idle amplify bombs queries)
+#   bench/hostile.sh [SECONDS] [ATTACK...]     (defaults: 30, stall idle amplify bombs queries
+#                                               chart answers legend links)
+#
+# The read-side attacks (chart answers legend links) store their data first, then read it
+# through every surface while the innocent client exports; VmHWM covers both.
 #
 # SERVER_BIN runs another build of the server (an older commit's, to compare).
 set -euo pipefail
@@ -13,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:-30}
 shift || true
-attacks=${*:-stall idle amplify bombs queries}
+attacks=${*:-stall idle amplify bombs queries chart answers legend links}
 database=otelephant_hostile
 url="postgres://postgres@127.0.0.1:5432/$database"
 

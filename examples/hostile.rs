@@ -8,7 +8,15 @@
 //! Attacks: `stall` (requests that declare a large body and send a few bytes, held open),
 //! `idle` (thousands of connections that send nothing), `amplify` (requests that decode or encode
 //! into far more memory than they weigh), `bombs` (small compressed requests that inflate to
-//! 60 MiB), `queries` (expensive concurrent queries). The last line is the summary as JSON.
+//! 60 MiB), `queries` (expensive concurrent queries); and on the read side (`reads`, whose data
+//! is stored before the innocent client starts): `chart` (a gauge whose values once made the
+//! chart's axis loop), `answers` (large records, a trace of large spans, a histogram of 500k
+//! buckets and a span of 200k events, read through every surface at once, a trace id named 60
+//! times), `legend` (a chart of 50 series of 12,000 attributes each), `links` (span details
+//! with 20 links to a 20,000-span trace). The last line is the summary as JSON.
+
+#[path = "hostile/reads.rs"]
+mod reads;
 
 use std::{
     net::SocketAddr,
@@ -31,7 +39,7 @@ use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// stall, idle, amplify, bombs or queries.
+    /// stall, idle, amplify, bombs, queries, chart, answers, legend or links.
     attack: String,
     #[arg(long, default_value = "127.0.0.1:24317")]
     grpc: SocketAddr,
@@ -57,8 +65,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let seconds = Duration::from_secs(args.seconds);
     let innocent = Arc::new(Mutex::new(Innocent::default()));
+    if reads::ATTACKS.contains(&args.attack.as_str()) {
+        reads::prepare(&args.attack, args.http).await;
+    }
     let watching = tokio::spawn(innocent_client(args.grpc, args.http, seconds, innocent.clone()));
     let attack = match args.attack.as_str() {
+        read if reads::ATTACKS.contains(&read) => reads::read(read, args.http, seconds).await,
         "stall" => stall(&args, seconds).await,
         "idle" => idle(&args, seconds).await,
         "amplify" => amplify(&args).await,

@@ -12,10 +12,13 @@
 //!   [`shutdown::Shutdown`] signals.
 //! - [`admin`]: readiness, served as `/healthz` and `/readyz` on the admin address and followed
 //!   by `grpc.health.v1.Health`, and `/metrics`.
-//! - [`ui`]: the web UI on the HTTP port, pages rendered from the query service's answers.
+//! - [`ui`]: the web UI on the HTTP port, pages rendered from the query service's answers;
+//!   [`ui::security`] the browser-safety headers, Host allow-list and same-origin sign-in that
+//!   every answer of the HTTP port passes through.
 //! - [`query`]: the read API, `otelephant.query.v1.QueryService`: OTLP back out of the tables,
 //!   [`query::traces`], [`query::logs`], [`query::metrics`] one signal each; on the HTTP port,
-//!   [`query::http`] the same service as JSON and [`query::jaeger`] Jaeger's query API.
+//!   [`query::http`] the same service as JSON and [`query::jaeger`] Jaeger's query API;
+//!   [`query::budget`] the memory answers are built in.
 //! - [`receive`]: front doors; [`receive::grpc`] serves the OTLP/gRPC export services,
 //!   [`receive::http`] the OTLP/HTTP receiver, [`receive::conn`] the connection limits, idle
 //!   timeout and request body pace both listeners keep, [`receive::inflate`] decompression in
@@ -35,7 +38,8 @@
 //!   through [`encode::source`]'s traits, implemented by the decoded request (`decoded`) and
 //!   by [`encode::wire`], which reads protobuf straight from its bytes (protobuf fields, the
 //!   request walk, values and lists in place).
-//! - [`auth`]: bearer tokens; [`tls`]: TLS listeners; [`shutdown`]: the shutdown signals.
+//! - [`auth`]: bearer tokens and the web UI's sign-in sessions; [`tls`]: TLS listeners;
+//!   [`shutdown`]: the shutdown signals.
 //! - [`config`]: the configuration structs and how their sources merge; [`time`]: day numbers
 //!   and dates; [`telemetry`]: otelephant's own metrics.
 
