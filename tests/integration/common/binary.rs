@@ -28,6 +28,7 @@ pub fn free_port() -> u16 {
 pub struct Running {
     pub child: Child,
     pub grpc: u16,
+    pub http: u16,
     pub admin: u16,
     /// When stderr is piped, everything the server logs, read from the moment it starts (a
     /// pipe nobody reads fills up and stalls the server), complete once it exits.
@@ -62,7 +63,7 @@ pub async fn start_with(schema: &TestSchema, adjust: impl FnOnce(&mut Command) -
             output
         })
     });
-    let running = Running { child, grpc, admin, logs };
+    let running = Running { child, grpc, http, admin, logs };
     // Ready when /readyz says so.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     // A probe that gets no answer in time counts as not ready, so a stalled server fails here.
