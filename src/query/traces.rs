@@ -87,6 +87,44 @@ impl Query {
         Ok(!rows.is_empty())
     }
 
+    /// One span of a trace (more than one when an exporter's retry stored it twice), as
+    /// TracesData with its resource and scope, and whether its parent is stored: two index
+    /// probes, never the rest of the trace.
+    ///
+    /// # Errors
+    /// NOT_FOUND when the trace has no such span; RESOURCE_EXHAUSTED past `query.answer_bytes`.
+    pub async fn span(&self, trace_id: &[u8], span_id: &[u8]) -> Result<(TracesData, bool), Status> {
+        let mut client = self.client().await?;
+        let mut budget = self.budget();
+        let statement = "SELECT * FROM spans WHERE trace_id = $1 AND span_id = $2
+            ORDER BY resource_id, scope_id, start_time_unix_nano LIMIT 16";
+        let (rows, full) = client.query_within(statement, &[&trace_id, &span_id], &mut budget).await?;
+        if full {
+            return Err(Status::resource_exhausted("this span is larger than query.answer_bytes"));
+        }
+        let Some(first) = rows.first() else {
+            return Err(Status::not_found(format!(
+                "trace {} has no span {}",
+                hex::encode(trace_id),
+                hex::encode(span_id)
+            )));
+        };
+        let parent_stored = match first.get::<_, Option<Vec<u8>>>("parent_span_id") {
+            None => true,
+            Some(parent) => !client
+                .query(
+                    "SELECT 1 FROM spans WHERE trace_id = $1 AND span_id = $2 LIMIT 1",
+                    &[&trace_id, &parent],
+                )
+                .await?
+                .is_empty(),
+        };
+        let (resources, scopes) = dimensions(&mut client, &rows, &mut budget).await?;
+        let data =
+            decode_off_thread(budget.used(), move || trace_from_rows(&rows, &resources, &scopes)).await?;
+        Ok((data, parent_stored))
+    }
+
     /// A whole trace, of at most `query.max_trace_spans` spans.
     ///
     /// # Errors

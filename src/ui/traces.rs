@@ -545,8 +545,12 @@ async fn span_fragment(ui: &Ui, trace_id: String, span_id: String) -> (StatusCod
         let message = "a trace id is 32 and a span id 16 lowercase hexadecimal characters";
         return (StatusCode::BAD_REQUEST, error_box(message).into_string());
     }
-    let data = match ui.query.get_trace(Request::new(GetTraceRequest { trace_id: trace_id.clone() })).await {
-        Ok(data) => data.into_inner(),
+    let (Ok(trace), Ok(span)) = (hex::decode(&trace_id), hex::decode(&span_id)) else {
+        return (StatusCode::BAD_REQUEST, error_box("not hexadecimal ids").into_string());
+    };
+    // This span alone, not its whole trace: a trace may have thousands.
+    let (data, parent_stored) = match ui.query.span(&trace, &span).await {
+        Ok(found) => found,
         Err(status) => {
             return (
                 crate::query::http::http_status(status.code()),
@@ -562,9 +566,24 @@ async fn span_fragment(ui: &Ui, trace_id: String, span_id: String) -> (StatusCod
     };
     let linked = links_stored(ui, span).await;
     let rendered = super::blocking(move || {
-        let placed = place(&data);
-        let p = placed.iter().find(|p| hex::encode(&p.span.span_id) == span_id)?;
-        Some(details(&trace_id, p, &linked).into_string())
+        let rs = data.resource_spans.first()?;
+        let ss = rs.scope_spans.first()?;
+        let span = ss.spans.first()?;
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|r| string_attribute(&r.attributes, "service.name"))
+            .unwrap_or("unknown service");
+        let placed = Placed {
+            span,
+            resource: rs.resource.as_ref(),
+            scope: ss.scope.as_ref(),
+            service,
+            depth: 0,
+            has_children: false,
+            orphan: !parent_stored,
+        };
+        Some(details(&trace_id, &placed, &linked).into_string())
     })
     .await;
     match rendered {
