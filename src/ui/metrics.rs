@@ -486,7 +486,7 @@ impl Exponential {
         if scale >= self.scale {
             return self.clone();
         }
-        let shift = (self.scale - scale).min(62);
+        let shift = (i64::from(self.scale) - i64::from(scale)).min(62);
         let merge = |side: &BTreeMap<i64, f64>| {
             let mut out = BTreeMap::new();
             for (index, count) in side {
@@ -521,11 +521,14 @@ impl Exponential {
     /// Buckets in ascending order: bucket `i` of the positive side holds `(base^i, base^(i+1)]`
     /// with `base = 2^(2^-scale)`, the negative side mirrored, the zero bucket between.
     fn buckets(&self) -> BucketList {
-        let base = 2f64.powf(2f64.powi(-self.scale));
+        // Any i32 scale: negating i32::MIN would overflow, its f64 cannot.
+        let base = 2f64.powf(2f64.powf(-f64::from(self.scale)));
         let bound = |i: i64| base.powf(i as f64);
         let mut out: BucketList =
             self.negative.iter().rev().map(|(i, c)| (-bound(i + 1), -bound(*i), *c)).collect();
-        out.push((-self.zero_threshold, self.zero_threshold, self.zero));
+        // A threshold sent negative or NaN still makes a bucket around zero.
+        let threshold = if self.zero_threshold.is_nan() { 0.0 } else { self.zero_threshold.abs() };
+        out.push((-threshold, threshold, self.zero));
         out.extend(self.positive.iter().map(|(i, c)| (bound(*i), bound(i + 1), *c)));
         out
     }
@@ -738,6 +741,51 @@ mod tests {
         assert!(median > 2.0 && median <= 4.0, "{median}");
         let difference = e.combine(&e, -1.0);
         assert_eq!(difference.count(), 0.0);
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever scale, offsets and counts a point carries, its buckets, quantiles and the
+        /// difference of two points are computed without panicking, and bounds stay ordered.
+        #[test]
+        fn exponential_histograms_of_any_shape_are_drawn(
+            scale in any::<i32>(),
+            other_scale in any::<i32>(),
+            offset in any::<i32>(),
+            counts in proptest::collection::vec(0u64..1000, 0..20),
+            zero in any::<u64>(),
+            threshold in any::<f64>(),
+        ) {
+            let point = |scale: i32| ExponentialHistogramDataPoint {
+                scale,
+                zero_count: zero,
+                zero_threshold: threshold,
+                positive: Some(Buckets { offset, bucket_counts: counts.clone() }),
+                negative: Some(Buckets { offset: offset.wrapping_neg(), bucket_counts: counts.clone() }),
+                ..Default::default()
+            };
+            let (a, b) = (Exponential::of(&point(scale)), Exponential::of(&point(other_scale)));
+            let combined = a.combine(&b, -1.0);
+            for e in [&a, &b, &combined] {
+                let buckets = e.buckets();
+                for q in [0.0, 0.5, 0.99, 1.0] {
+                    let _ = quantile(&buckets, q);
+                }
+                prop_assert!(buckets.iter().all(|(lower, upper, _)| lower.partial_cmp(upper) != Some(std::cmp::Ordering::Greater)));
+            }
+            let labelled: Vec<(String, f64)> = a.buckets().iter().map(|(_, upper, count)| (short(*upper), *count)).collect();
+            let svg = chart::bars(&labelled);
+            prop_assert!(svg.matches("<rect").count() <= chart::MAX_BARS);
+        }
+
+        #[test]
+        fn values_read_with_any_unit(value in any::<f64>(), unit in prop_oneof![Just("s"), Just("ms"), Just("By"), Just("{request}"), Just("")]) {
+            let text = value_with_unit(value, unit);
+            prop_assert!(!text.is_empty() && text.len() < 64, "{text}");
+        }
     }
 
     #[test]
