@@ -8,8 +8,9 @@
 #   bench/hostile.sh [SECONDS] [ATTACK...]     (defaults: 30, stall idle amplify bombs queries
 #                                               chart answers legend links)
 #
-# The read-side attacks (chart answers legend links) store their data first, then read it
-# through every surface while the innocent client exports; VmHWM covers both.
+# The read-side attacks (chart answers legend links) store their data first (its peak is
+# printed, then reset), then read it through every surface while the innocent client exports:
+# their VmHWM is the reads' alone.
 #
 # SERVER_BIN runs another build of the server (an older commit's, to compare).
 set -euo pipefail
@@ -41,7 +42,7 @@ for attack in $attacks; do
       --duration 10 >/dev/null 2>&1
   fi
   echo "== $attack ($seconds s)"
-  ./target/release/examples/hostile "$attack" --seconds "$seconds" | sed 's/^/   /'
+  ./target/release/examples/hostile "$attack" --seconds "$seconds" --server-pid "$pid" | sed 's/^/   /'
   if ! kill -0 $pid 2>/dev/null; then
     echo "   otelephant is gone: $(tail -n 1 "$work/otelephant.log")"
     wait $pid 2>/dev/null && status=0 || status=$?

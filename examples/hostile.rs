@@ -48,6 +48,10 @@ struct Args {
     /// How long the attack lasts.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// The server's process id: for a read attack, its peak memory is reported after the data
+    /// is stored and then reset, so that the peak the caller reads afterwards is the reads'.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Connections (or requests) the attack uses.
     #[arg(long, default_value_t = 0)]
     count: usize,
@@ -67,6 +71,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let innocent = Arc::new(Mutex::new(Innocent::default()));
     if reads::ATTACKS.contains(&args.attack.as_str()) {
         reads::prepare(&args.attack, args.http).await;
+        if let Some(pid) = args.server_pid {
+            println!("storing the data: peak resident memory {}", reads::reset_peak(pid)?);
+        }
     }
     let watching = tokio::spawn(innocent_client(args.grpc, args.http, seconds, innocent.clone()));
     let attack = match args.attack.as_str() {

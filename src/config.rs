@@ -91,8 +91,9 @@ pub struct QueryConfig {
     /// hold more is answered RESOURCE_EXHAUSTED, asking for a narrower range or fewer series.
     pub max_points: usize,
     /// Most memory one answer may be built in (bytes): its rows as they arrive from
-    /// PostgreSQL and their OTLP. A page that reaches it ends early with its token to go on; a
-    /// trace larger than it is answered RESOURCE_EXHAUSTED.
+    /// PostgreSQL, the OTLP decoded from them (JSON members counted as decoded, not as text)
+    /// and their encoding. A page that reaches it ends early with its token to go on; a trace
+    /// larger than it is answered RESOURCE_EXHAUSTED.
     pub answer_bytes: usize,
     /// Memory all reads in flight share (bytes). A read that finds it taken waits up to
     /// `memory_wait_ms`, then is answered RESOURCE_EXHAUSTED (HTTP 429).
@@ -110,7 +111,7 @@ impl Default for QueryConfig {
             max_filter_bytes: 4_096,
             max_trace_spans: 20_000,
             max_points: 200_000,
-            answer_bytes: 64 * 1024 * 1024,
+            answer_bytes: 128 * 1024 * 1024,
             memory_bytes: 256 * 1024 * 1024,
             memory_wait_ms: 5_000,
         }

@@ -124,10 +124,11 @@ pub async fn prepare(attack: &str, http: SocketAddr) {
         }
         "answers" => {
             let mib = "v".repeat(1 << 20);
-            for batch in 0..16u64 {
-                let records = (0..32)
+            // Eight 1 MiB values a request: what a request may take in memory bounds it.
+            for batch in 0..64u64 {
+                let records = (0..8)
                     .map(|i| LogRecord {
-                        time_unix_nano: at + batch * 32 + i,
+                        time_unix_nano: at + batch * 8 + i,
                         body: Some(AnyValue { value: Some(Value::StringValue(mib.clone())) }),
                         ..Default::default()
                     })
@@ -140,10 +141,10 @@ pub async fn prepare(attack: &str, http: SocketAddr) {
                 };
                 export(http, "logs", &logs).await;
             }
-            for batch in 0..8u64 {
-                let spans = (0..32)
+            for batch in 0..32u64 {
+                let spans = (0..8)
                     .map(|i| {
-                        let mut s = span(&hex(BIG_TRACE), batch * 32 + i + 1, at);
+                        let mut s = span(&hex(BIG_TRACE), batch * 8 + i + 1, at);
                         s.attributes = vec![kv("big", Value::StringValue(mib.clone()))];
                         s
                     })
@@ -213,6 +214,19 @@ pub async fn prepare(attack: &str, http: SocketAddr) {
         }
         other => panic!("no read attack {other:?}"),
     }
+}
+
+/// The process's peak resident memory so far, as text; the peak is then reset (Linux's
+/// `clear_refs` 5), so the next reading is of what comes after.
+///
+/// # Errors
+/// The process's status cannot be read or its peak reset.
+pub fn reset_peak(pid: u32) -> std::io::Result<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let peak = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?").to_owned();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?;
+    let kib: f64 = peak.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    Ok(format!("{:.1} MiB (VmHWM)", kib / 1024.0))
 }
 
 /// One read: what it asks, and how.

@@ -123,28 +123,70 @@ impl Budget {
     }
 }
 
-/// A column's size as it arrived, whatever its type.
-struct Size(usize);
+/// What reading a JSON object costs while it is decoded (serde_json's map of it, whatever few
+/// members it has), in bytes: held for one row at a time.
+const OBJECT_TRANSIENT_BYTES: usize = 640;
+/// What each member or element of a JSON value costs once decoded into OTLP (a KeyValue, an
+/// event, an array element), in bytes, beside its text.
+const NODE_BYTES: usize = 96;
 
-impl<'a> FromSql<'a> for Size {
+/// What a row costs in memory: what it holds and what decoding it leaves behind, and what its
+/// decoding needs while it runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RowCost {
+    /// Held until the answer is sent: the row's bytes as received, the OTLP decoded from them
+    /// (text copied, plus [`NODE_BYTES`] per JSON member or element) and the answer's encoding
+    /// of them.
+    pub held: usize,
+    /// Needed only while this row is decoded (one row at a time): its JSON objects as maps.
+    pub transient: usize,
+}
+
+/// The cost of `row`: every column's bytes as they arrived (jsonb arrives as its text),
+/// counted three times (received, decoded, encoded), with its JSON's objects and members
+/// counted from the text. Over-counting (a brace inside a string) only ends a page sooner.
+pub fn row_cost(row: &Row) -> RowCost {
+    let mut cost = RowCost { held: 64, transient: 0 };
+    for i in 0..row.len() {
+        let Ok(Raw(bytes)) = row.try_get::<_, Raw<'_>>(i) else { continue };
+        let column = column_cost(bytes);
+        cost.held += column.held;
+        cost.transient += column.transient;
+    }
+    cost
+}
+
+/// The cost of one column's bytes (see [`row_cost`]).
+fn column_cost(bytes: &[u8]) -> RowCost {
+    let (mut objects, mut members) = (0usize, 0usize);
+    for byte in bytes {
+        match byte {
+            b'{' => objects += 1,
+            b',' | b'[' => members += 1,
+            _ => {}
+        }
+    }
+    RowCost {
+        held: 3 * bytes.len() + NODE_BYTES * (objects + members),
+        transient: OBJECT_TRANSIENT_BYTES * objects,
+    }
+}
+
+/// A column's bytes as they arrived, whatever its type.
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Raw<'a> {
     fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Self(raw.len()))
+        Ok(Self(raw))
     }
 
     fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Self(0))
+        Ok(Self(&[]))
     }
 
     fn accepts(_: &Type) -> bool {
         true
     }
-}
-
-/// Bytes a row takes in memory: its columns as received, and what decoding them into OTLP
-/// makes of them, which is about as large again.
-pub fn row_bytes(row: &Row) -> usize {
-    let columns: usize = (0..row.len()).map(|i| row.try_get::<_, Size>(i).map_or(0, |s| s.0)).sum();
-    (columns + 64) * 2
 }
 
 #[cfg(test)]
@@ -158,6 +200,20 @@ mod tests {
             memory_wait_ms: 50,
             ..QueryConfig::default()
         })
+    }
+
+    #[test]
+    fn json_objects_and_members_are_counted_from_the_text() {
+        let text = br#"[{"name":"a","time_unix_nano":1},{"name":"b","time_unix_nano":2}]"#;
+        let cost = column_cost(text);
+        // Two objects, four separators and the array's bracket.
+        assert_eq!(cost.held, 3 * text.len() + NODE_BYTES * (2 + 4));
+        assert_eq!(cost.transient, 2 * OBJECT_TRANSIENT_BYTES);
+        assert_eq!(column_cost(b"plain text"), RowCost { held: 30, transient: 0 });
+        // 200,000 small events: their maps weigh far more than their text while decoded.
+        let events: Vec<u8> =
+            std::iter::repeat_n(&br#"{"n":"e","t":1},"#[..], 200_000).flatten().copied().collect();
+        assert!(column_cost(&events).transient > 100 * events.len() / 10);
     }
 
     #[tokio::test]

@@ -187,14 +187,21 @@ impl Conn {
         pin_mut!(stream);
         let mut rows = Vec::new();
         let mut full = false;
+        // Rows are decoded one at a time: what the largest needs while it is is charged once.
+        let mut transient = 0;
         loop {
             let row = match stream.try_next().await {
                 Ok(Some(row)) => row,
                 Ok(None) => break,
                 Err(err) => return Err(self.status(err)),
             };
-            match budget.charge(budget::row_bytes(&row)).await? {
-                Fit::Fits => rows.push(row),
+            let cost = budget::row_cost(&row);
+            let more = cost.held + cost.transient.saturating_sub(transient);
+            match budget.charge(more).await? {
+                Fit::Fits => {
+                    transient = transient.max(cost.transient);
+                    rows.push(row);
+                }
                 Fit::Full => {
                     full = true;
                     break;
