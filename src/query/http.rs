@@ -162,11 +162,57 @@ where
     }
 }
 
-/// A JSON answer.
+/// A JSON answer. It is written in chunks, never into one buffer that doubles as it grows, so
+/// an answer takes about its own size while it is written and sent.
 pub(crate) fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
-    match serde_json::to_vec(&Special(body)) {
-        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+    let mut chunks = Chunks::default();
+    match serde_json::to_writer(&mut chunks, &Special(body)) {
+        Ok(()) => (status, [(header::CONTENT_TYPE, "application/json")], chunks.into_body()).into_response(),
         Err(err) => error(&Status::internal(format!("the answer does not encode as JSON: {err}"))),
+    }
+}
+
+/// Size of the chunks an answer is written in.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// An answer as it is written: full chunks, and the one being filled.
+#[derive(Default)]
+struct Chunks {
+    full: Vec<Bytes>,
+    current: Vec<u8>,
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let take = (CHUNK_BYTES - self.current.len()).min(rest.len());
+            self.current.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.current.len() == CHUNK_BYTES {
+                self.full.push(Bytes::from(std::mem::take(&mut self.current)));
+            }
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Chunks {
+    /// The answer's body: one buffer when it fits in one chunk (sent with its length), the
+    /// chunks in order otherwise.
+    fn into_body(mut self) -> axum::body::Body {
+        if self.full.is_empty() {
+            return axum::body::Body::from(self.current);
+        }
+        if !self.current.is_empty() {
+            self.full.push(Bytes::from(self.current));
+        }
+        let chunks = self.full.into_iter().map(Ok::<Bytes, std::convert::Infallible>);
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks))
     }
 }
 
@@ -222,5 +268,47 @@ pub(crate) fn code_name(code: Code) -> &'static str {
         Code::Unavailable => "unavailable",
         Code::DataLoss => "data_loss",
         Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn an_answer_is_written_in_whole_chunks_and_read_back_in_order() {
+        let text: Vec<u8> = (0..(CHUNK_BYTES * 2 + 1000)).map(|i| (i % 251) as u8).collect();
+        let mut chunks = Chunks::default();
+        for piece in text.chunks(7_777) {
+            chunks.write_all(piece).expect("written");
+        }
+        assert_eq!(chunks.full.len(), 2);
+        assert!(chunks.full.iter().all(|c| c.len() == CHUNK_BYTES));
+        let joined: Vec<u8> = chunks
+            .full
+            .iter()
+            .flat_map(|c| c.iter().copied())
+            .chain(chunks.current.iter().copied())
+            .collect();
+        assert_eq!(joined, text);
+    }
+
+    #[test]
+    fn only_json_is_taken() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            headers
+        };
+        assert!(declares_json(&with("application/json")));
+        assert!(declares_json(&with("Application/JSON; charset=utf-8")));
+        for other in
+            ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "application/jsonx"]
+        {
+            assert!(!declares_json(&with(other)), "{other}");
+        }
+        assert!(!declares_json(&HeaderMap::new()));
     }
 }

@@ -333,7 +333,8 @@ async fn search(State(q): State<Query>, Params(params): Params<Vec<(String, Stri
             let code = super::http::http_status(status.code()).as_u16();
             let errors =
                 vec![JaegerError { code: Some(code), msg: status.message().to_owned(), trace_id: None }];
-            json(StatusCode::OK, &Envelope { data: traces, total, limit: 0, offset: 0, errors: Some(errors) })
+            let answer = Envelope { data: traces, total, limit: 0, offset: 0, errors: Some(errors) };
+            json_off_thread(StatusCode::OK, answer).await
         }
         Err(status) => failure(&status),
     }

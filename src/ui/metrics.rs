@@ -377,12 +377,12 @@ async fn chart_body(
                         figcaption { "p50, p95 and p99 per " (duration_text(step)) ", over every matching series" @if !unit.is_empty() { " · " (unit) } }
                     }
                     (legend(&lines))
-                    @if let Some((at, buckets)) = &chart.latest {
+                    @if let Some((at, buckets, count)) = &chart.latest {
                         figure.metric-chart.buckets {
                             (raw(chart::bars(buckets)))
                             figcaption {
                                 "Bucket counts of the latest step (from " (super::time_el(*at)) ")"
-                                @if buckets.len() > chart::MAX_BARS { ": " (buckets.len()) " buckets, drawn as " (chart::MAX_BARS) " bars of neighbours merged" }
+                                @if *count > buckets.len() { ": " (count) " buckets, drawn as " (buckets.len()) " bars of neighbours merged" }
                             }
                         }
                     }
@@ -534,11 +534,16 @@ impl Exponential {
     }
 }
 
+/// The latest step's time, its labelled bars and its number of buckets.
+type LatestBuckets = (u64, Vec<(String, f64)>, usize);
+
 /// A distribution chart: p50/p95/p99 per step, the latest step's buckets, and how many
 /// points could not be merged.
 struct DistributionChart {
     steps: Vec<(u64, [f64; 3])>,
-    latest: Option<(u64, Vec<(String, f64)>)>,
+    /// The latest step's time, its buckets labelled (at most [`chart::MAX_BARS`], neighbours
+    /// merged), and how many buckets it had.
+    latest: Option<LatestBuckets>,
     skipped: usize,
 }
 
@@ -672,19 +677,22 @@ fn distribution_chart(metrics: &[&Metric], range: (u64, u64), step: u64) -> Dist
             }
             let q = QUANTILES.map(|(q, _)| quantile(&buckets, q));
             out.steps.push((*at, q));
-            let labelled = buckets
-                .iter()
-                .filter(|b| b.2 > 0.0 || slot.explicit.is_some())
+            // Only the latest step's buckets are drawn: the others are dropped unlabelled.
+            let shown: BucketList =
+                buckets.into_iter().filter(|b| b.2 > 0.0 || slot.explicit.is_some()).collect();
+            let count = shown.len();
+            let labelled = merge_neighbours(&shown, chart::MAX_BARS)
+                .into_iter()
                 .map(|(lower, upper, count)| {
                     let label = if upper.is_infinite() {
-                        format!("> {}", short(*lower))
+                        format!("> {}", short(lower))
                     } else {
-                        format!("≤ {}", short(*upper))
+                        format!("≤ {}", short(upper))
                     };
-                    (label, *count)
+                    (label, count)
                 })
                 .collect();
-            out.latest = Some((*at, labelled));
+            out.latest = Some((*at, labelled, count));
         } else if !slot.quantiles.is_empty() {
             let q = QUANTILES.map(|(q, _)| {
                 let values: Vec<f64> = slot.quantiles.iter().filter_map(|v| nearest_quantile(v, q)).collect();
@@ -694,6 +702,18 @@ fn distribution_chart(metrics: &[&Metric], range: (u64, u64), step: u64) -> Dist
         }
     }
     out
+}
+
+/// `buckets` merged with their neighbours into at most `most`: each merged bucket spans from
+/// its first's lower bound to its last's upper one and holds their counts.
+fn merge_neighbours(buckets: &[(f64, f64, f64)], most: usize) -> BucketList {
+    if buckets.len() <= most {
+        return buckets.to_vec();
+    }
+    buckets
+        .chunks(buckets.len().div_ceil(most.max(1)))
+        .map(|group| (group[0].0, group[group.len() - 1].1, group.iter().map(|b| b.2).sum()))
+        .collect()
 }
 
 /// A bucket bound, short.
