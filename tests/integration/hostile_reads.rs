@@ -676,3 +676,64 @@ async fn amplified_reads_stay_within_the_read_memory_while_an_export_is_answered
     binary::signal(&server.child, "-TERM");
     let _ = server.child.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn span_details_probe_linked_traces_without_reading_them() {
+    use opentelemetry_proto::tonic::trace::v1::span::Link;
+    // An answer of 1 MiB could not hold the linked trace: only a probe can say it is stored.
+    let mut t = TestServer::start_with(|c| c.query.answer_bytes = 1 << 20).await;
+    let now = nanos_now() - 5_000_000_000;
+    let wide = |batch: u16| ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: (0..500u16)
+                    .map(|i| Span {
+                        trace_id: vec![0x5a; 16],
+                        span_id: [[0x5a, 0x5a], batch.to_be_bytes(), [0, 0], i.to_be_bytes()].concat(),
+                        name: "wide".into(),
+                        start_time_unix_nano: now,
+                        end_time_unix_nano: now + 1,
+                        attributes: vec![kv("pad", s(&"p".repeat(1_000)))],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    for batch in 0..4 {
+        t.traces().await.export(wide(batch)).await.expect("export");
+    }
+    let linker = Span {
+        trace_id: vec![0x6b; 16],
+        span_id: vec![0x6b; 8],
+        name: "linker".into(),
+        start_time_unix_nano: now,
+        end_time_unix_nano: now + 1,
+        links: (0..25u8)
+            .map(|i| Link {
+                trace_id: if i == 24 { vec![0x7c; 16] } else { vec![0x5a; 16] },
+                span_id: vec![i; 8],
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![linker], ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    t.traces().await.export(request).await.expect("export");
+    let (status, trace) = page(&t, &format!("/trace/{}", "5a".repeat(16))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the linked trace is larger than an answer");
+    assert!(trace.contains("query.answer_bytes"));
+    let (status, html) = page(&t, &format!("/trace/{}/span/{}", "6b".repeat(16), "6b".repeat(8))).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let stored_links = html.matches(&format!("href=\"/trace/{}?span=", "5a".repeat(16))).count();
+    assert_eq!(stored_links, 20, "the first 20 links, each to a stored trace");
+    assert!(html.contains("5 more links"), "the links past 20 are counted");
+    t.stop().await;
+}
