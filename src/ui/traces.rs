@@ -427,7 +427,7 @@ fn find_span<'a>(data: &'a TracesData, span_id: &str) -> Option<&'a Span> {
         .find(|span| hex::encode(&span.span_id) == span_id)
 }
 
-/// Event marks drawn on one span's bar at most.
+/// Event marks drawn on one span's bar at most: past it, every k-th event is marked.
 const MAX_EVENT_MARKS: usize = 100;
 
 /// The trace page: the timeline of every span, and the selected span's details.
@@ -504,8 +504,12 @@ fn timeline_page(
                         }
                         div.bar { div.track {
                             svg viewBox="0 0 1000 10" preserveAspectRatio="none" {
-                                rect x=(format!("{start:.2}")) y="1" width=(format!("{width:.2}")) height="8" fill=(color) {}
-                                @for e in p.span.events.iter().take(MAX_EVENT_MARKS) {
+                                @let every = p.span.events.len().div_ceil(MAX_EVENT_MARKS).max(1);
+                                rect x=(format!("{start:.2}")) y="1" width=(format!("{width:.2}")) height="8" fill=(color) {
+                                    @if every > 1 { title { (p.span.events.len()) " events, 1 in " (every) " marked" } }
+                                }
+                                // Spread over the whole bar: every k-th event, never only the first.
+                                @for e in p.span.events.iter().step_by(every) {
                                     rect.event x=(format!("{:.2}", x(e.time_unix_nano).min(999.0))) y="0" width="1.2" height="10" {
                                         title { (cut(&e.name, MAX_NAME_CHARS)) }
                                     }
