@@ -722,4 +722,22 @@ mod tests {
         config.pipeline.writers = 0;
         assert!(config.validate().unwrap_err().to_string().contains("pipeline.writers"));
     }
+
+    #[test]
+    fn the_read_side_limits_read_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("OTELEPHANT_UI__ALLOWED_HOSTS", r#"["otelephant", "obs.example.com:443"]"#);
+            jail.set_env("OTELEPHANT_QUERY__ANSWER_BYTES", "1048576");
+            jail.set_env("OTELEPHANT_QUERY__MEMORY_BYTES", "8388608");
+            let config = Config::load(None, Figment::new()).expect("loads");
+            assert_eq!(config.ui.allowed_hosts, ["otelephant", "obs.example.com:443"]);
+            assert_eq!((config.query.answer_bytes, config.query.memory_bytes), (1 << 20, 8 << 20));
+            config.validate().expect("valid");
+            jail.set_env("OTELEPHANT_QUERY__MEMORY_BYTES", "1000");
+            let small = Config::load(None, Figment::new()).expect("loads");
+            let err = small.validate().expect_err("less read memory than one answer");
+            assert!(err.to_string().contains("query.memory_bytes"), "{err}");
+            Ok(())
+        });
+    }
 }
