@@ -1,5 +1,6 @@
 //! Query latency on a few million spans: GetTrace by id and SearchTraces(service, last hour),
-//! through a running server's gRPC API, with p50/p99 over many calls.
+//! through a running server's gRPC API, and the web UI's span details (one span of a trace)
+//! over HTTP, with p50/p99 over many calls.
 //!
 //! `cargo run --release --example query_bench [SPANS] [DATABASE_URL] [--columnar]`
 //!
@@ -155,6 +156,21 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(!page.traces.is_empty(), "{call}: no traces in the last hour");
     }
     report("SearchTraces(service, last hour)", samples);
+
+    let http = reqwest::Client::new();
+    let mut samples = Vec::with_capacity(CALLS);
+    for call in 0..CALLS as i64 {
+        let trace = (call * 7919 * 104_729) % traces;
+        let span = format!("{:016x}", trace * SPANS_PER_TRACE + 3);
+        let url = format!("http://{}/trace/{}/span/{span}", server.http_addr, trace_id(trace));
+        let started = Instant::now();
+        let answer = http.get(url).send().await?;
+        let status = answer.status();
+        let body = answer.text().await?;
+        samples.push(started.elapsed());
+        anyhow::ensure!(status.is_success() && body.contains("span-details"), "{call}: {status} {body}");
+    }
+    report("span details (UI, one span)", samples);
 
     let plan = sql
         .query(
