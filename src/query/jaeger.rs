@@ -163,12 +163,9 @@ fn envelope<T: Serialize>(data: Vec<T>) -> Response {
 
 /// A Jaeger error answer: the status Jaeger gives it, and the message in `errors`.
 fn failure(status: &Status) -> Response {
-    let code = super::http::http_status(status.code());
-    let errors =
-        vec![JaegerError { code: Some(code.as_u16()), msg: status.message().to_owned(), trace_id: None }];
     let body: Envelope<Option<()>> =
-        Envelope { data: None, total: 0, limit: 0, offset: 0, errors: Some(errors) };
-    json(code, &body)
+        Envelope { data: None, total: 0, limit: 0, offset: 0, errors: Some(vec![jaeger_error(status)]) };
+    json(super::http::http_status(status.code()), &body)
 }
 
 /// Every service that sent spans in the last `DEFAULT_LOOKBACK`.
@@ -322,22 +319,23 @@ pub fn typed_value(text: &str) -> AnyValue {
 
 async fn search(State(q): State<Query>, Params(params): Params<Vec<(String, String)>>) -> Response {
     match search_traces(&q, &params).await {
-        Ok((traces, None)) => {
-            let total = traces.len();
-            let answer = Envelope { data: traces, total, limit: 0, offset: 0, errors: None };
-            json_off_thread(StatusCode::OK, answer).await
-        }
-        // Partial: the traces that fit, and why the rest are not there.
-        Ok((traces, Some(status))) => {
-            let total = traces.len();
-            let code = super::http::http_status(status.code()).as_u16();
-            let errors =
-                vec![JaegerError { code: Some(code), msg: status.message().to_owned(), trace_id: None }];
-            let answer = Envelope { data: traces, total, limit: 0, offset: 0, errors: Some(errors) };
-            json_off_thread(StatusCode::OK, answer).await
-        }
+        Ok((traces, cut)) => traces_answer(traces, cut.as_ref()).await,
         Err(status) => failure(&status),
     }
+}
+
+/// Traces in Jaeger's envelope, encoded on the blocking pool. `cut`, when the traces that fit
+/// are not all that were asked for, says why in `errors`.
+async fn traces_answer(traces: Vec<Trace>, cut: Option<&Status>) -> Response {
+    let total = traces.len();
+    let errors = cut.map(|status| vec![jaeger_error(status)]);
+    json_off_thread(StatusCode::OK, Envelope { data: traces, total, limit: 0, offset: 0, errors }).await
+}
+
+/// A status as an entry of Jaeger's `errors`.
+fn jaeger_error(status: &Status) -> JaegerError {
+    let code = super::http::http_status(status.code()).as_u16();
+    JaegerError { code: Some(code), msg: status.message().to_owned(), trace_id: None }
 }
 
 /// Most trace ids one `/api/traces` request may name.
@@ -497,14 +495,12 @@ async fn trace(
 ) -> Response {
     let found = async {
         let id = super::traces::parse_trace_id(&padded_trace_id(&trace_id)?, "traceID")?;
-        q.trace(&id).await
+        let mut budget = q.budget();
+        let data = q.trace_within(&id, &mut budget).await?;
+        super::decode_off_thread(budget.used(), move || Ok(to_jaeger(&data))).await
     };
     match found.await {
-        Ok(data) => {
-            let answer =
-                Envelope { data: vec![to_jaeger(&data)], total: 1, limit: 0, offset: 0, errors: None };
-            json_off_thread(StatusCode::OK, answer).await
-        }
+        Ok(trace) => traces_answer(vec![trace], None).await,
         Err(status) => failure(&status),
     }
 }

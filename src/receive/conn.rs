@@ -80,7 +80,10 @@ pub fn incoming(
     })
 }
 
-/// The address a request's connection came from, in its extensions.
+/// The path of the web UI's sign-in, whose requests carry their [`ClientAddr`].
+pub const SIGN_IN_PATH: &str = "/login";
+
+/// The address a sign-in request's connection came from, in its extensions.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub SocketAddr);
 
@@ -117,10 +120,13 @@ where
             },
             () = &mut stop => break,
         };
-        // Each request knows the address it came from (sign-in limits failures by it).
+        // Sign-in knows the address it came from (it limits failures by it); no other request
+        // pays for the extension.
         let service = TowerToHyperService::new(router.clone().map_request(
             move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ClientAddr(addr));
+                if request.uri().path() == SIGN_IN_PATH {
+                    request.extensions_mut().insert(ClientAddr(addr));
+                }
                 request
             },
         ));

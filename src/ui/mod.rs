@@ -33,7 +33,7 @@ use serde::Deserialize;
 use crate::{
     auth::{Access, SessionError, SESSION_COOKIE, SESSION_LIFETIME},
     query::{jaeger::typed_value, proto::AttributeFilter, proto::TimeRange, Query},
-    receive::conn::ClientAddr,
+    receive::conn::{ClientAddr, SIGN_IN_PATH},
 };
 
 const APP_JS: &str = include_str!("assets/app.js");
@@ -76,7 +76,7 @@ pub fn router(query: Query, access: Access, secure_cookie: bool) -> Router {
     Router::new()
         .merge(pages)
         .route(
-            "/login",
+            SIGN_IN_PATH,
             get(login_form).post({
                 let access = access.clone();
                 move |client, form| login(access.clone(), secure_cookie, client, form)
