@@ -38,6 +38,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub pipeline: PipelineConfig,
     pub partitions: PartitionConfig,
+    pub rollups: RollupConfig,
     pub retention: RetentionConfig,
     pub storage: StorageConfig,
     pub shutdown: ShutdownConfig,
@@ -385,6 +386,26 @@ impl Default for PartitionConfig {
     }
 }
 
+/// The rollups' upkeep (README.md "Rollups"): folding each closed minute's rows of a key into
+/// one, and pairing child spans with their parents into calls between services.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollupConfig {
+    /// How often a pass runs, in seconds; one replica at a time, through an advisory lock. A
+    /// call between services shows this long (plus ten seconds) after its minute ends.
+    pub pass_interval_secs: u64,
+    /// How long a child span whose parent is not stored yet is waited for, in seconds: a
+    /// parent that arrives within this is paired with it; later, only if the child's minute
+    /// gets new child spans.
+    pub parent_wait_secs: u64,
+}
+
+impl Default for RollupConfig {
+    fn default() -> Self {
+        Self { pass_interval_secs: 15, parent_wait_secs: 1800 }
+    }
+}
+
 /// How long each signal's records are kept. Enforced by dropping whole daily partitions, once
 /// every record a partition can hold is older than the retention; never by DELETE.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -559,6 +580,7 @@ impl Config {
             ("otlp.read_timeout_ms", self.otlp.read_timeout_ms == 0),
             ("otlp.max_concurrent_streams", self.otlp.max_concurrent_streams == 0),
             ("partitions.check_interval_secs", self.partitions.check_interval_secs == 0),
+            ("rollups.pass_interval_secs", self.rollups.pass_interval_secs == 0),
         ];
         if let Some((key, _)) = checks.iter().find(|(_, bad)| *bad) {
             return Err(ConfigError::Zero(key));
@@ -627,6 +649,24 @@ mod tests {
             assert_eq!(config.pipeline.writers, 3);
             assert_eq!(config.pipeline.linger_ms, 7);
             assert_eq!(config.otlp, OtlpConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_rollups_upkeep_reads_its_settings() {
+        Jail::expect_with(|jail| {
+            assert_eq!(
+                Config::default().rollups,
+                RollupConfig { pass_interval_secs: 15, parent_wait_secs: 1800 }
+            );
+            jail.create_file(DEFAULT_CONFIG_FILE, "[rollups]\npass_interval_secs = 5\n")?;
+            jail.set_env("OTELEPHANT_ROLLUPS__PARENT_WAIT_SECS", "600");
+            let config = Config::load(None, Figment::new()).expect("loads");
+            assert_eq!(config.rollups, RollupConfig { pass_interval_secs: 5, parent_wait_secs: 600 });
+            let mut zero = config;
+            zero.rollups.pass_interval_secs = 0;
+            assert!(zero.validate().unwrap_err().to_string().contains("rollups.pass_interval_secs"));
             Ok(())
         });
     }

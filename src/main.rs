@@ -55,6 +55,24 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The rollups (README.md "Rollups").
+    #[command(subcommand)]
+    Rollups(RollupsCommand),
+}
+
+#[derive(Subcommand)]
+enum RollupsCommand {
+    /// Compute the rollups of a time range afresh from the stored spans and log records, an
+    /// hour at a time: for data stored before the rollups existed. Safe to run while serving.
+    Rebuild {
+        /// The start of the range (RFC 3339, e.g. 2026-11-30T00:00:00Z), rounded down to the
+        /// hour; by default the first day of the oldest daily partition of spans or log records.
+        #[arg(long)]
+        from: Option<humantime::Timestamp>,
+        /// The end of the range (RFC 3339); by default now.
+        #[arg(long)]
+        to: Option<humantime::Timestamp>,
+    },
 }
 
 impl Cli {
@@ -135,6 +153,34 @@ async fn run() -> anyhow::Result<()> {
                     .context("another otelephant is running maintenance right now; try again shortly")?
             };
             print!("{}", report.render(dry_run));
+        }
+        Command::Rollups(RollupsCommand::Rebuild { from, to }) => {
+            config.validate()?;
+            let pool = otelephant::server::prepare_database(&config).await?.0;
+            let nanos = |at: std::time::SystemTime| {
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
+            };
+            let to = to.map_or_else(|| nanos(std::time::SystemTime::now()), |t| nanos(t.into()));
+            let from = match from {
+                Some(from) => nanos(from.into()),
+                None => {
+                    let client = pool.get().await?;
+                    let mut first = to;
+                    for table in ["spans", "logs"] {
+                        if let Some(oldest) = maintenance::partitions_of(&client, table).await?.first() {
+                            first = first.min(i64::from(oldest.day) * 86_400_000_000_000);
+                        }
+                    }
+                    first
+                }
+            };
+            let rebuilt = otelephant::store::rollups::rebuild(&pool, from, to).await?;
+            println!(
+                "Rebuilt the rollups of {} hours: {} span rollup rows, {} log rollup rows; their minutes' calls between \
+                 services are paired by the server's next rollup pass",
+                rebuilt.hours, rebuilt.span_rows, rebuilt.log_rows
+            );
         }
         Command::Serve => {
             let stop = shutdown_signal()?;

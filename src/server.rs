@@ -75,6 +75,9 @@ pub struct Server {
     maintenance: JoinHandle<()>,
     /// Storage maintenance passes finished (or skipped) since start; the first runs at once.
     pub maintenance_passes: tokio::sync::watch::Receiver<u64>,
+    rollups: JoinHandle<()>,
+    /// Rollup passes (folding, pairing) finished or skipped since start; the first runs at once.
+    pub rollup_passes: tokio::sync::watch::Receiver<u64>,
     grace: std::time::Duration,
 }
 
@@ -209,6 +212,23 @@ fn start_maintenance(
         config.partitions.clone(),
         config.retention.clone(),
         config.storage.clone(),
+        telemetry.clone(),
+        passes,
+    ));
+    (task, done)
+}
+
+/// The rollups' upkeep, a pass now and then every `rollups.pass_interval_secs`; the receiver
+/// counts the passes done.
+fn start_rollups(
+    pool: &Pool,
+    config: &Config,
+    telemetry: &Telemetry,
+) -> (JoinHandle<()>, tokio::sync::watch::Receiver<u64>) {
+    let (passes, done) = tokio::sync::watch::channel(0);
+    let task = tokio::spawn(store::rollups::maintain(
+        pool.clone(),
+        config.rollups.clone(),
         telemetry.clone(),
         passes,
     ));
@@ -363,6 +383,7 @@ impl Server {
         let (created, layout) = migrate_and_partition(&pool, &config).await?;
         telemetry.counter(telemetry::PARTITIONS_CREATED, &[]).increment(created as u64);
         let (maintenance, maintenance_passes) = start_maintenance(&pool, &config, &telemetry);
+        let (rollups, rollup_passes) = start_rollups(&pool, &config, &telemetry);
         let (pipeline, writers) = Pipeline::start(&config.pipeline, pool.clone(), telemetry.clone());
         let intake = pipeline.intake.clone();
         let shutdown = Shutdown::new();
@@ -393,6 +414,8 @@ impl Server {
             writers,
             maintenance,
             maintenance_passes,
+            rollups,
+            rollup_passes,
             grace: std::time::Duration::from_secs(config.shutdown.grace_secs),
             intake,
         })
@@ -430,6 +453,7 @@ impl Server {
                 writer.await?;
             }
             self.maintenance.abort();
+            self.rollups.abort();
             self.admin.abort();
             Ok::<(), ServeError>(())
         })

@@ -38,6 +38,8 @@ pub const PARTITION_DROPS_FAILED: &str = "otelephant_partition_drops_failed_tota
 pub const PARTITIONS_CONVERTED: &str = "otelephant_partitions_converted_total";
 pub const PARTITION_CONVERSIONS_FAILED: &str = "otelephant_partition_conversions_failed_total";
 pub const DIMENSIONS_COLLECTED: &str = "otelephant_dimensions_collected_total";
+pub const ROLLUP_ROWS_FOLDED: &str = "otelephant_rollup_rows_folded_total";
+pub const ROLLUP_MINUTES_PAIRED: &str = "otelephant_rollup_minutes_paired_total";
 pub const BUILD_INFO: &str = "otelephant_build_info";
 
 /// The help of `otelephant_requests_total`; its labels are `receive::outcome::Outcome`'s (a
@@ -72,6 +74,8 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
     (PARTITIONS_CONVERTED, None, "Closed days' partitions rewritten in columnar storage."),
     (PARTITION_CONVERSIONS_FAILED, None, "Columnar conversions that timed out waiting for their lock (retried)."),
     (DIMENSIONS_COLLECTED, None, "Unreferenced resource, scope and series rows deleted, by kind."),
+    (ROLLUP_ROWS_FOLDED, None, "Rollup rows of closed minutes folded into one per key (rows before minus rows after)."),
+    (ROLLUP_MINUTES_PAIRED, None, "Minutes whose child spans were paired with their parents into calls between services."),
     (BUILD_INFO, None, "Always 1; the labels name the build."),
 ];
 

@@ -34,6 +34,12 @@ pub enum TableKind {
     /// Records of one signal, in daily partitions by `partition_key`, kept as long as the
     /// signal's retention says.
     Records { partition_key: &'static str, signal: Signal },
+    /// Counts of records (see `encode::rollups`), laid out and kept like the records they
+    /// count: daily partitions by `partition_key`, the signal's retention.
+    Rollup { partition_key: &'static str, signal: Signal },
+    /// Marks written with the records for maintenance to take (see `encode::rollups`): a
+    /// plain table, on Citus a local table of the coordinator.
+    Queue,
 }
 
 /// The signal a record table belongs to, for its retention.
@@ -48,8 +54,10 @@ impl Table {
     /// The column daily partitions are made by; `None` for a dimension table.
     pub const fn partition_key(&self) -> Option<&'static str> {
         match self.kind {
-            TableKind::Records { partition_key, .. } => Some(partition_key),
-            TableKind::Dimension => None,
+            TableKind::Records { partition_key, .. } | TableKind::Rollup { partition_key, .. } => {
+                Some(partition_key)
+            }
+            TableKind::Dimension | TableKind::Queue => None,
         }
     }
 

@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::{
 
 use super::{
     attributes::{write_any_value, write_attributes},
-    copy::{Rows, Signal, Table, TableKind},
+    copy::{Signal, Table, TableKind},
     dims::{walk_decoded, KnownIds},
     source::ValueSource,
     validate,
@@ -57,15 +57,15 @@ pub fn encode_received(request: &ExportLogsServiceRequest, known: &KnownIds, rec
         |sl| (sl.scope.as_ref(), sl.schema_url.as_str(), &sl.log_records[..]),
         |_| 1,
         |enc, record, resource_id, scope_id| {
-            let rows = enc.out.rows_mut(TableId::Logs);
             // A decoded record is never Unusual.
             if let Ok(Err(reason)) =
-                write_record(rows, &RecordRow::from(record), (resource_id, scope_id), received)
+                write_record(&mut enc.out, &RecordRow::from(record), (resource_id, scope_id), received)
             {
                 enc.out.reject(1, reason);
             }
         },
     )
+    .with_tallies()
 }
 
 /// A log record as its row is written.
@@ -95,16 +95,18 @@ fn timestamp(time_unix_nano: u64, observed_time_unix_nano: u64, received: u64) -
 /// # Errors
 /// [`Unusual`] when the record's bytes are left to prost (then what was written is discarded).
 pub fn write_record<'a, V: ValueSource<'a>>(
-    rows: &mut Rows,
+    out: &mut Encoded,
     record: &RecordRow<'a, V>,
     (resource_id, scope_id): (i64, i64),
     received: u64,
 ) -> Result<Result<(), validate::Rejection>, Unusual> {
+    let rows = out.rows_mut(TableId::Logs);
     let mark = rows.mark();
     let (mut body, mut attributes) = (Ok(false), Ok(false));
+    let partition_time = timestamp(record.time_unix_nano, record.observed_time_unix_nano, received);
     {
         let mut row = rows.row(&LOGS);
-        row.uint64(timestamp(record.time_unix_nano, record.observed_time_unix_nano, received));
+        row.uint64(partition_time);
         row.uint64(record.time_unix_nano);
         row.uint64(record.observed_time_unix_nano);
         row.int4(record.severity_number);
@@ -129,8 +131,9 @@ pub fn write_record<'a, V: ValueSource<'a>>(
         .and_then(|()| validate::text("event_name", record.event_name))
         .and_then(|()| validate::keys("body", body))
         .and_then(|()| validate::keys("attributes", attributes));
-    if verdict.is_err() {
-        rows.undo(mark);
+    match verdict {
+        Ok(()) => out.logs.add(partition_time, resource_id, record.severity_number),
+        Err(_) => rows.undo(mark),
     }
     Ok(verdict)
 }
@@ -165,8 +168,8 @@ pub fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual>
 
 /// [`encode_wire`], for records that arrived at `received`.
 pub fn encode_wire_received(message: &[u8], known: &KnownIds, received: u64) -> Result<Encoded, Unusual> {
-    wire::encode_request(message, known, TableId::Logs, |rows, message, ids| {
-        write_record(rows, &wire_record(message)?, ids, received)
+    wire::encode_request(message, known, TableId::Logs, |out, message, ids| {
+        write_record(out, &wire_record(message)?, ids, received)
     })
 }
 

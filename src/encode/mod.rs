@@ -9,6 +9,8 @@ pub mod dims;
 pub mod logs;
 pub mod meter;
 pub mod metrics;
+pub mod rollups;
+pub mod sketch;
 pub mod source;
 #[cfg(test)]
 mod testing;
@@ -57,11 +59,15 @@ pub enum TableId {
     HistogramPoints,
     ExpHistogramPoints,
     SummaryPoints,
+    SpanRollup,
+    LogRollup,
+    ServiceEdges,
+    PairingDue,
 }
 
 impl TableId {
     /// Every table, in the order a batch writes them (dimensions first).
-    pub const ALL: [TableId; 9] = [
+    pub const ALL: [TableId; 13] = [
         TableId::Resources,
         TableId::Scopes,
         TableId::MetricSeries,
@@ -71,6 +77,10 @@ impl TableId {
         TableId::HistogramPoints,
         TableId::ExpHistogramPoints,
         TableId::SummaryPoints,
+        TableId::SpanRollup,
+        TableId::LogRollup,
+        TableId::ServiceEdges,
+        TableId::PairingDue,
     ];
 
     /// The table's name, columns and kind.
@@ -85,6 +95,10 @@ impl TableId {
             TableId::HistogramPoints => &metrics::HISTOGRAM_POINTS,
             TableId::ExpHistogramPoints => &metrics::EXP_HISTOGRAM_POINTS,
             TableId::SummaryPoints => &metrics::SUMMARY_POINTS,
+            TableId::SpanRollup => &rollups::SPAN_ROLLUP,
+            TableId::LogRollup => &rollups::LOG_ROLLUP,
+            TableId::ServiceEdges => &rollups::SERVICE_EDGES,
+            TableId::PairingDue => &rollups::PAIRING_DUE,
         }
     }
 }
@@ -108,6 +122,9 @@ pub struct Encoded {
     /// Records left out (see [`validate`]), and why the first of them was.
     pub rejected: u64,
     pub first_rejection: Option<validate::Rejection>,
+    /// The spans and log records above, tallied for their rollups until [`Encoded::write_tallies`].
+    pub spans: rollups::SpanTallies,
+    pub logs: rollups::LogTallies,
 }
 
 impl Encoded {
@@ -141,6 +158,27 @@ impl Encoded {
 
     /// Spans, data points or log records: the rows of the record tables.
     pub fn items(&self) -> usize {
-        self.rows[DIMENSION_TABLES..].iter().map(|r| r.count).sum()
+        TABLES
+            .iter()
+            .zip(&self.rows)
+            .filter(|(table, _)| matches!(table.kind, TableKind::Records { .. }))
+            .map(|(_, rows)| rows.count)
+            .sum()
+    }
+
+    /// Writes the rollup rows of what was tallied, once every record is written.
+    pub fn write_tallies(&mut self) {
+        let spans = std::mem::take(&mut self.spans);
+        spans.write(self.rows_mut(TableId::SpanRollup));
+        spans.write_due(self.rows_mut(TableId::PairingDue));
+        let logs = std::mem::take(&mut self.logs);
+        logs.write(self.rows_mut(TableId::LogRollup));
+    }
+
+    /// [`Encoded::write_tallies`], by value.
+    #[must_use]
+    pub fn with_tallies(mut self) -> Self {
+        self.write_tallies();
+        self
     }
 }

@@ -11,8 +11,9 @@ use opentelemetry_proto::tonic::{
 
 use super::{
     attributes::{attributes_from_json, write_attributes, write_hex, write_int, write_str, MappingError},
-    copy::{Rows, Signal, Table, TableKind},
+    copy::{Signal, Table, TableKind},
     dims::{walk_decoded, KnownIds},
+    rollups::TalliedSpan,
     source::{ListSource, MapSource},
     validate,
     wire::{self, values::Item, Fields, Stretch, Unusual, WireList, WireMap},
@@ -55,13 +56,13 @@ pub fn encode(request: &ExportTraceServiceRequest, known: &KnownIds) -> Encoded 
         |ss| (ss.scope.as_ref(), ss.schema_url.as_str(), &ss.spans[..]),
         |_| 1,
         |enc, span, resource_id, scope_id| {
-            let rows = enc.out.rows_mut(TableId::Spans);
             // A decoded span is never Unusual.
-            if let Ok(Err(reason)) = write_span(rows, &SpanRow::from(span), (resource_id, scope_id)) {
+            if let Ok(Err(reason)) = write_span(&mut enc.out, &SpanRow::from(span), (resource_id, scope_id)) {
                 enc.out.reject(1, reason);
             }
         },
     )
+    .with_tallies()
 }
 
 /// A span as its row is written.
@@ -105,13 +106,14 @@ pub struct LinkRow<'a, M> {
     pub flags: u32,
 }
 
-/// Writes a span's row, or, when a rule refuses the span, leaves it out and says why: the ids
-/// (see [`validate`]), U+0000 in a name, trace state, status message or any key.
+/// Writes a span's row and tallies it for `span_rollup`, or, when a rule refuses the span, leaves
+/// it out and says why: the ids (see [`validate`]), U+0000 in a name, trace state, status
+/// message or any key.
 ///
 /// # Errors
 /// [`Unusual`] when the span's bytes are left to prost (then what was written is discarded).
 pub fn write_span<'a, M, E, L>(
-    rows: &mut Rows,
+    out: &mut Encoded,
     span: &SpanRow<'a, M, E, L>,
     (resource_id, scope_id): (i64, i64),
 ) -> Result<Result<(), validate::Rejection>, Unusual>
@@ -120,6 +122,7 @@ where
     E: ListSource<'a, EventRow<'a, M>>,
     L: ListSource<'a, LinkRow<'a, M>>,
 {
+    let rows = out.rows_mut(TableId::Spans);
     let mark = rows.mark();
     let mut attributes = Ok(false);
     let mut events = Ok(None);
@@ -172,8 +175,17 @@ where
         .and_then(|()| events.map_or(Ok(()), Err))
         .and_then(|()| links.map_or(Ok(()), Err))
         .and_then(|()| validate::text("status message", span.status.map_or("", |(_, message)| message)));
-    if verdict.is_err() {
-        rows.undo(mark);
+    match verdict {
+        Ok(()) => out.spans.add(&TalliedSpan {
+            start_time_unix_nano: span.start_time_unix_nano,
+            end_time_unix_nano: span.end_time_unix_nano,
+            resource_id,
+            name: span.name,
+            kind: span.kind,
+            status_code: span.status.map_or(0, |(code, _)| code),
+            has_parent: !span.parent_span_id.is_empty(),
+        }),
+        Err(_) => rows.undo(mark),
     }
     Ok(verdict)
 }
@@ -414,8 +426,8 @@ pub(crate) fn hex_member(json: &serde_json::Value, key: &str) -> Result<Vec<u8>,
 /// [`Unusual`] when the bytes are not in the form protobuf encoders write; decode those with
 /// prost and use [`encode`].
 pub fn encode_wire(message: &[u8], known: &KnownIds) -> Result<Encoded, Unusual> {
-    wire::encode_request(message, known, TableId::Spans, |rows, message, ids| {
-        write_span(rows, &wire_span(message)?, ids)
+    wire::encode_request(message, known, TableId::Spans, |out, message, ids| {
+        write_span(out, &wire_span(message)?, ids)
     })
 }
 

@@ -414,9 +414,14 @@ async fn search_traces(
             .map_err(|e| Status::invalid_argument(format!("unable to parse param 'limit': {e}")))?,
     };
     let limit = if limit == 0 { DEFAULT_LIMIT } else { limit.min(MAX_PAGE_SIZE) };
+    // A search that stopped early (see `SearchTracesResponse.message`) says so in `errors`.
+    let mut stopped = None;
     let ids: Vec<String> = if trace_ids.is_empty() {
         request.page_size = limit as u32;
         let page = super::traces::search_traces(q, &request).await?;
+        if !page.message.is_empty() {
+            stopped = Some(Status::deadline_exceeded(page.message));
+        }
         page.traces.into_iter().map(|t| t.trace_id).collect()
     } else {
         trace_ids.iter().map(|id| padded_trace_id(id)).collect::<Result<_, _>>()?
@@ -441,7 +446,7 @@ async fn search_traces(
             Err(status) => return Err(status),
         }
     }
-    Ok((traces, None))
+    Ok((traces, stopped))
 }
 
 /// A link of the dependency graph (`model/json.DependencyLink`).

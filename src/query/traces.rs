@@ -1,13 +1,13 @@
 //! GetTrace, SearchTraces, ListServices and ListOperations: spans back out of `spans`, `resources` and
 //! `scopes`, rebuilt into OTLP.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status as SpanStatus, TracesData,
 };
 use prost::Message;
-use tokio_postgres::Row;
+use tokio_postgres::{types::ToSql, Row};
 use tonic::Status;
 
 use super::{
@@ -23,6 +23,8 @@ use super::{
 };
 use crate::encode::{
     attributes::{attributes_from_json, MappingError},
+    rollups::MINUTE_NANOS,
+    sketch::Durations,
     traces::{events_from_json, links_from_json},
 };
 
@@ -204,27 +206,28 @@ pub(super) async fn list_services(
         "" => String::new(),
         token => decode_token(token)?,
     };
+    let (start, end) = minutes(start, end);
     let mut budget = q.budget();
     let (rows, full) = q
         .client()
         .await?
         .query_within(
             match q.layout {
-                // A probe of the (resource_id, start_time_unix_nano) index per resource.
+                // A probe of the rollup's (resource_id, minute) index per resource.
                 Layout::SingleNode => {
                     "SELECT service_name FROM resources r
                      WHERE service_name > $3 AND EXISTS (
-                         SELECT 1 FROM spans s WHERE s.resource_id = r.resource_id
-                         AND s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2)
+                         SELECT 1 FROM span_rollup u WHERE u.resource_id = r.resource_id
+                         AND u.minute_unix_nano >= $1 AND u.minute_unix_nano < $2)
                      GROUP BY service_name ORDER BY service_name LIMIT $4"
                 }
-                // Citus runs no subquery that refers to a reference table's row, and pulls an
-                // IN list's rows to the coordinator: the workers find the distinct services of
-                // their spans, joined to their copy of the resources.
+                // Citus runs no subquery that refers to a reference table's row: the workers
+                // find the distinct services of their rollup rows, joined to their copy of the
+                // resources.
                 Layout::Citus => {
-                    "SELECT DISTINCT r.service_name FROM spans s JOIN resources r USING (resource_id)
+                    "SELECT DISTINCT r.service_name FROM span_rollup u JOIN resources r USING (resource_id)
                      WHERE r.service_name > $3
-                       AND s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2
+                       AND u.minute_unix_nano >= $1 AND u.minute_unix_nano < $2
                      ORDER BY r.service_name LIMIT $4"
                 }
             },
@@ -250,50 +253,69 @@ pub(super) async fn list_service_stats(
     request: &ListServiceStatsRequest,
 ) -> Result<ListServiceStatsResponse, Status> {
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
-    let rows = whole(
-        q.client()
-            .await?
-            .query_within(
-                &format!(
-                    "SELECT r.service_name, count(*),
-                        count(*) FILTER (WHERE s.kind IN {SERVED_KINDS}),
-                        count(*) FILTER (WHERE s.kind IN {SERVED_KINDS} AND s.status_code = {STATUS_ERROR}),
-                        percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP
-                            (ORDER BY s.end_time_unix_nano - s.start_time_unix_nano)
-                            FILTER (WHERE s.kind IN {SERVED_KINDS})
-                 FROM spans s JOIN resources r ON r.resource_id = s.resource_id
-                 WHERE s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2
-                   AND r.service_name IS NOT NULL
-                 GROUP BY r.service_name ORDER BY r.service_name"
-                ),
-                &[&start, &end],
-                &mut q.budget(),
-            )
-            .await?,
-        "services",
-    )?;
+    // A rate is per second of the range asked for; its requests are those of the minutes it
+    // touches.
     let seconds = (end - start) as f64 / 1e9;
-    let services = rows
-        .iter()
-        .map(|row| {
-            let requests = row.get::<_, i64>(2) as u64;
-            let percentiles: Option<Vec<i64>> = row.get(4);
-            let percentile = |i: usize| {
-                percentiles.as_ref().and_then(|p| p.get(i)).map_or(0, |nanos| (*nanos).max(0) as u64)
-            };
-            ServiceStats {
-                service: row.get(0),
-                span_count: row.get::<_, i64>(1) as u64,
-                request_count: requests,
-                error_count: row.get::<_, i64>(3) as u64,
-                p50_nanos: percentile(0),
-                p95_nanos: percentile(1),
-                p99_nanos: percentile(2),
-                request_rate: requests as f64 / seconds,
+    let (start, end) = minutes(start, end);
+    // Only served spans' durations are read: the percentiles are of requests.
+    let mut budget = q.budget();
+    let (rows, full) = q
+        .client()
+        .await?
+        .query_within(
+            &format!(
+                "SELECT r.service_name, u.kind IN {SERVED_KINDS}, u.status_code = {STATUS_ERROR}, sum(u.spans)::bigint,
+                        array_agg(u.durations) FILTER (WHERE u.kind IN {SERVED_KINDS})
+                 FROM span_rollup u JOIN resources r ON r.resource_id = u.resource_id
+                 WHERE u.minute_unix_nano >= $1 AND u.minute_unix_nano < $2 AND r.service_name IS NOT NULL
+                 GROUP BY 1, 2, 3 ORDER BY 1"
+            ),
+            &[&start, &end],
+            &mut budget,
+        )
+        .await?;
+    let rows = whole((rows, full), "services")?;
+    decode_off_thread(budget.used(), move || {
+        let mut by_service: BTreeMap<String, (ServiceStats, Durations)> = BTreeMap::new();
+        for row in &rows {
+            let (stats, durations) = by_service.entry(row.get(0)).or_default();
+            let (served, failed, spans): (bool, bool, i64) = (row.get(1), row.get(2), row.get(3));
+            stats.span_count += spans as u64;
+            if served {
+                stats.request_count += spans as u64;
+                if failed {
+                    stats.error_count += spans as u64;
+                }
+                for sketch in row.get::<_, Option<Vec<&[u8]>>>(4).unwrap_or_default() {
+                    durations
+                        .merge_encoded(sketch)
+                        .map_err(|err| Status::internal(format!("stored rollups do not decode: {err}")))?;
+                }
             }
-        })
-        .collect();
-    Ok(ListServiceStatsResponse { services })
+        }
+        let services = by_service
+            .into_iter()
+            .map(|(service, (stats, durations))| {
+                let percentile = |q: f64| durations.quantile(q).map_or(0, |nanos| nanos.round() as u64);
+                ServiceStats {
+                    service,
+                    p50_nanos: percentile(0.5),
+                    p95_nanos: percentile(0.95),
+                    p99_nanos: percentile(0.99),
+                    request_rate: stats.request_count as f64 / seconds,
+                    ..stats
+                }
+            })
+            .collect();
+        Ok(ListServiceStatsResponse { services })
+    })
+    .await
+}
+
+/// A time range widened to the whole minutes it touches: what rollups answer for.
+fn minutes(start: i64, end: i64) -> (i64, i64) {
+    let minute = MINUTE_NANOS as i64;
+    (start - start.rem_euclid(minute), end.saturating_add((minute - end.rem_euclid(minute)) % minute))
 }
 
 pub(super) async fn list_service_dependencies(
@@ -301,19 +323,14 @@ pub(super) async fn list_service_dependencies(
     request: &ListServiceDependenciesRequest,
 ) -> Result<ListServiceDependenciesResponse, Status> {
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
+    let (start, end) = minutes(start, end);
     let rows = whole(
         q.client()
             .await?
             .query_within(
-                "SELECT pr.service_name, cr.service_name, count(*)
-             FROM spans c
-             JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
-             JOIN resources cr ON cr.resource_id = c.resource_id
-             JOIN resources pr ON pr.resource_id = p.resource_id
-             WHERE c.start_time_unix_nano >= $1 AND c.start_time_unix_nano < $2
-               AND pr.service_name IS NOT NULL AND cr.service_name IS NOT NULL
-               AND pr.service_name <> cr.service_name
-             GROUP BY 1, 2 ORDER BY 1, 2",
+                "SELECT parent_service, child_service, sum(calls)::bigint FROM service_edges
+                 WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
+                 GROUP BY 1, 2 ORDER BY 1, 2",
                 &[&start, &end],
                 &mut q.budget(),
             )
@@ -340,6 +357,7 @@ pub(super) async fn list_operations(
     }
     q.check_text(&request.service, "service")?;
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
+    let (start, end) = minutes(start, end);
     let page_size = page_size(request.page_size);
     let (after_name, after_kind) = match request.page_token.as_str() {
         "" => (String::new(), i32::MIN),
@@ -354,10 +372,10 @@ pub(super) async fn list_operations(
         .client()
         .await?
         .query_within(
-            "SELECT DISTINCT s.name, s.kind FROM spans s
-             WHERE s.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $1)
-             AND s.start_time_unix_nano >= $2 AND s.start_time_unix_nano < $3
-             AND (s.name, s.kind) > ($4, $5)
+            "SELECT DISTINCT u.name, u.kind FROM span_rollup u
+             WHERE u.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $1)
+             AND u.minute_unix_nano >= $2 AND u.minute_unix_nano < $3
+             AND (u.name, u.kind) > ($4, $5)
              ORDER BY 1, 2 LIMIT $6",
             &[&request.service, &start, &end, &after_name, &after_kind, &(page_size as i64 + 1)],
             &mut budget,
@@ -375,7 +393,20 @@ pub(super) async fn list_operations(
     Ok(ListOperationsResponse { operations, next_page_token })
 }
 
-/// One page of traces with a span matching every filter, newest first.
+/// A trace summary counts the spans that started within this of the trace's latest matching span.
+const SUMMARY_SPREAD_NANOS: i64 = 86_400_000_000_000;
+
+/// The first time window a search reads, newest first; each next one is twice as long.
+const FIRST_WINDOW_NANOS: i64 = 1_000_000_000;
+
+/// One page of traces with a span matching every filter, newest first by their latest matching
+/// span.
+///
+/// The matching spans are read newest first in time windows (one second, then each twice as
+/// long as the one before) until the page is full, so a search reads about what its page
+/// shows, not every span in the range. A filter that matches rarely reads further back: the
+/// search stops after `query.statement_timeout_ms` with the traces it found, a message saying
+/// how far back it read, and a token that goes on from there.
 pub(super) async fn search_traces(
     q: &Query,
     request: &SearchTracesRequest,
@@ -386,68 +417,192 @@ pub(super) async fn search_traces(
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
     let page_size = page_size(request.page_size);
     let mut sql = Sql::default();
-    let mut matched = format!(
-        "SELECT s.trace_id, max(s.start_time_unix_nano) AS latest FROM spans s
-         WHERE s.start_time_unix_nano >= {} AND s.start_time_unix_nano < {}",
-        sql.param(start),
-        sql.param(end)
-    );
+    let mut filters = String::new();
     if !request.service.is_empty() {
         let service = sql.param(request.service.clone());
-        matched += &format!(
+        filters += &format!(
             " AND s.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = {service})"
         );
     }
     if !request.span_name.is_empty() {
-        matched += &format!(" AND s.name = {}", sql.param(request.span_name.clone()));
+        filters += &format!(" AND s.name = {}", sql.param(request.span_name.clone()));
     }
     for (i, filter) in request.attributes.iter().enumerate() {
-        matched +=
+        filters +=
             &format!(" AND {}", attribute_condition(q, &mut sql, "s", filter, &format!("attributes[{i}]"))?);
     }
     let duration = "(s.end_time_unix_nano - s.start_time_unix_nano)";
     if request.min_duration_nanos > 0 {
-        matched += &format!(" AND {duration} >= {}", sql.param(clamp(request.min_duration_nanos)));
+        filters += &format!(" AND {duration} >= {}", sql.param(clamp(request.min_duration_nanos)));
     }
     if request.max_duration_nanos > 0 {
-        matched += &format!(" AND {duration} <= {}", sql.param(clamp(request.max_duration_nanos)));
+        filters += &format!(" AND {duration} <= {}", sql.param(clamp(request.max_duration_nanos)));
     }
     if request.errors_only {
-        matched += &format!(" AND s.status_code = {STATUS_ERROR}");
+        filters += &format!(" AND s.status_code = {STATUS_ERROR}");
     }
-    matched += " GROUP BY s.trace_id";
-    if !request.page_token.is_empty() {
-        let (latest, trace_id) = decode_trace_token(&request.page_token)?;
-        matched += &format!(
-            " HAVING (max(s.start_time_unix_nano), s.trace_id) < ({}, {})",
-            sql.param(latest),
-            sql.param(trace_id)
-        );
+    let after = match request.page_token.as_str() {
+        "" => None,
+        token => Some(decode_trace_token(token)?),
+    };
+    let n = sql.params.len();
+    let (lo, hi) = (format!("${}", n + 1), format!("${}", n + 2));
+    let (ids, newer_from, newer_to) = (format!("${}", n + 1), format!("${}", n + 2), format!("${}", n + 3));
+    // The traces of a window by their latest matching span in it, newest first.
+    let window = format!(
+        "SELECT s.trace_id, max(s.start_time_unix_nano) AS latest FROM spans s
+         WHERE s.start_time_unix_nano >= {lo} AND s.start_time_unix_nano < {hi}{filters}
+         GROUP BY s.trace_id ORDER BY latest DESC, s.trace_id DESC"
+    );
+    // Of a window's traces, their latest matching span from the token's on: the traces whose
+    // place (their latest matching span, then id) is at or before the token's were on an
+    // earlier page.
+    let newer = format!(
+        "SELECT s.trace_id, max(s.start_time_unix_nano) FROM spans s
+         WHERE s.trace_id = ANY ({ids}::bytea[])
+           AND s.start_time_unix_nano >= {newer_from} AND s.start_time_unix_nano < {newer_to}{filters}
+         GROUP BY s.trace_id"
+    );
+    let deadline = tokio::time::Instant::now() + q.limits.statement_timeout();
+    let mut client = q.client().await?;
+    let mut found: Vec<(Vec<u8>, i64)> = Vec::new();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    // The search reads spans that started before `hi` (just after the token's trace, on a
+    // later page), back to `start`.
+    let mut hi_at = match &after {
+        Some((latest, _)) => latest.saturating_add(1).min(end),
+        None => end,
+    };
+    let mut width = FIRST_WINDOW_NANOS;
+    let mut stopped = None;
+    while found.len() <= page_size && hi_at > start {
+        let lo_at = hi_at.saturating_sub(width).max(start);
+        let mut params = sql.params();
+        params.extend([&lo_at as &(dyn ToSql + Sync), &hi_at]);
+        // A window's rows are let go once read: each has a budget of its own.
+        let mut budget = q.budget();
+        let read =
+            tokio::time::timeout_at(deadline, client.query_within(&window, &params, &mut budget)).await;
+        let rows = match read {
+            Ok(Ok((rows, false))) => rows,
+            Ok(Ok((_, true))) => {
+                stopped = Some(format!(
+                    "the search's memory (query.answer_bytes) filled up, having read spans back to {}; \
+                     the page token goes on from there",
+                    crate::time::utc_text(hi_at.max(0) as u64)
+                ));
+                break;
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+                stopped = Some(timed_out(q, hi_at));
+                break;
+            }
+            Ok(Err(status)) => return Err(status),
+            Err(_) => {
+                // The statement still runs: this connection goes with it, cancelled.
+                drop(client);
+                client = q.client().await?;
+                stopped = Some(timed_out(q, hi_at));
+                break;
+            }
+        };
+        let mut candidates: Vec<(Vec<u8>, i64)> = rows
+            .iter()
+            .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, i64>(1)))
+            .filter(|(trace_id, latest)| {
+                !seen.contains(trace_id)
+                    && after.as_ref().is_none_or(|(token_latest, token_id)| {
+                        (*latest, trace_id) < (*token_latest, token_id)
+                    })
+            })
+            .collect();
+        if let Some((token_latest, token_id)) = after.as_ref().filter(|_| !candidates.is_empty()) {
+            let ids: Vec<&[u8]> = candidates.iter().map(|(id, _)| id.as_slice()).collect();
+            let mut params = sql.params();
+            params.extend([&ids as &(dyn ToSql + Sync), token_latest, &end]);
+            let listed: HashSet<Vec<u8>> = client
+                .query(&newer, &params)
+                .await?
+                .iter()
+                .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, i64>(1)))
+                .filter(|(id, latest)| (*latest, id) >= (*token_latest, token_id))
+                .map(|(id, _)| id)
+                .collect();
+            candidates.retain(|(id, _)| !listed.contains(id));
+        }
+        for (trace_id, latest) in candidates {
+            seen.insert(trace_id.clone());
+            found.push((trace_id, latest));
+        }
+        hi_at = lo_at;
+        width = width.saturating_mul(2);
     }
-    matched += &format!(" ORDER BY latest DESC, s.trace_id DESC LIMIT {}", sql.param(page_size as i64 + 1));
+    let mut next_page_token = String::new();
+    if found.len() > page_size {
+        found.truncate(page_size);
+        let (trace_id, latest) = &found[page_size - 1];
+        next_page_token = encode_trace_token(*latest, trace_id);
+    } else if stopped.is_some() {
+        // Go on below where this page stopped reading: every trace whose latest matching span
+        // is older than that (an empty id sorts before every other).
+        next_page_token = encode_trace_token(hi_at, &[]);
+    }
+    let (traces, full) = summaries(&mut client, &found, &mut q.budget()).await?;
+    if full {
+        // The summaries filled the answer: the page ends at the last one that fitted.
+        let last = &found[traces.len().max(1) - 1];
+        next_page_token = encode_trace_token(last.1, &last.0);
+    }
+    Ok(SearchTracesResponse { traces, next_page_token, message: stopped.unwrap_or_default() })
+}
+
+/// What a page cut short by the statement timeout says: how far back it read.
+fn timed_out(q: &Query, read_back_to: i64) -> String {
+    format!(
+        "the search stopped after query.statement_timeout_ms ({} ms), having read spans back to {}; \
+         the page token goes on from there",
+        q.limits.statement_timeout_ms,
+        crate::time::utc_text(read_back_to.max(0) as u64)
+    )
+}
+
+/// The summaries of `found` traces (id, latest matching span), in that order; fewer, and
+/// `true`, when they fill `budget` first.
+async fn summaries(
+    client: &mut super::Conn,
+    found: &[(Vec<u8>, i64)],
+    budget: &mut Budget,
+) -> Result<(Vec<TraceSummary>, bool), Status> {
+    if found.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    let ids: Vec<&[u8]> = found.iter().map(|(id, _)| id.as_slice()).collect();
+    let latest: Vec<i64> = found.iter().map(|(_, latest)| *latest).collect();
+    // The spans of the traces that started within a day of their latest matching span: a few
+    // daily partitions to look each trace up in, not all of them.
+    let from = latest.iter().min().map_or(0, |l| l.saturating_sub(SUMMARY_SPREAD_NANOS));
+    let to = latest.iter().max().map_or(0, |l| l.saturating_add(SUMMARY_SPREAD_NANOS));
     let query = format!(
-        "WITH matched AS ({matched})
+        "WITH matched AS (SELECT * FROM unnest($1::bytea[], $2::bigint[]) AS m (trace_id, latest))
          SELECT m.trace_id, m.latest, min(s.start_time_unix_nano), max(s.end_time_unix_nano),
                 count(DISTINCT s.span_id), count(DISTINCT s.span_id) FILTER (WHERE s.status_code = {STATUS_ERROR}),
                 coalesce(array_agg(DISTINCT r.service_name) FILTER (WHERE r.service_name IS NOT NULL), '{{}}'),
                 (array_agg(r.service_name ORDER BY s.start_time_unix_nano) FILTER (WHERE s.parent_span_id IS NULL))[1],
                 (array_agg(s.name ORDER BY s.start_time_unix_nano) FILTER (WHERE s.parent_span_id IS NULL))[1]
          FROM matched m JOIN spans s ON s.trace_id = m.trace_id
+              AND s.start_time_unix_nano >= $3 AND s.start_time_unix_nano < $4
          LEFT JOIN resources r ON r.resource_id = s.resource_id
          GROUP BY m.trace_id, m.latest ORDER BY m.latest DESC, m.trace_id DESC"
     );
-    let mut budget = q.budget();
-    let (rows, full) = q.client().await?.query_within(&query, &sql.params(), &mut budget).await?;
-    // A page ends at page_size traces, or earlier where the answer's memory is full.
-    let next_page_token = if full || rows.len() > page_size {
-        let last = &rows[rows.len().min(page_size) - 1];
-        encode_trace_token(last.get(1), &last.get::<_, Vec<u8>>(0))
-    } else {
-        String::new()
-    };
+    let (mut rows, full) = client.query_within(&query, &[&ids, &latest, &from, &to], budget).await?;
+    if full {
+        // The last row may be any trace's: keep the ones before the first missing.
+        let fitted =
+            rows.iter().zip(found).take_while(|(row, (id, _))| row.get::<_, Vec<u8>>(0) == *id).count();
+        rows.truncate(fitted.max(1).min(rows.len()));
+    }
     let traces = rows
         .iter()
-        .take(page_size)
         .map(|row| {
             let first: i64 = row.get(2);
             let last_end: i64 = row.get(3);
@@ -463,7 +618,7 @@ pub(super) async fn search_traces(
             }
         })
         .collect();
-    Ok(SearchTracesResponse { traces, next_page_token })
+    Ok((traces, full))
 }
 
 /// The rows of an answer that has no pages: all of them, or RESOURCE_EXHAUSTED when they do not

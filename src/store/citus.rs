@@ -2,8 +2,9 @@
 //! once the migrations have made them. Resources and scopes become reference tables (a copy on
 //! every node, so every record's join to them stays on its node); spans are distributed by
 //! `trace_id`, so that a trace lives on one shard; metric series and their points by
-//! `series_id`, co-located; log records by `timestamp_unix_nano` (see [`LAYOUT`]). Daily
-//! partitions of a distributed table are distributed as they are created.
+//! `series_id`, co-located; log records by `timestamp_unix_nano`; the rollups by their minute
+//! (see [`LAYOUT`]). Daily partitions of a distributed table are distributed as they are
+//! created.
 
 use deadpool_postgres::Object;
 
@@ -38,11 +39,23 @@ const LAYOUT: &[(&str, Placement)] = &[
         "metric_points_summary",
         Placement::Distributed { column: "series_id", colocate_with: Some("metric_series") },
     ),
+    ("span_rollup", Placement::Distributed { column: "minute_unix_nano", colocate_with: None }),
+    ("log_rollup", Placement::Distributed { column: "minute_unix_nano", colocate_with: Some("span_rollup") }),
+    (
+        "service_edges",
+        Placement::Distributed { column: "minute_unix_nano", colocate_with: Some("span_rollup") },
+    ),
+    ("pairing_due", Placement::Coordinator),
 ];
 
 enum Placement {
     Reference,
-    Distributed { column: &'static str, colocate_with: Option<&'static str> },
+    /// A plain table of the coordinator's: maintenance's own bookkeeping.
+    Coordinator,
+    Distributed {
+        column: &'static str,
+        colocate_with: Option<&'static str>,
+    },
 }
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('otelephant citus ' || current_schema()))";
@@ -120,6 +133,9 @@ pub async fn lay_out(client: &mut Object) -> Result<usize, StoreError> {
     tx.batch_execute(LOCK).await?;
     let mut laid_out = 0;
     for (table, placement) in LAYOUT {
+        if matches!(placement, Placement::Coordinator) {
+            continue;
+        }
         let done: bool = tx
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = to_regclass($1))",
@@ -134,6 +150,7 @@ pub async fn lay_out(client: &mut Object) -> Result<usize, StoreError> {
             Placement::Reference => {
                 tx.execute("SELECT create_reference_table($1::text::regclass)", &[table]).await?;
             }
+            Placement::Coordinator => {}
             Placement::Distributed { column, colocate_with } => {
                 tx.execute(
                     "SELECT create_distributed_table($1::text::regclass, $2, colocate_with => $3)",

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use deadpool_postgres::{GenericClient, Object, Pool};
 use tokio_postgres::error::SqlState;
 
-use super::{partitions, StoreError};
+use super::{partitions, SessionLock, StoreError};
 use crate::{
     config::{ColumnarAfter, PartitionConfig, Retention, RetentionConfig, StorageConfig},
     encode::{
@@ -179,8 +179,8 @@ fn instant(nanos: i64) -> String {
 /// The retention that applies to a record table.
 pub fn retention_of(table: &str, retention: &RetentionConfig) -> Retention {
     let signal = TABLES.iter().find(|t| t.name == table).and_then(|t| match t.kind {
-        TableKind::Records { signal, .. } => Some(signal),
-        TableKind::Dimension => None,
+        TableKind::Records { signal, .. } | TableKind::Rollup { signal, .. } => Some(signal),
+        TableKind::Dimension | TableKind::Queue => None,
     });
     match signal {
         Some(Signal::Traces) => retention.traces,
@@ -246,41 +246,10 @@ pub async fn run_pass(
     storage: &StorageConfig,
     now: SystemTime,
 ) -> Result<Option<Report>, StoreError> {
-    let client = pool.get().await?;
-    let locked: bool = client.query_one(&format!("SELECT pg_try_advisory_lock({LOCK})"), &[]).await?.get(0);
-    if !locked {
-        return Ok(None);
-    }
-    let mut locked = Locked(Some(client));
+    let Some(mut locked) = SessionLock::try_take(pool, LOCK).await? else { return Ok(None) };
     let result = pass(locked.client(), partitions, retention, storage, now).await;
     locked.release().await;
     result.map(Some)
-}
-
-/// A pooled connection holding the maintenance lock (a session lock, which outlives
-/// transactions). Dropped before [`Self::release`], as when the pass is cancelled at shutdown,
-/// it closes the connection, and so frees the lock, instead of going back to the pool with it.
-struct Locked(Option<Object>);
-
-impl Locked {
-    fn client(&mut self) -> &mut Object {
-        self.0.as_mut().expect("held until released")
-    }
-
-    async fn release(mut self) {
-        let Some(client) = self.0.take() else { return };
-        if client.batch_execute(&format!("SELECT pg_advisory_unlock({LOCK})")).await.is_err() {
-            drop(Object::take(client));
-        }
-    }
-}
-
-impl Drop for Locked {
-    fn drop(&mut self) {
-        if let Some(client) = self.0.take() {
-            drop(Object::take(client));
-        }
-    }
 }
 
 async fn pass(

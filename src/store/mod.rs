@@ -1,14 +1,17 @@
 //! PostgreSQL: the connection pool (creating the database and schema when missing), schema
-//! migrations, daily partitions and their lifecycle (retention, garbage collection), and the COPY writer that the pipeline's batches go through.
+//! migrations, daily partitions and their lifecycle (retention, garbage collection), the
+//! rollups' upkeep (folding, pairing calls between services, rebuilding), and the COPY writer
+//! that the pipeline's batches go through.
 
 pub mod citus;
 pub mod maintenance;
 pub mod migrate;
 pub mod partitions;
+pub mod rollups;
 pub mod tls;
 pub mod writer;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -32,6 +35,8 @@ pub enum StoreError {
     Build(#[from] deadpool_postgres::BuildError),
     #[error("{0}")]
     Citus(String),
+    #[error("rollups: {0}")]
+    Rollup(String),
     #[error("migration {version} ({name}) was changed after it was applied; applied migrations must never be edited")]
     MigrationChanged { version: i32, name: String },
 }
@@ -251,6 +256,58 @@ async fn create_database_if_missing(
     tracing::info!("creating database {database}: it does not exist yet");
     client.batch_execute(&format!("CREATE DATABASE {quoted}")).await.or_else(ignore_duplicate)?;
     Ok(())
+}
+
+/// A pooled connection holding a session advisory lock (which outlives transactions), for the
+/// passes one replica at a time runs. Dropped before [`SessionLock::release`], as when a pass is
+/// cancelled at shutdown, it closes the connection, and so frees the lock, instead of going back
+/// to the pool with it.
+pub(crate) struct SessionLock {
+    client: Option<Object>,
+    /// The lock's key, an SQL expression.
+    key: &'static str,
+}
+
+impl SessionLock {
+    /// The lock `key` on a connection of `pool`, unless another session holds it.
+    ///
+    /// # Errors
+    /// No connection, or the database's error.
+    pub(crate) async fn try_take(pool: &Pool, key: &'static str) -> Result<Option<Self>, StoreError> {
+        let client = pool.get().await?;
+        let locked: bool =
+            client.query_one(&format!("SELECT pg_try_advisory_lock({key})"), &[]).await?.get(0);
+        Ok(locked.then_some(Self { client: Some(client), key }))
+    }
+
+    /// The lock `key`, waited for.
+    ///
+    /// # Errors
+    /// No connection, or the database's error.
+    pub(crate) async fn take(pool: &Pool, key: &'static str) -> Result<Self, StoreError> {
+        let client = pool.get().await?;
+        client.batch_execute(&format!("SELECT pg_advisory_lock({key})")).await?;
+        Ok(Self { client: Some(client), key })
+    }
+
+    pub(crate) fn client(&mut self) -> &mut Object {
+        self.client.as_mut().expect("held until released")
+    }
+
+    pub(crate) async fn release(mut self) {
+        let Some(client) = self.client.take() else { return };
+        if client.batch_execute(&format!("SELECT pg_advisory_unlock({})", self.key)).await.is_err() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(Object::take(client));
+        }
+    }
 }
 
 #[cfg(test)]

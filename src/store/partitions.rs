@@ -6,22 +6,30 @@
 use deadpool_postgres::Object;
 
 use super::StoreError;
-use crate::{
-    config::PartitionConfig,
-    encode::{DIMENSION_TABLES, TABLES},
-    time::date_text,
+use crate::{config::PartitionConfig, encode::TABLES, time::date_text};
+
+/// How many of `encode::TABLES` are partitioned by day.
+const PARTITIONED_TABLES: usize = {
+    let mut n = 0;
+    let mut i = 0;
+    while i < TABLES.len() {
+        if TABLES[i].partition_key().is_some() {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
 };
 
 /// Each partitioned table with its partition key, as the table layouts (`encode::TABLES`) say.
-pub const PARTITIONED: [(&str, &str); TABLES.len() - DIMENSION_TABLES] = {
-    let mut out = [("", ""); TABLES.len() - DIMENSION_TABLES];
-    let mut i = 0;
-    while i < out.len() {
-        let table = TABLES[DIMENSION_TABLES + i];
-        out[i] = match table.partition_key() {
-            Some(key) => (table.name, key),
-            None => panic!("every record table is partitioned"),
-        };
+pub const PARTITIONED: [(&str, &str); PARTITIONED_TABLES] = {
+    let mut out = [("", ""); PARTITIONED_TABLES];
+    let (mut i, mut n) = (0, 0);
+    while i < TABLES.len() {
+        if let Some(key) = TABLES[i].partition_key() {
+            out[n] = (TABLES[i].name, key);
+            n += 1;
+        }
         i += 1;
     }
     out

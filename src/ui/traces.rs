@@ -239,6 +239,20 @@ async fn search_results(ui: &Ui, params: &QueryString) -> Result<Markup, String>
     let range = request.time_range.map_or((0, 0), |r| (r.start_unix_nano, r.end_unix_nano));
     let found =
         ui.query.search_traces(Request::new(request)).await.map_err(|s| s.message().to_owned())?.into_inner();
+    // A search that stopped early says why and how far back it read, with a link to go on.
+    let partial = html! {
+        @if !found.message.is_empty() {
+            p.partial {
+                "This page may hold fewer traces than match: " (found.message) ". "
+                @if !found.next_page_token.is_empty() {
+                    a href=(format!("/traces?{}", params.with("page_token", Some(&found.next_page_token)))) { "Search further back" }
+                }
+            }
+        }
+    };
+    if found.traces.is_empty() && !found.message.is_empty() {
+        return Ok(partial);
+    }
     if found.traces.is_empty() {
         let message = if params.get("page_token").is_some() {
             "No more traces.".to_owned()
@@ -272,6 +286,7 @@ async fn search_results(ui: &Ui, params: &QueryString) -> Result<Markup, String>
         })
         .collect();
     Ok(html! {
+        (partial)
         figure.scatter { (raw(chart::scatter(&points, range))) figcaption { "Duration of each trace found, over time: click a point to open its trace." } }
         table.results.traces {
             thead { tr {

@@ -67,6 +67,8 @@ async fn a_person_finds_services_traces_logs_and_metrics_in_the_web_ui() {
         .expect("run ui_data.py");
     assert!(sent.status.success(), "the SDK's exports failed:\n{}", String::from_utf8_lossy(&sent.stderr));
     let data = String::from_utf8(sent.stdout).expect("utf-8");
+    // The calls between services, as the server's own pass pairs them once their minute closes.
+    t.rollup_pass().await;
     let shots = screenshots("ui");
     let output = run_browser(&t, &[("DATA", data), ("SHOTS", shots.display().to_string())]).await;
     print!("{output}");

@@ -390,6 +390,9 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     assert_eq!(kind("metric_series"), Some(("h".into(), Some("series_id".into()))));
     assert_eq!(kind("metric_points_number"), Some(("h".into(), Some("series_id".into()))));
     assert_eq!(kind("logs"), Some(("h".into(), Some("timestamp_unix_nano".into()))));
+    for rollup in ["span_rollup", "log_rollup", "service_edges"] {
+        assert_eq!(kind(rollup), Some(("h".into(), Some("minute_unix_nano".into()))), "{rollup}");
+    }
 
     // The spans' rows are on both workers: counted in each shard, where it lies.
     let per_node: Vec<(i32, i64)> = db
@@ -497,6 +500,25 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         expected.dedup();
         assert_eq!(got, expected, "{}", metric.name);
     }
+
+    // The rollups count every span and record on the cluster too, and a pass folds and pairs
+    // there (as it would two minutes from now, when these minutes have closed).
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(120);
+    let config = schema.config();
+    let report = loop {
+        match otelephant::store::rollups::run_pass(&server.pool, &config.rollups, later, true).await {
+            Ok(Some(report)) => break report,
+            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            Err(err) => panic!("rollup pass on Citus: {err}"),
+        }
+    };
+    assert!(report.paired > 0, "{report:?}");
+    let counted: (i64, i64) = db
+        .query_one("SELECT (SELECT sum(spans)::bigint FROM span_rollup), (SELECT sum(records)::bigint FROM log_rollup)", &[])
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .expect("rollups");
+    assert_eq!(counted, (spans + http_spans as i64, 51));
 
     // Every read surface answers from the cluster: each query service RPC in its HTTP/JSON
     // form, Jaeger's API, and the web UI's pages.

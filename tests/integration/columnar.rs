@@ -200,6 +200,8 @@ async fn closed_days_become_columnar_and_hand_back_what_they_held() {
         "metric_points_histogram",
         "metric_points_exp_histogram",
         "metric_points_summary",
+        "span_rollup",
+        "log_rollup",
     ];
     let mut before = Vec::new();
     for table in tables {

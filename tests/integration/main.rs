@@ -24,6 +24,7 @@ mod process;
 mod query;
 mod read_api;
 mod retention;
+mod rollups;
 mod roundtrip;
 mod storage;
 mod tls;

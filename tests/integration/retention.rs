@@ -123,10 +123,24 @@ async fn expired_partitions_are_dropped_whole_and_nothing_younger_is_lost() {
     let now = at(d + 3, 13);
     let report = pass_at(&t, clock(now)).await;
     let dropped: Vec<(&str, u64)> = report.dropped.iter().map(|p| (p.table, p.day as u64)).collect();
-    assert_eq!(dropped, [("spans", d - 1), ("spans", d)]);
+    // The spans' rollups and calls between services go with their days.
+    assert_eq!(
+        dropped,
+        [
+            ("spans", d - 1),
+            ("spans", d),
+            ("span_rollup", d - 1),
+            ("span_rollup", d),
+            ("service_edges", d - 1),
+            ("service_edges", d)
+        ]
+    );
     assert!(report.drop_failed.is_empty());
     assert_eq!(span_days(&t).await, [d + 1, d + 2]);
     assert_eq!(t.count("spans").await, 8);
+    let counted: i64 =
+        t.sql.query_one("SELECT sum(spans)::bigint FROM span_rollup", &[]).await.expect("rollup").get(0);
+    assert_eq!(counted, 8, "the rollups count the spans kept, no more");
     // Partitions are ready three days ahead of the new today; the other signals keep theirs.
     assert_eq!(partition_days(&t, "spans").await, (d + 1..=d + 6).collect::<Vec<_>>());
     assert!(report.created.contains(&("logs", (d + 6) as i32)));
@@ -203,7 +217,8 @@ async fn resources_no_record_references_are_collected_after_a_drop() {
     // Day d+2: day d's partition expires, and with it every span of "gone". But its row was
     // written two days ago, within the grace a replica may still trust it, so it stays.
     let report = pass_at(&t, clock(at(d + 2, 13))).await;
-    let dropped: Vec<u64> = report.dropped.iter().map(|p| p.day as u64).collect();
+    let dropped: Vec<u64> =
+        report.dropped.iter().filter(|p| p.table == "spans").map(|p| p.day as u64).collect();
     assert_eq!(dropped, [d - 1, d]);
     assert_eq!(report.collected, maintenance::Collected::default());
     assert_eq!(services(&t).await, ["gone", "staying"]);
@@ -211,7 +226,7 @@ async fn resources_no_record_references_are_collected_after_a_drop() {
     // Day d+3: "gone" is unreferenced and unseen for three days, and goes. "staying" and the
     // scopes still have spans (day d+2).
     let report = pass_at(&t, clock(at(d + 3, 13))).await;
-    assert_eq!(report.dropped.len(), 1, "{report:?}");
+    assert_eq!(report.dropped.iter().filter(|p| p.table == "spans").count(), 1, "{report:?}");
     assert_eq!(report.collected, maintenance::Collected { series: 0, resources: 1, scopes: 0 });
     assert_eq!(services(&t).await, ["staying"]);
     assert_eq!(t.count("scopes").await, 2);
@@ -266,7 +281,8 @@ async fn two_maintainers_at_once_do_not_collide() {
     );
     let reports: Vec<Report> = [a, b].into_iter().filter_map(|r| r.expect("no maintainer fails")).collect();
     let dropped: usize = reports.iter().map(|r| r.dropped.len()).sum();
-    assert_eq!(dropped, 2, "between them, both expired partitions went once: {reports:?}");
+    // Two days of spans, of their rollups and of the calls between services.
+    assert_eq!(dropped, 3 * 2, "between them, both expired days went once: {reports:?}");
     let report = pass_at(&t, now).await;
     assert!(report.dropped.is_empty(), "everything expired is gone: {report:?}");
     assert_eq!(t.count("spans").await, 0);

@@ -6,7 +6,6 @@ use prost::Message;
 
 use super::protobuf::{Fields, Unusual};
 use crate::encode::{
-    copy::Rows,
     dims::{KnownIds, RequestEncoder},
     meter, validate, Encoded, TableId,
 };
@@ -22,7 +21,7 @@ pub fn encode_request(
     message: &[u8],
     known: &KnownIds,
     table: TableId,
-    mut record: impl FnMut(&mut Rows, &[u8], (i64, i64)) -> Result<Result<(), validate::Rejection>, Unusual>,
+    mut record: impl FnMut(&mut Encoded, &[u8], (i64, i64)) -> Result<Result<(), validate::Rejection>, Unusual>,
 ) -> Result<Encoded, Unusual> {
     let mut enc = RequestEncoder::new(known);
     // Rows take about 1.25 times the protobuf bytes they come from (the load generator's spans
@@ -35,16 +34,17 @@ pub fn encode_request(
         |enc, item, ids| {
             match ids {
                 Some(ids) => {
-                    if let Err(reason) = record(enc.out.rows_mut(table), item, ids)? {
+                    if let Err(reason) = record(&mut enc.out, item, ids)? {
                         enc.out.reject(1, reason);
                     }
                 }
                 // The whole group is refused already; the record's own verdict does not count.
-                None => drop(record(&mut Rows::default(), item, (0, 0))?),
+                None => drop(record(&mut Encoded::default(), item, (0, 0))?),
             }
             Ok(())
         },
     )?;
+    enc.out.write_tallies();
     Ok(enc.out)
 }
 

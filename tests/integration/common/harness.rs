@@ -69,6 +69,18 @@ impl Drop for TestSchema {
                 .block_on(async {
                     let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
                     tokio::spawn(connection);
+                    // A server the test dropped without stopping leaves its tasks on the test's
+                    // runtime, which is blocked here: a transaction of theirs would hold its
+                    // locks, and the DROP wait, for ever. End the sessions that hold locks on
+                    // the schema's tables first.
+                    client
+                        .execute(
+                            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+                             JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+                             WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
+                            &[&name],
+                        )
+                        .await?;
                     client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await
                 })
                 .map_err(std::io::Error::other)
@@ -110,6 +122,20 @@ impl TestServer {
     pub async fn first_maintenance_pass(&self) {
         let mut passes = self.server.as_ref().expect("running").maintenance_passes.clone();
         passes.wait_for(|n| *n >= 1).await.expect("maintenance runs");
+    }
+
+    /// Runs a rollup pass (folding, pairing) as it would run two minutes from now, when the
+    /// minutes written so far have closed and settled; waits while the server's own pass runs.
+    pub async fn rollup_pass(&self) -> otelephant::store::rollups::Report {
+        let pool = &self.server.as_ref().expect("running").pool;
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(120);
+        loop {
+            match otelephant::store::rollups::run_pass(pool, &self.config.rollups, later, true).await {
+                Ok(Some(report)) => return report,
+                Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Err(err) => panic!("rollup pass failed: {err}"),
+            }
+        }
     }
 
     /// Stops the server and starts a new one on the same schema (on new ports).

@@ -1,0 +1,212 @@
+//! The read side at volume: the reads a person (the web UI's pages) and Grafana (the JSON and
+//! Jaeger APIs) make by default, timed against any running otelephant, on millions of spans
+//! spread over the last 24 hours. `bench/reads.sh` runs it at 1M and 10M spans, against this
+//! build and an earlier one on the same data.
+//!
+//! `cargo run --release --example read_bench -- load SPANS DATABASE_URL SCHEMA`
+//!   makes SCHEMA (migrations of this build) and stores SPANS spans in it, in the order they
+//!   start: traces of 10 spans whose children cross services (client spans calling server spans
+//!   of other services), 50 services, 60 operation names, 2% failed, durations of 1-97 ms with
+//!   a tail of 2 s spans. They are generated inside PostgreSQL (INSERT ... SELECT), so their
+//!   rollups are built as `otelephant rollups rebuild` builds them, the state ingest leaves once
+//!   its minutes are folded; then every minute is paired.
+//! `cargo run --release --example read_bench -- time BASE_URL LABEL [RUNS]`
+//!   times each read RUNS times (default 5) through BASE_URL (the OTLP/HTTP port) and prints
+//!   the median and the slowest.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use otelephant::{config::Config, server::Server};
+
+const SERVICES: i64 = 50;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("load") => {
+            let spans: i64 = args.get(1).map_or(Ok(1_000_000), |n| n.parse())?;
+            let url = args
+                .get(2)
+                .cloned()
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/otelephant_bench".into());
+            let schema = args.get(3).cloned().unwrap_or_else(|| "read_bench".into());
+            load(spans, &url, &schema).await
+        }
+        Some("time") => {
+            let base = args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:4318".into());
+            let label = args.get(2).cloned().unwrap_or_default();
+            let runs: usize = args.get(3).map_or(Ok(5), |n| n.parse())?;
+            time(&base, &label, runs).await
+        }
+        _ => anyhow::bail!("usage: read_bench load SPANS DATABASE_URL SCHEMA | time BASE_URL LABEL [RUNS]"),
+    }
+}
+
+async fn load(spans: i64, url: &str, schema: &str) -> anyhow::Result<()> {
+    let (sql, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    sql.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
+    let mut config = Config::default();
+    config.postgres.url = url.to_owned();
+    config.postgres.schema = schema.to_owned();
+    config.otlp.grpc_addr = ([127, 0, 0, 1], 0).into();
+    config.otlp.http_addr = ([127, 0, 0, 1], 0).into();
+    config.admin.addr = ([127, 0, 0, 1], 0).into();
+    // Migrations and partitions of this build; the server's own passes are not wanted here.
+    config.rollups.pass_interval_secs = 86_400;
+    let server = Server::start(config.clone()).await?;
+    sql.batch_execute(&format!("SET search_path = {schema}")).await?;
+    let now: i64 = sql.query_one("SELECT (extract(epoch FROM now()) * 1e9)::bigint", &[]).await?.get(0);
+    let started = Instant::now();
+    sql.execute(
+        "INSERT INTO resources (resource_id, attributes, dropped_attributes_count, schema_url)
+         SELECT s, jsonb_build_object('service.name', 'service-' || s, 'host.name', 'host-' || s), 0, ''
+         FROM generate_series(1, $1::bigint) s",
+        &[&SERVICES],
+    )
+    .await?;
+    sql.execute(
+        "INSERT INTO scopes (scope_id, name, version, attributes, dropped_attributes_count, schema_url)
+         VALUES (1, 'bench', '1.0', '{}', 0, '')",
+        &[],
+    )
+    .await?;
+    // Span i is span j = i % 10 of trace t = i / 10; its parent is span (j - 1) / 2. Even spans
+    // are servers, odd ones clients; span j belongs to service (t + 7 (j / 2)) % 50, so each
+    // client calls a server of another service. Traces start in order over the last 24 hours.
+    sql.execute(
+        "INSERT INTO spans
+         SELECT start, start + CASE WHEN i % 101 = 0 THEN 2000000000 ELSE 1000000 * (1 + i * 13 % 97) END,
+                decode(lpad(to_hex(t * 2654435761 % 4294967296), 32, '0'), 'hex'),
+                decode(lpad(to_hex(i), 16, '0'), 'hex'),
+                CASE WHEN j = 0 THEN NULL ELSE decode(lpad(to_hex(t * 10 + (j - 1) / 2), 16, '0'), 'hex') END,
+                '', 1, 'op-' || ((t * 31 + j * 7) % 60), CASE WHEN j % 2 = 0 THEN 2 ELSE 3 END,
+                (t + 7 * (j / 2)) % $3::bigint + 1, 1,
+                jsonb_build_object('http.route', '/api/' || (i % 20), 'http.response.status_code', 200,
+                                   'user.id', 'user-' || (i % 5000)),
+                0, NULL, 0, NULL, 0, CASE WHEN i * 7919 % 50 = 0 THEN 2 ELSE 0 END, ''
+         FROM (SELECT i, i / 10 AS t, i % 10 AS j,
+                      $2::bigint - 86400000000000 + (i / 10) * (864000000000000 / $1::bigint) + (i % 10) * 1000000 AS start
+               FROM generate_series(0, $1::bigint - 1) i) g",
+        &[&spans, &now, &SERVICES],
+    )
+    .await?;
+    sql.batch_execute("ANALYZE spans; ANALYZE resources").await?;
+    println!("stored {spans} spans in {:.1} s", started.elapsed().as_secs_f64());
+
+    let started = Instant::now();
+    let rebuilt = otelephant::store::rollups::rebuild(
+        &server.pool,
+        now - 86_400_000_000_000 - 3_600_000_000_000,
+        now + 60_000_000_000,
+    )
+    .await?;
+    println!("rollups built in {:.1} s: {rebuilt:?}", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    let later = SystemTime::now() + Duration::from_secs(120);
+    let mut paired = 0;
+    loop {
+        let Some(report) =
+            otelephant::store::rollups::run_pass(&server.pool, &config.rollups, later, true).await?
+        else {
+            continue;
+        };
+        paired += report.paired;
+        if report.paired == 0 {
+            break;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("{paired} minutes paired in {elapsed:.1} s ({:.0} spans/s)", spans as f64 / elapsed);
+    sql.batch_execute("ANALYZE span_rollup; ANALYZE service_edges").await?;
+    let rows: i64 = sql.query_one("SELECT count(*) FROM span_rollup", &[]).await?.get(0);
+    let edges: i64 = sql.query_one("SELECT count(*) FROM service_edges", &[]).await?.get(0);
+    println!("span_rollup rows: {rows}; service_edges rows: {edges}");
+    server.shutdown().await?;
+    Ok(())
+}
+
+async fn time(base: &str, label: &str, runs: usize) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_millis() as u64;
+    let (hour_ago_us, now_us) = ((now_ms - 3_600_000) * 1000, now_ms * 1000);
+    let day = format!(
+        r#"{{"timeRange": {{"startUnixNano": "{}", "endUnixNano": "{}"}}}}"#,
+        (now_ms - 86_400_000) * 1_000_000,
+        now_ms * 1_000_000
+    );
+    let service = "service-7";
+    let query = "/otelephant.query.v1.QueryService";
+    let reads: Vec<(&str, String, Option<String>)> = vec![
+        ("UI services (home), last hour", "/".into(), None),
+        ("UI traces, all services, last hour", "/traces".into(), None),
+        ("UI traces, one service, last hour", format!("/traces?service={service}"), None),
+        ("UI operations of a service", format!("/operations?service={service}"), None),
+        ("ListServiceStats, last hour", format!("{query}/ListServiceStats"), Some("{}".into())),
+        ("ListServiceStats, 24 h", format!("{query}/ListServiceStats"), Some(day.clone())),
+        (
+            "SearchTraces, one service",
+            format!("{query}/SearchTraces"),
+            Some(format!(r#"{{"service": "{service}"}}"#)),
+        ),
+        ("Jaeger services", "/jaeger/api/services".into(), None),
+        ("Jaeger operations of a service", format!("/jaeger/api/services/{service}/operations"), None),
+        (
+            "Jaeger traces, service, limit 20",
+            format!("/jaeger/api/traces?service={service}&limit=20&start={hour_ago_us}&end={now_us}"),
+            None,
+        ),
+        (
+            "Jaeger dependencies, last hour",
+            format!("/jaeger/api/dependencies?endTs={now_ms}&lookback=3600000"),
+            None,
+        ),
+        (
+            "Jaeger dependencies, 24 h",
+            format!("/jaeger/api/dependencies?endTs={now_ms}&lookback=86400000"),
+            None,
+        ),
+    ];
+    println!("{label}");
+    println!("| read | median | slowest | runs |");
+    println!("|---|---:|---:|---:|");
+    for (name, path, body) in reads {
+        let mut samples = Vec::new();
+        let mut failed = None;
+        for _ in 0..runs {
+            let url = format!("{base}{path}");
+            let request = match &body {
+                Some(body) => http.post(url).header("content-type", "application/json").body(body.clone()),
+                None => http.get(url),
+            };
+            let started = Instant::now();
+            match request.send().await {
+                Ok(answer) => {
+                    let status = answer.status();
+                    let text = answer.text().await.unwrap_or_default();
+                    if !status.is_success() || text.contains("The server answered with an error") {
+                        failed = Some(format!("{status} {}", text.chars().take(120).collect::<String>()));
+                        break;
+                    }
+                    samples.push(started.elapsed());
+                }
+                Err(err) => {
+                    failed = Some(if err.is_timeout() { "over 60 s".into() } else { err.to_string() });
+                    break;
+                }
+            }
+        }
+        samples.sort();
+        match failed {
+            Some(why) => println!("| {name} | {why} | | {} |", samples.len()),
+            None => println!(
+                "| {name} | {:.0} ms | {:.0} ms | {} |",
+                samples[samples.len() / 2].as_secs_f64() * 1e3,
+                samples[samples.len() - 1].as_secs_f64() * 1e3,
+                samples.len()
+            ),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! Rollups written with the records they count: per request, the spans it stores tallied by
+//! (minute, resource, span name, kind, status code) with a duration sketch, and its log
+//! records by (minute, resource, severity). Their rows go into the same transaction as the
+//! records, so a rollup counts exactly the records that committed: a refused record is never
+//! tallied, a failed batch takes its rollup rows with it, and a retried one writes them once.
+//! Rows are only ever added (several requests, writers and replicas tally the same key apart);
+//! reads sum them, and maintenance folds a closed minute's rows of one key into one
+//! (`store::rollups`). The calls between services are paired there too ([`SERVICE_EDGES`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{
+    copy::{Rows, Signal, Table, TableKind},
+    sketch::Durations,
+};
+
+/// A minute in nanoseconds.
+pub const MINUTE_NANOS: u64 = 60_000_000_000;
+
+pub const SPAN_ROLLUP: Table = Table {
+    name: "span_rollup",
+    columns: &["minute_unix_nano", "resource_id", "name", "kind", "status_code", "spans", "durations"],
+    kind: TableKind::Rollup { partition_key: "minute_unix_nano", signal: Signal::Traces },
+};
+
+pub const LOG_ROLLUP: Table = Table {
+    name: "log_rollup",
+    columns: &["minute_unix_nano", "resource_id", "severity_number", "records"],
+    kind: TableKind::Rollup { partition_key: "minute_unix_nano", signal: Signal::Logs },
+};
+
+/// Calls from one service to another, paired by maintenance from stored spans (never written by
+/// a request).
+pub const SERVICE_EDGES: Table = Table {
+    name: "service_edges",
+    columns: &["minute_unix_nano", "parent_service", "child_service", "calls", "errors", "durations"],
+    kind: TableKind::Rollup { partition_key: "minute_unix_nano", signal: Signal::Traces },
+};
+
+/// Minutes with new child spans, for maintenance to pair with their parents.
+pub const PAIRING_DUE: Table =
+    Table { name: "pairing_due", columns: &["minute_unix_nano"], kind: TableKind::Queue };
+
+/// The start of the minute holding `nanos`, as stored (the u64 reinterpreted, like every time).
+#[must_use]
+pub fn minute_of(nanos: u64) -> i64 {
+    (nanos - nanos % MINUTE_NANOS) as i64
+}
+
+/// The part of a span's key that is not its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SpanKey {
+    minute: i64,
+    resource_id: i64,
+    kind: i32,
+    status_code: i32,
+}
+
+#[derive(Debug, Default)]
+struct SpanTally {
+    spans: u64,
+    durations: Durations,
+}
+
+/// One request's spans, tallied as they are stored (in key order, so that the same spans give
+/// the same rows).
+#[derive(Debug, Default)]
+pub struct SpanTallies {
+    keys: BTreeMap<SpanKey, BTreeMap<String, SpanTally>>,
+    /// Minutes holding a span with a parent.
+    children: BTreeSet<i64>,
+}
+
+/// What a stored span counts by.
+pub struct TalliedSpan<'a> {
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub resource_id: i64,
+    pub name: &'a str,
+    pub kind: i32,
+    /// 0 when the span has no Status message.
+    pub status_code: i32,
+    pub has_parent: bool,
+}
+
+impl SpanTallies {
+    pub fn add(&mut self, span: &TalliedSpan<'_>) {
+        let key = SpanKey {
+            minute: minute_of(span.start_time_unix_nano),
+            resource_id: span.resource_id,
+            kind: span.kind,
+            status_code: span.status_code,
+        };
+        if span.has_parent {
+            self.children.insert(key.minute);
+        }
+        let names = self.keys.entry(key).or_default();
+        let tally = match names.get_mut(span.name) {
+            Some(tally) => tally,
+            None => names.entry(span.name.to_owned()).or_default(),
+        };
+        tally.spans += 1;
+        // As stored: the difference of the two u64 times, read as signed (an end before the
+        // start is a negative duration).
+        let nanos = span.end_time_unix_nano.wrapping_sub(span.start_time_unix_nano) as i64;
+        tally.durations.add(nanos);
+    }
+
+    /// Adds `spans` spans of one key whose durations are `durations`: a row being folded.
+    pub fn add_counted(
+        &mut self,
+        (minute, resource_id, name, kind, status_code): (i64, i64, &str, i32, i32),
+        spans: u64,
+        durations: &Durations,
+    ) {
+        let key = SpanKey { minute, resource_id, kind, status_code };
+        let names = self.keys.entry(key).or_default();
+        let tally = match names.get_mut(name) {
+            Some(tally) => tally,
+            None => names.entry(name.to_owned()).or_default(),
+        };
+        tally.spans += spans;
+        tally.durations.merge(durations);
+    }
+
+    /// Rows [`SpanTallies::write`] writes.
+    pub fn len(&self) -> usize {
+        self.keys.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Writes a `pairing_due` row per minute holding a span with a parent.
+    pub fn write_due(&self, rows: &mut Rows) {
+        for &minute in &self.children {
+            rows.row(&PAIRING_DUE).int8(minute);
+        }
+    }
+
+    /// Writes one `span_rollup` row per key.
+    pub fn write(&self, rows: &mut Rows) {
+        for (key, names) in &self.keys {
+            for (name, tally) in names {
+                let mut row = rows.row(&SPAN_ROLLUP);
+                row.int8(key.minute);
+                row.int8(key.resource_id);
+                row.text(name);
+                row.int4(key.kind);
+                row.int4(key.status_code);
+                row.int8(tally.spans as i64);
+                row.bytea(&tally.durations.encode());
+            }
+        }
+    }
+}
+
+/// One request's log records, tallied as they are stored.
+#[derive(Debug, Default)]
+pub struct LogTallies {
+    keys: BTreeMap<(i64, i64, i32), u64>,
+}
+
+impl LogTallies {
+    /// Counts a record of partition time `timestamp_unix_nano`.
+    pub fn add(&mut self, timestamp_unix_nano: u64, resource_id: i64, severity_number: i32) {
+        self.add_counted((minute_of(timestamp_unix_nano), resource_id, severity_number), 1);
+    }
+
+    /// Adds `records` records of one (minute, resource, severity) key: a row being folded.
+    pub fn add_counted(&mut self, key: (i64, i64, i32), records: u64) {
+        *self.keys.entry(key).or_default() += records;
+    }
+
+    /// Rows [`LogTallies::write`] writes.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Writes one `log_rollup` row per key.
+    pub fn write(&self, rows: &mut Rows) {
+        for (&(minute, resource_id, severity_number), &records) in &self.keys {
+            let mut row = rows.row(&LOG_ROLLUP);
+            row.int8(minute);
+            row.int8(resource_id);
+            row.int4(severity_number);
+            row.int8(records as i64);
+        }
+    }
+}
