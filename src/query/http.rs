@@ -25,9 +25,9 @@ use tonic::{Code, Request, Status};
 use super::special_floats::Special;
 use super::{
     proto::{
-        query_service_server::QueryService, AttributeFilter, GetTraceRequest, ListMetricsRequest,
-        ListOperationsRequest, ListServiceDependenciesRequest, ListServiceStatsRequest, ListServicesRequest,
-        QueryMetricsRequest, SearchLogsRequest, SearchTracesRequest,
+        query_service_server::QueryService, AttributeFilter, CountLogsRequest, GetTraceRequest,
+        ListMetricsRequest, ListOperationsRequest, ListServiceDependenciesRequest, ListServiceStatsRequest,
+        ListServicesRequest, QueryMetricsRequest, SearchLogsRequest, SearchTracesRequest,
     },
     Query,
 };
@@ -66,6 +66,14 @@ doubles!(
     ListServiceDependenciesRequest:,
     ListOperationsRequest:,
 );
+
+impl Doubles for CountLogsRequest {
+    fn each_double(&mut self, f: &mut dyn FnMut(&mut f64)) {
+        if let Some(filters) = self.filters.as_mut() {
+            filters.each_double(f);
+        }
+    }
+}
 
 /// Where the service's methods are served: `{SERVICE_PATH}/<Method>`.
 pub const SERVICE_PATH: &str = "/otelephant.query.v1.QueryService";
@@ -123,6 +131,7 @@ async fn call(
         "GetTrace" => unary(body, |r| async move { q.get_trace(Request::new(r)).await }).await,
         "SearchTraces" => unary(body, |r| async move { q.search_traces(Request::new(r)).await }).await,
         "SearchLogs" => unary(body, |r| async move { q.search_logs(Request::new(r)).await }).await,
+        "CountLogs" => unary(body, |r| async move { q.count_logs(Request::new(r)).await }).await,
         "ListMetrics" => unary(body, |r| async move { q.list_metrics(Request::new(r)).await }).await,
         "QueryMetrics" => unary(body, |r| async move { q.query_metrics(Request::new(r)).await }).await,
         "ListServices" => unary(body, |r| async move { q.list_services(Request::new(r)).await }).await,

@@ -8,12 +8,15 @@ use tonic::Status;
 use super::{
     attribute_condition, bad_token, corrupt, decode_off_thread, decode_token, dimensions, encode_token,
     group_by_dimensions, page_size,
-    proto::{SearchLogsRequest, SearchLogsResponse},
-    resolve_range,
+    proto::{CountLogsRequest, CountLogsResponse, LogCountStep, SearchLogsRequest, SearchLogsResponse},
+    resolve_range, steps_in,
     traces::parse_trace_id,
     u32_column, Query, Resources, Scopes, Sql,
 };
-use crate::encode::attributes::{any_value_from_json, attributes_from_json, MappingError};
+use crate::encode::{
+    attributes::{any_value_from_json, attributes_from_json, MappingError},
+    rollups::MINUTE_NANOS,
+};
 
 /// Rebuilds a log record from its row (the inverse of `encode::logs::encode_record`).
 fn record_from_row(row: &Row) -> Result<LogRecord, MappingError> {
@@ -39,9 +42,6 @@ pub(super) async fn search_logs(
     q: &Query,
     request: &SearchLogsRequest,
 ) -> Result<SearchLogsResponse, Status> {
-    q.check_text(&request.service, "service")?;
-    q.check_text(&request.body_contains, "body_contains")?;
-    q.check_filters(&request.attributes)?;
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
     let page_size = page_size(request.page_size);
     let mut sql = Sql::default();
@@ -51,28 +51,7 @@ pub(super) async fn search_logs(
         sql.param(start),
         sql.param(end)
     );
-    if !request.service.is_empty() {
-        let service = sql.param(request.service.clone());
-        query += &format!(
-            " AND l.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = {service})"
-        );
-    }
-    if request.min_severity > 0 {
-        query += &format!(" AND l.severity_number >= {}", sql.param(request.min_severity));
-    }
-    if !request.body_contains.is_empty() {
-        let needle = sql.param(request.body_contains.clone());
-        query += &format!(
-            " AND strpos(CASE jsonb_typeof(l.body) WHEN 'string' THEN l.body #>> '{{}}' ELSE l.body::text END, {needle}) > 0"
-        );
-    }
-    if !request.trace_id.is_empty() {
-        query += &format!(" AND l.trace_id = {}", sql.param(parse_trace_id(&request.trace_id, "trace_id")?));
-    }
-    for (i, filter) in request.attributes.iter().enumerate() {
-        query +=
-            &format!(" AND {}", attribute_condition(q, &mut sql, "l", filter, &format!("attributes[{i}]"))?);
-    }
+    query += &filters(q, request, &mut sql)?;
     if !request.page_token.is_empty() {
         let (time, part, row_ref) = decode_log_token(&request.page_token)?;
         query += &format!(
@@ -107,6 +86,118 @@ pub(super) async fn search_logs(
     let (resources, scopes) = dimensions(&mut client, &rows, &mut budget).await?;
     let logs = decode_off_thread(budget.used(), move || logs_from_rows(&rows, &resources, &scopes)).await?;
     Ok(SearchLogsResponse { logs: Some(logs), next_page_token })
+}
+
+/// The conditions of a SearchLogs request's filters on the record `l`, each starting " AND ".
+///
+/// # Errors
+/// INVALID_ARGUMENT for a filter that is malformed or past its limit.
+fn filters(q: &Query, request: &SearchLogsRequest, sql: &mut Sql) -> Result<String, Status> {
+    q.check_text(&request.service, "service")?;
+    q.check_text(&request.body_contains, "body_contains")?;
+    q.check_filters(&request.attributes)?;
+    let mut query = String::new();
+    if !request.service.is_empty() {
+        let service = sql.param(request.service.clone());
+        query += &format!(
+            " AND l.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = {service})"
+        );
+    }
+    if request.min_severity > 0 {
+        query += &format!(" AND l.severity_number >= {}", sql.param(request.min_severity));
+    }
+    if !request.body_contains.is_empty() {
+        let needle = sql.param(request.body_contains.clone());
+        query += &format!(
+            " AND strpos(CASE jsonb_typeof(l.body) WHEN 'string' THEN l.body #>> '{{}}' ELSE l.body::text END, {needle}) > 0"
+        );
+    }
+    if !request.trace_id.is_empty() {
+        query += &format!(" AND l.trace_id = {}", sql.param(parse_trace_id(&request.trace_id, "trace_id")?));
+    }
+    for (i, filter) in request.attributes.iter().enumerate() {
+        query += &format!(" AND {}", attribute_condition(q, sql, "l", filter, &format!("attributes[{i}]"))?);
+    }
+    Ok(query)
+}
+
+/// Most steps one CountLogs request may ask for.
+const MAX_COUNT_STEPS: i64 = 1440;
+/// Steps in a range when the request names no step.
+const DEFAULT_COUNT_STEPS: i64 = 60;
+/// The first severity number of ERROR.
+const SEVERITY_ERROR: i32 = 17;
+
+/// Log records matching SearchLogs' filters per step: from `log_rollup` (by minute, resource
+/// and severity) when the filters are service and severity alone, so the count costs the
+/// minutes it shows; else from the records, bounded by the statement timeout.
+pub(super) async fn count_logs(q: &Query, request: &CountLogsRequest) -> Result<CountLogsResponse, Status> {
+    let filters_of = request.filters.clone().unwrap_or_default();
+    let (start, end) = resolve_range(filters_of.time_range.as_ref(), "filters.time_range")?;
+    let minute = MINUTE_NANOS as i64;
+    let start = start - start.rem_euclid(minute);
+    let step = match request.step_nanos {
+        0 => (((end - start) / DEFAULT_COUNT_STEPS + minute / 2) / minute).max(1) * minute,
+        nanos if nanos % MINUTE_NANOS != 0 => {
+            return Err(Status::invalid_argument("step_nanos: a whole number of minutes"))
+        }
+        nanos => i64::try_from(nanos).unwrap_or(i64::MAX),
+    };
+    let steps = steps_in(end - start, step);
+    if steps > MAX_COUNT_STEPS {
+        return Err(Status::invalid_argument(format!(
+            "step_nanos: {steps} steps in the range, more than the {MAX_COUNT_STEPS} one request may ask for"
+        )));
+    }
+    let from_records = !filters_of.body_contains.is_empty()
+        || !filters_of.trace_id.is_empty()
+        || !filters_of.attributes.is_empty();
+    let mut sql = Sql::default();
+    let (start_param, end_param, step_param) = (sql.param(start), sql.param(end), sql.param(step));
+    let query = if from_records {
+        format!(
+            "SELECT (l.timestamp_unix_nano - {start_param}) / {step_param}, count(*),
+                    count(*) FILTER (WHERE l.severity_number >= {SEVERITY_ERROR})
+             FROM logs l WHERE l.timestamp_unix_nano >= {start_param} AND l.timestamp_unix_nano < {end_param}{}
+             GROUP BY 1",
+            filters(q, &filters_of, &mut sql)?
+        )
+    } else {
+        q.check_text(&filters_of.service, "service")?;
+        let mut conditions = String::new();
+        if !filters_of.service.is_empty() {
+            let service = sql.param(filters_of.service.clone());
+            conditions += &format!(
+                " AND u.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = {service})"
+            );
+        }
+        if filters_of.min_severity > 0 {
+            conditions += &format!(" AND u.severity_number >= {}", sql.param(filters_of.min_severity));
+        }
+        format!(
+            "SELECT (u.minute_unix_nano - {start_param}) / {step_param}, sum(u.records)::bigint,
+                    coalesce(sum(u.records) FILTER (WHERE u.severity_number >= {SEVERITY_ERROR}), 0)::bigint
+             FROM log_rollup u WHERE u.minute_unix_nano >= {start_param} AND u.minute_unix_nano < {end_param}{conditions}
+             GROUP BY 1"
+        )
+    };
+    let (rows, full) = q.client().await?.query_within(&query, &sql.params(), &mut q.budget()).await?;
+    if full {
+        return Err(Status::resource_exhausted(
+            "the counts take more memory than an answer may (query.answer_bytes)",
+        ));
+    }
+    let mut counts: Vec<LogCountStep> = (0..steps)
+        .map(|i| LogCountStep { start_unix_nano: (start + i * step) as u64, records: 0, errors: 0 })
+        .collect();
+    for row in &rows {
+        let Some(slot) = usize::try_from(row.get::<_, i64>(0)).ok().and_then(|i| counts.get_mut(i)) else {
+            continue;
+        };
+        slot.records += row.get::<_, i64>(1) as u64;
+        slot.errors += row.get::<_, i64>(2) as u64;
+    }
+    Ok(CountLogsResponse { steps: counts, step_nanos: step as u64, from_records })
 }
 
 /// Log records' OTLP from their rows and their resources and scopes; records keep their

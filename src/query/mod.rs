@@ -287,6 +287,15 @@ async fn decode_off_thread<T: Send + 'static>(
         .map_err(|e| Status::internal(format!("decoding failed: {e}")))?
 }
 
+/// How many steps of `step` nanoseconds cover `span` nanoseconds (both positive): `span / step`
+/// rounded up.
+fn steps_in(span: i64, step: i64) -> i64 {
+    if span <= 0 {
+        return 0;
+    }
+    (span - 1) / step.max(1) + 1
+}
+
 /// `[start, end)` in nanoseconds as the bigint the tables hold.
 ///
 /// # Errors
@@ -340,6 +349,13 @@ impl QueryService for Query {
         request: Request<SearchLogsRequest>,
     ) -> Result<Response<SearchLogsResponse>, Status> {
         Ok(Response::new(logs::search_logs(self, request.get_ref()).await?))
+    }
+
+    async fn count_logs(
+        &self,
+        request: Request<proto::CountLogsRequest>,
+    ) -> Result<Response<proto::CountLogsResponse>, Status> {
+        Ok(Response::new(logs::count_logs(self, request.get_ref()).await?))
     }
 
     async fn list_metrics(

@@ -17,9 +17,9 @@ use super::{
         ListOperationsRequest, ListOperationsResponse, ListServiceDependenciesRequest,
         ListServiceDependenciesResponse, ListServiceStatsRequest, ListServiceStatsResponse,
         ListServicesRequest, ListServicesResponse, Operation, SearchTracesRequest, SearchTracesResponse,
-        ServiceDependency, ServiceStats, TraceSummary,
+        ServiceDependency, ServiceStats, StatsStep, TraceSummary,
     },
-    resolve_range, u32_column, Budget, Layout, Query, Resources, Scopes, Sql,
+    resolve_range, steps_in, u32_column, Budget, Layout, Query, Resources, Scopes, Sql,
 };
 use crate::encode::{
     attributes::{attributes_from_json, MappingError},
@@ -248,6 +248,9 @@ pub(super) async fn list_services(
 /// Server and consumer spans: the requests a service served.
 const SERVED_KINDS: &str = "(2, 5)";
 
+/// Most steps one ListServiceStats request may ask for.
+const MAX_STATS_STEPS: i64 = 1440;
+
 pub(super) async fn list_service_stats(
     q: &Query,
     request: &ListServiceStatsRequest,
@@ -257,6 +260,20 @@ pub(super) async fn list_service_stats(
     // touches.
     let seconds = (end - start) as f64 / 1e9;
     let (start, end) = minutes(start, end);
+    let minute = MINUTE_NANOS as i64;
+    let step = match request.step_nanos {
+        0 => end - start,
+        nanos if nanos % MINUTE_NANOS != 0 => {
+            return Err(Status::invalid_argument("step_nanos: a whole number of minutes"))
+        }
+        nanos => i64::try_from(nanos).unwrap_or(i64::MAX),
+    };
+    let steps = steps_in(end - start, step.max(minute));
+    if request.step_nanos != 0 && steps > MAX_STATS_STEPS {
+        return Err(Status::invalid_argument(format!(
+            "step_nanos: {steps} steps in the range, more than the {MAX_STATS_STEPS} one request may ask for"
+        )));
+    }
     // Only served spans' durations are read: the percentiles are of requests.
     let mut budget = q.budget();
     let (rows, full) = q
@@ -264,47 +281,76 @@ pub(super) async fn list_service_stats(
         .await?
         .query_within(
             &format!(
-                "SELECT r.service_name, u.kind IN {SERVED_KINDS}, u.status_code = {STATUS_ERROR}, sum(u.spans)::bigint,
+                "SELECT r.service_name, (u.minute_unix_nano - $1) / $3, u.kind IN {SERVED_KINDS},
+                        u.status_code = {STATUS_ERROR}, sum(u.spans)::bigint,
                         array_agg(u.durations) FILTER (WHERE u.kind IN {SERVED_KINDS})
                  FROM span_rollup u JOIN resources r ON r.resource_id = u.resource_id
                  WHERE u.minute_unix_nano >= $1 AND u.minute_unix_nano < $2 AND r.service_name IS NOT NULL
-                 GROUP BY 1, 2, 3 ORDER BY 1"
+                 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2"
             ),
-            &[&start, &end],
+            &[&start, &end, &step],
             &mut budget,
         )
         .await?;
     let rows = whole((rows, full), "services")?;
+    let stepped = request.step_nanos != 0;
     decode_off_thread(budget.used(), move || {
-        let mut by_service: BTreeMap<String, (ServiceStats, Durations)> = BTreeMap::new();
+        let decode = |durations: &mut Durations, sketch: &[u8]| {
+            durations
+                .merge_encoded(sketch)
+                .map_err(|err| Status::internal(format!("stored rollups do not decode: {err}")))
+        };
+        // Per service: its totals, and per step its requests, errors and durations.
+        type Steps = Vec<(u64, u64, Durations)>;
+        let mut by_service: BTreeMap<String, (ServiceStats, Durations, Steps)> = BTreeMap::new();
         for row in &rows {
-            let (stats, durations) = by_service.entry(row.get(0)).or_default();
-            let (served, failed, spans): (bool, bool, i64) = (row.get(1), row.get(2), row.get(3));
+            let (stats, durations, per_step) = by_service.entry(row.get(0)).or_insert_with(|| {
+                (ServiceStats::default(), Durations::default(), vec![Default::default(); steps as usize])
+            });
+            let index =
+                usize::try_from(row.get::<_, i64>(1)).unwrap_or(0).min(per_step.len().saturating_sub(1));
+            let (served, failed, spans): (bool, bool, i64) = (row.get(2), row.get(3), row.get(4));
             stats.span_count += spans as u64;
             if served {
                 stats.request_count += spans as u64;
+                let step = &mut per_step[index];
+                step.0 += spans as u64;
                 if failed {
                     stats.error_count += spans as u64;
+                    step.1 += spans as u64;
                 }
-                for sketch in row.get::<_, Option<Vec<&[u8]>>>(4).unwrap_or_default() {
-                    durations
-                        .merge_encoded(sketch)
-                        .map_err(|err| Status::internal(format!("stored rollups do not decode: {err}")))?;
+                for sketch in row.get::<_, Option<Vec<&[u8]>>>(5).unwrap_or_default() {
+                    decode(durations, sketch)?;
+                    if stepped {
+                        decode(&mut step.2, sketch)?;
+                    }
                 }
             }
         }
+        let nanos = |durations: &Durations, q: f64| durations.quantile(q).map_or(0, |n| n.round() as u64);
         let services = by_service
             .into_iter()
-            .map(|(service, (stats, durations))| {
-                let percentile = |q: f64| durations.quantile(q).map_or(0, |nanos| nanos.round() as u64);
-                ServiceStats {
-                    service,
-                    p50_nanos: percentile(0.5),
-                    p95_nanos: percentile(0.95),
-                    p99_nanos: percentile(0.99),
-                    request_rate: stats.request_count as f64 / seconds,
-                    ..stats
-                }
+            .map(|(service, (stats, durations, per_step))| ServiceStats {
+                service,
+                p50_nanos: nanos(&durations, 0.5),
+                p95_nanos: nanos(&durations, 0.95),
+                p99_nanos: nanos(&durations, 0.99),
+                request_rate: stats.request_count as f64 / seconds,
+                steps: if stepped {
+                    per_step
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (requests, errors, durations))| StatsStep {
+                            start_unix_nano: (start + i as i64 * step) as u64,
+                            request_count: *requests,
+                            error_count: *errors,
+                            p95_nanos: nanos(durations, 0.95),
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                ..stats
             })
             .collect();
         Ok(ListServiceStatsResponse { services })

@@ -217,6 +217,9 @@ async fn write_log_tallies(tx: &Transaction<'_>, tallies: &LogTallies) -> Result
     Ok(())
 }
 
+/// The status code of a failed span.
+const STATUS_ERROR: i32 = 2;
+
 /// The bucket of a span's duration, as `sketch::bucket` computes it, in SQL: `$n` is
 /// `ln(gamma)`, passed from Rust so that both divide by the same number.
 fn bucket_sql(span: &str, ln_gamma: &str) -> String {
@@ -237,34 +240,48 @@ async fn pair(client: &mut Object, minute: i64, now: i64) -> Result<(), StoreErr
     let end = minute + MINUTE_NANOS as i64;
     let (parents_from, parents_to) =
         (minute.saturating_sub(PARENT_WINDOW_NANOS), end.saturating_add(PARENT_WINDOW_NANOS));
-    let ln_gamma = sketch::ln_gamma();
-    let children =
-        "c.start_time_unix_nano >= $1 AND c.start_time_unix_nano < $2 AND c.parent_span_id IS NOT NULL";
-    let parent = "p.trace_id = c.trace_id AND p.span_id = c.parent_span_id \
-                  AND p.start_time_unix_nano >= $3 AND p.start_time_unix_nano < $4";
-    let calls = tx
+    // Each child of the minute with its parent's service, looked up one probe of the trace-id
+    // index at a time (LATERAL ... LIMIT 1: never a join that reads every span in the window),
+    // which Citus runs on the child's shard.
+    let children = tx
         .query(
-            &format!(
-                "SELECT pr.service_name, cr.service_name, coalesce(c.status_code = 2, false), {bucket}, count(*)
-                 FROM spans c JOIN spans p ON {parent}
-                 JOIN resources cr ON cr.resource_id = c.resource_id
-                 JOIN resources pr ON pr.resource_id = p.resource_id
-                 WHERE {children} AND pr.service_name <> cr.service_name
-                 GROUP BY 1, 2, 3, 4",
-                bucket = bucket_sql("c", "$5")
-            ),
-            &[&minute, &end, &parents_from, &parents_to, &ln_gamma],
+            "SELECT c.trace_id, c.parent_span_id, cr.service_name, p.service_name, c.status_code,
+                    c.start_time_unix_nano, c.end_time_unix_nano, p.found
+             FROM spans c
+             LEFT JOIN resources cr ON cr.resource_id = c.resource_id
+             LEFT JOIN LATERAL (
+                 SELECT true AS found, pr.service_name FROM spans p
+                 LEFT JOIN resources pr ON pr.resource_id = p.resource_id
+                 WHERE p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
+                   AND p.start_time_unix_nano >= $3 AND p.start_time_unix_nano < $4
+                 LIMIT 1) p ON true
+             WHERE c.start_time_unix_nano >= $1 AND c.start_time_unix_nano < $2 AND c.parent_span_id IS NOT NULL",
+            &[&minute, &end, &parents_from, &parents_to],
         )
         .await?;
-    let mut edges: BTreeMap<(String, String), (u64, u64, Durations)> = BTreeMap::new();
-    for row in &calls {
-        let count = row.get::<_, i64>(4) as u64;
-        let edge = edges.entry((row.get(0), row.get(1))).or_default();
-        edge.0 += count;
-        if row.get::<_, bool>(2) {
-            edge.1 += count;
+    let mut edges: BTreeMap<(&str, &str), (u64, u64, Durations)> = BTreeMap::new();
+    let (mut orphan_traces, mut orphan_parents): (Vec<&[u8]>, Vec<&[u8]>) = (Vec::new(), Vec::new());
+    for row in &children {
+        if row.get::<_, Option<bool>>(7).is_none() {
+            orphan_traces.push(row.get(0));
+            orphan_parents.push(row.get(1));
+            continue;
         }
-        edge.2.add_to_bucket(row.get(3), count);
+        let (Some(child), Some(parent)) = (row.get::<_, Option<&str>>(2), row.get::<_, Option<&str>>(3))
+        else {
+            continue;
+        };
+        if child == parent {
+            continue;
+        }
+        let edge = edges.entry((parent, child)).or_default();
+        edge.0 += 1;
+        if row.get::<_, Option<i32>>(4) == Some(STATUS_ERROR) {
+            edge.1 += 1;
+        }
+        // As ingest measures a span's duration (see encode::rollups).
+        let (start, end): (i64, i64) = (row.get(5), row.get(6));
+        edge.2.add(end.wrapping_sub(start));
     }
     if !edges.is_empty() {
         let mut rows = Rows::default();
@@ -279,28 +296,16 @@ async fn pair(client: &mut Object, minute: i64, now: i64) -> Result<(), StoreErr
         }
         writer::copy(&tx, &SERVICE_EDGES.copy_statement(SERVICE_EDGES.name), &[&rows.buf.freeze()]).await?;
     }
-    // Children without a stored parent (an anti-join on trace ids, which Citus runs on each
-    // shard): kept to be looked for again.
-    let orphans = tx
-        .query(
-            &format!(
-                "SELECT DISTINCT c.trace_id, c.parent_span_id FROM spans c LEFT JOIN spans p ON {parent}
-                 WHERE {children} AND p.trace_id IS NULL"
-            ),
-            &[&minute, &end, &parents_from, &parents_to],
-        )
-        .await?;
-    if !orphans.is_empty() {
-        let trace_ids: Vec<&[u8]> = orphans.iter().map(|row| row.get(0)).collect();
-        let parent_ids: Vec<&[u8]> = orphans.iter().map(|row| row.get(1)).collect();
+    // Children without a stored parent: kept to be looked for again.
+    if !orphan_traces.is_empty() {
         tx.execute(
             &format!(
                 "INSERT INTO pairing_orphans (minute_unix_nano, trace_id, parent_span_id, first_seen_unix_nano, recheck_unix_nano)
-                 SELECT $1, o.trace_id, o.parent_span_id, $4, $4 + {first_recheck}
+                 SELECT DISTINCT $1::bigint, o.trace_id, o.parent_span_id, $4::bigint, $4::bigint + {first_recheck}
                  FROM unnest($2::bytea[], $3::bytea[]) AS o (trace_id, parent_span_id)",
                 first_recheck = MINUTE_NANOS
             ),
-            &[&minute, &trace_ids, &parent_ids, &now],
+            &[&minute, &orphan_traces, &orphan_parents, &now],
         )
         .await?;
     }

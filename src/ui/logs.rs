@@ -1,16 +1,23 @@
-//! Log search: newest first, paged, severity shown by colour and name, bodies of every type
-//! readable, each record linked to its trace and span.
+//! Log search: the matching records per step as a histogram (CountLogs), then the records
+//! newest first, paged, severity shown by colour and name, bodies of every type readable, each
+//! record linked to its trace and span.
 
 use axum::{extract::State, response::Response};
 use maud::{html, Markup};
 use tonic::Request;
 
 use super::{
-    attribute_filters, attribute_inputs, attribute_table, cut, empty, error_box, href, page, range_inputs,
-    range_label, service_color, string_attribute, time_el, time_range, time_range_message, value_text,
-    PageParams, QueryString, Screen, Ui, MAX_VALUE_CHARS,
+    attribute_filters, attribute_inputs, attribute_table, chart, cut, duration_text, empty, error_box, href,
+    page, range_inputs, range_label, raw, service_color, string_attribute, time_el, time_range,
+    time_range_message, value_text, PageParams, QueryString, Screen, Ui, MAX_VALUE_CHARS,
 };
-use crate::query::proto::{query_service_server::QueryService, SearchLogsRequest, SearchLogsResponse};
+use crate::{
+    query::proto::{
+        query_service_server::QueryService, CountLogsRequest, CountLogsResponse, SearchLogsRequest,
+        SearchLogsResponse,
+    },
+    time::utc_text,
+};
 
 /// Severity ranges by their first number (OTLP's SeverityNumber).
 const SEVERITIES: [(i32, &str); 6] =
@@ -76,10 +83,43 @@ async fn results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
         page_size: 50,
         page_token: params.text("page_token").to_owned(),
     };
+    let counted = ui
+        .query
+        .count_logs(Request::new(CountLogsRequest { filters: Some(request.clone()), step_nanos: 0 }))
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner();
     let found =
         ui.query.search_logs(Request::new(request)).await.map_err(|s| s.message().to_owned())?.into_inner();
     let params = params.clone();
-    super::blocking(move || render(&found, &params)).await
+    super::blocking(move || html! { (histogram(&counted)) (render(&found, &params)) }).await
+}
+
+/// The matching records per step, as bars.
+fn histogram(counted: &CountLogsResponse) -> Markup {
+    let total: u64 = counted.steps.iter().map(|s| s.records).sum();
+    if total == 0 {
+        return html! {};
+    }
+    let errors: u64 = counted.steps.iter().map(|s| s.errors).sum();
+    // Each step's start, "HH:MM" (UTC) within a day, "MM-DD HH:MM" over more.
+    let span = counted.steps.last().map_or(0, |s| s.start_unix_nano) - counted.steps[0].start_unix_nano;
+    let from = if span < 86_400_000_000_000 { 11 } else { 5 };
+    let bars: Vec<(String, f64)> = counted
+        .steps
+        .iter()
+        .map(|s| (utc_text(s.start_unix_nano).chars().skip(from).take(16 - from).collect(), s.records as f64))
+        .collect();
+    html! {
+        figure.log-volume data-records=(total) {
+            (raw(chart::bars(&bars)))
+            figcaption {
+                (total) " matching records, " (errors) " of them ERROR or worse, per "
+                (duration_text(counted.step_nanos))
+                @if counted.from_records { " (counted from the records)" }
+            }
+        }
+    }
 }
 
 /// The records of one answer, newest first, values cut at [`super::MAX_VALUE_CHARS`].

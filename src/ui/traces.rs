@@ -26,6 +26,7 @@ use crate::query::{
     proto::{
         query_service_server::QueryService, GetTraceRequest, ListOperationsRequest,
         ListServiceDependenciesRequest, ListServiceStatsRequest, ListServicesRequest, SearchTracesRequest,
+        ServiceStats, StatsStep,
     },
 };
 
@@ -54,9 +55,16 @@ pub async fn services(State(ui): State<Ui>, PageParams(params): PageParams<Query
     )
 }
 
+/// Services drawn in the RED-over-time charts: the busiest.
+const CHARTED_SERVICES: usize = 8;
+/// Points per RED-over-time line, about: the step is the range over this, in whole minutes.
+const RED_STEPS: u64 = 60;
+
 async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
     let range = time_range(params)?;
-    let request = ListServiceStatsRequest { time_range: Some(time_range_message(range)) };
+    let minute = crate::encode::rollups::MINUTE_NANOS;
+    let step = (range.1.saturating_sub(range.0) / RED_STEPS).div_ceil(minute).max(1) * minute;
+    let request = ListServiceStatsRequest { time_range: Some(time_range_message(range)), step_nanos: step };
     let stats =
         ui.query.list_service_stats(Request::new(request)).await.map_err(|s| s.message().to_owned())?;
     let stats = stats.into_inner().services;
@@ -73,6 +81,7 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
     }
     let carry = params.range_only();
     Ok(html! {
+        (red_over_time(&stats, range, step))
         table.results.services {
             thead { tr {
                 th { "Service" } th.num { "Spans" } th.num { "Requests/s" } th.num { "Error rate" }
@@ -118,6 +127,51 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
             }
         }
     })
+}
+
+/// Request rate, error rate and p95 per step of the busiest services, as three small charts.
+fn red_over_time(stats: &[ServiceStats], range: (u64, u64), step: u64) -> Markup {
+    let mut busiest: Vec<&ServiceStats> = stats.iter().filter(|s| s.request_count > 0).collect();
+    busiest.sort_by(|a, b| b.request_count.cmp(&a.request_count).then_with(|| a.service.cmp(&b.service)));
+    busiest.truncate(CHARTED_SERVICES);
+    if busiest.is_empty() {
+        return html! {};
+    }
+    let seconds = step as f64 / 1e9;
+    let line = |s: &ServiceStats, value: &dyn Fn(&StatsStep) -> f64| chart::Line {
+        label: s.service.clone(),
+        color: service_color(&s.service),
+        points: s.steps.iter().map(|p| (p.start_unix_nano, value(p))).collect(),
+    };
+    let rates: Vec<chart::Line> =
+        busiest.iter().map(|s| line(s, &|p| p.request_count as f64 / seconds)).collect();
+    let errors: Vec<chart::Line> = busiest
+        .iter()
+        .map(|s| {
+            line(s, &|p| {
+                if p.request_count == 0 {
+                    f64::NAN
+                } else {
+                    p.error_count as f64 * 100.0 / p.request_count as f64
+                }
+            })
+        })
+        .collect();
+    let p95: Vec<chart::Line> = busiest
+        .iter()
+        .map(|s| line(s, &|p| if p.request_count == 0 { f64::NAN } else { p.p95_nanos as f64 }))
+        .collect();
+    let every = duration_text(step);
+    html! {
+        div.red {
+            figure.red-chart data-chart="rate" { (raw(chart::lines(&rates, range, &|v| rate_text(v)))) figcaption { "Requests per second, per " (every) } }
+            figure.red-chart data-chart="errors" { (raw(chart::lines(&errors, range, &|v| format!("{v:.1}%")))) figcaption { "Error rate, per " (every) } }
+            figure.red-chart data-chart="p95" { (raw(chart::lines(&p95, range, &|v| duration_text(v.max(0.0) as u64)))) figcaption { "p95 duration, per " (every) } }
+        }
+        p.legend {
+            @for s in &busiest { span.tag style=(format!("border-color:{}", service_color(&s.service))) { (s.service) } " " }
+        }
+    }
 }
 
 pub async fn operations(State(ui): State<Ui>, PageParams(params): PageParams<QueryString>) -> Response {

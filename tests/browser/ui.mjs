@@ -107,6 +107,10 @@ async function uiRun(data) {
   assert.match(payments[4], /ms$/, "p50 is a duration");
   const edges = await page.$$eval("table.dependencies tbody tr", (rows) => rows.map((r) => [r.dataset.edge, r.lastElementChild.textContent]));
   assert.deepEqual(edges, [["frontend -> payments", "1"]], "frontend's POST /charge called payments once");
+  const red = await page.$$eval(".red figure.red-chart", (figures) => figures.map((f) => f.dataset.chart));
+  assert.deepEqual(red, ["rate", "errors", "p95"], "RED over time: three charts");
+  const lines = await page.$$eval(".red figure[data-chart=rate] g.series", (series) => series.map((g) => g.dataset.series));
+  assert.ok(lines.includes("payments") && lines.includes("frontend"), `a line per busy service: ${lines}`);
   await shot("services");
 
   step("the service's traces: a list and a scatter plot");
@@ -224,12 +228,17 @@ async function uiRun(data) {
   await ready();
   assert.match(page.url(), /\/logs\?trace_id=/);
 
-  step("log search by severity and body text");
+  step("log search by severity and body text, with the matching records per minute");
   await goto("/logs?min_severity=13");
-  assert.ok((await page.$$("li.log")).length >= 2);
+  const warnings = (await page.$$("li.log")).length;
+  assert.ok(warnings >= 2);
+  const volume = await page.$eval("figure.log-volume", (f) => Number(f.dataset.records));
+  assert.equal(volume, warnings, "the histogram counts the records the search shows (from the log rollup)");
+  assert.ok((await page.$$("figure.log-volume rect.bar")).length >= 1);
   assert.ok(!(await page.textContent("ol.logs")).includes("health check ok"), "INFO is below WARN");
   await goto("/logs?body=health");
   assert.match(await page.textContent("ol.logs"), /health check ok/);
+  assert.match(await page.textContent("figure.log-volume figcaption"), /counted from the records/);
   await shot("logs");
 
   step("a span whose parent is missing is shown, marked");

@@ -239,7 +239,7 @@ async fn percentiles_from_the_rollups_are_within_one_percent_of_the_exact_ones()
     let range = Some(TimeRange { start_unix_nano: now - 10 * MINUTE, end_unix_nano: now + MINUTE });
     let stats = query(&t)
         .await
-        .list_service_stats(ListServiceStatsRequest { time_range: range })
+        .list_service_stats(ListServiceStatsRequest { time_range: range, step_nanos: MINUTE })
         .await
         .expect("stats")
         .into_inner()
@@ -265,6 +265,33 @@ async fn percentiles_from_the_rollups_are_within_one_percent_of_the_exact_ones()
         for (reported, exact) in [got.p50_nanos, got.p95_nanos, got.p99_nanos].into_iter().zip(percentiles) {
             let error = (reported as f64 - exact as f64).abs() / exact as f64;
             assert!(error <= 0.01, "{}: {reported} vs {exact} ({:.3}%)", got.service, error * 100.0);
+        }
+        // Per minute too: every minute of the range, adding up to the totals; each minute's p95
+        // within 1% of that minute's exact one.
+        assert_eq!(got.steps.len(), 11 + usize::from(!now.is_multiple_of(MINUTE)));
+        assert_eq!(got.steps.iter().map(|s| s.request_count).sum::<u64>(), got.request_count);
+        assert_eq!(got.steps.iter().map(|s| s.error_count).sum::<u64>(), got.error_count);
+        for step in got.steps.iter().filter(|s| s.request_count > 0) {
+            let exact: i64 = t
+                .sql
+                .query_one(
+                    "SELECT percentile_disc(0.95) WITHIN GROUP (ORDER BY s.end_time_unix_nano - s.start_time_unix_nano)
+                     FROM spans s JOIN resources r USING (resource_id)
+                     WHERE r.service_name = $1 AND s.kind IN (2, 5)
+                       AND s.start_time_unix_nano >= $2 AND s.start_time_unix_nano < $3",
+                    &[&got.service, &(step.start_unix_nano as i64), &((step.start_unix_nano + MINUTE) as i64)],
+                )
+                .await
+                .expect("exact p95 of a minute")
+                .get(0);
+            let error = (step.p95_nanos as f64 - exact as f64).abs() / exact as f64;
+            assert!(
+                error <= 0.01,
+                "{} at {}: {} vs {exact}",
+                got.service,
+                step.start_unix_nano,
+                step.p95_nanos
+            );
         }
     }
     t.stop().await;
