@@ -67,7 +67,7 @@ struct SpanTally {
 #[derive(Debug, Default)]
 pub struct SpanTallies {
     keys: BTreeMap<SpanKey, BTreeMap<String, SpanTally>>,
-    /// Minutes holding a span with a parent.
+    /// Minutes holding a span of [`CALLED_KINDS`] with a parent.
     children: BTreeSet<i64>,
 }
 
@@ -83,6 +83,11 @@ pub struct TalliedSpan<'a> {
     pub has_parent: bool,
 }
 
+/// The kinds of span a call between services ends in: a server or consumer span (or one whose
+/// kind is unspecified, as hand-made spans often are) whose parent is another service's. Only
+/// these are paired: internal, client and producer spans are children within their service.
+pub const CALLED_KINDS: [i32; 3] = [0, 2, 5];
+
 impl SpanTallies {
     pub fn add(&mut self, span: &TalliedSpan<'_>) {
         let key = SpanKey {
@@ -91,7 +96,7 @@ impl SpanTallies {
             kind: span.kind,
             status_code: span.status_code,
         };
-        if span.has_parent {
+        if span.has_parent && CALLED_KINDS.contains(&span.kind) {
             self.children.insert(key.minute);
         }
         let names = self.keys.entry(key).or_default();
@@ -132,7 +137,7 @@ impl SpanTallies {
         self.keys.is_empty()
     }
 
-    /// Writes a `pairing_due` row per minute holding a span with a parent.
+    /// Writes a `pairing_due` row per minute holding a span of [`CALLED_KINDS`] with a parent.
     pub fn write_due(&self, rows: &mut Rows) {
         for &minute in &self.children {
             rows.row(&PAIRING_DUE).int8(minute);

@@ -230,7 +230,8 @@ fn bucket_sql(span: &str, ln_gamma: &str) -> String {
     )
 }
 
-/// Pairs the child spans that started in `minute` with their parents, replacing the minute's
+/// Pairs the spans with a parent that started in `minute` and may end a call (server, consumer
+/// and unspecified, `encode::rollups::CALLED_KINDS`) with their parents, replacing the minute's
 /// `service_edges` and orphans.
 async fn pair(client: &mut Object, minute: i64, now: i64) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
@@ -255,7 +256,8 @@ async fn pair(client: &mut Object, minute: i64, now: i64) -> Result<(), StoreErr
                  WHERE p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
                    AND p.start_time_unix_nano >= $3 AND p.start_time_unix_nano < $4
                  LIMIT 1) p ON true
-             WHERE c.start_time_unix_nano >= $1 AND c.start_time_unix_nano < $2 AND c.parent_span_id IS NOT NULL",
+             WHERE c.start_time_unix_nano >= $1 AND c.start_time_unix_nano < $2 AND c.parent_span_id IS NOT NULL
+               AND c.kind IN (0, 2, 5)",
             &[&minute, &end, &parents_from, &parents_to],
         )
         .await?;
@@ -475,7 +477,8 @@ async fn rebuild_hour(client: &mut Object, lo: i64, hi: i64) -> Result<(usize, u
         &format!(
             "INSERT INTO pairing_due (minute_unix_nano)
              SELECT DISTINCT s.start_time_unix_nano - s.start_time_unix_nano % {MINUTE_NANOS} FROM spans s
-             WHERE s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2 AND s.parent_span_id IS NOT NULL"
+             WHERE s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2 AND s.parent_span_id IS NOT NULL
+               AND s.kind IN (0, 2, 5)"
         ),
         &[&lo, &hi],
     )
