@@ -294,6 +294,19 @@ pub(super) async fn list_service_stats(
         .await?;
     let rows = whole((rows, full), "services")?;
     let stepped = request.step_nanos != 0;
+    // Every service gets every step: services x steps cells, held at once, bounded like a
+    // metric query's series x steps.
+    if stepped {
+        let services =
+            rows.windows(2).filter(|w| w[0].get::<_, &str>(0) != w[1].get::<_, &str>(0)).count() + 1;
+        if services.saturating_mul(steps as usize) > q.limits.max_points {
+            return Err(Status::resource_exhausted(format!(
+                "{services} services x {steps} steps is more than the {} cells one answer may hold \
+                 (query.max_points); ask for a larger step or a shorter range",
+                q.limits.max_points
+            )));
+        }
+    }
     decode_off_thread(budget.used(), move || {
         let decode = |durations: &mut Durations, sketch: &[u8]| {
             durations
@@ -302,10 +315,11 @@ pub(super) async fn list_service_stats(
         };
         // Per service: its totals, and per step its requests, errors and durations.
         type Steps = Vec<(u64, u64, Durations)>;
+        let cells = if stepped { steps as usize } else { 1 };
         let mut by_service: BTreeMap<String, (ServiceStats, Durations, Steps)> = BTreeMap::new();
         for row in &rows {
             let (stats, durations, per_step) = by_service.entry(row.get(0)).or_insert_with(|| {
-                (ServiceStats::default(), Durations::default(), vec![Default::default(); steps as usize])
+                (ServiceStats::default(), Durations::default(), vec![Default::default(); cells])
             });
             let index =
                 usize::try_from(row.get::<_, i64>(1)).unwrap_or(0).min(per_step.len().saturating_sub(1));
