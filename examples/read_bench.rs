@@ -125,7 +125,7 @@ async fn load(spans: i64, url: &str, schema: &str) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!("{paired} minutes paired in {elapsed:.1} s ({:.0} spans/s)", spans as f64 / elapsed);
+    println!("{paired} child spans paired in {elapsed:.1} s ({:.0} spans/s)", spans as f64 / elapsed);
     sql.batch_execute("ANALYZE span_rollup; ANALYZE service_edges").await?;
     let rows: i64 = sql.query_one("SELECT count(*) FROM span_rollup", &[]).await?.get(0);
     let edges: i64 = sql.query_one("SELECT count(*) FROM service_edges", &[]).await?.get(0);

@@ -392,11 +392,10 @@ impl Default for PartitionConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RollupConfig {
     /// How often a pass runs, in seconds; one replica at a time, through an advisory lock. A
-    /// call between services shows this long (plus ten seconds) after its minute ends.
+    /// call between services shows this long (plus ten seconds) after its child span is stored.
     pub pass_interval_secs: u64,
     /// How long a child span whose parent is not stored yet is waited for, in seconds: a
-    /// parent that arrives within this is paired with it; later, only if the child's minute
-    /// gets new child spans.
+    /// parent stored within this is paired with it; a later one is not.
     pub parent_wait_secs: u64,
 }
 

@@ -39,7 +39,7 @@ pub const PARTITIONS_CONVERTED: &str = "otelephant_partitions_converted_total";
 pub const PARTITION_CONVERSIONS_FAILED: &str = "otelephant_partition_conversions_failed_total";
 pub const DIMENSIONS_COLLECTED: &str = "otelephant_dimensions_collected_total";
 pub const ROLLUP_ROWS_FOLDED: &str = "otelephant_rollup_rows_folded_total";
-pub const ROLLUP_MINUTES_PAIRED: &str = "otelephant_rollup_minutes_paired_total";
+pub const ROLLUP_SPANS_PAIRED: &str = "otelephant_rollup_spans_paired_total";
 pub const BUILD_INFO: &str = "otelephant_build_info";
 
 /// The help of `otelephant_requests_total`; its labels are `receive::outcome::Outcome`'s (a
@@ -75,7 +75,7 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
     (PARTITION_CONVERSIONS_FAILED, None, "Columnar conversions that timed out waiting for their lock (retried)."),
     (DIMENSIONS_COLLECTED, None, "Unreferenced resource, scope and series rows deleted, by kind."),
     (ROLLUP_ROWS_FOLDED, None, "Rollup rows of closed minutes folded into one per key (rows before minus rows after)."),
-    (ROLLUP_MINUTES_PAIRED, None, "Minutes whose child spans were paired with their parents into calls between services."),
+    (ROLLUP_SPANS_PAIRED, None, "Child spans paired with their parents (those of another service counted as calls between services)."),
     (BUILD_INFO, None, "Always 1; the labels name the build."),
 ];
 

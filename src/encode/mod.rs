@@ -62,7 +62,7 @@ pub enum TableId {
     SpanRollup,
     LogRollup,
     ServiceEdges,
-    PairingDue,
+    PairingCandidates,
 }
 
 impl TableId {
@@ -80,7 +80,7 @@ impl TableId {
         TableId::SpanRollup,
         TableId::LogRollup,
         TableId::ServiceEdges,
-        TableId::PairingDue,
+        TableId::PairingCandidates,
     ];
 
     /// The table's name, columns and kind.
@@ -98,7 +98,7 @@ impl TableId {
             TableId::SpanRollup => &rollups::SPAN_ROLLUP,
             TableId::LogRollup => &rollups::LOG_ROLLUP,
             TableId::ServiceEdges => &rollups::SERVICE_EDGES,
-            TableId::PairingDue => &rollups::PAIRING_DUE,
+            TableId::PairingCandidates => &rollups::PAIRING_CANDIDATES,
         }
     }
 }
@@ -168,9 +168,9 @@ impl Encoded {
 
     /// Writes the rollup rows of what was tallied, once every record is written.
     pub fn write_tallies(&mut self) {
-        let spans = std::mem::take(&mut self.spans);
+        let mut spans = std::mem::take(&mut self.spans);
         spans.write(self.rows_mut(TableId::SpanRollup));
-        spans.write_due(self.rows_mut(TableId::PairingDue));
+        spans.write_candidates(self.rows_mut(TableId::PairingCandidates));
         let logs = std::mem::take(&mut self.logs);
         logs.write(self.rows_mut(TableId::LogRollup));
     }

@@ -5,9 +5,15 @@
 //! tallied, a failed batch takes its rollup rows with it, and a retried one writes them once.
 //! Rows are only ever added (several requests, writers and replicas tally the same key apart);
 //! reads sum them, and maintenance folds a closed minute's rows of one key into one
-//! (`store::rollups`). The calls between services are paired there too ([`SERVICE_EDGES`]).
+//! (`store::rollups`).
+//!
+//! The calls between services ([`SERVICE_EDGES`]) are paired there too, from candidates written
+//! here: a span that may end a call ([`CALLED_KINDS`]) is a candidate unless its parent is in
+//! the same request under the same resource (then both are one service's, and there is no call
+//! to count). An SDK exports a service's spans together, so most in-service children never
+//! become candidates; a server span called by another service always does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::{
     copy::{Rows, Signal, Table, TableKind},
@@ -37,9 +43,20 @@ pub const SERVICE_EDGES: Table = Table {
     kind: TableKind::Rollup { partition_key: "minute_unix_nano", signal: Signal::Traces },
 };
 
-/// Minutes with new child spans, for maintenance to pair with their parents.
-pub const PAIRING_DUE: Table =
-    Table { name: "pairing_due", columns: &["minute_unix_nano"], kind: TableKind::Queue };
+/// Child spans to pair with their parents, with what their call counts by; maintenance takes
+/// them (`store::rollups`).
+pub const PAIRING_CANDIDATES: Table = Table {
+    name: "pairing_candidates",
+    columns: &[
+        "minute_unix_nano",
+        "trace_id",
+        "parent_span_id",
+        "resource_id",
+        "status_code",
+        "duration_nanos",
+    ],
+    kind: TableKind::Queue,
+};
 
 /// The start of the minute holding `nanos`, as stored (the u64 reinterpreted, like every time).
 #[must_use]
@@ -62,13 +79,26 @@ struct SpanTally {
     durations: Durations,
 }
 
+/// A stored span of [`CALLED_KINDS`] with a parent: what pairing needs of it.
+#[derive(Debug)]
+struct Child {
+    minute: i64,
+    trace_id: u128,
+    parent_span_id: u64,
+    resource_id: i64,
+    status_code: i32,
+    duration_nanos: i64,
+}
+
 /// One request's spans, tallied as they are stored (in key order, so that the same spans give
 /// the same rows).
 #[derive(Debug, Default)]
 pub struct SpanTallies {
     keys: BTreeMap<SpanKey, BTreeMap<String, SpanTally>>,
-    /// Minutes holding a span of [`CALLED_KINDS`] with a parent.
-    children: BTreeSet<i64>,
+    /// Every stored span's span id, trace id and resource, to find children's parents in the
+    /// request.
+    stored: Vec<(u64, u128, i64)>,
+    children: Vec<Child>,
 }
 
 /// What a stored span counts by.
@@ -80,7 +110,10 @@ pub struct TalliedSpan<'a> {
     pub kind: i32,
     /// 0 when the span has no Status message.
     pub status_code: i32,
-    pub has_parent: bool,
+    /// As validated for storing: 16 and 8 bytes, the parent's empty when the span has none.
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub parent_span_id: &'a [u8],
 }
 
 /// The kinds of span a call between services ends in: a server or consumer span (or one whose
@@ -96,8 +129,24 @@ impl SpanTallies {
             kind: span.kind,
             status_code: span.status_code,
         };
-        if span.has_parent && CALLED_KINDS.contains(&span.kind) {
-            self.children.insert(key.minute);
+        // As stored: the difference of the two u64 times, read as signed (an end before the
+        // start is a negative duration).
+        let nanos = span.end_time_unix_nano.wrapping_sub(span.start_time_unix_nano) as i64;
+        if let (Ok(trace_id), Ok(span_id)) = (span.trace_id.try_into(), span.span_id.try_into()) {
+            let trace_id = u128::from_be_bytes(trace_id);
+            self.stored.push((u64::from_be_bytes(span_id), trace_id, span.resource_id));
+            if let (Ok(parent_span_id), true) =
+                (span.parent_span_id.try_into(), CALLED_KINDS.contains(&span.kind))
+            {
+                self.children.push(Child {
+                    minute: key.minute,
+                    trace_id,
+                    parent_span_id: u64::from_be_bytes(parent_span_id),
+                    resource_id: span.resource_id,
+                    status_code: span.status_code,
+                    duration_nanos: nanos,
+                });
+            }
         }
         let names = self.keys.entry(key).or_default();
         let tally = match names.get_mut(span.name) {
@@ -105,9 +154,6 @@ impl SpanTallies {
             None => names.entry(span.name.to_owned()).or_default(),
         };
         tally.spans += 1;
-        // As stored: the difference of the two u64 times, read as signed (an end before the
-        // start is a negative duration).
-        let nanos = span.end_time_unix_nano.wrapping_sub(span.start_time_unix_nano) as i64;
         tally.durations.add(nanos);
     }
 
@@ -137,10 +183,25 @@ impl SpanTallies {
         self.keys.is_empty()
     }
 
-    /// Writes a `pairing_due` row per minute holding a span of [`CALLED_KINDS`] with a parent.
-    pub fn write_due(&self, rows: &mut Rows) {
-        for &minute in &self.children {
-            rows.row(&PAIRING_DUE).int8(minute);
+    /// Writes a `pairing_candidates` row per child span whose parent is not in the request
+    /// under the same resource.
+    pub fn write_candidates(&mut self, rows: &mut Rows) {
+        if self.children.is_empty() {
+            return;
+        }
+        // Sorted and searched rather than hashed: ids are the client's to choose.
+        self.stored.sort_unstable();
+        for child in &self.children {
+            if self.stored.binary_search(&(child.parent_span_id, child.trace_id, child.resource_id)).is_ok() {
+                continue;
+            }
+            let mut row = rows.row(&PAIRING_CANDIDATES);
+            row.int8(child.minute);
+            row.bytea(&child.trace_id.to_be_bytes());
+            row.bytea(&child.parent_span_id.to_be_bytes());
+            row.int8(child.resource_id);
+            row.int4(child.status_code);
+            row.int8(child.duration_nanos);
         }
     }
 

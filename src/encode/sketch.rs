@@ -18,21 +18,34 @@
 //! index minus the previous one's (the first minus 0), then its count as a varint. Durations of
 //! zero or less (an end before the start) go in bucket [`ZERO`], reported as 0.
 
-use std::collections::BTreeMap;
-
 /// The bound on a reported percentile's relative error.
 pub const RELATIVE_ACCURACY: f64 = 0.01;
 
 /// The bucket of durations of zero or less.
 pub const ZERO: i32 = i32::MIN;
 
+/// The bucket of the longest duration, `i64::MAX` nanoseconds; a duration of at least one
+/// nanosecond falls in `0..=MAX_BUCKET`.
+pub const MAX_BUCKET: i32 = 2_184;
+
 const GAMMA: f64 = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY);
 
-/// Counts of durations by bucket.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counts of durations by bucket: those of [`ZERO`], and the others either as a short sorted
+/// list of (bucket, count) while there are at most [`SPARSE_BUCKETS`] of them (a request's
+/// tally of one key holds a few durations), or in one run of slots from the lowest bucket
+/// counted to the highest, so that merging many sketches (a read sums one per rollup row) adds
+/// slot to slot. At most one of the two holds counts.
+#[derive(Debug, Clone, Default)]
 pub struct Durations {
-    buckets: BTreeMap<i32, u64>,
+    zero: u64,
+    sparse: Vec<(i32, u64)>,
+    /// The bucket of `slots[0]`.
+    first: i32,
+    slots: Vec<u64>,
 }
+
+/// Buckets kept as a sorted list before they turn into slots.
+const SPARSE_BUCKETS: usize = 32;
 
 /// `ln γ`, what a duration's logarithm is divided by (also by the SQL that buckets stored
 /// spans, which is given this number).
@@ -47,7 +60,7 @@ pub fn bucket(nanos: i64) -> i32 {
     if nanos <= 0 {
         return ZERO;
     }
-    ((nanos as f64).ln() / ln_gamma()).ceil() as i32
+    (((nanos as f64).ln() / ln_gamma()).ceil() as i32).clamp(0, MAX_BUCKET)
 }
 
 /// The value a bucket stands for: within [`RELATIVE_ACCURACY`] of every duration in it.
@@ -59,29 +72,115 @@ pub fn value(bucket: i32) -> f64 {
     2.0 * GAMMA.powi(bucket) / (GAMMA + 1.0)
 }
 
+impl PartialEq for Durations {
+    fn eq(&self, other: &Self) -> bool {
+        self.buckets().eq(other.buckets())
+    }
+}
+
+impl Eq for Durations {}
+
 impl Durations {
     pub fn add(&mut self, nanos: i64) {
-        *self.buckets.entry(bucket(nanos)).or_default() += 1;
+        self.add_to_bucket(bucket(nanos), 1);
     }
 
     /// Adds every count of `other`.
     pub fn merge(&mut self, other: &Durations) {
-        for (&bucket, &count) in &other.buckets {
-            *self.buckets.entry(bucket).or_default() += count;
+        self.zero = self.zero.saturating_add(other.zero);
+        for &(bucket, count) in &other.sparse {
+            self.add_to_bucket(bucket, count);
+        }
+        if other.slots.is_empty() {
+            return;
+        }
+        self.make_dense();
+        let last = other.first + other.slots.len() as i32 - 1;
+        self.cover(other.first, last);
+        let start = (other.first - self.first) as usize;
+        for (slot, &count) in self.slots[start..].iter_mut().zip(&other.slots) {
+            *slot = slot.saturating_add(count);
         }
     }
 
-    /// Adds `count` durations to `bucket`.
+    /// Adds `count` durations to `bucket` ([`ZERO`] or `0..=MAX_BUCKET`; others are clamped to
+    /// that range).
     pub fn add_to_bucket(&mut self, bucket: i32, count: u64) {
-        *self.buckets.entry(bucket).or_default() += count;
+        if bucket == ZERO {
+            self.zero = self.zero.saturating_add(count);
+            return;
+        }
+        let bucket = bucket.clamp(0, MAX_BUCKET);
+        if self.slots.is_empty() {
+            match self.sparse.binary_search_by_key(&bucket, |&(b, _)| b) {
+                Ok(i) => self.sparse[i].1 = self.sparse[i].1.saturating_add(count),
+                Err(i) if self.sparse.len() < SPARSE_BUCKETS => self.sparse.insert(i, (bucket, count)),
+                Err(_) => {
+                    self.make_dense();
+                    self.add_to_bucket(bucket, count);
+                }
+            }
+            return;
+        }
+        if bucket < self.first || bucket - self.first >= self.slots.len() as i32 {
+            self.cover(bucket, bucket);
+        }
+        let slot = &mut self.slots[(bucket - self.first) as usize];
+        *slot = slot.saturating_add(count);
+    }
+
+    /// Moves the sorted list's counts into slots.
+    fn make_dense(&mut self) {
+        let (Some(&(low, _)), Some(&(high, _))) = (self.sparse.first(), self.sparse.last()) else { return };
+        self.cover(low, high);
+        for (bucket, count) in std::mem::take(&mut self.sparse) {
+            let slot = &mut self.slots[(bucket - self.first) as usize];
+            *slot = slot.saturating_add(count);
+        }
+    }
+
+    /// Makes the slots reach from `low` to `high` at least (both in `0..=MAX_BUCKET`), growing
+    /// by at least as many slots as they hold, so that adding durations one by one grows them a
+    /// few times only.
+    fn cover(&mut self, low: i32, high: i32) {
+        if self.slots.is_empty() {
+            self.first = low;
+            self.slots.resize((high - low + 1) as usize, 0);
+            return;
+        }
+        let len = self.slots.len() as i32;
+        if low < self.first {
+            let first = low.min(self.first - len).max(0);
+            self.slots.splice(0..0, std::iter::repeat_n(0, (self.first - first) as usize));
+            self.first = first;
+        }
+        let last = self.first + self.slots.len() as i32 - 1;
+        if high > last {
+            let last = high.max(last + len).min(MAX_BUCKET);
+            self.slots.resize((last - self.first + 1) as usize, 0);
+        }
+    }
+
+    /// The buckets that hold a duration, in increasing order, with their counts.
+    pub fn buckets(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        let zero = (self.zero > 0).then_some((ZERO, self.zero));
+        let first = self.first;
+        zero.into_iter().chain(self.sparse.iter().copied()).chain(
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, &count)| count > 0)
+                .map(move |(i, &count)| (first + i as i32, count)),
+        )
     }
 
     pub fn count(&self) -> u64 {
-        self.buckets.values().sum()
+        let sparse = self.sparse.iter().map(|&(_, count)| count);
+        sparse.chain(self.slots.iter().copied()).fold(self.zero, u64::saturating_add)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.count() == 0
     }
 
     /// The duration at quantile `q` (0 to 1) in nanoseconds, as `percentile_disc` picks it (the
@@ -95,7 +194,7 @@ impl Durations {
         }
         let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).clamp(1, total);
         let mut seen = 0;
-        for (&bucket, &count) in &self.buckets {
+        for (bucket, count) in self.buckets() {
             seen += count;
             if seen >= rank {
                 return Some(value(bucket));
@@ -107,9 +206,9 @@ impl Durations {
     /// The stored form (see the module's documentation).
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.buckets.len() * 3);
+        let mut out = Vec::new();
         let mut previous = 0i64;
-        for (&bucket, &count) in &self.buckets {
+        for (bucket, count) in self.buckets() {
             let delta = i64::from(bucket) - previous;
             put_varint(&mut out, ((delta << 1) ^ (delta >> 63)) as u64);
             put_varint(&mut out, count);
@@ -130,11 +229,28 @@ impl Durations {
             let bucket = previous.checked_add(delta).ok_or(Malformed)?;
             let count = take_varint(&mut bytes)?;
             let bucket_i32 = i32::try_from(bucket).map_err(|_| Malformed)?;
-            let slot = self.buckets.entry(bucket_i32).or_default();
-            *slot = slot.checked_add(count).ok_or(Malformed)?;
+            if bucket_i32 != ZERO && !(0..=MAX_BUCKET).contains(&bucket_i32) {
+                return Err(Malformed);
+            }
+            self.count_of(bucket_i32).checked_add(count).ok_or(Malformed)?;
+            self.add_to_bucket(bucket_i32, count);
             previous = bucket;
         }
         Ok(())
+    }
+
+    fn count_of(&self, bucket: i32) -> u64 {
+        if bucket == ZERO {
+            return self.zero;
+        }
+        if let Ok(i) = self.sparse.binary_search_by_key(&bucket, |&(b, _)| b) {
+            return self.sparse[i].1;
+        }
+        bucket
+            .checked_sub(self.first)
+            .and_then(|i| self.slots.get(usize::try_from(i).ok()?))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// A stored sketch.
@@ -209,6 +325,12 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_duration_falls_in_the_last_bucket() {
+        assert_eq!(((i64::MAX as f64).ln() / ln_gamma()).ceil() as i32, MAX_BUCKET);
+        assert_eq!(bucket(1), 0);
+    }
+
+    #[test]
     fn a_stored_sketch_reads_back_and_garbage_is_refused() {
         let mut d = Durations::default();
         for n in [0, -3, 1, 1, 999, 1_000_000, i64::MAX] {
@@ -219,6 +341,9 @@ mod tests {
         assert_eq!(Durations::decode(&[0x80]), Err(Malformed));
         assert_eq!(Durations::decode(&[2]), Err(Malformed), "a bucket without its count");
         assert_eq!(Durations::decode(&[0xff; 11]), Err(Malformed));
+        // Bucket 2,185 and bucket -1: no duration falls there.
+        assert_eq!(Durations::decode(&[0x92, 0x22, 1]), Err(Malformed));
+        assert_eq!(Durations::decode(&[1, 1]), Err(Malformed));
     }
 
     proptest! {

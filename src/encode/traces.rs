@@ -183,7 +183,9 @@ where
             name: span.name,
             kind: span.kind,
             status_code: span.status.map_or(0, |(code, _)| code),
-            has_parent: !span.parent_span_id.is_empty(),
+            trace_id: span.trace_id,
+            span_id: span.span_id,
+            parent_span_id: span.parent_span_id,
         }),
         Err(_) => rows.undo(mark),
     }
@@ -683,6 +685,63 @@ mod tests {
                 ResourceSpans { resource, scope_spans, schema_url }
             });
         vec(resource_spans, 0..3).prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
+    }
+
+    #[test]
+    fn children_are_candidates_for_pairing_unless_their_parent_is_in_the_request_under_their_resource() {
+        use opentelemetry_proto::tonic::{
+            common::v1::{any_value::Value, AnyValue},
+            resource::v1::Resource,
+        };
+        use span::SpanKind::{Client, Consumer, Internal, Server};
+        let span = |id: u8, parent: Option<u8>, kind: span::SpanKind| Span {
+            trace_id: vec![7; 16],
+            span_id: vec![id; 8],
+            parent_span_id: parent.map_or(vec![], |p| vec![p; 8]),
+            kind: kind as i32,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            ..Span::default()
+        };
+        let group = |service: &str, spans: Vec<Span>| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue { value: Some(Value::StringValue(service.into())) }),
+                    ..KeyValue::default()
+                }],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
+            ..ResourceSpans::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![
+                // Within web: a server span before its parent, an internal one after it.
+                group(
+                    "web",
+                    vec![span(2, Some(1), Server), span(1, None, Client), span(3, Some(1), Internal)],
+                ),
+                // api's server span called from web's client span, a consumer span whose parent
+                // is not in the request, and a client span (never a candidate).
+                group(
+                    "api",
+                    vec![span(4, Some(1), Server), span(5, Some(9), Consumer), span(6, Some(4), Client)],
+                ),
+            ],
+        };
+        let bytes = request.encode_to_vec();
+        for encoded in
+            [encode(&request, &KnownIds::default()), encode_wire(&bytes, &KnownIds::default()).expect("wire")]
+        {
+            let candidates = &encoded.rows[TableId::PairingCandidates as usize];
+            assert_eq!(candidates.count, 2);
+            let parents: Vec<bool> = [[1u8; 8], [9; 8], [4; 8]]
+                .iter()
+                .map(|id| candidates.buf.windows(8).any(|w| w == id))
+                .collect();
+            assert_eq!(parents, [true, true, false], "span 4's and span 5's parents");
+        }
     }
 
     proptest! {

@@ -45,7 +45,7 @@ const LAYOUT: &[(&str, Placement)] = &[
         "service_edges",
         Placement::Distributed { column: "minute_unix_nano", colocate_with: Some("span_rollup") },
     ),
-    ("pairing_due", Placement::Coordinator),
+    ("pairing_candidates", Placement::Coordinator),
 ];
 
 enum Placement {

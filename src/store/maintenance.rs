@@ -25,7 +25,7 @@ use super::{partitions, SessionLock, StoreError};
 use crate::{
     config::{ColumnarAfter, PartitionConfig, Retention, RetentionConfig, StorageConfig},
     encode::{
-        copy::{Signal, TableKind},
+        copy::{Signal, Table, TableKind},
         TABLES,
     },
     telemetry::{self, Telemetry},
@@ -608,9 +608,13 @@ async fn collect(
         return Ok(0);
     }
     // Every table that references the dimension, as its partitions (a table that is not
-    // partitioned stands for itself), less those left out.
+    // partitioned stands for itself), less those left out. Not the queues: a row waits there
+    // for minutes, and its resource was seen when it was written, long after `seen_before`.
     let mut sources = Vec::new();
-    for table in TABLES.iter().filter(|t| t.name != dimension && t.columns.contains(&column)) {
+    let references = |t: &&&Table| {
+        t.name != dimension && t.columns.contains(&column) && !matches!(t.kind, TableKind::Queue)
+    };
+    for table in TABLES.iter().filter(references) {
         let parts = client
             .query(
                 "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \

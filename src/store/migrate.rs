@@ -15,7 +15,9 @@ pub struct Migration {
 }
 
 impl Migration {
-    fn checksum(&self) -> i64 {
+    /// What `schema_migrations` records of its text.
+    #[must_use]
+    pub fn checksum(&self) -> i64 {
         xxh3_64(self.sql.as_bytes()) as i64
     }
 }

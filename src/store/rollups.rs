@@ -1,23 +1,25 @@
 //! The rollups' upkeep, run every `rollups.pass_interval_secs` by one replica at a time (a
 //! session advisory lock; the others skip the pass):
-//! - **folding**: the writers add a `span_rollup` and `log_rollup` row per key per request;
-//!   once a minute has closed, its rows of one key are folded into one (counts added, duration
-//!   sketches merged), in one transaction, so a read sums the same figures before and after,
-//!   over a number of rows that depends on the keys and minutes it shows, not on how many
-//!   requests brought them. Each pass folds the last [`RECENT`]; every [`SWEEP_EVERY`]th pass
-//!   (and the first) folds back to [`SWEEP`], for late records.
-//! - **pairing**: each closed minute with new child spans (`pairing_due`, written with them) is
-//!   paired once: its child spans are joined to their parents, and the calls between services
-//!   replace that minute's `service_edges`. A child whose parent is not stored yet is kept in
-//!   `pairing_orphans` and looked for again, at growing intervals, for `rollups.parent_wait_secs`;
-//!   when its parent turns up, its minute is paired again. A child stored late marks its minute
-//!   due again.
+//! - **folding**: the writers add a `span_rollup` and `log_rollup` row per key per request, and
+//!   pairing a `service_edges` row per edge per chunk; once a minute has closed, its rows of one
+//!   key are folded into one (counts added, duration sketches merged), in one transaction, so a
+//!   read sums the same figures before and after, over a number of rows that depends on the keys
+//!   and minutes it shows, not on how many requests brought them. Each pass folds the last
+//!   [`RECENT`]; every [`SWEEP_EVERY`]th pass (and the first) folds back to [`SWEEP`], for late
+//!   records.
+//! - **pairing**: the writers add a `pairing_candidates` row for each child span that may end a
+//!   call from another service (`encode::rollups`). Once a candidate is due (10 s after it was
+//!   stored), a pass takes it with a few thousand others, looks their parents up by trace id,
+//!   and adds the calls whose parent is another service's to `service_edges`, in the same
+//!   transaction, so each child is counted once. A child whose parent is not stored yet is put
+//!   back, due again after twice as long as it has waited (at about 30 s, 1.5, 4.5 and 13.5
+//!   minutes), until `rollups.parent_wait_secs` after it was stored; then it is dropped.
 //! - **rebuilding** ([`rebuild`], `otelephant rollups rebuild`): the rollups of a time range
 //!   computed afresh from the stored spans and log records, for data stored before the rollups
 //!   existed.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::{Duration, SystemTime},
 };
 
@@ -27,8 +29,10 @@ use super::{writer, SessionLock, StoreError};
 use crate::{
     config::RollupConfig,
     encode::{
-        copy::Rows,
-        rollups::{LogTallies, SpanTallies, LOG_ROLLUP, MINUTE_NANOS, SERVICE_EDGES, SPAN_ROLLUP},
+        copy::{Rows, Table, TableKind},
+        rollups::{
+            LogTallies, SpanTallies, CALLED_KINDS, LOG_ROLLUP, MINUTE_NANOS, SERVICE_EDGES, SPAN_ROLLUP,
+        },
         sketch::{self, Durations},
     },
     telemetry::Telemetry,
@@ -45,24 +49,26 @@ const SWEEP_EVERY: u64 = 60;
 /// Folding goes through its window in slices of this many minutes (those that have rows to
 /// fold), one transaction each, so that a backlog is never held in memory whole.
 const FOLD_SLICE_MINUTES: i64 = 10;
-/// A minute is paired once it ended this long ago: exporters send a span within seconds of its
-/// end, so most of a minute's children are stored by then.
+/// A candidate is looked for at least this long after it was stored (migration 7 sets its first
+/// time): exporters send a span within seconds of its end, so most parents are stored by then.
 const SETTLE: Duration = Duration::from_secs(10);
 /// Where a child's parent is looked for: spans that started within a day of the child's
 /// minute, so that the lookup reads a few daily partitions, not all of them.
 const PARENT_WINDOW_NANOS: i64 = 86_400_000_000_000;
-/// Minutes paired in one pass at most; the rest wait for the next.
-const MAX_MINUTES_PER_PASS: usize = 720;
+/// Candidates taken in one transaction: one lookup of their parents.
+const PAIR_CHUNK: usize = 2_000;
+/// Candidates taken in one pass at most; the rest wait for the next.
+const MAX_PAIRED_PER_PASS: usize = 500_000;
 
 /// What a pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Rollup rows folded away (rows before minus rows after).
     pub folded: u64,
-    /// Minutes whose calls between services were paired.
-    pub paired: usize,
-    /// Child spans still waiting for their parent.
-    pub orphans: u64,
+    /// Child spans whose parent was found.
+    pub paired: u64,
+    /// Child spans left to pair: not yet due, or waiting for their parent.
+    pub waiting: u64,
 }
 
 fn nanos(at: SystemTime) -> i64 {
@@ -109,7 +115,10 @@ async fn pass(
                  GROUP BY minute_unix_nano, resource_id, name, kind, status_code HAVING count(*) > 1
                  UNION ALL
                  SELECT minute_unix_nano FROM log_rollup WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
-                 GROUP BY minute_unix_nano, resource_id, severity_number HAVING count(*) > 1) due
+                 GROUP BY minute_unix_nano, resource_id, severity_number HAVING count(*) > 1
+                 UNION ALL
+                 SELECT minute_unix_nano FROM service_edges WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
+                 GROUP BY minute_unix_nano, parent_service, child_service HAVING count(*) > 1) due
              ORDER BY 1",
             &[&since, &closed, &slice],
         )
@@ -120,25 +129,19 @@ async fn pass(
     for lo in slices {
         report.folded += fold(client, lo.max(since), (lo + slice).min(closed)).await?;
     }
-    let paired_before = minute_floor(now - SETTLE.as_nanos() as i64);
-    let mut due: BTreeSet<i64> = client
-        .query(
-            "SELECT DISTINCT minute_unix_nano FROM pairing_due WHERE minute_unix_nano < $1 ORDER BY 1 LIMIT $2",
-            &[&paired_before, &(MAX_MINUTES_PER_PASS as i64)],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    due.extend(parents_found(client, now).await?);
     let wait = config.parent_wait_secs.saturating_mul(1_000_000_000).min(i64::MAX as u64) as i64;
-    client.execute("DELETE FROM pairing_orphans WHERE first_seen_unix_nano < $1", &[&(now - wait)]).await?;
-    for &minute in due.iter().take(MAX_MINUTES_PER_PASS) {
-        pair(client, minute, now).await?;
-        report.paired += 1;
+    let mut services = HashMap::new();
+    let mut taken = 0;
+    while taken < MAX_PAIRED_PER_PASS {
+        let (chunk, found) = pair_chunk(client, &mut services, now, wait).await?;
+        if chunk == 0 {
+            break;
+        }
+        taken += chunk;
+        report.paired += found;
     }
-    report.orphans =
-        client.query_one("SELECT count(*) FROM pairing_orphans", &[]).await?.get::<_, i64>(0) as u64;
+    report.waiting =
+        client.query_one("SELECT count(*) FROM pairing_candidates", &[]).await?.get::<_, i64>(0) as u64;
     Ok(report)
 }
 
@@ -172,7 +175,20 @@ async fn fold(client: &mut Object, lo: i64, hi: i64) -> Result<u64, StoreError> 
             &[&lo, &hi],
         )
         .await?;
-    if spans.is_empty() && logs.is_empty() {
+    let edges = tx
+        .query(
+            "DELETE FROM service_edges u USING (
+                 SELECT minute_unix_nano, parent_service, child_service FROM service_edges
+                 WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
+                 GROUP BY 1, 2, 3 HAVING count(*) > 1) d
+             WHERE u.minute_unix_nano >= $1 AND u.minute_unix_nano < $2
+               AND u.minute_unix_nano = d.minute_unix_nano AND u.parent_service = d.parent_service
+               AND u.child_service = d.child_service
+             RETURNING u.minute_unix_nano, u.parent_service, u.child_service, u.calls, u.errors, u.durations",
+            &[&lo, &hi],
+        )
+        .await?;
+    if spans.is_empty() && logs.is_empty() && edges.is_empty() {
         tx.rollback().await?;
         return Ok(0);
     }
@@ -191,10 +207,22 @@ async fn fold(client: &mut Object, lo: i64, hi: i64) -> Result<u64, StoreError> 
     for row in &logs {
         log_tallies.add_counted((row.get(0), row.get(1), row.get(2)), row.get::<_, i64>(3) as u64);
     }
+    let mut edge_tallies = EdgeTallies::new();
+    for row in &edges {
+        let durations = Durations::decode(row.get::<_, &[u8]>(5)).map_err(|err| {
+            StoreError::Rollup(format!("service_edges row of minute {}: {err}", row.get::<_, i64>(0)))
+        })?;
+        let edge = edge_tallies.entry((row.get(0), row.get(1), row.get(2))).or_default();
+        edge.calls += row.get::<_, i64>(3) as u64;
+        edge.errors += row.get::<_, i64>(4) as u64;
+        edge.durations.merge(&durations);
+    }
     write_span_tallies(&tx, &span_tallies).await?;
     write_log_tallies(&tx, &log_tallies).await?;
+    write_edges(&tx, &edge_tallies).await?;
     tx.commit().await?;
-    Ok((spans.len() - span_tallies.len() + logs.len() - log_tallies.len()) as u64)
+    Ok((spans.len() - span_tallies.len() + logs.len() - log_tallies.len() + edges.len() - edge_tallies.len())
+        as u64)
 }
 
 async fn write_span_tallies(tx: &Transaction<'_>, tallies: &SpanTallies) -> Result<(), StoreError> {
@@ -217,144 +245,210 @@ async fn write_log_tallies(tx: &Transaction<'_>, tallies: &LogTallies) -> Result
     Ok(())
 }
 
+/// Calls from one service to another by (minute, parent service, child service).
+type EdgeTallies<'a> = BTreeMap<(i64, &'a str, &'a str), EdgeTally>;
+
+#[derive(Debug, Default)]
+struct EdgeTally {
+    calls: u64,
+    errors: u64,
+    durations: Durations,
+}
+
+async fn write_edges(tx: &Transaction<'_>, edges: &EdgeTallies<'_>) -> Result<(), StoreError> {
+    if edges.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Rows::default();
+    for (&(minute, parent_service, child_service), edge) in edges {
+        let mut row = rows.row(&SERVICE_EDGES);
+        row.int8(minute);
+        row.text(parent_service);
+        row.text(child_service);
+        row.int8(edge.calls as i64);
+        row.int8(edge.errors as i64);
+        row.bytea(&edge.durations.encode());
+    }
+    writer::copy(tx, &SERVICE_EDGES.copy_statement(SERVICE_EDGES.name), &[&rows.buf.freeze()]).await?;
+    Ok(())
+}
+
 /// The status code of a failed span.
 const STATUS_ERROR: i32 = 2;
 
-/// The bucket of a span's duration, as `sketch::bucket` computes it, in SQL: `$n` is
-/// `ln(gamma)`, passed from Rust so that both divide by the same number.
-fn bucket_sql(span: &str, ln_gamma: &str) -> String {
+/// A span's duration as the writers compute it (end minus start of the u64 times, wrapping), in
+/// SQL over the stored i64s: plain subtraction unless the two differ in sign, where it would
+/// overflow.
+fn duration_sql(span: &str) -> String {
     format!(
-        "CASE WHEN {span}.end_time_unix_nano <= {span}.start_time_unix_nano THEN {zero} \
-         ELSE ceil(ln({span}.end_time_unix_nano::float8 - {span}.start_time_unix_nano::float8) / {ln_gamma})::integer END",
+        "CASE WHEN ({span}.start_time_unix_nano < 0) = ({span}.end_time_unix_nano < 0) \
+         THEN {span}.end_time_unix_nano - {span}.start_time_unix_nano \
+         ELSE (((({span}.end_time_unix_nano::numeric - {span}.start_time_unix_nano::numeric) \
+         + 9223372036854775808) % 18446744073709551616 + 18446744073709551616) \
+         % 18446744073709551616 - 9223372036854775808)::bigint END"
+    )
+}
+
+/// The bucket of a duration, as `sketch::bucket` computes it, in SQL: `$n` is `ln(gamma)`,
+/// passed from Rust so that both divide by the same number.
+fn bucket_sql(duration: &str, ln_gamma: &str) -> String {
+    format!(
+        "CASE WHEN {duration} <= 0 THEN {zero} ELSE ceil(ln(({duration})::float8) / {ln_gamma})::integer END",
         zero = sketch::ZERO
     )
 }
 
-/// Pairs the spans with a parent that started in `minute` and may end a call (server, consumer
-/// and unspecified, `encode::rollups::CALLED_KINDS`) with their parents, replacing the minute's
-/// `service_edges` and orphans.
-async fn pair(client: &mut Object, minute: i64, now: i64) -> Result<(), StoreError> {
-    let tx = client.transaction().await?;
-    tx.execute("DELETE FROM pairing_due WHERE minute_unix_nano = $1", &[&minute]).await?;
-    tx.execute("DELETE FROM service_edges WHERE minute_unix_nano = $1", &[&minute]).await?;
-    tx.execute("DELETE FROM pairing_orphans WHERE minute_unix_nano = $1", &[&minute]).await?;
-    let end = minute + MINUTE_NANOS as i64;
-    let (parents_from, parents_to) =
-        (minute.saturating_sub(PARENT_WINDOW_NANOS), end.saturating_add(PARENT_WINDOW_NANOS));
-    // Each child of the minute with its parent's service, looked up one probe of the trace-id
-    // index at a time (LATERAL ... LIMIT 1: never a join that reads every span in the window),
-    // which Citus runs on the child's shard.
-    let children = tx
-        .query(
-            "SELECT c.trace_id, c.parent_span_id, cr.service_name, p.service_name, c.status_code,
-                    c.start_time_unix_nano, c.end_time_unix_nano, p.found
-             FROM spans c
-             LEFT JOIN resources cr ON cr.resource_id = c.resource_id
-             LEFT JOIN LATERAL (
-                 SELECT true AS found, pr.service_name FROM spans p
-                 LEFT JOIN resources pr ON pr.resource_id = p.resource_id
-                 WHERE p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
-                   AND p.start_time_unix_nano >= $3 AND p.start_time_unix_nano < $4
-                 LIMIT 1) p ON true
-             WHERE c.start_time_unix_nano >= $1 AND c.start_time_unix_nano < $2 AND c.parent_span_id IS NOT NULL
-               AND c.kind IN (0, 2, 5)",
-            &[&minute, &end, &parents_from, &parents_to],
-        )
-        .await?;
-    let mut edges: BTreeMap<(&str, &str), (u64, u64, Durations)> = BTreeMap::new();
-    let (mut orphan_traces, mut orphan_parents): (Vec<&[u8]>, Vec<&[u8]>) = (Vec::new(), Vec::new());
-    for row in &children {
-        if row.get::<_, Option<bool>>(7).is_none() {
-            orphan_traces.push(row.get(0));
-            orphan_parents.push(row.get(1));
-            continue;
-        }
-        let (Some(child), Some(parent)) = (row.get::<_, Option<&str>>(2), row.get::<_, Option<&str>>(3))
-        else {
-            continue;
-        };
-        if child == parent {
-            continue;
-        }
-        let edge = edges.entry((parent, child)).or_default();
-        edge.0 += 1;
-        if row.get::<_, Option<i32>>(4) == Some(STATUS_ERROR) {
-            edge.1 += 1;
-        }
-        // As ingest measures a span's duration (see encode::rollups).
-        let (start, end): (i64, i64) = (row.get(5), row.get(6));
-        edge.2.add(end.wrapping_sub(start));
-    }
-    if !edges.is_empty() {
-        let mut rows = Rows::default();
-        for ((parent_service, child_service), (calls, errors, durations)) in &edges {
-            let mut row = rows.row(&SERVICE_EDGES);
-            row.int8(minute);
-            row.text(parent_service);
-            row.text(child_service);
-            row.int8(*calls as i64);
-            row.int8(*errors as i64);
-            row.bytea(&durations.encode());
-        }
-        writer::copy(&tx, &SERVICE_EDGES.copy_statement(SERVICE_EDGES.name), &[&rows.buf.freeze()]).await?;
-    }
-    // Children without a stored parent: kept to be looked for again.
-    if !orphan_traces.is_empty() {
-        tx.execute(
-            &format!(
-                "INSERT INTO pairing_orphans (minute_unix_nano, trace_id, parent_span_id, first_seen_unix_nano, recheck_unix_nano)
-                 SELECT DISTINCT $1::bigint, o.trace_id, o.parent_span_id, $4::bigint, $4::bigint + {first_recheck}
-                 FROM unnest($2::bytea[], $3::bytea[]) AS o (trace_id, parent_span_id)",
-                first_recheck = MINUTE_NANOS
-            ),
-            &[&minute, &orphan_traces, &orphan_parents, &now],
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
+/// A child span waiting to be paired, as a chunk takes it.
+struct Candidate {
+    minute: i64,
+    trace_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    resource_id: i64,
+    status_code: i32,
+    duration_nanos: i64,
+    stored: i64,
 }
 
-/// The minutes of orphans whose parent is stored now, among those due to be looked for again;
-/// the others are looked for again after twice as long as they have waited.
-async fn parents_found(client: &mut Object, now: i64) -> Result<BTreeSet<i64>, StoreError> {
-    let due = client
+/// Pairs up to [`PAIR_CHUNK`] candidates due by `now` with their parents in one transaction:
+/// takes them, counts the calls of those whose parent is stored and belongs to another service
+/// into `service_edges` rows, and puts those whose parent is not stored back, due again after
+/// twice as long as they have waited, until `wait` after they were stored. Returns how many
+/// were taken and how many of those found their parent.
+async fn pair_chunk(
+    client: &mut Object,
+    services: &mut HashMap<i64, Option<String>>,
+    now: i64,
+    wait: i64,
+) -> Result<(usize, u64), StoreError> {
+    let tx = client.transaction().await?;
+    // The table is the coordinator's own on Citus, so its rows have a ctid to take them by.
+    let taken: Vec<Candidate> = tx
         .query(
-            "UPDATE pairing_orphans o
-             SET recheck_unix_nano = $1 + 2 * ($1 - o.first_seen_unix_nano)
-             WHERE o.recheck_unix_nano <= $1
-             RETURNING o.minute_unix_nano, o.trace_id, o.parent_span_id",
-            &[&now],
+            "DELETE FROM pairing_candidates WHERE ctid = ANY (ARRAY (
+                 SELECT ctid FROM pairing_candidates WHERE due_unix_nano <= $1 ORDER BY due_unix_nano LIMIT $2))
+             RETURNING minute_unix_nano, trace_id, parent_span_id, resource_id, status_code, duration_nanos,
+                       stored_unix_nano",
+            &[&now, &(PAIR_CHUNK as i64)],
+        )
+        .await?
+        .iter()
+        .map(|row| Candidate {
+            minute: row.get(0),
+            trace_id: row.get(1),
+            parent_span_id: row.get(2),
+            resource_id: row.get(3),
+            status_code: row.get(4),
+            duration_nanos: row.get(5),
+            stored: row.get(6),
+        })
+        .collect();
+    if taken.is_empty() {
+        tx.rollback().await?;
+        return Ok((0, 0));
+    }
+    // The parents, among the spans of the candidates' traces that started within a day of them:
+    // found by the trace-id index (on Citus, on the traces' shards), read only when their span
+    // id is one of the parents'.
+    let mut trace_ids: Vec<&[u8]> = taken.iter().map(|c| c.trace_id.as_slice()).collect();
+    trace_ids.sort_unstable();
+    trace_ids.dedup();
+    let mut parent_ids: Vec<&[u8]> = taken.iter().map(|c| c.parent_span_id.as_slice()).collect();
+    parent_ids.sort_unstable();
+    parent_ids.dedup();
+    let first = taken.iter().map(|c| c.minute).min().unwrap_or(0);
+    let last = taken.iter().map(|c| c.minute).max().unwrap_or(0);
+    let spans = tx
+        .query(
+            "SELECT trace_id, span_id, resource_id FROM spans
+             WHERE trace_id = ANY ($1::bytea[]) AND span_id = ANY ($2::bytea[])
+               AND start_time_unix_nano >= $3 AND start_time_unix_nano < $4",
+            &[
+                &trace_ids,
+                &parent_ids,
+                &first.saturating_sub(PARENT_WINDOW_NANOS),
+                &last.saturating_add(PARENT_WINDOW_NANOS),
+            ],
         )
         .await?;
-    let mut found = BTreeSet::new();
-    // A few thousand at a time: one lookup of their traces' spans each.
-    for chunk in due.chunks(2_000) {
-        let trace_ids: Vec<&[u8]> = chunk.iter().map(|row| row.get(1)).collect();
-        let minutes = chunk.iter().map(|row| row.get::<_, i64>(0));
-        let (first, last) = (minutes.clone().min().unwrap_or(0), minutes.max().unwrap_or(0));
-        let stored: BTreeSet<(Vec<u8>, Vec<u8>)> = client
+    let parents: HashMap<(&[u8], &[u8]), i64> =
+        spans.iter().map(|row| ((row.get(0), row.get(1)), row.get(2))).collect();
+    let unknown: Vec<i64> = taken
+        .iter()
+        .map(|c| c.resource_id)
+        .chain(parents.values().copied())
+        .filter(|id| !services.contains_key(id))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !unknown.is_empty() {
+        for row in tx
             .query(
-                "SELECT p.trace_id, p.span_id FROM spans p WHERE p.trace_id = ANY ($1::bytea[])
-                 AND p.start_time_unix_nano >= $2 AND p.start_time_unix_nano < $3",
-                &[
-                    &trace_ids,
-                    &first.saturating_sub(PARENT_WINDOW_NANOS),
-                    &last.saturating_add(PARENT_WINDOW_NANOS),
-                ],
+                "SELECT resource_id, service_name FROM resources WHERE resource_id = ANY ($1)",
+                &[&unknown],
             )
             .await?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
-        for row in chunk {
-            if stored.contains(&(row.get::<_, Vec<u8>>(1), row.get::<_, Vec<u8>>(2))) {
-                found.insert(row.get(0));
-            }
+        {
+            services.insert(row.get(0), row.get(1));
         }
     }
-    Ok(found)
+    let service = |id: i64| services.get(&id).and_then(Option::as_deref);
+    let mut edges = EdgeTallies::new();
+    let mut found = 0;
+    let mut waiting = Vec::new();
+    for candidate in &taken {
+        let Some(&parent) =
+            parents.get(&(candidate.trace_id.as_slice(), candidate.parent_span_id.as_slice()))
+        else {
+            if candidate.stored >= now - wait {
+                waiting.push(candidate);
+            }
+            continue;
+        };
+        found += 1;
+        let (Some(parent), Some(child)) = (service(parent), service(candidate.resource_id)) else { continue };
+        if parent == child {
+            continue;
+        }
+        let edge = edges.entry((candidate.minute, parent, child)).or_default();
+        edge.calls += 1;
+        edge.errors += u64::from(candidate.status_code == STATUS_ERROR);
+        edge.durations.add(candidate.duration_nanos);
+    }
+    write_edges(&tx, &edges).await?;
+    if !waiting.is_empty() {
+        let mut rows = Rows::default();
+        for candidate in waiting {
+            let mut row = rows.row(&WAITING);
+            row.int8(candidate.minute);
+            row.bytea(&candidate.trace_id);
+            row.bytea(&candidate.parent_span_id);
+            row.int8(candidate.resource_id);
+            row.int4(candidate.status_code);
+            row.int8(candidate.duration_nanos);
+            row.int8(candidate.stored);
+            row.int8(now.saturating_add(2 * (now - candidate.stored).max(SETTLE.as_nanos() as i64)));
+        }
+        writer::copy(&tx, &WAITING.copy_statement(WAITING.name), &[&rows.buf.freeze()]).await?;
+    }
+    tx.commit().await?;
+    Ok((taken.len(), found))
 }
+
+/// `pairing_candidates` with every column: a candidate put back to wait.
+const WAITING: Table = Table {
+    name: "pairing_candidates",
+    columns: &[
+        "minute_unix_nano",
+        "trace_id",
+        "parent_span_id",
+        "resource_id",
+        "status_code",
+        "duration_nanos",
+        "stored_unix_nano",
+        "due_unix_nano",
+    ],
+    kind: TableKind::Queue,
+};
 
 /// Runs a pass at once and then every `pass_interval_secs` until the pool closes; every
 /// [`SWEEP_EVERY`]th pass, and the first, is a sweep. Counts passes in `passes`.
@@ -376,9 +470,7 @@ pub async fn maintain(
             Ok(Some(report)) => {
                 tracing::debug!(?report, "rollup pass");
                 telemetry.counter(crate::telemetry::ROLLUP_ROWS_FOLDED, &[]).increment(report.folded);
-                telemetry
-                    .counter(crate::telemetry::ROLLUP_MINUTES_PAIRED, &[])
-                    .increment(report.paired as u64);
+                telemetry.counter(crate::telemetry::ROLLUP_SPANS_PAIRED, &[]).increment(report.paired);
             }
             Ok(None) => tracing::debug!("another replica is keeping the rollups; skipped"),
             Err(err) => tracing::warn!(%err, "rollup pass failed; retrying at the next pass"),
@@ -399,8 +491,9 @@ pub struct Rebuilt {
 /// Computes the rollups of `[from, to)` (nanoseconds, whole hours) afresh from the stored spans
 /// and log records, an hour per transaction: the hour's rollup rows are replaced by ones that
 /// count its records as that transaction sees them (REPEATABLE READ, so writers adding records
-/// meanwhile are counted by their own rows, never twice), and its minutes are marked for
-/// pairing. Holds the rollups lock, so no pass folds meanwhile.
+/// meanwhile are counted by their own rows, never twice), and its calls between services are
+/// replaced by candidates for all its child spans, which the next passes pair. Holds the
+/// rollups lock, so no pass folds or pairs meanwhile.
 ///
 /// # Errors
 /// Database errors; hours before the error stay rebuilt.
@@ -441,7 +534,7 @@ async fn rebuild_hour(client: &mut Object, lo: i64, hi: i64) -> Result<(usize, u
                 "SELECT {minute}, s.resource_id, s.name, s.kind, coalesce(s.status_code, 0), {bucket}, count(*)
                  FROM spans s WHERE s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2
                  GROUP BY 1, 2, 3, 4, 5, 6",
-                bucket = bucket_sql("s", "$3")
+                bucket = bucket_sql(&duration_sql("s"), "$3")
             ),
             &[&lo, &hi, &sketch::ln_gamma()],
         )
@@ -473,12 +566,27 @@ async fn rebuild_hour(client: &mut Object, lo: i64, hi: i64) -> Result<(usize, u
     }
     write_span_tallies(&tx, &span_tallies).await?;
     write_log_tallies(&tx, &log_tallies).await?;
+    // The hour's calls are counted afresh from candidates for all its child spans.
+    tx.execute(
+        "DELETE FROM service_edges WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2",
+        &[&lo, &hi],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM pairing_candidates WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2",
+        &[&lo, &hi],
+    )
+    .await?;
     tx.execute(
         &format!(
-            "INSERT INTO pairing_due (minute_unix_nano)
-             SELECT DISTINCT s.start_time_unix_nano - s.start_time_unix_nano % {MINUTE_NANOS} FROM spans s
+            "INSERT INTO pairing_candidates
+                 (minute_unix_nano, trace_id, parent_span_id, resource_id, status_code, duration_nanos)
+             SELECT {minute}, s.trace_id, s.parent_span_id, s.resource_id, coalesce(s.status_code, 0), {duration}
+             FROM spans s
              WHERE s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2 AND s.parent_span_id IS NOT NULL
-               AND s.kind IN (0, 2, 5)"
+               AND s.kind IN ({kinds})",
+            duration = duration_sql("s"),
+            kinds = CALLED_KINDS.map(|kind| kind.to_string()).join(", ")
         ),
         &[&lo, &hi],
     )

@@ -12,7 +12,12 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry_proto::tonic::{collector::trace::v1::ExportTraceServiceRequest, logs::v1::LogRecord};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    logs::v1::LogRecord,
+    resource::v1::Resource,
+    trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span},
+};
 use otelephant::{
     config::CitusMode,
     query::proto::{
@@ -502,7 +507,34 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     }
 
     // The rollups count every span and record on the cluster too, and a pass folds and pairs
-    // there (as it would two minutes from now, when these minutes have closed).
+    // there (as it would two minutes from now, when these minutes have closed): a call from
+    // checkout to payment, each side exported on its own.
+    for (service, span_id, parent, kind) in [
+        ("checkout", [0xc1; 8], vec![], SpanKind::Client),
+        ("payment", [0xc2; 8], vec![0xc1; 8], SpanKind::Server),
+    ] {
+        let span = Span {
+            trace_id: vec![0xee; 16],
+            span_id: span_id.to_vec(),
+            parent_span_id: parent,
+            name: "charge".into(),
+            kind: kind as i32,
+            start_time_unix_nano: now,
+            end_time_unix_nano: now + 1_000_000,
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s(service))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        trace_client.export(request).await.expect("a side of the call stored");
+    }
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(120);
     let config = schema.config();
     let report = loop {
@@ -512,13 +544,45 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
             Err(err) => panic!("rollup pass on Citus: {err}"),
         }
     };
-    assert!(report.paired > 0, "{report:?}");
+    assert!(report.paired >= 1, "{report:?}");
+    let calls: i64 = db
+        .query_one(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM service_edges
+             WHERE parent_service = 'checkout' AND child_service = 'payment'",
+            &[],
+        )
+        .await
+        .expect("edges")
+        .get(0);
+    assert_eq!(calls, 1, "the call from checkout to payment is paired on the cluster");
+    // Rebuilt, the hour counts the same spans, records and call.
+    let hour = (now - now % 3_600_000_000_000) as i64;
+    otelephant::store::rollups::rebuild(&server.pool, hour, hour + 3_600_000_000_000)
+        .await
+        .expect("rebuilt on the cluster");
+    loop {
+        match otelephant::store::rollups::run_pass(&server.pool, &config.rollups, later, false).await {
+            Ok(Some(_)) => break,
+            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            Err(err) => panic!("rollup pass on Citus: {err}"),
+        }
+    }
+    let calls: i64 = db
+        .query_one(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM service_edges
+             WHERE parent_service = 'checkout' AND child_service = 'payment'",
+            &[],
+        )
+        .await
+        .expect("edges")
+        .get(0);
+    assert_eq!(calls, 1, "the rebuilt hour pairs the call once");
     let counted: (i64, i64) = db
         .query_one("SELECT (SELECT sum(spans)::bigint FROM span_rollup), (SELECT sum(records)::bigint FROM log_rollup)", &[])
         .await
         .map(|row| (row.get(0), row.get(1)))
         .expect("rollups");
-    assert_eq!(counted, (spans + http_spans as i64, 51));
+    assert_eq!(counted, (spans + http_spans as i64 + 2, 51));
 
     // Every read surface answers from the cluster: each query service RPC in its HTTP/JSON
     // form, Jaeger's API, and the web UI's pages.

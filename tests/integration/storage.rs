@@ -210,6 +210,112 @@ async fn migrations_are_idempotent_concurrent_and_guarded() {
     pool.close();
 }
 
+/// Version 7 replaced version 6's pairing bookkeeping (minutes due, children waiting for their
+/// parent) with candidates: what version 6 had left to pair is paired afresh.
+#[tokio::test]
+async fn an_upgrade_pairs_again_what_version_6_had_left_to_pair() {
+    let schema = TestSchema::new();
+    let config = schema.config();
+    let pool = store::connect(&config.postgres).await.expect("pool");
+    let mut client = pool.get().await.expect("client");
+    // The database as version 6 left it.
+    let tx = client.transaction().await.expect("tx");
+    tx.batch_execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL,
+                                         applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .expect("migrations table");
+    for migration in migrate::MIGRATIONS.iter().filter(|m| m.version <= 6) {
+        tx.batch_execute(migration.sql).await.expect("older migration");
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&migration.version, &migration.name, &migration.checksum()],
+        )
+        .await
+        .expect("recorded");
+    }
+    tx.commit().await.expect("version 6");
+    // web calls api in a due minute (with a stale edge row), and api calls db in a minute
+    // paired already (whose edge stays); the child of a waiting orphan's minute is paired again.
+    let minute: i64 = 1_700_000_040 * 1_000_000_000;
+    let (due, paired, waiting) = (minute, minute + 60_000_000_000, minute + 120_000_000_000);
+    client
+        .batch_execute(&format!(
+            "INSERT INTO resources (resource_id, attributes, dropped_attributes_count, schema_url) VALUES
+                 (1, '{{\"service.name\": \"web\"}}', 0, ''), (2, '{{\"service.name\": \"api\"}}', 0, ''),
+                 (3, '{{\"service.name\": \"db\"}}', 0, '');
+             INSERT INTO spans (start_time_unix_nano, end_time_unix_nano, trace_id, span_id, parent_span_id,
+                                trace_state, flags, name, kind, resource_id, scope_id, attributes,
+                                dropped_attributes_count, dropped_events_count, dropped_links_count,
+                                status_code, status_message)
+             SELECT s, s + d, '\\x01010101010101010101010101010101', id, parent, '', 0, 'op', kind, resource, 0,
+                    '{{}}', 0, 0, 0, code, ''
+             FROM (VALUES ({due}::bigint, 30000000::bigint, '\\x0000000000000001'::bytea, NULL::bytea, 3, 1, NULL::integer),
+                          ({due} + 1000, 20000000, '\\x0000000000000002', '\\x0000000000000001', 2, 2, 2),
+                          ({paired}, 5000000, '\\x0000000000000003', '\\x0000000000000002', 2, 3, NULL),
+                          ({waiting}, 7000000, '\\x0000000000000004', '\\x0000000000000002', 0, 3, NULL))
+                 AS v (s, d, id, parent, kind, resource, code);
+             INSERT INTO pairing_due VALUES ({due});
+             INSERT INTO pairing_orphans VALUES ({waiting}, '\\x01', '\\x02', 0, 0);
+             INSERT INTO service_edges VALUES ({due}, 'web', 'api', 7, 0, ''), ({paired}, 'api', 'db', 1, 0, ''),
+                                              ({waiting}, 'api', 'db', 9, 0, '');"
+        ))
+        .await
+        .expect("version 6's state");
+
+    assert_eq!(migrate::run(&mut client).await.expect("upgrades"), [7]);
+    let candidates: Vec<(i64, i32, i64)> = client
+        .query("SELECT minute_unix_nano, status_code, duration_nanos FROM pairing_candidates ORDER BY 1", &[])
+        .await
+        .expect("candidates")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(candidates, [(due, 2, 20_000_000), (waiting, 0, 7_000_000)]);
+    let edges: Vec<(i64, i64)> = client
+        .query("SELECT minute_unix_nano, calls FROM service_edges ORDER BY 1", &[])
+        .await
+        .expect("edges")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(edges, [(paired, 1)], "the minutes to pair again lost their old counts");
+    for table in ["pairing_due", "pairing_orphans"] {
+        let gone: bool =
+            client.query_one("SELECT to_regclass($1) IS NULL", &[&table]).await.expect("lookup").get(0);
+        assert!(gone, "{table} dropped");
+    }
+
+    // The next pass counts them.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    let report = otelephant::store::rollups::run_pass(&pool, &config.rollups, later, false)
+        .await
+        .expect("pass")
+        .expect("not skipped");
+    assert_eq!((report.paired, report.waiting), (2, 0), "{report:?}");
+    let edges: Vec<(i64, String, String, i64, i64)> = client
+        .query(
+            "SELECT minute_unix_nano, parent_service, child_service, sum(calls)::bigint, sum(errors)::bigint
+             FROM service_edges GROUP BY 1, 2, 3 ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("edges")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .collect();
+    let edge = |minute, parent: &str, child: &str, calls, errors| {
+        (minute, parent.into(), child.into(), calls, errors)
+    };
+    assert_eq!(
+        edges,
+        [edge(due, "web", "api", 1, 1), edge(paired, "api", "db", 1, 0), edge(waiting, "api", "db", 1, 0)]
+    );
+    drop(client);
+    pool.close();
+}
+
 fn log_at(time: u64) -> LogRecord {
     LogRecord { time_unix_nano: time, body: None, severity_text: "late".into(), ..Default::default() }
 }
