@@ -155,11 +155,14 @@ async fn main() -> anyhow::Result<()> {
                         })
                         .collect(),
                 };
+                // The transaction's rollup rows, as otelephant's writer merges them.
+                let rollups =
+                    Payload::rollup_tuples(&batch.iter().map(|&p| &payloads[p]).collect::<Vec<_>>());
                 let mut client = pool.get().await?;
                 let tx = client.transaction().await?;
                 let mut rows = 0;
                 for (index, table) in TABLES.iter().enumerate().skip(DIMENSION_TABLES) {
-                    let chunks: Vec<&Bytes> = batch
+                    let mut chunks: Vec<&Bytes> = batch
                         .iter()
                         .enumerate()
                         .filter(|&(_, &p)| payloads[p].tables[index].1 > 0)
@@ -167,6 +170,9 @@ async fn main() -> anyhow::Result<()> {
                             fresh.get(i).map_or(&payloads[p].tables[index].0, |tables| &tables[index])
                         })
                         .collect();
+                    if rollups[index].1 > 0 {
+                        chunks.push(&rollups[index].0);
+                    }
                     if !chunks.is_empty() {
                         rows += copy(&tx, &table.copy_statement(table.name), &chunks).await?;
                     }

@@ -65,7 +65,6 @@ pub fn encode_received(request: &ExportLogsServiceRequest, known: &KnownIds, rec
             }
         },
     )
-    .with_tallies()
 }
 
 /// A log record as its row is written.

@@ -122,7 +122,9 @@ pub struct Encoded {
     /// Records left out (see [`validate`]), and why the first of them was.
     pub rejected: u64,
     pub first_rejection: Option<validate::Rejection>,
-    /// The spans and log records above, tallied for their rollups until [`Encoded::write_tallies`].
+    /// The spans and log records above, tallied for their rollups: the writer merges the
+    /// tallies of the requests it writes together and writes their rows in the same
+    /// transaction (`pipeline::Payload::rollup_tuples`).
     pub spans: rollups::SpanTallies,
     pub logs: rollups::LogTallies,
 }
@@ -132,9 +134,11 @@ impl Encoded {
         &mut self.rows[table as usize]
     }
 
-    /// Memory the encoded rows hold, what the queue's capacity counts.
+    /// Memory the encoded rows and tallies hold, what the queue's capacity counts.
     pub fn held_bytes(&self) -> usize {
-        self.rows.iter().map(|r| r.buf.capacity()).sum()
+        self.rows.iter().map(|r| r.buf.capacity()).sum::<usize>()
+            + self.spans.held_bytes()
+            + self.logs.held_bytes()
     }
 
     /// Leaves `count` records out for `reason`.
@@ -166,19 +170,19 @@ impl Encoded {
             .sum()
     }
 
-    /// Writes the rollup rows of what was tallied, once every record is written.
-    pub fn write_tallies(&mut self) {
+    /// Writes the pairing candidates among the spans, once every span is written.
+    #[must_use]
+    pub fn with_candidates(mut self) -> Self {
         let mut spans = std::mem::take(&mut self.spans);
-        spans.write(self.rows_mut(TableId::SpanRollup));
         spans.write_candidates(self.rows_mut(TableId::PairingCandidates));
-        let logs = std::mem::take(&mut self.logs);
-        logs.write(self.rows_mut(TableId::LogRollup));
+        self.spans = spans;
+        self
     }
 
-    /// [`Encoded::write_tallies`], by value.
-    #[must_use]
-    pub fn with_tallies(mut self) -> Self {
-        self.write_tallies();
-        self
+    /// The rollup rows of what was tallied, as they would be written for this request alone.
+    pub fn write_tallies(&mut self) {
+        let (spans, logs) = (std::mem::take(&mut self.spans), std::mem::take(&mut self.logs));
+        spans.write(self.rows_mut(TableId::SpanRollup));
+        logs.write(self.rows_mut(TableId::LogRollup));
     }
 }

@@ -73,14 +73,14 @@ struct SpanKey {
     status_code: i32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct SpanTally {
     spans: u64,
     durations: Durations,
 }
 
 /// A stored span of [`CALLED_KINDS`] with a parent: what pairing needs of it.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct Child {
     minute: i64,
     trace_id: u128,
@@ -92,7 +92,7 @@ struct Child {
 
 /// One request's spans, tallied as they are stored (in key order, so that the same spans give
 /// the same rows).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct SpanTallies {
     keys: BTreeMap<SpanKey, BTreeMap<String, SpanTally>>,
     /// Every stored span's span id, trace id and resource, to find children's parents in the
@@ -174,6 +174,33 @@ impl SpanTallies {
         tally.durations.merge(durations);
     }
 
+    /// Adds every tally of `other` (another request's, written in the same transaction).
+    pub fn merge(&mut self, other: &SpanTallies) {
+        for (key, names) in &other.keys {
+            for (name, tally) in names {
+                self.add_counted(
+                    (key.minute, key.resource_id, name, key.kind, key.status_code),
+                    tally.spans,
+                    &tally.durations,
+                );
+            }
+        }
+    }
+
+    /// Memory the tallies hold, about.
+    pub fn held_bytes(&self) -> usize {
+        let tallies: usize = self
+            .keys
+            .values()
+            .flat_map(BTreeMap::iter)
+            .map(|(name, tally)| 96 + name.capacity() + tally.durations.held_bytes())
+            .sum();
+        tallies
+            + self.keys.len() * 64
+            + self.stored.capacity() * std::mem::size_of::<(u64, u128, i64)>()
+            + self.children.capacity() * std::mem::size_of::<Child>()
+    }
+
     /// Rows [`SpanTallies::write`] writes.
     pub fn len(&self) -> usize {
         self.keys.values().map(BTreeMap::len).sum()
@@ -184,15 +211,16 @@ impl SpanTallies {
     }
 
     /// Writes a `pairing_candidates` row per child span whose parent is not in the request
-    /// under the same resource.
+    /// under the same resource, and lets go of what finding them took.
     pub fn write_candidates(&mut self, rows: &mut Rows) {
-        if self.children.is_empty() {
+        let (mut stored, children) = (std::mem::take(&mut self.stored), std::mem::take(&mut self.children));
+        if children.is_empty() {
             return;
         }
         // Sorted and searched rather than hashed: ids are the client's to choose.
-        self.stored.sort_unstable();
-        for child in &self.children {
-            if self.stored.binary_search(&(child.parent_span_id, child.trace_id, child.resource_id)).is_ok() {
+        stored.sort_unstable();
+        for child in children {
+            if stored.binary_search(&(child.parent_span_id, child.trace_id, child.resource_id)).is_ok() {
                 continue;
             }
             let mut row = rows.row(&PAIRING_CANDIDATES);
@@ -223,7 +251,7 @@ impl SpanTallies {
 }
 
 /// One request's log records, tallied as they are stored.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct LogTallies {
     keys: BTreeMap<(i64, i64, i32), u64>,
 }
@@ -237,6 +265,18 @@ impl LogTallies {
     /// Adds `records` records of one (minute, resource, severity) key: a row being folded.
     pub fn add_counted(&mut self, key: (i64, i64, i32), records: u64) {
         *self.keys.entry(key).or_default() += records;
+    }
+
+    /// Adds every count of `other` (another request's, written in the same transaction).
+    pub fn merge(&mut self, other: &LogTallies) {
+        for (&key, &records) in &other.keys {
+            self.add_counted(key, records);
+        }
+    }
+
+    /// Memory the tallies hold, about.
+    pub fn held_bytes(&self) -> usize {
+        self.keys.len() * 64
     }
 
     /// Rows [`LogTallies::write`] writes.
@@ -257,5 +297,53 @@ impl LogTallies {
             row.int4(severity_number);
             row.int8(records as i64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::sketch;
+
+    fn span(start: u64, name: &str, nanos: u64) -> TalliedSpan<'_> {
+        TalliedSpan {
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + nanos,
+            resource_id: 7,
+            name,
+            kind: 2,
+            status_code: 0,
+            trace_id: &[1; 16],
+            span_id: &[2; 8],
+            parent_span_id: &[],
+        }
+    }
+
+    #[test]
+    fn tallies_of_requests_written_together_merge_into_a_row_per_key() {
+        let (mut a, mut b) = (SpanTallies::default(), SpanTallies::default());
+        a.add(&span(5, "GET", 10));
+        a.add(&span(6, "PUT", 10));
+        b.add(&span(7, "GET", 1_000));
+        b.add(&span(MINUTE_NANOS + 1, "GET", 10));
+        let mut merged = SpanTallies::default();
+        merged.merge(&a);
+        merged.merge(&b);
+        assert_eq!(merged.len(), 3);
+        let key = SpanKey { minute: 0, resource_id: 7, kind: 2, status_code: 0 };
+        let get = &merged.keys[&key]["GET"];
+        assert_eq!(get.spans, 2);
+        let value = |nanos| Some(sketch::value(sketch::bucket(nanos)));
+        assert_eq!((get.durations.quantile(0.0), get.durations.quantile(1.0)), (value(10), value(1_000)));
+        let mut rows = Rows::default();
+        merged.write(&mut rows);
+        assert_eq!(rows.count, 3);
+
+        let (mut a, mut b) = (LogTallies::default(), LogTallies::default());
+        a.add(5, 7, 9);
+        b.add(6, 7, 9);
+        b.add(7, 7, 13);
+        a.merge(&b);
+        assert_eq!(a.keys, BTreeMap::from([((0, 7, 9), 2), ((0, 7, 13), 1)]));
     }
 }

@@ -174,6 +174,11 @@ impl Durations {
         )
     }
 
+    /// Memory the counts hold.
+    pub fn held_bytes(&self) -> usize {
+        self.sparse.capacity() * std::mem::size_of::<(i32, u64)>() + self.slots.capacity() * 8
+    }
+
     pub fn count(&self) -> u64 {
         let sparse = self.sparse.iter().map(|&(_, count)| count);
         sparse.chain(self.slots.iter().copied()).fold(self.zero, u64::saturating_add)

@@ -84,5 +84,6 @@ pub fn assert_same(wire: &Encoded, decoded: &Encoded) {
         assert_eq!((a.count, &a.buf[..]), (b.count, &b.buf[..]), "rows of {}", table.name);
     }
     assert_eq!(wire.new_dimension_ids, decoded.new_dimension_ids);
+    assert_eq!((&wire.spans, &wire.logs), (&decoded.spans, &decoded.logs), "tallies");
     assert_eq!((wire.rejected, &wire.first_rejection), (decoded.rejected, &decoded.first_rejection));
 }

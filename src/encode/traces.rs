@@ -62,7 +62,7 @@ pub fn encode(request: &ExportTraceServiceRequest, known: &KnownIds) -> Encoded 
             }
         },
     )
-    .with_tallies()
+    .with_candidates()
 }
 
 /// A span as its row is written.

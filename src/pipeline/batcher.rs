@@ -16,7 +16,7 @@ use std::{
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, Mutex, Notify};
 
-use super::{WriteError, WriteRequest};
+use super::{Payload, WriteError, WriteRequest};
 use crate::{
     config::PipelineConfig,
     encode::dims::KnownIds,
@@ -110,7 +110,9 @@ impl Batcher {
         loop {
             let started = Instant::now();
             let payloads: Vec<_> = batch.iter().map(|r| &r.payload).collect();
-            let tuples: Vec<_> = payloads.iter().map(|p| &p.tables).collect();
+            let rollups = Payload::rollup_tuples(&payloads);
+            let mut tuples: Vec<_> = payloads.iter().map(|p| &p.tables).collect();
+            tuples.push(&rollups);
             let result = writer::write_batch(&self.pool, &tuples).await;
             let rows: usize = payloads.iter().map(|p| p.rows()).sum();
             let err = match result {
@@ -171,7 +173,8 @@ impl Batcher {
     /// requests whose own data the database refuses fail, and everyone else's rows commit.
     async fn isolate(&self, batch: Vec<WriteRequest>) {
         for request in batch {
-            match writer::write_batch(&self.pool, &[&request.payload.tables]).await {
+            let rollups = Payload::rollup_tuples(&[&request.payload]);
+            match writer::write_batch(&self.pool, &[&request.payload.tables, &rollups]).await {
                 Ok(_) => self.committed(request),
                 Err(err) => {
                     let err = if err.is_data_error() {

@@ -16,7 +16,11 @@ use tokio::{
 use self::intake::{Intake, Room};
 use crate::{
     config::PipelineConfig,
-    encode::{dims::KnownIds, Encoded},
+    encode::{
+        dims::KnownIds,
+        rollups::{LogTallies, SpanTallies},
+        Encoded,
+    },
     store::writer::Tuples,
     telemetry::Telemetry,
 };
@@ -25,10 +29,13 @@ use crate::{
 pub const QUEUE_REQUESTS: usize = 4096;
 
 /// One request's encoded rows, frozen for streaming: per table (indexed like
-/// [`crate::encode::TABLES`]) the tuples and their count.
+/// [`crate::encode::TABLES`]) the tuples and their count; and its records' tallies, whose rollup
+/// rows the writer writes merged with those of the requests it writes them with.
 pub struct Payload {
     pub tables: Tuples,
     pub new_dimension_ids: Vec<i64>,
+    pub spans: SpanTallies,
+    pub logs: LogTallies,
 }
 
 impl Payload {
@@ -40,7 +47,22 @@ impl Payload {
                 (r.buf.freeze(), r.count)
             }),
             new_dimension_ids: encoded.new_dimension_ids,
+            spans: encoded.spans,
+            logs: encoded.logs,
         }
+    }
+
+    /// The rollup rows of the requests of one transaction, their tallies merged (a key that
+    /// several requests tallied is one row): tuples for `span_rollup` and `log_rollup` only.
+    pub fn rollup_tuples(payloads: &[&Payload]) -> Tuples {
+        let (mut spans, mut logs) = (SpanTallies::default(), LogTallies::default());
+        for payload in payloads {
+            spans.merge(&payload.spans);
+            logs.merge(&payload.logs);
+        }
+        let mut encoded = Encoded { spans, logs, ..Encoded::default() };
+        encoded.write_tallies();
+        Self::new(encoded).tables
     }
 
     pub fn rows(&self) -> usize {

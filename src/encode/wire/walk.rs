@@ -44,8 +44,7 @@ pub fn encode_request(
             Ok(())
         },
     )?;
-    enc.out.write_tallies();
-    Ok(enc.out)
+    Ok(enc.out.with_candidates())
 }
 
 /// Walks an export request's resource and scope groups for any signal. `weight` says how many
