@@ -716,21 +716,56 @@ fn merge_neighbours(buckets: &[(f64, f64, f64)], most: usize) -> BucketList {
         .collect()
 }
 
-/// A bucket bound, short.
+/// A bucket bound, as its exporter wrote it when that is short (`0.025`, `7.5`, `2500`, `5e-5`),
+/// else to four significant digits (an exponential histogram's bounds, `1.091`).
 fn short(v: f64) -> String {
-    if v == 0.0 {
-        "0".to_owned()
-    } else if v.abs() >= 1e5 || v.abs() < 1e-2 {
-        format!("{v:.2e}")
-    } else {
-        let t = format!("{v:.2}");
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let huge_or_tiny = v.abs() >= 1e6 || v.abs() < 1e-4;
+    let exact = if huge_or_tiny { format!("{v:e}") } else { format!("{v}") };
+    if exact.len() <= 8 {
+        return exact;
+    }
+    if huge_or_tiny {
+        let t = format!("{v:.3e}");
+        let (mantissa, exponent) = t.split_once('e').unwrap_or((&t, "0"));
+        return format!("{}e{exponent}", mantissa.trim_end_matches('0').trim_end_matches('.'));
+    }
+    let decimals = (3 - v.abs().log10().floor() as i32).max(0) as usize;
+    let t = format!("{v:.decimals$}");
+    if t.contains('.') {
         t.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        t
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_bounds_read_as_their_exporter_wrote_them() {
+        let cases = [
+            (0.025, "0.025"),
+            (0.075, "0.075"),
+            (0.005, "0.005"),
+            (7.5, "7.5"),
+            (10.0, "10"),
+            (2500.0, "2500"),
+            (0.0, "0"),
+            (5e-5, "5e-5"),
+            (5e6, "5e6"),
+            (1.0905077326652577, "1.091"),
+            (123_456.789, "123457"),
+            (1.234_567_89e-7, "1.235e-7"),
+            (-0.25, "-0.25"),
+        ];
+        for (bound, label) in cases {
+            assert_eq!(short(bound), label, "{bound}");
+        }
+    }
 
     #[test]
     fn quantiles_interpolate_inside_their_bucket() {
