@@ -4,6 +4,7 @@
 
 use axum::{extract::State, response::Response};
 use maud::{html, Markup};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use tonic::Request;
 
 use super::{
@@ -122,6 +123,16 @@ fn histogram(counted: &CountLogsResponse) -> Markup {
     }
 }
 
+/// The time a record is filed under, as the server orders them: its own time, else when it was
+/// observed (else when it was received, which the answer does not carry: 0 here).
+fn filed_time(record: &LogRecord) -> u64 {
+    if record.time_unix_nano != 0 {
+        record.time_unix_nano
+    } else {
+        record.observed_time_unix_nano
+    }
+}
+
 /// The records of one answer, newest first, values cut at [`super::MAX_VALUE_CHARS`].
 fn render(found: &SearchLogsResponse, params: &QueryString) -> Markup {
     let mut records = Vec::new();
@@ -138,12 +149,10 @@ fn render(found: &SearchLogsResponse, params: &QueryString) -> Markup {
             }
         }
     }
-    // The answer groups by resource; people read newest first.
-    records.sort_by(|a, b| {
-        b.1.time_unix_nano
-            .max(b.1.observed_time_unix_nano)
-            .cmp(&a.1.time_unix_nano.max(a.1.observed_time_unix_nano))
-    });
+    // The answer groups by resource; people read newest first, in the order the server found
+    // them: by the time each record is filed under (a stable sort keeps the server's order of
+    // records filed at the same time).
+    records.sort_by_key(|record| std::cmp::Reverse(filed_time(record.1)));
     if records.is_empty() {
         let message = if params.get("page_token").is_some() {
             "No more log records.".to_owned()
@@ -163,7 +172,7 @@ fn render(found: &SearchLogsResponse, params: &QueryString) -> Markup {
                 @let (kind, body) = value_text(record.body.as_ref());
                 @let body = cut(&body, MAX_VALUE_CHARS);
                 @let trace = hex::encode(&record.trace_id);
-                @let time = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
+                @let time = filed_time(record);
                 li.log {
                     div.line {
                         span.severity.(class) title=(format!("severity number {}", record.severity_number)) { (name) }
@@ -200,6 +209,39 @@ fn render(found: &SearchLogsResponse, params: &QueryString) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_keep_the_order_of_the_time_they_are_filed_under() {
+        use opentelemetry_proto::tonic::{
+            common::v1::{any_value::Value, AnyValue},
+            logs::v1::{LogsData, ResourceLogs, ScopeLogs},
+        };
+        let record = |body: &str, time: u64, observed: u64| LogRecord {
+            time_unix_nano: time,
+            observed_time_unix_nano: observed,
+            body: Some(AnyValue { value: Some(Value::StringValue(body.into())) }),
+            ..LogRecord::default()
+        };
+        let group = |records| ResourceLogs {
+            scope_logs: vec![ScopeLogs { log_records: records, ..ScopeLogs::default() }],
+            ..ResourceLogs::default()
+        };
+        // As the server answers: grouped by resource, each group newest first. Record 2 was
+        // observed late, which must not move it ahead of record 1.
+        let found = SearchLogsResponse {
+            logs: Some(LogsData {
+                resource_logs: vec![
+                    group(vec![record("record-1", 40, 41), record("record-3", 20, 0)]),
+                    group(vec![record("record-2", 30, 99), record("record-4", 0, 10)]),
+                ],
+            }),
+            ..SearchLogsResponse::default()
+        };
+        let html = render(&found, &QueryString::default()).into_string();
+        let at = |body: &str| html.find(body).unwrap_or_else(|| panic!("{body} shown"));
+        let order = [at("record-1"), at("record-2"), at("record-3"), at("record-4")];
+        assert!(order.is_sorted(), "{html}");
+    }
 
     #[test]
     fn severities_are_named_by_their_range() {
