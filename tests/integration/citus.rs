@@ -537,46 +537,36 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     }
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(120);
     let config = schema.config();
-    let report = loop {
-        match otelephant::store::rollups::run_pass(&server.pool, &config.rollups, later, true).await {
-            Ok(Some(report)) => break report,
-            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            Err(err) => panic!("rollup pass on Citus: {err}"),
+    let (pool, rollups) = (&server.pool, &config.rollups);
+    let pass = |sweep| async move {
+        loop {
+            match otelephant::store::rollups::run_pass(pool, rollups, later, sweep).await {
+                Ok(Some(report)) => return report,
+                Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Err(err) => panic!("rollup pass on Citus: {err}"),
+            }
         }
     };
-    assert!(report.paired >= 1, "{report:?}");
-    let calls: i64 = db
-        .query_one(
+    let calls = || async {
+        db.query_one(
             "SELECT coalesce(sum(calls), 0)::bigint FROM service_edges
              WHERE parent_service = 'checkout' AND child_service = 'payment'",
             &[],
         )
         .await
         .expect("edges")
-        .get(0);
-    assert_eq!(calls, 1, "the call from checkout to payment is paired on the cluster");
+        .get::<_, i64>(0)
+    };
+    let report = pass(true).await;
+    assert!(report.paired >= 1, "{report:?}");
+    assert_eq!(calls().await, 1, "the call from checkout to payment is paired on the cluster");
     // Rebuilt, the hour counts the same spans, records and call.
     let hour = (now - now % 3_600_000_000_000) as i64;
     otelephant::store::rollups::rebuild(&server.pool, hour, hour + 3_600_000_000_000)
         .await
         .expect("rebuilt on the cluster");
-    loop {
-        match otelephant::store::rollups::run_pass(&server.pool, &config.rollups, later, false).await {
-            Ok(Some(_)) => break,
-            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            Err(err) => panic!("rollup pass on Citus: {err}"),
-        }
-    }
-    let calls: i64 = db
-        .query_one(
-            "SELECT coalesce(sum(calls), 0)::bigint FROM service_edges
-             WHERE parent_service = 'checkout' AND child_service = 'payment'",
-            &[],
-        )
-        .await
-        .expect("edges")
-        .get(0);
-    assert_eq!(calls, 1, "the rebuilt hour pairs the call once");
+    pass(false).await;
+    assert_eq!(calls().await, 1, "the rebuilt hour pairs the call once");
     let counted: (i64, i64) = db
         .query_one("SELECT (SELECT sum(spans)::bigint FROM span_rollup), (SELECT sum(records)::bigint FROM log_rollup)", &[])
         .await
