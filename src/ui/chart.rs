@@ -180,6 +180,32 @@ pub struct Line {
     pub label: String,
     pub color: String,
     pub points: Vec<(u64, f64)>,
+    /// What each point's value is, where some are only bounds (empty: every one is a value).
+    pub readings: Vec<Reading>,
+}
+
+/// What a drawn value says of the figure it stands for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reading {
+    /// The figure itself, or an estimate of it.
+    #[default]
+    Value,
+    /// The figure is above it.
+    AtLeast,
+    /// The figure is below it.
+    AtMost,
+}
+
+impl Reading {
+    /// `text` (a formatted value) as this reading says it: "> 10 s" for a lower bound.
+    #[must_use]
+    pub fn say(self, text: &str) -> String {
+        match self {
+            Reading::Value => text.to_owned(),
+            Reading::AtLeast => format!("> {text}"),
+            Reading::AtMost => format!("< {text}"),
+        }
+    }
 }
 
 /// Lines over time, with the value axis from `format`.
@@ -227,16 +253,18 @@ pub fn lines(series: &[Line], x_range: (u64, u64), format: &dyn Fn(f64) -> Strin
             esc(&line.color),
             esc(&line.label)
         );
-        for (t, v) in line.points.iter().filter(|(_, v)| v.is_finite()) {
+        for (i, (t, v)) in line.points.iter().enumerate().filter(|(_, (_, v))| v.is_finite()) {
+            let reading = line.readings.get(i).copied().unwrap_or_default();
             let _ = write!(
                 out,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{}"><title>{} · {} · {}</title></circle>"#,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{}"{}><title>{} · {} · {}</title></circle>"#,
                 x_of(*t, x_range),
                 y_of(*v, y_range),
                 esc(&line.color),
+                if reading == Reading::Value { "" } else { r#" class="bound""# },
                 esc(&line.label),
                 esc(&utc_text(*t)),
-                esc(&format(*v))
+                esc(&reading.say(&format(*v)))
             );
         }
         out.push_str("</g>");
@@ -261,6 +289,26 @@ pub fn merge_buckets(buckets: &[(String, f64)]) -> Vec<(String, f64)> {
             (label, chunk.iter().map(|b| b.1).filter(|c| c.is_finite()).sum())
         })
         .collect()
+}
+
+/// A small line of values over time without axes, for a table cell: its highest value sets the
+/// height; `label` says what it shows.
+pub fn sparkline(points: &[(u64, f64)], x_range: (u64, u64), label: &str) -> String {
+    const W: f64 = 120.0;
+    const H: f64 = 24.0;
+    let high = points.iter().map(|p| p.1).filter(|v| v.is_finite()).fold(0.0, f64::max);
+    let span = x_range.1.saturating_sub(x_range.0).max(1) as f64;
+    let mut path = String::new();
+    for (t, v) in points.iter().filter(|p| p.1.is_finite()) {
+        let x = (t.saturating_sub(x_range.0) as f64 / span).min(1.0) * W;
+        let y = if high > 0.0 { H - 1.0 - (v / high).clamp(0.0, 1.0) * (H - 2.0) } else { H - 1.0 };
+        let _ = write!(path, "{}{x:.1},{y:.1} ", if path.is_empty() { "M" } else { "L" });
+    }
+    format!(
+        r#"<svg class="sparkline" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}"><title>{}</title><path d="{path}" fill="none"/></svg>"#,
+        esc(label),
+        esc(label)
+    )
 }
 
 /// Bars, one per bucket (at most [`MAX_BARS`], see [`merge_buckets`]), labelled below.
@@ -290,7 +338,7 @@ pub fn bars(buckets: &[(String, f64)]) -> String {
         if i % label_every == 0 {
             let _ = write!(
                 out,
-                r#"<text class="tick" x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                r#"<text class="tick bucket" x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
                 x + width / 2.0,
                 HEIGHT - 8.0,
                 esc(label)
@@ -329,6 +377,7 @@ mod tests {
                 label: "g".into(),
                 color: "#000".into(),
                 points: vec![(1, -1.000_000_000_000_000_2e17), (2, -1e17)],
+                readings: Vec::new(),
             }],
             (0, 3),
             &|v| v.to_string(),
@@ -410,7 +459,7 @@ mod tests {
             x1 in any::<u64>(),
         ) {
             let points = values.iter().enumerate().map(|(i, v)| (x0.wrapping_add(i as u64), *v)).collect();
-            let line = Line { label: "s".into(), color: "#000".into(), points };
+            let line = Line { label: "s".into(), color: "#000".into(), points, readings: Vec::new() };
             let svg = lines(&[line], (x0.min(x1), x0.max(x1)), &|v| format!("{v}"));
             prop_assert!(svg.len() < 8_000 + 300 * values.len(), "{} bytes", svg.len());
             for n in numbers(&svg) {

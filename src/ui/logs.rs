@@ -173,7 +173,7 @@ fn render(found: &SearchLogsResponse, params: &QueryString) -> Markup {
                 @let body = cut(&body, MAX_VALUE_CHARS);
                 @let trace = hex::encode(&record.trace_id);
                 @let time = filed_time(record);
-                li.log {
+                li.log data-time=(time) {
                     div.line {
                         span.severity.(class) title=(format!("severity number {}", record.severity_number)) { (name) }
                         " " (time_el(time)) " "

@@ -19,8 +19,8 @@ use tonic::{Code, Request};
 
 use super::{
     attribute_filters, attribute_inputs, chart, double_text, duration_text, empty, error_box, href, page,
-    range_inputs, range_label, raw, time_range, time_range_message, value_text, PageParams, QueryString,
-    Screen, Ui,
+    range_inputs, range_label, raw, step_text, time_range, time_range_message, value_text, PageParams,
+    QueryString, Screen, Ui,
 };
 use crate::query::{
     jaeger::parse_go_duration,
@@ -319,6 +319,7 @@ async fn chart_body(
                         label,
                         color: PALETTE[i % PALETTE.len()].to_owned(),
                         points: s.values.iter().map(|v| (v.start_unix_nano, v.value)).collect(),
+                        readings: Vec::new(),
                     })
                     .collect();
                 let unit_label = if per_second { format!("{unit}/s") } else { unit.clone() };
@@ -333,7 +334,7 @@ async fn chart_body(
                     @if let Some(note) = note { p.hint { (note) } }
                     figure.metric-chart {
                         (raw(chart::lines(&lines, range, &format)))
-                        figcaption { (aggregation) " per " (duration_text(step)) @if !unit_label.is_empty() { " · " (unit_label) } }
+                        figcaption { (aggregation) " per " (step_text(step)) @if !unit_label.is_empty() { " · " (unit_label) } }
                     }
                     (legend(&lines))
                     @if more { p.hint { "Only the first " (MAX_SERIES) " series are drawn: add attribute filters to see others." } }
@@ -367,16 +368,30 @@ async fn chart_body(
                     .map(|(i, (_, label))| chart::Line {
                         label: (*label).to_owned(),
                         color: PALETTE[i].to_owned(),
-                        points: chart.steps.iter().map(|(t, q)| (*t, q[i])).collect(),
+                        points: chart.steps.iter().map(|(t, q)| (*t, q[i].value)).collect(),
+                        readings: chart.steps.iter().map(|(_, q)| q[i].reading).collect(),
                     })
                     .collect();
                 let format = |v: f64| value_with_unit(v, &unit);
                 html! {
                     figure.metric-chart {
                         (raw(chart::lines(&lines, range, &format)))
-                        figcaption { "p50, p95 and p99 per " (duration_text(step)) ", over every matching series" @if !unit.is_empty() { " · " (unit) } }
+                        figcaption { "p50, p95 and p99 per " (step_text(step)) ", over every matching series" @if !unit.is_empty() { " · " (unit) } }
                     }
                     (legend(&lines))
+                    @if let Some(whole) = &chart.whole {
+                        dl.whole-range {
+                            @for ((_, label), q) in QUANTILES.iter().zip(whole) {
+                                div data-quantile=(label) data-value=(q.value) data-reading=(format!("{:?}", q.reading)) {
+                                    dt { (label) " over the range" }
+                                    dd { (q.reading.say(&format(q.value))) }
+                                }
+                            }
+                        }
+                        @if whole.iter().any(|q| q.reading != chart::Reading::Value) {
+                            p.hint { "A figure marked > lies in the top bucket, which has no upper bound: the exporter sent no max to close it." }
+                        }
+                    }
                     @if let Some((at, buckets, count)) = &chart.latest {
                         figure.metric-chart.buckets {
                             (raw(chart::bars(buckets)))
@@ -408,29 +423,70 @@ fn legend(lines: &[chart::Line]) -> Markup {
 /// A distribution of values: buckets `(lower, upper, count)` in ascending order.
 type BucketList = Vec<(f64, f64, f64)>;
 
+/// The smallest and largest value a step's points recorded, when every point gave them (a
+/// cumulative point's cover its whole run, so they bound the step's values all the same).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Extremes {
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+impl Extremes {
+    fn of(min: Option<f64>, max: Option<f64>) -> Self {
+        let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+        Extremes { min: finite(min), max: finite(max) }
+    }
+
+    /// Both points' values: a bound is known only when both know it.
+    fn and(self, other: Extremes) -> Extremes {
+        let both = |a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64| Some(pick(a?, b?));
+        Extremes { min: both(self.min, other.min, f64::min), max: both(self.max, other.max, f64::max) }
+    }
+}
+
+/// A quantile as far as buckets tell it: a value, or only a bound when it falls in a bucket that
+/// is open on that side and the points gave no min or max to close it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Estimate {
+    value: f64,
+    reading: chart::Reading,
+}
+
 /// The value below which `q` of a distribution's count lies, interpolating linearly inside the
-/// bucket that holds it (as Prometheus's histogram_quantile does). An unbounded top bucket
-/// gives its lower bound. NaN when the distribution is empty.
-fn quantile(buckets: &[(f64, f64, f64)], q: f64) -> f64 {
+/// bucket that holds it (as Prometheus's histogram_quantile does), narrowed to the recorded min
+/// and max: they close the open buckets at either end, which interpolation alone cannot.
+/// Without them a quantile in an open bucket is only a bound: above the top bucket's lower
+/// bound ("> 10 s"), or below the first's upper. NaN when the distribution is empty.
+fn quantile(buckets: &[(f64, f64, f64)], q: f64, extremes: Extremes) -> Estimate {
     let total: f64 = buckets.iter().map(|b| b.2).sum();
+    let value = |value| Estimate { value, reading: chart::Reading::Value };
     if total <= 0.0 {
-        return f64::NAN;
+        return value(f64::NAN);
     }
     let rank = q * total;
     let mut below = 0.0;
     for &(lower, upper, count) in buckets {
         if count > 0.0 && below + count >= rank {
+            // Every value lies between the recorded min and max, so the bucket's values do.
+            let lower = match extremes.min {
+                Some(min) if min > lower && min <= upper => min,
+                _ => lower,
+            };
+            let upper = match extremes.max {
+                Some(max) if max < upper && max >= lower => max,
+                _ => upper,
+            };
             if upper.is_infinite() {
-                return lower;
+                return Estimate { value: lower, reading: chart::Reading::AtLeast };
             }
             if lower.is_infinite() {
-                return upper;
+                return Estimate { value: upper, reading: chart::Reading::AtMost };
             }
-            return lower + (upper - lower) * ((rank - below) / count);
+            return value(lower + (upper - lower) * ((rank - below) / count));
         }
         below += count;
     }
-    buckets.last().map_or(f64::NAN, |b| if b.1.is_finite() { b.1 } else { b.0 })
+    value(buckets.last().map_or(f64::NAN, |b| if b.1.is_finite() { b.1 } else { b.0 }))
 }
 
 /// An explicit histogram's buckets: `(-inf, b0], (b0, b1], ..., (bn, +inf)`; the lowest bucket
@@ -540,7 +596,10 @@ type LatestBuckets = (u64, Vec<(String, f64)>, usize);
 /// A distribution chart: p50/p95/p99 per step, the latest step's buckets, and how many
 /// points could not be merged.
 struct DistributionChart {
-    steps: Vec<(u64, [f64; 3])>,
+    steps: Vec<(u64, [Estimate; 3])>,
+    /// p50/p95/p99 over the whole range, from every step's buckets together (none for
+    /// summaries, whose quantiles do not merge).
+    whole: Option<[Estimate; 3]>,
     /// The latest step's time, its buckets labelled (at most [`chart::MAX_BARS`], neighbours
     /// merged), and how many buckets it had.
     latest: Option<LatestBuckets>,
@@ -549,8 +608,8 @@ struct DistributionChart {
 
 /// What one point added to its series in its step.
 enum Increase {
-    Explicit(Vec<f64>, Vec<f64>),
-    Exponential(Exponential),
+    Explicit(Vec<f64>, Vec<f64>, Extremes),
+    Exponential(Exponential, Extremes),
     Quantiles(Vec<(f64, f64)>),
 }
 
@@ -584,7 +643,11 @@ fn increases(metric: &Metric, range: (u64, u64)) -> Vec<(u64, Increase)> {
                     }
                 };
                 if let Some(counts) = increase {
-                    out.push((p.time_unix_nano, Increase::Explicit(p.explicit_bounds.clone(), counts)));
+                    let extremes = Extremes::of(p.min, p.max);
+                    out.push((
+                        p.time_unix_nano,
+                        Increase::Explicit(p.explicit_bounds.clone(), counts, extremes),
+                    ));
                 }
                 previous = Some(p);
             }
@@ -605,7 +668,7 @@ fn increases(metric: &Metric, range: (u64, u64)) -> Vec<(u64, Increase)> {
                     }
                 };
                 if let Some(increase) = increase {
-                    out.push((p.time_unix_nano, Increase::Exponential(increase)));
+                    out.push((p.time_unix_nano, Increase::Exponential(increase, Extremes::of(p.min, p.max))));
                 }
                 previous = Some((now, p.count));
             }
@@ -627,13 +690,54 @@ fn nearest_quantile(values: &[(f64, f64)], q: f64) -> Option<f64> {
 }
 
 fn distribution_chart(metrics: &[&Metric], range: (u64, u64), step: u64) -> DistributionChart {
+    /// Buckets summed over a step (or the whole range), with their extremes.
     #[derive(Default)]
-    struct Step {
+    struct Sum {
         explicit: Option<(Vec<f64>, Vec<f64>)>,
         exponential: Option<Exponential>,
+        extremes: Option<Extremes>,
         quantiles: Vec<Vec<(f64, f64)>>,
     }
-    let mut steps: BTreeMap<u64, Step> = BTreeMap::new();
+    impl Sum {
+        fn add(&mut self, increase: &Increase) {
+            let extremes = match increase {
+                Increase::Explicit(b, counts, extremes) => {
+                    let (_, sum) = self.explicit.get_or_insert_with(|| (b.clone(), vec![0.0; counts.len()]));
+                    for (s, c) in sum.iter_mut().zip(counts) {
+                        *s += c;
+                    }
+                    extremes
+                }
+                Increase::Exponential(e, extremes) => {
+                    self.exponential = Some(match self.exponential.take() {
+                        Some(sum) => sum.combine(e, 1.0),
+                        None => e.clone(),
+                    });
+                    extremes
+                }
+                Increase::Quantiles(q) => {
+                    self.quantiles.push(q.clone());
+                    return;
+                }
+            };
+            self.extremes = Some(self.extremes.map_or(*extremes, |e| e.and(*extremes)));
+        }
+
+        fn buckets(&self) -> Option<BucketList> {
+            let buckets = match (&self.explicit, &self.exponential) {
+                (Some((b, counts)), _) => explicit_buckets(b, counts),
+                (None, Some(e)) if e.count() > 0.0 => e.buckets(),
+                _ => return None,
+            };
+            buckets.iter().any(|b| b.2 > 0.0).then_some(buckets)
+        }
+
+        fn quantiles(&self, buckets: &BucketList) -> [Estimate; 3] {
+            QUANTILES.map(|(q, _)| quantile(buckets, q, self.extremes.unwrap_or_default()))
+        }
+    }
+    let mut steps: BTreeMap<u64, Sum> = BTreeMap::new();
+    let mut whole = Sum::default();
     let mut bounds: Option<Vec<f64>> = None;
     let mut skipped = 0;
     for metric in metrics {
@@ -641,42 +745,22 @@ fn distribution_chart(metrics: &[&Metric], range: (u64, u64), step: u64) -> Dist
             if time < range.0 || time >= range.1 {
                 continue;
             }
-            let at = range.0 + (time - range.0) / step * step;
-            let slot = steps.entry(at).or_default();
-            match increase {
-                Increase::Explicit(b, counts) => {
-                    if bounds.get_or_insert_with(|| b.clone()) != &b {
-                        skipped += 1;
-                        continue;
-                    }
-                    let (_, sum) = slot.explicit.get_or_insert_with(|| (b.clone(), vec![0.0; counts.len()]));
-                    for (s, c) in sum.iter_mut().zip(&counts) {
-                        *s += c;
-                    }
+            if let Increase::Explicit(b, ..) = &increase {
+                if bounds.get_or_insert_with(|| b.clone()) != b {
+                    skipped += 1;
+                    continue;
                 }
-                Increase::Exponential(e) => {
-                    slot.exponential = Some(match slot.exponential.take() {
-                        Some(sum) => sum.combine(&e, 1.0),
-                        None => e,
-                    });
-                }
-                Increase::Quantiles(q) => slot.quantiles.push(q),
             }
+            let at = range.0 + (time - range.0) / step * step;
+            steps.entry(at).or_default().add(&increase);
+            whole.add(&increase);
         }
     }
-    let mut out = DistributionChart { steps: Vec::new(), latest: None, skipped };
+    let whole = whole.buckets().map(|buckets| whole.quantiles(&buckets));
+    let mut out = DistributionChart { steps: Vec::new(), whole, latest: None, skipped };
     for (at, slot) in &steps {
-        let buckets = match (&slot.explicit, &slot.exponential) {
-            (Some((b, counts)), _) => Some(explicit_buckets(b, counts)),
-            (None, Some(e)) if e.count() > 0.0 => Some(e.buckets()),
-            _ => None,
-        };
-        if let Some(buckets) = buckets {
-            if buckets.iter().all(|b| b.2 == 0.0) {
-                continue;
-            }
-            let q = QUANTILES.map(|(q, _)| quantile(&buckets, q));
-            out.steps.push((*at, q));
+        if let Some(buckets) = slot.buckets() {
+            out.steps.push((*at, slot.quantiles(&buckets)));
             // Only the latest step's buckets are drawn: the others are dropped unlabelled.
             let shown: BucketList =
                 buckets.into_iter().filter(|b| b.2 > 0.0 || slot.explicit.is_some()).collect();
@@ -693,10 +777,13 @@ fn distribution_chart(metrics: &[&Metric], range: (u64, u64), step: u64) -> Dist
                 })
                 .collect();
             out.latest = Some((*at, labelled, count));
-        } else if !slot.quantiles.is_empty() {
+        } else if !slot.quantiles.is_empty() && slot.explicit.is_none() && slot.exponential.is_none() {
             let q = QUANTILES.map(|(q, _)| {
                 let values: Vec<f64> = slot.quantiles.iter().filter_map(|v| nearest_quantile(v, q)).collect();
-                values.iter().sum::<f64>() / values.len().max(1) as f64
+                Estimate {
+                    value: values.iter().sum::<f64>() / values.len().max(1) as f64,
+                    reading: chart::Reading::Value,
+                }
             });
             out.steps.push((*at, q));
         }
@@ -771,12 +858,40 @@ mod tests {
     fn quantiles_interpolate_inside_their_bucket() {
         // 10 values in (0, 10], 10 in (10, 20]: the median is 10, p95 19.
         let buckets = explicit_buckets(&[10.0, 20.0], &[10.0, 10.0, 0.0]);
-        assert_eq!(quantile(&buckets, 0.5), 10.0);
-        assert!((quantile(&buckets, 0.95) - 19.0).abs() < 1e-9);
-        // Everything above the last bound: its lower bound.
-        let top = explicit_buckets(&[10.0], &[0.0, 5.0]);
-        assert_eq!(quantile(&top, 0.5), 10.0);
-        assert!(quantile(&explicit_buckets(&[1.0], &[0.0, 0.0]), 0.5).is_nan());
+        let unknown = Extremes::default();
+        assert_eq!(quantile(&buckets, 0.5, unknown).value, 10.0);
+        assert!((quantile(&buckets, 0.95, unknown).value - 19.0).abs() < 1e-9);
+        assert!(quantile(&explicit_buckets(&[1.0], &[0.0, 0.0]), 0.5, unknown).value.is_nan());
+        // The recorded min and max narrow the buckets they fall in.
+        let known = Extremes::of(Some(2.0), Some(15.0));
+        assert!((quantile(&buckets, 0.95, known).value - 14.5).abs() < 1e-9);
+        assert!((quantile(&buckets, 0.01, known).value - 2.16).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_open_top_bucket_ends_at_the_recorded_max_or_gives_a_bound() {
+        // 59 requests of 8 to 22 s in the HTTP duration buckets, which end at 10 s; 23 took
+        // longer. The spans give p95 19.987 s and p99 21.801 s.
+        let bounds = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+        let mut counts = vec![0.0; bounds.len() + 1];
+        counts[13] = 36.0;
+        counts[14] = 23.0;
+        let buckets = explicit_buckets(&bounds, &counts);
+        let with_max = Extremes::of(Some(8.0), Some(22.0));
+        let p95 = quantile(&buckets, 0.95, with_max);
+        assert_eq!(p95.reading, chart::Reading::Value);
+        // (56.05 - 36) / 23 of the way from 10 s to 22 s.
+        assert!((p95.value - (10.0 + 12.0 * 20.05 / 23.0)).abs() < 1e-9, "{p95:?}");
+        assert_eq!(quantile(&buckets, 1.0, with_max).value, 22.0);
+        // The first bucket holding values starts at the min: p5 of (7.5, 10] from 8 s, not 7.5.
+        let p5 = quantile(&buckets, 0.05, with_max);
+        assert!((p5.value - (8.0 + 2.0 * 2.95 / 36.0)).abs() < 1e-9, "{p5:?}");
+        // Without a max, a figure in the top bucket is only a bound.
+        let without = quantile(&buckets, 0.99, Extremes::default());
+        assert_eq!((without.value, without.reading), (10.0, chart::Reading::AtLeast));
+        assert_eq!(without.reading.say("10 s"), "> 10 s");
+        // One series without a max makes the merged step's max unknown.
+        assert_eq!(with_max.and(Extremes::of(Some(1.0), None)), Extremes { min: Some(1.0), max: None });
     }
 
     #[test]
@@ -792,7 +907,7 @@ mod tests {
         assert_eq!(coarse.positive, BTreeMap::from([(0, 3.0), (1, 7.0)]));
         assert_eq!(coarse.count(), e.count());
         // Scale 0: bucket 1 is (2, 4]; the median of 1 + 3 + 7 lies in it.
-        let median = quantile(&coarse.buckets(), 0.5);
+        let median = quantile(&coarse.buckets(), 0.5, Extremes::default()).value;
         assert!(median > 2.0 && median <= 4.0, "{median}");
         let difference = e.combine(&e, -1.0);
         assert_eq!(difference.count(), 0.0);
@@ -827,7 +942,8 @@ mod tests {
             for e in [&a, &b, &combined] {
                 let buckets = e.buckets();
                 for q in [0.0, 0.5, 0.99, 1.0] {
-                    let _ = quantile(&buckets, q);
+                    let _ = quantile(&buckets, q, Extremes::default());
+                    let _ = quantile(&buckets, q, Extremes::of(Some(threshold), Some(threshold * 2.0)));
                 }
                 prop_assert!(buckets.iter().all(|(lower, upper, _)| lower.partial_cmp(upper) != Some(std::cmp::Ordering::Greater)));
             }
@@ -864,7 +980,7 @@ mod tests {
         let found: Vec<Vec<f64>> = increases(&metric, (5, 100))
             .into_iter()
             .map(|(_, i)| match i {
-                Increase::Explicit(_, c) => c,
+                Increase::Explicit(_, c, _) => c,
                 _ => unreachable!(),
             })
             .collect();

@@ -381,6 +381,19 @@ pub fn duration_text(nanos: u64) -> String {
     }
 }
 
+/// A step of a chart or table as words: "minute", "5 minutes", "hour", "30 s".
+pub fn step_text(nanos: u64) -> String {
+    const MINUTE: u64 = 60_000_000_000;
+    const HOUR: u64 = 60 * MINUTE;
+    match nanos {
+        HOUR => "hour".to_owned(),
+        MINUTE => "minute".to_owned(),
+        n if n > HOUR && n % HOUR == 0 => format!("{} hours", n / HOUR),
+        n if n > MINUTE && n % MINUTE == 0 => format!("{} minutes", n / MINUTE),
+        n => duration_text(n),
+    }
+}
+
 /// Three significant digits.
 fn significant(x: f64) -> String {
     if x >= 100.0 {

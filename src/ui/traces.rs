@@ -18,8 +18,8 @@ use tonic::{Code, Request};
 
 use super::{
     attribute_filters, attribute_inputs, attribute_table, chart, cut, duration_text, empty, encode_query,
-    error_box, href, page, range_inputs, range_label, rate_text, raw, service_color, string_attribute,
-    time_el, time_range, time_range_message, PageParams, QueryString, Screen, Ui,
+    error_box, href, page, range_inputs, range_label, rate_text, raw, service_color, step_text,
+    string_attribute, time_el, time_range, time_range_message, PageParams, QueryString, Screen, Ui,
 };
 use crate::query::{
     jaeger::{parse_go_duration, span_kind_name},
@@ -80,11 +80,17 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
         return Ok(empty(&nothing_yet(params)));
     }
     let carry = params.range_only();
+    let every = step_text(step);
+    let seconds = step as f64 / 1e9;
     Ok(html! {
         (red_over_time(&stats, range, step))
         table.results.services {
             thead { tr {
-                th { "Service" } th.num { "Spans" } th.num { "Requests/s" } th.num { "Error rate" }
+                th { "Service" } th.num { "Spans" }
+                th.num title="Requests in the range divided by its length" { "Requests/s, mean" }
+                th.num title=(format!("The highest rate of one {every} in the range")) { "Requests/s, busiest " (every) }
+                th { "Requests per " (every) }
+                th.num { "Error rate" }
                 th.num { "p50" } th.num { "p95" } th.num { "p99" } th {}
             } }
             tbody {
@@ -94,7 +100,14 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
                     tr data-service=(s.service) {
                         td { span.dot style=(format!("background:{}", service_color(&s.service))) {} a href=(traces) { (s.service) } }
                         td.num { (s.span_count) }
-                        td.num { (rate_text(s.request_rate)) }
+                        td.num.rate-mean { (rate_text(s.request_rate)) }
+                        td.num.rate-peak {
+                            (rate_text(s.steps.iter().map(|p| p.request_count).max().unwrap_or(0) as f64 / seconds))
+                        }
+                        td.rate-line {
+                            @let counts: Vec<(u64, f64)> = s.steps.iter().map(|p| (p.start_unix_nano, p.request_count as f64)).collect();
+                            (raw(chart::sparkline(&counts, range, &format!("{}: requests per {every}", s.service))))
+                        }
                         td.num.error-rate {
                             @if s.request_count == 0 { "–" } @else {
                                 (format!("{:.1}%", s.error_count as f64 * 100.0 / s.request_count as f64))
@@ -108,7 +121,11 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
                 }
             }
         }
-        p.hint { "Requests are a service's server and consumer spans; the error rate and percentiles are theirs." }
+        p.hint {
+            "Requests are a service's server and consumer spans; the error rate and percentiles are theirs. "
+            "The mean rate spreads the range's requests over all of it, including minutes the service was idle; "
+            "the busiest " (every) " is the rate while it was busiest."
+        }
         h2 { "Calls between services" }
         @if dependencies.is_empty() {
             p.none { "No span in " (range_label(params)) " has a parent in another service." }
@@ -142,6 +159,7 @@ fn red_over_time(stats: &[ServiceStats], range: (u64, u64), step: u64) -> Markup
         label: s.service.clone(),
         color: service_color(&s.service),
         points: s.steps.iter().map(|p| (p.start_unix_nano, value(p))).collect(),
+        readings: Vec::new(),
     };
     let rates: Vec<chart::Line> =
         busiest.iter().map(|s| line(s, &|p| p.request_count as f64 / seconds)).collect();
@@ -161,7 +179,7 @@ fn red_over_time(stats: &[ServiceStats], range: (u64, u64), step: u64) -> Markup
         .iter()
         .map(|s| line(s, &|p| if p.request_count == 0 { f64::NAN } else { p.p95_nanos as f64 }))
         .collect();
-    let every = duration_text(step);
+    let every = step_text(step);
     html! {
         div.red {
             figure.red-chart data-chart="rate" { (raw(chart::lines(&rates, range, &|v| rate_text(v)))) figcaption { "Requests per second, per " (every) } }

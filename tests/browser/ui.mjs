@@ -103,14 +103,23 @@ async function uiRun(data) {
   const services = await page.$$eval("table.services tbody tr", (rows) => rows.map((r) => r.dataset.service));
   assert.ok(services.includes("frontend") && services.includes("payments") && services.includes("batch"), `${services}`);
   const payments = await page.$$eval("tr[data-service=payments] td", (cells) => cells.map((c) => c.textContent.trim()));
-  assert.equal(payments[3], "100.0%", "payments' one served span failed");
-  assert.match(payments[4], /ms$/, "p50 is a duration");
+  assert.equal(await page.textContent("tr[data-service=payments] td.error-rate"), "100.0%", "payments' one served span failed");
+  assert.match(payments[6], /ms$/, "p50 is a duration");
   const edges = await page.$$eval("table.dependencies tbody tr", (rows) => rows.map((r) => [r.dataset.edge, r.lastElementChild.textContent]));
   assert.deepEqual(edges, [["frontend -> payments", "1"]], "frontend's POST /charge called payments once");
   const red = await page.$$eval(".red figure.red-chart", (figures) => figures.map((f) => f.dataset.chart));
   assert.deepEqual(red, ["rate", "errors", "p95"], "RED over time: three charts");
   const lines = await page.$$eval(".red figure[data-chart=rate] g.series", (series) => series.map((g) => g.dataset.series));
   assert.ok(lines.includes("payments") && lines.includes("frontend"), `a line per busy service: ${lines}`);
+  // A single rate says what it is: the mean over the range, and the busiest minute's, which
+  // SQL over the stored spans gives.
+  const mean = Number(await page.textContent("tr[data-service=frontend] td.rate-mean"));
+  const peak = Number(await page.textContent("tr[data-service=frontend] td.rate-peak"));
+  const busiest = data.sql.busiest_minute_requests / 60;
+  assert.ok(Math.abs(peak - busiest) <= busiest * 0.01, `busiest minute ${peak}/s, SQL ${busiest}/s`);
+  assert.ok(mean < peak, `the hour's mean ${mean}/s is below the busiest minute's ${peak}/s`);
+  assert.match(await page.textContent("table.services thead"), /Requests\/s, mean.*Requests\/s, busiest minute/s);
+  assert.ok(await page.$("tr[data-service=frontend] td.rate-line svg.sparkline path"), "requests per minute, in the row");
   await shot("services");
 
   step("the service's traces: a list and a scatter plot");
@@ -228,6 +237,13 @@ async function uiRun(data) {
   await ready();
   assert.match(page.url(), /\/logs\?trace_id=/);
 
+  step("logs newest first by their own time, as SQL orders them, whenever they were observed");
+  await goto("/logs");
+  const times = await page.$$eval("li.log", (items) => items.map((i) => i.dataset.time));
+  assert.deepEqual(times, data.sql.log_times);
+  const bodies = await page.$$eval("li.log .body", (items) => items.map((i) => i.textContent));
+  assert.ok(bodies.indexOf("settlement batch on time") < bodies.indexOf("settlement batch delivered late"), `${bodies}`);
+
   step("log search by severity and body text, with the matching records per minute");
   await goto("/logs?min_severity=13");
   const warnings = (await page.$$("li.log")).length;
@@ -275,6 +291,24 @@ async function uiRun(data) {
   assert.ok((await page.$$("svg.lines g.series circle")).length >= 3, "percentiles over several steps");
   assert.ok((await page.$$("svg.bars rect.bar")).length >= 5, "the latest bucket distribution");
   await shot("metric-histogram");
+
+  step("a histogram whose slowest requests are beyond its top bucket: p95 and p99 from the recorded max");
+  await goto(`/metric?name=http.server.request.duration&${around}`);
+  const figures = await page.$$eval("dl.whole-range div", (items) =>
+    Object.fromEntries(items.map((i) => [i.dataset.quantile, { value: Number(i.dataset.value), reading: i.dataset.reading, text: i.querySelector("dd").textContent }])));
+  const { slow_bounds: bounds, slow_counts: counts, slow_min: min, slow_max: max } = data.sql;
+  for (const [label, q, truth] of [["p95", 0.95, data.slow_p95], ["p99", 0.99, data.slow_p99]]) {
+    const shown = figures[label];
+    const expected = interpolated(bounds, counts, min, max, q);
+    assert.equal(shown.reading, "Value", `${label} is a figure, not a bound`);
+    assert.ok(Math.abs(shown.value - expected) <= 1e-9 * expected, `${label} ${shown.value}, from SQL's buckets ${expected}`);
+    assert.ok(shown.value > 10 && shown.value <= max, `${label} ${shown.value} lies beyond the 10 s bound, up to the max ${max}`);
+    assert.ok(truth > 10, `${label} of the recorded values, ${truth}, is beyond 10 s too`);
+    assert.doesNotMatch(shown.text, /^10(\.0)? s$/, `${label} is not the top bound: ${shown.text}`);
+  }
+  const barLabels = await page.$$eval("svg.bars text.bucket", (items) => items.map((i) => i.textContent));
+  assert.deepEqual(barLabels, [...bounds.map((b) => `≤ ${b}`), `> ${bounds.at(-1)}`], "bucket labels as the bounds were sent");
+  await shot("metric-http-duration");
   await goto("/metric?name=shop.temperature&agg=max");
   assert.equal(await page.$$eval("svg.lines g.series", (g) => g.length), 1);
 
@@ -334,4 +368,23 @@ async function uiRun(data) {
     `collapse ${collapse} ms, expand ${expand} ms; span details ${click} ms`;
   console.log(render);
   writeFileSync(`${shots}/render.txt`, `${render}\n`);
+}
+
+// The quantile a histogram's buckets give by linear interpolation inside the bucket that holds
+// it, each bucket narrowed to the recorded min and max (the first bucket starts at 0).
+function interpolated(bounds, counts, min, max, q) {
+  const total = counts.reduce((a, b) => a + b, 0);
+  const rank = q * total;
+  let below = 0;
+  for (let i = 0; i < counts.length; i++) {
+    if (counts[i] > 0 && below + counts[i] >= rank) {
+      let lower = i === 0 ? 0 : bounds[i - 1];
+      let upper = i < bounds.length ? bounds[i] : Infinity;
+      if (min > lower && min <= upper) lower = min;
+      if (max < upper && max >= lower) upper = max;
+      return lower + (upper - lower) * ((rank - below) / counts[i]);
+    }
+    below += counts[i];
+  }
+  return NaN;
 }

@@ -3,7 +3,9 @@ OTLP/HTTP exporters, as instrumented services would:
 - a `frontend` trace calling `payments` (an error with an exception event and a structured
   log), and a span whose parent was never sent;
 - log records inside and outside spans, one with a map body;
-- a counter over two routes, a histogram and a gauge, each exported several times;
+- log records whose time and observed time differ;
+- a counter over two routes, a histogram and a gauge, each exported several times, and an
+  HTTP duration histogram whose slowest requests are beyond its top bucket bound;
 - a trace of 5,000 spans, to time the timeline with.
 
 Usage: ui_data.py ENDPOINT  (the OTLP/HTTP base URL, http://host:port)
@@ -13,6 +15,7 @@ every export succeeded.
 
 import json
 import logging
+import math
 import random
 import sys
 import time
@@ -31,6 +34,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from checked import Checked
+
+# The HTTP semantic conventions' advice for http.server.request.duration, in seconds.
+HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
 
 
 def provider(endpoint, service, checked):
@@ -95,6 +101,14 @@ def main(endpoint: str) -> int:
         attributes={"order.id": "o-17"},
     )
     logger.info("health check ok")
+    # Two records listed by their own time, not by when they were observed: one delivered
+    # 30 s late (observed now) and, later in its own time, one observed as it happened.
+    audit = logger_provider.get_logger("shop.payments.audit")
+    now = time.time_ns()
+    audit.emit(timestamp=now - 40_000_000_000, observed_timestamp=now, severity_number=SeverityNumber.INFO,
+               body="settlement batch delivered late")
+    audit.emit(timestamp=now - 10_000_000_000, observed_timestamp=now - 10_000_000_000,
+               severity_number=SeverityNumber.INFO, body="settlement batch on time")
 
     # A span whose parent was never sent.
     lost_parent = SpanContext(trace_id=random.getrandbits(128), span_id=random.getrandbits(64), is_remote=True,
@@ -114,6 +128,14 @@ def main(endpoint: str) -> int:
     meter = meters.get_meter("shop.frontend", "3.1.0")
     orders = meter.create_counter("shop.orders", unit="{order}", description="orders placed")
     latency = meter.create_histogram("shop.request.duration", unit="ms", description="request latency")
+    # HTTP's duration buckets end at 10 s: 23 of these 59 requests took longer.
+    http_duration = meter.create_histogram(
+        "http.server.request.duration", unit="s", description="Duration of HTTP server requests.",
+        explicit_bucket_boundaries_advisory=HTTP_BUCKETS,
+    )
+    slow = [8 + 2 * i / 35 for i in range(36)] + [10.5 + 11.5 * j / 22 for j in range(23)]
+    for v in slow:
+        http_duration.record(v, {"http.route": "/slow"})
     temperature = [20.0]
     meter.create_observable_gauge(
         "shop.temperature", unit="Cel", callbacks=[lambda _: [metrics_observation(temperature[0])]]
@@ -163,6 +185,9 @@ def main(endpoint: str) -> int:
         "big_trace": f"{big_trace:032x}",
         "big_spans": count,
         "metrics_from": metrics_from,
+        # As percentile_disc picks them: the value at rank ceil(q n) of the sorted durations.
+        "slow_p95": sorted(slow)[math.ceil(0.95 * len(slow)) - 1],
+        "slow_p99": sorted(slow)[math.ceil(0.99 * len(slow)) - 1],
         "metrics_to": metrics_to,
         "failures": failures,
     }))

@@ -66,9 +66,11 @@ async fn a_person_finds_services_traces_logs_and_metrics_in_the_web_ui() {
         .await
         .expect("run ui_data.py");
     assert!(sent.status.success(), "the SDK's exports failed:\n{}", String::from_utf8_lossy(&sent.stderr));
-    let data = String::from_utf8(sent.stdout).expect("utf-8");
+    let mut data: serde_json::Value = serde_json::from_slice(&sent.stdout).expect("ui_data.py prints JSON");
     // The calls between services, as the server's own pass pairs them once their minute closes.
     t.rollup_pass().await;
+    data["sql"] = raw_figures(&t).await;
+    let data = data.to_string();
     let shots = screenshots("ui");
     let output = run_browser(&t, &[("DATA", data), ("SHOTS", shots.display().to_string())]).await;
     print!("{output}");
@@ -76,6 +78,51 @@ async fn a_person_finds_services_traces_logs_and_metrics_in_the_web_ui() {
     assert!(output.contains("RENDER 5000 spans"), "{output}");
     println!("screenshots in {}", shots.display());
     t.stop().await;
+}
+
+/// The figures the pages must show, from SQL over the stored rows rather than from the rollups
+/// or the query service.
+async fn raw_figures(t: &TestServer) -> serde_json::Value {
+    // The busiest minute of frontend's requests (server and consumer spans).
+    let busiest: i64 = t
+        .sql
+        .query_one(
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM spans s JOIN resources r USING (resource_id)
+             WHERE r.service_name = 'frontend' AND s.kind IN (2, 5)
+             GROUP BY s.start_time_unix_nano / 60000000000) m",
+            &[],
+        )
+        .await
+        .expect("busiest minute")
+        .get(0);
+    // Every log record, newest first by its own time (its observed time when it has none).
+    let log_times: Vec<String> = t
+        .sql
+        .query("SELECT timestamp_unix_nano FROM logs ORDER BY timestamp_unix_nano DESC", &[])
+        .await
+        .expect("log times")
+        .iter()
+        .map(|r| r.get::<_, i64>(0).to_string())
+        .collect();
+    // The HTTP duration histogram's first point: the later ones repeat it (cumulative).
+    let slow = t
+        .sql
+        .query_one(
+            "SELECT p.explicit_bounds, p.bucket_counts, p.min, p.max FROM metric_points_histogram p
+             JOIN metric_series s USING (series_id) WHERE s.metric_name = 'http.server.request.duration'
+             ORDER BY p.time_unix_nano LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("the HTTP duration histogram");
+    serde_json::json!({
+        "busiest_minute_requests": busiest,
+        "log_times": log_times,
+        "slow_bounds": slow.get::<_, Vec<f64>>(0),
+        "slow_counts": slow.get::<_, Vec<i64>>(1),
+        "slow_min": slow.get::<_, Option<f64>>(2),
+        "slow_max": slow.get::<_, Option<f64>>(3),
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
