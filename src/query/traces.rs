@@ -89,6 +89,27 @@ impl Query {
         Ok(!rows.is_empty())
     }
 
+    /// What a span link points at: the linked span's service and name when it is stored,
+    /// else whether its trace is; one or two index probes.
+    pub async fn link_target(&self, trace_id: &[u8], span_id: &[u8]) -> Result<LinkTarget, Status> {
+        if trace_id.len() != 16 {
+            return Ok(LinkTarget::NotStored);
+        }
+        let client = self.client().await?;
+        let found = client
+            .query(
+                "SELECT r.service_name, left(s.name, 500) FROM spans s JOIN resources r USING (resource_id)
+                 WHERE s.trace_id = $1 AND s.span_id = $2 LIMIT 1",
+                &[&trace_id, &span_id],
+            )
+            .await?;
+        if let Some(row) = found.first() {
+            return Ok(LinkTarget::Span { service: row.get::<_, Option<String>>(0), name: row.get(1) });
+        }
+        drop(client);
+        Ok(if self.trace_stored(trace_id).await? { LinkTarget::Trace } else { LinkTarget::NotStored })
+    }
+
     /// One span of a trace (more than one when an exporter's retry stored it twice), as
     /// TracesData with its resource and scope, and whether its parent is stored: two index
     /// probes, never the rest of the trace.
@@ -247,6 +268,19 @@ pub(super) async fn list_services(
 
 /// Server and consumer spans: the requests a service served.
 const SERVED_KINDS: &str = "(2, 5)";
+
+/// What a span link points at, as far as this database knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkTarget {
+    /// The linked span is stored: its service (when its resource names one) and name.
+    Span {
+        service: Option<String>,
+        name: String,
+    },
+    /// Its trace is stored, not the span.
+    Trace,
+    NotStored,
+}
 
 /// Most steps one ListServiceStats request may ask for.
 const MAX_STATS_STEPS: i64 = 1440;

@@ -13,6 +13,7 @@
 //! accept as well.
 
 mod chart;
+mod critical_path;
 mod logs;
 mod metrics;
 pub mod security;
@@ -56,6 +57,7 @@ pub fn router(query: Query, access: Access, secure_cookie: bool) -> Router {
         .route("/traces", get(traces::search))
         .route("/trace/{trace_id}", get(traces::trace))
         .route("/trace/{trace_id}/span/{span_id}", get(traces::span_details))
+        .route("/trace/{trace_id}/otlp.json", get(traces::download))
         .route("/logs", get(logs::search))
         .route("/metrics", get(metrics::list))
         .route("/metric", get(metrics::chart))

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use axum::{
     extract::{Path, State},
-    http::{HeaderValue, StatusCode},
+    http::{header, HeaderValue, StatusCode},
     response::{Html, IntoResponse, Response},
 };
 use maud::{html, Markup};
@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::{
 };
 use tonic::{Code, Request};
 
+use super::critical_path;
 use super::{
     attribute_filters, attribute_inputs, attribute_table, chart, cut, duration_text, empty, encode_query,
     error_box, href, page, range_inputs, range_label, rate_text, raw, service_color, step_text,
@@ -28,6 +29,7 @@ use crate::query::{
         ListServiceDependenciesRequest, ListServiceStatsRequest, ListServicesRequest, SearchTracesRequest,
         ServiceStats, StatsStep,
     },
+    traces::LinkTarget,
 };
 
 /// What to say when there is nothing in the range.
@@ -398,6 +400,8 @@ struct Placed<'a> {
     scope: Option<&'a InstrumentationScope>,
     service: &'a str,
     depth: usize,
+    /// The index of its parent among the placed spans (always an earlier one).
+    parent: Option<usize>,
     has_children: bool,
     /// It names a parent that is not stored.
     orphan: bool,
@@ -438,11 +442,12 @@ fn place(data: &TracesData) -> Vec<Placed<'_>> {
     }
     let mut placed = Vec::with_capacity(spans.len());
     let mut seen = HashSet::new();
-    let mut stack: Vec<(usize, usize)> = roots.iter().rev().map(|&i| (i, 0)).collect();
+    let mut stack: Vec<(usize, usize, Option<usize>)> = roots.iter().rev().map(|&i| (i, 0, None)).collect();
     // Spans whose parents form a cycle are reached from no root: each such group is shown from
     // the first of them in the trace's order, at the top level.
     let mut unreached = 0..spans.len();
-    while let Some((i, depth)) = stack.pop().or_else(|| unreached.find(|i| !seen.contains(i)).map(|i| (i, 0)))
+    while let Some((i, depth, parent)) =
+        stack.pop().or_else(|| unreached.find(|i| !seen.contains(i)).map(|i| (i, 0, None)))
     {
         if !seen.insert(i) {
             continue;
@@ -454,10 +459,12 @@ fn place(data: &TracesData) -> Vec<Placed<'_>> {
             scope,
             service,
             depth,
+            parent,
             has_children: !children[i].is_empty(),
             orphan: !span.parent_span_id.is_empty() && !index.contains_key(span.parent_span_id.as_slice()),
         });
-        stack.extend(children[i].iter().rev().map(|&c| (c, depth + 1)));
+        let at = placed.len() - 1;
+        stack.extend(children[i].iter().rev().map(|&c| (c, depth + 1, Some(at))));
     }
     placed
 }
@@ -505,6 +512,41 @@ pub async fn trace(
         .unwrap_or_else(|message| page("Trace", Screen::Traces, &QueryString::default(), error_box(&message)))
 }
 
+/// The trace as OTLP/JSON, the body of an OTLP/HTTP export request that would send it again,
+/// to download.
+pub async fn download(State(ui): State<Ui>, Path(trace_id): Path<String>) -> Response {
+    let found = ui.query.get_trace(Request::new(GetTraceRequest { trace_id: trace_id.clone() })).await;
+    match found {
+        Ok(data) => {
+            let mut response = crate::query::http::json_off_thread(StatusCode::OK, data.into_inner()).await;
+            if is_hex_id(&trace_id, 16) {
+                let disposition = format!("attachment; filename=\"trace-{trace_id}.json\"");
+                if let Ok(value) = HeaderValue::from_str(&disposition) {
+                    response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+                }
+            }
+            response
+        }
+        Err(status) => {
+            (crate::query::http::http_status(status.code()), status.message().to_owned()).into_response()
+        }
+    }
+}
+
+/// The longest text "find span" looks for, in characters.
+const MAX_FIND_CHARS: usize = 200;
+
+/// Whether `find` occurs, ignoring case, in the span's name, service or id, or in one of its
+/// attributes' keys or values (scalars as they are shown, structured values as their JSON).
+fn span_matches(p: &Placed<'_>, find: &str) -> bool {
+    let needle = find.to_lowercase();
+    let has = |text: &str| text.to_lowercase().contains(&needle);
+    has(&p.span.name)
+        || has(p.service)
+        || hex::encode(&p.span.span_id) == needle
+        || p.span.attributes.iter().any(|kv| has(&kv.key) || has(&super::value_text(kv.value.as_ref()).1))
+}
+
 /// The span with hex id `span_id`, if the trace has it.
 fn find_span<'a>(data: &'a TracesData, span_id: &str) -> Option<&'a Span> {
     data.resource_spans
@@ -522,7 +564,7 @@ fn timeline_page(
     data: &TracesData,
     trace_id: &str,
     selected_id: Option<&str>,
-    linked: &[bool],
+    linked: &[LinkTarget],
     params: &QueryString,
 ) -> Response {
     let placed = place(data);
@@ -548,6 +590,22 @@ fn timeline_page(
         ])
     );
     let x = |t: u64| (t.saturating_sub(t0)) as f64 / total * 1000.0;
+    let nodes: Vec<critical_path::Node> = placed
+        .iter()
+        .map(|p| critical_path::Node {
+            start: p.span.start_time_unix_nano,
+            end: p.span.end_time_unix_nano,
+            parent: p.parent,
+        })
+        .collect();
+    let self_times = critical_path::self_times(&nodes);
+    let find: String = params.text("find").trim().chars().take(MAX_FIND_CHARS).collect();
+    let matches: Vec<bool> = placed.iter().map(|p| !find.is_empty() && span_matches(p, &find)).collect();
+    let matched = matches.iter().filter(|m| **m).count();
+    let mut critical: Vec<Vec<(u64, u64)>> = vec![Vec::new(); placed.len()];
+    for (i, start, end) in critical_path::critical_path(&nodes) {
+        critical[i].push((start, end));
+    }
     let body = html! {
         header.trace-header {
             h1 {
@@ -564,29 +622,41 @@ fn timeline_page(
                 dt { "Errors" } dd.errors[errors > 0] { (errors) }
             }
             a.button #trace-logs href=(logs_link) { "Logs of this trace" }
+            " "
+            a.button #trace-download href=(format!("/trace/{trace_id}/otlp.json")) download=(format!("trace-{trace_id}.json")) { "Download as OTLP JSON" }
+            p.hint { span.critical-key {} " The dark line on the bars is the critical path: the work the trace's end waited for. Self time is a span's time outside its children." }
+            form.find method="get" {
+                label { "Find span " input type="search" name="find" value=(find) placeholder="name, service, attribute or id"; }
+                @if let Some(span) = params.get("span") { input type="hidden" name="span" value=(span); }
+                button type="submit" { "Find" }
+                @if !find.is_empty() {
+                    span #find-count data-matches=(matched) { (matched) " of " (placed.len()) " spans match" }
+                }
+            }
         }
         div.trace-view data-trace=(trace_id) data-start=(t0) {
             div.timeline {
                 div.ruler {
-                    div.label { "Span" }
+                    div.label { "Span" span.divider role="separator" aria-orientation="vertical" title="drag to widen the names" {} }
                     div.bar { div.track {
                         @for i in 0..=4u64 {
                             span style=(format!("left:{}%", i * 25)) { (duration_text((t1 - t0) / 4 * i)) }
                         }
                     } }
                 }
-                @for p in &placed {
+                @for (i, p) in placed.iter().enumerate() {
                     @let id = hex::encode(&p.span.span_id);
+                    @let duration = p.span.end_time_unix_nano.saturating_sub(p.span.start_time_unix_nano);
                     @let start = x(p.span.start_time_unix_nano);
                     @let width = (x(p.span.end_time_unix_nano) - start).max(1.5);
                     @let color = service_color(p.service);
-                    div.span-row.failed[is_error(p.span)].selected[selected.is_some_and(|s| std::ptr::eq(&placed[s], p))]
-                        data-span=(id) data-depth=(p.depth) {
+                    div.span-row.failed[is_error(p.span)].selected[selected == Some(i)].critical[!critical[i].is_empty()].match[matches[i]]
+                        data-span=(id) data-depth=(p.depth) data-self=(self_times[i]) {
                         div.label style=(format!("padding-left:{}px", 4 + p.depth.min(200) * 14)) {
                             @if p.has_children { button.toggle type="button" aria-label="collapse" aria-expanded="true" { "▾" } } @else { span.leaf {} }
                             span.svc style=(format!("color:{color}")) { (cut(p.service, MAX_NAME_CHARS)) }
                             " "
-                            a.span-link href=(format!("?{}", params.with("span", Some(&id)))) { (cut(&p.span.name, MAX_NAME_CHARS)) }
+                            a.span-link href=(format!("?{}", params.with("span", Some(&id)))) title=(format!("{}: {}", cut(p.service, MAX_NAME_CHARS), cut(&p.span.name, MAX_NAME_CHARS))) { (cut(&p.span.name, MAX_NAME_CHARS)) }
                             @if p.orphan { " " span.badge title="this span's parent is not stored" { "parent missing" } }
                         }
                         div.bar { div.track {
@@ -595,6 +665,9 @@ fn timeline_page(
                                 rect x=(format!("{start:.2}")) y="1" width=(format!("{width:.2}")) height="8" fill=(color) {
                                     @if every > 1 { title { (p.span.events.len()) " events, 1 in " (every) " marked" } }
                                 }
+                                @for (start, end) in &critical[i] {
+                                    rect.critical x=(format!("{:.2}", x(*start))) y="3.5" width=(format!("{:.2}", (x(*end) - x(*start)).max(0.6))) height="3" {}
+                                }
                                 // Spread over the whole bar: every k-th event, never only the first.
                                 @for e in p.span.events.iter().step_by(every) {
                                     rect.event x=(format!("{:.2}", x(e.time_unix_nano).min(999.0))) y="0" width="1.2" height="10" {
@@ -602,7 +675,10 @@ fn timeline_page(
                                     }
                                 }
                             }
-                            span.dur style=(format!("left:{:.2}%", (start + width) / 10.0)) { (duration_text(p.span.end_time_unix_nano.saturating_sub(p.span.start_time_unix_nano))) }
+                            span.dur style=(format!("left:{:.2}%", (start + width) / 10.0)) {
+                                (duration_text(duration))
+                                @if self_times[i] < duration { " · self " (duration_text(self_times[i])) }
+                            }
                         } }
                     }
                 }
@@ -671,6 +747,7 @@ async fn span_fragment(ui: &Ui, trace_id: String, span_id: String) -> (StatusCod
             scope: ss.scope.as_ref(),
             service,
             depth: 0,
+            parent: None,
             has_children: false,
             orphan: !parent_stored,
         };
@@ -691,17 +768,18 @@ const MAX_EVENTS: usize = 100;
 /// Longest span, service or event name shown whole, in characters.
 const MAX_NAME_CHARS: usize = 500;
 
-/// Whether each of the span's first [`MAX_LINKS`] links points to a stored trace: one
-/// index probe each, never the linked trace itself.
-async fn links_stored(ui: &Ui, span: &Span) -> Vec<bool> {
+/// What each of the span's first [`MAX_LINKS`] links points at: an index probe or two each,
+/// never the linked trace itself.
+async fn links_stored(ui: &Ui, span: &Span) -> Vec<LinkTarget> {
     let mut stored = Vec::new();
     for link in span.links.iter().take(MAX_LINKS) {
-        stored.push(ui.query.trace_stored(&link.trace_id).await.unwrap_or(false));
+        stored
+            .push(ui.query.link_target(&link.trace_id, &link.span_id).await.unwrap_or(LinkTarget::NotStored));
     }
     stored
 }
 
-fn details(trace_id: &str, p: &Placed<'_>, linked: &[bool]) -> Markup {
+fn details(trace_id: &str, p: &Placed<'_>, linked: &[LinkTarget]) -> Markup {
     let span = p.span;
     let status = span.status.clone().unwrap_or_default();
     let status_name = match SpanStatus::try_from(status.code) {
@@ -748,13 +826,24 @@ fn details(trace_id: &str, p: &Placed<'_>, linked: &[bool]) -> Markup {
             @if span.events.len() > MAX_EVENTS { p.more { (span.events.len() - MAX_EVENTS) " more events, not shown here: read them through the query API (GetTrace)" } }
             h3 { "Links (" (span.links.len()) ")" }
             @if span.links.is_empty() { p.none { "none" } }
-            @for (link, here) in span.links.iter().zip(linked) {
+            @for (link, target) in span.links.iter().zip(linked) {
                 @let id = hex::encode(&link.trace_id);
+                @let href = format!("/trace/{id}?{}", encode_query(&[("span", &hex::encode(&link.span_id))]));
                 div.link {
-                    @if *here {
-                        a href=(format!("/trace/{id}?{}", encode_query(&[("span", &hex::encode(&link.span_id))]))) { "trace " (id) ", span " (hex::encode(&link.span_id)) }
-                    } @else {
-                        span title="this trace is not stored" { "trace " (id) ", span " (hex::encode(&link.span_id)) " (not stored)" }
+                    @match target {
+                        LinkTarget::Span { service, name } => {
+                            a href=(href) {
+                                span.svc style=(format!("color:{}", service_color(service.as_deref().unwrap_or("unknown service")))) { (cut(service.as_deref().unwrap_or("unknown service"), MAX_NAME_CHARS)) }
+                                ": " (cut(name, MAX_NAME_CHARS))
+                            }
+                            br; small.id { "trace " (id) ", span " (hex::encode(&link.span_id)) }
+                        }
+                        LinkTarget::Trace => {
+                            a href=(href) { "trace " (id) } ", span " (hex::encode(&link.span_id)) " (this span is not stored)"
+                        }
+                        LinkTarget::NotStored => {
+                            span title="this trace is not stored" { "trace " (id) ", span " (hex::encode(&link.span_id)) " (not stored)" }
+                        }
                     }
                     @if !link.trace_state.is_empty() { " · trace state " (cut(&link.trace_state, MAX_NAME_CHARS)) }
                     " · flags " (format!("0x{:08x}", link.flags))

@@ -6,7 +6,7 @@
 // SHOTS (a directory), CHROMIUM (the browser), MODE: "ui" (everything) or "token" (a server
 // with auth.query_token = $QUERY_TOKEN). Exits non-zero on the first failed check.
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { chromium } from "playwright-core";
 
@@ -157,7 +157,35 @@ async function uiRun(data) {
   assert.equal(await page.textContent("#span-count"), "4");
   assert.equal(await page.$$eval(".span-row.failed", (e) => e.length), 3, "three spans failed");
   assert.ok((await page.$$(".span-row rect.event")).length >= 2, "events are marked on their bars");
+
+  step("where the trace spends its time: the critical path and each span's self time, as SQL gives it");
+  const timing = await page.$$eval(".span-row", (rs) =>
+    rs.map((r) => ({ id: r.dataset.span, self: r.dataset.self, critical: r.classList.contains("critical"), marks: r.querySelectorAll("rect.critical").length })));
+  // The calls are nested one inside the other: the trace's end waited on every one of them.
+  assert.deepEqual(timing.map((r) => r.critical), [true, true, true, true], "every span of the chain is on the critical path");
+  assert.ok(timing.every((r) => r.marks >= 1), "each is marked on its bar");
+  assert.deepEqual(Object.fromEntries(timing.map((r) => [r.id, r.self])), data.sql.self_times, "self times as SQL computes them");
+  assert.match(await page.textContent(`.span-row[data-span="${rows[0].id}"] .dur`), /· self /, "the root's self time beside its duration");
   await shot("trace");
+
+  step("the trace downloads as OTLP JSON that names every span");
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#trace-download")]);
+  assert.equal(download.suggestedFilename(), `trace-${data.trace_id}.json`);
+  const otlp = JSON.parse(readFileSync(await download.path(), "utf8"));
+  const sent = otlp.resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans));
+  assert.deepEqual(sent.map((sp) => sp.name).sort(), ["GET /checkout", "POST /charge", "SELECT accounts", "charge"]);
+  assert.ok(sent.every((sp) => sp.traceId === data.trace_id && /^[0-9a-f]{16}$/.test(sp.spanId)), "ids in hex, as OTLP/JSON writes them");
+
+  step("find span: by name and by attribute, ignoring case, matches highlighted");
+  await page.fill("form.find input[name=find]", "ACCOUNTS");
+  await Promise.all([page.waitForNavigation(), page.click("form.find button[type=submit]")]);
+  await ready();
+  assert.equal(await page.$eval("#find-count", (e) => e.dataset.matches), "1");
+  assert.deepEqual(await page.$$eval(".span-row.match .span-link", (l) => l.map((a) => a.textContent)), ["SELECT accounts"]);
+  await goto(`/trace/${data.trace_id}?find=payment.currency`);
+  assert.deepEqual(await page.$$eval(".span-row.match .span-link", (l) => l.map((a) => a.textContent)), ["charge"]);
+  await goto(`/trace/${data.trace_id}?find=${"x".repeat(5000)}`);
+  assert.equal(await page.$eval("#find-count", (e) => e.dataset.matches), "0");
 
   step("a span's details on click, its id in the URL, back and reload keep it");
   await page.click(`.span-row[data-span="${data.charge_span}"] .span-link`);
@@ -265,6 +293,7 @@ async function uiRun(data) {
   await page.click(".span-row .span-link");
   await page.waitForSelector(".span-details .link");
   assert.match(await page.textContent(".span-details"), new RegExp(`${data.unstored_trace}.*not stored`));
+  assert.match(await page.textContent(".span-details .link a"), /frontend: GET \/checkout/, "a stored link names its span's service and name");
   await Promise.all([page.waitForNavigation(), page.click(`.span-details .link a[href^="/trace/${data.trace_id}"]`)]);
   await ready();
   assert.ok(await page.$(".span-row.selected[data-depth='0']"), "the linked span is selected");
@@ -363,6 +392,32 @@ async function uiRun(data) {
   });
   assert.match(await page.textContent(".span-details h2"), /nightly batch/);
   await shot("trace-5000");
+
+  step("at 1024 px, a span far down the timeline has its details in view beside it");
+  await page.setViewportSize({ width: 1024, height: 768 });
+  const last = await page.$eval(".span-row:last-child", (r) => r.dataset.span);
+  await goto(`/trace/${data.big_trace}?span=${last}`);
+  await page.waitForSelector(`section.span-details[data-span="${last}"]`);
+  const placement = await page.evaluate(() => {
+    const heading = document.querySelector("#details .span-details h2").getBoundingClientRect();
+    const row = document.querySelector(".span-row.selected").getBoundingClientRect();
+    return { top: heading.top, left: heading.left, rowTop: row.top, height: innerHeight };
+  });
+  assert.ok(placement.top >= 0 && placement.top < placement.height / 2, `details in view: ${JSON.stringify(placement)}`);
+  assert.ok(placement.rowTop >= 0 && placement.rowTop < placement.height, "and the selected row too");
+  assert.ok(placement.left > 500, "beside the timeline, not below it");
+  await shot("trace-5000-1024px");
+
+  step("the divider between names and bars is dragged to widen the names");
+  const before = await page.$eval(".span-row .label", (l) => l.getBoundingClientRect().width);
+  const handle = await page.$eval(".divider", (d) => { const b = d.getBoundingClientRect(); return { x: b.x + b.width / 2, y: b.y + b.height / 2 }; });
+  await page.mouse.move(handle.x, handle.y);
+  await page.mouse.down();
+  await page.mouse.move(handle.x + 120, handle.y, { steps: 5 });
+  await page.mouse.up();
+  const after = await page.$eval(".span-row .label", (l) => l.getBoundingClientRect().width);
+  assert.ok(after > before + 100, `names ${before} px wide, then ${after} px`);
+  await page.setViewportSize({ width: 1440, height: 900 });
   const render =
     `RENDER ${data.big_spans} spans: page ready ${loaded} ms (server answer ${paint.response} ms, DOM ready ${paint.interactive} ms); ` +
     `collapse ${collapse} ms, expand ${expand} ms; span details ${click} ms`;

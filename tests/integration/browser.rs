@@ -69,7 +69,7 @@ async fn a_person_finds_services_traces_logs_and_metrics_in_the_web_ui() {
     let mut data: serde_json::Value = serde_json::from_slice(&sent.stdout).expect("ui_data.py prints JSON");
     // The calls between services, as the server's own pass pairs them once their minute closes.
     t.rollup_pass().await;
-    data["sql"] = raw_figures(&t).await;
+    data["sql"] = raw_figures(&t, data["trace_id"].as_str().expect("the checkout trace")).await;
     let data = data.to_string();
     let shots = screenshots("ui");
     let output = run_browser(&t, &[("DATA", data), ("SHOTS", shots.display().to_string())]).await;
@@ -82,7 +82,7 @@ async fn a_person_finds_services_traces_logs_and_metrics_in_the_web_ui() {
 
 /// The figures the pages must show, from SQL over the stored rows rather than from the rollups
 /// or the query service.
-async fn raw_figures(t: &TestServer) -> serde_json::Value {
+async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value {
     // The busiest minute of frontend's requests (server and consumer spans).
     let busiest: i64 = t
         .sql
@@ -115,7 +115,27 @@ async fn raw_figures(t: &TestServer) -> serde_json::Value {
         )
         .await
         .expect("the HTTP duration histogram");
+    // Each checkout span's time outside its children. No span of that trace has children that
+    // overlap each other, so their durations (clipped to the parent) simply add up.
+    let self_times: serde_json::Map<String, serde_json::Value> = t
+        .sql
+        .query(
+            "SELECT encode(s.span_id, 'hex'), (s.end_time_unix_nano - s.start_time_unix_nano)
+                 - coalesce(sum(least(c.end_time_unix_nano, s.end_time_unix_nano)
+                                - greatest(c.start_time_unix_nano, s.start_time_unix_nano))
+                               FILTER (WHERE c.span_id IS NOT NULL), 0)::bigint
+             FROM spans s LEFT JOIN spans c ON c.trace_id = s.trace_id AND c.parent_span_id = s.span_id
+             WHERE s.trace_id = decode($1, 'hex')
+             GROUP BY s.span_id, s.start_time_unix_nano, s.end_time_unix_nano",
+            &[&checkout_trace],
+        )
+        .await
+        .expect("self times")
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).to_string().into()))
+        .collect();
     serde_json::json!({
+        "self_times": self_times,
         "busiest_minute_requests": busiest,
         "log_times": log_times,
         "slow_bounds": slow.get::<_, Vec<f64>>(0),

@@ -156,6 +156,23 @@ function timeline() {
   window.addEventListener("popstate", () => {
     showSpan(new URL(location.href).searchParams.get("span"));
   });
+  // The divider between names and bars is dragged to give long names room.
+  const divider = view.querySelector(".divider");
+  divider?.addEventListener("pointerdown", (event) => {
+    event.preventDefault();
+    divider.setPointerCapture(event.pointerId);
+    const box = view.querySelector(".timeline").getBoundingClientRect();
+    const move = (e) => {
+      const width = Math.min(Math.max(e.clientX - box.left, 120), box.width - 160);
+      view.style.setProperty("--label-width", `${Math.round(width)}px`);
+    };
+    const up = () => {
+      divider.removeEventListener("pointermove", move);
+      divider.removeEventListener("pointerup", up);
+    };
+    divider.addEventListener("pointermove", move);
+    divider.addEventListener("pointerup", up);
+  });
   const selected = view.querySelector(".span-row.selected");
   if (selected) selected.scrollIntoView({ block: "center" });
 }
