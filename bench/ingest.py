@@ -178,7 +178,15 @@ def start_otelephant(build=ROOT):
     sys.exit("otelephant did not become ready")
 
 
+def settle():
+    """What the previous run wrote is flushed before this one is measured: otherwise the build
+    measured second pays for the first one's checkpoint."""
+    psql("CHECKPOINT")
+    time.sleep(2)
+
+
 def run(sig, protocol, seconds, build):
+    settle()
     pg_before, wal_before = postgres_cpu_seconds(), wal_lsn()
     ceiling = subprocess.run(
         [f"{build}/target/release/examples/copy_ceiling", "--signal", sig, "--seconds", str(seconds),
@@ -194,6 +202,7 @@ def run(sig, protocol, seconds, build):
     ceiling = ceiling["rows_per_second"]
 
     process = start_otelephant(build)
+    settle()
     try:
         cpu, pg_before, wal_before = cpu_seconds(process.pid), postgres_cpu_seconds(), wal_lsn()
         full = loadgen(sig, protocol, seconds)

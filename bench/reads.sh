@@ -5,6 +5,9 @@
 #
 #   bench/reads.sh [BASE_REV] [SPANS...]
 #
+# After each load the database is vacuumed and analyzed, so that the timings are of a settled
+# server, not of autovacuum working through the new rows.
+#
 # The earlier build reads the same schema: its migrations are a prefix of this build's. Needs
 # the local PostgreSQL at 127.0.0.1:5432; uses the database otelephant_read_bench.
 set -euo pipefail
@@ -47,7 +50,10 @@ serve() { # binary label runs
 for spans in ${VOLUMES[*]}; do
   echo "== $spans spans over the last 24 hours"
   target/release/examples/read_bench load "$spans" "$URL" read_bench
+  # Settled, as a server is between loads: what autovacuum would do after the load, done before
+  # timing rather than during it.
+  psql -qX -h 127.0.0.1 -U postgres -d "$DATABASE" -c "VACUUM (ANALYZE)" -c "CHECKPOINT"
   psql -qXtA -h 127.0.0.1 -U postgres -d "$DATABASE" -c "SELECT 'spans on disk: ' || pg_size_pretty(sum(pg_total_relation_size(inhrelid))) FROM pg_inherits WHERE inhparent = 'read_bench.spans'::regclass"
-  serve "$BIN/otelephant-head" "this build ($(git rev-parse --short HEAD)), $spans spans" 7
+  serve "$BIN/otelephant-head" "this build ($(git rev-parse --short HEAD)), $spans spans" 15
   serve "$BIN/otelephant-base" "$BASE (before the rollups), $spans spans" 3
 done
