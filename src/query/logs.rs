@@ -108,9 +108,12 @@ fn filters(q: &Query, request: &SearchLogsRequest, sql: &mut Sql) -> Result<Stri
     }
     if !request.body_contains.is_empty() {
         let needle = sql.param(request.body_contains.clone());
-        query += &format!(
-            " AND strpos(CASE jsonb_typeof(l.body) WHEN 'string' THEN l.body #>> '{{}}' ELSE l.body::text END, {needle}) > 0"
-        );
+        let text = "CASE jsonb_typeof(l.body) WHEN 'string' THEN l.body #>> '{}' ELSE l.body::text END";
+        query += &if request.body_ignore_case {
+            format!(" AND strpos(lower({text}), lower({needle})) > 0")
+        } else {
+            format!(" AND strpos({text}, {needle}) > 0")
+        };
     }
     if !request.trace_id.is_empty() {
         query += &format!(" AND l.trace_id = {}", sql.param(parse_trace_id(&request.trace_id, "trace_id")?));

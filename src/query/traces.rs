@@ -412,6 +412,85 @@ fn minutes(start: i64, end: i64) -> (i64, i64) {
     (start - start.rem_euclid(minute), end.saturating_add((minute - end.rem_euclid(minute)) % minute))
 }
 
+/// One operation's figures over a time range: its spans, failed spans and duration percentiles.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OperationStats {
+    pub name: String,
+    pub kind: i32,
+    pub spans: u64,
+    pub errors: u64,
+    pub p50_nanos: u64,
+    pub p95_nanos: u64,
+    pub p99_nanos: u64,
+}
+
+/// Operations [`Query::operation_stats`] returns at most.
+pub const MAX_OPERATION_STATS: usize = 1000;
+
+impl Query {
+    /// Every operation (span name and kind) of `service` in the range with its figures, the
+    /// busiest first, from the span rollup: what the range holds of the service's minutes, never
+    /// its spans. At most [`MAX_OPERATION_STATS`]; the flag says whether there were more.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for a malformed service or range; RESOURCE_EXHAUSTED past
+    /// `query.answer_bytes`.
+    pub async fn operation_stats(
+        &self,
+        service: &str,
+        range: &super::proto::TimeRange,
+    ) -> Result<(Vec<OperationStats>, bool), Status> {
+        self.check_text(service, "service")?;
+        let (start, end) = resolve_range(Some(range), "time_range")?;
+        let (start, end) = minutes(start, end);
+        let mut budget = self.budget();
+        let (rows, full) = self
+            .client()
+            .await?
+            .query_within(
+                &format!(
+                    "SELECT u.name, u.kind, sum(u.spans)::bigint,
+                            coalesce(sum(u.spans) FILTER (WHERE u.status_code = {STATUS_ERROR}), 0)::bigint,
+                            array_agg(u.durations)
+                     FROM span_rollup u
+                     WHERE u.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $1)
+                     AND u.minute_unix_nano >= $2 AND u.minute_unix_nano < $3
+                     GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT {}",
+                    MAX_OPERATION_STATS + 1
+                ),
+                &[&service, &start, &end],
+                &mut budget,
+            )
+            .await?;
+        let mut rows = whole((rows, full), "operations")?;
+        let more = rows.len() > MAX_OPERATION_STATS;
+        rows.truncate(MAX_OPERATION_STATS);
+        decode_off_thread(budget.used(), move || {
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let mut durations = Durations::default();
+                for sketch in row.get::<_, Vec<&[u8]>>(4) {
+                    durations
+                        .merge_encoded(sketch)
+                        .map_err(|err| Status::internal(format!("stored rollups do not decode: {err}")))?;
+                }
+                let nanos = |q: f64| durations.quantile(q).map_or(0, |n| n.round() as u64);
+                out.push(OperationStats {
+                    name: row.get(0),
+                    kind: row.get(1),
+                    spans: row.get::<_, i64>(2) as u64,
+                    errors: row.get::<_, i64>(3) as u64,
+                    p50_nanos: nanos(0.5),
+                    p95_nanos: nanos(0.95),
+                    p99_nanos: nanos(0.99),
+                });
+            }
+            Ok((out, more))
+        })
+        .await
+    }
+}
+
 pub(super) async fn list_service_dependencies(
     q: &Query,
     request: &ListServiceDependenciesRequest,
@@ -535,6 +614,9 @@ pub(super) async fn search_traces(
     if request.errors_only {
         filters += &format!(" AND s.status_code = {STATUS_ERROR}");
     }
+    if !matches!(request.order.as_str(), "" | "newest") {
+        return search_traces_sorted(q, request, (start, end), page_size, sql, &filters).await;
+    }
     let after = match request.page_token.as_str() {
         "" => None,
         token => Some(decode_trace_token(token)?),
@@ -650,6 +732,73 @@ pub(super) async fn search_traces(
     Ok(SearchTracesResponse { traces, next_page_token, message: stopped.unwrap_or_default() })
 }
 
+/// Most traces a sorted search pages through: its pages go on by position, and each reads the
+/// traces before it again.
+const MAX_SORTED_POSITION: usize = 10_000;
+
+/// A search in an order other than the newest: every matching span in the range is grouped by
+/// trace, and one page of them taken in order.
+async fn search_traces_sorted(
+    q: &Query,
+    request: &SearchTracesRequest,
+    (start, end): (i64, i64),
+    page_size: usize,
+    mut sql: Sql,
+    filters: &str,
+) -> Result<SearchTracesResponse, Status> {
+    let key = match request.order.as_str() {
+        "oldest" => "min(s.start_time_unix_nano) ASC",
+        "longest" => "max(s.end_time_unix_nano - s.start_time_unix_nano) DESC",
+        "most_spans" => "count(*) DESC",
+        "most_errors" => &format!("count(*) FILTER (WHERE s.status_code = {STATUS_ERROR}) DESC"),
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "order: {other:?} is not one of newest, oldest, longest, most_spans, most_errors"
+            )))
+        }
+    };
+    let offset = match request.page_token.as_str() {
+        "" => 0,
+        token => decode_token(token)?
+            .strip_prefix(&format!("{}:", request.order))
+            .and_then(|position| position.parse::<usize>().ok())
+            .filter(|position| *position <= MAX_SORTED_POSITION)
+            .ok_or_else(bad_token)?,
+    };
+    let (lo, hi) = (sql.param(start), sql.param(end));
+    let statement = format!(
+        "SELECT s.trace_id, max(s.start_time_unix_nano) FROM spans s
+         WHERE s.start_time_unix_nano >= {lo} AND s.start_time_unix_nano < {hi}{filters}
+         GROUP BY s.trace_id ORDER BY {key}, s.trace_id LIMIT {} OFFSET {offset}",
+        page_size + 1
+    );
+    let mut client = q.client().await?;
+    let (rows, full) = client.query_within(&statement, &sql.params(), &mut q.budget()).await.map_err(|status| {
+        if status.code() == tonic::Code::DeadlineExceeded {
+            Status::deadline_exceeded(format!(
+                "sorting traces by {} reads every matching span in the range, and that took longer than                  query.statement_timeout_ms ({} ms): narrow the time range or the filters, or sort by the newest",
+                request.order, q.limits.statement_timeout_ms
+            ))
+        } else {
+            status
+        }
+    })?;
+    let mut found: Vec<(Vec<u8>, i64)> =
+        whole((rows, full), "traces")?.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let mut next_page_token = String::new();
+    if found.len() > page_size {
+        found.truncate(page_size);
+        if offset + page_size <= MAX_SORTED_POSITION {
+            next_page_token = encode_token(&format!("{}:{}", request.order, offset + page_size));
+        }
+    }
+    let (traces, full) = summaries(&mut client, &found, &mut q.budget()).await?;
+    if full {
+        next_page_token = encode_token(&format!("{}:{}", request.order, offset + traces.len().max(1)));
+    }
+    Ok(SearchTracesResponse { traces, next_page_token, message: String::new() })
+}
+
 /// What a page cut short by the statement timeout says: how far back it read.
 fn timed_out(q: &Query, read_back_to: i64) -> String {
     format!(
@@ -677,7 +826,7 @@ async fn summaries(
     let from = latest.iter().min().map_or(0, |l| l.saturating_sub(SUMMARY_SPREAD_NANOS));
     let to = latest.iter().max().map_or(0, |l| l.saturating_add(SUMMARY_SPREAD_NANOS));
     let query = format!(
-        "WITH matched AS (SELECT * FROM unnest($1::bytea[], $2::bigint[]) AS m (trace_id, latest))
+        "WITH matched AS (SELECT * FROM unnest($1::bytea[], $2::bigint[]) WITH ORDINALITY AS m (trace_id, latest, n))
          SELECT m.trace_id, m.latest, min(s.start_time_unix_nano), max(s.end_time_unix_nano),
                 count(DISTINCT s.span_id), count(DISTINCT s.span_id) FILTER (WHERE s.status_code = {STATUS_ERROR}),
                 coalesce(array_agg(DISTINCT r.service_name) FILTER (WHERE r.service_name IS NOT NULL), '{{}}'),
@@ -686,7 +835,7 @@ async fn summaries(
          FROM matched m JOIN spans s ON s.trace_id = m.trace_id
               AND s.start_time_unix_nano >= $3 AND s.start_time_unix_nano < $4
          LEFT JOIN resources r ON r.resource_id = s.resource_id
-         GROUP BY m.trace_id, m.latest ORDER BY m.latest DESC, m.trace_id DESC"
+         GROUP BY m.trace_id, m.latest, m.n ORDER BY m.n"
     );
     let (mut rows, full) = client.query_within(&query, &[&ids, &latest, &from, &to], budget).await?;
     if full {

@@ -8,9 +8,9 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use tonic::Request;
 
 use super::{
-    attribute_filters, attribute_inputs, attribute_table, chart, cut, duration_text, empty, error_box, href,
-    page, range_inputs, range_label, raw, service_color, string_attribute, time_el, time_range,
-    time_range_message, value_text, PageParams, QueryString, Screen, Ui, MAX_VALUE_CHARS,
+    attribute_filters, attribute_inputs, attribute_table, chart, cut, empty, error_box, href, page,
+    range_inputs, range_label, raw, service_color, string_attribute, time_el, time_range, time_range_message,
+    value_text, PageParams, QueryString, Screen, Ui, MAX_VALUE_CHARS,
 };
 use crate::{
     query::proto::{
@@ -61,6 +61,7 @@ pub async fn search(State(ui): State<Ui>, PageParams(params): PageParams<QuerySt
                     }
                 }
                 label { "Body contains " input type="text" name="body" value=(params.text("body")); }
+                label { input type="checkbox" name="case" value="1" checked[params.get("case").is_some()]; " match case" }
                 label { "Trace id " input type="text" name="trace_id" size="34" value=(params.text("trace_id")); }
                 (range_inputs(&params))
                 (attribute_inputs(&params))
@@ -79,6 +80,7 @@ async fn results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
             .get("min_severity")
             .map_or(Ok(0), |v| v.parse().map_err(|_| format!("min_severity: not a number: {v:?}")))?,
         body_contains: params.text("body").to_owned(),
+        body_ignore_case: params.get("case").is_none(),
         attributes: attribute_filters(&params.all("attr"))?,
         trace_id: params.text("trace_id").trim().to_owned(),
         page_size: 50,
@@ -116,7 +118,7 @@ fn histogram(counted: &CountLogsResponse) -> Markup {
             (raw(chart::bars(&bars)))
             figcaption {
                 (total) " matching records, " (errors) " of them ERROR or worse, per "
-                (duration_text(counted.step_nanos))
+                (super::step_text(counted.step_nanos)) " (times on the axis in UTC)"
                 @if counted.from_records { " (counted from the records)" }
             }
         }
@@ -131,6 +133,51 @@ fn filed_time(record: &LogRecord) -> u64 {
     } else {
         record.observed_time_unix_nano
     }
+}
+
+/// `text` with each occurrence of `needle` in a `mark`, ignoring case unless `ignore_case` is
+/// false (each character compared in lower case, as the search compares them).
+fn marked(text: &str, needle: &str, ignore_case: bool) -> Markup {
+    let mut parts: Vec<(bool, &str)> = Vec::new();
+    let mut at = 0;
+    for (start, end) in occurrences(text, needle, ignore_case) {
+        if start < at {
+            continue;
+        }
+        parts.push((false, &text[at..start]));
+        parts.push((true, &text[start..end]));
+        at = end;
+    }
+    parts.push((false, &text[at..]));
+    html! { @for (hit, part) in parts { @if hit { mark { (part) } } @else { (part) } } }
+}
+
+/// Where `needle` occurs in `text`, as byte ranges of `text`, in order.
+fn occurrences(text: &str, needle: &str, ignore_case: bool) -> Vec<(usize, usize)> {
+    if needle.is_empty() {
+        return Vec::new();
+    }
+    if !ignore_case {
+        return text.match_indices(needle).map(|(i, m)| (i, i + m.len())).collect();
+    }
+    // The lower-case text, and for each of its bytes the character of `text` it came from (a
+    // character's lower case may be longer than it).
+    let mut lower = String::with_capacity(text.len());
+    let mut origin = Vec::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        for l in c.to_lowercase() {
+            lower.push(l);
+            origin.resize(lower.len(), i);
+        }
+    }
+    let needle = needle.to_lowercase();
+    lower
+        .match_indices(&needle)
+        .map(|(start, m)| {
+            let last = origin[start + m.len() - 1];
+            (origin[start], last + text[last..].chars().next().map_or(0, char::len_utf8))
+        })
+        .collect()
 }
 
 /// The records of one answer, newest first, values cut at [`super::MAX_VALUE_CHARS`].
@@ -188,6 +235,7 @@ fn render(found: &SearchLogsResponse, params: &QueryString) -> Markup {
                             }
                         }
                     }
+                    @let body = marked(&body, params.text("body"), params.get("case").is_none());
                     @if kind == "array" || kind == "map" { pre.body { (body) } } @else { div.body { (body) } }
                     details {
                         summary { "attributes, resource, scope" }
@@ -209,6 +257,21 @@ fn render(found: &SearchLogsResponse, params: &QueryString) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matches_are_marked_whatever_their_case() {
+        let html = |text, needle, ignore| marked(text, needle, ignore).into_string();
+        assert_eq!(
+            html("Health check OK, health", "health", true),
+            "<mark>Health</mark> check OK, <mark>health</mark>"
+        );
+        assert_eq!(html("Health check OK, health", "health", false), "Health check OK, <mark>health</mark>");
+        // Characters whose lower case is longer, or of another length in bytes, keep their place.
+        assert_eq!(html("İstanbul ÖL öl", "öl", true), "İstanbul <mark>ÖL</mark> <mark>öl</mark>");
+        assert_eq!(html("xİx", "i", true), "x<mark>İ</mark>x");
+        assert_eq!(html("<b>&", "<B>", true), "<mark>&lt;b&gt;</mark>&amp;");
+        assert_eq!(html("nothing", "", true), "nothing");
+    }
 
     #[test]
     fn records_keep_the_order_of_the_time_they_are_filed_under() {

@@ -121,15 +121,18 @@ impl QueryString {
 
     /// This query string with `name` set to `value` (or removed when None), for links.
     pub fn with(&self, name: &str, value: Option<&str>) -> String {
+        self.changed(&[(name, value)])
+    }
+
+    /// This query string with each name set to its value (or removed when None), for links.
+    pub fn changed(&self, changes: &[(&str, Option<&str>)]) -> String {
         let mut pairs: Vec<(&str, &str)> = self
             .pairs
             .iter()
-            .filter(|(k, v)| k != name && !v.is_empty())
+            .filter(|(k, v)| !changes.iter().any(|(name, _)| k == name) && !v.is_empty())
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        if let Some(value) = value {
-            pairs.push((name, value));
-        }
+        pairs.extend(changes.iter().filter_map(|(name, value)| value.map(|v| (*name, v))));
         encode_query(&pairs)
     }
 
@@ -253,6 +256,9 @@ pub fn range_label(params: &QueryString) -> String {
 
 /// The time range inputs every search form carries: a preset, or absolute times (filled in
 /// and read by the script in the browser's time zone, sent as milliseconds).
+/// A local time as the absolute range inputs take it: `2026-12-03 14:05` or `2026-12-03 14:05:09`.
+const TIME_PATTERN: &str = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?";
+
 pub fn range_inputs(params: &QueryString) -> Markup {
     let absolute = params.get("start").is_some() || params.get("end").is_some();
     let current = params.get("range").unwrap_or(DEFAULT_RANGE);
@@ -267,8 +273,10 @@ pub fn range_inputs(params: &QueryString) -> Markup {
             }
         }
         span.absolute hidden[!absolute] {
-            label { "from " input type="datetime-local" step="1" data-absolute="start"; }
-            label { " to " input type="datetime-local" step="1" data-absolute="end"; }
+            // Text, not datetime-local: that one shows the browser's locale's clock (AM/PM in
+            // en-US); these read and write 24-hour local time.
+            label { "from " input type="text" size="19" pattern=(TIME_PATTERN) placeholder="YYYY-MM-DD HH:MM:SS" data-absolute="start"; }
+            label { " to " input type="text" size="19" pattern=(TIME_PATTERN) placeholder="YYYY-MM-DD HH:MM:SS" data-absolute="end"; }
             input type="hidden" name="start" value=(params.text("start"));
             input type="hidden" name="end" value=(params.text("end"));
         }

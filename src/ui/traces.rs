@@ -1,7 +1,7 @@
 //! Services (RED per service), their operations, trace search with its scatter plot, and one
 //! trace as a timeline with each span's details.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use axum::{
     extract::{Path, State},
@@ -198,39 +198,38 @@ pub async fn operations(State(ui): State<Ui>, PageParams(params): PageParams<Que
     let service = params.text("service").to_owned();
     let body = async {
         let range = time_range(&params)?;
-        let mut operations = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let request = ListOperationsRequest {
-                service: service.clone(),
-                time_range: Some(time_range_message(range)),
-                page_size: 1000,
-                page_token,
-            };
-            let page = ui.query.list_operations(Request::new(request)).await.map_err(|s| s.message().to_owned())?;
-            let page = page.into_inner();
-            operations.extend(page.operations);
-            if page.next_page_token.is_empty() || operations.len() >= 5000 {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
+        let (operations, more) = ui
+            .query
+            .operation_stats(&service, &time_range_message(range))
+            .await
+            .map_err(|s| s.message().to_owned())?;
         if operations.is_empty() {
             return Ok::<_, String>(empty(&nothing_yet(&params)));
         }
+        let seconds = (range.1.saturating_sub(range.0) as f64 / 1e9).max(1e-9);
         let carry = params.range_only();
         Ok(html! {
-            table.results {
-                thead { tr { th { "Operation" } th { "Kind" } } }
+            table.results.operations {
+                thead { tr {
+                    th { "Operation" } th { "Kind" } th.num { "Spans" }
+                    th.num title="Spans in the range divided by its length" { "Spans/s, mean" }
+                    th.num { "Error rate" } th.num { "p50" } th.num { "p95" } th.num { "p99" }
+                } }
                 tbody {
                     @for op in &operations {
-                        tr {
-                            td { a href=(href("/traces", &[("service", &service), ("operation", &op.name)], &carry)) { (op.name) } }
+                        tr data-operation=(op.name) data-kind=(op.kind) {
+                            td { a href=(href("/traces", &[("service", &service), ("operation", &op.name)], &carry)) { (cut(&op.name, MAX_NAME_CHARS)) } }
                             td { (match span_kind_name(op.kind) { "" => "unspecified", kind => kind }) }
+                            td.num.spans { (op.spans) }
+                            td.num { (rate_text(op.spans as f64 / seconds)) }
+                            td.num.error-rate.errors[op.errors > 0] { (format!("{:.1}%", op.errors as f64 * 100.0 / op.spans.max(1) as f64)) }
+                            @for p in [op.p50_nanos, op.p95_nanos, op.p99_nanos] { td.num { (duration_text(p)) } }
                         }
                     }
                 }
             }
+            p.hint { "From the span rollup, busiest first: every span of each name and kind, whatever its kind (the services page counts only server and consumer spans as requests). Percentiles within 1%." }
+            @if more { p.hint { "Only the busiest " (crate::query::traces::MAX_OPERATION_STATS) " operations are listed." } }
         })
     }
     .await
@@ -249,6 +248,15 @@ pub async fn operations(State(ui): State<Ui>, PageParams(params): PageParams<Que
         },
     )
 }
+
+/// The orders a search can be sorted in, as SearchTraces names them, and as the page says them.
+const ORDERS: [(&str, &str); 5] = [
+    ("", "newest first"),
+    ("oldest", "oldest first"),
+    ("longest", "longest first"),
+    ("most_spans", "most spans first"),
+    ("most_errors", "most errors first"),
+];
 
 /// The search request a page's parameters describe.
 fn search_request(params: &QueryString) -> Result<SearchTracesRequest, String> {
@@ -270,6 +278,7 @@ fn search_request(params: &QueryString) -> Result<SearchTracesRequest, String> {
         errors_only: params.get("errors").is_some(),
         page_size: limit,
         page_token: params.text("page_token").to_owned(),
+        order: params.text("order").to_owned(),
     })
 }
 
@@ -284,6 +293,21 @@ pub async fn search(State(ui): State<Ui>, PageParams(params): PageParams<QuerySt
         .await
         .map(|r| r.into_inner().services)
         .unwrap_or_default();
+    // The picker lists the chosen service's operations, since a name must match exactly.
+    let operations = match params.get("service").filter(|s| !s.is_empty()) {
+        Some(service) => ui
+            .query
+            .list_operations(Request::new(ListOperationsRequest {
+                service: service.to_owned(),
+                time_range: time_range(&params).ok().map(time_range_message),
+                page_size: 1000,
+                page_token: String::new(),
+            }))
+            .await
+            .map(|r| r.into_inner().operations.into_iter().map(|o| o.name).collect::<BTreeSet<String>>())
+            .unwrap_or_default(),
+        None => BTreeSet::new(),
+    };
     let results = search_results(&ui, &params).await.unwrap_or_else(|message| error_box(&message));
     page(
         "Traces",
@@ -294,11 +318,17 @@ pub async fn search(State(ui): State<Ui>, PageParams(params): PageParams<QuerySt
             form.search method="get" action="/traces" {
                 label { "Service " input type="text" name="service" list="services" value=(params.text("service")) placeholder="any"; }
                 datalist id="services" { @for s in &services { option value=(s) {} } }
-                label { "Operation " input type="text" name="operation" value=(params.text("operation")) placeholder="any"; }
+                label { "Operation " input type="text" name="operation" list="operations" value=(params.text("operation")) placeholder=(if operations.is_empty() { "any" } else { "any: pick one of the service's" }); }
+                datalist id="operations" { @for name in &operations { option value=(name) {} } }
                 label { "Min duration " input type="text" name="min_duration" size="7" value=(params.text("min_duration")) placeholder="250ms"; }
                 label { "Max duration " input type="text" name="max_duration" size="7" value=(params.text("max_duration")) placeholder="2s"; }
                 label { input type="checkbox" name="errors" value="1" checked[params.get("errors").is_some()]; " errors only" }
                 label { "Limit " input type="number" name="limit" min="1" max="1000" value=(params.get("limit").unwrap_or("20")); }
+                label { "Sort "
+                    select name="order" {
+                        @for (value, label) in ORDERS { option value=(value) selected[params.text("order") == value] { (label) } }
+                    }
+                }
                 (range_inputs(&params))
                 (attribute_inputs(&params))
                 button type="submit" { "Search" }
@@ -364,7 +394,17 @@ async fn search_results(ui: &Ui, params: &QueryString) -> Result<Markup, String>
         figure.scatter { (raw(chart::scatter(&points, range))) figcaption { "Duration of each trace found, over time: click a point to open its trace." } }
         table.results.traces {
             thead { tr {
-                th { "Root" } th { "Start" } th.num { "Duration" } th.num { "Spans" } th.num { "Errors" } th { "Services" }
+                @let sort = |order: &str, label: &str| {
+                    let order_link = params.changed(&[("page_token", None), ("order", Some(order).filter(|o| !o.is_empty()))]);
+                    let current = params.text("order") == order;
+                    html! { a.sort.current[current] href=(format!("/traces?{order_link}")) title=(format!("sort: {label}")) { (label) @if current { " ▾" } } }
+                };
+                th { "Root" }
+                th { (sort("", "Start")) " · " (sort("oldest", "oldest")) }
+                th.num { (sort("longest", "Duration")) }
+                th.num { (sort("most_spans", "Spans")) }
+                th.num { (sort("most_errors", "Errors")) }
+                th { "Services" }
             } }
             tbody {
                 @for t in &found.traces {

@@ -122,6 +122,14 @@ async function uiRun(data) {
   assert.ok(await page.$("tr[data-service=frontend] td.rate-line svg.sparkline path"), "requests per minute, in the row");
   await shot("services");
 
+  step("a service's operations with their spans, error rate and percentiles, as SQL counts them");
+  await goto("/operations?service=payments");
+  const operations = await page.$$eval("table.operations tbody tr", (rows) =>
+    rows.map((r) => [r.dataset.operation, Number(r.dataset.kind), Number(r.querySelector("td.spans").textContent), r.querySelector("td.error-rate").textContent]));
+  const expected = data.sql.payments_operations.map(([name, kind, spans, failed]) => [name, kind, spans, `${(failed * 100 / spans).toFixed(1)}%`]);
+  assert.deepEqual(operations.sort(), expected.sort());
+  await goto("/");
+
   step("the service's traces: a list and a scatter plot");
   await page.click("tr[data-service=frontend] td:first-child a");
   await ready();
@@ -131,6 +139,15 @@ async function uiRun(data) {
   const row = await page.textContent(`tr[data-trace="${data.trace_id}"]`);
   assert.match(row, /GET \/checkout/);
   assert.match(row, /payments/, "the trace's services are listed");
+  step("sorting by duration in SQL: the longest first, then the other way from the header");
+  await Promise.all([page.waitForNavigation(), page.click("table.traces thead a.sort:text('Duration')")]);
+  await ready();
+  assert.match(page.url(), /order=longest/);
+  const byDuration = await page.$$eval("table.traces tbody tr", (rows) => rows.map((r) => r.dataset.trace));
+  assert.equal(byDuration[0], data.trace_id, "the checkout trace (103 ms) before the orphan's");
+  assert.equal(await page.$eval("select[name=order]", (s) => s.value), "longest", "the form says how the list is sorted");
+  const picker = await page.$$eval("datalist#operations option", (o) => o.map((e) => e.value));
+  assert.deepEqual(picker, ["GET /checkout", "POST /charge", "orphan work"], "the operation picker lists the service's operations");
   await shot("traces");
 
   step("a search with an attribute filter, errors only, and a minimum duration");
@@ -280,10 +297,14 @@ async function uiRun(data) {
   assert.equal(volume, warnings, "the histogram counts the records the search shows (from the log rollup)");
   assert.ok((await page.$$("figure.log-volume rect.bar")).length >= 1);
   assert.ok(!(await page.textContent("ol.logs")).includes("health check ok"), "INFO is below WARN");
-  await goto("/logs?body=health");
+  await goto("/logs?body=HEALTH");
   assert.match(await page.textContent("ol.logs"), /health check ok/);
+  assert.equal((await page.$$("li.log")).length, data.sql.health_records, "whatever the case, as SQL finds them");
+  assert.deepEqual(await page.$$eval("li.log .body mark", (m) => m.map((e) => e.textContent)), ["health"], "the match is marked");
   assert.match(await page.textContent("figure.log-volume figcaption"), /counted from the records/);
   await shot("logs");
+  await goto("/logs?body=HEALTH&case=1");
+  assert.match(await page.textContent("p.empty"), /No log records match/, "unless the case must match");
 
   step("a span whose parent is missing is shown, marked");
   await goto(`/trace/${data.orphan_trace}`);
@@ -311,7 +332,14 @@ async function uiRun(data) {
   const around = `start=${data.metrics_from}&end=${data.metrics_to}`;
   await goto(`/metric?name=shop.orders&step=1s&${around}`);
   assert.ok(await page.isVisible("input[data-absolute=start]"), "an absolute range shows its inputs");
-  assert.notEqual(await page.inputValue("input[data-absolute=start]"), "", "filled in local time");
+  // In the browser's time zone, on a 24-hour clock (Swedish dates are written YYYY-MM-DD HH:MM:SS).
+  const berlin = new Date(data.metrics_from).toLocaleString("sv-SE", { timeZone: "Europe/Berlin" });
+  assert.equal(await page.inputValue("input[data-absolute=start]"), berlin, "filled in local time, 24-hour");
+  const earlier = Math.floor((data.metrics_from - 60_000) / 1000) * 1000;
+  await page.fill("input[data-absolute=start]", new Date(earlier).toLocaleString("sv-SE", { timeZone: "Europe/Berlin" }));
+  await Promise.all([page.waitForNavigation(), page.click("form.search button[type=submit]")]);
+  await ready();
+  assert.equal(new URL(page.url()).searchParams.get("start"), String(earlier), "a typed local time is sent as its instant");
   assert.ok((await page.$$("svg.lines g.series circle")).length >= 8, "a rate per second, step by step");
   await shot("metric-counter");
   await goto(`/metric?name=shop.request.duration&step=1s&${around}`);

@@ -134,7 +134,36 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).to_string().into()))
         .collect();
+    let health_records: i64 = t
+        .sql
+        .query_one("SELECT count(*) FROM logs WHERE lower(body #>> '{}') LIKE '%health%'", &[])
+        .await
+        .expect("records about health")
+        .get(0);
+    // The payments service's spans per name and kind, and how many failed.
+    let operations: Vec<serde_json::Value> = t
+        .sql
+        .query(
+            "SELECT s.name, s.kind, count(*), count(*) FILTER (WHERE s.status_code = 2)
+             FROM spans s JOIN resources r USING (resource_id) WHERE r.service_name = 'payments'
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .expect("payments' operations")
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.get::<_, String>(0),
+                r.get::<_, i32>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, i64>(3)
+            ])
+        })
+        .collect();
     serde_json::json!({
+        "payments_operations": operations,
+        "health_records": health_records,
         "self_times": self_times,
         "busiest_minute_requests": busiest,
         "log_times": log_times,

@@ -346,6 +346,16 @@ mod search {
             .await,
             ["payment failed: card declined"]
         );
+        // Case matters unless the request says otherwise.
+        let payment = |body_ignore_case| SearchLogsRequest {
+            body_contains: "PAYMENT".into(),
+            body_ignore_case,
+            ..Default::default()
+        };
+        assert!(bodies(payment(false)).await.is_empty());
+        let mut any_case = bodies(payment(true)).await;
+        any_case.sort();
+        assert_eq!(any_case, ["payment failed: card declined", "retrying payment"]);
         let filter =
             AttributeFilter { key: "n".into(), value: Some(AnyValue { value: Some(Value::IntValue(13)) }) };
         assert_eq!(

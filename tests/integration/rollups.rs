@@ -499,6 +499,94 @@ async fn a_paged_search_finds_the_traces_a_full_scan_finds_in_the_same_order() {
 }
 
 #[tokio::test]
+async fn sorted_searches_page_through_the_traces_in_the_order_sql_sorts_them() {
+    let mut t = TestServer::start().await;
+    let now = nanos_now();
+    // 40 traces of 1 to 5 spans, of varied durations, some with failed spans; ties in every
+    // figure, so that the trace id decides between them.
+    let mut spans = Vec::new();
+    for trace in 0..40u32 {
+        let start = now - u64::from(trace * 7 % 30) * MINUTE;
+        spans.push(span(
+            trace,
+            1,
+            None,
+            "GET /a",
+            SpanKind::Server,
+            start,
+            u64::from(trace * 13 % 9 + 1) * MS,
+        ));
+        for child in 0..trace % 5 {
+            let mut s = span(trace, child + 2, Some(1), "work", SpanKind::Internal, start + MS, MS / 2);
+            if (trace + child) % 3 == 0 {
+                s.status = Some(SpanStatus { code: 2, message: String::new() });
+            }
+            spans.push(s);
+        }
+    }
+    t.traces().await.export(request(vec![("api", spans)])).await.expect("export");
+    let range = Some(TimeRange { start_unix_nano: now - 60 * MINUTE, end_unix_nano: now + MINUTE });
+    for (order, key) in [
+        ("oldest", "min(s.start_time_unix_nano) ASC"),
+        ("longest", "max(s.end_time_unix_nano - s.start_time_unix_nano) DESC"),
+        ("most_spans", "count(*) DESC"),
+        ("most_errors", "count(*) FILTER (WHERE s.status_code = 2) DESC"),
+    ] {
+        for (span_name, name_filter) in [("", ""), ("work", " AND s.name = 'work'")] {
+            let full: Vec<String> = t
+                .sql
+                .query(
+                    &format!(
+                        "SELECT encode(s.trace_id, 'hex') FROM spans s WHERE true{name_filter}
+                         GROUP BY s.trace_id ORDER BY {key}, s.trace_id"
+                    ),
+                    &[],
+                )
+                .await
+                .expect("full scan")
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let request = SearchTracesRequest {
+                time_range: range,
+                span_name: span_name.into(),
+                order: order.into(),
+                page_size: 6,
+                ..Default::default()
+            };
+            let (paged, pages) = search_all(&t, request).await;
+            assert!(full.len() >= 30, "{order}: {} traces", full.len());
+            assert_eq!(paged, full, "{order}, span {span_name:?}");
+            assert_eq!(pages, full.len().div_ceil(6), "{order}");
+        }
+    }
+    // The first page's summaries agree with the order: the longest trace leads.
+    let longest = query(&t)
+        .await
+        .search_traces(SearchTracesRequest {
+            time_range: range,
+            order: "longest".into(),
+            page_size: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("search")
+        .into_inner();
+    let durations: Vec<u64> = longest.traces.iter().map(|t| t.duration_nanos).collect();
+    assert!(durations.windows(2).all(|w| w[0] >= w[1]), "{durations:?}");
+    assert_eq!(durations[0], 9 * MS);
+    // An order the server does not know is refused, naming the ones it does.
+    let refused = query(&t)
+        .await
+        .search_traces(SearchTracesRequest { order: "slowest".into(), ..Default::default() })
+        .await
+        .expect_err("an unknown order");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("longest"), "{}", refused.message());
+    t.stop().await;
+}
+
+#[tokio::test]
 async fn a_search_that_runs_out_of_time_says_how_far_it_read_and_goes_on_from_there() {
     let mut t = TestServer::start_with(|c| c.query.statement_timeout_ms = 500).await;
     t.first_maintenance_pass().await;

@@ -21,9 +21,15 @@ function localTimes(root) {
   }
 }
 
+// 24-hour local time, as the absolute range inputs show it.
 function toInputValue(ms) {
   const d = new Date(ms);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+// Milliseconds of a local time typed as the inputs show it ("T" between date and time too).
+function fromInputValue(text) {
+  return new Date(text.trim().replace(" ", "T")).getTime();
 }
 
 function rangeForms() {
@@ -34,6 +40,7 @@ function rangeForms() {
     const input = (name) => form.querySelector(`[data-absolute=${name}]`);
     for (const name of ["start", "end"]) {
       if (hidden(name).value) input(name).value = toInputValue(Number(hidden(name).value));
+      input(name).addEventListener("input", () => input(name).setCustomValidity(""));
     }
     select.addEventListener("change", () => {
       absolute.hidden = select.value !== "";
@@ -43,10 +50,17 @@ function rangeForms() {
         input("end").value = toInputValue(now);
       }
     });
-    form.addEventListener("submit", () => {
+    form.addEventListener("submit", (event) => {
       for (const name of ["start", "end"]) {
         const value = select.value === "" ? input(name).value : "";
-        hidden(name).value = value ? String(new Date(value).getTime()) : "";
+        const ms = value ? fromInputValue(value) : NaN;
+        if (value && Number.isNaN(ms)) {
+          input(name).setCustomValidity("a local time: YYYY-MM-DD HH:MM:SS");
+          input(name).reportValidity();
+          event.preventDefault();
+          return;
+        }
+        hidden(name).value = value ? String(ms) : "";
         // Empty fields stay out of the URL.
         hidden(name).disabled = !hidden(name).value;
       }
