@@ -4,7 +4,7 @@
 //! here from the buckets of their raw points, with the latest step's bucket distribution;
 //! summaries as the quantiles they carry.
 
-use std::collections::{hash_map::Entry, BTreeMap, HashMap, HashSet};
+use std::collections::{hash_map::Entry, BTreeMap, BTreeSet, HashMap, HashSet};
 
 use axum::{extract::State, response::Response};
 use maud::{html, Markup};
@@ -207,9 +207,9 @@ fn legends(points: &[&[KeyValue]], resources: &[&[KeyValue]]) -> Vec<String> {
 
 pub async fn chart(State(ui): State<Ui>, PageParams(params): PageParams<QueryString>) -> Response {
     let name = params.text("name").to_owned();
-    let (descriptor, body) = match chart_body(&ui, &params, &name).await {
-        Ok((descriptor, body)) => (descriptor, body),
-        Err(message) => (None, error_box(&message)),
+    let (descriptor, body, keys) = match chart_body(&ui, &params, &name).await {
+        Ok(found) => found,
+        Err(message) => (None, error_box(&message), Vec::new()),
     };
     let kind = descriptor.as_ref().map_or("", |d| d.r#type.as_str()).to_owned();
     let aggregation = params.get("agg").unwrap_or_default();
@@ -233,6 +233,15 @@ pub async fn chart(State(ui): State<Ui>, PageParams(params): PageParams<QueryStr
                     }
                 }
                 label { "Step " input type="text" name="step" size="6" value=(params.text("step")) placeholder="auto"; }
+                label { "Group by " input type="text" name="by" list="group-keys" value=(params.all("by").join(",")) placeholder="attribute keys, comma-separated"; }
+                datalist id="group-keys" { @for key in &keys { option value=(key) {} } }
+                @if kind != "gauge" && kind != "sum" && !params.all("by").is_empty() {
+                    label { "Line "
+                        select name="q" {
+                            @for (_, label) in QUANTILES { option value=(label) selected[params.text("q") == label || (params.get("q").is_none() && label == "p95")] { (label) } }
+                        }
+                    }
+                }
                 (range_inputs(&params))
                 (attribute_inputs(&params))
                 button type="submit" { "Show" }
@@ -252,12 +261,12 @@ async fn chart_body(
     ui: &Ui,
     params: &QueryString,
     name: &str,
-) -> Result<(Option<MetricDescriptor>, Markup), String> {
+) -> Result<(Option<MetricDescriptor>, Markup, Vec<String>), String> {
     if name.is_empty() {
         return Err("name: pick a metric from the list".to_owned());
     }
     let Some(descriptor) = descriptor(ui, name).await? else {
-        return Ok((None, empty(&format!("No metric named {name:?} is stored."))));
+        return Ok((None, empty(&format!("No metric named {name:?} is stored.")), Vec::new()));
     };
     let range = time_range(params)?;
     let step = match params.get("step") {
@@ -265,6 +274,14 @@ async fn chart_body(
         None => auto_step(range),
     };
     let attributes = attribute_filters(&params.all("attr"))?;
+    let by = group_keys(params);
+    let params_quantile = match params.get("q") {
+        None => 1,
+        Some(label) => QUANTILES
+            .iter()
+            .position(|(_, l)| *l == label)
+            .ok_or_else(|| format!("q: one of p50, p95, p99, not {label:?}"))?,
+    };
     let mut request = QueryMetricsRequest {
         name: name.to_owned(),
         time_range: Some(time_range_message(range)),
@@ -273,6 +290,8 @@ async fn chart_body(
         ..Default::default()
     };
     let unit = descriptor.unit.clone();
+    // The attribute keys of the series found, to group by.
+    let mut keys: BTreeSet<String> = BTreeSet::new();
     let body = match descriptor.r#type.as_str() {
         "gauge" | "sum" => {
             let chosen = params.get("agg");
@@ -297,10 +316,16 @@ async fn chart_body(
                 return Ok((
                     Some(descriptor),
                     empty(&format!("No points of {name} in {}.", range_label(params))),
+                    Vec::new(),
                 ));
             }
             let aggregation = request.aggregation.clone();
             let more = !answer.next_page_token.is_empty();
+            for s in &answer.aggregated {
+                let resource = s.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+                keys.extend(s.attributes.iter().chain(resource).map(|kv| kv.key.clone()));
+            }
+            let by = by.clone();
             super::blocking(move || {
                 let per_second = aggregation == "rate";
                 let points: Vec<&[KeyValue]> = answer.aggregated.iter().map(|s| &s.attributes[..]).collect();
@@ -309,20 +334,33 @@ async fn chart_body(
                     .iter()
                     .map(|s| s.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]))
                     .collect();
-                let legends = legends(&points, &resources);
-                let lines: Vec<chart::Line> = answer
-                    .aggregated
-                    .iter()
-                    .zip(legends)
+                let series: Vec<(String, Vec<(u64, f64)>)> = if by.is_empty() {
+                    let legends = legends(&points, &resources);
+                    answer
+                        .aggregated
+                        .iter()
+                        .zip(legends)
+                        .map(|(s, label)| (label, s.values.iter().map(|v| (v.start_unix_nano, v.value)).collect()))
+                        .collect()
+                } else {
+                    let mut groups: BTreeMap<String, Vec<Vec<(u64, f64)>>> = BTreeMap::new();
+                    for (i, s) in answer.aggregated.iter().enumerate() {
+                        let values = s.values.iter().map(|v| (v.start_unix_nano, v.value)).collect();
+                        groups.entry(group_label(&by, points[i], resources[i])).or_default().push(values);
+                    }
+                    groups.into_iter().map(|(label, members)| (label, combine(&members, &aggregation))).collect()
+                };
+                let lines: Vec<chart::Line> = series
+                    .into_iter()
                     .enumerate()
-                    .map(|(i, (s, label))| chart::Line {
+                    .map(|(i, (label, points))| chart::Line {
                         label,
                         color: PALETTE[i % PALETTE.len()].to_owned(),
-                        points: s.values.iter().map(|v| (v.start_unix_nano, v.value)).collect(),
+                        points,
                         readings: Vec::new(),
                     })
                     .collect();
-                let unit_label = if per_second { format!("{unit}/s") } else { unit.clone() };
+                let unit_label = if per_second { format!("{}/s", unit_words(&unit)) } else { unit_words(&unit) };
                 let format = |v: f64| {
                     if per_second {
                         format!("{}/s", value_with_unit(v, &unit))
@@ -334,7 +372,10 @@ async fn chart_body(
                     @if let Some(note) = note { p.hint { (note) } }
                     figure.metric-chart {
                         (raw(chart::lines(&lines, range, &format)))
-                        figcaption { (aggregation) " per " (step_text(step)) @if !unit_label.is_empty() { " · " (unit_label) } }
+                        figcaption {
+                            (aggregation) " per " (step_text(step)) @if !unit_label.is_empty() { " · " (unit_label) }
+                            @if !by.is_empty() { " · series " (combined_as(&aggregation)) " by " (by.join(", ")) }
+                        }
                     }
                     (legend(&lines))
                     @if more { p.hint { "Only the first " (MAX_SERIES) " series are drawn: add attribute filters to see others." } }
@@ -343,6 +384,7 @@ async fn chart_body(
             .await?
         }
         "histogram" | "exponential_histogram" | "summary" => {
+            let by = by.clone();
             let answer = ui
                 .query
                 .query_metrics(Request::new(request))
@@ -350,6 +392,20 @@ async fn chart_body(
                 .map_err(|s| s.message().to_owned())?
                 .into_inner();
             let nothing = empty(&format!("No points of {name} in {}.", range_label(params)));
+            for rm in answer.raw.iter().flat_map(|d| &d.resource_metrics) {
+                keys.extend(rm.resource.iter().flat_map(|r| &r.attributes).map(|kv| kv.key.clone()));
+                for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                    let point = match &metric.data {
+                        Some(Data::Histogram(h)) => h.data_points.first().map(|p| &p.attributes[..]),
+                        Some(Data::ExponentialHistogram(h)) => {
+                            h.data_points.first().map(|p| &p.attributes[..])
+                        }
+                        Some(Data::Summary(s)) => s.data_points.first().map(|p| &p.attributes[..]),
+                        _ => None,
+                    };
+                    keys.extend(point.unwrap_or_default().iter().map(|kv| kv.key.clone()));
+                }
+            }
             super::blocking(move || {
                 let metrics: Vec<&Metric> = answer
                     .raw
@@ -358,6 +414,9 @@ async fn chart_body(
                     .flat_map(|r| &r.scope_metrics)
                     .flat_map(|s| &s.metrics)
                     .collect();
+                if !by.is_empty() {
+                    return grouped_distributions(&answer, &by, params_quantile, range, step, &unit).unwrap_or(nothing);
+                }
                 let chart = distribution_chart(&metrics, range, step);
                 if chart.steps.is_empty() {
                     return nothing;
@@ -409,7 +468,159 @@ async fn chart_body(
         }
         other => empty(&format!("{name} is a {other} metric, which has no chart.")),
     };
-    Ok((Some(descriptor), body))
+    Ok((Some(descriptor), body, keys.into_iter().take(MAX_KEYS_LISTED).collect()))
+}
+
+/// The attribute keys a chart groups its series by (`by=http.route,http.request.method`).
+fn group_keys(params: &QueryString) -> Vec<String> {
+    params
+        .all("by")
+        .iter()
+        .flat_map(|by| by.split(','))
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .take(MAX_GROUP_KEYS)
+        .map(|key| super::cut(key, MAX_LABEL_CHARS))
+        .collect()
+}
+
+/// Attribute keys offered to group by at most.
+const MAX_KEYS_LISTED: usize = 200;
+
+/// Attribute keys one chart groups by at most.
+const MAX_GROUP_KEYS: usize = 8;
+
+/// A series' group: `key=value` of each `by` key, from its point attributes, else its
+/// resource's; `key=(none)` where it has neither.
+fn group_label(by: &[String], point: &[KeyValue], resource: &[KeyValue]) -> String {
+    let label = by
+        .iter()
+        .map(|key| {
+            let kv = point.iter().chain(resource).find(|kv| &kv.key == key);
+            let value = kv.map_or_else(|| "(none)".to_owned(), |kv| value_text(kv.value.as_ref()).1);
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    super::cut(&label, MAX_LABEL_CHARS)
+}
+
+/// How a group's series make one line for `aggregation`: rates and sums add up, minimums and
+/// maximums are the least and greatest, averages are the mean of the series' averages.
+fn combined_as(aggregation: &str) -> &'static str {
+    match aggregation {
+        "rate" | "sum" => "summed",
+        "min" => "least of",
+        "max" => "greatest of",
+        _ => "averaged",
+    }
+}
+
+/// One line of a group's series, step by step (the steps are the same for every series of one
+/// answer), as [`combined_as`] says; a step none of them has a value for stays empty (NaN).
+fn combine(members: &[Vec<(u64, f64)>], aggregation: &str) -> Vec<(u64, f64)> {
+    let mut steps: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for member in members {
+        for &(t, v) in member {
+            let values = steps.entry(t).or_default();
+            if v.is_finite() {
+                values.push(v);
+            }
+        }
+    }
+    steps
+        .into_iter()
+        .map(|(t, values)| {
+            let value = if values.is_empty() {
+                f64::NAN
+            } else {
+                match aggregation {
+                    "rate" | "sum" => values.iter().sum(),
+                    "min" => values.iter().copied().fold(f64::INFINITY, f64::min),
+                    "max" => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    _ => values.iter().sum::<f64>() / values.len() as f64,
+                }
+            };
+            (t, value)
+        })
+        .collect()
+}
+
+/// A unit as people read it: UCUM's annotations without their braces (`{request}` is
+/// "requests"), `1` as nothing.
+fn unit_words(unit: &str) -> String {
+    match unit.strip_prefix('{').and_then(|u| u.strip_suffix('}')) {
+        Some(word) if !word.is_empty() && !word.ends_with('s') => format!("{word}s"),
+        Some(word) => word.to_owned(),
+        None if unit == "1" => String::new(),
+        None => unit.to_owned(),
+    }
+}
+
+/// Histograms grouped by `by`: a line per group of one quantile (`QUANTILES[shown]`), and each
+/// group's p50, p95 and p99 over the whole range, from its series' buckets merged. None when no
+/// group has a point in the range.
+fn grouped_distributions(
+    answer: &crate::query::proto::QueryMetricsResponse,
+    by: &[String],
+    shown: usize,
+    range: (u64, u64),
+    step: u64,
+    unit: &str,
+) -> Option<Markup> {
+    let mut groups: BTreeMap<String, Vec<&Metric>> = BTreeMap::new();
+    for rm in answer.raw.iter().flat_map(|d| &d.resource_metrics) {
+        let resource = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+            let point = match &metric.data {
+                Some(Data::Histogram(h)) => h.data_points.first().map(|p| &p.attributes[..]),
+                Some(Data::ExponentialHistogram(h)) => h.data_points.first().map(|p| &p.attributes[..]),
+                Some(Data::Summary(s)) => s.data_points.first().map(|p| &p.attributes[..]),
+                _ => None,
+            };
+            groups.entry(group_label(by, point.unwrap_or_default(), resource)).or_default().push(metric);
+        }
+    }
+    let charts: Vec<(String, DistributionChart)> = groups
+        .into_iter()
+        .map(|(label, metrics)| (label, distribution_chart(&metrics, range, step)))
+        .filter(|(_, chart)| !chart.steps.is_empty())
+        .collect();
+    if charts.is_empty() {
+        return None;
+    }
+    let (_, quantile_label) = QUANTILES[shown];
+    let lines: Vec<chart::Line> = charts
+        .iter()
+        .enumerate()
+        .map(|(i, (label, chart))| chart::Line {
+            label: label.clone(),
+            color: PALETTE[i % PALETTE.len()].to_owned(),
+            points: chart.steps.iter().map(|(t, q)| (*t, q[shown].value)).collect(),
+            readings: chart.steps.iter().map(|(_, q)| q[shown].reading).collect(),
+        })
+        .collect();
+    let format = |v: f64| value_with_unit(v, unit);
+    Some(html! {
+        figure.metric-chart {
+            (raw(chart::lines(&lines, range, &format)))
+            figcaption { (quantile_label) " per " (step_text(step)) " by " (by.join(", ")) @if !unit.is_empty() { " · " (unit) } }
+        }
+        (legend(&lines))
+        table.results.groups {
+            thead { tr { th { "Group" } @for (_, label) in QUANTILES { th.num { (label) " over the range" } } } }
+            tbody {
+                @for (label, chart) in &charts {
+                    tr data-group=(label) {
+                        td { (label) }
+                        @for q in chart.whole.iter().flatten() {
+                            td.num data-value=(q.value) { (q.reading.say(&format(q.value))) }
+                        }
+                    }
+                }
+            }
+        }
+    })
 }
 
 fn legend(lines: &[chart::Line]) -> Markup {
@@ -866,6 +1077,38 @@ mod tests {
         let known = Extremes::of(Some(2.0), Some(15.0));
         assert!((quantile(&buckets, 0.95, known).value - 14.5).abs() < 1e-9);
         assert!((quantile(&buckets, 0.01, known).value - 2.16).abs() < 1e-9);
+    }
+
+    #[test]
+    fn series_grouped_by_an_attribute_combine_as_their_aggregation_says() {
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        };
+        let by = vec!["route".to_owned(), "service.name".to_owned()];
+        // Point attributes first, then the resource's, and a key neither has.
+        assert_eq!(
+            group_label(&by, &[kv("route", "/a")], &[kv("service.name", "shop"), kv("route", "/r")]),
+            "route=/a, service.name=shop"
+        );
+        assert_eq!(group_label(&by[..1], &[], &[]), "route=(none)");
+        let members =
+            vec![vec![(1, 1.0), (2, f64::NAN), (3, 2.0)], vec![(1, 3.0), (2, f64::NAN), (3, f64::NAN)]];
+        let values =
+            |aggregation| combine(&members, aggregation).into_iter().map(|(_, v)| v).collect::<Vec<_>>();
+        let rate = values("rate");
+        assert_eq!((rate[0], rate[2]), (4.0, 2.0));
+        assert!(rate[1].is_nan(), "a step no series has stays empty");
+        assert_eq!(values("max")[0], 3.0);
+        assert_eq!(values("min")[0], 1.0);
+        assert_eq!(values("avg")[0], 2.0);
+        assert_eq!(unit_words("{request}"), "requests");
+        assert_eq!(unit_words("{requests}"), "requests");
+        assert_eq!(unit_words("1"), "");
+        assert_eq!(unit_words("By"), "By");
     }
 
     #[test]

@@ -342,6 +342,19 @@ async function uiRun(data) {
   assert.equal(new URL(page.url()).searchParams.get("start"), String(earlier), "a typed local time is sent as its instant");
   assert.ok((await page.$$("svg.lines g.series circle")).length >= 8, "a rate per second, step by step");
   await shot("metric-counter");
+
+  step("grouped by an attribute: one line per value, the series of each summed step by step");
+  await goto(`/metric?name=shop.orders&step=1s&${around}`);
+  const perSeries = await page.$$eval("svg.lines circle", (cs) => cs.map((c) => [Number(c.dataset.t), Number(c.dataset.v)]));
+  await goto(`/metric?name=shop.orders&step=1s&${around}&by=service.name`);
+  assert.deepEqual(await page.$$eval("ul.legend li", (items) => items.map((i) => i.dataset.series)), ["service.name=frontend"]);
+  const grouped = await page.$$eval("svg.lines circle", (cs) => cs.map((c) => [Number(c.dataset.t), Number(c.dataset.v)]));
+  const sums = new Map();
+  for (const [t, v] of perSeries) sums.set(t, (sums.get(t) ?? 0) + v);
+  assert.ok(grouped.length >= 6, `${grouped.length} steps`);
+  for (const [t, v] of grouped) assert.ok(Math.abs(v - sums.get(t)) < 1e-9, `step ${t}: ${v}, the routes' sum ${sums.get(t)}`);
+  assert.match(await page.textContent("figcaption"), /orders\/s · series summed by service\.name/, "the unit as words");
+  assert.ok((await page.$$eval("datalist#group-keys option", (o) => o.map((e) => e.value))).includes("route"), "the keys to group by are offered");
   await goto(`/metric?name=shop.request.duration&step=1s&${around}`);
   const quantiles = await page.$$eval("ul.legend li", (items) => items.map((i) => i.dataset.series));
   assert.deepEqual(quantiles, ["p50", "p95", "p99"]);
@@ -366,6 +379,11 @@ async function uiRun(data) {
   const barLabels = await page.$$eval("svg.bars text.bucket", (items) => items.map((i) => i.textContent));
   assert.deepEqual(barLabels, [...bounds.map((b) => `≤ ${b}`), `> ${bounds.at(-1)}`], "bucket labels as the bounds were sent");
   await shot("metric-http-duration");
+  await goto(`/metric?name=http.server.request.duration&${around}&by=http.route&q=p99`);
+  const group = await page.$eval("table.groups tbody tr", (r) => ({ group: r.dataset.group, values: Array.from(r.querySelectorAll("td[data-value]"), (td) => Number(td.dataset.value)) }));
+  assert.equal(group.group, "http.route=/slow");
+  assert.deepEqual(group.values, ["p50", "p95", "p99"].map((q) => figures[q].value), "a group's percentiles from its buckets, as the whole range's");
+  assert.deepEqual(await page.$$eval("ul.legend li", (items) => items.map((i) => i.dataset.series)), ["http.route=/slow"]);
   await goto("/metric?name=shop.temperature&agg=max");
   assert.equal(await page.$$eval("svg.lines g.series", (g) => g.length), 1);
 
