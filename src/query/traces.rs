@@ -649,6 +649,13 @@ pub(super) async fn search_traces(
         Some((latest, _)) => latest.saturating_add(1).min(end),
         None => end,
     };
+    // Where the newest spans before that are, by the rollup written with them: a search whose
+    // range ends after its data does (the last hour of spans that stopped minutes ago) starts
+    // at them, rather than doubling its windows through the empty minutes into one that holds
+    // minutes of spans.
+    if let Some(newest) = newest_minute(&client, &request.service, start, hi_at).await? {
+        hi_at = hi_at.min(newest.saturating_add(MINUTE_NANOS as i64));
+    }
     let mut width = FIRST_WINDOW_NANOS;
     let mut stopped = None;
     while found.len() <= page_size && hi_at > start {
@@ -730,6 +737,35 @@ pub(super) async fn search_traces(
         next_page_token = encode_trace_token(last.1, &last.0);
     }
     Ok(SearchTracesResponse { traces, next_page_token, message: stopped.unwrap_or_default() })
+}
+
+/// The start of the newest minute before `before` (and from `start`'s minute on) that holds a
+/// span of `service` (of any, when empty), as the span rollup counts them; None when it holds
+/// none there. Reads the rollup rows of the range, a few per minute and service.
+async fn newest_minute(
+    client: &super::Conn,
+    service: &str,
+    start: i64,
+    before: i64,
+) -> Result<Option<i64>, Status> {
+    let from = start - start.rem_euclid(MINUTE_NANOS as i64);
+    let rows = if service.is_empty() {
+        client
+            .query(
+                "SELECT max(minute_unix_nano) FROM span_rollup WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2",
+                &[&from, &before],
+            )
+            .await?
+    } else {
+        client
+            .query(
+                "SELECT max(minute_unix_nano) FROM span_rollup WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
+                 AND resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $3)",
+                &[&from, &before, &service],
+            )
+            .await?
+    };
+    Ok(rows.first().and_then(|row| row.get(0)))
 }
 
 /// Most traces a sorted search pages through: its pages go on by position, and each reads the

@@ -205,6 +205,7 @@ async function uiRun(data) {
   assert.equal(await page.$eval("#find-count", (e) => e.dataset.matches), "0");
 
   step("a span's details on click, its id in the URL, back and reload keep it");
+  await goto(`/trace/${data.trace_id}`);
   await page.click(`.span-row[data-span="${data.charge_span}"] .span-link`);
   await page.waitForSelector(`section.span-details[data-span="${data.charge_span}"]`);
   assert.match(page.url(), new RegExp(`span=${data.charge_span}`));
