@@ -257,7 +257,7 @@ pub fn lines(series: &[Line], x_range: (u64, u64), format: &dyn Fn(f64) -> Strin
             let reading = line.readings.get(i).copied().unwrap_or_default();
             let _ = write!(
                 out,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{}" data-t="{t}" data-v="{v}"{}><title>{} · {} · {}</title></circle>"#,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{}" data-t="{t}" data-v="{v:e}"{}><title>{} · {} · {}</title></circle>"#,
                 x_of(*t, x_range),
                 y_of(*v, y_range),
                 esc(&line.color),
