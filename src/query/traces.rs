@@ -110,6 +110,23 @@ impl Query {
         Ok(if self.trace_stored(trace_id).await? { LinkTarget::Trace } else { LinkTarget::NotStored })
     }
 
+    /// Up to `limit` service names in the order their first resource was stored (ties by
+    /// name), so that a service keeps its place, and its colour in the UI, as others arrive.
+    ///
+    /// # Errors
+    /// The database's, as a status.
+    pub async fn services_by_first_seen(&self, limit: i64) -> Result<Vec<String>, Status> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT service_name FROM resources WHERE service_name IS NOT NULL
+                 GROUP BY service_name ORDER BY min(first_seen), service_name LIMIT $1",
+                &[&limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     /// One span of a trace (more than one when an exporter's retry stored it twice), as
     /// TracesData with its resource and scope, and whether its parent is stored: two index
     /// probes, never the rest of the trace.

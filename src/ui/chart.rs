@@ -299,10 +299,20 @@ pub fn sparkline(points: &[(u64, f64)], x_range: (u64, u64), label: &str) -> Str
     let high = points.iter().map(|p| p.1).filter(|v| v.is_finite()).fold(0.0, f64::max);
     let span = x_range.1.saturating_sub(x_range.0).max(1) as f64;
     let mut path = String::new();
-    for (t, v) in points.iter().filter(|p| p.1.is_finite()) {
+    // A step without a value (no requests, so no error rate) breaks the line.
+    let mut gap = true;
+    for (t, v) in points {
+        if !v.is_finite() {
+            gap = true;
+            continue;
+        }
         let x = (t.saturating_sub(x_range.0) as f64 / span).min(1.0) * W;
         let y = if high > 0.0 { H - 1.0 - (v / high).clamp(0.0, 1.0) * (H - 2.0) } else { H - 1.0 };
-        let _ = write!(path, "{}{x:.1},{y:.1} ", if path.is_empty() { "M" } else { "L" });
+        // Each run starts with a dot (a short stroke, round-capped), so that a step alone
+        // between gaps still shows.
+        let _ =
+            write!(path, "{}{x:.1},{y:.1} {}", if gap { "M" } else { "L" }, if gap { "h0.1 " } else { "" });
+        gap = false;
     }
     format!(
         r#"<svg class="sparkline" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}"><title>{}</title><path d="{path}" fill="none"/></svg>"#,

@@ -9,8 +9,8 @@ use tonic::Request;
 
 use super::{
     attribute_filters, attribute_inputs, attribute_table, chart, cut, empty, error_box, href, page,
-    range_inputs, range_label, raw, service_color, string_attribute, time_el, time_range, time_range_message,
-    value_text, PageParams, QueryString, Screen, Ui, MAX_VALUE_CHARS,
+    range_inputs, range_label, raw, string_attribute, time_el, time_range, time_range_message, value_text,
+    Colors, PageParams, QueryString, Screen, Ui, MAX_VALUE_CHARS,
 };
 use crate::{
     query::proto::{
@@ -95,7 +95,8 @@ async fn results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
     let found =
         ui.query.search_logs(Request::new(request)).await.map_err(|s| s.message().to_owned())?.into_inner();
     let params = params.clone();
-    super::blocking(move || html! { (histogram(&counted)) (render(&found, &params)) }).await
+    let colors = ui.colors().await;
+    super::blocking(move || html! { (histogram(&counted)) (render(&found, &params, &colors)) }).await
 }
 
 /// The matching records per step, as bars.
@@ -181,7 +182,7 @@ fn occurrences(text: &str, needle: &str, ignore_case: bool) -> Vec<(usize, usize
 }
 
 /// The records of one answer, newest first, values cut at [`super::MAX_VALUE_CHARS`].
-fn render(found: &SearchLogsResponse, params: &QueryString) -> Markup {
+fn render(found: &SearchLogsResponse, params: &QueryString, colors: &Colors) -> Markup {
     let mut records = Vec::new();
     for rl in found.logs.as_ref().map_or(&[][..], |l| &l.resource_logs[..]) {
         let service = rl
@@ -224,7 +225,7 @@ fn render(found: &SearchLogsResponse, params: &QueryString) -> Markup {
                     div.line {
                         span.severity.(class) title=(format!("severity number {}", record.severity_number)) { (name) }
                         " " (time_el(time)) " "
-                        span.svc style=(format!("color:{}", service_color(service))) { (cut(service, 500)) }
+                        span.svc style=(format!("color:{}", colors.of(service))) { (cut(service, 500)) }
                         @if !record.event_name.is_empty() { " " span.tag { (cut(&record.event_name, 500)) } }
                         @if !record.trace_id.is_empty() {
                             " "
@@ -300,7 +301,7 @@ mod tests {
             }),
             ..SearchLogsResponse::default()
         };
-        let html = render(&found, &QueryString::default()).into_string();
+        let html = render(&found, &QueryString::default(), &Colors::default()).into_string();
         let at = |body: &str| html.find(body).unwrap_or_else(|| panic!("{body} shown"));
         let order = [at("record-1"), at("record-2"), at("record-3"), at("record-4")];
         assert!(order.is_sorted(), "{html}");

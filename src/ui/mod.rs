@@ -19,6 +19,12 @@ mod metrics;
 pub mod security;
 mod traces;
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
 use axum::{
     extract::{Query as Params, Request},
     http::{header, HeaderValue, StatusCode},
@@ -45,12 +51,69 @@ const ICON: &str = include_str!("assets/icon.svg");
 #[derive(Clone)]
 pub struct Ui {
     query: Query,
+    /// The service colours and when they were read, shared by every page.
+    colors: Arc<Mutex<Option<(Instant, Colors)>>>,
+}
+
+/// How long the service colours are kept before they are read again.
+const COLORS_FRESH: Duration = Duration::from_secs(30);
+/// Services given a colour by the order they were first stored, at most; the rest get one by
+/// a hash of their name.
+const COLORED_SERVICES: i64 = 1000;
+
+impl Ui {
+    /// The service colours: read again when older than [`COLORS_FRESH`]; when they cannot be
+    /// read, the last ones, or colours by hash alone.
+    async fn colors(&self) -> Colors {
+        if let Some((read, colors)) = &*self.colors.lock().unwrap_or_else(|e| e.into_inner()) {
+            if read.elapsed() < COLORS_FRESH {
+                return colors.clone();
+            }
+        }
+        let Ok(services) = self.query.services_by_first_seen(COLORED_SERVICES).await else {
+            let kept = self.colors.lock().unwrap_or_else(|e| e.into_inner());
+            return kept.as_ref().map(|(_, colors)| colors.clone()).unwrap_or_default();
+        };
+        let colors = Colors::new(services);
+        *self.colors.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), colors.clone()));
+        colors
+    }
+}
+
+/// A categorical palette: hues far apart, each dark enough to read as text on white, none the
+/// red that marks errors.
+const PALETTE: [&str; 10] = [
+    "#1f77b4", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#b8860b", "#8c564b", "#0e8a9c",
+    "#5d6d7e",
+];
+
+/// A colour per service, the same on every page: services take the palette's colours in the
+/// order they were first stored, so the first ten all differ and a service keeps its colour
+/// as others arrive.
+#[derive(Clone, Default)]
+pub struct Colors {
+    slots: Arc<HashMap<String, usize>>,
+}
+
+impl Colors {
+    fn new(services: Vec<String>) -> Self {
+        Self { slots: Arc::new(services.into_iter().enumerate().map(|(i, s)| (s, i)).collect()) }
+    }
+
+    pub fn of(&self, service: &str) -> &'static str {
+        let slot = self
+            .slots
+            .get(service)
+            .copied()
+            .unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(service.as_bytes()) as usize);
+        PALETTE[slot % PALETTE.len()]
+    }
 }
 
 /// The UI's routes, behind the query token. `secure_cookie` marks the sign-in cookie Secure
 /// (the listener speaks TLS).
 pub fn router(query: Query, access: Access, secure_cookie: bool) -> Router {
-    let ui = Ui { query };
+    let ui = Ui { query, colors: Arc::default() };
     let pages = Router::new()
         .route("/", get(traces::services))
         .route("/operations", get(traces::operations))
@@ -517,12 +580,6 @@ pub fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a
     })
 }
 
-/// A colour per service, the same on every page.
-pub fn service_color(service: &str) -> String {
-    let hash = xxhash_rust::xxh3::xxh3_64(service.as_bytes());
-    format!("hsl({} 60% 45%)", hash % 360)
-}
-
 #[derive(Deserialize)]
 struct LoginQuery {
     next: Option<String>,
@@ -691,6 +748,19 @@ pub fn raw(markup: String) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_keep_distinct_colours_as_others_arrive() {
+        let first: Vec<String> = (0..PALETTE.len()).map(|i| format!("service-{i}")).collect();
+        let colors = Colors::new(first.clone());
+        let taken: std::collections::HashSet<&str> = first.iter().map(|s| colors.of(s)).collect();
+        assert_eq!(taken.len(), PALETTE.len(), "the first ten services each get their own colour");
+        let later = Colors::new(first.iter().cloned().chain(["late".to_owned()]).collect());
+        for service in &first {
+            assert_eq!(colors.of(service), later.of(service), "{service} keeps its colour");
+        }
+        assert!(PALETTE.contains(&Colors::default().of("never stored")), "a palette colour by hash");
+    }
 
     #[test]
     fn durations_read_as_people_write_them() {

@@ -19,8 +19,8 @@ use tonic::{Code, Request};
 use super::critical_path;
 use super::{
     attribute_filters, attribute_inputs, attribute_table, chart, cut, duration_text, empty, encode_query,
-    error_box, href, page, range_inputs, range_label, rate_text, raw, service_color, step_text,
-    string_attribute, time_el, time_range, time_range_message, PageParams, QueryString, Screen, Ui,
+    error_box, href, page, range_inputs, range_label, rate_text, raw, step_text, string_attribute, time_el,
+    time_range, time_range_message, Colors, PageParams, QueryString, Screen, Ui,
 };
 use crate::query::{
     jaeger::{parse_go_duration, span_kind_name},
@@ -81,26 +81,27 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
     if stats.is_empty() {
         return Ok(empty(&nothing_yet(params)));
     }
+    let colors = ui.colors().await;
     let carry = params.range_only();
     let every = step_text(step);
     let seconds = step as f64 / 1e9;
     Ok(html! {
-        (red_over_time(&stats, range, step))
+        (red_over_time(&stats, range, step, &colors))
         table.results.services {
             thead { tr {
                 th { "Service" } th.num { "Spans" }
                 th.num title="Requests in the range divided by its length" { "Requests/s, mean" }
                 th.num title=(format!("The highest rate of one {every} in the range")) { "Requests/s, busiest " (every) }
                 th { "Requests per " (every) }
-                th.num { "Error rate" }
-                th.num { "p50" } th.num { "p95" } th.num { "p99" } th {}
+                th.num { "Error rate" } th { "per " (every) }
+                th.num { "p50" } th.num { "p95" } th.num { "p99" } th { "p95 per " (every) } th {}
             } }
             tbody {
                 @for s in &stats {
                     @let traces = href("/traces", &[("service", &s.service)], &carry);
                     @let operations = href("/operations", &[("service", &s.service)], &carry);
                     tr data-service=(s.service) {
-                        td { span.dot style=(format!("background:{}", service_color(&s.service))) {} a href=(traces) { (s.service) } }
+                        td { span.dot style=(format!("background:{}", colors.of(&s.service))) {} a href=(traces) { (s.service) } }
                         td.num { (s.span_count) }
                         td.num.rate-mean { (rate_text(s.request_rate)) }
                         td.num.rate-peak {
@@ -115,8 +116,16 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
                                 (format!("{:.1}%", s.error_count as f64 * 100.0 / s.request_count as f64))
                             }
                         }
-                        @for p in [s.p50_nanos, s.p95_nanos, s.p99_nanos] {
-                            td.num { @if s.request_count == 0 { "–" } @else { (duration_text(p)) } }
+                        td.error-line {
+                            @let rates: Vec<(u64, f64)> = s.steps.iter().map(|p| (p.start_unix_nano, error_percent(p))).collect();
+                            (raw(chart::sparkline(&rates, range, &format!("{}: error rate per {every}{}", s.service, extent(&rates, &|v| format!("{v:.1}%"))))))
+                        }
+                        @for (class, p) in [("num p50", s.p50_nanos), ("num p95", s.p95_nanos), ("num p99", s.p99_nanos)] {
+                            td class=(class) { @if s.request_count == 0 { "–" } @else { (duration_text(p)) } }
+                        }
+                        td.p95-line {
+                            @let p95: Vec<(u64, f64)> = s.steps.iter().map(|p| (p.start_unix_nano, step_p95(p))).collect();
+                            (raw(chart::sparkline(&p95, range, &format!("{}: p95 per {every}{}", s.service, extent(&p95, &|v| duration_text(v as u64))))))
                         }
                         td { a href=(traces) { "traces" } " · " a href=(operations) { "operations" } }
                     }
@@ -137,8 +146,8 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
                 tbody {
                     @for d in &dependencies {
                         tr data-edge=(format!("{} -> {}", d.parent, d.child)) {
-                            td { span.dot style=(format!("background:{}", service_color(&d.parent))) {} (d.parent) }
-                            td { span.dot style=(format!("background:{}", service_color(&d.child))) {} a href=(href("/traces", &[("service", &d.child)], &carry)) { (d.child) } }
+                            td { span.dot style=(format!("background:{}", colors.of(&d.parent))) {} (d.parent) }
+                            td { span.dot style=(format!("background:{}", colors.of(&d.child))) {} a href=(href("/traces", &[("service", &d.child)], &carry)) { (d.child) } }
                             td.num { (d.call_count) }
                         }
                     }
@@ -148,8 +157,37 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
     })
 }
 
+/// A step's error rate in percent; none for a step without requests.
+fn error_percent(step: &StatsStep) -> f64 {
+    if step.request_count == 0 {
+        f64::NAN
+    } else {
+        step.error_count as f64 * 100.0 / step.request_count as f64
+    }
+}
+
+/// A step's p95 in nanoseconds; none for a step without requests.
+fn step_p95(step: &StatsStep) -> f64 {
+    if step.request_count == 0 {
+        f64::NAN
+    } else {
+        step.p95_nanos as f64
+    }
+}
+
+/// ", from X to Y" over a line's values, for its title; nothing when it has none.
+fn extent(points: &[(u64, f64)], text: &dyn Fn(f64) -> String) -> String {
+    let values = points.iter().map(|p| p.1).filter(|v| v.is_finite());
+    let low = values.clone().fold(f64::INFINITY, f64::min);
+    let high = values.fold(f64::NEG_INFINITY, f64::max);
+    if low > high {
+        return String::new();
+    }
+    format!(", from {} to {}", text(low), text(high))
+}
+
 /// Request rate, error rate and p95 per step of the busiest services, as three small charts.
-fn red_over_time(stats: &[ServiceStats], range: (u64, u64), step: u64) -> Markup {
+fn red_over_time(stats: &[ServiceStats], range: (u64, u64), step: u64, colors: &Colors) -> Markup {
     let mut busiest: Vec<&ServiceStats> = stats.iter().filter(|s| s.request_count > 0).collect();
     busiest.sort_by(|a, b| b.request_count.cmp(&a.request_count).then_with(|| a.service.cmp(&b.service)));
     busiest.truncate(CHARTED_SERVICES);
@@ -159,28 +197,14 @@ fn red_over_time(stats: &[ServiceStats], range: (u64, u64), step: u64) -> Markup
     let seconds = step as f64 / 1e9;
     let line = |s: &ServiceStats, value: &dyn Fn(&StatsStep) -> f64| chart::Line {
         label: s.service.clone(),
-        color: service_color(&s.service),
+        color: colors.of(&s.service).to_owned(),
         points: s.steps.iter().map(|p| (p.start_unix_nano, value(p))).collect(),
         readings: Vec::new(),
     };
     let rates: Vec<chart::Line> =
         busiest.iter().map(|s| line(s, &|p| p.request_count as f64 / seconds)).collect();
-    let errors: Vec<chart::Line> = busiest
-        .iter()
-        .map(|s| {
-            line(s, &|p| {
-                if p.request_count == 0 {
-                    f64::NAN
-                } else {
-                    p.error_count as f64 * 100.0 / p.request_count as f64
-                }
-            })
-        })
-        .collect();
-    let p95: Vec<chart::Line> = busiest
-        .iter()
-        .map(|s| line(s, &|p| if p.request_count == 0 { f64::NAN } else { p.p95_nanos as f64 }))
-        .collect();
+    let errors: Vec<chart::Line> = busiest.iter().map(|s| line(s, &error_percent)).collect();
+    let p95: Vec<chart::Line> = busiest.iter().map(|s| line(s, &step_p95)).collect();
     let every = step_text(step);
     html! {
         div.red {
@@ -189,7 +213,7 @@ fn red_over_time(stats: &[ServiceStats], range: (u64, u64), step: u64) -> Markup
             figure.red-chart data-chart="p95" { (raw(chart::lines(&p95, range, &|v| duration_text(v.max(0.0) as u64)))) figcaption { "p95 duration, per " (every) } }
         }
         p.legend {
-            @for s in &busiest { span.tag style=(format!("border-color:{}", service_color(&s.service))) { (s.service) } " " }
+            @for s in &busiest { span.tag style=(format!("border-color:{}", colors.of(&s.service))) { (s.service) } " " }
         }
     }
 }
@@ -234,12 +258,13 @@ pub async fn operations(State(ui): State<Ui>, PageParams(params): PageParams<Que
     }
     .await
     .unwrap_or_else(|message| error_box(&message));
+    let colors = ui.colors().await;
     page(
         &format!("Operations of {service}"),
         Screen::Services,
         &params,
         html! {
-            h1 { "Operations of " span style=(format!("color:{}", service_color(&service))) { (service) } }
+            h1 { "Operations of " span style=(format!("color:{}", colors.of(&service))) { (service) } }
             form.search method="get" action="/operations" {
                 input type="hidden" name="service" value=(service);
                 (range_inputs(&params)) button type="submit" { "Show" }
@@ -343,6 +368,7 @@ async fn search_results(ui: &Ui, params: &QueryString) -> Result<Markup, String>
     let range = request.time_range.map_or((0, 0), |r| (r.start_unix_nano, r.end_unix_nano));
     let found =
         ui.query.search_traces(Request::new(request)).await.map_err(|s| s.message().to_owned())?.into_inner();
+    let colors = ui.colors().await;
     // A search that stopped early says why and how far back it read, with a link to go on.
     let partial = html! {
         @if !found.message.is_empty() {
@@ -412,7 +438,7 @@ async fn search_results(ui: &Ui, params: &QueryString) -> Result<Markup, String>
                         td {
                             a href=(trace_href(&t.trace_id)) {
                                 @if t.root_service.is_empty() { em { "root span not stored" } } @else {
-                                    span.svc style=(format!("color:{}", service_color(&t.root_service))) { (t.root_service) } ": " (t.root_span_name)
+                                    span.svc style=(format!("color:{}", colors.of(&t.root_service))) { (t.root_service) } ": " (t.root_span_name)
                                 }
                             }
                             br; small.id { (t.trace_id) }
@@ -421,7 +447,7 @@ async fn search_results(ui: &Ui, params: &QueryString) -> Result<Markup, String>
                         td.num { (duration_text(t.duration_nanos)) }
                         td.num { (t.span_count) }
                         td.num.errors[t.error_count > 0] { (t.error_count) }
-                        td { @for s in &t.services { span.tag style=(format!("border-color:{}", service_color(s))) { (s) } " " } }
+                        td { @for s in &t.services { span.tag style=(format!("border-color:{}", colors.of(s))) { (s) } " " } }
                     }
                 }
             }
@@ -547,9 +573,12 @@ pub async fn trace(
         Some(span) => links_stored(&ui, span).await,
         None => Vec::new(),
     };
-    super::blocking(move || timeline_page(&data, &trace_id, selected_id.as_deref(), &linked, &params))
-        .await
-        .unwrap_or_else(|message| page("Trace", Screen::Traces, &QueryString::default(), error_box(&message)))
+    let colors = ui.colors().await;
+    super::blocking(move || {
+        timeline_page(&data, &trace_id, selected_id.as_deref(), &linked, &params, &colors)
+    })
+    .await
+    .unwrap_or_else(|message| page("Trace", Screen::Traces, &QueryString::default(), error_box(&message)))
 }
 
 /// The trace as OTLP/JSON, the body of an OTLP/HTTP export request that would send it again,
@@ -606,6 +635,7 @@ fn timeline_page(
     selected_id: Option<&str>,
     linked: &[LinkTarget],
     params: &QueryString,
+    colors: &Colors,
 ) -> Response {
     let placed = place(data);
     let t0 = placed.iter().map(|p| p.span.start_time_unix_nano).min().unwrap_or(0);
@@ -616,7 +646,7 @@ fn timeline_page(
     let root = placed.iter().find(|p| p.span.parent_span_id.is_empty()).or(placed.first());
     let selected = selected_id.and_then(|id| placed.iter().position(|p| hex::encode(&p.span.span_id) == id));
     let details = match selected {
-        Some(i) => details(trace_id, &placed[i], linked),
+        Some(i) => details(trace_id, &placed[i], linked, colors),
         None => html! { p.hint { "Click a span to see its attributes, events and links." } },
     };
     // Logs around the trace: ten minutes either side.
@@ -650,7 +680,7 @@ fn timeline_page(
         header.trace-header {
             h1 {
                 @if let Some(root) = root {
-                    span.svc style=(format!("color:{}", service_color(root.service))) { (root.service) } ": " (root.span.name)
+                    span.svc style=(format!("color:{}", colors.of(root.service))) { (root.service) } ": " (root.span.name)
                 }
             }
             dl.facts {
@@ -689,7 +719,7 @@ fn timeline_page(
                     @let duration = p.span.end_time_unix_nano.saturating_sub(p.span.start_time_unix_nano);
                     @let start = x(p.span.start_time_unix_nano);
                     @let width = (x(p.span.end_time_unix_nano) - start).max(1.5);
-                    @let color = service_color(p.service);
+                    @let color = colors.of(p.service);
                     div.span-row.failed[is_error(p.span)].selected[selected == Some(i)].critical[!critical[i].is_empty()].match[matches[i]]
                         data-span=(id) data-depth=(p.depth) data-self=(self_times[i]) {
                         div.label style=(format!("padding-left:{}px", 4 + p.depth.min(200) * 14)) {
@@ -772,6 +802,7 @@ async fn span_fragment(ui: &Ui, trace_id: String, span_id: String) -> (StatusCod
         );
     };
     let linked = links_stored(ui, span).await;
+    let colors = ui.colors().await;
     let rendered = super::blocking(move || {
         let rs = data.resource_spans.first()?;
         let ss = rs.scope_spans.first()?;
@@ -791,7 +822,7 @@ async fn span_fragment(ui: &Ui, trace_id: String, span_id: String) -> (StatusCod
             has_children: false,
             orphan: !parent_stored,
         };
-        Some(details(&trace_id, &placed, &linked).into_string())
+        Some(details(&trace_id, &placed, &linked, &colors).into_string())
     })
     .await;
     match rendered {
@@ -819,7 +850,7 @@ async fn links_stored(ui: &Ui, span: &Span) -> Vec<LinkTarget> {
     stored
 }
 
-fn details(trace_id: &str, p: &Placed<'_>, linked: &[LinkTarget]) -> Markup {
+fn details(trace_id: &str, p: &Placed<'_>, linked: &[LinkTarget], colors: &Colors) -> Markup {
     let span = p.span;
     let status = span.status.clone().unwrap_or_default();
     let status_name = match SpanStatus::try_from(status.code) {
@@ -873,7 +904,7 @@ fn details(trace_id: &str, p: &Placed<'_>, linked: &[LinkTarget]) -> Markup {
                     @match target {
                         LinkTarget::Span { service, name } => {
                             a href=(href) {
-                                span.svc style=(format!("color:{}", service_color(service.as_deref().unwrap_or("unknown service")))) { (cut(service.as_deref().unwrap_or("unknown service"), MAX_NAME_CHARS)) }
+                                span.svc style=(format!("color:{}", colors.of(service.as_deref().unwrap_or("unknown service")))) { (cut(service.as_deref().unwrap_or("unknown service"), MAX_NAME_CHARS)) }
                                 ": " (cut(name, MAX_NAME_CHARS))
                             }
                             br; small.id { "trace " (id) ", span " (hex::encode(&link.span_id)) }

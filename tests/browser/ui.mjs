@@ -102,9 +102,8 @@ async function uiRun(data) {
   await page.waitForSelector("tr[data-service=frontend]");
   const services = await page.$$eval("table.services tbody tr", (rows) => rows.map((r) => r.dataset.service));
   assert.ok(services.includes("frontend") && services.includes("payments") && services.includes("batch"), `${services}`);
-  const payments = await page.$$eval("tr[data-service=payments] td", (cells) => cells.map((c) => c.textContent.trim()));
   assert.equal(await page.textContent("tr[data-service=payments] td.error-rate"), "100.0%", "payments' one served span failed");
-  assert.match(payments[6], /ms$/, "p50 is a duration");
+  assert.match(await page.textContent("tr[data-service=payments] td.p50"), /ms$/, "p50 is a duration");
   const edges = await page.$$eval("table.dependencies tbody tr", (rows) => rows.map((r) => [r.dataset.edge, r.lastElementChild.textContent]));
   assert.deepEqual(edges, [["frontend -> payments", "1"]], "frontend's POST /charge called payments once");
   const red = await page.$$eval(".red figure.red-chart", (figures) => figures.map((f) => f.dataset.chart));
@@ -120,6 +119,16 @@ async function uiRun(data) {
   assert.ok(mean < peak, `the hour's mean ${mean}/s is below the busiest minute's ${peak}/s`);
   assert.match(await page.textContent("table.services thead"), /Requests\/s, mean.*Requests\/s, busiest minute/s);
   assert.ok(await page.$("tr[data-service=frontend] td.rate-line svg.sparkline path"), "requests per minute, in the row");
+  // Error rate and p95 per minute in the row too; the error line's title names the lowest and
+  // highest minute, as SQL over the spans gives them.
+  const [lowError, highError] = data.sql.frontend_error_percent;
+  assert.equal(await page.textContent("tr[data-service=frontend] td.error-line svg title"),
+    `frontend: error rate per minute, from ${lowError.toFixed(1)}% to ${highError.toFixed(1)}%`);
+  assert.match(await page.textContent("tr[data-service=frontend] td.p95-line svg title"), /^frontend: p95 per minute, from [\d.]+ [nµm]?s to [\d.]+ [nµm]?s$/);
+  step("service colours: a different palette colour each, the same on every page");
+  const colors = Object.fromEntries(await page.$$eval("table.services tbody tr", (rows) =>
+    rows.map((r) => [r.dataset.service, getComputedStyle(r.querySelector("span.dot")).backgroundColor])));
+  assert.equal(new Set(Object.values(colors)).size, Object.keys(colors).length, `distinct colours: ${JSON.stringify(colors)}`);
   await shot("services");
 
   step("a service's operations with their spans, error rate and percentiles, as SQL counts them");
@@ -172,6 +181,11 @@ async function uiRun(data) {
     ["GET /checkout", 0], ["POST /charge", 1], ["charge", 2], ["SELECT accounts", 3],
   ]);
   assert.equal(await page.textContent("#span-count"), "4");
+  const timelineColors = await page.$$eval(".span-row", (rs) =>
+    rs.map((r) => [r.querySelector(".svc").textContent, getComputedStyle(r.querySelector(".svc")).color]));
+  for (const [service, color] of timelineColors) {
+    assert.equal(color, colors[service], `${service} has its services-page colour on the timeline`);
+  }
   assert.equal(await page.$$eval(".span-row.failed", (e) => e.length), 3, "three spans failed");
   assert.ok((await page.$$(".span-row rect.event")).length >= 2, "events are marked on their bars");
 

@@ -95,6 +95,19 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         .await
         .expect("busiest minute")
         .get(0);
+    // The lowest and highest share of frontend's requests that failed in one minute, in percent.
+    let error_extent = t
+        .sql
+        .query_one(
+            "SELECT min(p)::float8, max(p)::float8 FROM (
+                 SELECT count(*) FILTER (WHERE s.status_code = 2) * 100.0 / count(*) AS p
+                 FROM spans s JOIN resources r USING (resource_id)
+                 WHERE r.service_name = 'frontend' AND s.kind IN (2, 5)
+                 GROUP BY s.start_time_unix_nano / 60000000000) m",
+            &[],
+        )
+        .await
+        .expect("error rate per minute");
     // Every log record, newest first by its own time (its observed time when it has none).
     let log_times: Vec<String> = t
         .sql
@@ -166,6 +179,7 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         "health_records": health_records,
         "self_times": self_times,
         "busiest_minute_requests": busiest,
+        "frontend_error_percent": [error_extent.get::<_, f64>(0), error_extent.get::<_, f64>(1)],
         "log_times": log_times,
         "slow_bounds": slow.get::<_, Vec<f64>>(0),
         "slow_counts": slow.get::<_, Vec<i64>>(1),
