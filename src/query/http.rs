@@ -27,7 +27,7 @@ use super::{
     proto::{
         query_service_server::QueryService, AttributeFilter, CountLogsRequest, GetTraceRequest,
         ListMetricsRequest, ListOperationsRequest, ListServiceDependenciesRequest, ListServiceStatsRequest,
-        ListServicesRequest, QueryMetricsRequest, SearchLogsRequest, SearchTracesRequest,
+        ListServicesRequest, LogFacetsRequest, QueryMetricsRequest, SearchLogsRequest, SearchTracesRequest,
     },
     Query,
 };
@@ -68,6 +68,14 @@ doubles!(
 );
 
 impl Doubles for CountLogsRequest {
+    fn each_double(&mut self, f: &mut dyn FnMut(&mut f64)) {
+        if let Some(filters) = self.filters.as_mut() {
+            filters.each_double(f);
+        }
+    }
+}
+
+impl Doubles for LogFacetsRequest {
     fn each_double(&mut self, f: &mut dyn FnMut(&mut f64)) {
         if let Some(filters) = self.filters.as_mut() {
             filters.each_double(f);
@@ -132,6 +140,7 @@ async fn call(
         "SearchTraces" => unary(body, |r| async move { q.search_traces(Request::new(r)).await }).await,
         "SearchLogs" => unary(body, |r| async move { q.search_logs(Request::new(r)).await }).await,
         "CountLogs" => unary(body, |r| async move { q.count_logs(Request::new(r)).await }).await,
+        "LogFacets" => unary(body, |r| async move { q.log_facets(Request::new(r)).await }).await,
         "ListMetrics" => unary(body, |r| async move { q.list_metrics(Request::new(r)).await }).await,
         "QueryMetrics" => unary(body, |r| async move { q.query_metrics(Request::new(r)).await }).await,
         "ListServices" => unary(body, |r| async move { q.list_services(Request::new(r)).await }).await,

@@ -1,14 +1,20 @@
 //! SearchLogs: log records back out of `logs`, rebuilt into OTLP and grouped by resource and
 //! scope.
 
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, LogsData, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::{
+    common::v1::AnyValue,
+    logs::v1::{LogRecord, LogsData, ResourceLogs, ScopeLogs},
+};
 use tokio_postgres::Row;
 use tonic::Status;
 
 use super::{
     attribute_condition, bad_token, corrupt, decode_off_thread, decode_token, dimensions, encode_token,
     group_by_dimensions, page_size,
-    proto::{CountLogsRequest, CountLogsResponse, LogCountStep, SearchLogsRequest, SearchLogsResponse},
+    proto::{
+        CountLogsRequest, CountLogsResponse, Facet, FacetValue, LogCountStep, LogFacetsRequest,
+        LogFacetsResponse, SearchLogsRequest, SearchLogsResponse,
+    },
     resolve_range, steps_in,
     traces::parse_trace_id,
     u32_column, Query, Resources, Scopes, Sql,
@@ -128,8 +134,15 @@ fn filters(q: &Query, request: &SearchLogsRequest, sql: &mut Sql) -> Result<Stri
 const MAX_COUNT_STEPS: i64 = 1440;
 /// Steps in a range when the request names no step.
 const DEFAULT_COUNT_STEPS: i64 = 60;
-/// The first severity number of ERROR.
-const SEVERITY_ERROR: i32 = 17;
+/// Severity ranges CountLogs counts apart: unset, TRACE, DEBUG, INFO, WARN, ERROR, FATAL.
+const SEVERITY_RANGES: usize = 7;
+/// The range of ERROR; it and FATAL's are counted as errors.
+const ERROR_RANGE: usize = 5;
+
+/// A severity number's range, 0 (unset) to 6 (FATAL, and numbers past 24), as SQL.
+fn severity_range_sql(number: &str) -> String {
+    format!("CASE WHEN {number} < 1 THEN 0 WHEN {number} > 24 THEN 6 ELSE ({number} + 3) / 4 END")
+}
 
 /// Log records matching SearchLogs' filters per step: from `log_rollup` (by minute, resource
 /// and severity) when the filters are service and severity alone, so the count costs the
@@ -159,10 +172,10 @@ pub(super) async fn count_logs(q: &Query, request: &CountLogsRequest) -> Result<
     let (start_param, end_param, step_param) = (sql.param(start), sql.param(end), sql.param(step));
     let query = if from_records {
         format!(
-            "SELECT (l.timestamp_unix_nano - {start_param}) / {step_param}, count(*),
-                    count(*) FILTER (WHERE l.severity_number >= {SEVERITY_ERROR})
+            "SELECT (l.timestamp_unix_nano - {start_param}) / {step_param}, {}, count(*)
              FROM logs l WHERE l.timestamp_unix_nano >= {start_param} AND l.timestamp_unix_nano < {end_param}{}
-             GROUP BY 1",
+             GROUP BY 1, 2",
+            severity_range_sql("l.severity_number"),
             filters(q, &filters_of, &mut sql)?
         )
     } else {
@@ -178,10 +191,10 @@ pub(super) async fn count_logs(q: &Query, request: &CountLogsRequest) -> Result<
             conditions += &format!(" AND u.severity_number >= {}", sql.param(filters_of.min_severity));
         }
         format!(
-            "SELECT (u.minute_unix_nano - {start_param}) / {step_param}, sum(u.records)::bigint,
-                    coalesce(sum(u.records) FILTER (WHERE u.severity_number >= {SEVERITY_ERROR}), 0)::bigint
+            "SELECT (u.minute_unix_nano - {start_param}) / {step_param}, {}, sum(u.records)::bigint
              FROM log_rollup u WHERE u.minute_unix_nano >= {start_param} AND u.minute_unix_nano < {end_param}{conditions}
-             GROUP BY 1"
+             GROUP BY 1, 2",
+            severity_range_sql("u.severity_number")
         )
     };
     let (rows, full) = q.client().await?.query_within(&query, &sql.params(), &mut q.budget()).await?;
@@ -191,16 +204,118 @@ pub(super) async fn count_logs(q: &Query, request: &CountLogsRequest) -> Result<
         ));
     }
     let mut counts: Vec<LogCountStep> = (0..steps)
-        .map(|i| LogCountStep { start_unix_nano: (start + i * step) as u64, records: 0, errors: 0 })
+        .map(|i| LogCountStep {
+            start_unix_nano: (start + i * step) as u64,
+            records: 0,
+            errors: 0,
+            by_severity: vec![0; SEVERITY_RANGES],
+        })
         .collect();
     for row in &rows {
         let Some(slot) = usize::try_from(row.get::<_, i64>(0)).ok().and_then(|i| counts.get_mut(i)) else {
             continue;
         };
-        slot.records += row.get::<_, i64>(1) as u64;
-        slot.errors += row.get::<_, i64>(2) as u64;
+        let range = row.get::<_, i32>(1) as usize;
+        let records = row.get::<_, i64>(2) as u64;
+        slot.records += records;
+        slot.by_severity[range] += records;
+        if range >= ERROR_RANGE {
+            slot.errors += records;
+        }
     }
     Ok(CountLogsResponse { steps: counts, step_nanos: step as u64, from_records })
+}
+
+/// Records LogFacets reads when the request names no sample, and at most.
+const DEFAULT_FACET_SAMPLE: u32 = 1_000;
+const MAX_FACET_SAMPLE: u32 = 10_000;
+/// Attribute keys and services LogFacets answers with at most, and values per key.
+const MAX_FACET_KEYS: usize = 12;
+const MAX_FACET_VALUES: usize = 8;
+/// Longest string value counted, in characters: longer ones are rarely shared, and a facet is
+/// something to click.
+const MAX_FACET_VALUE_CHARS: i32 = 200;
+
+/// The commonest services and attribute values of the newest matching records: one query
+/// reads the sample (newest first, as SearchLogs pages) and counts in the database, so only
+/// the counts come back.
+pub(super) async fn log_facets(q: &Query, request: &LogFacetsRequest) -> Result<LogFacetsResponse, Status> {
+    let filters_of = request.filters.clone().unwrap_or_default();
+    let (start, end) = resolve_range(filters_of.time_range.as_ref(), "filters.time_range")?;
+    let sample = match request.sample {
+        0 => DEFAULT_FACET_SAMPLE,
+        n => n.min(MAX_FACET_SAMPLE),
+    };
+    let mut sql = Sql::default();
+    let (start, end) = (sql.param(start), sql.param(end));
+    let conditions = filters(q, &filters_of, &mut sql)?;
+    let limit = sql.param(i64::from(sample));
+    let values = sql.param(MAX_FACET_VALUES as i64);
+    let chars = sql.param(MAX_FACET_VALUE_CHARS);
+    // Per key, its values held by two records or more, commonest first; the service of each
+    // resource; and how many records were read.
+    let query = format!(
+        "WITH sample AS MATERIALIZED (
+             SELECT l.resource_id, l.attributes FROM logs l
+             WHERE l.timestamp_unix_nano >= {start} AND l.timestamp_unix_nano < {end}{conditions}
+             ORDER BY l.timestamp_unix_nano DESC LIMIT {limit}),
+         pairs AS (
+             SELECT a.key, a.value::text AS value, count(*) AS records FROM sample s, jsonb_each(s.attributes) a
+             WHERE jsonb_typeof(a.value) IN ('string', 'number', 'boolean')
+               AND (jsonb_typeof(a.value) <> 'string' OR length(a.value #>> '{{}}') <= {chars})
+             GROUP BY a.key, a.value::text HAVING count(*) > 1),
+         ranked AS (
+             SELECT key, value, records, row_number() OVER (PARTITION BY key ORDER BY records DESC, value) AS n
+             FROM pairs)
+         SELECT 'attribute', key, value, records FROM ranked WHERE n <= {values}
+         UNION ALL
+         SELECT 'service', NULL, to_jsonb(r.service_name)::text, count(*) FROM sample s JOIN resources r USING (resource_id)
+         WHERE r.service_name IS NOT NULL GROUP BY r.service_name
+         UNION ALL
+         SELECT 'sampled', NULL, NULL, count(*) FROM sample"
+    );
+    let (rows, full) = q.client().await?.query_within(&query, &sql.params(), &mut q.budget()).await?;
+    if full {
+        return Err(Status::resource_exhausted(
+            "the facets take more memory than an answer may (query.answer_bytes)",
+        ));
+    }
+    let mut sampled = 0;
+    let mut services = Vec::new();
+    let mut keys: Vec<Facet> = Vec::new();
+    for row in &rows {
+        let records = row.get::<_, i64>(3) as u64;
+        // As text: jsonb holds 200 and 200.0 equal, the int and the double they map from not.
+        let value = || -> Result<Option<AnyValue>, Status> {
+            let Some(text) = row.get::<_, Option<&str>>(2) else { return Ok(None) };
+            let json: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| Status::internal(format!("a facet value is not JSON: {e}")))?;
+            any_value_from_json(&json).map(Some).map_err(corrupt)
+        };
+        match row.get::<_, &str>(0) {
+            "sampled" => sampled = records,
+            "service" => services.push(FacetValue { value: value()?, records }),
+            _ => {
+                let key: String = row.get(1);
+                let entry = FacetValue { value: value()?, records };
+                match keys.iter_mut().find(|facet| facet.key == key) {
+                    Some(facet) => facet.values.push(entry),
+                    None => keys.push(Facet { key, values: vec![entry] }),
+                }
+            }
+        }
+    }
+    let commonest = |values: &mut Vec<FacetValue>| values.sort_by_key(|v| std::cmp::Reverse(v.records));
+    commonest(&mut services);
+    services.truncate(MAX_FACET_KEYS);
+    for facet in &mut keys {
+        commonest(&mut facet.values);
+    }
+    // A key whose commonest values hold the most records first: what most records share.
+    let covered = |facet: &Facet| facet.values.iter().map(|v| v.records).sum::<u64>();
+    keys.sort_by(|a, b| covered(b).cmp(&covered(a)).then_with(|| a.key.cmp(&b.key)));
+    keys.truncate(MAX_FACET_KEYS);
+    Ok(LogFacetsResponse { sampled, complete: sampled < u64::from(sample), services, attributes: keys })
 }
 
 /// Log records' OTLP from their rows and their resources and scopes; records keep their

@@ -358,6 +358,13 @@ impl QueryService for Query {
         Ok(Response::new(logs::count_logs(self, request.get_ref()).await?))
     }
 
+    async fn log_facets(
+        &self,
+        request: Request<proto::LogFacetsRequest>,
+    ) -> Result<Response<proto::LogFacetsResponse>, Status> {
+        Ok(Response::new(logs::log_facets(self, request.get_ref()).await?))
+    }
+
     async fn list_metrics(
         &self,
         request: Request<ListMetricsRequest>,

@@ -110,6 +110,20 @@ impl Query {
         Ok(if self.trace_stored(trace_id).await? { LinkTarget::Trace } else { LinkTarget::NotStored })
     }
 
+    /// Whether any log record is stored, and the newest minute the log rollup counts one in:
+    /// a probe of the first record and of the rollup's time index, for the logs page to say
+    /// "nothing stored yet" apart from "nothing matches".
+    ///
+    /// # Errors
+    /// The database's, as a status.
+    pub async fn logs_stored(&self) -> Result<(bool, Option<i64>), Status> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT EXISTS (SELECT 1 FROM logs), (SELECT max(minute_unix_nano) FROM log_rollup)", &[])
+            .await?;
+        Ok(rows.first().map_or((false, None), |row| (row.get(0), row.get(1))))
+    }
+
     /// Up to `limit` service names in the order their first resource was stored (ties by
     /// name), so that a service keeps its place, and its colour in the UI, as others arrive.
     ///

@@ -273,9 +273,9 @@ pub fn lines(series: &[Line], x_range: (u64, u64), format: &dyn Fn(f64) -> Strin
     out
 }
 
-/// Buckets `(label, count)` merged with their neighbours into at most [`MAX_BARS`]: the
-/// merged bar's label is its first and last bucket's.
-pub fn merge_buckets(buckets: &[(String, f64)]) -> Vec<(String, f64)> {
+/// Buckets `(label, count per layer)` merged with their neighbours into at most [`MAX_BARS`],
+/// layer by layer: the merged bar's label is its first and last bucket's.
+fn merge_stacked(buckets: &[(String, Vec<f64>)]) -> Vec<(String, Vec<f64>)> {
     if buckets.len() <= MAX_BARS {
         return buckets.to_vec();
     }
@@ -286,7 +286,11 @@ pub fn merge_buckets(buckets: &[(String, f64)]) -> Vec<(String, f64)> {
             let first = &chunk[0].0;
             let last = &chunk[chunk.len() - 1].0;
             let label = if chunk.len() == 1 { first.clone() } else { format!("{first} … {last}") };
-            (label, chunk.iter().map(|b| b.1).filter(|c| c.is_finite()).sum())
+            let layers = chunk.iter().map(|b| b.1.len()).max().unwrap_or(0);
+            let sums = (0..layers)
+                .map(|l| chunk.iter().filter_map(|b| b.1.get(l)).filter(|c| c.is_finite()).sum())
+                .collect();
+            (label, sums)
         })
         .collect()
 }
@@ -321,37 +325,65 @@ pub fn sparkline(points: &[(u64, f64)], x_range: (u64, u64), label: &str) -> Str
     )
 }
 
-/// Bars, one per bucket (at most [`MAX_BARS`], see [`merge_buckets`]), labelled below.
+/// Bars, one per bucket (at most [`MAX_BARS`], see [`merge_stacked`]), labelled below.
 pub fn bars(buckets: &[(String, f64)]) -> String {
-    let buckets = merge_buckets(buckets);
-    let top = buckets.iter().map(|b| b.1).filter(|c| c.is_finite()).fold(0.0, f64::max).max(1.0);
+    let stacked: Vec<(String, Vec<f64>)> = buckets.iter().map(|(l, c)| (l.clone(), vec![*c])).collect();
+    stacked_bars(&stacked, &[("", "")], "bucket counts")
+}
+
+/// Bars, one per bucket (at most [`MAX_BARS`], see [`merge_stacked`]), each
+/// a stack of its layers' counts from the bottom up; `layers` gives each layer's class and name,
+/// `label` says what the chart shows.
+pub fn stacked_bars(buckets: &[(String, Vec<f64>)], layers: &[(&str, &str)], label: &str) -> String {
+    let buckets = merge_stacked(buckets);
+    let total = |counts: &[f64]| counts.iter().filter(|c| c.is_finite() && **c > 0.0).sum::<f64>();
+    let top = buckets.iter().map(|b| total(&b.1)).fold(0.0, f64::max).max(1.0);
     let n = buckets.len().max(1) as f64;
     let plot_w = WIDTH - LEFT - RIGHT;
     let width = plot_w / n;
     let mut out = format!(
-        r#"<svg class="chart bars" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="bucket counts">"#
+        r#"<svg class="chart bars" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{}">"#,
+        esc(label)
     );
     grid(&mut out, (0.0, top), &|tick| tick.to_string());
     let label_every = (buckets.len() / 12).max(1);
-    for (i, (label, count)) in buckets.iter().enumerate() {
+    for (i, (bucket, counts)) in buckets.iter().enumerate() {
         let x = LEFT + width * i as f64;
-        let y = y_of(*count, (0.0, top));
-        let _ = write!(
-            out,
-            r#"<rect class="bar" x="{:.1}" y="{y:.1}" width="{:.1}" height="{:.1}"><title>{} · {}</title></rect>"#,
-            x + 1.0,
-            (width - 2.0).max(1.0),
-            (HEIGHT - BOTTOM - y).max(0.0),
-            esc(label),
-            count
-        );
+        let mut below = 0.0;
+        for (count, (class, name)) in counts.iter().zip(layers) {
+            if !(count.is_finite() && *count > 0.0) && layers.len() > 1 {
+                continue;
+            }
+            let count = if count.is_finite() { count.max(0.0) } else { 0.0 };
+            let (y, bottom) = (y_of(below + count, (0.0, top)), y_of(below, (0.0, top)));
+            below += count;
+            let title = if name.is_empty() {
+                format!("{} · {count}", esc(bucket))
+            } else {
+                format!("{} · {name}: {count}", esc(bucket))
+            };
+            let _ = write!(
+                out,
+                r#"<rect class="bar{}{}" x="{:.1}" y="{y:.1}" width="{:.1}" height="{:.1}"{}><title>{title}</title></rect>"#,
+                if class.is_empty() { "" } else { " " },
+                class,
+                x + 1.0,
+                (width - 2.0).max(1.0),
+                (bottom - y).max(0.0),
+                if name.is_empty() {
+                    String::new()
+                } else {
+                    format!(r#" data-layer="{}" data-count="{count}""#, esc(name))
+                },
+            );
+        }
         if i % label_every == 0 {
             let _ = write!(
                 out,
                 r#"<text class="tick bucket" x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
                 x + width / 2.0,
                 HEIGHT - 8.0,
-                esc(label)
+                esc(bucket)
             );
         }
     }
@@ -398,11 +430,17 @@ mod tests {
     #[test]
     fn many_buckets_are_merged_into_a_bounded_number_of_bars() {
         let buckets: Vec<(String, f64)> = (0..500_000).map(|i| (i.to_string(), 1.0)).collect();
-        let merged = merge_buckets(&buckets);
+        let stacked: Vec<(String, Vec<f64>)> =
+            buckets.iter().map(|(l, c)| (l.clone(), vec![*c, f64::from(l.len() as u8)])).collect();
+        let merged = merge_stacked(&stacked);
         assert!(merged.len() <= MAX_BARS);
-        assert_eq!(merged.iter().map(|b| b.1).sum::<f64>(), 500_000.0, "no count is lost");
+        assert_eq!(merged.iter().map(|b| b.1[0]).sum::<f64>(), 500_000.0, "no count is lost");
+        let digits: f64 = stacked.iter().map(|b| b.1[1]).sum();
+        assert_eq!(merged.iter().map(|b| b.1[1]).sum::<f64>(), digits, "nor in the second layer");
         assert_eq!(merged[0].0, "0 … 2499");
         assert!(bars(&buckets).matches("<rect").count() <= MAX_BARS);
+        let layers = [("a", "A"), ("b", "B")];
+        assert!(stacked_bars(&stacked, &layers, "two").matches("<rect").count() <= 2 * MAX_BARS);
     }
 
     /// The coordinates in a chart: every x, y, width and height attribute's number.

@@ -8,14 +8,14 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use tonic::Request;
 
 use super::{
-    attribute_filters, attribute_inputs, attribute_table, chart, cut, empty, error_box, href, page,
-    range_inputs, range_label, raw, string_attribute, time_el, time_range, time_range_message, value_text,
-    Colors, PageParams, QueryString, Screen, Ui, MAX_VALUE_CHARS,
+    attribute_filters, attribute_inputs, attribute_table, chart, cut, empty, error_box, filter_text, href,
+    page, range_inputs, range_label, raw, string_attribute, time_el, time_range, time_range_message,
+    value_text, Colors, PageParams, QueryString, Screen, Ui, MAX_VALUE_CHARS,
 };
 use crate::{
     query::proto::{
-        query_service_server::QueryService, CountLogsRequest, CountLogsResponse, SearchLogsRequest,
-        SearchLogsResponse,
+        query_service_server::QueryService, CountLogsRequest, CountLogsResponse, LogFacetsRequest,
+        LogFacetsResponse, SearchLogsRequest, SearchLogsResponse,
     },
     time::utc_text,
 };
@@ -92,15 +92,115 @@ async fn results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
         .await
         .map_err(|s| s.message().to_owned())?
         .into_inner();
-    let found =
-        ui.query.search_logs(Request::new(request)).await.map_err(|s| s.message().to_owned())?.into_inner();
+    let found = ui
+        .query
+        .search_logs(Request::new(request.clone()))
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner();
+    let none = found.logs.as_ref().is_none_or(|l| {
+        l.resource_logs.iter().all(|r| r.scope_logs.iter().all(|s| s.log_records.is_empty()))
+    });
+    if none && params.get("page_token").is_none() {
+        let stored = ui.query.logs_stored().await.map_err(|s| s.message().to_owned())?;
+        return Ok(nothing_found(params, stored));
+    }
+    let facets = ui
+        .query
+        .log_facets(Request::new(LogFacetsRequest { filters: Some(request), sample: 0 }))
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner();
     let params = params.clone();
     let colors = ui.colors().await;
-    super::blocking(move || html! { (histogram(&counted)) (render(&found, &params, &colors)) }).await
+    super::blocking(move || {
+        html! {
+            (histogram(&counted, &params))
+            div.logs-body {
+                (facet_panel(&facets, &params, &colors))
+                div.logs-list { (render(&found, &params, &colors)) }
+            }
+        }
+    })
+    .await
 }
 
-/// The matching records per step, as bars.
-fn histogram(counted: &CountLogsResponse) -> Markup {
+/// The filters a search names besides its time range.
+const FILTERS: [&str; 5] = ["service", "min_severity", "body", "attr", "trace_id"];
+
+/// What to say when no record is found: that none is stored yet, or none in the range at all
+/// (with when the newest is from), or none that passes the filters (with a link without them).
+fn nothing_found(params: &QueryString, (stored, newest): (bool, Option<i64>)) -> Markup {
+    let filtered = FILTERS.iter().any(|name| params.get(name).is_some());
+    let range = range_label(params);
+    html! {
+        div.empty data-empty=(if !stored { "nothing-stored" } else if filtered { "nothing-matches" } else { "nothing-in-range" }) {
+            @if !stored {
+                p.empty { "No log records are stored yet. Logs arrive through an OpenTelemetry exporter (OTLP on port 4317 or 4318) or a Collector's filelog receiver." }
+            } @else if filtered {
+                p.empty { "No log records in " (range) " match these filters. " a href=(format!("/logs?{}", params.range_only())) { "Show every record in " (range) } "." }
+            } @else {
+                p.empty {
+                    "No log records in " (range) "."
+                    @if let Some(minute) = newest { " The newest stored is from the minute of " (time_el(minute.max(0) as u64)) "; pick a longer time range." }
+                }
+            }
+        }
+    }
+}
+
+/// The commonest services and attribute values of the newest matching records, each a link
+/// that adds it to the search's filters.
+fn facet_panel(facets: &LogFacetsResponse, params: &QueryString, colors: &Colors) -> Markup {
+    html! {
+        aside.facets {
+            p.hint {
+                @if facets.complete { "In all " (facets.sampled) " matching records" }
+                @else { "In the newest " (facets.sampled) " matching records" }
+            }
+            @if !facets.services.is_empty() && params.get("service").is_none() {
+                section.facet data-key="service.name" {
+                    h3 { "Service" }
+                    @for v in &facets.services {
+                        @let (_, name) = value_text(v.value.as_ref());
+                        a.facet href=(format!("/logs?{}", params.changed(&[("service", Some(&name)), ("page_token", None)]))) data-value=(name) {
+                            span.dot style=(format!("background:{}", colors.of(&name))) {} span.value { (cut(&name, 80)) } span.count { (v.records) }
+                        }
+                    }
+                }
+            }
+            @for facet in &facets.attributes {
+                section.facet data-key=(facet.key) {
+                    h3 title=(facet.key) { (cut(&facet.key, 80)) }
+                    @for v in &facet.values {
+                        @if let Some(filter) = v.value.as_ref().and_then(|value| filter_text(&facet.key, value)) {
+                            @let (_, text) = value_text(v.value.as_ref());
+                            a.facet href=(format!("/logs?{}", params.added("attr", &filter))) data-value=(text) data-filter=(filter) title=(filter) {
+                                span.value { (cut(&text, 80)) } span.count { (v.records) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// CountLogs' severity ranges in its order: their names, classes for colour, and the lowest
+/// severity number of each (a search from it shows that range and worse).
+const SEVERITY_LAYERS: [(&str, &str, i32); 7] = [
+    ("UNSET", "sev-unset", 0),
+    ("TRACE", "sev-trace", 1),
+    ("DEBUG", "sev-debug", 5),
+    ("INFO", "sev-info", 9),
+    ("WARN", "sev-warn", 13),
+    ("ERROR", "sev-error", 17),
+    ("FATAL", "sev-fatal", 21),
+];
+
+/// The matching records per step, as bars stacked by severity, with each severity's total
+/// beside, each a link to search from that severity up.
+fn histogram(counted: &CountLogsResponse, params: &QueryString) -> Markup {
     let total: u64 = counted.steps.iter().map(|s| s.records).sum();
     if total == 0 {
         return html! {};
@@ -109,18 +209,36 @@ fn histogram(counted: &CountLogsResponse) -> Markup {
     // Each step's start, "HH:MM" (UTC) within a day, "MM-DD HH:MM" over more.
     let span = counted.steps.last().map_or(0, |s| s.start_unix_nano) - counted.steps[0].start_unix_nano;
     let from = if span < 86_400_000_000_000 { 11 } else { 5 };
-    let bars: Vec<(String, f64)> = counted
+    let bars: Vec<(String, Vec<f64>)> = counted
         .steps
         .iter()
-        .map(|s| (utc_text(s.start_unix_nano).chars().skip(from).take(16 - from).collect(), s.records as f64))
+        .map(|s| {
+            let label = utc_text(s.start_unix_nano).chars().skip(from).take(16 - from).collect();
+            (label, s.by_severity.iter().map(|&n| n as f64).collect())
+        })
+        .collect();
+    let layers: Vec<(&str, &str)> = SEVERITY_LAYERS.iter().map(|(name, class, _)| (*class, *name)).collect();
+    let totals: Vec<u64> = (0..SEVERITY_LAYERS.len())
+        .map(|i| counted.steps.iter().filter_map(|s| s.by_severity.get(i)).sum())
         .collect();
     html! {
         figure.log-volume data-records=(total) {
-            (raw(chart::bars(&bars)))
+            (raw(chart::stacked_bars(&bars, &layers, "matching records per step by severity")))
             figcaption {
                 (total) " matching records, " (errors) " of them ERROR or worse, per "
                 (super::step_text(counted.step_nanos)) " (times on the axis in UTC)"
                 @if counted.from_records { " (counted from the records)" }
+            }
+            p.severities {
+                @for ((name, class, first), n) in SEVERITY_LAYERS.iter().zip(&totals) {
+                    @if *n > 0 {
+                        @let link = params.changed(&[("min_severity", (*first > 0).then(|| first.to_string()).as_deref()), ("page_token", None)]);
+                        a.severity href=(format!("/logs?{link}")) data-severity=(name) title=(format!("{name} and worse")) {
+                            span class=(format!("swatch {class}")) {} (name) " " span.count { (n) }
+                        }
+                        " "
+                    }
+                }
             }
         }
     }
@@ -202,15 +320,7 @@ fn render(found: &SearchLogsResponse, params: &QueryString, colors: &Colors) -> 
     // records filed at the same time).
     records.sort_by_key(|record| std::cmp::Reverse(filed_time(record.1)));
     if records.is_empty() {
-        let message = if params.get("page_token").is_some() {
-            "No more log records.".to_owned()
-        } else {
-            format!(
-                "No log records match in {}. Logs arrive through an OpenTelemetry exporter (port 4317 or 4318) or a Collector's filelog receiver.",
-                range_label(params)
-            )
-        };
-        return empty(&message);
+        return empty("No more log records.");
     }
     let carry = params.range_only();
     html! {

@@ -199,6 +199,19 @@ impl QueryString {
         encode_query(&pairs)
     }
 
+    /// This query string with `value` added to the values of `name`, and `page_token` dropped:
+    /// for a link that narrows a search.
+    pub fn added(&self, name: &str, value: &str) -> String {
+        let mut pairs: Vec<(&str, &str)> = self
+            .pairs
+            .iter()
+            .filter(|(k, v)| k != "page_token" && !v.is_empty() && !(k == name && v == value))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        pairs.push((name, value));
+        encode_query(&pairs)
+    }
+
     /// The time range parameters alone, to carry from one screen to another.
     pub fn range_only(&self) -> String {
         let pairs: Vec<(&str, &str)> = ["range", "start", "end"]
@@ -365,6 +378,29 @@ pub fn attribute_filters(texts: &[&str]) -> Result<Vec<AttributeFilter>, String>
             Ok(AttributeFilter { key: key.to_owned(), value: Some(value) })
         })
         .collect()
+}
+
+/// An attribute filter's text for `key` = `value`, as [`attribute_filters`] reads it back to
+/// the same value: strings quoted where they would read as another type or lose their spaces
+/// or quotes. None for values a filter cannot name (maps, arrays, bytes, NaN, the infinities).
+pub fn filter_text(key: &str, value: &AnyValue) -> Option<String> {
+    let text = match value.value.as_ref()? {
+        Value::StringValue(s) => {
+            let plain = matches!(typed_value(s).value, Some(Value::StringValue(_)))
+                && s.trim() == s
+                && !(s.starts_with('"') && s.ends_with('"') && s.len() > 1);
+            if plain {
+                s.clone()
+            } else {
+                format!("\"{s}\"")
+            }
+        }
+        Value::BoolValue(b) => b.to_string(),
+        Value::IntValue(i) => i.to_string(),
+        Value::DoubleValue(d) if d.is_finite() => format!("{d:?}"),
+        _ => return None,
+    };
+    (!key.contains('=') && key.trim() == key).then(|| format!("{key}={text}"))
 }
 
 /// The filter inputs of a search form: one per filter given, and an empty one.
@@ -748,6 +784,34 @@ pub fn raw(markup: String) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_facet_value_reads_back_as_the_same_filter() {
+        let values = [
+            Value::StringValue("GET".into()),
+            Value::StringValue("200".into()),
+            Value::StringValue("true".into()),
+            Value::StringValue("2.5".into()),
+            Value::StringValue(" padded ".into()),
+            Value::StringValue("\"quoted\"".into()),
+            Value::StringValue("a=b".into()),
+            Value::StringValue(String::new()),
+            Value::IntValue(-7),
+            Value::DoubleValue(200.0),
+            Value::DoubleValue(1e300),
+            Value::BoolValue(false),
+        ];
+        for value in values {
+            let value = AnyValue { value: Some(value) };
+            let text = filter_text("http.route", &value).expect("a scalar");
+            let filter = attribute_filters(&[text.as_str()]).expect("reads back");
+            assert_eq!(filter[0].key, "http.route");
+            assert_eq!(filter[0].value.as_ref(), Some(&value), "{text}");
+        }
+        let nan = AnyValue { value: Some(Value::DoubleValue(f64::NAN)) };
+        assert_eq!(filter_text("k", &nan), None);
+        assert_eq!(filter_text("a=b", &AnyValue { value: Some(Value::IntValue(1)) }), None);
+    }
 
     #[test]
     fn services_keep_distinct_colours_as_others_arrive() {

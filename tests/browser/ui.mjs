@@ -304,6 +304,32 @@ async function uiRun(data) {
   const bodies = await page.$$eval("li.log .body", (items) => items.map((i) => i.textContent));
   assert.ok(bodies.indexOf("settlement batch on time") < bodies.indexOf("settlement batch delivered late"), `${bodies}`);
 
+  step("the records per minute stacked by severity, each severity's total as SQL counts it");
+  const layers = await page.$$eval("figure.log-volume rect[data-layer]", (rects) => {
+    const sums = {};
+    for (const r of rects) sums[r.dataset.layer] = (sums[r.dataset.layer] || 0) + Number(r.dataset.count);
+    return sums;
+  });
+  assert.deepEqual(layers, data.sql.log_severities, "the bars' layers add up to SQL's count per severity");
+  const legend = Object.fromEntries(await page.$$eval("p.severities a.severity", (as) =>
+    as.map((a) => [a.dataset.severity, Number(a.querySelector(".count").textContent)])));
+  assert.deepEqual(legend, data.sql.log_severities);
+  step("facets: the services and attribute values of the matching records, a click filters by one");
+  assert.match(await page.textContent("aside.facets p.hint"), new RegExp(`^In all ${data.sql.log_times.length} matching records`));
+  const facet = page.locator('aside.facets section[data-key="order.id"] a.facet[data-value="o-17"]');
+  assert.equal(Number(await facet.locator(".count").textContent()), data.sql.order_records);
+  await Promise.all([page.waitForNavigation(), facet.click()]);
+  await ready();
+  assert.match(page.url(), /attr=order.id%3Do-17/);
+  assert.equal((await page.$$("li.log")).length, data.sql.order_records, "exactly the records of that order");
+  await goto("/logs?body=no-such-words-anywhere");
+  assert.match(await page.textContent("div.empty[data-empty=nothing-matches]"), /match these filters/, "nothing matches, said apart from nothing stored");
+  await Promise.all([page.waitForNavigation(), page.click("div.empty a")]);
+  assert.ok((await page.$$("li.log")).length > 0, "the link without the filters finds the records");
+  await goto("/logs");
+  await Promise.all([page.waitForNavigation(), page.click("p.severities a.severity[data-severity=WARN]")]);
+  assert.match(page.url(), /min_severity=13/, "a severity's link searches from it up");
+
   step("log search by severity and body text, with the matching records per minute");
   await goto("/logs?min_severity=13");
   const warnings = (await page.$$("li.log")).length;
@@ -319,7 +345,7 @@ async function uiRun(data) {
   assert.match(await page.textContent("figure.log-volume figcaption"), /counted from the records/);
   await shot("logs");
   await goto("/logs?body=HEALTH&case=1");
-  assert.match(await page.textContent("p.empty"), /No log records match/, "unless the case must match");
+  assert.match(await page.textContent("p.empty"), /No log records in the last hour match these filters/, "unless the case must match");
 
   step("a span whose parent is missing is shown, marked");
   await goto(`/trace/${data.orphan_trace}`);

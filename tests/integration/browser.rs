@@ -95,6 +95,27 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         .await
         .expect("busiest minute")
         .get(0);
+    // Log records per severity range, by the range's name.
+    let severities: serde_json::Map<String, serde_json::Value> = t
+        .sql
+        .query(
+            "SELECT (ARRAY['UNSET', 'TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL'])[
+                        CASE WHEN severity_number < 1 THEN 1 WHEN severity_number > 24 THEN 7
+                             ELSE (severity_number - 1) / 4 + 2 END], count(*)
+             FROM logs GROUP BY 1",
+            &[],
+        )
+        .await
+        .expect("severities")
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).into()))
+        .collect();
+    let order_records: i64 = t
+        .sql
+        .query_one("SELECT count(*) FROM logs WHERE attributes ->> 'order.id' = 'o-17'", &[])
+        .await
+        .expect("records of order o-17")
+        .get(0);
     // The lowest and highest share of frontend's requests that failed in one minute, in percent.
     let error_extent = t
         .sql
@@ -179,6 +200,8 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         "health_records": health_records,
         "self_times": self_times,
         "busiest_minute_requests": busiest,
+        "log_severities": severities,
+        "order_records": order_records,
         "frontend_error_percent": [error_extent.get::<_, f64>(0), error_extent.get::<_, f64>(1)],
         "log_times": log_times,
         "slow_bounds": slow.get::<_, Vec<f64>>(0),

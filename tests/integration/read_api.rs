@@ -677,3 +677,130 @@ async fn the_web_ui_copes_with_times_at_the_edges_and_absurd_parameters() {
     }
     t.stop().await;
 }
+
+#[tokio::test]
+async fn log_facets_count_the_newest_records_values_as_sql_does_and_the_logs_page_says_why_it_is_empty() {
+    use opentelemetry_proto::tonic::{
+        collector::logs::v1::ExportLogsServiceRequest,
+        common::v1::{any_value::Value as V, AnyValue},
+        logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    };
+    use otelephant::query::proto::{
+        query_service_client::QueryServiceClient, LogFacetsRequest, SearchLogsRequest,
+    };
+
+    let mut t = TestServer::start().await;
+    let page = |path: &'static str| {
+        let address = url(&t, path);
+        async move { reqwest::get(address).await.expect("answered").text().await.expect("html") }
+    };
+    assert!(page("/logs").await.contains(r#"data-empty="nothing-stored""#), "nothing stored yet");
+
+    let now = nanos_now() - 60_000_000_000;
+    let value = |v: V| Some(AnyValue { value: Some(v) });
+    let record = |i: u64| LogRecord {
+        time_unix_nano: now + i * 1_000_000,
+        severity_number: 9,
+        body: value(V::StringValue(format!("record {i}"))),
+        attributes: vec![
+            kv("http.route", V::StringValue(["/a", "/b", "/c"][(i % 3) as usize].into())),
+            kv("status", V::IntValue(if i.is_multiple_of(4) { 500 } else { 200 })),
+            kv("ratio", V::DoubleValue(200.0)),
+            kv("ratio.int", V::IntValue(200)),
+            kv("flag", V::BoolValue(i.is_multiple_of(2))),
+            kv("unique", V::StringValue(format!("u{i}"))),
+            kv("long", V::StringValue("x".repeat(300))),
+            kv("nested", V::ArrayValue(Default::default())),
+        ],
+        ..Default::default()
+    };
+    let resource_logs = |service: &str, range: std::ops::Range<u64>| ResourceLogs {
+        resource: Some(Resource { attributes: vec![kv("service.name", s(service))], ..Default::default() }),
+        scope_logs: vec![ScopeLogs { log_records: range.map(record).collect(), ..Default::default() }],
+        schema_url: String::new(),
+    };
+    let logs = ExportLogsServiceRequest {
+        resource_logs: vec![resource_logs("checkout", 0..20), resource_logs("api", 20..30)],
+    };
+    t.logs().await.export(logs).await.expect("logs");
+    let mut grpc = QueryServiceClient::connect(t.endpoint()).await.expect("connect");
+
+    for sample in [0, 12] {
+        let request = LogFacetsRequest { filters: Some(SearchLogsRequest::default()), sample };
+        let facets = grpc.log_facets(request).await.expect("facets").into_inner();
+        let newest = if sample == 0 { 1000 } else { i64::from(sample) };
+        assert_eq!(facets.sampled, newest.min(30) as u64);
+        assert_eq!(facets.complete, sample == 0);
+        // What SQL counts over the same newest records.
+        let sql = "WITH sample AS (SELECT * FROM logs ORDER BY timestamp_unix_nano DESC LIMIT $1)";
+        let services: Vec<(String, i64)> = t
+            .sql
+            .query(
+                &format!("{sql} SELECT r.service_name, count(*) FROM sample JOIN resources r USING (resource_id) GROUP BY 1 ORDER BY 2 DESC"),
+                &[&newest],
+            )
+            .await
+            .expect("services")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let got: Vec<(String, i64)> = facets
+            .services
+            .iter()
+            .map(|v| match v.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(V::StringValue(name)) => (name.clone(), v.records as i64),
+                other => panic!("a service name: {other:?}"),
+            })
+            .collect();
+        assert_eq!(got, services, "sample {sample}");
+        let mut expected: Vec<(String, String, i64)> = t
+            .sql
+            .query(
+                &format!(
+                    "{sql} SELECT a.key, a.value::text, count(*) FROM sample, jsonb_each(attributes) a
+                     WHERE a.key NOT IN ('long', 'nested') GROUP BY 1, 2 HAVING count(*) > 1"
+                ),
+                &[&newest],
+            )
+            .await
+            .expect("values")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let mut answered: Vec<(String, String, i64)> = Vec::new();
+        for facet in &facets.attributes {
+            for v in &facet.values {
+                let json = match v.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(V::StringValue(text)) => serde_json::to_string(text).expect("json"),
+                    Some(V::IntValue(i)) => i.to_string(),
+                    Some(V::DoubleValue(d)) => format!("{d:?}"),
+                    Some(V::BoolValue(b)) => b.to_string(),
+                    other => panic!("a scalar: {other:?}"),
+                };
+                answered.push((facet.key.clone(), json, v.records as i64));
+            }
+            let counts: Vec<u64> = facet.values.iter().map(|v| v.records).collect();
+            assert!(counts.windows(2).all(|w| w[0] >= w[1]), "commonest first: {counts:?}");
+        }
+        expected.sort();
+        answered.sort();
+        assert_eq!(answered, expected, "sample {sample}: every value held twice or more, typed");
+        assert!(answered.iter().any(|(k, v, _)| k == "ratio" && v == "200.0"), "the double stays a double");
+        assert!(answered.iter().any(|(k, v, _)| k == "ratio.int" && v == "200"), "the int an int");
+
+        let (status, json) = call(&t, "LogFacets", json!({ "sample": sample })).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json["sampled"].as_str().map(str::to_owned), Some(facets.sampled.to_string()), "{json}");
+        let over_json = json["attributes"].as_array().expect("attributes").len();
+        assert_eq!(over_json, facets.attributes.len());
+        let first = &facets.attributes[0];
+        assert_eq!(json["attributes"][0]["key"], first.key.as_str());
+    }
+
+    assert!(page("/logs?body=no-such-text").await.contains(r#"data-empty="nothing-matches""#));
+    let old = page("/logs?start=1000&end=2000").await;
+    assert!(old.contains(r#"data-empty="nothing-in-range""#) && old.contains("The newest stored"), "{old}");
+    let listed = page("/logs").await;
+    assert!(listed.contains(r#"data-key="http.route""#) && listed.contains("In all 30 matching records"));
+    t.stop().await;
+}

@@ -14,8 +14,8 @@ use opentelemetry_proto::tonic::{
     trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span, Status as SpanStatus},
 };
 use otelephant::query::proto::{
-    query_service_client::QueryServiceClient, ListServiceDependenciesRequest, ListServiceStatsRequest,
-    SearchTracesRequest, TimeRange,
+    query_service_client::QueryServiceClient, CountLogsRequest, ListServiceDependenciesRequest,
+    ListServiceStatsRequest, SearchLogsRequest, SearchTracesRequest, TimeRange,
 };
 use prost::Message;
 use tonic::transport::Channel;
@@ -226,6 +226,62 @@ async fn rollups_count_exactly_what_committed_over_grpc_and_http_with_refused_sp
     assert!(rebuilt.span_rows > 0 && rebuilt.log_rows > 0, "{rebuilt:?}");
     assert_rollup_counts_the_spans(&t).await;
     assert_log_rollup_counts_the_records(&t).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn log_counts_per_step_and_severity_range_are_sqls_from_the_rollup_and_from_the_records() {
+    let mut t = TestServer::start().await;
+    let now = nanos_now();
+    let mut sent = log_records(now, 60);
+    // Every range's edges, an unset severity and one past FATAL's last number.
+    for (i, number) in [0, 1, 4, 5, 8, 12, 16, 20, 21, 24, 30, -3].into_iter().enumerate() {
+        sent.resource_logs[0].scope_logs[0].log_records[i].severity_number = number;
+    }
+    t.logs().await.export(sent).await.expect("logs");
+    let start = now - now % MINUTE - 5 * MINUTE;
+    let range = TimeRange { start_unix_nano: start, end_unix_nano: now + MINUTE };
+    let exact: Vec<(i64, i32, i64)> = t
+        .sql
+        .query(
+            "SELECT (timestamp_unix_nano - $1) / 60000000000,
+                    CASE WHEN severity_number < 1 THEN 0 WHEN severity_number > 24 THEN 6
+                         ELSE (severity_number - 1) / 4 + 1 END, count(*)
+             FROM logs GROUP BY 1, 2 ORDER BY 1, 2",
+            &[&(start as i64)],
+        )
+        .await
+        .expect("exact")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(exact.len() > 7, "several steps and ranges: {exact:?}");
+    // From the rollup (service alone), and from the records (a body filter every record passes).
+    for (filters, from_records) in [
+        (SearchLogsRequest { service: "api".into(), ..Default::default() }, false),
+        (SearchLogsRequest { body_contains: "record".into(), ..Default::default() }, true),
+    ] {
+        let filters = SearchLogsRequest { time_range: Some(range), ..filters };
+        let counted = query(&t)
+            .await
+            .count_logs(CountLogsRequest { filters: Some(filters), step_nanos: MINUTE })
+            .await
+            .expect("count")
+            .into_inner();
+        assert_eq!(counted.from_records, from_records);
+        let mut got = Vec::new();
+        for (i, step) in counted.steps.iter().enumerate() {
+            assert_eq!(step.by_severity.len(), 7);
+            assert_eq!(step.by_severity.iter().sum::<u64>(), step.records, "the ranges add up");
+            assert_eq!(step.errors, step.by_severity[5] + step.by_severity[6], "ERROR and FATAL are errors");
+            for (range, &n) in step.by_severity.iter().enumerate() {
+                if n > 0 {
+                    got.push((i as i64, range as i32, n as i64));
+                }
+            }
+        }
+        assert_eq!(got, exact, "from records: {from_records}");
+    }
     t.stop().await;
 }
 
