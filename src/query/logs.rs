@@ -10,14 +10,14 @@ use tonic::Status;
 
 use super::{
     attribute_condition, bad_token, corrupt, decode_off_thread, decode_token, dimensions, encode_token,
-    group_by_dimensions, page_size,
+    group_by_dimensions, newest_windows, page_size,
     proto::{
         CountLogsRequest, CountLogsResponse, Facet, FacetValue, LogCountStep, LogFacetsRequest,
         LogFacetsResponse, SearchLogsRequest, SearchLogsResponse,
     },
     resolve_range, steps_in,
     traces::parse_trace_id,
-    u32_column, Query, Resources, Scopes, Sql,
+    u32_column, Budget, Conn, Query, Resources, Scopes, Sql,
 };
 use crate::encode::{
     attributes::{any_value_from_json, attributes_from_json, MappingError},
@@ -53,11 +53,12 @@ pub(super) async fn search_logs(
     let mut sql = Sql::default();
     let mut query = format!(
         "SELECT l.*, l.tableoid::bigint AS part, l.ctid::text AS row_ref FROM logs l
-         WHERE l.timestamp_unix_nano >= {} AND l.timestamp_unix_nano < {}",
-        sql.param(start),
+         WHERE l.timestamp_unix_nano < {}",
         sql.param(end)
     );
     query += &filters(q, request, &mut sql)?;
+    // The newest end of the records still to read: the range's end, or the last page's last.
+    let mut top = end;
     if !request.page_token.is_empty() {
         let (time, part, row_ref) = decode_log_token(&request.page_token)?;
         query += &format!(
@@ -66,15 +67,17 @@ pub(super) async fn search_logs(
             sql.param(part),
             sql.param(row_ref)
         );
+        top = top.min(time.saturating_add(1));
     }
+    let limit = sql.param(page_size as i64 + 1);
     query += &format!(
-        " ORDER BY l.timestamp_unix_nano DESC, l.tableoid::bigint DESC, l.ctid DESC LIMIT {}",
-        sql.param(page_size as i64 + 1)
+        " AND l.timestamp_unix_nano >= {} ORDER BY l.timestamp_unix_nano DESC, l.tableoid::bigint DESC, l.ctid DESC LIMIT {limit}",
+        sql.next_placeholder()
     );
 
     let mut client = q.client().await?;
-    let mut budget = q.budget();
-    let (mut rows, full) = client.query_within(&query, &sql.params(), &mut budget).await?;
+    let (mut rows, full, mut budget) =
+        newest_first(&mut client, q, &query, &sql, start, top, page_size + 1).await?;
     // A page ends at page_size records, or earlier where the answer's memory is full.
     let next_page_token = if full || rows.len() > page_size {
         rows.truncate(page_size);
@@ -92,6 +95,33 @@ pub(super) async fn search_logs(
     let (resources, scopes) = dimensions(&mut client, &rows, &mut budget).await?;
     let logs = decode_off_thread(budget.used(), move || logs_from_rows(&rows, &resources, &scopes)).await?;
     Ok(SearchLogsResponse { logs: Some(logs), next_page_token })
+}
+
+/// Runs `query`, whose last parameter (after `sql`'s) is the start of its time window, over the
+/// [`newest_windows`] from `top` back to `start` until a window holds `need` rows or reaches
+/// `start`: the rows of that window, whether the answer filled up, and its budget.
+async fn newest_first(
+    client: &mut Conn,
+    q: &Query,
+    query: &str,
+    sql: &Sql,
+    start: i64,
+    top: i64,
+    need: usize,
+) -> Result<(Vec<Row>, bool, Budget), Status> {
+    let mut found = None;
+    for window in newest_windows(start, top) {
+        let mut budget = q.budget();
+        let mut params = sql.params();
+        params.push(&window);
+        let (rows, full) = client.query_within(query, &params, &mut budget).await?;
+        let enough = full || rows.len() >= need;
+        found = Some((rows, full, budget));
+        if enough {
+            break;
+        }
+    }
+    found.ok_or_else(|| Status::internal("no time window was read"))
 }
 
 /// The conditions of a SearchLogs request's filters on the record `l`, each starting " AND ".
@@ -247,17 +277,18 @@ pub(super) async fn log_facets(q: &Query, request: &LogFacetsRequest) -> Result<
         n => n.min(MAX_FACET_SAMPLE),
     };
     let mut sql = Sql::default();
-    let (start, end) = (sql.param(start), sql.param(end));
+    let end_param = sql.param(end);
     let conditions = filters(q, &filters_of, &mut sql)?;
     let limit = sql.param(i64::from(sample));
     let values = sql.param(MAX_FACET_VALUES as i64);
     let chars = sql.param(MAX_FACET_VALUE_CHARS);
+    let window = sql.next_placeholder();
     // Per key, its values held by two records or more, commonest first; the service of each
     // resource; and how many records were read.
     let query = format!(
         "WITH sample AS MATERIALIZED (
              SELECT l.resource_id, l.attributes FROM logs l
-             WHERE l.timestamp_unix_nano >= {start} AND l.timestamp_unix_nano < {end}{conditions}
+             WHERE l.timestamp_unix_nano >= {window} AND l.timestamp_unix_nano < {end_param}{conditions}
              ORDER BY l.timestamp_unix_nano DESC LIMIT {limit}),
          pairs AS (
              SELECT a.key, a.value::text AS value, count(*) AS records FROM sample s, jsonb_each(s.attributes) a
@@ -274,7 +305,22 @@ pub(super) async fn log_facets(q: &Query, request: &LogFacetsRequest) -> Result<
          UNION ALL
          SELECT 'sampled', NULL, NULL, count(*) FROM sample"
     );
-    let (rows, full) = q.client().await?.query_within(&query, &sql.params(), &mut q.budget()).await?;
+    // Windows newest first until one holds the whole sample, as SearchLogs reads its pages.
+    let mut client = q.client().await?;
+    let mut answer = None;
+    for window in super::newest_windows(start, end) {
+        let mut params = sql.params();
+        params.push(&window);
+        let (rows, full) = client.query_within(&query, &params, &mut q.budget()).await?;
+        let sampled =
+            rows.iter().find(|r| r.get::<_, &str>(0) == "sampled").map_or(0, |r| r.get::<_, i64>(3));
+        let enough = full || sampled >= i64::from(sample);
+        answer = Some((rows, full));
+        if enough {
+            break;
+        }
+    }
+    let (rows, full) = answer.ok_or_else(|| Status::internal("no time window was read"))?;
     if full {
         return Err(Status::resource_exhausted(
             "the facets take more memory than an answer may (query.answer_bytes)",

@@ -449,6 +449,31 @@ impl Sql {
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
     }
+
+    /// The placeholder of a parameter given after all of these, each time the statement runs
+    /// (see [`Sql::params`]).
+    fn next_placeholder(&self) -> String {
+        format!("${}", self.params.len() + 1)
+    }
+}
+
+/// The first window a newest-first read tries; each next one is ten times as long.
+const FIRST_WINDOW_NANOS: i64 = 60_000_000_000;
+
+/// The starts of the time windows a newest-first read tries, each from `top` back: a minute,
+/// ten, a hundred..., the last at `start`. A read that finds what it needs in a window stops
+/// there, so that the newest records cost what they are, not what the range holds; the
+/// windows' lengths grow tenfold, so a read that goes back to `start` reads at most about 1.1
+/// times what one read of the whole range would.
+fn newest_windows(start: i64, top: i64) -> impl Iterator<Item = i64> {
+    let mut length = Some(FIRST_WINDOW_NANOS);
+    std::iter::from_fn(move || {
+        let current = length?;
+        // A length that stopped growing (saturated) reaches back to the start at once.
+        let window = if current == i64::MAX { start } else { top.saturating_sub(current).max(start) };
+        length = (window > start).then(|| current.saturating_mul(10));
+        Some(window)
+    })
 }
 
 /// The condition that `alias` (a spans or logs row) or its resource has attribute `key` equal
@@ -582,3 +607,21 @@ fn scope_from_row(row: &Row) -> Result<(InstrumentationScope, String), MappingEr
 
 pub(super) const RESOURCES_BY_ID: &str = "SELECT * FROM resources WHERE resource_id = ANY($1)";
 pub(super) const SCOPES_BY_ID: &str = "SELECT * FROM scopes WHERE scope_id = ANY($1)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_first_windows_grow_tenfold_back_to_the_start() {
+        let minute = FIRST_WINDOW_NANOS;
+        let top = 1_000 * minute;
+        let windows: Vec<i64> = newest_windows(0, top).collect();
+        assert_eq!(windows, [top - minute, top - 10 * minute, top - 100 * minute, 0]);
+        assert_eq!(newest_windows(top, top).collect::<Vec<_>>(), [top], "an empty range: one read");
+        assert_eq!(newest_windows(top - 5, top).collect::<Vec<_>>(), [top - 5], "shorter than a minute");
+        let extreme: Vec<i64> = newest_windows(i64::MIN, i64::MAX).collect();
+        assert_eq!(extreme.last(), Some(&i64::MIN), "ends at the start, without overflow");
+        assert!(extreme.len() < 25, "{extreme:?}");
+    }
+}

@@ -297,6 +297,27 @@ pub(super) async fn list_services(
     Ok(ListServicesResponse { services, next_page_token })
 }
 
+/// Adds a stored rollup's durations sketch to `durations`.
+fn merge(durations: &mut Durations, sketch: &[u8]) -> Result<(), Status> {
+    durations
+        .merge_encoded(sketch)
+        .map_err(|err| Status::internal(format!("stored rollups do not decode: {err}")))
+}
+
+/// Stored rollups' durations sketches merged into one.
+fn merged(sketches: &[&[u8]]) -> Result<Durations, Status> {
+    let mut durations = Durations::default();
+    for sketch in sketches {
+        merge(&mut durations, sketch)?;
+    }
+    Ok(durations)
+}
+
+/// A quantile of merged durations in whole nanoseconds; 0 when there are none.
+fn quantile_nanos(durations: &Durations, q: f64) -> u64 {
+    durations.quantile(q).map_or(0, |n| n.round() as u64)
+}
+
 /// Server and consumer spans: the requests a service served.
 const SERVED_KINDS: &str = "(2, 5)";
 
@@ -373,11 +394,6 @@ pub(super) async fn list_service_stats(
         }
     }
     decode_off_thread(budget.used(), move || {
-        let decode = |durations: &mut Durations, sketch: &[u8]| {
-            durations
-                .merge_encoded(sketch)
-                .map_err(|err| Status::internal(format!("stored rollups do not decode: {err}")))
-        };
         // Per service: its totals, and per step its requests, errors and durations.
         type Steps = Vec<(u64, u64, Durations)>;
         let cells = if stepped { steps as usize } else { 1 };
@@ -399,14 +415,14 @@ pub(super) async fn list_service_stats(
                     step.1 += spans as u64;
                 }
                 for sketch in row.get::<_, Option<Vec<&[u8]>>>(5).unwrap_or_default() {
-                    decode(durations, sketch)?;
+                    merge(durations, sketch)?;
                     if stepped {
-                        decode(&mut step.2, sketch)?;
+                        merge(&mut step.2, sketch)?;
                     }
                 }
             }
         }
-        let nanos = |durations: &Durations, q: f64| durations.quantile(q).map_or(0, |n| n.round() as u64);
+        let nanos = quantile_nanos;
         let services = by_service
             .into_iter()
             .map(|(service, (stats, durations, per_step))| ServiceStats {
@@ -499,21 +515,15 @@ impl Query {
         decode_off_thread(budget.used(), move || {
             let mut out = Vec::with_capacity(rows.len());
             for row in &rows {
-                let mut durations = Durations::default();
-                for sketch in row.get::<_, Vec<&[u8]>>(4) {
-                    durations
-                        .merge_encoded(sketch)
-                        .map_err(|err| Status::internal(format!("stored rollups do not decode: {err}")))?;
-                }
-                let nanos = |q: f64| durations.quantile(q).map_or(0, |n| n.round() as u64);
+                let durations = merged(&row.get::<_, Vec<&[u8]>>(4))?;
                 out.push(OperationStats {
                     name: row.get(0),
                     kind: row.get(1),
                     spans: row.get::<_, i64>(2) as u64,
                     errors: row.get::<_, i64>(3) as u64,
-                    p50_nanos: nanos(0.5),
-                    p95_nanos: nanos(0.95),
-                    p99_nanos: nanos(0.99),
+                    p50_nanos: quantile_nanos(&durations, 0.5),
+                    p95_nanos: quantile_nanos(&durations, 0.95),
+                    p99_nanos: quantile_nanos(&durations, 0.99),
                 });
             }
             Ok((out, more))
@@ -528,28 +538,39 @@ pub(super) async fn list_service_dependencies(
 ) -> Result<ListServiceDependenciesResponse, Status> {
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
     let (start, end) = minutes(start, end);
+    let mut budget = q.budget();
     let rows = whole(
         q.client()
             .await?
             .query_within(
-                "SELECT parent_service, child_service, sum(calls)::bigint FROM service_edges
+                "SELECT parent_service, child_service, sum(calls)::bigint, sum(errors)::bigint,
+                        array_agg(durations)
+                 FROM service_edges
                  WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
                  GROUP BY 1, 2 ORDER BY 1, 2",
                 &[&start, &end],
-                &mut q.budget(),
+                &mut budget,
             )
             .await?,
         "dependencies",
     )?;
-    let dependencies = rows
-        .iter()
-        .map(|row| ServiceDependency {
-            parent: row.get(0),
-            child: row.get(1),
-            call_count: row.get::<_, i64>(2) as u64,
-        })
-        .collect();
-    Ok(ListServiceDependenciesResponse { dependencies })
+    decode_off_thread(budget.used(), move || {
+        let mut dependencies = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let durations = merged(&row.get::<_, Vec<&[u8]>>(4))?;
+            dependencies.push(ServiceDependency {
+                parent: row.get(0),
+                child: row.get(1),
+                call_count: row.get::<_, i64>(2) as u64,
+                error_count: row.get::<_, i64>(3) as u64,
+                p50_nanos: quantile_nanos(&durations, 0.5),
+                p95_nanos: quantile_nanos(&durations, 0.95),
+                p99_nanos: quantile_nanos(&durations, 0.99),
+            });
+        }
+        Ok(ListServiceDependenciesResponse { dependencies })
+    })
+    .await
 }
 
 pub(super) async fn list_operations(

@@ -129,7 +129,9 @@ mod search {
         common::v1::{any_value::Value, AnyValue},
         logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
     };
-    use otelephant::query::proto::{AttributeFilter, SearchLogsRequest, SearchTracesRequest, TraceSummary};
+    use otelephant::query::proto::{
+        AttributeFilter, SearchLogsRequest, SearchTracesRequest, TimeRange, TraceSummary,
+    };
     use tonic::Code;
 
     use super::query;
@@ -387,6 +389,62 @@ mod search {
             .search_logs(SearchLogsRequest { trace_id: "abc".into(), ..Default::default() })
             .await;
         assert_eq!(bad.expect_err("bad trace id").code(), Code::InvalidArgument);
+        t.stop().await;
+    }
+
+    #[tokio::test]
+    async fn log_pages_read_newest_windows_first_and_find_every_record_in_order() {
+        let mut t = TestServer::start().await;
+        let now = nanos_now() - 60 * SECOND;
+        // 240 records, one every 45 s over three hours, with runs of equal times; and one a
+        // day back, alone in its window.
+        let mut records: Vec<LogRecord> =
+            (0..240u64).map(|i| log(now - (i / 3) * 3 * 45 * SECOND, 9, &format!("r{i}"), None)).collect();
+        records.push(log(now - 20 * 3_600 * SECOND, 9, "far back", None));
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: resource("api"),
+                scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+                schema_url: String::new(),
+            }],
+        };
+        t.logs().await.export(request).await.expect("export");
+        let range = TimeRange { start_unix_nano: now - 24 * 3_600 * SECOND, end_unix_nano: now + SECOND };
+        let expected: Vec<i64> = t
+            .sql
+            .query("SELECT timestamp_unix_nano FROM logs ORDER BY 1 DESC", &[])
+            .await
+            .expect("times")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for page_size in [1, 7, 50, 1000] {
+            let (mut times, mut token, mut pages) = (Vec::new(), String::new(), 0);
+            loop {
+                let request = SearchLogsRequest {
+                    time_range: Some(range),
+                    page_size,
+                    page_token: token,
+                    ..Default::default()
+                };
+                let page = query(&t).await.search_logs(request).await.expect("search").into_inner();
+                pages += 1;
+                for r in page.logs.unwrap_or_default().resource_logs {
+                    times.extend(
+                        r.scope_logs
+                            .iter()
+                            .flat_map(|s| s.log_records.iter())
+                            .map(|l| l.time_unix_nano as i64),
+                    );
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            assert_eq!(times, expected, "page size {page_size}: every record once, newest first");
+            assert!(pages >= expected.len().div_ceil(page_size as usize), "{pages} pages");
+        }
         t.stop().await;
     }
 

@@ -618,10 +618,33 @@ async fn service_dependencies_over_json_and_jaeger() {
 
     let (status, found) = call(&t, "ListServiceDependencies", json!({})).await;
     assert_eq!(status, StatusCode::OK);
+    // The call's child span, as SQL reads it: whether it failed and how long it took.
+    let child = t
+        .sql
+        .query_one(
+            "SELECT c.status_code IS NOT DISTINCT FROM 2, c.end_time_unix_nano - c.start_time_unix_nano
+             FROM spans c JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
+             JOIN resources rc ON rc.resource_id = c.resource_id JOIN resources rp ON rp.resource_id = p.resource_id
+             WHERE rp.service_name = 'checkout' AND rc.service_name = 'billing'",
+            &[],
+        )
+        .await
+        .expect("the call's child span");
+    let (failed, nanos): (bool, i64) = (child.get(0), child.get(1));
+    let edges = found["dependencies"].as_array().expect("dependencies");
+    assert_eq!(edges.len(), 1, "{found}");
+    let edge = &edges[0];
     assert_eq!(
-        found,
-        json!({ "dependencies": [{ "parent": "checkout", "child": "billing", "callCount": "1" }] })
+        (&edge["parent"], &edge["child"], &edge["callCount"]),
+        (&json!("checkout"), &json!("billing"), &json!("1"))
     );
+    // proto3's JSON leaves a zero out.
+    let errors = if failed { json!("1") } else { Value::Null };
+    assert_eq!(edge["errorCount"], errors, "{found}");
+    for percentile in ["p50Nanos", "p95Nanos", "p99Nanos"] {
+        let got: f64 = edge[percentile].as_str().expect(percentile).parse().expect("a number");
+        assert!((got - nanos as f64).abs() <= nanos as f64 * 0.01, "{percentile} {got} vs {nanos}");
+    }
 
     let (status, links) = jaeger::<Vec<model::DependencyLink>>(&t, "/jaeger/api/dependencies").await;
     assert_eq!(status, StatusCode::OK);

@@ -469,6 +469,22 @@ async fn the_service_graph_finds_every_call_between_services_late_parents_includ
         .expect("errors")
         .get(0);
     assert_eq!(errors, 1, "the late pair's failed child is counted");
+    // The API gives each edge's errors and its children's duration percentiles (within 1%).
+    let answered = query(&t)
+        .await
+        .list_service_dependencies(ListServiceDependenciesRequest::default())
+        .await
+        .expect("dependencies")
+        .into_inner()
+        .dependencies;
+    let within = |got: u64, exact: u64| (got as f64 - exact as f64).abs() <= exact as f64 * 0.01;
+    let web_api = answered.iter().find(|d| d.parent == "web" && d.child == "api").expect("web -> api");
+    assert_eq!((web_api.call_count, web_api.error_count), (2, 1));
+    assert!(within(web_api.p50_nanos, 10 * MS) && within(web_api.p99_nanos, 20 * MS), "{web_api:?}");
+    assert!(within(web_api.p95_nanos, 20 * MS), "{web_api:?}");
+    let api_db = answered.iter().find(|d| d.parent == "api" && d.child == "db").expect("api -> db");
+    assert_eq!((api_db.call_count, api_db.error_count), (1, 0));
+    assert!(within(api_db.p50_nanos, 5 * MS) && within(api_db.p95_nanos, 5 * MS), "{api_db:?}");
     t.stop().await;
 }
 
