@@ -17,6 +17,7 @@ mod critical_path;
 mod logs;
 mod metrics;
 pub mod security;
+mod service_map;
 mod traces;
 
 use std::{

@@ -19,8 +19,8 @@ use tonic::{Code, Request};
 use super::critical_path;
 use super::{
     attribute_filters, attribute_inputs, attribute_table, chart, cut, duration_text, empty, encode_query,
-    error_box, href, page, range_inputs, range_label, rate_text, raw, step_text, string_attribute, time_el,
-    time_range, time_range_message, Colors, PageParams, QueryString, Screen, Ui,
+    error_box, href, page, range_inputs, range_label, rate_text, raw, service_map, step_text,
+    string_attribute, time_el, time_range, time_range_message, Colors, PageParams, QueryString, Screen, Ui,
 };
 use crate::query::{
     jaeger::{parse_go_duration, span_kind_name},
@@ -141,14 +141,26 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
         @if dependencies.is_empty() {
             p.none { "No span in " (range_label(params)) " has a parent in another service." }
         } @else {
+            @let (map, services_left_out, edges_left_out) = service_map::draw(&dependencies, &colors, &carry);
+            figure.service-map {
+                div.scroll { (raw(map)) }
+                figcaption {
+                    "Each arrow is the calls from one service's spans to another's, by the minute the called span started: how many, how many failed, and their p95 as the called service served them. Click a service for its traces."
+                    @if services_left_out > 0 || edges_left_out > 0 {
+                        " Only the busiest " (service_map::MAX_SERVICES) " services and " (service_map::MAX_EDGES) " calls are drawn: " (services_left_out) " services and " (edges_left_out) " calls are only in the table below."
+                    }
+                }
+            }
             table.results.dependencies {
-                thead { tr { th { "Caller" } th { "Called" } th.num { "Calls" } } }
+                thead { tr { th { "Caller" } th { "Called" } th.num { "Calls" } th.num { "Failed" } th.num { "p50" } th.num { "p95" } th.num { "p99" } } }
                 tbody {
                     @for d in &dependencies {
                         tr data-edge=(format!("{} -> {}", d.parent, d.child)) {
                             td { span.dot style=(format!("background:{}", colors.of(&d.parent))) {} (d.parent) }
                             td { span.dot style=(format!("background:{}", colors.of(&d.child))) {} a href=(href("/traces", &[("service", &d.child)], &carry)) { (d.child) } }
-                            td.num { (d.call_count) }
+                            td.num.calls { (d.call_count) }
+                            td.num.failed.errors[d.error_count > 0] { (d.error_count) }
+                            @for p in [d.p50_nanos, d.p95_nanos, d.p99_nanos] { td.num { (duration_text(p)) } }
                         }
                     }
                 }

@@ -104,7 +104,7 @@ async function uiRun(data) {
   assert.ok(services.includes("frontend") && services.includes("payments") && services.includes("batch"), `${services}`);
   assert.equal(await page.textContent("tr[data-service=payments] td.error-rate"), "100.0%", "payments' one served span failed");
   assert.match(await page.textContent("tr[data-service=payments] td.p50"), /ms$/, "p50 is a duration");
-  const edges = await page.$$eval("table.dependencies tbody tr", (rows) => rows.map((r) => [r.dataset.edge, r.lastElementChild.textContent]));
+  const edges = await page.$$eval("table.dependencies tbody tr", (rows) => rows.map((r) => [r.dataset.edge, r.querySelector("td.calls").textContent]));
   assert.deepEqual(edges, [["frontend -> payments", "1"]], "frontend's POST /charge called payments once");
   const red = await page.$$eval(".red figure.red-chart", (figures) => figures.map((f) => f.dataset.chart));
   assert.deepEqual(red, ["rate", "errors", "p95"], "RED over time: three charts");
@@ -125,11 +125,29 @@ async function uiRun(data) {
   assert.equal(await page.textContent("tr[data-service=frontend] td.error-line svg title"),
     `frontend: error rate per minute, from ${lowError.toFixed(1)}% to ${highError.toFixed(1)}%`);
   assert.match(await page.textContent("tr[data-service=frontend] td.p95-line svg title"), /^frontend: p95 per minute, from [\d.]+ [nµm]?s to [\d.]+ [nµm]?s$/);
+  step("the service map: a node per service, an arrow per call pair with its calls, failures and p95 as SQL gives them");
+  const arrows = await page.$$eval("svg.service-map g.edge", (gs) =>
+    gs.map((g) => [g.dataset.edge, Number(g.dataset.calls), Number(g.dataset.errors), Number(g.dataset.p95)]));
+  assert.equal(arrows.length, data.sql.edges.length);
+  for (const [edge, calls, failed, p95] of data.sql.edges) {
+    const drawn = arrows.find((a) => a[0] === edge);
+    assert.ok(drawn, `${edge} is drawn`);
+    assert.deepEqual(drawn.slice(1, 3), [calls, failed], `${edge}: calls and failures`);
+    assert.ok(Math.abs(drawn[3] - p95) <= p95 * 0.01, `${edge}: p95 ${drawn[3]} within 1% of ${p95}`);
+  }
+  const nodeX = async (service) => Number(await page.$eval(`svg.service-map a.node[data-service="${service}"] rect`, (r) => r.getAttribute("x")));
+  assert.ok(await nodeX("frontend") < await nodeX("payments"), "the caller left of the called");
+  const label = await page.textContent('svg.service-map g.edge[data-edge="frontend -> payments"] text');
+  assert.match(label, /^1 call · 1 failed · p95 [\d.]+ ms$/);
+
   step("service colours: a different palette colour each, the same on every page");
   const colors = Object.fromEntries(await page.$$eval("table.services tbody tr", (rows) =>
     rows.map((r) => [r.dataset.service, getComputedStyle(r.querySelector("span.dot")).backgroundColor])));
   assert.equal(new Set(Object.values(colors)).size, Object.keys(colors).length, `distinct colours: ${JSON.stringify(colors)}`);
   await shot("services");
+
+  await Promise.all([page.waitForNavigation(), page.click('svg.service-map a.node[data-service="payments"]')]);
+  assert.match(page.url(), /\/traces\?service=payments/, "a node opens its service's traces");
 
   step("a service's operations with their spans, error rate and percentiles, as SQL counts them");
   await goto("/operations?service=payments");

@@ -95,6 +95,23 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         .await
         .expect("busiest minute")
         .get(0);
+    // Calls between services: child spans whose parent is another service's, per pair, with
+    // how many failed and the p95 of their durations.
+    let edges: Vec<serde_json::Value> = t
+        .sql
+        .query(
+            "SELECT rp.service_name || ' -> ' || rc.service_name, count(*), count(*) FILTER (WHERE c.status_code = 2),
+                    percentile_disc(0.95) WITHIN GROUP (ORDER BY c.end_time_unix_nano - c.start_time_unix_nano)
+             FROM spans c JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
+             JOIN resources rc ON rc.resource_id = c.resource_id JOIN resources rp ON rp.resource_id = p.resource_id
+             WHERE rp.service_name <> rc.service_name GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("edges")
+        .iter()
+        .map(|r| serde_json::json!([r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, i64>(2), r.get::<_, i64>(3)]))
+        .collect();
     // Log records per severity range, by the range's name.
     let severities: serde_json::Map<String, serde_json::Value> = t
         .sql
@@ -201,6 +218,7 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         "self_times": self_times,
         "busiest_minute_requests": busiest,
         "log_severities": severities,
+        "edges": edges,
         "order_records": order_records,
         "frontend_error_percent": [error_extent.get::<_, f64>(0), error_extent.get::<_, f64>(1)],
         "log_times": log_times,
