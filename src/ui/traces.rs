@@ -640,6 +640,28 @@ fn find_span<'a>(data: &'a TracesData, span_id: &str) -> Option<&'a Span> {
 /// Event marks drawn on one span's bar at most: past it, every k-th event is marked.
 const MAX_EVENT_MARKS: usize = 100;
 
+/// Bars the minimap draws at most; a larger trace is drawn one span in k.
+const MAX_MINIMAP_BARS: usize = 2_000;
+/// Rows of the minimap at most: spans share a row, in timeline order.
+const MINIMAP_ROWS: usize = 48;
+
+/// The whole trace in a strip: every span (or one in k, past [`MAX_MINIMAP_BARS`]) as a thin
+/// bar, in timeline order top to bottom, `x` placing times as the timeline does (0 to 1000).
+fn minimap(placed: &[Placed<'_>], x: &dyn Fn(u64) -> f64) -> Markup {
+    let rows = placed.len().clamp(1, MINIMAP_ROWS);
+    let every = placed.len().div_ceil(MAX_MINIMAP_BARS).max(1);
+    html! {
+        svg viewBox=(format!("0 0 1000 {rows}")) preserveAspectRatio="none" data-every=(every) {
+            @if every > 1 { title { "one span in " (every) " drawn" } }
+            @for (i, p) in placed.iter().enumerate().step_by(every) {
+                @let start = x(p.span.start_time_unix_nano);
+                rect.failed[is_error(p.span)] x=(format!("{start:.1}")) y=(i * rows / placed.len().max(1))
+                    width=(format!("{:.1}", (x(p.span.end_time_unix_nano) - start).max(1.0))) height="1" {}
+            }
+        }
+    }
+}
+
 /// The trace page: the timeline of every span, and the selected span's details.
 fn timeline_page(
     data: &TracesData,
@@ -716,8 +738,15 @@ fn timeline_page(
                 }
             }
         }
-        div.trace-view data-trace=(trace_id) data-start=(t0) {
+        div.trace-view data-trace=(trace_id) data-start=(t0) data-duration=(t1 - t0) {
             div.timeline {
+                div.minimap-row {
+                    div.label { "Overview " small { "drag to zoom, click to reset" } }
+                    div.bar { div.track.minimap title="Drag across a stretch of the trace to zoom the timeline into it; click to see all of it again" {
+                        (minimap(&placed, &x))
+                        div.brush hidden {}
+                    } }
+                }
                 div.ruler {
                     div.label { "Span" span.divider role="separator" aria-orientation="vertical" title="drag to widen the names" {} }
                     div.bar { div.track {
@@ -757,7 +786,7 @@ fn timeline_page(
                                     }
                                 }
                             }
-                            span.dur style=(format!("left:{:.2}%", (start + width) / 10.0)) {
+                            span.dur style=(format!("left:{:.2}%", (start + width) / 10.0)) data-at=(format!("{:.5}", (start + width) / 1000.0)) {
                                 (duration_text(duration))
                                 @if self_times[i] < duration { " · self " (duration_text(self_times[i])) }
                             }

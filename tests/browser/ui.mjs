@@ -204,6 +204,44 @@ async function uiRun(data) {
   for (const [service, color] of timelineColors) {
     assert.equal(color, colors[service], `${service} has its services-page colour on the timeline`);
   }
+
+  step("the minimap: dragging across its second half zooms every bar into it, kept in the URL; a click shows all again");
+  assert.equal(await page.$$eval(".track.minimap svg rect", (r) => r.length), 4, "a bar per span");
+  const map = await page.$(".track.minimap");
+  await map.scrollIntoViewIfNeeded();
+  const box = await map.boundingBox();
+  await page.mouse.move(box.x + box.width * 0.5, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.75, box.y + box.height / 2, { steps: 4 });
+  await page.mouse.move(box.x + box.width - 1, box.y + box.height / 2, { steps: 4 });
+  await page.mouse.up();
+  await page.waitForFunction(() => new URL(location.href).searchParams.has("zoom"));
+  const zoom = new URL(page.url()).searchParams.get("zoom");
+  assert.match(zoom, /^0\.5\d{3}-0\.99\d{2}$/, `zoom ${zoom}`);
+  const [from, to] = zoom.split("-").map(Number);
+  // Each bar's left edge on screen is where its start falls within the zoomed stretch.
+  const placedBars = await page.$$eval(".span-row .track", (tracks) => tracks.map((track) => {
+    const rect = track.querySelector("svg rect");
+    const t = track.getBoundingClientRect();
+    return { start: Number(rect.getAttribute("x")) / 1000, left: rect.getBoundingClientRect().left - t.left, width: t.width };
+  }));
+  for (const bar of placedBars) {
+    const expected = ((bar.start - from) / (to - from)) * bar.width;
+    assert.ok(Math.abs(bar.left - expected) <= 2, `a bar starting at ${bar.start} is at ${bar.left}px, expected ${expected}px`);
+  }
+  const duration = Number(await page.$eval(".trace-view", (v) => v.dataset.duration));
+  const firstTick = await page.textContent(".ruler .track span");
+  assert.equal(firstTick, `${((duration * from) / 1e6).toFixed(duration * from >= 1e8 ? 0 : 1)} ms`, "the ruler starts where the zoom does");
+  await shot("trace-zoomed");
+  await page.reload();
+  await ready();
+  assert.equal(await page.$eval(".span-row .track svg", (s) => s.getAttribute("viewBox")), `${(from * 1000).toFixed(3)} 0 ${((to - from) * 1000).toFixed(3)} 10`, "the zoom survives a reload");
+  const again = await page.$(".track.minimap");
+  await again.scrollIntoViewIfNeeded();
+  const box2 = await again.boundingBox();
+  await page.mouse.click(box2.x + box2.width * 0.3, box2.y + box2.height / 2);
+  await page.waitForFunction(() => !new URL(location.href).searchParams.has("zoom"));
+  assert.equal(await page.$eval(".span-row .track svg", (s) => s.getAttribute("viewBox")), "0.000 0 1000.000 10");
   assert.equal(await page.$$eval(".span-row.failed", (e) => e.length), 3, "three spans failed");
   assert.ok((await page.$$(".span-row rect.event")).length >= 2, "events are marked on their bars");
 

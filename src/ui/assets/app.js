@@ -3,7 +3,8 @@
 // - the time range's absolute inputs, read and written in local time, sent as milliseconds;
 // - one more attribute filter input;
 // - the trace timeline: collapsing subtrees, and a span's details without reloading the trace,
-//   with the span in the URL so that back, reload and shared links show it again.
+//   with the span in the URL so that back, reload and shared links show it again;
+// - the trace minimap: drag to zoom the timeline, the zoom kept in the URL.
 "use strict";
 
 const pad = (n, width = 2) => String(n).padStart(width, "0");
@@ -191,10 +192,90 @@ function timeline() {
   if (selected) selected.scrollIntoView({ block: "center" });
 }
 
+// Three significant digits, as the server writes durations.
+function significant(x) {
+  return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
+}
+
+function durationText(nanos) {
+  const n = Math.round(nanos);
+  if (n < 1e3) return `${n} ns`;
+  if (n < 1e6) return `${significant(n / 1e3)} µs`;
+  if (n < 1e9) return `${significant(n / 1e6)} ms`;
+  if (n < 60e9) return `${significant(n / 1e9)} s`;
+  return `${Math.floor(n / 60e9)}m ${Math.floor(n / 1e9) % 60}s`;
+}
+
+// A zoom in the URL: two fractions of the trace's duration, "0.2500-0.5000".
+const ZOOM = /^(0(?:\.\d{1,6})?|1(?:\.0{1,6})?)-(0(?:\.\d{1,6})?|1(?:\.0{1,6})?)$/;
+
+// The minimap above the timeline: dragging across it zooms every bar, the ruler and the
+// durations into that stretch of the trace (the bars are SVG drawn over 0-1000, so a zoom is a
+// viewBox); a click without a drag shows the whole trace again. The zoom is kept in the URL.
+function minimap() {
+  const view = document.querySelector(".trace-view");
+  const map = view?.querySelector(".track.minimap");
+  if (!map) return;
+  const brush = map.querySelector(".brush");
+  const total = Number(view.dataset.duration);
+  const bars = view.querySelectorAll(".span-row .track svg");
+  const durations = view.querySelectorAll(".span-row .dur");
+  const ticks = view.querySelectorAll(".ruler .track span");
+  function apply(a, b) {
+    const whole = a <= 0 && b >= 1;
+    const viewBox = `${(a * 1000).toFixed(3)} 0 ${((b - a) * 1000).toFixed(3)} 10`;
+    for (const svg of bars) svg.setAttribute("viewBox", viewBox);
+    for (const d of durations) {
+      const at = (Number(d.dataset.at) - a) / (b - a);
+      d.style.left = `${(at * 100).toFixed(2)}%`;
+      d.hidden = at < 0 || at > 1.001;
+    }
+    ticks.forEach((tick, i) => { tick.textContent = durationText(total * (a + ((b - a) * i) / 4)); });
+    brush.hidden = whole;
+    brush.style.left = `${a * 100}%`;
+    brush.style.width = `${(b - a) * 100}%`;
+    view.dataset.zoom = whole ? "" : `${a.toFixed(4)}-${b.toFixed(4)}`;
+  }
+  function remember() {
+    const url = new URL(location.href);
+    if (view.dataset.zoom) url.searchParams.set("zoom", view.dataset.zoom);
+    else url.searchParams.delete("zoom");
+    history.replaceState(history.state, "", url);
+  }
+  const fraction = (event) => {
+    const box = map.getBoundingClientRect();
+    return Math.min(Math.max((event.clientX - box.left) / box.width, 0), 1);
+  };
+  map.addEventListener("pointerdown", (event) => {
+    event.preventDefault();
+    map.setPointerCapture(event.pointerId);
+    const from = fraction(event);
+    brush.hidden = false;
+    const move = (e) => {
+      const to = fraction(e);
+      brush.style.left = `${Math.min(from, to) * 100}%`;
+      brush.style.width = `${Math.abs(to - from) * 100}%`;
+    };
+    const up = (e) => {
+      map.removeEventListener("pointermove", move);
+      map.removeEventListener("pointerup", up);
+      const to = fraction(e);
+      if (Math.abs(to - from) < 0.005) apply(0, 1);
+      else apply(Math.min(from, to), Math.max(from, to));
+      remember();
+    };
+    map.addEventListener("pointermove", move);
+    map.addEventListener("pointerup", up);
+  });
+  const zoom = ZOOM.exec(new URL(location.href).searchParams.get("zoom") ?? "");
+  if (zoom && Number(zoom[1]) < Number(zoom[2])) apply(Number(zoom[1]), Number(zoom[2]));
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   localTimes(document);
   rangeForms();
   attributeInputs();
   timeline();
+  minimap();
   document.documentElement.dataset.ready = "true";
 });
