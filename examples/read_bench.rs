@@ -4,7 +4,9 @@
 //! build and an earlier one on the same data.
 //!
 //! `cargo run --release --example read_bench -- load SPANS DATABASE_URL SCHEMA`
-//!   makes SCHEMA (migrations of this build) and stores SPANS spans in it, in the order they
+//!   makes SCHEMA (migrations of this build) and stores SPANS spans in it (and SPANS / 10 log
+//!   records, and 2.88M metric points of 2,000 series: a counter and a histogram per service
+//!   and route, a point a minute), in the order they
 //!   start: traces of 10 spans whose children cross services (client spans calling server spans
 //!   of other services), 50 services with a server and a client operation each (60 names in
 //!   all), 2% failed, durations of 1-97 ms with a tail of 2 s spans. They are generated inside PostgreSQL (INSERT ... SELECT), so their
@@ -95,10 +97,63 @@ async fn load(spans: i64, url: &str, schema: &str) -> anyhow::Result<()> {
     )
     .await?;
     println!("stored {spans} spans in {:.1} s", started.elapsed().as_secs_f64());
+    // A log record per ten spans over the same 24 hours, of every service, a fifth WARN or
+    // worse, with a route and a user as attributes.
+    let started = Instant::now();
+    let records = spans / 10;
+    sql.execute(
+        "INSERT INTO logs (timestamp_unix_nano, time_unix_nano, observed_time_unix_nano, severity_number,
+                           severity_text, body, attributes, dropped_attributes_count, flags, trace_id,
+                           span_id, event_name, resource_id, scope_id)
+         SELECT t, t, t, (ARRAY[9, 9, 9, 13, 17])[1 + i % 5], '',
+                to_jsonb('request ' || i || ' for user-' || (i % 5000) || ' on /api/' || (i % 20) || ' took ' || (i % 97) || ' ms'),
+                jsonb_build_object('http.route', '/api/' || (i % 20), 'user.id', 'user-' || (i % 5000)),
+                0, 0, NULL, NULL, '', i % $3::bigint + 1, 1
+         FROM (SELECT i, $2::bigint - 86400000000000 + i * (86400000000000 / $1::bigint) AS t
+               FROM generate_series(0, $1::bigint - 1) i) g",
+        &[&records, &now, &SERVICES],
+    )
+    .await?;
+    println!("stored {records} log records in {:.1} s", started.elapsed().as_secs_f64());
+    // Metrics, a point a minute for 24 hours: per service and route (1000 series each) a delta
+    // request counter and a delta duration histogram in HTTP's buckets.
+    let started = Instant::now();
+    sql.execute(
+        "INSERT INTO metric_series (series_id, metric_name, metric_type, description, unit,
+                                    aggregation_temporality, is_monotonic, metadata, attributes, resource_id, scope_id)
+         SELECT k * 100000 + s * 100 + r, m, CASE k WHEN 1 THEN 'sum' ELSE 'histogram' END, '',
+                CASE k WHEN 1 THEN '{request}' ELSE 's' END, 1, CASE k WHEN 1 THEN true END, '{}',
+                jsonb_build_object('http.route', '/api/' || r, 'http.request.method', 'GET'), s, 1
+         FROM (VALUES (1, 'http.server.requests'), (2, 'http.server.request.duration')) AS metric(k, m),
+              generate_series(1, $1::bigint) s, generate_series(0, 19) r",
+        &[&SERVICES],
+    )
+    .await?;
+    sql.execute(
+        "INSERT INTO metric_points_number (time_unix_nano, start_time_unix_nano, series_id, value_int, flags)
+         SELECT t, t - 60000000000, 100000 + s * 100 + r, 50 + (s * 7 + r + m) % 40, 0
+         FROM generate_series(1, $2::bigint) s, generate_series(0, 19) r, generate_series(0, 1439) m,
+              LATERAL (SELECT $1::bigint - 86400000000000 + m * 60000000000 AS t) x",
+        &[&now, &SERVICES],
+    )
+    .await?;
+    sql.execute(
+        "INSERT INTO metric_points_histogram (time_unix_nano, start_time_unix_nano, series_id, count, sum, min, max,
+                                              bucket_counts, explicit_bounds, flags)
+         SELECT t, t - 60000000000, 200000 + s * 100 + r, 60, 60 * 0.08, 0.002, 1.5 + (m % 10),
+                ARRAY[2, 6, 10, 14, 10, 6, 4, 3, 2, 1, 1, 1, 0, 0, 0], ARRAY[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]::float8[], 0
+         FROM generate_series(1, $2::bigint) s, generate_series(0, 19) r, generate_series(0, 1439) m,
+              LATERAL (SELECT $1::bigint - 86400000000000 + m * 60000000000 AS t) x",
+        &[&now, &SERVICES],
+    )
+    .await?;
+    println!("stored 2,880,000 metric points of 2,000 series in {:.1} s", started.elapsed().as_secs_f64());
     // As autovacuum leaves a table that takes inserts: its start-time index summarized but for
     // the newest block range, its statistics current.
     let started = Instant::now();
     sql.batch_execute("VACUUM (ANALYZE) spans").await?;
+    sql.batch_execute("VACUUM (ANALYZE) logs; VACUUM (ANALYZE) metric_points_number").await?;
+    sql.batch_execute("VACUUM (ANALYZE) metric_points_histogram; ANALYZE metric_series").await?;
     sql.batch_execute("ANALYZE resources").await?;
     println!("vacuumed in {:.1} s", started.elapsed().as_secs_f64());
 
@@ -175,6 +230,35 @@ async fn time(base: &str, label: &str, runs: usize) -> anyhow::Result<()> {
             None,
         ),
     ];
+    // A trace to open: the newest of the service's, as its traces page lists them.
+    let found: serde_json::Value = http
+        .post(format!("{base}{query}/SearchTraces"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"service": "{service}", "pageSize": 1}}"#))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let trace_id = found["traces"][0]["traceId"].as_str().unwrap_or_default().to_owned();
+    let pages: Vec<(&str, String, Option<String>)> = vec![
+        ("UI a trace (10 spans)", format!("/trace/{trace_id}"), None),
+        ("UI logs, last hour", "/logs".into(), None),
+        ("UI logs, one service, last hour", format!("/logs?service={service}"), None),
+        ("UI logs, body text matching 1 in 5000, last hour", "/logs?body=user-4242%20".into(), None),
+        ("UI metrics list", "/metrics".into(), None),
+        ("UI counter chart (1000 series), last hour", "/metric?name=http.server.requests".into(), None),
+        (
+            "UI counter chart grouped by route, last hour",
+            "/metric?name=http.server.requests&by=http.route".into(),
+            None,
+        ),
+        (
+            "UI histogram chart (1000 series), last hour",
+            "/metric?name=http.server.request.duration".into(),
+            None,
+        ),
+    ];
+    let reads: Vec<_> = reads.into_iter().chain(pages).collect();
     println!("{label}");
     println!("| read | median | slowest | runs |");
     println!("|---|---:|---:|---:|");
