@@ -152,8 +152,9 @@ async fn load(spans: i64, url: &str, schema: &str) -> anyhow::Result<()> {
     // the newest block range, its statistics current.
     let started = Instant::now();
     sql.batch_execute("VACUUM (ANALYZE) spans").await?;
-    sql.batch_execute("VACUUM (ANALYZE) logs; VACUUM (ANALYZE) metric_points_number").await?;
-    sql.batch_execute("VACUUM (ANALYZE) metric_points_histogram; ANALYZE metric_series").await?;
+    for table in ["logs", "metric_points_number", "metric_points_histogram", "metric_series"] {
+        sql.batch_execute(&format!("VACUUM (ANALYZE) {table}")).await?;
+    }
     sql.batch_execute("ANALYZE resources").await?;
     println!("vacuumed in {:.1} s", started.elapsed().as_secs_f64());
 
