@@ -27,7 +27,8 @@ use super::{
     proto::{
         query_service_server::QueryService, AttributeFilter, CountLogsRequest, GetTraceRequest,
         ListMetricsRequest, ListOperationsRequest, ListServiceDependenciesRequest, ListServiceStatsRequest,
-        ListServicesRequest, LogFacetsRequest, QueryMetricsRequest, SearchLogsRequest, SearchTracesRequest,
+        ListServicesRequest, LogFacetsRequest, QueryMetricsRequest, ScatterTracesRequest, SearchLogsRequest,
+        SearchTracesRequest,
     },
     Query,
 };
@@ -68,6 +69,14 @@ doubles!(
 );
 
 impl Doubles for CountLogsRequest {
+    fn each_double(&mut self, f: &mut dyn FnMut(&mut f64)) {
+        if let Some(filters) = self.filters.as_mut() {
+            filters.each_double(f);
+        }
+    }
+}
+
+impl Doubles for ScatterTracesRequest {
     fn each_double(&mut self, f: &mut dyn FnMut(&mut f64)) {
         if let Some(filters) = self.filters.as_mut() {
             filters.each_double(f);
@@ -141,6 +150,7 @@ async fn call(
         "SearchLogs" => unary(body, |r| async move { q.search_logs(Request::new(r)).await }).await,
         "CountLogs" => unary(body, |r| async move { q.count_logs(Request::new(r)).await }).await,
         "LogFacets" => unary(body, |r| async move { q.log_facets(Request::new(r)).await }).await,
+        "ScatterTraces" => unary(body, |r| async move { q.scatter_traces(Request::new(r)).await }).await,
         "ListMetrics" => unary(body, |r| async move { q.list_metrics(Request::new(r)).await }).await,
         "QueryMetrics" => unary(body, |r| async move { q.query_metrics(Request::new(r)).await }).await,
         "ListServices" => unary(body, |r| async move { q.list_services(Request::new(r)).await }).await,

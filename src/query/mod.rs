@@ -358,6 +358,13 @@ impl QueryService for Query {
         Ok(Response::new(logs::count_logs(self, request.get_ref()).await?))
     }
 
+    async fn scatter_traces(
+        &self,
+        request: Request<proto::ScatterTracesRequest>,
+    ) -> Result<Response<proto::ScatterTracesResponse>, Status> {
+        Ok(Response::new(traces::scatter_traces(self, request.get_ref()).await?))
+    }
+
     async fn log_facets(
         &self,
         request: Request<proto::LogFacetsRequest>,

@@ -16,8 +16,9 @@ use super::{
     proto::{
         ListOperationsRequest, ListOperationsResponse, ListServiceDependenciesRequest,
         ListServiceDependenciesResponse, ListServiceStatsRequest, ListServiceStatsResponse,
-        ListServicesRequest, ListServicesResponse, Operation, SearchTracesRequest, SearchTracesResponse,
-        ServiceDependency, ServiceStats, StatsStep, TraceSummary,
+        ListServicesRequest, ListServicesResponse, Operation, ScatterPoint, ScatterTracesRequest,
+        ScatterTracesResponse, SearchTracesRequest, SearchTracesResponse, ServiceDependency, ServiceStats,
+        StatsStep, TraceSummary,
     },
     resolve_range, steps_in, u32_column, Budget, Layout, Query, Resources, Scopes, Sql,
 };
@@ -636,12 +637,111 @@ pub(super) async fn search_traces(
     q: &Query,
     request: &SearchTracesRequest,
 ) -> Result<SearchTracesResponse, Status> {
-    q.check_text(&request.service, "service")?;
-    q.check_text(&request.span_name, "span_name")?;
-    q.check_filters(&request.attributes)?;
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
     let page_size = page_size(request.page_size);
     let mut sql = Sql::default();
+    let filters = span_filters(q, request, &mut sql)?;
+    if !matches!(request.order.as_str(), "" | "newest") {
+        return search_traces_sorted(q, request, (start, end), page_size, sql, &filters).await;
+    }
+    search_traces_newest(q, request, (start, end), page_size, sql, &filters).await
+}
+
+/// Points a scatter plot answer holds when the request names no number, and at most.
+const DEFAULT_SCATTER_POINTS: u32 = 2_000;
+const MAX_SCATTER_POINTS: u32 = 10_000;
+
+/// The requests matching a search's filters as scatter points: every one when the span rollup
+/// counts at most `max_points` of them in the range, else a sample of the range's blocks
+/// (TABLESAMPLE SYSTEM) sized to give about that many, so a plot of a busy hour reads a few
+/// thousand rows, not all of them.
+pub(super) async fn scatter_traces(
+    q: &Query,
+    request: &ScatterTracesRequest,
+) -> Result<ScatterTracesResponse, Status> {
+    let filters_of = request.filters.clone().unwrap_or_default();
+    let (start, end) = resolve_range(filters_of.time_range.as_ref(), "filters.time_range")?;
+    let max_points = match request.max_points {
+        0 => DEFAULT_SCATTER_POINTS,
+        n => n.min(MAX_SCATTER_POINTS),
+    };
+    let mut sql = Sql::default();
+    let filters = span_filters(q, &filters_of, &mut sql)?;
+    // Requests in the range as the rollup counts them, for the service and name filters.
+    let (first, last) = minutes(start, end);
+    let counted: i64 = {
+        let mut client = q.client().await?;
+        let rows = whole(
+            client
+                .query_within(
+                    &format!(
+                        "SELECT coalesce(sum(u.spans), 0)::bigint FROM span_rollup u
+                         WHERE u.minute_unix_nano >= $1 AND u.minute_unix_nano < $2 AND u.kind IN {SERVED_KINDS}
+                           AND ($3 = '' OR u.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $3))
+                           AND ($4 = '' OR u.name = $4)"
+                    ),
+                    &[&first, &last, &filters_of.service, &filters_of.span_name],
+                    &mut q.budget(),
+                )
+                .await?,
+            "requests in range",
+        )?;
+        rows.first().map_or(0, |r| r.get(0))
+    };
+    // A little over the share that gives max_points, as blocks hold unequal numbers of them.
+    let percent = if counted as u64 <= u64::from(max_points) {
+        100.0
+    } else {
+        (f64::from(max_points) * 1.2 * 100.0 / counted as f64).clamp(0.000_1, 100.0)
+    };
+    let sample = if percent < 100.0 {
+        format!(" TABLESAMPLE SYSTEM ({})", sql.param(percent as f32))
+    } else {
+        String::new()
+    };
+    let (lo, hi, limit) = (sql.param(start), sql.param(end), sql.param(i64::from(max_points) + 1));
+    let query = format!(
+        "SELECT encode(s.trace_id, 'hex'), s.start_time_unix_nano, s.end_time_unix_nano,
+                s.status_code IS NOT DISTINCT FROM {STATUS_ERROR}, r.service_name, left(s.name, 200)
+         FROM spans s{sample} LEFT JOIN resources r ON r.resource_id = s.resource_id
+         WHERE s.start_time_unix_nano >= {lo} AND s.start_time_unix_nano < {hi}
+           AND (s.kind IN {SERVED_KINDS} OR s.parent_span_id IS NULL){filters}
+         LIMIT {limit}"
+    );
+    let mut budget = q.budget();
+    let (mut rows, full) = q.client().await?.query_within(&query, &sql.params(), &mut budget).await?;
+    let truncated = full || rows.len() > max_points as usize;
+    rows.truncate(max_points as usize);
+    let points = rows
+        .iter()
+        .map(|row| {
+            let (from, to): (i64, i64) = (row.get(1), row.get(2));
+            ScatterPoint {
+                trace_id: row.get(0),
+                start_unix_nano: from as u64,
+                duration_nanos: (to as u64).saturating_sub(from as u64),
+                error: row.get(3),
+                service: row.get::<_, Option<String>>(4).unwrap_or_default(),
+                name: row.get(5),
+            }
+        })
+        .collect();
+    Ok(ScatterTracesResponse {
+        points,
+        sampled_percent: percent,
+        requests_in_range: counted as u64,
+        truncated,
+    })
+}
+
+/// The conditions on a span `s` of SearchTraces' filters, each starting " AND ".
+///
+/// # Errors
+/// INVALID_ARGUMENT for a filter that is malformed or past its limit.
+fn span_filters(q: &Query, request: &SearchTracesRequest, sql: &mut Sql) -> Result<String, Status> {
+    q.check_text(&request.service, "service")?;
+    q.check_text(&request.span_name, "span_name")?;
+    q.check_filters(&request.attributes)?;
     let mut filters = String::new();
     if !request.service.is_empty() {
         let service = sql.param(request.service.clone());
@@ -654,7 +754,7 @@ pub(super) async fn search_traces(
     }
     for (i, filter) in request.attributes.iter().enumerate() {
         filters +=
-            &format!(" AND {}", attribute_condition(q, &mut sql, "s", filter, &format!("attributes[{i}]"))?);
+            &format!(" AND {}", attribute_condition(q, sql, "s", filter, &format!("attributes[{i}]"))?);
     }
     let duration = "(s.end_time_unix_nano - s.start_time_unix_nano)";
     if request.min_duration_nanos > 0 {
@@ -666,9 +766,18 @@ pub(super) async fn search_traces(
     if request.errors_only {
         filters += &format!(" AND s.status_code = {STATUS_ERROR}");
     }
-    if !matches!(request.order.as_str(), "" | "newest") {
-        return search_traces_sorted(q, request, (start, end), page_size, sql, &filters).await;
-    }
+    Ok(filters)
+}
+
+/// The first page of a newest-first search (see [`search_traces`]).
+async fn search_traces_newest(
+    q: &Query,
+    request: &SearchTracesRequest,
+    (start, end): (i64, i64),
+    page_size: usize,
+    sql: Sql,
+    filters: &str,
+) -> Result<SearchTracesResponse, Status> {
     let after = match request.page_token.as_str() {
         "" => None,
         token => Some(decode_trace_token(token)?),

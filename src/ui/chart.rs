@@ -156,14 +156,20 @@ pub struct TracePoint {
 pub fn scatter(points: &[TracePoint], x_range: (u64, u64)) -> String {
     let top = points.iter().map(|p| p.duration).max().unwrap_or(1).max(1) as f64 * 1.1;
     let y_range = (0.0, top);
+    // What a drag across the plot selects is read back from these (app.js): the times and
+    // durations at the plot's edges, and where the edges are.
     let mut out = format!(
-        r#"<svg class="chart scatter" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="trace durations over time">"#
+        r#"<svg class="chart scatter" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="trace durations over time" data-from="{}" data-to="{}" data-top="{top:.0}" data-plot="{LEFT} {TOP} {} {}">"#,
+        x_range.0,
+        x_range.1,
+        WIDTH - RIGHT,
+        HEIGHT - BOTTOM
     );
     frame(&mut out, x_range, y_range, &|v| duration_text(v as u64));
     for p in points {
         let _ = write!(
             out,
-            r#"<a href="{}"><circle class="point{}" cx="{:.1}" cy="{:.1}" r="5"><title>{}</title></circle></a>"#,
+            r#"<a href="{}"><circle class="point{}" cx="{:.1}" cy="{:.1}" r="4"><title>{}</title></circle></a>"#,
             esc(&p.href),
             if p.error { " failed" } else { "" },
             x_of(p.start, x_range),
@@ -171,7 +177,7 @@ pub fn scatter(points: &[TracePoint], x_range: (u64, u64)) -> String {
             esc(&p.title)
         );
     }
-    out.push_str("</svg>");
+    out.push_str(r#"<rect class="selection" x="0" y="0" width="0" height="0" visibility="hidden"/></svg>"#);
     out
 }
 

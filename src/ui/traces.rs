@@ -26,8 +26,8 @@ use crate::query::{
     jaeger::{parse_go_duration, span_kind_name},
     proto::{
         query_service_server::QueryService, GetTraceRequest, ListOperationsRequest,
-        ListServiceDependenciesRequest, ListServiceStatsRequest, ListServicesRequest, SearchTracesRequest,
-        ServiceStats, StatsStep,
+        ListServiceDependenciesRequest, ListServiceStatsRequest, ListServicesRequest, ScatterTracesRequest,
+        SearchTracesRequest, ServiceStats, StatsStep,
     },
     traces::LinkTarget,
 };
@@ -375,11 +375,27 @@ pub async fn search(State(ui): State<Ui>, PageParams(params): PageParams<QuerySt
     )
 }
 
+/// Points the traces page's scatter plot draws at most (ScatterTraces samples past it).
+const SCATTER_POINTS: u32 = 1_000;
+
 async fn search_results(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
     let request = search_request(params)?;
     let range = request.time_range.map_or((0, 0), |r| (r.start_unix_nano, r.end_unix_nano));
-    let found =
-        ui.query.search_traces(Request::new(request)).await.map_err(|s| s.message().to_owned())?.into_inner();
+    let found = ui
+        .query
+        .search_traces(Request::new(request.clone()))
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner();
+    let scatter = ui
+        .query
+        .scatter_traces(Request::new(ScatterTracesRequest {
+            filters: Some(request),
+            max_points: SCATTER_POINTS,
+        }))
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner();
     let colors = ui.colors().await;
     // A search that stopped early says why and how far back it read, with a link to go on.
     let partial = html! {
@@ -410,26 +426,34 @@ async fn search_results(ui: &Ui, params: &QueryString) -> Result<Markup, String>
     }
     let carry = params.range_only();
     let trace_href = |id: &str| href(&format!("/trace/{id}"), &[], &carry);
-    let points: Vec<chart::TracePoint> = found
-        .traces
+    let points: Vec<chart::TracePoint> = scatter
+        .points
         .iter()
-        .map(|t| chart::TracePoint {
-            start: t.start_unix_nano,
-            duration: t.duration_nanos,
-            href: trace_href(&t.trace_id),
-            title: format!(
-                "{}: {} · {} · {} spans",
-                t.root_service,
-                t.root_span_name,
-                duration_text(t.duration_nanos),
-                t.span_count
-            ),
-            error: t.error_count > 0,
+        .map(|p| chart::TracePoint {
+            start: p.start_unix_nano,
+            duration: p.duration_nanos,
+            href: trace_href(&p.trace_id),
+            title: format!("{}: {} · {}", p.service, p.name, duration_text(p.duration_nanos)),
+            error: p.error,
         })
         .collect();
     Ok(html! {
         (partial)
-        figure.scatter { (raw(chart::scatter(&points, range))) figcaption { "Duration of each trace found, over time: click a point to open its trace." } }
+        figure.scatter data-points=(points.len()) {
+            (raw(chart::scatter(&points, range)))
+            figcaption {
+                "Each point is a request matching the filters (a root, server or consumer span) by when it started and how long it took: "
+                @if scatter.sampled_percent < 100.0 {
+                    "a sample of " (points.len()) " of the " (scatter.requests_in_range) " requests in the range ("
+                    (format!("{:.2}", scatter.sampled_percent)) "% of its stored blocks read)"
+                } @else if scatter.truncated {
+                    "the first " (points.len()) " found"
+                } @else {
+                    "all " (points.len())
+                }
+                ". Click a point to open its trace; drag across the plot to search that stretch of time and durations."
+            }
+        }
         table.results.traces {
             thead { tr {
                 @let sort = |order: &str, label: &str| {

@@ -112,6 +112,27 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         .iter()
         .map(|r| serde_json::json!([r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, i64>(2), r.get::<_, i64>(3)]))
         .collect();
+    let checkout_root: i64 = t
+        .sql
+        .query_one(
+            "SELECT end_time_unix_nano - start_time_unix_nano FROM spans
+             WHERE trace_id = decode($1, 'hex') AND parent_span_id IS NULL",
+            &[&checkout_trace],
+        )
+        .await
+        .expect("the checkout trace's root")
+        .get(0);
+    // frontend's requests, as the scatter plot draws them: its root, server and consumer spans.
+    let frontend_requests: i64 = t
+        .sql
+        .query_one(
+            "SELECT count(*) FROM spans s JOIN resources r USING (resource_id)
+             WHERE r.service_name = 'frontend' AND (s.kind IN (2, 5) OR s.parent_span_id IS NULL)",
+            &[],
+        )
+        .await
+        .expect("frontend's requests")
+        .get(0);
     // Log records per severity range, by the range's name.
     let severities: serde_json::Map<String, serde_json::Value> = t
         .sql
@@ -219,6 +240,8 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         "busiest_minute_requests": busiest,
         "log_severities": severities,
         "edges": edges,
+        "frontend_requests": frontend_requests,
+        "checkout_root_nanos": checkout_root,
         "order_records": order_records,
         "frontend_error_percent": [error_extent.get::<_, f64>(0), error_extent.get::<_, f64>(1)],
         "log_times": log_times,

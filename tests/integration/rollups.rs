@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::{
 };
 use otelephant::query::proto::{
     query_service_client::QueryServiceClient, CountLogsRequest, ListServiceDependenciesRequest,
-    ListServiceStatsRequest, SearchLogsRequest, SearchTracesRequest, TimeRange,
+    ListServiceStatsRequest, ScatterTracesRequest, SearchLogsRequest, SearchTracesRequest, TimeRange,
 };
 use prost::Message;
 use tonic::transport::Channel;
@@ -282,6 +282,94 @@ async fn log_counts_per_step_and_severity_range_are_sqls_from_the_rollup_and_fro
         }
         assert_eq!(got, exact, "from records: {from_records}");
     }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_scatter_plot_gets_every_request_or_a_bounded_block_sample() {
+    let mut t = TestServer::start().await;
+    let now = nanos_now();
+    for seed in 1..=3 {
+        t.traces().await.export(spans_over_minutes(seed, now, 1_000)).await.expect("export");
+    }
+    let range = Some(TimeRange { start_unix_nano: now - 10 * MINUTE, end_unix_nano: now + MINUTE });
+    let scatter = |max_points: u32, service: &str| {
+        let (t, service) = (t.endpoint(), service.to_owned());
+        async move {
+            let mut client = QueryServiceClient::connect(t).await.expect("connect");
+            let filters = SearchTracesRequest { time_range: range, service, ..Default::default() };
+            client
+                .scatter_traces(ScatterTracesRequest { filters: Some(filters), max_points })
+                .await
+                .expect("scatter")
+                .into_inner()
+        }
+    };
+    // Every request of the service: its root, server and consumer spans, as SQL finds them.
+    let expected: Vec<(String, u64, u64, bool)> = t
+        .sql
+        .query(
+            "SELECT encode(s.trace_id, 'hex'), s.start_time_unix_nano, s.end_time_unix_nano - s.start_time_unix_nano,
+                    s.status_code IS NOT DISTINCT FROM 2
+             FROM spans s JOIN resources r USING (resource_id)
+             WHERE r.service_name = 'api' AND (s.kind IN (2, 5) OR s.parent_span_id IS NULL) ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .expect("requests")
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64, r.get(3)))
+        .collect();
+    let served: i64 = t
+        .sql
+        .query_one(
+            "SELECT count(*) FROM spans s JOIN resources r USING (resource_id)
+             WHERE r.service_name = 'api' AND s.kind IN (2, 5)",
+            &[],
+        )
+        .await
+        .expect("served")
+        .get(0);
+    let all = scatter(10_000, "api").await;
+    assert_eq!((all.sampled_percent, all.truncated), (100.0, false));
+    assert_eq!(all.requests_in_range, served as u64, "the rollup's count of served spans");
+    let mut got: Vec<(String, u64, u64, bool)> = all
+        .points
+        .iter()
+        .map(|p| (p.trace_id.clone(), p.start_unix_nano, p.duration_nanos, p.error))
+        .collect();
+    got.sort();
+    assert_eq!(got, expected, "every request, once");
+    assert!(all.points.iter().all(|p| p.service == "api"));
+    let body = serde_json::json!({
+        "filters": {"service": "api", "timeRange": {"startUnixNano": (now - 10 * MINUTE).to_string(), "endUnixNano": (now + MINUTE).to_string()}},
+        "maxPoints": 10_000,
+    });
+    let answer = clients::post(
+        &t,
+        "/otelephant.query.v1.QueryService/ScatterTraces",
+        "application/json",
+        None,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+    let json: serde_json::Value = answer.json().await.expect("JSON");
+    assert_eq!(json["points"].as_array().map(Vec::len), Some(expected.len()), "over JSON too");
+
+    // Past max_points: a sample of the blocks, never more points than asked for, each a request.
+    let sampled = scatter(40, "").await;
+    assert!(sampled.sampled_percent < 100.0, "{}", sampled.sampled_percent);
+    assert!(sampled.points.len() <= 40, "{}", sampled.points.len());
+    let stored: i64 = t
+        .sql
+        .query_one("SELECT count(*) FROM spans WHERE kind IN (2, 5) OR parent_span_id IS NULL", &[])
+        .await
+        .expect("requests")
+        .get(0);
+    let share = 40.0 * 1.2 * 100.0 / sampled.requests_in_range as f64;
+    assert!((sampled.sampled_percent - share).abs() < 1e-3, "{} vs {share}", sampled.sampled_percent);
+    assert!(stored as u64 >= sampled.requests_in_range);
     t.stop().await;
 }
 

@@ -4,7 +4,8 @@
 // - one more attribute filter input;
 // - the trace timeline: collapsing subtrees, and a span's details without reloading the trace,
 //   with the span in the URL so that back, reload and shared links show it again;
-// - the trace minimap: drag to zoom the timeline, the zoom kept in the URL.
+// - the trace minimap: drag to zoom the timeline, the zoom kept in the URL;
+// - the traces scatter plot: drag to search a stretch of time and durations.
 "use strict";
 
 const pad = (n, width = 2) => String(n).padStart(width, "0");
@@ -271,11 +272,68 @@ function minimap() {
   if (zoom && Number(zoom[1]) < Number(zoom[2])) apply(Number(zoom[1]), Number(zoom[2]));
 }
 
+// The traces page's scatter plot: a drag across it searches the stretch of time and the
+// durations it covers (the plot says what its edges stand for); a click on a point still opens
+// its trace.
+function scatterSelect() {
+  const svg = document.querySelector("svg.scatter[data-plot]");
+  if (!svg) return;
+  const [left, top, right, bottom] = svg.dataset.plot.split(" ").map(Number);
+  const from = Number(svg.dataset.from);
+  const to = Number(svg.dataset.to);
+  const highest = Number(svg.dataset.top);
+  const box = svg.querySelector("rect.selection");
+  const local = (event) => {
+    const point = new DOMPoint(event.clientX, event.clientY).matrixTransform(svg.getScreenCTM().inverse());
+    return { x: Math.min(Math.max(point.x, left), right), y: Math.min(Math.max(point.y, top), bottom) };
+  };
+  svg.addEventListener("pointerdown", (event) => {
+    if (event.button !== 0) return;
+    const start = local(event);
+    let dragging = false;
+    const move = (e) => {
+      const now = local(e);
+      if (!dragging && Math.hypot(now.x - start.x, now.y - start.y) < 6) return;
+      if (!dragging) {
+        dragging = true;
+        svg.setPointerCapture(e.pointerId);
+      }
+      box.setAttribute("x", Math.min(start.x, now.x));
+      box.setAttribute("y", Math.min(start.y, now.y));
+      box.setAttribute("width", Math.abs(now.x - start.x));
+      box.setAttribute("height", Math.abs(now.y - start.y));
+      box.setAttribute("visibility", "visible");
+    };
+    const up = (e) => {
+      svg.removeEventListener("pointermove", move);
+      svg.removeEventListener("pointerup", up);
+      if (!dragging) return;
+      const end = local(e);
+      const time = (x) => from + ((x - left) / (right - left)) * (to - from);
+      const duration = (y) => ((bottom - y) / (bottom - top)) * highest;
+      const url = new URL(location.href);
+      for (const name of ["range", "page_token", "order"]) url.searchParams.delete(name);
+      url.searchParams.set("start", String(Math.floor(time(Math.min(start.x, end.x)) / 1e6)));
+      url.searchParams.set("end", String(Math.ceil(time(Math.max(start.x, end.x)) / 1e6)));
+      url.searchParams.set("min_duration", `${(duration(Math.max(start.y, end.y)) / 1e6).toFixed(3)}ms`);
+      url.searchParams.set("max_duration", `${(duration(Math.min(start.y, end.y)) / 1e6).toFixed(3)}ms`);
+      location.assign(url);
+    };
+    svg.addEventListener("pointermove", move);
+    svg.addEventListener("pointerup", up);
+  });
+  // A drag that began on a point is a selection, not a click on the point.
+  svg.addEventListener("click", (event) => {
+    if (box.getAttribute("visibility") === "visible") event.preventDefault();
+  }, true);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   localTimes(document);
   rangeForms();
   attributeInputs();
   timeline();
   minimap();
+  scatterSelect();
   document.documentElement.dataset.ready = "true";
 });
