@@ -476,7 +476,7 @@ async fn dependencies(State(q): State<Query>, Params(params): Params<DependencyP
         let time_range =
             Some(TimeRange { start_unix_nano: end.saturating_sub(lookback), end_unix_nano: end });
         let request = super::proto::ListServiceDependenciesRequest { time_range };
-        super::traces::list_service_dependencies(&q, &request).await
+        super::traces::list_service_dependencies(&q, &request, false).await
     };
     match found.await {
         Ok(found) => envelope(

@@ -10,14 +10,14 @@ use tonic::Status;
 
 use super::{
     attribute_condition, bad_token, corrupt, decode_off_thread, decode_token, dimensions, encode_token,
-    group_by_dimensions, newest_windows, page_size,
+    group_by_dimensions, newest_first, page_size,
     proto::{
         CountLogsRequest, CountLogsResponse, Facet, FacetValue, LogCountStep, LogFacetsRequest,
         LogFacetsResponse, SearchLogsRequest, SearchLogsResponse,
     },
     resolve_range, steps_in,
     traces::parse_trace_id,
-    u32_column, Budget, Conn, Query, Resources, Scopes, Sql,
+    u32_column, Query, Resources, Scopes, Sql,
 };
 use crate::encode::{
     attributes::{any_value_from_json, attributes_from_json, MappingError},
@@ -95,33 +95,6 @@ pub(super) async fn search_logs(
     let (resources, scopes) = dimensions(&mut client, &rows, &mut budget).await?;
     let logs = decode_off_thread(budget.used(), move || logs_from_rows(&rows, &resources, &scopes)).await?;
     Ok(SearchLogsResponse { logs: Some(logs), next_page_token })
-}
-
-/// Runs `query`, whose last parameter (after `sql`'s) is the start of its time window, over the
-/// [`newest_windows`] from `top` back to `start` until a window holds `need` rows or reaches
-/// `start`: the rows of that window, whether the answer filled up, and its budget.
-async fn newest_first(
-    client: &mut Conn,
-    q: &Query,
-    query: &str,
-    sql: &Sql,
-    start: i64,
-    top: i64,
-    need: usize,
-) -> Result<(Vec<Row>, bool, Budget), Status> {
-    let mut found = None;
-    for window in newest_windows(start, top) {
-        let mut budget = q.budget();
-        let mut params = sql.params();
-        params.push(&window);
-        let (rows, full) = client.query_within(query, &params, &mut budget).await?;
-        let enough = full || rows.len() >= need;
-        found = Some((rows, full, budget));
-        if enough {
-            break;
-        }
-    }
-    found.ok_or_else(|| Status::internal("no time window was read"))
 }
 
 /// The conditions of a SearchLogs request's filters on the record `l`, each starting " AND ".

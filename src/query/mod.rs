@@ -404,7 +404,7 @@ impl QueryService for Query {
         &self,
         request: Request<ListServiceDependenciesRequest>,
     ) -> Result<Response<ListServiceDependenciesResponse>, Status> {
-        Ok(Response::new(traces::list_service_dependencies(self, request.get_ref()).await?))
+        Ok(Response::new(traces::list_service_dependencies(self, request.get_ref(), true).await?))
     }
 
     async fn list_operations(
@@ -614,6 +614,33 @@ fn scope_from_row(row: &Row) -> Result<(InstrumentationScope, String), MappingEr
 
 pub(super) const RESOURCES_BY_ID: &str = "SELECT * FROM resources WHERE resource_id = ANY($1)";
 pub(super) const SCOPES_BY_ID: &str = "SELECT * FROM scopes WHERE scope_id = ANY($1)";
+
+/// Runs `query`, whose last parameter (after `sql`'s) is the start of its time window, over the
+/// [`newest_windows`] from `top` back to `start` until a window holds `need` rows or reaches
+/// `start`: the rows of that window, whether the answer filled up, and its budget.
+async fn newest_first(
+    client: &mut Conn,
+    q: &Query,
+    query: &str,
+    sql: &Sql,
+    start: i64,
+    top: i64,
+    need: usize,
+) -> Result<(Vec<Row>, bool, Budget), Status> {
+    let mut found = None;
+    for window in newest_windows(start, top) {
+        let mut budget = q.budget();
+        let mut params = sql.params();
+        params.push(&window);
+        let (rows, full) = client.query_within(query, &params, &mut budget).await?;
+        let enough = full || rows.len() >= need;
+        found = Some((rows, full, budget));
+        if enough {
+            break;
+        }
+    }
+    found.ok_or_else(|| Status::internal("no time window was read"))
+}
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::{
     attribute_condition, bad_token, corrupt, decode_off_thread, decode_token, dimensions, encode_token,
-    group_by_dimensions, page_size,
+    group_by_dimensions, newest_first, page_size,
     proto::{
         ListOperationsRequest, ListOperationsResponse, ListServiceDependenciesRequest,
         ListServiceDependenciesResponse, ListServiceStatsRequest, ListServiceStatsResponse,
@@ -533,22 +533,28 @@ impl Query {
     }
 }
 
+/// The calls between services in a range, with their percentiles when `percentiles` says so:
+/// merging a sketch per edge per minute is most of the cost of a day's edges, and Jaeger's
+/// dependencies answer only counts.
 pub(super) async fn list_service_dependencies(
     q: &Query,
     request: &ListServiceDependenciesRequest,
+    percentiles: bool,
 ) -> Result<ListServiceDependenciesResponse, Status> {
     let (start, end) = resolve_range(request.time_range.as_ref(), "time_range")?;
     let (start, end) = minutes(start, end);
     let mut budget = q.budget();
+    let durations = if percentiles { "array_agg(durations)" } else { "ARRAY[]::bytea[]" };
     let rows = whole(
         q.client()
             .await?
             .query_within(
-                "SELECT parent_service, child_service, sum(calls)::bigint, sum(errors)::bigint,
-                        array_agg(durations)
-                 FROM service_edges
-                 WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
-                 GROUP BY 1, 2 ORDER BY 1, 2",
+                &format!(
+                    "SELECT parent_service, child_service, sum(calls)::bigint, sum(errors)::bigint, {durations}
+                     FROM service_edges
+                     WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
+                     GROUP BY 1, 2 ORDER BY 1, 2"
+                ),
                 &[&start, &end],
                 &mut budget,
             )
@@ -651,10 +657,9 @@ pub(super) async fn search_traces(
 const DEFAULT_SCATTER_POINTS: u32 = 2_000;
 const MAX_SCATTER_POINTS: u32 = 10_000;
 
-/// The requests matching a search's filters as scatter points: every one when the span rollup
-/// counts at most `max_points` of them in the range, else a sample of the range's blocks
-/// (TABLESAMPLE SYSTEM) sized to give about that many, so a plot of a busy hour reads a few
-/// thousand rows, not all of them.
+/// The requests matching a search's filters as scatter points, newest first: read in windows
+/// from the range's end back (see [`newest_windows`]) until one holds more than `max_points`,
+/// so that a busy range costs about what the plot shows.
 pub(super) async fn scatter_traces(
     q: &Query,
     request: &ScatterTracesRequest,
@@ -664,55 +669,24 @@ pub(super) async fn scatter_traces(
     let max_points = match request.max_points {
         0 => DEFAULT_SCATTER_POINTS,
         n => n.min(MAX_SCATTER_POINTS),
-    };
+    } as usize;
     let mut sql = Sql::default();
     let filters = span_filters(q, &filters_of, &mut sql)?;
-    // Requests in the range as the rollup counts them, for the service and name filters.
-    let (first, last) = minutes(start, end);
-    let counted: i64 = {
-        let mut client = q.client().await?;
-        let rows = whole(
-            client
-                .query_within(
-                    &format!(
-                        "SELECT coalesce(sum(u.spans), 0)::bigint FROM span_rollup u
-                         WHERE u.minute_unix_nano >= $1 AND u.minute_unix_nano < $2 AND u.kind IN {SERVED_KINDS}
-                           AND ($3 = '' OR u.resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $3))
-                           AND ($4 = '' OR u.name = $4)"
-                    ),
-                    &[&first, &last, &filters_of.service, &filters_of.span_name],
-                    &mut q.budget(),
-                )
-                .await?,
-            "requests in range",
-        )?;
-        rows.first().map_or(0, |r| r.get(0))
-    };
-    // A little over the share that gives max_points, as blocks hold unequal numbers of them.
-    let percent = if counted as u64 <= u64::from(max_points) {
-        100.0
-    } else {
-        (f64::from(max_points) * 1.2 * 100.0 / counted as f64).clamp(0.000_1, 100.0)
-    };
-    let sample = if percent < 100.0 {
-        format!(" TABLESAMPLE SYSTEM ({})", sql.param(percent as f32))
-    } else {
-        String::new()
-    };
-    let (lo, hi, limit) = (sql.param(start), sql.param(end), sql.param(i64::from(max_points) + 1));
+    let (hi, limit) = (sql.param(end), sql.param(max_points as i64 + 1));
     let query = format!(
         "SELECT encode(s.trace_id, 'hex'), s.start_time_unix_nano, s.end_time_unix_nano,
                 s.status_code IS NOT DISTINCT FROM {STATUS_ERROR}, r.service_name, left(s.name, 200)
-         FROM spans s{sample} LEFT JOIN resources r ON r.resource_id = s.resource_id
-         WHERE s.start_time_unix_nano >= {lo} AND s.start_time_unix_nano < {hi}
+         FROM spans s LEFT JOIN resources r ON r.resource_id = s.resource_id
+         WHERE s.start_time_unix_nano >= {} AND s.start_time_unix_nano < {hi}
            AND (s.kind IN {SERVED_KINDS} OR s.parent_span_id IS NULL){filters}
-         LIMIT {limit}"
+         ORDER BY s.start_time_unix_nano DESC LIMIT {limit}",
+        sql.next_placeholder()
     );
-    let mut budget = q.budget();
-    let (mut rows, full) = q.client().await?.query_within(&query, &sql.params(), &mut budget).await?;
-    let truncated = full || rows.len() > max_points as usize;
-    rows.truncate(max_points as usize);
-    let points = rows
+    let mut client = q.client().await?;
+    let (mut rows, full, _) = newest_first(&mut client, q, &query, &sql, start, end, max_points + 1).await?;
+    let truncated = full || rows.len() > max_points;
+    rows.truncate(max_points);
+    let points: Vec<ScatterPoint> = rows
         .iter()
         .map(|row| {
             let (from, to): (i64, i64) = (row.get(1), row.get(2));
@@ -726,12 +700,11 @@ pub(super) async fn scatter_traces(
             }
         })
         .collect();
-    Ok(ScatterTracesResponse {
-        points,
-        sampled_percent: percent,
-        requests_in_range: counted as u64,
-        truncated,
-    })
+    let covered_from = match points.last() {
+        Some(oldest) if truncated => oldest.start_unix_nano,
+        _ => start as u64,
+    };
+    Ok(ScatterTracesResponse { points, covered_from_unix_nano: covered_from, truncated })
 }
 
 /// The conditions on a span `s` of SearchTraces' filters, each starting " AND ".

@@ -443,11 +443,8 @@ async fn search_results(ui: &Ui, params: &QueryString) -> Result<Markup, String>
             (raw(chart::scatter(&points, range)))
             figcaption {
                 "Each point is a request matching the filters (a root, server or consumer span) by when it started and how long it took: "
-                @if scatter.sampled_percent < 100.0 {
-                    "a sample of " (points.len()) " of the " (scatter.requests_in_range) " requests in the range ("
-                    (format!("{:.2}", scatter.sampled_percent)) "% of its stored blocks read)"
-                } @else if scatter.truncated {
-                    "the first " (points.len()) " found"
+                @if scatter.truncated {
+                    "the newest " (points.len()) ", those since " (time_el(scatter.covered_from_unix_nano)) " (more match in the range: narrow it or the filters to see them all)"
                 } @else {
                     "all " (points.len())
                 }

@@ -286,7 +286,7 @@ async fn log_counts_per_step_and_severity_range_are_sqls_from_the_rollup_and_fro
 }
 
 #[tokio::test]
-async fn the_scatter_plot_gets_every_request_or_a_bounded_block_sample() {
+async fn the_scatter_plot_gets_every_request_or_the_newest_ones() {
     let mut t = TestServer::start().await;
     let now = nanos_now();
     for seed in 1..=3 {
@@ -320,19 +320,9 @@ async fn the_scatter_plot_gets_every_request_or_a_bounded_block_sample() {
         .iter()
         .map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64, r.get(3)))
         .collect();
-    let served: i64 = t
-        .sql
-        .query_one(
-            "SELECT count(*) FROM spans s JOIN resources r USING (resource_id)
-             WHERE r.service_name = 'api' AND s.kind IN (2, 5)",
-            &[],
-        )
-        .await
-        .expect("served")
-        .get(0);
     let all = scatter(10_000, "api").await;
-    assert_eq!((all.sampled_percent, all.truncated), (100.0, false));
-    assert_eq!(all.requests_in_range, served as u64, "the rollup's count of served spans");
+    assert!(!all.truncated);
+    assert_eq!(all.covered_from_unix_nano, now - 10 * MINUTE, "the whole range");
     let mut got: Vec<(String, u64, u64, bool)> = all
         .points
         .iter()
@@ -357,19 +347,24 @@ async fn the_scatter_plot_gets_every_request_or_a_bounded_block_sample() {
     let json: serde_json::Value = answer.json().await.expect("JSON");
     assert_eq!(json["points"].as_array().map(Vec::len), Some(expected.len()), "over JSON too");
 
-    // Past max_points: a sample of the blocks, never more points than asked for, each a request.
-    let sampled = scatter(40, "").await;
-    assert!(sampled.sampled_percent < 100.0, "{}", sampled.sampled_percent);
-    assert!(sampled.points.len() <= 40, "{}", sampled.points.len());
-    let stored: i64 = t
+    // Past max_points: the newest ones, and from when they cover every request.
+    let newest = scatter(40, "").await;
+    assert!(newest.truncated);
+    let expected_newest: Vec<i64> = t
         .sql
-        .query_one("SELECT count(*) FROM spans WHERE kind IN (2, 5) OR parent_span_id IS NULL", &[])
+        .query(
+            "SELECT start_time_unix_nano FROM spans WHERE kind IN (2, 5) OR parent_span_id IS NULL
+             ORDER BY 1 DESC LIMIT 40",
+            &[],
+        )
         .await
-        .expect("requests")
-        .get(0);
-    let share = 40.0 * 1.2 * 100.0 / sampled.requests_in_range as f64;
-    assert!((sampled.sampled_percent - share).abs() < 1e-3, "{} vs {share}", sampled.sampled_percent);
-    assert!(stored as u64 >= sampled.requests_in_range);
+        .expect("newest")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let got: Vec<i64> = newest.points.iter().map(|p| p.start_unix_nano as i64).collect();
+    assert_eq!(got, expected_newest, "the newest 40 requests, newest first");
+    assert_eq!(newest.covered_from_unix_nano as i64, expected_newest[39]);
     t.stop().await;
 }
 
