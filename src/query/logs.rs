@@ -76,6 +76,20 @@ pub(super) async fn search_logs(
     );
 
     let mut client = q.client().await?;
+    // From the newest minute the log rollup counts records in (of the service, when filtered):
+    // a range that ends after its data does would otherwise widen its windows through the
+    // empty minutes. The rollup is written with the records, so it is never behind them.
+    let from = start - start.rem_euclid(MINUTE_NANOS as i64);
+    let newest = client
+        .query(
+            "SELECT max(minute_unix_nano) FROM log_rollup WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
+             AND ($3 = '' OR resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $3))",
+            &[&from, &top, &request.service],
+        )
+        .await?;
+    if let Some(newest) = newest.first().and_then(|row| row.get::<_, Option<i64>>(0)) {
+        top = top.min(newest.saturating_add(MINUTE_NANOS as i64));
+    }
     let (mut rows, full, mut budget) =
         newest_first(&mut client, q, &query, &sql, start, top, page_size + 1).await?;
     // A page ends at page_size records, or earlier where the answer's memory is full.

@@ -683,7 +683,13 @@ pub(super) async fn scatter_traces(
         sql.next_placeholder()
     );
     let mut client = q.client().await?;
-    let (mut rows, full, _) = newest_first(&mut client, q, &query, &sql, start, end, max_points + 1).await?;
+    // From the newest minute that holds the service's spans, as the search starts (a range that
+    // ends after its data does would otherwise widen its windows through the empty minutes).
+    let top = match newest_minute(&client, &filters_of.service, start, end).await? {
+        Some(newest) => end.min(newest.saturating_add(MINUTE_NANOS as i64)),
+        None => end,
+    };
+    let (mut rows, full, _) = newest_first(&mut client, q, &query, &sql, start, top, max_points + 1).await?;
     let truncated = full || rows.len() > max_points;
     rows.truncate(max_points);
     let points: Vec<ScatterPoint> = rows
