@@ -91,7 +91,7 @@ pub(super) async fn search_logs(
         top = top.min(newest.saturating_add(MINUTE_NANOS as i64));
     }
     let (mut rows, full, mut budget) =
-        newest_first(&mut client, q, &query, &sql, start, top, page_size + 1).await?;
+        newest_first(&mut client, q, (&query, &sql), (start, top), &|rows| rows.len() > page_size).await?;
     // A page ends at page_size records, or earlier where the answer's memory is full.
     let next_page_token = if full || rows.len() > page_size {
         rows.truncate(page_size);
@@ -293,21 +293,14 @@ pub(super) async fn log_facets(q: &Query, request: &LogFacetsRequest) -> Result<
          SELECT 'sampled', NULL, NULL, count(*) FROM sample"
     );
     // Windows newest first until one holds the whole sample, as SearchLogs reads its pages.
+    let sampled_in = |rows: &[Row]| {
+        rows.iter().find(|r| r.get::<_, &str>(0) == "sampled").map_or(0, |r| r.get::<_, i64>(3))
+    };
     let mut client = q.client().await?;
-    let mut answer = None;
-    for window in super::newest_windows(start, end) {
-        let mut params = sql.params();
-        params.push(&window);
-        let (rows, full) = client.query_within(&query, &params, &mut q.budget()).await?;
-        let sampled =
-            rows.iter().find(|r| r.get::<_, &str>(0) == "sampled").map_or(0, |r| r.get::<_, i64>(3));
-        let enough = full || sampled >= i64::from(sample);
-        answer = Some((rows, full));
-        if enough {
-            break;
-        }
-    }
-    let (rows, full) = answer.ok_or_else(|| Status::internal("no time window was read"))?;
+    let (rows, full, _) = newest_first(&mut client, q, (&query, &sql), (start, end), &|rows| {
+        sampled_in(rows) >= i64::from(sample)
+    })
+    .await?;
     if full {
         return Err(Status::resource_exhausted(
             "the facets take more memory than an answer may (query.answer_bytes)",

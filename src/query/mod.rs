@@ -616,16 +616,14 @@ pub(super) const RESOURCES_BY_ID: &str = "SELECT * FROM resources WHERE resource
 pub(super) const SCOPES_BY_ID: &str = "SELECT * FROM scopes WHERE scope_id = ANY($1)";
 
 /// Runs `query`, whose last parameter (after `sql`'s) is the start of its time window, over the
-/// [`newest_windows`] from `top` back to `start` until a window holds `need` rows or reaches
-/// `start`: the rows of that window, whether the answer filled up, and its budget.
+/// [`newest_windows`] from `top` back to `start` until a window's rows are `enough` or it
+/// reaches `start`: the rows of that window, whether the answer filled up, and its budget.
 async fn newest_first(
     client: &mut Conn,
     q: &Query,
-    query: &str,
-    sql: &Sql,
-    start: i64,
-    top: i64,
-    need: usize,
+    (query, sql): (&str, &Sql),
+    (start, top): (i64, i64),
+    enough: &(dyn Fn(&[Row]) -> bool + Sync),
 ) -> Result<(Vec<Row>, bool, Budget), Status> {
     let mut found = None;
     for window in newest_windows(start, top) {
@@ -633,7 +631,7 @@ async fn newest_first(
         let mut params = sql.params();
         params.push(&window);
         let (rows, full) = client.query_within(query, &params, &mut budget).await?;
-        let enough = full || rows.len() >= need;
+        let enough = full || enough(&rows);
         found = Some((rows, full, budget));
         if enough {
             break;

@@ -689,7 +689,8 @@ pub(super) async fn scatter_traces(
         Some(newest) => end.min(newest.saturating_add(MINUTE_NANOS as i64)),
         None => end,
     };
-    let (mut rows, full, _) = newest_first(&mut client, q, &query, &sql, start, top, max_points + 1).await?;
+    let (mut rows, full, _) =
+        newest_first(&mut client, q, (&query, &sql), (start, top), &|rows| rows.len() > max_points).await?;
     let truncated = full || rows.len() > max_points;
     rows.truncate(max_points);
     let points: Vec<ScatterPoint> = rows
