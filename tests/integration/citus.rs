@@ -806,7 +806,7 @@ async fn read_surfaces(base: &str, now: u64, trace_id: &str) {
         "endUnixNano": (now + 3_600_000_000_000).to_string(),
     });
     let call = |method: &'static str, mut body: serde_json::Value| {
-        if !matches!(method, "GetTrace" | "ListMetrics") {
+        if !matches!(method, "GetTrace" | "ListMetrics" | "CountLogs" | "LogFacets" | "ScatterTraces") {
             body["timeRange"] = range.clone();
         }
         let request = http.post(format!("{base}/otelephant.query.v1.QueryService/{method}")).json(&body);
@@ -836,6 +836,16 @@ async fn read_surfaces(base: &str, now: u64, trace_id: &str) {
     nonempty("ListOperations", &operations, "/operations");
     let logs = call("SearchLogs", serde_json::json!({})).await;
     nonempty("SearchLogs", &logs, "/logs/resourceLogs");
+    let filters = serde_json::json!({ "timeRange": range });
+    let counted = call("CountLogs", serde_json::json!({ "filters": filters })).await;
+    nonempty("CountLogs", &counted, "/steps");
+    let facets = call("LogFacets", serde_json::json!({ "filters": filters })).await;
+    // The records' resource is empty (no service) and their attributes differ: a sample only.
+    assert!(facets["sampled"].as_str().is_some_and(|n| n != "0"), "LogFacets: {facets}");
+    let scatter =
+        call("ScatterTraces", serde_json::json!({ "filters": { "timeRange": range, "service": service } }))
+            .await;
+    nonempty("ScatterTraces", &scatter, "/points");
     let metrics = call("ListMetrics", serde_json::json!({})).await;
     nonempty("ListMetrics", &metrics, "/metrics");
     let metric = metrics["metrics"][0]["name"].as_str().expect("a metric name").to_owned();
