@@ -5,6 +5,8 @@
 #
 #   bench/reads.sh [BASE_REV] [SPANS...]
 #
+# BASE_REV "none" times this build alone.
+#
 # After each load the database is vacuumed and analyzed, so that the timings are of a settled
 # server, not of autovacuum working through the new rows.
 #
@@ -26,7 +28,7 @@ psql -qXtA -h 127.0.0.1 -U postgres -d postgres -c "SELECT 1 FROM pg_database WH
 
 # The earlier build, in a worktree sharing this checkout's target directory (the dependencies
 # build once), then this one.
-if [ ! -x "$BIN/otelephant-base" ]; then
+if [ "$BASE" != none ] && [ ! -x "$BIN/otelephant-base" ]; then
   git worktree add --force --detach "$ROOT/target/read-bench-base" "$BASE" >/dev/null
   (cd "$ROOT/target/read-bench-base" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --quiet --bin otelephant)
   cp "$ROOT/target/release/otelephant" "$BIN/otelephant-base"
@@ -55,5 +57,7 @@ for spans in ${VOLUMES[*]}; do
   psql -qX -h 127.0.0.1 -U postgres -d "$DATABASE" -c "VACUUM (ANALYZE)" -c "CHECKPOINT"
   psql -qXtA -h 127.0.0.1 -U postgres -d "$DATABASE" -c "SELECT 'spans on disk: ' || pg_size_pretty(sum(pg_total_relation_size(inhrelid))) FROM pg_inherits WHERE inhparent = 'read_bench.spans'::regclass"
   serve "$BIN/otelephant-head" "this build ($(git rev-parse --short HEAD)), $spans spans" 15
-  serve "$BIN/otelephant-base" "$BASE (before the rollups), $spans spans" 3
+  if [ "$BASE" != none ]; then
+    serve "$BIN/otelephant-base" "$BASE (before the rollups), $spans spans" 3
+  fi
 done
