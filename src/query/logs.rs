@@ -10,14 +10,14 @@ use tonic::Status;
 
 use super::{
     attribute_condition, bad_token, corrupt, decode_off_thread, decode_token, dimensions, encode_token,
-    group_by_dimensions, newest_first, page_size,
+    group_by_dimensions, newest_first, newest_minute, page_size,
     proto::{
         CountLogsRequest, CountLogsResponse, Facet, FacetValue, LogCountStep, LogFacetsRequest,
         LogFacetsResponse, SearchLogsRequest, SearchLogsResponse,
     },
     resolve_range, steps_in,
     traces::parse_trace_id,
-    u32_column, Query, Resources, Scopes, Sql,
+    u32_column, Query, Resources, Rollup, Scopes, Sql,
 };
 use crate::encode::{
     attributes::{any_value_from_json, attributes_from_json, MappingError},
@@ -76,18 +76,9 @@ pub(super) async fn search_logs(
     );
 
     let mut client = q.client().await?;
-    // From the newest minute the log rollup counts records in (of the service, when filtered):
-    // a range that ends after its data does would otherwise widen its windows through the
-    // empty minutes. The rollup is written with the records, so it is never behind them.
-    let from = start - start.rem_euclid(MINUTE_NANOS as i64);
-    let newest = client
-        .query(
-            "SELECT max(minute_unix_nano) FROM log_rollup WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
-             AND ($3 = '' OR resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $3))",
-            &[&from, &top, &request.service],
-        )
-        .await?;
-    if let Some(newest) = newest.first().and_then(|row| row.get::<_, Option<i64>>(0)) {
+    // From the newest minute the log rollup counts records in, as trace search starts (the
+    // rollup is written with the records, so it is never behind them).
+    if let Some(newest) = newest_minute(&client, Rollup::Logs, &request.service, start, top).await? {
         top = top.min(newest.saturating_add(MINUTE_NANOS as i64));
     }
     let (mut rows, full, mut budget) =
@@ -269,6 +260,7 @@ pub(super) async fn log_facets(q: &Query, request: &LogFacetsRequest) -> Result<
     let limit = sql.param(i64::from(sample));
     let values = sql.param(MAX_FACET_VALUES as i64);
     let chars = sql.param(MAX_FACET_VALUE_CHARS);
+    let keys = sql.param(MAX_FACET_KEYS as i64);
     let window = sql.next_placeholder();
     // Per key, its values held by two records or more, commonest first; the service of each
     // resource; and how many records were read.
@@ -284,11 +276,16 @@ pub(super) async fn log_facets(q: &Query, request: &LogFacetsRequest) -> Result<
              GROUP BY a.key, a.value::text HAVING count(*) > 1),
          ranked AS (
              SELECT key, value, records, row_number() OVER (PARTITION BY key ORDER BY records DESC, value) AS n
-             FROM pairs)
-         SELECT 'attribute', key, value, records FROM ranked WHERE n <= {values}
+             FROM pairs),
+         -- The keys whose commonest values hold the most records: however many keys the
+         -- records carry, the answer holds at most this many.
+         kept AS (
+             SELECT key FROM ranked WHERE n <= {values}
+             GROUP BY key ORDER BY sum(records) DESC, key LIMIT {keys})
+         SELECT 'attribute', key, value, records FROM ranked WHERE n <= {values} AND key IN (SELECT key FROM kept)
          UNION ALL
-         SELECT 'service', NULL, to_jsonb(r.service_name)::text, count(*) FROM sample s JOIN resources r USING (resource_id)
-         WHERE r.service_name IS NOT NULL GROUP BY r.service_name
+         (SELECT 'service', NULL, to_jsonb(r.service_name)::text, count(*) FROM sample s JOIN resources r USING (resource_id)
+          WHERE r.service_name IS NOT NULL GROUP BY r.service_name ORDER BY count(*) DESC, r.service_name LIMIT {keys})
          UNION ALL
          SELECT 'sampled', NULL, NULL, count(*) FROM sample"
     );
@@ -342,6 +339,22 @@ pub(super) async fn log_facets(q: &Query, request: &LogFacetsRequest) -> Result<
     keys.sort_by(|a, b| covered(b).cmp(&covered(a)).then_with(|| a.key.cmp(&b.key)));
     keys.truncate(MAX_FACET_KEYS);
     Ok(LogFacetsResponse { sampled, complete: sampled < u64::from(sample), services, attributes: keys })
+}
+
+impl Query {
+    /// Whether any log record is stored, and the newest minute the log rollup counts one in:
+    /// a probe of the first record and of the rollup's time index, for the logs page to say
+    /// "nothing stored yet" apart from "nothing matches".
+    ///
+    /// # Errors
+    /// The database's, as a status.
+    pub async fn logs_stored(&self) -> Result<(bool, Option<i64>), Status> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT EXISTS (SELECT 1 FROM logs), (SELECT max(minute_unix_nano) FROM log_rollup)", &[])
+            .await?;
+        Ok(rows.first().map_or((false, None), |row| (row.get(0), row.get(1))))
+    }
 }
 
 /// Log records' OTLP from their rows and their resources and scopes; records keep their

@@ -84,6 +84,26 @@ impl Query {
         proto::query_service_server::QueryServiceServer::new(self)
     }
 
+    /// Up to `limit` service names in the order their first resource was stored (ties by
+    /// name), so that a service keeps its place, and its colour in the UI, as others arrive.
+    ///
+    /// # Errors
+    /// The database's, as a status.
+    pub async fn services_by_first_seen(&self, limit: i64) -> Result<Vec<String>, Status> {
+        // Names as many as fit in an answer's memory: the ones past it get a colour by hash.
+        let (rows, _full) = self
+            .client()
+            .await?
+            .query_within(
+                "SELECT service_name FROM resources WHERE service_name IS NOT NULL
+                 GROUP BY service_name ORDER BY min(first_seen), service_name LIMIT $1",
+                &[&limit],
+                &mut self.budget(),
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     /// A connection of the query pool, waited for at most as long as a statement may run.
     async fn client(&self) -> Result<Conn, Status> {
         let wait = match self.limits.statement_timeout() {
@@ -614,6 +634,53 @@ fn scope_from_row(row: &Row) -> Result<(InstrumentationScope, String), MappingEr
 
 pub(super) const RESOURCES_BY_ID: &str = "SELECT * FROM resources WHERE resource_id = ANY($1)";
 pub(super) const SCOPES_BY_ID: &str = "SELECT * FROM scopes WHERE scope_id = ANY($1)";
+
+/// A rollup written with its records, to find where the newest of them are.
+#[derive(Clone, Copy)]
+enum Rollup {
+    Spans,
+    Logs,
+}
+
+/// The start of the newest minute before `before` (and from `start`'s minute on) that holds a
+/// span or log record (as `rollup` says) of `service` (of any, when empty), as its rollup
+/// counts them; None when it holds none there. Reads the rollup rows of the range, a few per
+/// minute and service. A newest-first read starts there: a range that ends after its data
+/// does would otherwise widen its windows through the empty minutes.
+async fn newest_minute(
+    client: &Conn,
+    rollup: Rollup,
+    service: &str,
+    start: i64,
+    before: i64,
+) -> Result<Option<i64>, Status> {
+    let table = match rollup {
+        Rollup::Spans => "span_rollup",
+        Rollup::Logs => "log_rollup",
+    };
+    let from = start - start.rem_euclid(crate::encode::rollups::MINUTE_NANOS as i64);
+    let rows = if service.is_empty() {
+        client
+            .query(
+                &format!(
+                    "SELECT max(minute_unix_nano) FROM {table} WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2"
+                ),
+                &[&from, &before],
+            )
+            .await?
+    } else {
+        client
+            .query(
+                &format!(
+                    "SELECT max(minute_unix_nano) FROM {table} WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
+                     AND resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $3)"
+                ),
+                &[&from, &before, &service],
+            )
+            .await?
+    };
+    Ok(rows.first().and_then(|row| row.get(0)))
+}
 
 /// Runs `query`, whose last parameter (after `sql`'s) is the start of its time window, over the
 /// [`newest_windows`] from `top` back to `start` until a window's rows are `enough` or it

@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::{
     attribute_condition, bad_token, corrupt, decode_off_thread, decode_token, dimensions, encode_token,
-    group_by_dimensions, newest_first, page_size,
+    group_by_dimensions, newest_first, newest_minute, page_size,
     proto::{
         ListOperationsRequest, ListOperationsResponse, ListServiceDependenciesRequest,
         ListServiceDependenciesResponse, ListServiceStatsRequest, ListServiceStatsResponse,
@@ -20,7 +20,7 @@ use super::{
         ScatterTracesResponse, SearchTracesRequest, SearchTracesResponse, ServiceDependency, ServiceStats,
         StatsStep, TraceSummary,
     },
-    resolve_range, steps_in, u32_column, Budget, Layout, Query, Resources, Scopes, Sql,
+    resolve_range, steps_in, u32_column, Budget, Layout, Query, Resources, Rollup, Scopes, Sql,
 };
 use crate::encode::{
     attributes::{attributes_from_json, MappingError},
@@ -109,37 +109,6 @@ impl Query {
         }
         drop(client);
         Ok(if self.trace_stored(trace_id).await? { LinkTarget::Trace } else { LinkTarget::NotStored })
-    }
-
-    /// Whether any log record is stored, and the newest minute the log rollup counts one in:
-    /// a probe of the first record and of the rollup's time index, for the logs page to say
-    /// "nothing stored yet" apart from "nothing matches".
-    ///
-    /// # Errors
-    /// The database's, as a status.
-    pub async fn logs_stored(&self) -> Result<(bool, Option<i64>), Status> {
-        let client = self.client().await?;
-        let rows = client
-            .query("SELECT EXISTS (SELECT 1 FROM logs), (SELECT max(minute_unix_nano) FROM log_rollup)", &[])
-            .await?;
-        Ok(rows.first().map_or((false, None), |row| (row.get(0), row.get(1))))
-    }
-
-    /// Up to `limit` service names in the order their first resource was stored (ties by
-    /// name), so that a service keeps its place, and its colour in the UI, as others arrive.
-    ///
-    /// # Errors
-    /// The database's, as a status.
-    pub async fn services_by_first_seen(&self, limit: i64) -> Result<Vec<String>, Status> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT service_name FROM resources WHERE service_name IS NOT NULL
-                 GROUP BY service_name ORDER BY min(first_seen), service_name LIMIT $1",
-                &[&limit],
-            )
-            .await?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     /// One span of a trace (more than one when an exporter's retry stored it twice), as
@@ -685,7 +654,7 @@ pub(super) async fn scatter_traces(
     let mut client = q.client().await?;
     // From the newest minute that holds the service's spans, as the search starts (a range that
     // ends after its data does would otherwise widen its windows through the empty minutes).
-    let top = match newest_minute(&client, &filters_of.service, start, end).await? {
+    let top = match newest_minute(&client, Rollup::Spans, &filters_of.service, start, end).await? {
         Some(newest) => end.min(newest.saturating_add(MINUTE_NANOS as i64)),
         None => end,
     };
@@ -794,7 +763,7 @@ async fn search_traces_newest(
     // range ends after its data does (the last hour of spans that stopped minutes ago) starts
     // at them, rather than doubling its windows through the empty minutes into one that holds
     // minutes of spans.
-    if let Some(newest) = newest_minute(&client, &request.service, start, hi_at).await? {
+    if let Some(newest) = newest_minute(&client, Rollup::Spans, &request.service, start, hi_at).await? {
         hi_at = hi_at.min(newest.saturating_add(MINUTE_NANOS as i64));
     }
     let mut width = FIRST_WINDOW_NANOS;
@@ -878,35 +847,6 @@ async fn search_traces_newest(
         next_page_token = encode_trace_token(last.1, &last.0);
     }
     Ok(SearchTracesResponse { traces, next_page_token, message: stopped.unwrap_or_default() })
-}
-
-/// The start of the newest minute before `before` (and from `start`'s minute on) that holds a
-/// span of `service` (of any, when empty), as the span rollup counts them; None when it holds
-/// none there. Reads the rollup rows of the range, a few per minute and service.
-async fn newest_minute(
-    client: &super::Conn,
-    service: &str,
-    start: i64,
-    before: i64,
-) -> Result<Option<i64>, Status> {
-    let from = start - start.rem_euclid(MINUTE_NANOS as i64);
-    let rows = if service.is_empty() {
-        client
-            .query(
-                "SELECT max(minute_unix_nano) FROM span_rollup WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2",
-                &[&from, &before],
-            )
-            .await?
-    } else {
-        client
-            .query(
-                "SELECT max(minute_unix_nano) FROM span_rollup WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
-                 AND resource_id = ANY (SELECT resource_id FROM resources WHERE service_name = $3)",
-                &[&from, &before, &service],
-            )
-            .await?
-    };
-    Ok(rows.first().and_then(|row| row.get(0)))
 }
 
 /// Most traces a sorted search pages through: its pages go on by position, and each reads the

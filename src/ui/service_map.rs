@@ -12,7 +12,7 @@ use std::{
     fmt::Write,
 };
 
-use super::{duration_text, href, Colors};
+use super::{chart::esc, duration_text, href, Colors};
 use crate::query::proto::ServiceDependency;
 
 /// Services drawn at most: the ones with the most calls in or out.
@@ -127,10 +127,6 @@ pub fn layout<'a>(services: &BTreeSet<&'a str>, edges: &[(&'a str, &'a str)]) ->
     }
     let place = services.iter().map(|s| ((*s).to_owned(), (column[s], row[s] as usize))).collect();
     Layout { place, columns, rows }
-}
-
-fn esc(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 fn short(name: &str) -> String {

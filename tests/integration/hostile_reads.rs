@@ -737,3 +737,36 @@ async fn span_details_probe_linked_traces_without_reading_them() {
     assert!(html.contains("5 more links"), "the links past 20 are counted");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn facets_of_records_with_thousands_of_keys_stay_a_dozen_keys_and_fit_a_small_answer() {
+    use opentelemetry_proto::tonic::{
+        collector::logs::v1::ExportLogsServiceRequest,
+        logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    };
+    const ANSWER: usize = 64 << 10;
+    let mut t = TestServer::start_with(|c| c.query.answer_bytes = ANSWER).await;
+    // Two records sharing 3,000 keys, each value 180 characters: every pair counts as a facet.
+    let attributes: Vec<_> =
+        (0..3_000).map(|i| kv(&format!("key.{i:05}"), s(&format!("{i:05}{}", "v".repeat(175))))).collect();
+    let record = |n: u64| LogRecord {
+        time_unix_nano: nanos_now() - 60_000_000_000 + n,
+        attributes: attributes.clone(),
+        ..Default::default()
+    };
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs { log_records: vec![record(0), record(1)], ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    t.logs().await.export(request).await.expect("export");
+    let (status, facets, bytes) = call(&t, "LogFacets", serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{facets}");
+    assert!(bytes <= ANSWER);
+    let keys = facets["attributes"].as_array().expect("attributes");
+    assert_eq!(keys.len(), 12, "the dozen keys that cover the most records, not 3,000");
+    let (status, _) = page(&t, "/logs").await;
+    assert_eq!(status, StatusCode::OK);
+    t.stop().await;
+}
