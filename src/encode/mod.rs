@@ -63,11 +63,12 @@ pub enum TableId {
     LogRollup,
     ServiceEdges,
     PairingCandidates,
+    PeerCalls,
 }
 
 impl TableId {
     /// Every table, in the order a batch writes them (dimensions first).
-    pub const ALL: [TableId; 13] = [
+    pub const ALL: [TableId; 14] = [
         TableId::Resources,
         TableId::Scopes,
         TableId::MetricSeries,
@@ -81,6 +82,7 @@ impl TableId {
         TableId::LogRollup,
         TableId::ServiceEdges,
         TableId::PairingCandidates,
+        TableId::PeerCalls,
     ];
 
     /// The table's name, columns and kind.
@@ -99,6 +101,7 @@ impl TableId {
             TableId::LogRollup => &rollups::LOG_ROLLUP,
             TableId::ServiceEdges => &rollups::SERVICE_EDGES,
             TableId::PairingCandidates => &rollups::PAIRING_CANDIDATES,
+            TableId::PeerCalls => &rollups::PEER_CALLS,
         }
     }
 }
@@ -183,6 +186,7 @@ impl Encoded {
     pub fn write_tallies(&mut self) {
         let (spans, logs) = (std::mem::take(&mut self.spans), std::mem::take(&mut self.logs));
         spans.write(self.rows_mut(TableId::SpanRollup));
+        spans.write_peers(self.rows_mut(TableId::PeerCalls));
         logs.write(self.rows_mut(TableId::LogRollup));
     }
 }

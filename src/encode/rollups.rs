@@ -12,6 +12,11 @@
 //! the same request under the same resource (then both are one service's, and there is no call
 //! to count). An SDK exports a service's spans together, so most in-service children never
 //! become candidates; a server span called by another service always does.
+//!
+//! What a client or producer span calls is tallied here too ([`PEER_CALLS`]): the database,
+//! queue or remote host its attributes name ([`Peer`]), whether or not what answered it is
+//! instrumented. Pairing learns which of those peers are services that send their own spans, so
+//! that the service map draws only the others as leaf nodes.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +45,14 @@ pub const LOG_ROLLUP: Table = Table {
 pub const SERVICE_EDGES: Table = Table {
     name: "service_edges",
     columns: &["minute_unix_nano", "parent_service", "child_service", "calls", "errors", "durations"],
+    kind: TableKind::Rollup { partition_key: "minute_unix_nano", signal: Signal::Traces },
+};
+
+/// Calls from a service's client and producer spans to what their attributes name, by minute,
+/// caller resource and [`Peer`].
+pub const PEER_CALLS: Table = Table {
+    name: "peer_calls",
+    columns: &["minute_unix_nano", "resource_id", "peer_kind", "peer", "calls", "errors", "durations"],
     kind: TableKind::Rollup { partition_key: "minute_unix_nano", signal: Signal::Traces },
 };
 
@@ -79,6 +92,130 @@ struct SpanTally {
     durations: Durations,
 }
 
+/// Calls of one key: how many, how many failed, and their durations.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CallTally {
+    pub calls: u64,
+    pub errors: u64,
+    pub durations: Durations,
+}
+
+impl CallTally {
+    pub fn add(&mut self, status_code: i32, nanos: i64) {
+        self.calls += 1;
+        self.errors += u64::from(status_code == STATUS_ERROR);
+        self.durations.add(nanos);
+    }
+
+    pub fn merge(&mut self, other: &CallTally) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.durations.merge(&other.durations);
+    }
+}
+
+/// The status code of a failed span.
+pub const STATUS_ERROR: i32 = 2;
+
+/// The kinds of span that call out of their service: client and producer.
+pub const CALLING_KINDS: [i32; 2] = [3, 4];
+
+/// The attributes a calling span names what it calls by, in the order [`Peer::of`] reads them.
+pub const PEER_KEYS: [&str; 10] = [
+    "peer.service",
+    "db.system.name",
+    "db.system",
+    "db.namespace",
+    "db.name",
+    "messaging.system",
+    "messaging.destination.name",
+    "messaging.destination",
+    "server.address",
+    "net.peer.name",
+];
+
+/// A peer's name is cut to this many bytes (at a character boundary): it is a label, and each
+/// distinct one is a row per minute.
+pub const MAX_PEER_BYTES: usize = 200;
+
+/// What a client or producer span calls, from the attributes of the semantic conventions (old
+/// names too): a database (`db.system.name` or `db.system`, named by `peer.service` or by the
+/// system and `db.namespace`/`db.name`), else a queue (`messaging.system` and its destination),
+/// else a remote service or host (`peer.service`, `server.address` or `net.peer.name`), as
+/// Tempo's service graphs name the virtual nodes of uninstrumented peers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Peer {
+    pub kind: PeerKind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PeerKind {
+    Database = 1,
+    Messaging = 2,
+    Remote = 3,
+}
+
+impl PeerKind {
+    #[must_use]
+    pub fn from_i32(kind: i32) -> Option<PeerKind> {
+        match kind {
+            1 => Some(PeerKind::Database),
+            2 => Some(PeerKind::Messaging),
+            3 => Some(PeerKind::Remote),
+            _ => None,
+        }
+    }
+
+    /// As the query service names it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            PeerKind::Database => "database",
+            PeerKind::Messaging => "messaging",
+            PeerKind::Remote => "remote",
+        }
+    }
+}
+
+impl Peer {
+    /// The peer named by `values`, the string values of [`PEER_KEYS`] in their order (`None`
+    /// for a key the span lacks or holds another type under); `None` when they name none.
+    #[must_use]
+    pub fn of(values: &[Option<&str>; PEER_KEYS.len()]) -> Option<Peer> {
+        let [peer_service, db_system_name, db_system, db_namespace, db_name, messaging_system, destination_name, destination, server_address, net_peer_name] =
+            values.map(|v| v.filter(|v| !v.is_empty()));
+        let (kind, name) = if let Some(system) = db_system_name.or(db_system) {
+            let name = match (peer_service, db_namespace.or(db_name)) {
+                (Some(service), _) => service.to_owned(),
+                (None, Some(namespace)) => format!("{system} {namespace}"),
+                (None, None) => system.to_owned(),
+            };
+            (PeerKind::Database, name)
+        } else if let Some(system) = messaging_system {
+            let name = match destination_name.or(destination) {
+                Some(destination) => format!("{system} {destination}"),
+                None => system.to_owned(),
+            };
+            (PeerKind::Messaging, name)
+        } else {
+            (PeerKind::Remote, peer_service.or(server_address).or(net_peer_name)?.to_owned())
+        };
+        Some(Peer { kind, name: cut(name) })
+    }
+}
+
+fn cut(mut name: String) -> String {
+    if name.len() > MAX_PEER_BYTES {
+        let mut end = MAX_PEER_BYTES;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
+}
+
 /// A stored span of [`CALLED_KINDS`] with a parent: what pairing needs of it.
 #[derive(Debug, PartialEq, Eq)]
 struct Child {
@@ -99,6 +236,8 @@ pub struct SpanTallies {
     /// request.
     stored: Vec<(u64, u128, i64)>,
     children: Vec<Child>,
+    /// Calls to peers by (minute, resource, peer kind), then peer name.
+    peers: BTreeMap<(i64, i64, i32), BTreeMap<String, CallTally>>,
 }
 
 /// What a stored span counts by.
@@ -157,6 +296,33 @@ impl SpanTallies {
         tally.durations.add(nanos);
     }
 
+    /// Counts a call of a client or producer span (`span`, tallied by [`SpanTallies::add`]) to
+    /// `peer`.
+    pub fn add_peer_call(&mut self, span: &TalliedSpan<'_>, peer: &Peer) {
+        let nanos = span.end_time_unix_nano.wrapping_sub(span.start_time_unix_nano) as i64;
+        let key = (minute_of(span.start_time_unix_nano), span.resource_id, peer.kind as i32);
+        let peers = self.peers.entry(key).or_default();
+        let tally = match peers.get_mut(&peer.name) {
+            Some(tally) => tally,
+            None => peers.entry(peer.name.clone()).or_default(),
+        };
+        tally.add(span.status_code, nanos);
+    }
+
+    /// Adds calls of one (minute, resource, peer kind, peer) key: a row being folded or rebuilt.
+    pub fn add_peer_calls(
+        &mut self,
+        (minute, resource_id, kind, peer): (i64, i64, i32, &str),
+        calls: &CallTally,
+    ) {
+        let peers = self.peers.entry((minute, resource_id, kind)).or_default();
+        let tally = match peers.get_mut(peer) {
+            Some(tally) => tally,
+            None => peers.entry(peer.to_owned()).or_default(),
+        };
+        tally.merge(calls);
+    }
+
     /// Adds `spans` spans of one key whose durations are `durations`: a row being folded.
     pub fn add_counted(
         &mut self,
@@ -185,6 +351,11 @@ impl SpanTallies {
                 );
             }
         }
+        for (&key, peers) in &other.peers {
+            for (peer, calls) in peers {
+                self.add_peer_calls((key.0, key.1, key.2, peer), calls);
+            }
+        }
     }
 
     /// Memory the tallies hold, about.
@@ -195,8 +366,15 @@ impl SpanTallies {
             .flat_map(BTreeMap::iter)
             .map(|(name, tally)| 96 + name.capacity() + tally.durations.held_bytes())
             .sum();
+        let peers: usize = self
+            .peers
+            .values()
+            .flat_map(BTreeMap::iter)
+            .map(|(peer, tally)| 96 + peer.capacity() + tally.durations.held_bytes())
+            .sum();
         tallies
-            + self.keys.len() * 64
+            + peers
+            + (self.keys.len() + self.peers.len()) * 64
             + self.stored.capacity() * std::mem::size_of::<(u64, u128, i64)>()
             + self.children.capacity() * std::mem::size_of::<Child>()
     }
@@ -206,8 +384,13 @@ impl SpanTallies {
         self.keys.values().map(BTreeMap::len).sum()
     }
 
+    /// Rows [`SpanTallies::write_peers`] writes.
+    pub fn peer_rows(&self) -> usize {
+        self.peers.values().map(BTreeMap::len).sum()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.peers.is_empty()
     }
 
     /// Writes a `pairing_candidates` row per child span whose parent is not in the request
@@ -245,6 +428,22 @@ impl SpanTallies {
                 row.int4(key.status_code);
                 row.int8(tally.spans as i64);
                 row.bytea(&tally.durations.encode());
+            }
+        }
+    }
+
+    /// Writes one `peer_calls` row per key.
+    pub fn write_peers(&self, rows: &mut Rows) {
+        for (&(minute, resource_id, kind), peers) in &self.peers {
+            for (peer, calls) in peers {
+                let mut row = rows.row(&PEER_CALLS);
+                row.int8(minute);
+                row.int8(resource_id);
+                row.int4(kind);
+                row.text(peer);
+                row.int8(calls.calls as i64);
+                row.int8(calls.errors as i64);
+                row.bytea(&calls.durations.encode());
             }
         }
     }
@@ -345,5 +544,66 @@ mod tests {
         b.add(7, 7, 13);
         a.merge(&b);
         assert_eq!(a.keys, BTreeMap::from([((0, 7, 9), 2), ((0, 7, 13), 1)]));
+    }
+
+    fn peer(pairs: &[(&str, &str)]) -> Option<(PeerKind, String)> {
+        let mut values = [None; PEER_KEYS.len()];
+        for (key, value) in pairs {
+            values[PEER_KEYS.iter().position(|k| k == key).expect("a peer key")] = Some(*value);
+        }
+        Peer::of(&values).map(|p| (p.kind, p.name))
+    }
+
+    #[test]
+    fn a_calling_span_names_its_peer_by_the_semantic_conventions_old_and_new() {
+        use PeerKind::{Database, Messaging, Remote};
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<(PeerKind, &'a str)>);
+        let cases: &[Case<'_>] = &[
+            (
+                &[("db.system.name", "postgresql"), ("db.namespace", "orders"), ("server.address", "db1")],
+                Some((Database, "postgresql orders")),
+            ),
+            (&[("db.system", "redis"), ("server.address", "cache")], Some((Database, "redis"))),
+            (&[("db.system", "mysql"), ("db.name", "shop")], Some((Database, "mysql shop"))),
+            (&[("db.system", "mysql"), ("peer.service", "shop-db")], Some((Database, "shop-db"))),
+            (
+                &[("messaging.system", "kafka"), ("messaging.destination.name", "orders")],
+                Some((Messaging, "kafka orders")),
+            ),
+            (
+                &[("messaging.system", "rabbitmq"), ("messaging.destination", "jobs")],
+                Some((Messaging, "rabbitmq jobs")),
+            ),
+            (&[("peer.service", "stripe"), ("server.address", "api.stripe.com")], Some((Remote, "stripe"))),
+            (&[("server.address", "api.stripe.com")], Some((Remote, "api.stripe.com"))),
+            (&[("net.peer.name", "legacy.internal")], Some((Remote, "legacy.internal"))),
+            (&[("server.address", "")], None),
+            (&[], None),
+        ];
+        for (pairs, expected) in cases {
+            assert_eq!(peer(pairs), expected.map(|(k, n)| (k, n.to_owned())), "{pairs:?}");
+        }
+        let long = "é".repeat(MAX_PEER_BYTES);
+        let (_, name) = peer(&[("server.address", &long)]).expect("a peer");
+        assert_eq!(name.len(), MAX_PEER_BYTES);
+    }
+
+    #[test]
+    fn peer_calls_merge_into_a_row_per_key() {
+        let mut a = SpanTallies::default();
+        let db = Peer { kind: PeerKind::Database, name: "postgresql".into() };
+        let mut failed = span(5, "SELECT", 10);
+        failed.status_code = STATUS_ERROR;
+        a.add_peer_call(&failed, &db);
+        let mut b = SpanTallies::default();
+        b.add_peer_call(&span(6, "SELECT", 30), &db);
+        b.add_peer_call(&span(MINUTE_NANOS, "SELECT", 30), &db);
+        a.merge(&b);
+        assert_eq!(a.peer_rows(), 2);
+        let calls = &a.peers[&(0, 7, PeerKind::Database as i32)]["postgresql"];
+        assert_eq!((calls.calls, calls.errors), (2, 1));
+        let mut rows = Rows::default();
+        a.write_peers(&mut rows);
+        assert_eq!(rows.count, 2);
     }
 }

@@ -13,8 +13,8 @@ use super::{
     attributes::{attributes_from_json, write_attributes, write_hex, write_int, write_str, MappingError},
     copy::{Signal, Table, TableKind},
     dims::{walk_decoded, KnownIds},
-    rollups::TalliedSpan,
-    source::{ListSource, MapSource},
+    rollups::{Peer, TalliedSpan, CALLING_KINDS, PEER_KEYS},
+    source::{ListSource, MapSource, Read, ValueSource},
     validate,
     wire::{self, values::Item, Fields, Stretch, Unusual, WireList, WireMap},
     Encoded, TableId,
@@ -176,20 +176,42 @@ where
         .and_then(|()| links.map_or(Ok(()), Err))
         .and_then(|()| validate::text("status message", span.status.map_or("", |(_, message)| message)));
     match verdict {
-        Ok(()) => out.spans.add(&TalliedSpan {
-            start_time_unix_nano: span.start_time_unix_nano,
-            end_time_unix_nano: span.end_time_unix_nano,
-            resource_id,
-            name: span.name,
-            kind: span.kind,
-            status_code: span.status.map_or(0, |(code, _)| code),
-            trace_id: span.trace_id,
-            span_id: span.span_id,
-            parent_span_id: span.parent_span_id,
-        }),
+        Ok(()) => {
+            let tallied = TalliedSpan {
+                start_time_unix_nano: span.start_time_unix_nano,
+                end_time_unix_nano: span.end_time_unix_nano,
+                resource_id,
+                name: span.name,
+                kind: span.kind,
+                status_code: span.status.map_or(0, |(code, _)| code),
+                trace_id: span.trace_id,
+                span_id: span.span_id,
+                parent_span_id: span.parent_span_id,
+            };
+            out.spans.add(&tallied);
+            if CALLING_KINDS.contains(&span.kind) {
+                if let Some(peer) = peer_of(span.attributes) {
+                    out.spans.add_peer_call(&tallied, &peer);
+                }
+            }
+        }
         Err(_) => rows.undo(mark),
     }
     Ok(verdict)
+}
+
+/// What a calling span's attributes name as its peer (see [`Peer::of`]): string values only,
+/// and none holding U+0000, which a text column cannot.
+fn peer_of<'a, M: MapSource<'a>>(attributes: M) -> Option<Peer> {
+    let mut values = [None; PEER_KEYS.len()];
+    for entry in attributes.entries() {
+        let Ok((key, Some(value))) = entry else { continue };
+        let Some(i) = PEER_KEYS.iter().position(|k| k.as_bytes() == key) else { continue };
+        if let Ok(Read::Text(text)) = value.read() {
+            values[i] = std::str::from_utf8(text).ok().filter(|t| !t.contains('\0'));
+        }
+    }
+    Peer::of(&values)
 }
 
 /// Writes a JSON object's members: `{"key":` for the first, `,"key":` for the others. The

@@ -479,11 +479,18 @@ async fn dependencies(State(q): State<Query>, Params(params): Params<DependencyP
         super::traces::list_service_dependencies(&q, &request, false).await
     };
     match found.await {
+        // Databases, queues and remote hosts as leaf services, as Jaeger's own dependency jobs
+        // name an uninstrumented callee by its peer.service.
         Ok(found) => envelope(
             found
                 .dependencies
                 .into_iter()
                 .map(|d| DependencyLink { parent: d.parent, child: d.child, call_count: d.call_count })
+                .chain(found.peers.into_iter().map(|p| DependencyLink {
+                    parent: p.parent,
+                    child: p.peer,
+                    call_count: p.call_count,
+                }))
                 .collect(),
         ),
         Err(status) => failure(&status),

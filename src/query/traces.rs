@@ -16,15 +16,15 @@ use super::{
     proto::{
         ListOperationsRequest, ListOperationsResponse, ListServiceDependenciesRequest,
         ListServiceDependenciesResponse, ListServiceStatsRequest, ListServiceStatsResponse,
-        ListServicesRequest, ListServicesResponse, Operation, ScatterPoint, ScatterTracesRequest,
-        ScatterTracesResponse, SearchTracesRequest, SearchTracesResponse, ServiceDependency, ServiceStats,
-        StatsStep, TraceSummary,
+        ListServicesRequest, ListServicesResponse, Operation, PeerDependency, ScatterPoint,
+        ScatterTracesRequest, ScatterTracesResponse, SearchTracesRequest, SearchTracesResponse,
+        ServiceDependency, ServiceStats, StatsStep, TraceSummary,
     },
     resolve_range, steps_in, u32_column, Budget, Layout, Query, Resources, Rollup, Scopes, Sql,
 };
 use crate::encode::{
     attributes::{attributes_from_json, MappingError},
-    rollups::MINUTE_NANOS,
+    rollups::{PeerKind, MINUTE_NANOS},
     sketch::Durations,
     traces::{events_from_json, links_from_json},
 };
@@ -514,9 +514,9 @@ pub(super) async fn list_service_dependencies(
     let (start, end) = minutes(start, end);
     let mut budget = q.budget();
     let durations = if percentiles { "array_agg(durations)" } else { "ARRAY[]::bytea[]" };
+    let mut client = q.client().await?;
     let rows = whole(
-        q.client()
-            .await?
+        client
             .query_within(
                 &format!(
                     "SELECT parent_service, child_service, sum(calls)::bigint, sum(errors)::bigint, {durations}
@@ -530,6 +530,39 @@ pub(super) async fn list_service_dependencies(
             .await?,
         "dependencies",
     )?;
+    let peer_rows = whole(
+        client
+            .query_within(
+                &format!(
+                    "SELECT r.service_name, p.peer_kind, p.peer, sum(p.calls)::bigint, sum(p.errors)::bigint,
+                            {durations}
+                     FROM peer_calls p JOIN resources r ON r.resource_id = p.resource_id
+                     WHERE p.minute_unix_nano >= $1 AND p.minute_unix_nano < $2 AND r.service_name IS NOT NULL
+                     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+                ),
+                &[&start, &end],
+                &mut budget,
+            )
+            .await?,
+        "calls to databases, queues and remote hosts",
+    )?;
+    // Peers that answered with spans of a service: read apart from the calls, as the table is
+    // the coordinator's own on Citus.
+    let answered = if peer_rows.is_empty() {
+        Vec::new()
+    } else {
+        whole(
+            client
+                .query_within(
+                    "SELECT DISTINCT caller_service, peer_kind, peer FROM peer_services",
+                    &[],
+                    &mut budget,
+                )
+                .await?,
+            "peers that are services",
+        )?
+    };
+    drop(client);
     decode_off_thread(budget.used(), move || {
         let mut dependencies = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -544,7 +577,28 @@ pub(super) async fn list_service_dependencies(
                 p99_nanos: quantile_nanos(&durations, 0.99),
             });
         }
-        Ok(ListServiceDependenciesResponse { dependencies })
+        let answered: HashSet<(&str, i32, &str)> =
+            answered.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect();
+        let mut peers = Vec::new();
+        for row in &peer_rows {
+            let (parent, kind, peer) = (row.get::<_, &str>(0), row.get::<_, i32>(1), row.get::<_, &str>(2));
+            let Some(kind_name) = PeerKind::from_i32(kind).map(PeerKind::name) else { continue };
+            if answered.contains(&(parent, kind, peer)) {
+                continue;
+            }
+            let durations = merged(&row.get::<_, Vec<&[u8]>>(5))?;
+            peers.push(PeerDependency {
+                parent: parent.to_owned(),
+                kind: kind_name.to_owned(),
+                peer: peer.to_owned(),
+                call_count: row.get::<_, i64>(3) as u64,
+                error_count: row.get::<_, i64>(4) as u64,
+                p50_nanos: quantile_nanos(&durations, 0.5),
+                p95_nanos: quantile_nanos(&durations, 0.95),
+                p99_nanos: quantile_nanos(&durations, 0.99),
+            });
+        }
+        Ok(ListServiceDependenciesResponse { dependencies, peers })
     })
     .await
 }

@@ -1,8 +1,8 @@
 //! The rollups' upkeep, run every `rollups.pass_interval_secs` by one replica at a time (a
 //! session advisory lock; the others skip the pass):
-//! - **folding**: the writers add a `span_rollup` and `log_rollup` row per key per request, and
-//!   pairing a `service_edges` row per edge per chunk; once a minute has closed, its rows of one
-//!   key are folded into one (counts added, duration sketches merged), in one transaction, so a
+//! - **folding**: the writers add a `span_rollup`, `peer_calls` and `log_rollup` row per key per
+//!   transaction, and pairing a `service_edges` row per edge per chunk; once a minute has
+//!   closed, its rows of one key are folded into one (counts added, duration sketches merged), in one transaction, so a
 //!   read sums the same figures before and after, over a number of rows that depends on the keys
 //!   and minutes it shows, not on how many requests brought them. Each pass folds the last
 //!   [`RECENT`]; every [`SWEEP_EVERY`]th pass (and the first) folds back to [`SWEEP`], for late
@@ -14,6 +14,9 @@
 //!   transaction, so each child is counted once. A child whose parent is not stored yet is put
 //!   back, due again after twice as long as it has waited (at about 30 s, 1.5, 4.5 and 13.5
 //!   minutes), until `rollups.parent_wait_secs` after it was stored; then it is dropped.
+//!   When the parent is a client or producer span that names a peer (`encode::rollups::Peer`),
+//!   the pass records in `peer_services` that the caller's peer is the child's service, so that
+//!   reads draw those calls as the edge between the two services, not also as a leaf.
 //! - **rebuilding** ([`rebuild`], `otelephant rollups rebuild`): the rollups of a time range
 //!   computed afresh from the stored spans and log records, for data stored before the rollups
 //!   existed.
@@ -31,7 +34,8 @@ use crate::{
     encode::{
         copy::{Rows, Table, TableKind},
         rollups::{
-            LogTallies, SpanTallies, CALLED_KINDS, LOG_ROLLUP, MINUTE_NANOS, SERVICE_EDGES, SPAN_ROLLUP,
+            CallTally, LogTallies, Peer, SpanTallies, CALLED_KINDS, CALLING_KINDS, LOG_ROLLUP, MINUTE_NANOS,
+            PEER_CALLS, PEER_KEYS, SERVICE_EDGES, SPAN_ROLLUP, STATUS_ERROR,
         },
         sketch::{self, Durations},
     },
@@ -118,7 +122,10 @@ async fn pass(
                  GROUP BY minute_unix_nano, resource_id, severity_number HAVING count(*) > 1
                  UNION ALL
                  SELECT minute_unix_nano FROM service_edges WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
-                 GROUP BY minute_unix_nano, parent_service, child_service HAVING count(*) > 1) due
+                 GROUP BY minute_unix_nano, parent_service, child_service HAVING count(*) > 1
+                 UNION ALL
+                 SELECT minute_unix_nano FROM peer_calls WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
+                 GROUP BY minute_unix_nano, resource_id, peer_kind, peer HAVING count(*) > 1) due
              ORDER BY 1",
             &[&since, &closed, &slice],
         )
@@ -188,7 +195,20 @@ async fn fold(client: &mut Object, lo: i64, hi: i64) -> Result<u64, StoreError> 
             &[&lo, &hi],
         )
         .await?;
-    if spans.is_empty() && logs.is_empty() && edges.is_empty() {
+    let peers = tx
+        .query(
+            "DELETE FROM peer_calls u USING (
+                 SELECT minute_unix_nano, resource_id, peer_kind, peer FROM peer_calls
+                 WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2
+                 GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d
+             WHERE u.minute_unix_nano >= $1 AND u.minute_unix_nano < $2
+               AND u.minute_unix_nano = d.minute_unix_nano AND u.resource_id = d.resource_id
+               AND u.peer_kind = d.peer_kind AND u.peer = d.peer
+             RETURNING u.minute_unix_nano, u.resource_id, u.peer_kind, u.peer, u.calls, u.errors, u.durations",
+            &[&lo, &hi],
+        )
+        .await?;
+    if spans.is_empty() && logs.is_empty() && edges.is_empty() && peers.is_empty() {
         tx.rollback().await?;
         return Ok(0);
     }
@@ -212,26 +232,40 @@ async fn fold(client: &mut Object, lo: i64, hi: i64) -> Result<u64, StoreError> 
         let durations = Durations::decode(row.get::<_, &[u8]>(5)).map_err(|err| {
             StoreError::Rollup(format!("service_edges row of minute {}: {err}", row.get::<_, i64>(0)))
         })?;
-        let edge = edge_tallies.entry((row.get(0), row.get(1), row.get(2))).or_default();
-        edge.calls += row.get::<_, i64>(3) as u64;
-        edge.errors += row.get::<_, i64>(4) as u64;
-        edge.durations.merge(&durations);
+        edge_tallies.entry((row.get(0), row.get(1), row.get(2))).or_default().merge(&CallTally {
+            calls: row.get::<_, i64>(3) as u64,
+            errors: row.get::<_, i64>(4) as u64,
+            durations,
+        });
+    }
+    for row in &peers {
+        let durations = Durations::decode(row.get::<_, &[u8]>(6)).map_err(|err| {
+            StoreError::Rollup(format!("peer_calls row of minute {}: {err}", row.get::<_, i64>(0)))
+        })?;
+        span_tallies.add_peer_calls(
+            (row.get(0), row.get(1), row.get(2), row.get(3)),
+            &CallTally { calls: row.get::<_, i64>(4) as u64, errors: row.get::<_, i64>(5) as u64, durations },
+        );
     }
     write_span_tallies(&tx, &span_tallies).await?;
     write_log_tallies(&tx, &log_tallies).await?;
     write_edges(&tx, &edge_tallies).await?;
     tx.commit().await?;
-    Ok((spans.len() - span_tallies.len() + logs.len() - log_tallies.len() + edges.len() - edge_tallies.len())
-        as u64)
+    Ok((spans.len() - span_tallies.len() + logs.len() - log_tallies.len() + edges.len() - edge_tallies.len()
+        + peers.len()
+        - span_tallies.peer_rows()) as u64)
 }
 
+/// Writes the `span_rollup` and `peer_calls` rows of `tallies`.
 async fn write_span_tallies(tx: &Transaction<'_>, tallies: &SpanTallies) -> Result<(), StoreError> {
-    if tallies.is_empty() {
-        return Ok(());
+    let (mut spans, mut peers) = (Rows::default(), Rows::default());
+    tallies.write(&mut spans);
+    tallies.write_peers(&mut peers);
+    for (table, rows) in [(&SPAN_ROLLUP, spans), (&PEER_CALLS, peers)] {
+        if rows.count > 0 {
+            writer::copy(tx, &table.copy_statement(table.name), &[&rows.buf.freeze()]).await?;
+        }
     }
-    let mut rows = Rows::default();
-    tallies.write(&mut rows);
-    writer::copy(tx, &SPAN_ROLLUP.copy_statement(SPAN_ROLLUP.name), &[&rows.buf.freeze()]).await?;
     Ok(())
 }
 
@@ -246,14 +280,7 @@ async fn write_log_tallies(tx: &Transaction<'_>, tallies: &LogTallies) -> Result
 }
 
 /// Calls from one service to another by (minute, parent service, child service).
-type EdgeTallies<'a> = BTreeMap<(i64, &'a str, &'a str), EdgeTally>;
-
-#[derive(Debug, Default)]
-struct EdgeTally {
-    calls: u64,
-    errors: u64,
-    durations: Durations,
-}
+type EdgeTallies<'a> = BTreeMap<(i64, &'a str, &'a str), CallTally>;
 
 async fn write_edges(tx: &Transaction<'_>, edges: &EdgeTallies<'_>) -> Result<(), StoreError> {
     if edges.is_empty() {
@@ -272,9 +299,6 @@ async fn write_edges(tx: &Transaction<'_>, edges: &EdgeTallies<'_>) -> Result<()
     writer::copy(tx, &SERVICE_EDGES.copy_statement(SERVICE_EDGES.name), &[&rows.buf.freeze()]).await?;
     Ok(())
 }
-
-/// The status code of a failed span.
-const STATUS_ERROR: i32 = 2;
 
 /// A span's duration as the writers compute it (end minus start of the u64 times, wrapping), in
 /// SQL over the stored i64s: plain subtraction unless the two differ in sign, where it would
@@ -359,9 +383,12 @@ async fn pair_chunk(
     let last = taken.iter().map(|c| c.minute).max().unwrap_or(0);
     let spans = tx
         .query(
-            "SELECT trace_id, span_id, resource_id FROM spans
-             WHERE trace_id = ANY ($1::bytea[]) AND span_id = ANY ($2::bytea[])
-               AND start_time_unix_nano >= $3 AND start_time_unix_nano < $4",
+            &format!(
+                "SELECT trace_id, span_id, resource_id, {peer} FROM spans
+                 WHERE trace_id = ANY ($1::bytea[]) AND span_id = ANY ($2::bytea[])
+                   AND start_time_unix_nano >= $3 AND start_time_unix_nano < $4",
+                peer = peer_columns_sql("spans")
+            ),
             &[
                 &trace_ids,
                 &parent_ids,
@@ -370,12 +397,12 @@ async fn pair_chunk(
             ],
         )
         .await?;
-    let parents: HashMap<(&[u8], &[u8]), i64> =
-        spans.iter().map(|row| ((row.get(0), row.get(1)), row.get(2))).collect();
+    let parents: Parents<'_> =
+        spans.iter().map(|row| ((row.get(0), row.get(1)), (row.get(2), peer_of_row(row, 3)))).collect();
     let unknown: Vec<i64> = taken
         .iter()
         .map(|c| c.resource_id)
-        .chain(parents.values().copied())
+        .chain(parents.values().map(|(id, _)| *id))
         .filter(|id| !services.contains_key(id))
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -393,10 +420,11 @@ async fn pair_chunk(
     }
     let service = |id: i64| services.get(&id).and_then(Option::as_deref);
     let mut edges = EdgeTallies::new();
+    let mut answered: BTreeSet<(&str, &Peer, &str)> = BTreeSet::new();
     let mut found = 0;
     let mut waiting = Vec::new();
     for candidate in &taken {
-        let Some(&parent) =
+        let Some((parent, peer)) =
             parents.get(&(candidate.trace_id.as_slice(), candidate.parent_span_id.as_slice()))
         else {
             if candidate.stored >= now - wait {
@@ -405,16 +433,22 @@ async fn pair_chunk(
             continue;
         };
         found += 1;
-        let (Some(parent), Some(child)) = (service(parent), service(candidate.resource_id)) else { continue };
+        let (Some(parent), Some(child)) = (service(*parent), service(candidate.resource_id)) else {
+            continue;
+        };
         if parent == child {
             continue;
         }
-        let edge = edges.entry((candidate.minute, parent, child)).or_default();
-        edge.calls += 1;
-        edge.errors += u64::from(candidate.status_code == STATUS_ERROR);
-        edge.durations.add(candidate.duration_nanos);
+        edges
+            .entry((candidate.minute, parent, child))
+            .or_default()
+            .add(candidate.status_code, candidate.duration_nanos);
+        if let Some(peer) = peer {
+            answered.insert((parent, peer, child));
+        }
     }
     write_edges(&tx, &edges).await?;
+    write_peer_services(&tx, &answered, now).await?;
     if !waiting.is_empty() {
         let mut rows = Rows::default();
         for candidate in waiting {
@@ -433,6 +467,60 @@ async fn pair_chunk(
     tx.commit().await?;
     Ok((taken.len(), found))
 }
+
+/// The string values of [`PEER_KEYS`] of a calling span (NULL for other spans), as SQL columns
+/// of the spans table aliased `span`, in their order.
+fn peer_columns_sql(span: &str) -> String {
+    let kinds = CALLING_KINDS.map(|kind| kind.to_string()).join(", ");
+    PEER_KEYS
+        .iter()
+        .map(|key| {
+            format!(
+                "CASE WHEN {span}.kind IN ({kinds}) AND jsonb_typeof({span}.attributes -> '{key}') = 'string' \
+                 THEN {span}.attributes ->> '{key}' END"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The peer named by the columns of [`peer_columns_sql`], from column `first` on.
+fn peer_of_row(row: &tokio_postgres::Row, first: usize) -> Option<Peer> {
+    let mut values = [None; PEER_KEYS.len()];
+    for (i, value) in values.iter_mut().enumerate() {
+        *value = row.get::<_, Option<&str>>(first + i);
+    }
+    Peer::of(&values)
+}
+
+/// Records that calls of `caller` to `peer` were answered by `service`, a span of which was
+/// paired with the calling span.
+async fn write_peer_services(
+    tx: &Transaction<'_>,
+    answered: &BTreeSet<(&str, &Peer, &str)>,
+    now: i64,
+) -> Result<(), StoreError> {
+    if answered.is_empty() {
+        return Ok(());
+    }
+    let callers: Vec<&str> = answered.iter().map(|(caller, _, _)| *caller).collect();
+    let kinds: Vec<i32> = answered.iter().map(|(_, peer, _)| peer.kind as i32).collect();
+    let peers: Vec<&str> = answered.iter().map(|(_, peer, _)| peer.name.as_str()).collect();
+    let services: Vec<&str> = answered.iter().map(|(_, _, service)| *service).collect();
+    tx.execute(
+        "INSERT INTO peer_services (caller_service, peer_kind, peer, service, last_seen_unix_nano)
+         SELECT c, k, p, s, $5 FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[]) AS u (c, k, p, s)
+         ON CONFLICT (caller_service, peer_kind, peer, service) DO UPDATE
+         SET last_seen_unix_nano = greatest(peer_services.last_seen_unix_nano, EXCLUDED.last_seen_unix_nano)",
+        &[&callers, &kinds, &peers, &services, &now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The parents found, by (trace id, span id): their resource, and the peer they call when they
+/// are client or producer spans.
+type Parents<'a> = HashMap<(&'a [u8], &'a [u8]), (i64, Option<Peer>)>;
 
 /// `pairing_candidates` with every column: a candidate put back to wait.
 const WAITING: Table = Table {
@@ -563,6 +651,38 @@ async fn rebuild_hour(client: &mut Object, lo: i64, hi: i64) -> Result<(usize, u
     let mut log_tallies = LogTallies::default();
     for row in &logs {
         log_tallies.add_counted((row.get(0), row.get(1), row.get(2)), row.get::<_, i64>(3) as u64);
+    }
+    tx.execute("DELETE FROM peer_calls WHERE minute_unix_nano >= $1 AND minute_unix_nano < $2", &[&lo, &hi])
+        .await?;
+    let first_peer_column = 5;
+    let calls = tx
+        .query(
+            &format!(
+                "SELECT {minute}, s.resource_id, coalesce(s.status_code, 0), {bucket}, count(*), {peer}
+                 FROM spans s WHERE s.start_time_unix_nano >= $1 AND s.start_time_unix_nano < $2
+                   AND s.kind IN ({kinds}) AND s.attributes ?| $4::text[]
+                 GROUP BY 1, 2, 3, 4, {peer_positions}",
+                bucket = bucket_sql(&duration_sql("s"), "$3"),
+                peer = peer_columns_sql("s"),
+                kinds = CALLING_KINDS.map(|kind| kind.to_string()).join(", "),
+                peer_positions = (0..PEER_KEYS.len())
+                    .map(|i| (first_peer_column + 1 + i).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            &[&lo, &hi, &sketch::ln_gamma(), &PEER_KEYS.as_slice()],
+        )
+        .await?;
+    for row in &calls {
+        let Some(peer) = peer_of_row(row, first_peer_column) else { continue };
+        let count = row.get::<_, i64>(4) as u64;
+        let mut durations = Durations::default();
+        durations.add_to_bucket(row.get(3), count);
+        let errors = if row.get::<_, i32>(2) == STATUS_ERROR { count } else { 0 };
+        span_tallies.add_peer_calls(
+            (row.get(0), row.get(1), peer.kind as i32, &peer.name),
+            &CallTally { calls: count, errors, durations },
+        );
     }
     write_span_tallies(&tx, &span_tallies).await?;
     write_log_tallies(&tx, &log_tallies).await?;

@@ -26,8 +26,8 @@ use crate::query::{
     jaeger::{parse_go_duration, span_kind_name},
     proto::{
         query_service_server::QueryService, GetTraceRequest, ListOperationsRequest,
-        ListServiceDependenciesRequest, ListServiceStatsRequest, ListServicesRequest, ScatterTracesRequest,
-        SearchTracesRequest, ServiceStats, StatsStep,
+        ListServiceDependenciesRequest, ListServiceDependenciesResponse, ListServiceStatsRequest,
+        ListServicesRequest, ScatterTracesRequest, SearchTracesRequest, ServiceStats, StatsStep,
     },
     traces::LinkTarget,
 };
@@ -71,13 +71,12 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
         ui.query.list_service_stats(Request::new(request)).await.map_err(|s| s.message().to_owned())?;
     let stats = stats.into_inner().services;
     let request = ListServiceDependenciesRequest { time_range: Some(time_range_message(range)) };
-    let dependencies = ui
+    let ListServiceDependenciesResponse { dependencies, peers } = ui
         .query
         .list_service_dependencies(Request::new(request))
         .await
         .map_err(|s| s.message().to_owned())?
-        .into_inner()
-        .dependencies;
+        .into_inner();
     if stats.is_empty() {
         return Ok(empty(&nothing_yet(params)));
     }
@@ -138,16 +137,17 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
             "the busiest " (every) " is the rate while it was busiest."
         }
         h2 { "Calls between services" }
-        @if dependencies.is_empty() {
-            p.none { "No span in " (range_label(params)) " has a parent in another service." }
+        @if dependencies.is_empty() && peers.is_empty() {
+            p.none { "No span in " (range_label(params)) " has a parent in another service or calls a database, queue or remote host." }
         } @else {
-            @let (map, services_left_out, edges_left_out) = service_map::draw(&dependencies, &colors, &carry);
+            @let (map, nodes_left_out, edges_left_out) = service_map::draw(&dependencies, &peers, &colors, &carry);
             figure.service-map {
                 div.scroll { (raw(map)) }
                 figcaption {
-                    "Each arrow is the calls from one service's spans to another's, by the minute the called span started: how many, how many failed, and their p95 as the called service served them. Click a service for its traces."
-                    @if services_left_out > 0 || edges_left_out > 0 {
-                        " Only the busiest " (service_map::MAX_SERVICES) " services and " (service_map::MAX_EDGES) " calls are drawn: " (services_left_out) " services and " (edges_left_out) " calls are only in the table below."
+                    "Each arrow is the calls from one service's spans to another's, by the minute the called span started: how many, how many failed, and their p95 as the called service served them. "
+                    "Grey leaves are the databases, queues and remote hosts that services' client and producer spans name and that send no spans of their own; their arrows count those spans and their p95 is as the caller waited. Click a service for its traces."
+                    @if nodes_left_out > 0 || edges_left_out > 0 {
+                        " Only the busiest " (service_map::MAX_NODES) " nodes and " (service_map::MAX_EDGES) " calls are drawn: " (nodes_left_out) " nodes and " (edges_left_out) " calls are only in the table below."
                     }
                 }
             }
@@ -161,6 +161,15 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
                             td.num.calls { (d.call_count) }
                             td.num.failed.errors[d.error_count > 0] { (d.error_count) }
                             @for p in [d.p50_nanos, d.p95_nanos, d.p99_nanos] { td.num { (duration_text(p)) } }
+                        }
+                    }
+                    @for p in &peers {
+                        tr.peer data-edge=(format!("{} -> {}", p.parent, p.peer)) data-kind=(p.kind) {
+                            td { span.dot style=(format!("background:{}", colors.of(&p.parent))) {} (p.parent) }
+                            td { (p.peer) " " span.kind { (service_map::peer_kind_text(&p.kind)) } }
+                            td.num.calls { (p.call_count) }
+                            td.num.failed.errors[p.error_count > 0] { (p.error_count) }
+                            @for n in [p.p50_nanos, p.p95_nanos, p.p99_nanos] { td.num { (duration_text(n)) } }
                         }
                     }
                 }

@@ -105,7 +105,8 @@ async function uiRun(data) {
   assert.equal(await page.textContent("tr[data-service=payments] td.error-rate"), "100.0%", "payments' one served span failed");
   assert.match(await page.textContent("tr[data-service=payments] td.p50"), /ms$/, "p50 is a duration");
   const edges = await page.$$eval("table.dependencies tbody tr", (rows) => rows.map((r) => [r.dataset.edge, r.querySelector("td.calls").textContent]));
-  assert.deepEqual(edges, [["frontend -> payments", "1"]], "frontend's POST /charge called payments once");
+  assert.deepEqual(edges, [["frontend -> payments", "1"], ...data.sql.leaves.map(([caller, , peer, calls]) => [`${caller} -> ${peer}`, String(calls)])],
+    "frontend's POST /charge called payments once; then what payments calls that sends no spans");
   const red = await page.$$eval(".red figure.red-chart", (figures) => figures.map((f) => f.dataset.chart));
   assert.deepEqual(red, ["rate", "errors", "p95"], "RED over time: three charts");
   const lines = await page.$$eval(".red figure[data-chart=rate] g.series", (series) => series.map((g) => g.dataset.series));
@@ -128,8 +129,9 @@ async function uiRun(data) {
   step("the service map: a node per service, an arrow per call pair with its calls, failures and p95 as SQL gives them");
   const arrows = await page.$$eval("svg.service-map g.edge", (gs) =>
     gs.map((g) => [g.dataset.edge, Number(g.dataset.calls), Number(g.dataset.errors), Number(g.dataset.p95)]));
-  assert.equal(arrows.length, data.sql.edges.length);
-  for (const [edge, calls, failed, p95] of data.sql.edges) {
+  assert.equal(arrows.length, data.sql.edges.length + data.sql.leaves.length);
+  const toLeaves = data.sql.leaves.map(([caller, , peer, calls, failed, p95]) => [`${caller} -> ${peer}`, calls, failed, p95]);
+  for (const [edge, calls, failed, p95] of [...data.sql.edges, ...toLeaves]) {
     const drawn = arrows.find((a) => a[0] === edge);
     assert.ok(drawn, `${edge} is drawn`);
     assert.deepEqual(drawn.slice(1, 3), [calls, failed], `${edge}: calls and failures`);
@@ -139,6 +141,16 @@ async function uiRun(data) {
   assert.ok(await nodeX("frontend") < await nodeX("payments"), "the caller left of the called");
   const label = await page.textContent('svg.service-map g.edge[data-edge="frontend -> payments"] text');
   assert.match(label, /^1 call · 1 failed · p95 [\d.]+ ms$/);
+  step("the map's leaves: the database, queue and host payments calls, each drawn by its kind right of payments; the host frontend calls by name is payments itself, no leaf");
+  const leaves = await page.$$eval("svg.service-map g.node.peer", (gs) => gs.map((g) => [g.dataset.kind, g.dataset.peer]));
+  assert.deepEqual(leaves.sort(), data.sql.leaves.map(([, kind, peer]) => [kind, peer]).sort());
+  assert.deepEqual(leaves.map(([kind]) => kind).sort(), ["database", "messaging", "remote"]);
+  for (const [, peer] of leaves) {
+    const x = Number(await page.$eval(`svg.service-map g.node.peer[data-peer="${peer}"] rect`, (r) => r.getAttribute("x")));
+    assert.ok(x > await nodeX("payments"), `${peer} right of payments`);
+  }
+  assert.equal(await page.$$eval('svg.service-map [data-peer="payments"]', (n) => n.length), 0, "server.address payments answered with payments' spans");
+  assert.ok(await page.$("svg.service-map g.node.peer.database path.icon"), "a database is drawn as one");
 
   step("service colours: a different palette colour each, the same on every page");
   const colors = Object.fromEntries(await page.$$eval("table.services tbody tr", (rows) =>

@@ -2,6 +2,7 @@
 OTLP/HTTP exporters, as instrumented services would:
 - a `frontend` trace calling `payments` (an error with an exception event and a structured
   log), and a span whose parent was never sent;
+- `payments` calling PostgreSQL, Kafka and a payment provider, none of which sends spans;
 - log records inside and outside spans, one with a map body;
 - log records whose time and observed time differ;
 - a counter over two routes, a histogram and a gauge, each exported several times, and an
@@ -78,6 +79,7 @@ def main(endpoint: str) -> int:
                 time.sleep(0.02)
                 with pay.start_as_current_span("SELECT accounts", kind=SpanKind.CLIENT) as db:
                     db.set_attribute("db.system", "postgresql")
+                    db.set_attribute("db.namespace", "shop")
                     time.sleep(0.005)
                 logger.warning("card declined for order %s", "o-17", extra={"order.id": "o-17"})
                 try:
@@ -89,6 +91,17 @@ def main(endpoint: str) -> int:
         root.set_status(Status(StatusCode.ERROR, "payment failed"))
         trace_id = root.get_span_context().trace_id
         charge_id = charge.get_span_context().span_id
+    # What payments calls that sends no spans of its own, for the service map's leaves: a
+    # settlement job publishing to Kafka and calling a payment provider, which refuses.
+    with pay.start_as_current_span("settlement job", kind=SpanKind.INTERNAL):
+        with pay.start_as_current_span("payment-events publish", kind=SpanKind.PRODUCER) as publish:
+            publish.set_attribute("messaging.system", "kafka")
+            publish.set_attribute("messaging.destination.name", "payment-events")
+            time.sleep(0.002)
+        with pay.start_as_current_span("POST /v1/refunds", kind=SpanKind.CLIENT) as refund:
+            refund.set_attribute("server.address", "api.stripe.example")
+            time.sleep(0.012)
+            refund.set_status(Status(StatusCode.ERROR))
     # A structured body, as the logs API (not the logging module) sends it.
     from opentelemetry._logs import SeverityNumber
 

@@ -112,6 +112,42 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         .iter()
         .map(|r| serde_json::json!([r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, i64>(2), r.get::<_, i64>(3)]))
         .collect();
+    // Calls to what sends no spans: client and producer spans naming a database, queue or host
+    // (as ui_data.py names them) with no child in another service, per caller and peer.
+    let leaves: Vec<serde_json::Value> = t
+        .sql
+        .query(
+            "SELECT r.service_name,
+                    CASE WHEN s.attributes ? 'db.system' THEN 'database' WHEN s.attributes ? 'messaging.system' THEN 'messaging'
+                         ELSE 'remote' END,
+                    CASE WHEN s.attributes ? 'db.system' THEN concat_ws(' ', s.attributes ->> 'db.system', s.attributes ->> 'db.namespace')
+                         WHEN s.attributes ? 'messaging.system'
+                         THEN concat_ws(' ', s.attributes ->> 'messaging.system', s.attributes ->> 'messaging.destination.name')
+                         ELSE s.attributes ->> 'server.address' END,
+                    count(*), count(*) FILTER (WHERE s.status_code = 2),
+                    percentile_disc(0.95) WITHIN GROUP (ORDER BY s.end_time_unix_nano - s.start_time_unix_nano)
+             FROM spans s JOIN resources r USING (resource_id)
+             WHERE s.kind IN (3, 4) AND s.attributes ?| ARRAY['db.system', 'messaging.system', 'server.address']
+               AND NOT EXISTS (SELECT 1 FROM spans c JOIN resources rc ON rc.resource_id = c.resource_id
+                               WHERE c.trace_id = s.trace_id AND c.parent_span_id = s.span_id
+                                 AND rc.service_name <> r.service_name)
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            &[],
+        )
+        .await
+        .expect("leaves")
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, i64>(4),
+                r.get::<_, i64>(5)
+            ])
+        })
+        .collect();
     let checkout_root: i64 = t
         .sql
         .query_one(
@@ -240,6 +276,7 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         "busiest_minute_requests": busiest,
         "log_severities": severities,
         "edges": edges,
+        "leaves": leaves,
         "frontend_requests": frontend_requests,
         "checkout_root_nanos": checkout_root,
         "order_records": order_records,

@@ -395,7 +395,7 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     assert_eq!(kind("metric_series"), Some(("h".into(), Some("series_id".into()))));
     assert_eq!(kind("metric_points_number"), Some(("h".into(), Some("series_id".into()))));
     assert_eq!(kind("logs"), Some(("h".into(), Some("timestamp_unix_nano".into()))));
-    for rollup in ["span_rollup", "log_rollup", "service_edges"] {
+    for rollup in ["span_rollup", "log_rollup", "service_edges", "peer_calls"] {
         assert_eq!(kind(rollup), Some(("h".into(), Some("minute_unix_nano".into()))), "{rollup}");
     }
 
@@ -508,10 +508,12 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
 
     // The rollups count every span and record on the cluster too, and a pass folds and pairs
     // there (as it would two minutes from now, when these minutes have closed): a call from
-    // checkout to payment, each side exported on its own.
-    for (service, span_id, parent, kind) in [
-        ("checkout", [0xc1; 8], vec![], SpanKind::Client),
-        ("payment", [0xc2; 8], vec![0xc1; 8], SpanKind::Server),
+    // checkout to payment (its client span naming the host payment.internal), each side
+    // exported on its own, and a query from checkout to PostgreSQL, which sends no spans.
+    for (service, span_id, parent, kind, peer) in [
+        ("checkout", [0xc1; 8], vec![], SpanKind::Client, ("server.address", "payment.internal")),
+        ("payment", [0xc2; 8], vec![0xc1; 8], SpanKind::Server, ("", "")),
+        ("checkout", [0xc3; 8], vec![], SpanKind::Client, ("db.system.name", "postgresql")),
     ] {
         let span = Span {
             trace_id: vec![0xee; 16],
@@ -521,6 +523,7 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
             kind: kind as i32,
             start_time_unix_nano: now,
             end_time_unix_nano: now + 1_000_000,
+            attributes: if peer.0.is_empty() { vec![] } else { vec![kv(peer.0, s(peer.1))] },
             ..Default::default()
         };
         let request = ExportTraceServiceRequest {
@@ -560,6 +563,28 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     let report = pass(true).await;
     assert!(report.paired >= 1, "{report:?}");
     assert_eq!(calls().await, 1, "the call from checkout to payment is paired on the cluster");
+    let peers = || async {
+        let learned: Vec<(String, String)> = db
+            .query("SELECT caller_service, peer FROM peer_services", &[])
+            .await
+            .expect("peer_services")
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let called: Vec<(String, i64)> = db
+            .query("SELECT peer, sum(calls)::bigint FROM peer_calls GROUP BY 1 ORDER BY 1", &[])
+            .await
+            .expect("peer_calls")
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        (learned, called)
+    };
+    let expected_peers = (
+        vec![("checkout".to_owned(), "payment.internal".to_owned())],
+        vec![("payment.internal".to_owned(), 1), ("postgresql".to_owned(), 1)],
+    );
+    assert_eq!(peers().await, expected_peers, "payment.internal is payment; both calls counted");
     // Rebuilt, the hour counts the same spans, records and call.
     let hour = (now - now % 3_600_000_000_000) as i64;
     otelephant::store::rollups::rebuild(&server.pool, hour, hour + 3_600_000_000_000)
@@ -567,12 +592,13 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .expect("rebuilt on the cluster");
     pass(false).await;
     assert_eq!(calls().await, 1, "the rebuilt hour pairs the call once");
+    assert_eq!(peers().await, expected_peers, "the rebuilt hour counts the calls to peers once");
     let counted: (i64, i64) = db
         .query_one("SELECT (SELECT sum(spans)::bigint FROM span_rollup), (SELECT sum(records)::bigint FROM log_rollup)", &[])
         .await
         .map(|row| (row.get(0), row.get(1)))
         .expect("rollups");
-    assert_eq!(counted, (spans + http_spans as i64 + 2, 51));
+    assert_eq!(counted, (spans + http_spans as i64 + 3, 51));
 
     // Every read surface answers from the cluster: each query service RPC in its HTTP/JSON
     // form, Jaeger's API, and the web UI's pages.
@@ -831,7 +857,15 @@ async fn read_surfaces(base: &str, now: u64, trace_id: &str) {
     nonempty("GetTrace", &trace, "/resourceSpans");
     let stats = call("ListServiceStats", serde_json::json!({})).await;
     nonempty("ListServiceStats", &stats, "/services");
-    call("ListServiceDependencies", serde_json::json!({})).await;
+    let dependencies = call("ListServiceDependencies", serde_json::json!({})).await;
+    // checkout's query to PostgreSQL is a leaf; its call to payment.internal is the edge to payment.
+    let peers: Vec<&str> = dependencies["peers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ListServiceDependencies: {dependencies}"))
+        .iter()
+        .filter_map(|p| p["peer"].as_str())
+        .collect();
+    assert_eq!(peers, ["postgresql"], "{dependencies}");
     let operations = call("ListOperations", serde_json::json!({ "service": service })).await;
     nonempty("ListOperations", &operations, "/operations");
     let logs = call("SearchLogs", serde_json::json!({})).await;

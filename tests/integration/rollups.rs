@@ -20,7 +20,7 @@ use otelephant::query::proto::{
 use prost::Message;
 use tonic::transport::Channel;
 
-use crate::common::{fixtures::query::resource, *};
+use crate::common::{fixtures::query::resource, s as s_, *};
 
 const MS: u64 = 1_000_000;
 const MINUTE: u64 = 60_000_000_000;
@@ -97,6 +97,22 @@ fn spans_over_minutes(seed: u32, now: u64, n: u32) -> ExportTraceServiceRequest 
             start,
             nanos,
         );
+        if kind == SpanKind::Client {
+            // What it calls: a database, a queue, a host, a host named by a number (no peer),
+            // or nothing said.
+            s.attributes = match x / 4 % 5 {
+                0 => vec![
+                    kv("db.system", s_("postgresql")),
+                    kv("db.name", s_(["shop", "audit"][(x % 2) as usize])),
+                ],
+                1 => {
+                    vec![kv("messaging.system", s_("kafka")), kv("messaging.destination.name", s_("orders"))]
+                }
+                2 => vec![kv("server.address", s_(["pay.example", "mail.example"][(x % 2) as usize]))],
+                3 => vec![kv("server.address", Value::IntValue(10))],
+                _ => vec![],
+            };
+        }
         if x.is_multiple_of(17) {
             s.status = Some(SpanStatus { code: 2, message: "failed".into() });
         } else if x.is_multiple_of(5) {
@@ -124,6 +140,31 @@ async fn assert_rollup_counts_the_spans(t: &TestServer) {
     let rolled = rows(t.sql.query(&per_key("span_rollup"), &[]).await.expect("rollup"));
     assert!(!raw.is_empty());
     assert_eq!(rolled, raw, "the rollup counts exactly the stored spans");
+}
+
+/// The calls to peers, per (minute, resource, peer kind, peer): `peer_calls` and SQL's reading
+/// of the client spans' attributes (those [`spans_over_minutes`] sets) agree.
+async fn assert_peer_calls_count_the_spans(t: &TestServer) {
+    let raw = "SELECT minute, resource_id, peer_kind, peer, count(*), count(*) FILTER (WHERE status_code = 2)
+               FROM (SELECT start_time_unix_nano - start_time_unix_nano % 60000000000 AS minute, resource_id, status_code,
+                            CASE WHEN attributes ? 'db.system' THEN 1 WHEN attributes ? 'messaging.system' THEN 2
+                                 WHEN jsonb_typeof(attributes -> 'server.address') = 'string' THEN 3 END AS peer_kind,
+                            CASE WHEN attributes ? 'db.system' THEN (attributes ->> 'db.system') || ' ' || (attributes ->> 'db.name')
+                                 WHEN attributes ? 'messaging.system'
+                                 THEN (attributes ->> 'messaging.system') || ' ' || (attributes ->> 'messaging.destination.name')
+                                 ELSE attributes ->> 'server.address' END AS peer
+                     FROM spans WHERE kind = 3) s
+               WHERE peer_kind IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4";
+    let rolled =
+        "SELECT minute_unix_nano, resource_id, peer_kind, peer, sum(calls)::bigint, sum(errors)::bigint
+                  FROM peer_calls GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4";
+    let rows = |rows: Vec<tokio_postgres::Row>| -> Vec<(i64, i64, i32, String, i64, i64)> {
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect()
+    };
+    let raw = rows(t.sql.query(raw, &[]).await.expect("raw"));
+    let rolled = rows(t.sql.query(rolled, &[]).await.expect("rollup"));
+    assert!(raw.iter().map(|r| r.2).collect::<std::collections::BTreeSet<_>>().len() == 3, "{raw:?}");
+    assert_eq!(rolled, raw, "peer_calls counts exactly the stored client spans by what they call");
 }
 
 async fn assert_log_rollup_counts_the_records(t: &TestServer) {
@@ -194,14 +235,18 @@ async fn rollups_count_exactly_what_committed_over_grpc_and_http_with_refused_sp
     }
     assert_eq!(t.count("spans").await, 300 + 199 + 199);
     assert_rollup_counts_the_spans(&t).await;
+    assert_peer_calls_count_the_spans(&t).await;
     t.logs().await.export(log_records(now, 50)).await.expect("logs");
     assert_log_rollup_counts_the_records(&t).await;
 
     // Folding leaves one row per key of each closed minute, and the same figures.
-    let rows_before = t.count("span_rollup").await;
+    let rows_before = t.count("span_rollup").await + t.count("peer_calls").await;
     let report = t.rollup_pass().await;
     assert!(report.folded > 0, "{report:?}");
-    assert_eq!(t.count("span_rollup").await, rows_before - report.folded as i64);
+    assert_eq!(
+        t.count("span_rollup").await + t.count("peer_calls").await,
+        rows_before - report.folded as i64
+    );
     let duplicates: i64 = t
         .sql
         .query_one(
@@ -213,11 +258,26 @@ async fn rollups_count_exactly_what_committed_over_grpc_and_http_with_refused_sp
         .expect("duplicates")
         .get(0);
     assert_eq!(duplicates, 0);
+    let duplicates: i64 = t
+        .sql
+        .query_one(
+            "SELECT count(*) FROM (SELECT 1 FROM peer_calls
+             GROUP BY minute_unix_nano, resource_id, peer_kind, peer HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .expect("duplicates")
+        .get(0);
+    assert_eq!(duplicates, 0);
     assert_rollup_counts_the_spans(&t).await;
+    assert_peer_calls_count_the_spans(&t).await;
     assert_log_rollup_counts_the_records(&t).await;
 
     // Rebuilt from the spans, as for data stored before the rollups existed: the same again.
-    t.sql.batch_execute("DELETE FROM span_rollup; DELETE FROM log_rollup").await.expect("forget");
+    t.sql
+        .batch_execute("DELETE FROM span_rollup; DELETE FROM log_rollup; DELETE FROM peer_calls")
+        .await
+        .expect("forget");
     let pool = &t.server.as_ref().expect("running").pool;
     let rebuilt =
         otelephant::store::rollups::rebuild(pool, (now - 10 * MINUTE) as i64, (now + MINUTE) as i64)
@@ -225,6 +285,7 @@ async fn rollups_count_exactly_what_committed_over_grpc_and_http_with_refused_sp
             .expect("rebuild");
     assert!(rebuilt.span_rows > 0 && rebuilt.log_rows > 0, "{rebuilt:?}");
     assert_rollup_counts_the_spans(&t).await;
+    assert_peer_calls_count_the_spans(&t).await;
     assert_log_rollup_counts_the_records(&t).await;
     t.stop().await;
 }
@@ -568,6 +629,147 @@ async fn the_service_graph_finds_every_call_between_services_late_parents_includ
     let api_db = answered.iter().find(|d| d.parent == "api" && d.child == "db").expect("api -> db");
     assert_eq!((api_db.call_count, api_db.error_count), (1, 0));
     assert!(within(api_db.p50_nanos, 5 * MS) && within(api_db.p95_nanos, 5 * MS), "{api_db:?}");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn leaf_nodes_are_what_services_call_that_sends_no_spans_of_its_own() {
+    let mut t = TestServer::start().await;
+    let now = nanos_now() - 2 * MINUTE;
+    let client = |trace, id, parent, start, nanos, attributes: Vec<(&str, &str)>| {
+        let mut s = span(trace, id, Some(parent), "call", SpanKind::Client, start, nanos);
+        s.attributes = attributes.into_iter().map(|(k, v)| kv(k, s_(v))).collect();
+        s
+    };
+    // web calls api (server.address "api.internal", answered by api's server span), a payment
+    // provider (peer.service, failed) and nothing else; api calls PostgreSQL twice (one failed)
+    // and publishes to Kafka.
+    let mut stripe = client(
+        1,
+        3,
+        1,
+        now + MS,
+        40 * MS,
+        vec![("peer.service", "stripe"), ("server.address", "api.stripe.com")],
+    );
+    stripe.status = Some(SpanStatus { code: 2, message: "declined".into() });
+    let mut failed_query = client(
+        1,
+        11,
+        10,
+        now + 3 * MS,
+        7 * MS,
+        vec![("db.system.name", "postgresql"), ("db.namespace", "orders")],
+    );
+    failed_query.status = Some(SpanStatus { code: 2, message: String::new() });
+    let mut publish = client(
+        1,
+        13,
+        10,
+        now + 4 * MS,
+        MS,
+        vec![("messaging.system", "kafka"), ("messaging.destination.name", "checkout")],
+    );
+    publish.kind = SpanKind::Producer as i32;
+    let sent = request(vec![
+        (
+            "web",
+            vec![
+                span(1, 1, None, "GET /", SpanKind::Server, now, 60 * MS),
+                client(1, 2, 1, now + MS, 30 * MS, vec![("server.address", "api.internal")]),
+                stripe,
+            ],
+        ),
+        (
+            "api",
+            vec![
+                span(1, 10, Some(2), "GET /items", SpanKind::Server, now + 2 * MS, 25 * MS),
+                client(
+                    1,
+                    12,
+                    10,
+                    now + 2 * MS,
+                    5 * MS,
+                    vec![("db.system.name", "postgresql"), ("db.namespace", "orders")],
+                ),
+                failed_query,
+                publish,
+            ],
+        ),
+    ]);
+    // Over gRPC (read from the protobuf bytes) and as OTLP/JSON (decoded), the same figures.
+    t.traces().await.export(sent.clone()).await.expect("gRPC export");
+    let answer =
+        clients::post(&t, "/v1/traces", "application/json", None, serde_json::to_vec(&sent).expect("json"))
+            .await;
+    assert_eq!(answer.status(), 200);
+
+    let peers = |t: &TestServer| {
+        let t = t.endpoint();
+        async move {
+            let mut client = QueryServiceClient::connect(t).await.expect("connect");
+            client
+                .list_service_dependencies(ListServiceDependenciesRequest::default())
+                .await
+                .expect("dependencies")
+                .into_inner()
+                .peers
+                .into_iter()
+                .map(|p| (p.parent, p.kind, p.peer, p.call_count, p.error_count, p.p50_nanos, p.p99_nanos))
+                .collect::<Vec<_>>()
+        }
+    };
+    // Before pairing, api.internal is not known to be a service.
+    let before = peers(&t).await;
+    assert!(before.iter().any(|p| p.2 == "api.internal"), "{before:?}");
+    t.rollup_pass().await;
+    let within = |got: u64, exact: u64| (got as f64 - exact as f64).abs() <= exact as f64 * 0.01;
+    let after = peers(&t).await;
+    let named: Vec<(&str, &str, &str, u64, u64)> =
+        after.iter().map(|p| (p.0.as_str(), p.1.as_str(), p.2.as_str(), p.3, p.4)).collect();
+    assert_eq!(
+        named,
+        [
+            ("api", "database", "postgresql orders", 4, 2),
+            ("api", "messaging", "kafka checkout", 2, 0),
+            ("web", "remote", "stripe", 2, 2),
+        ],
+        "api.internal answered with api's spans, so it is the web -> api edge, not a leaf"
+    );
+    let db = &after[0];
+    assert!(within(db.5, 5 * MS) && within(db.6, 7 * MS), "{db:?}");
+    let learned: Vec<(String, i32, String, String)> = t
+        .sql
+        .query("SELECT caller_service, peer_kind, peer, service FROM peer_services", &[])
+        .await
+        .expect("peer_services")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(learned, [("web".to_owned(), 3, "api.internal".to_owned(), "api".to_owned())]);
+
+    // Jaeger's dependencies name the leaves as services.
+    let jaeger: serde_json::Value = reqwest::get(clients::url(&t, "/jaeger/api/dependencies"))
+        .await
+        .expect("jaeger")
+        .json()
+        .await
+        .expect("json");
+    let links: Vec<(String, String, u64)> = jaeger["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|l| {
+            (
+                l["parent"].as_str().expect("parent").to_owned(),
+                l["child"].as_str().expect("child").to_owned(),
+                l["callCount"].as_u64().expect("callCount"),
+            )
+        })
+        .collect();
+    for link in [("web", "api", 2), ("api", "postgresql orders", 4), ("web", "stripe", 2)] {
+        assert!(links.contains(&(link.0.to_owned(), link.1.to_owned(), link.2)), "{link:?} in {links:?}");
+    }
     t.stop().await;
 }
 
