@@ -680,9 +680,11 @@ pub(super) async fn search_traces(
 const DEFAULT_SCATTER_POINTS: u32 = 2_000;
 const MAX_SCATTER_POINTS: u32 = 10_000;
 
-/// The requests matching a search's filters as scatter points, newest first: read in windows
-/// from the range's end back (see [`newest_windows`]) until one holds more than `max_points`,
-/// so that a busy range costs about what the plot shows.
+/// The requests matching a search's filters as scatter points, newest first: every one when the
+/// range holds at most `max_points`, else a sample spread over the range ([`scatter_sample`]).
+/// Whether there are more is found by reading windows from the range's end back (see
+/// [`newest_windows`]) until one holds more than `max_points`, so that a busy range costs about
+/// what the plot shows.
 pub(super) async fn scatter_traces(
     q: &Query,
     request: &ScatterTracesRequest,
@@ -712,29 +714,97 @@ pub(super) async fn scatter_traces(
         Some(newest) => end.min(newest.saturating_add(MINUTE_NANOS as i64)),
         None => end,
     };
-    let (mut rows, full, _) =
+    let (rows, full, _) =
         newest_first(&mut client, q, (&query, &sql), (start, top), &|rows| rows.len() > max_points).await?;
-    let truncated = full || rows.len() > max_points;
-    rows.truncate(max_points);
-    let points: Vec<ScatterPoint> = rows
-        .iter()
-        .map(|row| {
-            let (from, to): (i64, i64) = (row.get(1), row.get(2));
-            ScatterPoint {
-                trace_id: row.get(0),
-                start_unix_nano: from as u64,
-                duration_nanos: (to as u64).saturating_sub(from as u64),
-                error: row.get(3),
-                service: row.get::<_, Option<String>>(4).unwrap_or_default(),
-                name: row.get(5),
-            }
-        })
-        .collect();
-    let covered_from = match points.last() {
-        Some(oldest) if truncated => oldest.start_unix_nano,
-        _ => start as u64,
-    };
-    Ok(ScatterTracesResponse { points, covered_from_unix_nano: covered_from, truncated })
+    if !full && rows.len() <= max_points {
+        let points = rows.iter().map(scatter_point).collect();
+        return Ok(ScatterTracesResponse {
+            points,
+            covered_from_unix_nano: start as u64,
+            truncated: false,
+            ..Default::default()
+        });
+    }
+    drop(rows);
+    scatter_sample(q, &mut client, &filters_of, (start, end), max_points).await
+}
+
+/// Stretches a scatter plot's range is cut into when more requests match than it may show.
+const SCATTER_STRATA: usize = 100;
+
+/// More than `max_points` requests match in `[start, end)`: up to `max_points / strata` of
+/// each of [`SCATTER_STRATA`] equal stretches of the range (the first the database finds in it,
+/// whatever their duration), newest stretch first, so that the plot covers the whole range at a
+/// cost of what it shows; stops at `query.statement_timeout_ms` with the stretches read.
+async fn scatter_sample(
+    q: &Query,
+    client: &mut super::Conn,
+    filters_of: &SearchTracesRequest,
+    (start, end): (i64, i64),
+    max_points: usize,
+) -> Result<ScatterTracesResponse, Status> {
+    let strata = SCATTER_STRATA.min(max_points).max(1);
+    let per_stratum = max_points / strata;
+    let mut sql = Sql::default();
+    let filters = span_filters(q, filters_of, &mut sql)?;
+    let limit = sql.param(per_stratum as i64);
+    let n = sql.params.len();
+    let query = format!(
+        "SELECT encode(s.trace_id, 'hex'), s.start_time_unix_nano, s.end_time_unix_nano,
+                s.status_code IS NOT DISTINCT FROM {STATUS_ERROR}, r.service_name, left(s.name, 200)
+         FROM spans s LEFT JOIN resources r ON r.resource_id = s.resource_id
+         WHERE s.start_time_unix_nano >= ${} AND s.start_time_unix_nano < ${}
+           AND (s.kind IN {SERVED_KINDS} OR s.parent_span_id IS NULL){filters}
+         LIMIT {limit}",
+        n + 1,
+        n + 2
+    );
+    let width = (i128::from(end) - i128::from(start)).max(1);
+    let bound = |i: usize| (i128::from(start) + width * i as i128 / strata as i128) as i64;
+    let deadline = tokio::time::Instant::now() + q.limits.statement_timeout();
+    let mut budget = q.budget();
+    let mut rows = Vec::new();
+    let mut covered_from = end;
+    for i in (0..strata).rev() {
+        let (lo, hi) = (bound(i), bound(i + 1));
+        let mut params = sql.params();
+        params.push(&lo);
+        params.push(&hi);
+        let Ok(read) =
+            tokio::time::timeout_at(deadline, client.query_within(&query, &params, &mut budget)).await
+        else {
+            break;
+        };
+        let (mut found, full) = read?;
+        rows.append(&mut found);
+        if full {
+            break;
+        }
+        covered_from = lo;
+    }
+    let mut points: Vec<ScatterPoint> = rows.iter().map(scatter_point).collect();
+    points
+        .sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano).then_with(|| a.trace_id.cmp(&b.trace_id)));
+    Ok(ScatterTracesResponse {
+        points,
+        covered_from_unix_nano: covered_from as u64,
+        truncated: true,
+        sampled: true,
+        strata: strata as u32,
+        per_stratum: per_stratum as u32,
+    })
+}
+
+fn scatter_point(row: &Row) -> ScatterPoint {
+    let (from, to): (i64, i64) = (row.get(1), row.get(2));
+    ScatterPoint {
+        trace_id: row.get(0),
+        start_unix_nano: from as u64,
+        duration_nanos: (to as u64).saturating_sub(from as u64),
+        error: row.get(3),
+        service: row.get::<_, Option<String>>(4).unwrap_or_default(),
+        name: row.get(5),
+    }
 }
 
 /// The conditions on a span `s` of SearchTraces' filters, each starting " AND ".

@@ -408,24 +408,39 @@ async fn the_scatter_plot_gets_every_request_or_the_newest_ones() {
     let json: serde_json::Value = answer.json().await.expect("JSON");
     assert_eq!(json["points"].as_array().map(Vec::len), Some(expected.len()), "over JSON too");
 
-    // Past max_points: the newest ones, and from when they cover every request.
-    let newest = scatter(40, "").await;
-    assert!(newest.truncated);
-    let expected_newest: Vec<i64> = t
+    // Past max_points: a sample over the whole range, one request from each of 40 equal
+    // stretches of it that holds any (SQL's count per stretch), each a request SQL finds there.
+    let sample = scatter(40, "").await;
+    assert!(sample.truncated && sample.sampled, "{:?}", (sample.truncated, sample.sampled));
+    assert_eq!((sample.strata, sample.per_stratum), (40, 1));
+    assert_eq!(sample.covered_from_unix_nano, now - 10 * MINUTE, "the whole range");
+    let start = (now - 10 * MINUTE) as i64;
+    let requests: Vec<(i64, String)> = t
         .sql
         .query(
-            "SELECT start_time_unix_nano FROM spans WHERE kind IN (2, 5) OR parent_span_id IS NULL
-             ORDER BY 1 DESC LIMIT 40",
+            "SELECT start_time_unix_nano, encode(trace_id, 'hex') FROM spans
+             WHERE kind IN (2, 5) OR parent_span_id IS NULL",
             &[],
         )
         .await
-        .expect("newest")
+        .expect("requests")
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let got: Vec<i64> = newest.points.iter().map(|p| p.start_unix_nano as i64).collect();
-    assert_eq!(got, expected_newest, "the newest 40 requests, newest first");
-    assert_eq!(newest.covered_from_unix_nano as i64, expected_newest[39]);
+    let stretch = |at: i64| ((i128::from(at - start) * 40) / i128::from(11 * MINUTE as i64)) as i64;
+    let busy: std::collections::BTreeSet<i64> = requests.iter().map(|(at, _)| stretch(*at)).collect();
+    let drawn: Vec<i64> = sample.points.iter().map(|p| stretch(p.start_unix_nano as i64)).collect();
+    assert_eq!(
+        drawn.iter().copied().collect::<std::collections::BTreeSet<_>>(),
+        busy,
+        "a point in every busy stretch"
+    );
+    assert_eq!(drawn.len(), busy.len(), "one each");
+    assert!(busy.len() >= 15, "the requests span {} stretches", busy.len());
+    for p in &sample.points {
+        assert!(requests.contains(&(p.start_unix_nano as i64, p.trace_id.clone())), "{p:?} is a request");
+    }
+    assert!(sample.points.windows(2).all(|w| w[0].start_unix_nano >= w[1].start_unix_nano), "newest first");
     t.stop().await;
 }
 
