@@ -880,6 +880,11 @@ async fn read_surfaces(base: &str, now: u64, trace_id: &str) {
         call("ScatterTraces", serde_json::json!({ "filters": { "timeRange": range, "service": service } }))
             .await;
     nonempty("ScatterTraces", &scatter, "/points");
+    // More requests than points: the sample, a stretch at a time, on the cluster too.
+    let sample =
+        call("ScatterTraces", serde_json::json!({ "filters": { "timeRange": range }, "maxPoints": 1 })).await;
+    assert_eq!(sample["sampled"], serde_json::json!(true), "ScatterTraces: {sample}");
+    assert_eq!(sample["points"].as_array().map(Vec::len), Some(1), "ScatterTraces: {sample}");
     let metrics = call("ListMetrics", serde_json::json!({})).await;
     nonempty("ListMetrics", &metrics, "/metrics");
     let metric = metrics["metrics"][0]["name"].as_str().expect("a metric name").to_owned();
