@@ -8,8 +8,8 @@
 //!   records, and 2.88M metric points of 2,000 series: a counter and a histogram per service
 //!   and route, a point a minute), in the order they
 //!   start: traces of 10 spans whose children cross services (client spans calling server spans
-//!   of other services), 50 services with a server and a client operation each (60 names in
-//!   all), 2% failed, durations of 1-97 ms with a tail of 2 s spans. They are generated inside PostgreSQL (INSERT ... SELECT), so their
+//!   of other services, or databases, queues and remote hosts that send no spans), 50 services
+//!   with a server and a client operation each (60 names in all), 2% failed, durations of 1-97 ms with a tail of 2 s spans. They are generated inside PostgreSQL (INSERT ... SELECT), so their
 //!   rollups are built as `otelephant rollups rebuild` builds them, the state ingest leaves once
 //!   its minutes are folded; then every minute is paired.
 //! `cargo run --release --example read_bench -- time BASE_URL LABEL [RUNS]`
@@ -78,7 +78,9 @@ async fn load(spans: i64, url: &str, schema: &str) -> anyhow::Result<()> {
     // are servers, odd ones clients; span j belongs to service s = (t + 7 (j / 2)) % 50, so each
     // client calls a server of another service. A service's server spans are named op-s, its
     // client spans op-((s + 50) % 60): 60 operations in all. Traces start in order over the last
-    // 24 hours.
+    // 24 hours. Clients 1 and 3 name the host of the server they call (`server.address`
+    // service-N.internal); clients 5, 7 and 9, which call no span, name a database (5 of them),
+    // a Kafka topic (8) and a remote host (10): the service map's leaves.
     sql.execute(
         "INSERT INTO spans
          SELECT start, start + CASE WHEN i % 101 = 0 THEN 2000000000 ELSE 1000000 * (1 + i * 13 % 97) END,
@@ -88,7 +90,14 @@ async fn load(spans: i64, url: &str, schema: &str) -> anyhow::Result<()> {
                 '', 1, 'op-' || (((t + 7 * (j / 2)) % $3::bigint + 50 * (j % 2)) % 60), CASE WHEN j % 2 = 0 THEN 2 ELSE 3 END,
                 (t + 7 * (j / 2)) % $3::bigint + 1, 1,
                 jsonb_build_object('http.route', '/api/' || (i % 20), 'http.response.status_code', 200,
-                                   'user.id', 'user-' || (i % 5000)),
+                                   'user.id', 'user-' || (i % 5000))
+                || CASE j
+                     WHEN 1 THEN jsonb_build_object('server.address', 'service-' || ((t + 14) % $3::bigint + 1) || '.internal')
+                     WHEN 3 THEN jsonb_build_object('server.address', 'service-' || ((t + 28) % $3::bigint + 1) || '.internal')
+                     WHEN 5 THEN jsonb_build_object('db.system.name', 'postgresql', 'db.namespace', 'db-' || (t % 5))
+                     WHEN 7 THEN jsonb_build_object('messaging.system', 'kafka', 'messaging.destination.name', 'topic-' || (t % 8))
+                     WHEN 9 THEN jsonb_build_object('server.address', 'api-' || (t % 10) || '.example.com')
+                     ELSE '{}'::jsonb END,
                 0, NULL, 0, NULL, 0, CASE WHEN i * 7919 % 50 = 0 THEN 2 ELSE 0 END, ''
          FROM (SELECT i, i / 10 AS t, i % 10 AS j,
                       $2::bigint - 86400000000000 + (i / 10) * (864000000000000 / $1::bigint) + (i % 10) * 1000000 AS start
@@ -182,10 +191,11 @@ async fn load(spans: i64, url: &str, schema: &str) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!("{paired} child spans paired in {elapsed:.1} s ({:.0} spans/s)", spans as f64 / elapsed);
-    sql.batch_execute("ANALYZE span_rollup; ANALYZE service_edges").await?;
+    sql.batch_execute("ANALYZE span_rollup; ANALYZE service_edges; ANALYZE peer_calls").await?;
     let rows: i64 = sql.query_one("SELECT count(*) FROM span_rollup", &[]).await?.get(0);
     let edges: i64 = sql.query_one("SELECT count(*) FROM service_edges", &[]).await?.get(0);
-    println!("span_rollup rows: {rows}; service_edges rows: {edges}");
+    let peers: i64 = sql.query_one("SELECT count(*) FROM peer_calls", &[]).await?.get(0);
+    println!("span_rollup rows: {rows}; service_edges rows: {edges}; peer_calls rows: {peers}");
     server.shutdown().await?;
     Ok(())
 }
