@@ -546,16 +546,21 @@ pub(super) async fn list_service_dependencies(
             .await?,
         "calls to databases, queues and remote hosts",
     )?;
-    // Peers that answered with spans of a service: read apart from the calls, as the table is
-    // the coordinator's own on Citus.
+    // Which of these peers answered with spans of a service: read apart from the calls, as the
+    // table is the coordinator's own on Citus, and only for the peers called in the range.
     let answered = if peer_rows.is_empty() {
         Vec::new()
     } else {
+        let callers: Vec<&str> = peer_rows.iter().map(|row| row.get(0)).collect();
+        let kinds: Vec<i32> = peer_rows.iter().map(|row| row.get(1)).collect();
+        let peers: Vec<&str> = peer_rows.iter().map(|row| row.get(2)).collect();
         whole(
             client
                 .query_within(
-                    "SELECT DISTINCT caller_service, peer_kind, peer FROM peer_services",
-                    &[],
+                    "SELECT DISTINCT p.caller_service, p.peer_kind, p.peer
+                     FROM unnest($1::text[], $2::integer[], $3::text[]) AS c (caller, kind, peer)
+                     JOIN peer_services p ON p.caller_service = c.caller AND p.peer_kind = c.kind AND p.peer = c.peer",
+                    &[&callers, &kinds, &peers],
                     &mut budget,
                 )
                 .await?,
