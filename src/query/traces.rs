@@ -736,11 +736,17 @@ pub(super) async fn scatter_traces(
 
 /// Stretches a scatter plot's range is cut into when more requests match than it may show.
 const SCATTER_STRATA: usize = 100;
+/// Rounds of a sample: the first reads an equal share of every stretch; each next one shares
+/// out what is left among the stretches that had more.
+const SCATTER_ROUNDS: usize = 4;
 
-/// More than `max_points` requests match in `[start, end)`: up to `max_points / strata` of
-/// each of [`SCATTER_STRATA`] equal stretches of the range (the first the database finds in it,
-/// whatever their duration), newest stretch first, so that the plot covers the whole range at a
-/// cost of what it shows; stops at `query.statement_timeout_ms` with the stretches read.
+/// More than `max_points` requests match in `[start, end)`: a sample spread over the range. It
+/// is cut into [`SCATTER_STRATA`] equal stretches, and each gives up to `max_points / strata`
+/// requests (the first the database finds in it, whatever their duration), newest stretch
+/// first; then the points left over (from stretches that held fewer) are shared out among the
+/// stretches that had more, for up to [`SCATTER_ROUNDS`] rounds in all, so that a burst in one
+/// stretch still fills the plot. Each read stops at its share, so the plot costs about what it
+/// shows; the sample stops at `query.statement_timeout_ms` with what it read.
 async fn scatter_sample(
     q: &Query,
     client: &mut super::Conn,
@@ -752,7 +758,6 @@ async fn scatter_sample(
     let per_stratum = max_points / strata;
     let mut sql = Sql::default();
     let filters = span_filters(q, filters_of, &mut sql)?;
-    let limit = sql.param(per_stratum as i64);
     let n = sql.params.len();
     let query = format!(
         "SELECT encode(s.trace_id, 'hex'), s.start_time_unix_nano, s.end_time_unix_nano,
@@ -760,36 +765,63 @@ async fn scatter_sample(
          FROM spans s LEFT JOIN resources r ON r.resource_id = s.resource_id
          WHERE s.start_time_unix_nano >= ${} AND s.start_time_unix_nano < ${}
            AND (s.kind IN {SERVED_KINDS} OR s.parent_span_id IS NULL){filters}
-         LIMIT {limit}",
+         LIMIT ${} OFFSET ${}",
         n + 1,
-        n + 2
+        n + 2,
+        n + 3,
+        n + 4
     );
     let width = (i128::from(end) - i128::from(start)).max(1);
     let bound = |i: usize| (i128::from(start) + width * i as i128 / strata as i128) as i64;
     let deadline = tokio::time::Instant::now() + q.limits.statement_timeout();
     let mut budget = q.budget();
     let mut rows = Vec::new();
+    // Per stretch, newest first: how many it gave, and whether it may hold more.
+    let mut taken = vec![(0_i64, true); strata];
     let mut covered_from = end;
-    for i in (0..strata).rev() {
-        let (lo, hi) = (bound(i), bound(i + 1));
-        let mut params = sql.params();
-        params.push(&lo);
-        params.push(&hi);
-        let Ok(read) =
-            tokio::time::timeout_at(deadline, client.query_within(&query, &params, &mut budget)).await
-        else {
-            break;
-        };
-        let (mut found, full) = read?;
-        rows.append(&mut found);
-        if full {
+    let mut left = max_points;
+    'rounds: for round in 0..SCATTER_ROUNDS {
+        let open = taken.iter().filter(|(_, more)| *more).count();
+        if left == 0 || open == 0 {
             break;
         }
-        covered_from = lo;
+        let (share, extra) = (left / open, left % open);
+        let mut given = 0;
+        for (k, i) in (0..strata).rev().enumerate() {
+            let (offset, more) = taken[k];
+            if !more {
+                continue;
+            }
+            let limit = (share + usize::from(given < extra)) as i64;
+            given += 1;
+            if limit == 0 {
+                continue;
+            }
+            let (lo, hi) = (bound(i), bound(i + 1));
+            let mut params = sql.params();
+            params.extend([&lo as &(dyn ToSql + Sync), &hi, &limit, &offset]);
+            let Ok(read) =
+                tokio::time::timeout_at(deadline, client.query_within(&query, &params, &mut budget)).await
+            else {
+                break 'rounds;
+            };
+            let (mut found, full) = read?;
+            taken[k] = (offset + found.len() as i64, found.len() as i64 == limit);
+            left = left.saturating_sub(found.len());
+            rows.append(&mut found);
+            if full {
+                break 'rounds;
+            }
+            if round == 0 {
+                covered_from = lo;
+            }
+        }
     }
     let mut points: Vec<ScatterPoint> = rows.iter().map(scatter_point).collect();
     points
         .sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano).then_with(|| a.trace_id.cmp(&b.trace_id)));
+    // Reads past an offset of a stretch that took new spans meanwhile may repeat one.
+    points.dedup_by(|a, b| a.start_unix_nano == b.start_unix_nano && a.trace_id == b.trace_id);
     Ok(ScatterTracesResponse {
         points,
         covered_from_unix_nano: covered_from as u64,

@@ -453,7 +453,7 @@ async fn search_results(ui: &Ui, params: &QueryString) -> Result<Markup, String>
             figcaption {
                 "Each point is a request matching the filters (a root, server or consumer span) by when it started and how long it took: "
                 @if scatter.sampled {
-                    "a sample of " (points.len()) " spread over the range: up to " (scatter.per_stratum) " from each of " (scatter.strata) " equal stretches of it"
+                    "a sample of " (points.len()) " spread over the range: up to " (scatter.per_stratum) " from each of " (scatter.strata) " equal stretches of it, then more from the busier ones"
                     @if scatter.covered_from_unix_nano > range.0 { " from " (time_el(scatter.covered_from_unix_nano)) " on (the rest took too long to read)" }
                     " (more match: narrow the range or the filters to see them all)"
                 } @else if scatter.truncated {

@@ -176,6 +176,12 @@ async function uiRun(data) {
   await page.waitForSelector(`tr[data-trace="${data.trace_id}"]`);
   assert.equal((await page.$$("svg.scatter circle")).length, data.sql.frontend_requests, "a point per request SQL finds");
   assert.match(await page.textContent("figure.scatter figcaption"), new RegExp(`: all ${data.sql.frontend_requests}\\. Click`));
+  step("past 1,000 requests the scatter plot is a sample spread over the range, and says so");
+  await goto("/traces?service=poller");
+  assert.equal((await page.$$("svg.scatter circle")).length, 1000, `1,000 of the poller's ${data.sql.poller_requests} requests`);
+  assert.match(await page.textContent("figure.scatter figcaption"), /: a sample of 1000 spread over the range: up to 10 from each of 100 equal stretches of it, then more from the busier ones \(more match/);
+  await shot("traces-sampled");
+  await goto("/traces?service=frontend");
   step("a drag across the scatter plot searches that stretch of time and durations");
   const checkoutPoint = page.locator("svg.scatter circle", { has: page.locator("title", { hasText: "GET /checkout" }) });
   await checkoutPoint.scrollIntoViewIfNeeded();

@@ -7,7 +7,8 @@ OTLP/HTTP exporters, as instrumented services would:
 - log records whose time and observed time differ;
 - a counter over two routes, a histogram and a gauge, each exported several times, and an
   HTTP duration histogram whose slowest requests are beyond its top bucket bound;
-- a trace of 5,000 spans, to time the timeline with.
+- a trace of 5,000 spans, to time the timeline with;
+- 1,500 requests of a poller, more than the scatter plot shows.
 
 Usage: ui_data.py ENDPOINT  (the OTLP/HTTP base URL, http://host:port)
 Prints one JSON object: the trace ids and span names the test looks for. Exit status 0 when
@@ -184,6 +185,18 @@ def main(endpoint: str) -> int:
                 job.set_attribute("items", 101)
         big_trace = batch_root.get_span_context().trace_id
     big.shutdown()
+
+    # 1,500 requests of a poller in a burst: more than the scatter plot shows, so it samples.
+    poller = TracerProvider(resource=Resource.create({"service.name": "poller"}))
+    poller_exporter = Checked(http_traces.OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=60))
+    checked.append(poller_exporter)
+    poller.add_span_processor(BatchSpanProcessor(poller_exporter, max_queue_size=2_000, max_export_batch_size=500))
+    poll = poller.get_tracer("shop.poller")
+    started = time.time_ns()
+    for i in range(1_500):
+        at = started + i * 1_000_000
+        poll.start_span("GET /poll", kind=SpanKind.SERVER, start_time=at).end(end_time=at + (1 + i % 37) * 100_000)
+    poller.shutdown()
 
     for p in (frontend, payments):
         p.shutdown()

@@ -158,6 +158,15 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         .await
         .expect("the checkout trace's root")
         .get(0);
+    let poller_requests: i64 = t
+        .sql
+        .query_one(
+            "SELECT count(*) FROM spans s JOIN resources r USING (resource_id) WHERE r.service_name = 'poller'",
+            &[],
+        )
+        .await
+        .expect("the poller's requests")
+        .get(0);
     // frontend's requests, as the scatter plot draws them: its root, server and consumer spans.
     let frontend_requests: i64 = t
         .sql
@@ -278,6 +287,7 @@ async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value 
         "edges": edges,
         "leaves": leaves,
         "frontend_requests": frontend_requests,
+        "poller_requests": poller_requests,
         "checkout_root_nanos": checkout_root,
         "order_records": order_records,
         "frontend_error_percent": [error_extent.get::<_, f64>(0), error_extent.get::<_, f64>(1)],
