@@ -347,7 +347,7 @@ async fn log_counts_per_step_and_severity_range_are_sqls_from_the_rollup_and_fro
 }
 
 #[tokio::test]
-async fn the_scatter_plot_gets_every_request_or_the_newest_ones() {
+async fn the_scatter_plot_gets_every_request_or_a_sample_spread_over_the_range() {
     let mut t = TestServer::start().await;
     let now = nanos_now();
     for seed in 1..=3 {
