@@ -2,11 +2,11 @@
 //! session advisory lock; the others skip the pass):
 //! - **folding**: the writers add a `span_rollup`, `peer_calls` and `log_rollup` row per key per
 //!   transaction, and pairing a `service_edges` row per edge per chunk; once a minute has
-//!   closed, its rows of one key are folded into one (counts added, duration sketches merged), in one transaction, so a
-//!   read sums the same figures before and after, over a number of rows that depends on the keys
-//!   and minutes it shows, not on how many requests brought them. Each pass folds the last
-//!   [`RECENT`]; every [`SWEEP_EVERY`]th pass (and the first) folds back to [`SWEEP`], for late
-//!   records.
+//!   closed, its rows of one key are folded into one (counts added, duration sketches merged),
+//!   in one transaction, so a read sums the same figures before and after, over a number of rows
+//!   that depends on the keys and minutes it shows, not on how many requests brought them. Each
+//!   pass folds the last [`RECENT`]; every [`SWEEP_EVERY`]th pass (and the first) folds back to
+//!   [`SWEEP`], for late records.
 //! - **pairing**: the writers add a `pairing_candidates` row for each child span that may end a
 //!   call from another service (`encode::rollups`). Once a candidate is due (10 s after it was
 //!   stored), a pass takes it with a few thousand others, looks their parents up by trace id,
