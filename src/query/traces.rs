@@ -502,6 +502,11 @@ impl Query {
     }
 }
 
+/// Peers (databases, queues, remote hosts) a dependencies answer holds at most: the most called.
+/// Their names are the callers' to choose, and a service that names a new host per call would
+/// otherwise make the answer as large as its spans.
+pub const MAX_PEERS: usize = 1_000;
+
 /// The calls between services in a range, with their percentiles when `percentiles` says so:
 /// merging a sketch per edge per minute is most of the cost of a day's edges, and Jaeger's
 /// dependencies answer only counts.
@@ -534,18 +539,25 @@ pub(super) async fn list_service_dependencies(
         client
             .query_within(
                 &format!(
-                    "SELECT r.service_name, p.peer_kind, p.peer, sum(p.calls)::bigint, sum(p.errors)::bigint,
-                            {durations}
-                     FROM peer_calls p JOIN resources r ON r.resource_id = p.resource_id
-                     WHERE p.minute_unix_nano >= $1 AND p.minute_unix_nano < $2 AND r.service_name IS NOT NULL
-                     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+                    "SELECT * FROM (
+                         SELECT r.service_name, p.peer_kind, p.peer, sum(p.calls)::bigint, sum(p.errors)::bigint,
+                                {durations},
+                                row_number() OVER (ORDER BY sum(p.calls) DESC, r.service_name, p.peer_kind, p.peer)
+                         FROM peer_calls p JOIN resources r ON r.resource_id = p.resource_id
+                         WHERE p.minute_unix_nano >= $1 AND p.minute_unix_nano < $2 AND r.service_name IS NOT NULL
+                         GROUP BY 1, 2, 3 ORDER BY 7 LIMIT $3) busiest
+                     ORDER BY 1, 2, 3"
                 ),
-                &[&start, &end],
+                &[&start, &end, &(MAX_PEERS as i64 + 1)],
                 &mut budget,
             )
             .await?,
         "calls to databases, queues and remote hosts",
     )?;
+    // One more than the answer holds was read, to know whether there are more: it goes.
+    let mut peer_rows = peer_rows;
+    let peers_truncated = peer_rows.len() > MAX_PEERS;
+    peer_rows.retain(|row| row.get::<_, i64>(6) <= MAX_PEERS as i64);
     // Which of these peers answered with spans of a service: read apart from the calls, as the
     // table is the coordinator's own on Citus, and only for the peers called in the range.
     let answered = if peer_rows.is_empty() {
@@ -603,7 +615,7 @@ pub(super) async fn list_service_dependencies(
                 p99_nanos: quantile_nanos(&durations, 0.99),
             });
         }
-        Ok(ListServiceDependenciesResponse { dependencies, peers })
+        Ok(ListServiceDependenciesResponse { dependencies, peers, peers_truncated })
     })
     .await
 }

@@ -71,7 +71,7 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
         ui.query.list_service_stats(Request::new(request)).await.map_err(|s| s.message().to_owned())?;
     let stats = stats.into_inner().services;
     let request = ListServiceDependenciesRequest { time_range: Some(time_range_message(range)) };
-    let ListServiceDependenciesResponse { dependencies, peers } = ui
+    let ListServiceDependenciesResponse { dependencies, peers, peers_truncated } = ui
         .query
         .list_service_dependencies(Request::new(request))
         .await
@@ -146,6 +146,9 @@ async fn services_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
                 figcaption {
                     "Each arrow is the calls from one service's spans to another's, by the minute the called span started: how many, how many failed, and their p95 as the called service served them. "
                     "Grey leaves are the databases, queues and remote hosts that services' client and producer spans name and that send no spans of their own; their arrows count those spans and their p95 is as the caller waited. Click a service for its traces."
+                    @if peers_truncated {
+                        " Services called more databases, queues and hosts than a page holds: the " (crate::query::traces::MAX_PEERS) " most called are shown."
+                    }
                     @if nodes_left_out > 0 || edges_left_out > 0 {
                         " Only the busiest " (service_map::MAX_NODES) " nodes and " (service_map::MAX_EDGES) " calls are drawn: " (nodes_left_out) " nodes and " (edges_left_out) " calls are only in the table below."
                     }

@@ -770,3 +770,47 @@ async fn facets_of_records_with_thousands_of_keys_stay_a_dozen_keys_and_fit_a_sm
     assert_eq!(status, StatusCode::OK);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_service_naming_a_new_host_per_call_gives_a_bounded_dependencies_answer_and_page() {
+    let mut t = TestServer::start().await;
+    // 3,000 client spans, each to a host of its own, and five to one busy host.
+    let now = nanos_now() - 60_000_000_000;
+    let client = |i: u32, host: String| Span {
+        trace_id: [i.to_be_bytes(); 4].concat(),
+        span_id: [i.to_be_bytes(), 1u32.to_be_bytes()].concat(),
+        name: "GET".into(),
+        kind: 3,
+        start_time_unix_nano: now + u64::from(i),
+        end_time_unix_nano: now + u64::from(i) + 1_000_000,
+        attributes: vec![kv("server.address", s(&host))],
+        ..Default::default()
+    };
+    let spans: Vec<Span> = (0..3_000)
+        .map(|i| client(i, format!("host-{i:05}.example")))
+        .chain((3_000..3_005).map(|i| client(i, "busy.example".into())))
+        .collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![kv("service.name", s("crawler"))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    t.traces().await.export(request).await.expect("export");
+    let (status, answer, _) = call(&t, "ListServiceDependencies", serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let peers = answer["peers"].as_array().expect("peers");
+    assert_eq!(peers.len(), otelephant::query::traces::MAX_PEERS, "the most called, not 3,001");
+    assert_eq!(answer["peersTruncated"], serde_json::json!(true));
+    let busy = peers.iter().find(|p| p["peer"] == "busy.example").expect("the busiest host is kept");
+    assert_eq!(busy["callCount"], serde_json::json!("5"));
+    let (status, page) = page(&t, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("the 1000 most called are shown"), "the page says so");
+    assert!(page.matches("class=\"node peer").count() <= 60, "the map draws at most its 60 nodes");
+    t.stop().await;
+}
