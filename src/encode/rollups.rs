@@ -18,7 +18,7 @@
 //! instrumented. Pairing learns which of those peers are services that send their own spans, so
 //! that the service map draws only the others as leaf nodes.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use super::{
     copy::{Rows, Signal, Table, TableKind},
@@ -143,10 +143,13 @@ pub const MAX_PEER_BYTES: usize = 200;
 /// system and `db.namespace`/`db.name`), else a queue (`messaging.system` and its destination),
 /// else a remote service or host (`peer.service`, `server.address` or `net.peer.name`), as
 /// Tempo's service graphs name the virtual nodes of uninstrumented peers.
+///
+/// The name borrows the span's attribute where it is one: most calling spans name a peer the
+/// request's tally already holds, and then storing them allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Peer {
+pub struct Peer<'a> {
     pub kind: PeerKind,
-    pub name: String,
+    pub name: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,42 +181,48 @@ impl PeerKind {
     }
 }
 
-impl Peer {
+impl<'a> Peer<'a> {
     /// The peer named by `values`, the string values of [`PEER_KEYS`] in their order (`None`
     /// for a key the span lacks or holds another type under); `None` when they name none.
     #[must_use]
-    pub fn of(values: &[Option<&str>; PEER_KEYS.len()]) -> Option<Peer> {
+    pub fn of(values: &[Option<&'a str>; PEER_KEYS.len()]) -> Option<Peer<'a>> {
         let [peer_service, db_system_name, db_system, db_namespace, db_name, messaging_system, destination_name, destination, server_address, net_peer_name] =
             values.map(|v| v.filter(|v| !v.is_empty()));
         let (kind, name) = if let Some(system) = db_system_name.or(db_system) {
             let name = match (peer_service, db_namespace.or(db_name)) {
-                (Some(service), _) => service.to_owned(),
-                (None, Some(namespace)) => format!("{system} {namespace}"),
-                (None, None) => system.to_owned(),
+                (Some(service), _) => Cow::Borrowed(service),
+                (None, Some(namespace)) => Cow::Owned(format!("{system} {namespace}")),
+                (None, None) => Cow::Borrowed(system),
             };
             (PeerKind::Database, name)
         } else if let Some(system) = messaging_system {
             let name = match destination_name.or(destination) {
-                Some(destination) => format!("{system} {destination}"),
-                None => system.to_owned(),
+                Some(destination) => Cow::Owned(format!("{system} {destination}")),
+                None => Cow::Borrowed(system),
             };
             (PeerKind::Messaging, name)
         } else {
-            (PeerKind::Remote, peer_service.or(server_address).or(net_peer_name)?.to_owned())
+            (PeerKind::Remote, Cow::Borrowed(peer_service.or(server_address).or(net_peer_name)?))
         };
         Some(Peer { kind, name: cut(name) })
     }
 }
 
-fn cut(mut name: String) -> String {
-    if name.len() > MAX_PEER_BYTES {
-        let mut end = MAX_PEER_BYTES;
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        name.truncate(end);
+fn cut(name: Cow<'_, str>) -> Cow<'_, str> {
+    if name.len() <= MAX_PEER_BYTES {
+        return name;
     }
-    name
+    let mut end = MAX_PEER_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    match name {
+        Cow::Borrowed(name) => Cow::Borrowed(&name[..end]),
+        Cow::Owned(mut name) => {
+            name.truncate(end);
+            Cow::Owned(name)
+        }
+    }
 }
 
 /// A stored span of [`CALLED_KINDS`] with a parent: what pairing needs of it.
@@ -298,13 +307,13 @@ impl SpanTallies {
 
     /// Counts a call of a client or producer span (`span`, tallied by [`SpanTallies::add`]) to
     /// `peer`.
-    pub fn add_peer_call(&mut self, span: &TalliedSpan<'_>, peer: &Peer) {
+    pub fn add_peer_call(&mut self, span: &TalliedSpan<'_>, peer: &Peer<'_>) {
         let nanos = span.end_time_unix_nano.wrapping_sub(span.start_time_unix_nano) as i64;
         let key = (minute_of(span.start_time_unix_nano), span.resource_id, peer.kind as i32);
         let peers = self.peers.entry(key).or_default();
-        let tally = match peers.get_mut(&peer.name) {
+        let tally = match peers.get_mut(peer.name.as_ref()) {
             Some(tally) => tally,
-            None => peers.entry(peer.name.clone()).or_default(),
+            None => peers.entry(peer.name.clone().into_owned()).or_default(),
         };
         tally.add(span.status_code, nanos);
     }
@@ -551,7 +560,7 @@ mod tests {
         for (key, value) in pairs {
             values[PEER_KEYS.iter().position(|k| k == key).expect("a peer key")] = Some(*value);
         }
-        Peer::of(&values).map(|p| (p.kind, p.name))
+        Peer::of(&values).map(|p| (p.kind, p.name.into_owned()))
     }
 
     #[test]

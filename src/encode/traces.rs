@@ -202,7 +202,7 @@ where
 
 /// What a calling span's attributes name as its peer (see [`Peer::of`]): string values only,
 /// and none holding U+0000, which a text column cannot.
-fn peer_of<'a, M: MapSource<'a>>(attributes: M) -> Option<Peer> {
+fn peer_of<'a, M: MapSource<'a>>(attributes: M) -> Option<Peer<'a>> {
     let mut values = [None; PEER_KEYS.len()];
     for entry in attributes.entries() {
         let Ok((key, Some(value))) = entry else { continue };

@@ -535,7 +535,7 @@ pub(super) async fn list_service_dependencies(
             .await?,
         "dependencies",
     )?;
-    let peer_rows = whole(
+    let mut peer_rows = whole(
         client
             .query_within(
                 &format!(
@@ -555,7 +555,6 @@ pub(super) async fn list_service_dependencies(
         "calls to databases, queues and remote hosts",
     )?;
     // One more than the answer holds was read, to know whether there are more: it goes.
-    let mut peer_rows = peer_rows;
     let peers_truncated = peer_rows.len() > MAX_PEERS;
     peer_rows.retain(|row| row.get::<_, i64>(6) <= MAX_PEERS as i64);
     // Which of these peers answered with spans of a service: read apart from the calls, as the
@@ -716,13 +715,8 @@ pub(super) async fn scatter_traces(
     let filters = span_filters(q, &filters_of, &mut sql)?;
     let (hi, limit) = (sql.param(end), sql.param(max_points as i64 + 1));
     let query = format!(
-        "SELECT encode(s.trace_id, 'hex'), s.start_time_unix_nano, s.end_time_unix_nano,
-                s.status_code IS NOT DISTINCT FROM {STATUS_ERROR}, r.service_name, left(s.name, 200)
-         FROM spans s LEFT JOIN resources r ON r.resource_id = s.resource_id
-         WHERE s.start_time_unix_nano >= {} AND s.start_time_unix_nano < {hi}
-           AND (s.kind IN {SERVED_KINDS} OR s.parent_span_id IS NULL){filters}
-         ORDER BY s.start_time_unix_nano DESC LIMIT {limit}",
-        sql.next_placeholder()
+        "{} ORDER BY s.start_time_unix_nano DESC LIMIT {limit}",
+        scatter_requests(&filters, (&sql.next_placeholder(), &hi))
     );
     let mut client = q.client().await?;
     // From the newest minute that holds the service's spans, as the search starts (a range that
@@ -772,14 +766,8 @@ async fn scatter_sample(
     let filters = span_filters(q, filters_of, &mut sql)?;
     let n = sql.params.len();
     let query = format!(
-        "SELECT encode(s.trace_id, 'hex'), s.start_time_unix_nano, s.end_time_unix_nano,
-                s.status_code IS NOT DISTINCT FROM {STATUS_ERROR}, r.service_name, left(s.name, 200)
-         FROM spans s LEFT JOIN resources r ON r.resource_id = s.resource_id
-         WHERE s.start_time_unix_nano >= ${} AND s.start_time_unix_nano < ${}
-           AND (s.kind IN {SERVED_KINDS} OR s.parent_span_id IS NULL){filters}
-         LIMIT ${} OFFSET ${}",
-        n + 1,
-        n + 2,
+        "{} LIMIT ${} OFFSET ${}",
+        scatter_requests(&filters, (&format!("${}", n + 1), &format!("${}", n + 2))),
         n + 3,
         n + 4
     );
@@ -842,6 +830,18 @@ async fn scatter_sample(
         strata: strata as u32,
         per_stratum: per_stratum as u32,
     })
+}
+
+/// The requests (root, server and consumer spans) matching `filters` that started in
+/// `[lo, hi)` (placeholders), as [`scatter_point`] reads them.
+fn scatter_requests(filters: &str, (lo, hi): (&str, &str)) -> String {
+    format!(
+        "SELECT encode(s.trace_id, 'hex'), s.start_time_unix_nano, s.end_time_unix_nano,
+                s.status_code IS NOT DISTINCT FROM {STATUS_ERROR}, r.service_name, left(s.name, 200)
+         FROM spans s LEFT JOIN resources r ON r.resource_id = s.resource_id
+         WHERE s.start_time_unix_nano >= {lo} AND s.start_time_unix_nano < {hi}
+           AND (s.kind IN {SERVED_KINDS} OR s.parent_span_id IS NULL){filters}"
+    )
 }
 
 fn scatter_point(row: &Row) -> ScatterPoint {

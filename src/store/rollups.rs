@@ -420,7 +420,7 @@ async fn pair_chunk(
     }
     let service = |id: i64| services.get(&id).and_then(Option::as_deref);
     let mut edges = EdgeTallies::new();
-    let mut answered: BTreeSet<(&str, &Peer, &str)> = BTreeSet::new();
+    let mut answered: BTreeSet<(&str, &Peer<'_>, &str)> = BTreeSet::new();
     let mut found = 0;
     let mut waiting = Vec::new();
     for candidate in &taken {
@@ -485,7 +485,7 @@ fn peer_columns_sql(span: &str) -> String {
 }
 
 /// The peer named by the columns of [`peer_columns_sql`], from column `first` on.
-fn peer_of_row(row: &tokio_postgres::Row, first: usize) -> Option<Peer> {
+fn peer_of_row(row: &tokio_postgres::Row, first: usize) -> Option<Peer<'_>> {
     let mut values = [None; PEER_KEYS.len()];
     for (i, value) in values.iter_mut().enumerate() {
         *value = row.get::<_, Option<&str>>(first + i);
@@ -497,7 +497,7 @@ fn peer_of_row(row: &tokio_postgres::Row, first: usize) -> Option<Peer> {
 /// paired with the calling span.
 async fn write_peer_services(
     tx: &Transaction<'_>,
-    answered: &BTreeSet<(&str, &Peer, &str)>,
+    answered: &BTreeSet<(&str, &Peer<'_>, &str)>,
     now: i64,
 ) -> Result<(), StoreError> {
     if answered.is_empty() {
@@ -505,7 +505,7 @@ async fn write_peer_services(
     }
     let callers: Vec<&str> = answered.iter().map(|(caller, _, _)| *caller).collect();
     let kinds: Vec<i32> = answered.iter().map(|(_, peer, _)| peer.kind as i32).collect();
-    let peers: Vec<&str> = answered.iter().map(|(_, peer, _)| peer.name.as_str()).collect();
+    let peers: Vec<&str> = answered.iter().map(|(_, peer, _)| peer.name.as_ref()).collect();
     let services: Vec<&str> = answered.iter().map(|(_, _, service)| *service).collect();
     tx.execute(
         "INSERT INTO peer_services (caller_service, peer_kind, peer, service, last_seen_unix_nano)
@@ -520,7 +520,7 @@ async fn write_peer_services(
 
 /// The parents found, by (trace id, span id): their resource, and the peer they call when they
 /// are client or producer spans.
-type Parents<'a> = HashMap<(&'a [u8], &'a [u8]), (i64, Option<Peer>)>;
+type Parents<'a> = HashMap<(&'a [u8], &'a [u8]), (i64, Option<Peer<'a>>)>;
 
 /// `pairing_candidates` with every column: a candidate put back to wait.
 const WAITING: Table = Table {
