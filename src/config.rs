@@ -47,6 +47,16 @@ pub struct Config {
     pub tls: TlsConfig,
     pub query: QueryConfig,
     pub ui: UiConfig,
+    pub llm: LlmConfig,
+}
+
+/// LLM calls (README.md "LLM calls"): how their cost is computed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// A model price file in LiteLLM's format whose entries replace or add to the table
+    /// otelephant ships; read once at start, a file that cannot be read stops start-up.
+    pub price_file: Option<PathBuf>,
 }
 
 /// The web UI on the OTLP/HTTP port.
@@ -648,6 +658,20 @@ mod tests {
             assert_eq!(config.pipeline.writers, 3);
             assert_eq!(config.pipeline.linger_ms, 7);
             assert_eq!(config.otlp, OtlpConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_price_file_is_read_from_the_file_and_the_environment() {
+        Jail::expect_with(|jail| {
+            assert_eq!(Config::default().llm.price_file, None);
+            jail.create_file(DEFAULT_CONFIG_FILE, "[llm]\nprice_file = \"prices.json\"\n")?;
+            let config = Config::load(None, Figment::new()).expect("loads");
+            assert_eq!(config.llm.price_file, Some(PathBuf::from("prices.json")));
+            jail.set_env("OTELEPHANT_LLM__PRICE_FILE", "/etc/otelephant/prices.json");
+            let config = Config::load(None, Figment::new()).expect("loads");
+            assert_eq!(config.llm.price_file, Some(PathBuf::from("/etc/otelephant/prices.json")));
             Ok(())
         });
     }

@@ -37,7 +37,9 @@
 //!   signal each: its tables and the one writer of each table's rows, which reads a record
 //!   through [`encode::source`]'s traits, implemented by the decoded request (`decoded`) and
 //!   by [`encode::wire`], which reads protobuf straight from its bytes (protobuf fields, the
-//!   request walk, values and lists in place).
+//!   request walk, values and lists in place). [`encode::rollups`] tallies spans and log
+//!   records for the rollups; [`encode::genai`] reads LLM calls out of spans, priced by
+//!   [`encode::genai::prices`].
 //! - [`auth`]: bearer tokens and the web UI's sign-in sessions; [`tls`]: TLS listeners;
 //!   [`shutdown`]: the shutdown signals.
 //! - [`config`]: the configuration structs and how their sources merge; [`time`]: day numbers

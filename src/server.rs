@@ -39,6 +39,35 @@ pub enum StartError {
     GrpcTls(#[source] tonic::transport::Error),
     #[error("cannot listen on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot read llm.price_file {path}")]
+    PriceFile { path: std::path::PathBuf, source: PriceFileError },
+}
+
+/// A price file that could not be read, or not as one.
+#[derive(Debug, thiserror::Error)]
+pub enum PriceFileError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Format(#[from] crate::encode::genai::prices::PriceFileError),
+}
+
+/// Prices LLM calls with the shipped table and, when `llm.price_file` names one, the user's
+/// entries over it; for the whole process, from now on (see `encode::genai::prices`).
+///
+/// # Errors
+/// [`StartError::PriceFile`] when the file cannot be read or is not a price file.
+pub fn install_prices(config: &crate::config::LlmConfig) -> Result<(), StartError> {
+    use crate::encode::genai::prices::{self, Prices};
+    let Some(path) = &config.price_file else { return Ok(()) };
+    let read = || -> Result<Prices, PriceFileError> {
+        let user = Prices::parse(&std::fs::read_to_string(path)?)?;
+        Ok(Prices::shipped().overridden_by(user))
+    };
+    let prices = read().map_err(|source| StartError::PriceFile { path: path.clone(), source })?;
+    tracing::info!(models = prices.len(), file = %path.display(), "LLM prices read");
+    prices::install(prices);
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -373,6 +402,7 @@ impl Server {
     /// Invalid configuration, database set-up failures, addresses that cannot be bound.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        install_prices(&config.llm)?;
         let access = access(&config.auth)?;
         let identity = Identity::load(&config.tls)?;
         let telemetry = Telemetry::new();

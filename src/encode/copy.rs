@@ -37,6 +37,9 @@ pub enum TableKind {
     /// Counts of records (see `encode::rollups`), laid out and kept like the records they
     /// count: daily partitions by `partition_key`, the signal's retention.
     Rollup { partition_key: &'static str, signal: Signal },
+    /// Rows read from one record each (see `encode::genai`): laid out and kept like those
+    /// records, not counted as records themselves.
+    Derived { partition_key: &'static str, signal: Signal },
     /// Marks written with the records for maintenance to take (see `encode::rollups`): a
     /// plain table, on Citus a local table of the coordinator.
     Queue,
@@ -54,9 +57,9 @@ impl Table {
     /// The column daily partitions are made by; `None` for a dimension table.
     pub const fn partition_key(&self) -> Option<&'static str> {
         match self.kind {
-            TableKind::Records { partition_key, .. } | TableKind::Rollup { partition_key, .. } => {
-                Some(partition_key)
-            }
+            TableKind::Records { partition_key, .. }
+            | TableKind::Rollup { partition_key, .. }
+            | TableKind::Derived { partition_key, .. } => Some(partition_key),
             TableKind::Dimension | TableKind::Queue => None,
         }
     }
@@ -185,6 +188,27 @@ impl Row<'_> {
     pub fn opt_float8(&mut self, v: Option<f64>) {
         match v {
             Some(v) => self.float8(v),
+            None => self.null(),
+        }
+    }
+
+    pub fn opt_int8(&mut self, v: Option<i64>) {
+        match v {
+            Some(v) => self.int8(v),
+            None => self.null(),
+        }
+    }
+
+    pub fn opt_int4(&mut self, v: Option<i32>) {
+        match v {
+            Some(v) => self.int4(v),
+            None => self.null(),
+        }
+    }
+
+    pub fn opt_text(&mut self, v: Option<&str>) {
+        match v {
+            Some(v) => self.text(v),
             None => self.null(),
         }
     }

@@ -6,6 +6,7 @@ pub mod attributes;
 pub mod copy;
 mod decoded;
 pub mod dims;
+pub mod genai;
 pub mod logs;
 pub mod meter;
 pub mod metrics;
@@ -64,11 +65,12 @@ pub enum TableId {
     ServiceEdges,
     PairingCandidates,
     PeerCalls,
+    LlmCalls,
 }
 
 impl TableId {
     /// Every table, in the order a batch writes them (dimensions first).
-    pub const ALL: [TableId; 14] = [
+    pub const ALL: [TableId; 15] = [
         TableId::Resources,
         TableId::Scopes,
         TableId::MetricSeries,
@@ -83,6 +85,7 @@ impl TableId {
         TableId::ServiceEdges,
         TableId::PairingCandidates,
         TableId::PeerCalls,
+        TableId::LlmCalls,
     ];
 
     /// The table's name, columns and kind.
@@ -102,6 +105,7 @@ impl TableId {
             TableId::ServiceEdges => &rollups::SERVICE_EDGES,
             TableId::PairingCandidates => &rollups::PAIRING_CANDIDATES,
             TableId::PeerCalls => &rollups::PEER_CALLS,
+            TableId::LlmCalls => &genai::LLM_CALLS,
         }
     }
 }

@@ -13,6 +13,7 @@ use super::{
     attributes::{attributes_from_json, write_attributes, write_hex, write_int, write_str, MappingError},
     copy::{Signal, Table, TableKind},
     dims::{walk_decoded, KnownIds},
+    genai::{self, CallSpan},
     rollups::{Peer, TalliedSpan, CALLING_KINDS, PEER_KEYS},
     source::{ListSource, MapSource, Read, ValueSource},
     validate,
@@ -189,6 +190,15 @@ where
                 parent_span_id: span.parent_span_id,
             };
             out.spans.add(&tallied);
+            let call = CallSpan {
+                start_time_unix_nano: span.start_time_unix_nano,
+                end_time_unix_nano: span.end_time_unix_nano,
+                trace_id: span.trace_id,
+                span_id: span.span_id,
+                resource_id,
+                status: span.status,
+            };
+            genai::write_call(out.rows_mut(TableId::LlmCalls), &call, span.attributes, span.events);
             if CALLING_KINDS.contains(&span.kind) {
                 if let Some(peer) = peer_of(span.attributes) {
                     out.spans.add_peer_call(&tallied, &peer);

@@ -2,9 +2,9 @@
 //! once the migrations have made them. Resources and scopes become reference tables (a copy on
 //! every node, so every record's join to them stays on its node); spans are distributed by
 //! `trace_id`, so that a trace lives on one shard; metric series and their points by
-//! `series_id`, co-located; log records by `timestamp_unix_nano`; the rollups by their minute
-//! (see [`LAYOUT`]). Daily partitions of a distributed table are distributed as they are
-//! created.
+//! `series_id`, co-located; log records by `timestamp_unix_nano`; the rollups by their minute;
+//! LLM calls by `trace_id`, co-located with their spans (see [`LAYOUT`]). Daily partitions of a
+//! distributed table are distributed as they are created.
 
 use deadpool_postgres::Object;
 
@@ -46,6 +46,7 @@ const LAYOUT: &[(&str, Placement)] = &[
         Placement::Distributed { column: "minute_unix_nano", colocate_with: Some("span_rollup") },
     ),
     ("peer_calls", Placement::Distributed { column: "minute_unix_nano", colocate_with: Some("span_rollup") }),
+    ("llm_calls", Placement::Distributed { column: "trace_id", colocate_with: Some("spans") }),
     ("pairing_candidates", Placement::Coordinator),
     ("peer_services", Placement::Coordinator),
 ];

@@ -179,7 +179,9 @@ fn instant(nanos: i64) -> String {
 /// The retention that applies to a record table.
 pub fn retention_of(table: &str, retention: &RetentionConfig) -> Retention {
     let signal = TABLES.iter().find(|t| t.name == table).and_then(|t| match t.kind {
-        TableKind::Records { signal, .. } | TableKind::Rollup { signal, .. } => Some(signal),
+        TableKind::Records { signal, .. }
+        | TableKind::Rollup { signal, .. }
+        | TableKind::Derived { signal, .. } => Some(signal),
         TableKind::Dimension | TableKind::Queue => None,
     });
     match signal {

@@ -398,6 +398,18 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     for rollup in ["span_rollup", "log_rollup", "service_edges", "peer_calls"] {
         assert_eq!(kind(rollup), Some(("h".into(), Some("minute_unix_nano".into()))), "{rollup}");
     }
+    // LLM calls lie with their spans, so a trace's calls join its spans on one node.
+    assert_eq!(kind("llm_calls"), Some(("h".into(), Some("trace_id".into()))));
+    let colocated: bool = db
+        .query_one(
+            "SELECT count(DISTINCT colocationid) = 1 FROM pg_dist_partition \
+             WHERE logicalrelid IN ('spans'::regclass, 'llm_calls'::regclass)",
+            &[],
+        )
+        .await
+        .expect("colocation")
+        .get(0);
+    assert!(colocated, "llm_calls is co-located with spans");
 
     // The spans' rows are on both workers: counted in each shard, where it lies.
     let per_node: Vec<(i32, i64)> = db

@@ -13,6 +13,7 @@ mod grpc;
 mod hostile_reads;
 mod http;
 mod isolation;
+mod llm;
 mod logs;
 mod metrics;
 mod nul;

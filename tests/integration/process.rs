@@ -98,7 +98,7 @@ async fn a_first_start_logs_one_line_per_step_without_colour_or_notices() {
     assert_eq!(partitions.len(), 1, "one summary line for the partitions:\n{output}");
     let today = otelephant::time::date_text((nanos_now() / 86_400_000_000_000) as i64);
     assert!(
-        partitions[0].contains("created 50 daily partitions") && partitions[0].contains(&today),
+        partitions[0].contains("created 55 daily partitions") && partitions[0].contains(&today),
         "{output}"
     );
     assert!(startup[ready].contains("point an exporter at http://127.0.0.1:"), "{output}");

@@ -123,7 +123,7 @@ async fn expired_partitions_are_dropped_whole_and_nothing_younger_is_lost() {
     let now = at(d + 3, 13);
     let report = pass_at(&t, clock(now)).await;
     let dropped: Vec<(&str, u64)> = report.dropped.iter().map(|p| (p.table, p.day as u64)).collect();
-    // The spans' rollups, calls between services and calls to peers go with their days.
+    // The spans' rollups, calls between services and to peers, and LLM calls go with their days.
     assert_eq!(
         dropped,
         [
@@ -134,7 +134,9 @@ async fn expired_partitions_are_dropped_whole_and_nothing_younger_is_lost() {
             ("service_edges", d - 1),
             ("service_edges", d),
             ("peer_calls", d - 1),
-            ("peer_calls", d)
+            ("peer_calls", d),
+            ("llm_calls", d - 1),
+            ("llm_calls", d)
         ]
     );
     assert!(report.drop_failed.is_empty());
@@ -283,8 +285,9 @@ async fn two_maintainers_at_once_do_not_collide() {
     );
     let reports: Vec<Report> = [a, b].into_iter().filter_map(|r| r.expect("no maintainer fails")).collect();
     let dropped: usize = reports.iter().map(|r| r.dropped.len()).sum();
-    // Two days of spans, of their rollups, of the calls between services and to peers.
-    assert_eq!(dropped, 4 * 2, "between them, both expired days went once: {reports:?}");
+    // Two days of spans, of their rollups, of the calls between services and to peers, of LLM
+    // calls.
+    assert_eq!(dropped, 5 * 2, "between them, both expired days went once: {reports:?}");
     let report = pass_at(&t, now).await;
     assert!(report.dropped.is_empty(), "everything expired is gone: {report:?}");
     assert_eq!(t.count("spans").await, 0);
