@@ -25,10 +25,10 @@ use tonic::{Code, Request, Status};
 use super::special_floats::Special;
 use super::{
     proto::{
-        query_service_server::QueryService, AttributeFilter, CountLogsRequest, GetTraceRequest,
-        ListMetricsRequest, ListOperationsRequest, ListServiceDependenciesRequest, ListServiceStatsRequest,
-        ListServicesRequest, LogFacetsRequest, QueryMetricsRequest, ScatterTracesRequest, SearchLogsRequest,
-        SearchTracesRequest,
+        query_service_server::QueryService, AttributeFilter, CountLogsRequest, GetLlmOverviewRequest,
+        GetTraceRequest, ListLlmCallsRequest, ListMetricsRequest, ListOperationsRequest,
+        ListServiceDependenciesRequest, ListServiceStatsRequest, ListServicesRequest, LogFacetsRequest,
+        QueryMetricsRequest, ScatterTracesRequest, SearchLogsRequest, SearchTracesRequest,
     },
     Query,
 };
@@ -66,6 +66,8 @@ doubles!(
     ListServiceStatsRequest:,
     ListServiceDependenciesRequest:,
     ListOperationsRequest:,
+    GetLlmOverviewRequest:,
+    ListLlmCallsRequest:,
 );
 
 impl Doubles for CountLogsRequest {
@@ -161,6 +163,8 @@ async fn call(
             unary(body, |r| async move { q.list_service_dependencies(Request::new(r)).await }).await
         }
         "ListOperations" => unary(body, |r| async move { q.list_operations(Request::new(r)).await }).await,
+        "GetLlmOverview" => unary(body, |r| async move { q.get_llm_overview(Request::new(r)).await }).await,
+        "ListLlmCalls" => unary(body, |r| async move { q.list_llm_calls(Request::new(r)).await }).await,
         other => error(&Status::unimplemented(format!(
             "{SERVICE_PATH} has no method {other:?}; see proto/otelephant/query/v1/query.proto"
         ))),

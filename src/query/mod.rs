@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod http;
 pub mod jaeger;
+pub mod llm;
 pub mod logs;
 pub mod metrics;
 pub mod special_floats;
@@ -432,6 +433,20 @@ impl QueryService for Query {
         request: Request<ListOperationsRequest>,
     ) -> Result<Response<ListOperationsResponse>, Status> {
         Ok(Response::new(traces::list_operations(self, request.get_ref()).await?))
+    }
+
+    async fn get_llm_overview(
+        &self,
+        request: Request<proto::GetLlmOverviewRequest>,
+    ) -> Result<Response<proto::GetLlmOverviewResponse>, Status> {
+        Ok(Response::new(llm::get_llm_overview(self, request.get_ref()).await?))
+    }
+
+    async fn list_llm_calls(
+        &self,
+        request: Request<proto::ListLlmCallsRequest>,
+    ) -> Result<Response<proto::ListLlmCallsResponse>, Status> {
+        Ok(Response::new(llm::list_llm_calls(self, request.get_ref()).await?))
     }
 }
 

@@ -469,6 +469,29 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     assert_eq!(fixtures::query::flatten(&got).len(), expected);
     assert_eq!(fixtures::query::flatten(&got), fixtures::query::flatten(&sent), "every field of every span");
 
+    // An LLM call is derived, stored with its span's trace, listed and summed on the cluster.
+    trace_client.export(crate::llm::model_call("gpt-4o-mini", 1000, 100)).await.expect("an LLM call stored");
+    let calls = query
+        .list_llm_calls(otelephant::query::proto::ListLlmCallsRequest::default())
+        .await
+        .expect("LLM calls")
+        .into_inner()
+        .calls;
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].input_tokens, calls[0].cost_source.as_str()), (Some(1000), "priced"));
+    let overview = query
+        .get_llm_overview(otelephant::query::proto::GetLlmOverviewRequest {
+            step_nanos: 60_000_000_000,
+            ..Default::default()
+        })
+        .await
+        .expect("the LLM overview")
+        .into_inner();
+    assert_eq!(overview.groups.len(), 1);
+    assert_eq!(overview.total.as_ref().map(|t| t.calls), Some(1));
+    assert_eq!(overview.steps.iter().map(|s| s.calls).sum::<u64>(), 1);
+    assert!((overview.groups[0].cost - (1000.0 * 1.5e-7 + 100.0 * 6e-7)).abs() < 1e-12);
+
     // Log records and data points, field by field.
     let range = Some(TimeRange { start_unix_nano: now - 1, end_unix_nano: now + 1_000 });
     let logs = query
@@ -610,7 +633,8 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .await
         .map(|row| (row.get(0), row.get(1)))
         .expect("rollups");
-    assert_eq!(counted, (spans + http_spans as i64 + 3, 51));
+    // The spans sent, the HTTP ones, three calling spans and the LLM call's.
+    assert_eq!(counted, (spans + http_spans as i64 + 4, 51));
 
     // Every read surface answers from the cluster: each query service RPC in its HTTP/JSON
     // form, Jaeger's API, and the web UI's pages.

@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 use crate::common::{
     binary::{self, free_port},
-    clients::{e2e_python, repo},
+    clients::{e2e_python, repo, url},
     fixtures::query::resource,
     otlp::{kv, s},
     *,
@@ -270,7 +270,7 @@ async fn openinference_lands_as_llm_calls_with_cached_and_reasoning_tokens() {
 }
 
 /// A span of a model call, as an application would send it.
-fn model_call(model: &str, input: i64, output: i64) -> ExportTraceServiceRequest {
+pub fn model_call(model: &str, input: i64, output: i64) -> ExportTraceServiceRequest {
     let now = nanos_now();
     let int = |v| Value::IntValue(v);
     let span = Span {
@@ -372,4 +372,169 @@ async fn a_users_price_file_replaces_and_adds_prices_and_a_bad_one_stops_start_u
     assert!(!output.status.success());
     assert!(stderr.contains("llm.price_file") && stderr.contains("prices.json"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn the_query_service_lists_llm_calls_and_sums_them_per_model_over_grpc_and_json() {
+    use otelephant::query::proto::{
+        query_service_client::QueryServiceClient, GetLlmOverviewRequest, ListLlmCallsRequest, LlmCallFilters,
+    };
+    let (t, rows, trace_id) = run("genai").await;
+    let service = format!("llm-genai-{}", std::process::id());
+    let mut query = QueryServiceClient::connect(t.endpoint()).await.expect("connect");
+    let filters = |f: LlmCallFilters| Some(LlmCallFilters { service: service.clone(), ..f });
+
+    // Newest first, two a page, every call of the trace once.
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = query
+            .list_llm_calls(ListLlmCallsRequest {
+                filters: filters(LlmCallFilters::default()),
+                page_size: 2,
+                page_token: token.clone(),
+                ..ListLlmCallsRequest::default()
+            })
+            .await
+            .expect("a page")
+            .into_inner();
+        assert!(page.calls.len() <= 2);
+        listed.extend(page.calls);
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let expected: Vec<String> = t
+        .sql
+        .query(
+            "SELECT encode(span_id, 'hex') FROM llm_calls WHERE trace_id = decode($1, 'hex')
+             ORDER BY start_time_unix_nano DESC, span_id DESC",
+            &[&trace_id],
+        )
+        .await
+        .expect("calls")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(listed.iter().map(|c| c.span_id.clone()).collect::<Vec<_>>(), expected);
+    let chat = listed.iter().find(|c| c.kind == "llm").expect("a model call");
+    assert_eq!(
+        (chat.input_tokens, chat.output_tokens, chat.total_tokens),
+        (Some(1200), Some(300), Some(1500))
+    );
+    assert_eq!(chat.cost_source, "priced");
+    assert_eq!(chat.service, service);
+    assert_eq!(chat.trace_id, trace_id);
+
+    // A conversation is the traces where a span carries its id: here the agent's span does, and
+    // its four model calls are in the conversation with it.
+    let conversation = format!("conv-{service}");
+    let in_conversation = query
+        .list_llm_calls(ListLlmCallsRequest {
+            filters: filters(LlmCallFilters {
+                conversation_id: conversation.clone(),
+                ..LlmCallFilters::default()
+            }),
+            page_size: 100,
+            ..ListLlmCallsRequest::default()
+        })
+        .await
+        .expect("the conversation's calls")
+        .into_inner();
+    assert_eq!(in_conversation.calls.len(), 5);
+    let errors = query
+        .list_llm_calls(ListLlmCallsRequest {
+            filters: filters(LlmCallFilters { errors_only: true, ..LlmCallFilters::default() }),
+            ..ListLlmCallsRequest::default()
+        })
+        .await
+        .expect("no errors")
+        .into_inner();
+    assert!(errors.calls.is_empty());
+    let costly = query
+        .list_llm_calls(ListLlmCallsRequest {
+            filters: filters(LlmCallFilters {
+                min_cost: 0.0001,
+                kind: "llm".into(),
+                ..LlmCallFilters::default()
+            }),
+            ..ListLlmCallsRequest::default()
+        })
+        .await
+        .expect("costly calls")
+        .into_inner();
+    assert_eq!(costly.calls.len(), 4, "each call cost 0.00036");
+
+    // The overview over HTTP/JSON: one group, the model calls only (not the agent's span), per
+    // second in steps; figures as SQL computes them from the rows.
+    let end = nanos_now();
+    let response = reqwest::Client::new()
+        .post(url(&t, "/otelephant.query.v1.QueryService/GetLlmOverview"))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"filters": {"service": service}, "stepNanos": "1000000000",
+                               "timeRange": {"startUnixNano": (end - 600_000_000_000).to_string(),
+                                             "endUnixNano": end.to_string()}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    let overview: serde_json::Value = response.json().await.expect("JSON");
+    let sums = t
+        .sql
+        .query_one(
+            "SELECT count(*), sum(cost),
+                    percentile_disc(0.5) WITHIN GROUP (ORDER BY end_time_unix_nano - start_time_unix_nano),
+                    percentile_disc(0.95) WITHIN GROUP (ORDER BY end_time_unix_nano - start_time_unix_nano)
+             FROM llm_calls WHERE trace_id = decode($1, 'hex') AND kind = 'llm'",
+            &[&trace_id],
+        )
+        .await
+        .expect("sums");
+    let groups = overview["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 1, "{overview}");
+    let group = &groups[0];
+    assert_eq!(group["model"], "gpt-4o-mini-2024-07-18");
+    assert_eq!(group["provider"], "openai");
+    assert_eq!(group["service"], service.as_str());
+    assert_eq!(group["calls"], "4");
+    assert_eq!(group["inputTokens"], "4800");
+    assert_eq!(group["outputTokens"], "1200");
+    assert!((group["cost"].as_f64().expect("cost") - sums.get::<_, f64>(1)).abs() < 1e-12);
+    assert_eq!(group["p50Nanos"], sums.get::<_, i64>(2).to_string());
+    assert_eq!(group["p95Nanos"], sums.get::<_, i64>(3).to_string());
+    assert_eq!(overview["total"]["calls"], "4");
+    assert!(overview.get("groupsTruncated").is_none());
+    let steps = overview["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 600, "one per second of the ten minutes asked for");
+    let stepped: u64 =
+        steps.iter().filter_map(|s| s["calls"].as_str()).map(|c| c.parse::<u64>().expect("a count")).sum();
+    assert_eq!(stepped, 4);
+    assert_eq!(rows.iter().filter(|r| r.kind == "llm").count(), 4);
+
+    // Bad requests are refused with what is wrong.
+    let refused = query
+        .get_llm_overview(GetLlmOverviewRequest { step_nanos: 1000, ..GetLlmOverviewRequest::default() })
+        .await
+        .expect_err("too small a step");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let refused = query
+        .list_llm_calls(ListLlmCallsRequest {
+            filters: Some(LlmCallFilters { model: "m".repeat(5000), ..LlmCallFilters::default() }),
+            ..ListLlmCallsRequest::default()
+        })
+        .await
+        .expect_err("too long a filter");
+    assert!(refused.message().contains("query.max_filter_bytes"), "{}", refused.message());
+    let refused = query
+        .list_llm_calls(ListLlmCallsRequest {
+            page_token: "nonsense".into(),
+            ..ListLlmCallsRequest::default()
+        })
+        .await
+        .expect_err("a bad token");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 }
