@@ -63,7 +63,22 @@ mod order {
 /// [`Unusual`] for an encoding left to prost.
 #[inline]
 pub fn write_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M) -> Result<bool, Unusual> {
-    write_map::<M, { order::JSONB }>(buf, map, 0)
+    write_map::<M, { order::JSONB }>(buf, map, 0, &mut |_, _| {})
+}
+
+/// [`write_attributes`], showing `seen` each top-level entry as it is read: what a record's
+/// other readers (a span's peer, its LLM call) look for, found in the one walk over its
+/// attributes.
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost.
+#[inline]
+pub fn write_attributes_seen<'a, M: MapSource<'a>>(
+    buf: &mut BytesMut,
+    map: M,
+    seen: &mut impl FnMut(&'a [u8], Option<M::Value>),
+) -> Result<bool, Unusual> {
+    write_map::<M, { order::JSONB }>(buf, map, 0, seen)
 }
 
 /// [`write_attributes`] with the keys of every map sorted, at every level: one canonical text
@@ -73,7 +88,7 @@ pub fn write_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M) -> Res
 /// [`Unusual`] for an encoding left to prost.
 #[inline]
 pub fn write_sorted_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M) -> Result<bool, Unusual> {
-    write_map::<M, { order::CANONICAL }>(buf, map, 0)
+    write_map::<M, { order::CANONICAL }>(buf, map, 0, &mut |_, _| {})
 }
 
 /// Writes one AnyValue as JSON, the keys of its maps in jsonb's order; returns whether a map
@@ -104,6 +119,7 @@ fn write_map<'a, M: MapSource<'a>, const ORDER: u8>(
     buf: &mut BytesMut,
     map: M,
     depth: usize,
+    seen: &mut impl FnMut(&'a [u8], Option<M::Value>),
 ) -> Result<bool, Unusual> {
     buf.put_u8(b'{');
     let mut nul = false;
@@ -112,6 +128,7 @@ fn write_map<'a, M: MapSource<'a>, const ORDER: u8>(
     let mut len = 0;
     for entry in map.entries() {
         let entry = entry?;
+        seen(entry.0, entry.1);
         match stack.get_mut(len) {
             Some(slot) => *slot = entry,
             None => {
@@ -189,11 +206,11 @@ fn write_value<'a, V: ValueSource<'a>, const ORDER: u8>(
         Read::Map(map) => {
             if only_key(map)?.is_some_and(is_tag) {
                 write_tag(buf, TAG_MAP);
-                let nul = write_map::<V::Map, ORDER>(buf, map, depth + 1)?;
+                let nul = write_map::<V::Map, ORDER>(buf, map, depth + 1, &mut |_, _| {})?;
                 buf.put_u8(b'}');
                 return Ok(nul);
             }
-            return write_map::<V::Map, ORDER>(buf, map, depth + 1);
+            return write_map::<V::Map, ORDER>(buf, map, depth + 1, &mut |_, _| {});
         }
         Read::Strindex(i) => write_strindex(buf, i),
     }

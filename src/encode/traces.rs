@@ -10,7 +10,10 @@ use opentelemetry_proto::tonic::{
 };
 
 use super::{
-    attributes::{attributes_from_json, write_attributes, write_hex, write_int, write_str, MappingError},
+    attributes::{
+        attributes_from_json, write_attributes, write_attributes_seen, write_hex, write_int, write_str,
+        MappingError,
+    },
     copy::{Signal, Table, TableKind},
     dims::{walk_decoded, KnownIds},
     genai::{self, CallSpan},
@@ -125,6 +128,16 @@ where
 {
     let rows = out.rows_mut(TableId::Spans);
     let mark = rows.mark();
+    // What the span's peer and LLM call are read from, seen as its attributes are written.
+    let calling = CALLING_KINDS.contains(&span.kind);
+    let mut peer = [None; PEER_KEYS.len()];
+    let mut llm = genai::Found::default();
+    let mut seen = |key: &'a [u8], value: Option<M::Value>| {
+        llm.note(key, value);
+        if calling {
+            note_peer(&mut peer, key, value);
+        }
+    };
     let mut attributes = Ok(false);
     let mut events = Ok(None);
     let mut links = Ok(None);
@@ -141,7 +154,7 @@ where
         row.int4(span.kind);
         row.int8(resource_id);
         row.int8(scope_id);
-        row.jsonb(|buf| attributes = write_attributes(buf, span.attributes));
+        row.jsonb(|buf| attributes = write_attributes_seen(buf, span.attributes, &mut seen));
         row.int8(i64::from(span.dropped_attributes_count));
         if span.events.is_empty() {
             row.null();
@@ -198,11 +211,9 @@ where
                 resource_id,
                 status: span.status,
             };
-            genai::write_call(out.rows_mut(TableId::LlmCalls), &call, span.attributes, span.events);
-            if CALLING_KINDS.contains(&span.kind) {
-                if let Some(peer) = peer_of(span.attributes) {
-                    out.spans.add_peer_call(&tallied, &peer);
-                }
+            genai::write_call(out.rows_mut(TableId::LlmCalls), &call, &llm, span.events);
+            if let Some(peer) = Peer::of(&peer).filter(|_| calling) {
+                out.spans.add_peer_call(&tallied, &peer);
             }
         }
         Err(_) => rows.undo(mark),
@@ -210,18 +221,17 @@ where
     Ok(verdict)
 }
 
-/// What a calling span's attributes name as its peer (see [`Peer::of`]): string values only,
-/// and none holding U+0000, which a text column cannot.
-fn peer_of<'a, M: MapSource<'a>>(attributes: M) -> Option<Peer<'a>> {
-    let mut values = [None; PEER_KEYS.len()];
-    for entry in attributes.entries() {
-        let Ok((key, Some(value))) = entry else { continue };
-        let Some(i) = PEER_KEYS.iter().position(|k| k.as_bytes() == key) else { continue };
-        if let Ok(Read::Text(text)) = value.read() {
-            values[i] = std::str::from_utf8(text).ok().filter(|t| !t.contains('\0'));
-        }
+/// Keeps an attribute of a calling span that names its peer (see [`Peer::of`]): string values
+/// only, and none holding U+0000, which a text column cannot.
+fn note_peer<'a, V: ValueSource<'a>>(
+    values: &mut [Option<&'a str>; PEER_KEYS.len()],
+    key: &[u8],
+    value: Option<V>,
+) {
+    let Some(i) = PEER_KEYS.iter().position(|k| k.as_bytes() == key) else { return };
+    if let Some(Ok(Read::Text(text))) = value.map(ValueSource::read) {
+        values[i] = std::str::from_utf8(text).ok().filter(|t| !t.contains('\0'));
     }
-    Peer::of(&values)
 }
 
 /// Writes a JSON object's members: `{"key":` for the first, `,"key":` for the others. The

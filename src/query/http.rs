@@ -25,10 +25,10 @@ use tonic::{Code, Request, Status};
 use super::special_floats::Special;
 use super::{
     proto::{
-        query_service_server::QueryService, AttributeFilter, CountLogsRequest, GetLlmOverviewRequest,
-        GetTraceRequest, ListLlmCallsRequest, ListMetricsRequest, ListOperationsRequest,
-        ListServiceDependenciesRequest, ListServiceStatsRequest, ListServicesRequest, LogFacetsRequest,
-        QueryMetricsRequest, ScatterTracesRequest, SearchLogsRequest, SearchTracesRequest,
+        query_service_server::QueryService, AttributeFilter, CountLogsRequest, GetLlmConversationRequest,
+        GetLlmOverviewRequest, GetTraceRequest, ListLlmCallsRequest, ListMetricsRequest,
+        ListOperationsRequest, ListServiceDependenciesRequest, ListServiceStatsRequest, ListServicesRequest,
+        LogFacetsRequest, QueryMetricsRequest, ScatterTracesRequest, SearchLogsRequest, SearchTracesRequest,
     },
     Query,
 };
@@ -68,6 +68,7 @@ doubles!(
     ListOperationsRequest:,
     GetLlmOverviewRequest:,
     ListLlmCallsRequest:,
+    GetLlmConversationRequest:,
 );
 
 impl Doubles for CountLogsRequest {
@@ -165,6 +166,9 @@ async fn call(
         "ListOperations" => unary(body, |r| async move { q.list_operations(Request::new(r)).await }).await,
         "GetLlmOverview" => unary(body, |r| async move { q.get_llm_overview(Request::new(r)).await }).await,
         "ListLlmCalls" => unary(body, |r| async move { q.list_llm_calls(Request::new(r)).await }).await,
+        "GetLlmConversation" => {
+            unary(body, |r| async move { q.get_llm_conversation(Request::new(r)).await }).await
+        }
         other => error(&Status::unimplemented(format!(
             "{SERVICE_PATH} has no method {other:?}; see proto/otelephant/query/v1/query.proto"
         ))),

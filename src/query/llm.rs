@@ -238,6 +238,51 @@ pub(super) async fn get_llm_overview(
     .await
 }
 
+/// The columns [`call_of`] reads, of `llm_calls c` joined to `resources r`.
+pub(super) const CALL_COLUMNS: &str = "encode(c.trace_id, 'hex'), encode(c.span_id, 'hex'), c.start_time_unix_nano,
+    c.end_time_unix_nano - c.start_time_unix_nano, coalesce(r.service_name, ''), c.kind, c.operation, c.provider,
+    c.request_model, c.response_model, c.input_tokens, c.output_tokens, c.total_tokens, c.cache_read_tokens,
+    c.cache_write_tokens, c.reasoning_tokens, c.cost, c.cost_source, c.price_model, c.time_to_first_token_nano,
+    c.finish_reason, c.error, c.conversation_id, c.user_id, c.agent_name, c.tool_name";
+
+/// A call from a row of [`CALL_COLUMNS`].
+pub(super) fn call_of(row: &Row) -> LlmCall {
+    let text = |i: usize| row.get::<_, Option<String>>(i).unwrap_or_default();
+    let tokens = |i: usize| row.get::<_, Option<i64>>(i).and_then(|v| u64::try_from(v).ok());
+    LlmCall {
+        trace_id: row.get(0),
+        span_id: row.get(1),
+        start_unix_nano: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+        duration_nanos: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+        service: row.get(4),
+        kind: row.get(5),
+        operation: text(6),
+        provider: text(7),
+        request_model: text(8),
+        response_model: text(9),
+        input_tokens: tokens(10),
+        output_tokens: tokens(11),
+        total_tokens: tokens(12),
+        cache_read_tokens: tokens(13),
+        cache_write_tokens: tokens(14),
+        reasoning_tokens: tokens(15),
+        cost: row.get(16),
+        cost_source: match row.get::<_, Option<i32>>(17) {
+            Some(COST_REPORTED) => "reported".into(),
+            Some(COST_PRICED) => "priced".into(),
+            _ => String::new(),
+        },
+        price_model: text(18),
+        time_to_first_token_nanos: tokens(19),
+        finish_reason: text(20),
+        error: text(21),
+        conversation_id: text(22),
+        user_id: text(23),
+        agent_name: text(24),
+        tool_name: text(25),
+    }
+}
+
 pub(super) async fn list_llm_calls(
     q: &Query,
     request: &ListLlmCallsRequest,
@@ -264,12 +309,7 @@ pub(super) async fn list_llm_calls(
         and.push_str(&format!(" AND (c.start_time_unix_nano, c.span_id) < ({at}, {span_id})"));
     }
     let statement = format!(
-        "SELECT encode(c.trace_id, 'hex'), encode(c.span_id, 'hex'), c.start_time_unix_nano,
-                c.end_time_unix_nano - c.start_time_unix_nano, coalesce(r.service_name, ''), c.kind,
-                c.operation, c.provider, c.request_model, c.response_model, c.input_tokens, c.output_tokens,
-                c.total_tokens, c.cache_read_tokens, c.cache_write_tokens, c.reasoning_tokens, c.cost,
-                c.cost_source, c.price_model, c.time_to_first_token_nano, c.finish_reason, c.error,
-                c.conversation_id, c.user_id, c.agent_name, c.tool_name
+        "SELECT {CALL_COLUMNS}
          FROM llm_calls c LEFT JOIN resources r ON r.resource_id = c.resource_id
          WHERE {and}
          ORDER BY c.start_time_unix_nano DESC, c.span_id DESC
@@ -279,43 +319,7 @@ pub(super) async fn list_llm_calls(
     let mut budget = q.budget();
     let (rows, full) = q.client().await?.query_within(&statement, &sql.params(), &mut budget).await?;
     decode_off_thread(budget.used(), move || {
-        let text = |row: &Row, i: usize| row.get::<_, Option<String>>(i).unwrap_or_default();
-        let tokens = |row: &Row, i: usize| row.get::<_, Option<i64>>(i).and_then(|v| u64::try_from(v).ok());
-        let mut calls: Vec<LlmCall> = rows
-            .iter()
-            .map(|row| LlmCall {
-                trace_id: row.get(0),
-                span_id: row.get(1),
-                start_unix_nano: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
-                duration_nanos: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
-                service: row.get(4),
-                kind: row.get(5),
-                operation: text(row, 6),
-                provider: text(row, 7),
-                request_model: text(row, 8),
-                response_model: text(row, 9),
-                input_tokens: tokens(row, 10),
-                output_tokens: tokens(row, 11),
-                total_tokens: tokens(row, 12),
-                cache_read_tokens: tokens(row, 13),
-                cache_write_tokens: tokens(row, 14),
-                reasoning_tokens: tokens(row, 15),
-                cost: row.get(16),
-                cost_source: match row.get::<_, Option<i32>>(17) {
-                    Some(COST_REPORTED) => "reported".into(),
-                    Some(COST_PRICED) => "priced".into(),
-                    _ => String::new(),
-                },
-                price_model: text(row, 18),
-                time_to_first_token_nanos: tokens(row, 19),
-                finish_reason: text(row, 20),
-                error: text(row, 21),
-                conversation_id: text(row, 22),
-                user_id: text(row, 23),
-                agent_name: text(row, 24),
-                tool_name: text(row, 25),
-            })
-            .collect();
+        let mut calls: Vec<LlmCall> = rows.iter().map(call_of).collect();
         if full && calls.is_empty() {
             return Err(Status::resource_exhausted(
                 "one LLM call takes more memory than an answer may (query.answer_bytes)",

@@ -2,6 +2,7 @@
 //! as OTLP, with every field decoded by the same mappings that encoded it.
 
 pub mod budget;
+pub mod conversation;
 pub mod http;
 pub mod jaeger;
 pub mod llm;
@@ -447,6 +448,13 @@ impl QueryService for Query {
         request: Request<proto::ListLlmCallsRequest>,
     ) -> Result<Response<proto::ListLlmCallsResponse>, Status> {
         Ok(Response::new(llm::list_llm_calls(self, request.get_ref()).await?))
+    }
+
+    async fn get_llm_conversation(
+        &self,
+        request: Request<proto::GetLlmConversationRequest>,
+    ) -> Result<Response<proto::GetLlmConversationResponse>, Status> {
+        Ok(Response::new(conversation::get_llm_conversation(self, request.get_ref()).await?))
     }
 }
 

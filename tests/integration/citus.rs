@@ -491,6 +491,16 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     assert_eq!(overview.total.as_ref().map(|t| t.calls), Some(1));
     assert_eq!(overview.steps.iter().map(|s| s.calls).sum::<u64>(), 1);
     assert!((overview.groups[0].cost - (1000.0 * 1.5e-7 + 100.0 * 6e-7)).abs() < 1e-12);
+    let conversation = query
+        .get_llm_conversation(otelephant::query::proto::GetLlmConversationRequest {
+            trace_id: calls[0].trace_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("the call as a conversation")
+        .into_inner();
+    assert_eq!(conversation.calls.len(), 1);
+    assert_eq!(conversation.input_tokens, 1000);
 
     // Log records and data points, field by field.
     let range = Some(TimeRange { start_unix_nano: now - 1, end_unix_nano: now + 1_000 });

@@ -538,3 +538,72 @@ async fn the_query_service_lists_llm_calls_and_sums_them_per_model_over_grpc_and
         .expect_err("a bad token");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 }
+
+/// The conversation of the application's trace, as GetLlmConversation reads it from `source`:
+/// each model call's messages in order, the tool call and its result included.
+async fn assert_conversation(t: &TestServer, trace_id: &str, by_conversation: Option<&str>, source: &str) {
+    use otelephant::query::proto::{query_service_client::QueryServiceClient, GetLlmConversationRequest};
+    let mut query = QueryServiceClient::connect(t.endpoint()).await.expect("connect");
+    let request = match by_conversation {
+        Some(id) => GetLlmConversationRequest { conversation_id: id.into(), ..Default::default() },
+        None => GetLlmConversationRequest { trace_id: trace_id.into(), ..Default::default() },
+    };
+    let conversation = query.get_llm_conversation(request).await.expect("the conversation").into_inner();
+    assert!(!conversation.truncated);
+    let calls: Vec<_> =
+        conversation.calls.iter().filter(|c| c.call.as_ref().is_some_and(|c| c.kind == "llm")).collect();
+    assert_eq!(calls.len(), 4, "{conversation:#?}");
+    assert_eq!(conversation.input_tokens, 4 * INPUT as u64);
+    assert_eq!(conversation.output_tokens, 4 * OUTPUT as u64);
+    // Each part as one line: text, a tool call with its arguments as JSON, a tool's result.
+    let lines = |messages: &[otelephant::query::proto::LlmMessage]| -> Vec<String> {
+        messages
+            .iter()
+            .flat_map(|m| {
+                m.parts.iter().map(move |p| match p.r#type.as_str() {
+                    "tool_call" => {
+                        let arguments: serde_json::Value =
+                            serde_json::from_str(&p.arguments).expect("JSON arguments");
+                        format!("{}: call {} {} {arguments}", m.role, p.tool_call_id, p.tool_name)
+                    }
+                    "tool_call_response" => format!("{}: result {} {}", m.role, p.tool_call_id, p.content),
+                    _ => format!("{}: {}", m.role, p.content),
+                })
+            })
+            .collect()
+    };
+    let system = "system: You are a terse assistant.";
+    let question = "user: What is the weather in Paris?";
+    let call = r#"assistant: call call_weather_1 get_weather {"city":"Paris"}"#;
+    let expected: [(&[&str], &[&str]); 4] = [
+        (&[system, "user: Say hello."], &["assistant: Bonjour! How can I help?"]),
+        (&[system, question], &[call]),
+        (
+            &[system, question, call, r#"tool: result call_weather_1 {"weather": "sunny, 21 C"}"#],
+            &["assistant: In Paris it is sunny, 21 C."],
+        ),
+        (&["user: Tell me a story."], &["assistant: Once upon a time."]),
+    ];
+    for (call, (input, output)) in calls.iter().zip(expected) {
+        assert_eq!(call.source, source, "{call:#?}");
+        assert_eq!(lines(&call.input), input, "{call:#?}");
+        assert_eq!(lines(&call.output), output, "{call:#?}");
+    }
+}
+
+#[tokio::test]
+async fn conversations_read_back_from_every_form_the_instrumentations_send() {
+    let pid = std::process::id();
+    let (t, _, trace_id) = run("genai").await;
+    assert_conversation(&t, &trace_id, Some(&format!("conv-llm-genai-{pid}")), "message events").await;
+    let (t, _, trace_id) = run("genai-latest").await;
+    assert_conversation(&t, &trace_id, None, "span messages").await;
+    let (t, _, trace_id) = run("openinference").await;
+    assert_conversation(
+        &t,
+        &trace_id,
+        Some(&format!("conv-llm-openinference-{pid}")),
+        "openinference attributes",
+    )
+    .await;
+}

@@ -118,60 +118,69 @@ enum Field {
 const FIELDS: usize = Field::LlmToolName as usize + 1;
 
 impl Field {
-    /// The field an attribute key names, if the derivation reads it.
+    /// The field an attribute key names, if the derivation reads it. Most keys of most spans
+    /// are told apart by their first byte and a prefix.
     fn of(key: &[u8]) -> Option<Field> {
         use Field::*;
-        // Most keys of most spans start elsewhere: one byte says so.
-        if !matches!(key.first(), Some(b'g' | b'l' | b'o' | b's' | b't' | b'u' | b'e' | b'a')) {
-            return None;
-        }
-        Some(match key {
-            b"gen_ai.operation.name" => Operation,
-            b"openinference.span.kind" => OpenInferenceKind,
-            b"llm.request.type" => TraceloopRequestType,
-            b"traceloop.span.kind" => TraceloopSpanKind,
-            b"gen_ai.provider.name" => ProviderName,
-            b"gen_ai.system" => System,
-            b"llm.provider" => LlmProvider,
-            b"llm.system" => LlmSystem,
-            b"gen_ai.request.model" => RequestModel,
-            b"gen_ai.response.model" => ResponseModel,
-            b"llm.model_name" => LlmModelName,
-            b"gen_ai.usage.input_tokens" => InputTokens,
-            b"gen_ai.usage.prompt_tokens" => PromptTokens,
-            b"llm.token_count.prompt" => LlmPromptTokens,
-            b"gen_ai.usage.output_tokens" => OutputTokens,
-            b"gen_ai.usage.completion_tokens" => CompletionTokens,
-            b"llm.token_count.completion" => LlmCompletionTokens,
-            b"llm.token_count.total" => LlmTotalTokens,
-            b"llm.usage.total_tokens" => TraceloopTotalTokens,
-            b"gen_ai.usage.total_tokens" => TotalTokens,
-            b"gen_ai.usage.cache_read.input_tokens" => CacheReadTokens,
-            b"llm.token_count.prompt_details.cache_read" => LlmCacheReadTokens,
-            b"gen_ai.usage.cache_read_input_tokens" => TraceloopCacheReadTokens,
-            b"gen_ai.usage.cache_creation.input_tokens" => CacheWriteTokens,
-            b"llm.token_count.prompt_details.cache_write" => LlmCacheWriteTokens,
-            b"gen_ai.usage.cache_creation_input_tokens" => TraceloopCacheWriteTokens,
-            b"gen_ai.usage.reasoning.output_tokens" => ReasoningTokens,
-            b"llm.token_count.completion_details.reasoning" => LlmReasoningTokens,
-            b"gen_ai.usage.reasoning_tokens" => TraceloopReasoningTokens,
-            b"llm.cost.total" => LlmCostTotal,
-            b"gen_ai.usage.cost" => UsageCost,
-            b"gen_ai.server.time_to_first_token" => TimeToFirstToken,
-            b"gen_ai.response.finish_reasons" => FinishReasons,
-            b"llm.finish_reason" => LlmFinishReason,
-            b"gen_ai.completion.0.finish_reason" => CompletionFinishReason,
-            b"error.type" => ErrorType,
-            b"gen_ai.conversation.id" => ConversationId,
-            b"session.id" => SessionId,
-            b"traceloop.association.properties.session_id" => TraceloopSessionId,
-            b"user.id" => UserId,
-            b"enduser.id" => EnduserId,
-            b"traceloop.association.properties.user_id" => TraceloopUserId,
-            b"gen_ai.agent.name" => AgentName,
-            b"agent.name" => LlmAgentName,
-            b"gen_ai.tool.name" => ToolName,
-            b"tool.name" => LlmToolName,
+        Some(match key.first()? {
+            b'g' => match key.strip_prefix(b"gen_ai.")? {
+                b"operation.name" => Operation,
+                b"provider.name" => ProviderName,
+                b"system" => System,
+                b"request.model" => RequestModel,
+                b"response.model" => ResponseModel,
+                b"usage.input_tokens" => InputTokens,
+                b"usage.prompt_tokens" => PromptTokens,
+                b"usage.output_tokens" => OutputTokens,
+                b"usage.completion_tokens" => CompletionTokens,
+                b"usage.total_tokens" => TotalTokens,
+                b"usage.cache_read.input_tokens" => CacheReadTokens,
+                b"usage.cache_read_input_tokens" => TraceloopCacheReadTokens,
+                b"usage.cache_creation.input_tokens" => CacheWriteTokens,
+                b"usage.cache_creation_input_tokens" => TraceloopCacheWriteTokens,
+                b"usage.reasoning.output_tokens" => ReasoningTokens,
+                b"usage.reasoning_tokens" => TraceloopReasoningTokens,
+                b"usage.cost" => UsageCost,
+                b"server.time_to_first_token" => TimeToFirstToken,
+                b"response.finish_reasons" => FinishReasons,
+                b"completion.0.finish_reason" => CompletionFinishReason,
+                b"conversation.id" => ConversationId,
+                b"agent.name" => AgentName,
+                b"tool.name" => ToolName,
+                _ => return None,
+            },
+            b'l' => match key.strip_prefix(b"llm.")? {
+                b"request.type" => TraceloopRequestType,
+                b"provider" => LlmProvider,
+                b"system" => LlmSystem,
+                b"model_name" => LlmModelName,
+                b"token_count.prompt" => LlmPromptTokens,
+                b"token_count.completion" => LlmCompletionTokens,
+                b"token_count.total" => LlmTotalTokens,
+                b"usage.total_tokens" => TraceloopTotalTokens,
+                b"token_count.prompt_details.cache_read" => LlmCacheReadTokens,
+                b"token_count.prompt_details.cache_write" => LlmCacheWriteTokens,
+                b"token_count.completion_details.reasoning" => LlmReasoningTokens,
+                b"cost.total" => LlmCostTotal,
+                b"finish_reason" => LlmFinishReason,
+                _ => return None,
+            },
+            b'o' if key == b"openinference.span.kind" => OpenInferenceKind,
+            b't' => match key {
+                b"traceloop.span.kind" => TraceloopSpanKind,
+                b"traceloop.association.properties.session_id" => TraceloopSessionId,
+                b"traceloop.association.properties.user_id" => TraceloopUserId,
+                b"tool.name" => LlmToolName,
+                _ => return None,
+            },
+            b's' if key == b"session.id" => SessionId,
+            b'u' if key == b"user.id" => UserId,
+            b'e' => match key {
+                b"enduser.id" => EnduserId,
+                b"error.type" => ErrorType,
+                _ => return None,
+            },
+            b'a' if key == b"agent.name" => LlmAgentName,
             _ => return None,
         })
     }
@@ -229,23 +238,36 @@ impl Value<'_> {
     }
 }
 
-/// What a span's attributes say, field by field.
+/// What a span's attributes say, field by field: shown each attribute as the span's row is
+/// written (see `attributes::write_attributes_seen`), so that looking costs no walk of its own.
 #[derive(Debug)]
-struct Found<'a> {
+pub struct Found<'a> {
     values: [Option<Value<'a>>; FIELDS],
     /// Whether a field that marks an LLM span is among them.
     llm: bool,
 }
 
+impl Default for Found<'_> {
+    fn default() -> Self {
+        Found { values: [None; FIELDS], llm: false }
+    }
+}
+
 impl<'a> Found<'a> {
+    /// Keeps the attribute if the derivation reads it.
+    #[inline]
+    pub fn note<V: ValueSource<'a>>(&mut self, key: &'a [u8], value: Option<V>) {
+        let Some(field) = Field::of(key) else { return };
+        let Some(value) = value.and_then(keep) else { return };
+        self.llm |= field.marks_llm_span() && matches!(value, Value::Text(t) if !t.is_empty());
+        self.values[field as usize] = Some(value);
+    }
+
+    #[cfg(test)]
     fn read<M: MapSource<'a>>(attributes: M) -> Found<'a> {
-        let mut found = Found { values: [None; FIELDS], llm: false };
-        for entry in attributes.entries() {
-            let Ok((key, Some(value))) = entry else { continue };
-            let Some(field) = Field::of(key) else { continue };
-            let Some(value) = keep(value) else { continue };
-            found.llm |= field.marks_llm_span() && matches!(value, Value::Text(t) if !t.is_empty());
-            found.values[field as usize] = Some(value);
+        let mut found = Found::default();
+        for (key, value) in attributes.entries().flatten() {
+            found.note(key, value);
         }
         found
     }
@@ -472,14 +494,14 @@ impl LlmCall {
     }
 }
 
-/// Writes the `llm_calls` row of a stored span whose attributes describe an LLM call; spans
-/// that do not are left alone. Reads the span's events only for a model call's first token.
-pub fn write_call<'a, M, E>(rows: &mut Rows, span: &CallSpan<'_>, attributes: M, events: E)
+/// Writes the `llm_calls` row of a stored span whose attributes (`found`) describe an LLM call;
+/// spans that do not are left alone. Reads the span's events only for a model call's first
+/// token.
+pub fn write_call<'a, M, E>(rows: &mut Rows, span: &CallSpan<'_>, found: &Found<'a>, events: E)
 where
     M: MapSource<'a>,
     E: ListSource<'a, EventRow<'a, M>>,
 {
-    let found = Found::read(attributes);
     if !found.llm {
         return;
     }
@@ -492,7 +514,7 @@ where
     } else {
         None
     };
-    if let Some(call) = LlmCall::derive(&found, span, first_token, prices::current()) {
+    if let Some(call) = LlmCall::derive(found, span, first_token, prices::current()) {
         call.write(rows, span);
     }
 }
@@ -866,9 +888,9 @@ mod tests {
         let mut rows = Rows::default();
         let attributes = [string("gen_ai.request.model", "gpt-4o-mini"), int("gen_ai.usage.input_tokens", 3)];
         let events: &[opentelemetry_proto::tonic::trace::v1::span::Event] = &[];
-        write_call(&mut rows, &SPAN, &attributes[..], events);
+        write_call(&mut rows, &SPAN, &Found::read(&attributes[..]), events);
         assert_eq!(rows.count, 1);
-        write_call(&mut rows, &SPAN, &[string("http.route", "/")][..], events);
+        write_call(&mut rows, &SPAN, &Found::read(&[string("http.route", "/")][..]), events);
         assert_eq!(rows.count, 1, "not an LLM span: no row");
     }
 }
