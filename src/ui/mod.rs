@@ -14,6 +14,7 @@
 
 mod chart;
 mod critical_path;
+mod llm;
 mod logs;
 mod metrics;
 pub mod security;
@@ -123,6 +124,9 @@ pub fn router(query: Query, access: Access, secure_cookie: bool) -> Router {
         .route("/trace/{trace_id}/span/{span_id}", get(traces::span_details))
         .route("/trace/{trace_id}/otlp.json", get(traces::download))
         .route("/logs", get(logs::search))
+        .route("/llm", get(llm::overview))
+        .route("/llm/calls", get(llm::calls))
+        .route("/llm/conversation", get(llm::conversation))
         .route("/metrics", get(metrics::list))
         .route("/metric", get(metrics::chart))
         .with_state(ui)
@@ -279,6 +283,7 @@ const RANGES: [(&str, &str, u64); 7] = [
 const DEFAULT_RANGE: &str = "1h";
 
 pub use crate::time::now_nanos;
+pub use llm::cost_text;
 
 /// The page's time range in nanoseconds: `start` and `end` (milliseconds since the epoch, as
 /// the range form's absolute inputs send them) or a preset `range`, the last hour by default.
@@ -425,6 +430,7 @@ pub enum Screen {
     Traces,
     Logs,
     Metrics,
+    Llm,
     None,
 }
 
@@ -451,6 +457,7 @@ pub fn page(title: &str, screen: Screen, params: &QueryString, body: Markup) -> 
                         a href=(link("/traces")) .current[screen == Screen::Traces] { "Traces" }
                         a href=(link("/logs")) .current[screen == Screen::Logs] { "Logs" }
                         a href=(link("/metrics")) .current[screen == Screen::Metrics] { "Metrics" }
+                        a href=(link("/llm")) .current[screen == Screen::Llm] { "LLM" }
                     }
                 }
                 main { (body) }

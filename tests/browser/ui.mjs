@@ -49,6 +49,8 @@ const goto = async (path) => {
 try {
   if (mode === "token") {
     await tokenRun();
+  } else if (mode === "llm") {
+    await llmRun(JSON.parse(process.env.DATA));
   } else {
     await uiRun(JSON.parse(process.env.DATA));
   }
@@ -605,6 +607,102 @@ async function uiRun(data) {
     `collapse ${collapse} ms, expand ${expand} ms; span details ${click} ms`;
   console.log(render);
   writeFileSync(`${shots}/render.txt`, `${render}\n`);
+}
+
+// The LLM pages, over calls a real instrumented application sent (tests/e2e/genai_client.py,
+// once with OpenTelemetry's GenAI instrumentation and once with OpenInference's); the figures
+// expected are SQL's over the stored rows.
+async function llmRun(data) {
+  step("the LLM overview: calls, tokens and cost in all, and a row per model and service, as SQL sums them");
+  await goto("/llm");
+  const total = (name) => page.textContent(`dd[data-total=${name}]`);
+  assert.equal(await total("calls"), String(data.sql.calls));
+  assert.equal((await total("input")).replaceAll(",", ""), String(data.sql.input));
+  assert.equal((await total("output")).replaceAll(",", ""), String(data.sql.output));
+  const groups = await page.$$eval("table.llm-groups tbody tr", (rows) =>
+    rows.map((r) => ({ model: r.dataset.model, service: r.dataset.service, calls: r.children[3].textContent, cost: Number(r.querySelector("[data-cost]").dataset.cost) })));
+  assert.equal(groups.length, data.sql.groups.length, JSON.stringify(groups));
+  for (const expected of data.sql.groups) {
+    const row = groups.find((g) => g.model === expected.model && g.service === expected.service);
+    assert.ok(row, `a row for ${expected.model} of ${expected.service}`);
+    assert.equal(row.calls, String(expected.calls));
+    assert.ok(Math.abs(row.cost - expected.cost) < 1e-12, `${row.cost} against ${expected.cost}`);
+  }
+  assert.deepEqual(
+    await page.$$eval(".red figure.red-chart", (figures) => figures.map((f) => f.dataset.chart)),
+    ["cost", "calls", "p95"],
+  );
+  await shot("llm-overview");
+
+  step("a model's calls: a click on its row lists them, each with its tokens, cost and links");
+  await page.click(`table.llm-groups tr[data-service="${data.genai_service}"] td a`);
+  await ready();
+  assert.match(page.url(), /\/llm\/calls\?/);
+  const listed = await page.$$eval("table.llm-calls tbody tr", (rows) =>
+    rows.map((r) => ({ cells: [...r.children].map((c) => c.textContent.trim()), span: r.dataset.span })));
+  assert.equal(listed.length, 4, JSON.stringify(listed));
+  for (const row of listed) {
+    assert.equal(row.cells[4], "1,200");
+    assert.equal(row.cells[5], "300");
+    assert.equal(row.cells[6], data.sql.call_cost_text);
+  }
+  await shot("llm-calls");
+
+  step("filters: errors only finds none of them, a user finds the OpenInference calls");
+  await goto(`/llm/calls?errors=1`);
+  assert.match(await page.textContent("main"), /No LLM calls match/);
+  await goto(`/llm/calls?user=user-ada&kind=llm`);
+  assert.equal(await page.$$eval("table.llm-calls tbody tr", (rows) => rows.length), 4, "OpenInference puts the user on each call");
+
+  step("a conversation as a chat, from the older per-message events: messages in order, the tool call and its result");
+  await goto(`/llm/calls?service=${data.genai_service}&kind=agent`);
+  await page.click("table.llm-calls tbody tr td:nth-child(11) a");
+  await ready();
+  await checkChat(data, "message events", `conv-${data.genai_service}`);
+  await shot("llm-conversation");
+
+  step("the same conversation from OpenInference's flattened attributes reads the same");
+  await goto(`/llm/conversation?id=${encodeURIComponent(data.openinference_conversation)}`);
+  await checkChat(data, "openinference attributes", data.openinference_conversation);
+
+  step("one call alone, from its row's chat link");
+  await goto(`/llm/calls?service=${data.genai_service}&kind=llm`);
+  const links = await page.$$eval("table.llm-calls tbody tr td.links a:first-child", (a) => a.map((l) => l.getAttribute("href")));
+  // Newest first: the third of four is the tool call's.
+  await goto(links[2]);
+  const one = await page.$$eval("ol.chat li.call", (calls) => calls.length);
+  assert.equal(one, 1);
+  assert.match(await page.textContent("ol.chat"), /calls get_weather/);
+}
+
+// The chat of the application's conversation: what each model call was sent and answered,
+// earlier messages not repeated.
+async function checkChat(data, source, conversation) {
+  const calls = await page.$$eval("ol.chat li.call[data-kind=llm]", (calls) =>
+    calls.map((c) => ({
+      // Each message as "role: part part", a part's pieces joined by a space.
+      messages: [...c.querySelectorAll(".msg")].map((m) => {
+        const parts = [...m.children].filter((p) => !p.classList.contains("role")).map((p) =>
+          [...p.childNodes].map((n) => n.textContent.replace(/\s+/g, " ").trim()).filter(Boolean).join(" "));
+        return `${m.dataset.role}: ${parts.join(" | ")}`;
+      }),
+      source: c.querySelector(".source")?.textContent,
+      repeated: c.querySelector(".repeated")?.textContent ?? "",
+    })));
+  assert.equal(calls.length, 4, JSON.stringify(calls));
+  for (const call of calls) assert.equal(call.source, `messages from ${source}`);
+  const text = calls.map((c) => c.messages);
+  assert.deepEqual(text[0], ["system: You are a terse assistant.", "user: Say hello.", "assistant: Bonjour! How can I help?"]);
+  assert.equal(calls[1].repeated, "1 earlier message(s) not repeated");
+  assert.equal(text[1][0], "user: What is the weather in Paris?");
+  assert.match(text[1][1], /^assistant: calls get_weather call_weather_1 \{"city": ?"Paris"\}$/);
+  assert.equal(text[1].length, 2);
+  assert.equal(calls[2].repeated, "3 earlier message(s) not repeated");
+  assert.deepEqual(text[2], ['tool: result of call_weather_1 {"weather": "sunny, 21 C"}', "assistant: In Paris it is sunny, 21 C."]);
+  assert.deepEqual(text[3], ["user: Tell me a story.", "assistant: Once upon a time."]);
+  const sums = await page.textContent("p.llm-sums");
+  const cost = data.sql.conversation_cost_texts[conversation];
+  assert.ok(sums.includes(cost), `the conversation's cost as SQL sums it: ${cost} in ${sums}`);
 }
 
 // The quantile a histogram's buckets give by linear interpolation inside the bucket that holds

@@ -80,6 +80,95 @@ async fn a_person_finds_services_traces_logs_and_metrics_in_the_web_ui() {
     t.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_reads_llm_costs_and_conversations_in_the_web_ui() {
+    let mut t = TestServer::start().await;
+    let python = e2e_python().await;
+    let endpoint = format!("http://{}", t.server.as_ref().expect("running").http_addr);
+    let pid = std::process::id();
+    let (genai, openinference) = (format!("chat-genai-{pid}"), format!("chat-openinference-{pid}"));
+    for (mode, service) in [("genai", &genai), ("openinference", &openinference)] {
+        let sent = Command::new(&python)
+            .arg(repo().join("tests/e2e/genai_client.py"))
+            .args([mode, &endpoint, service])
+            .output()
+            .await
+            .expect("run genai_client.py");
+        assert!(sent.status.success(), "the client failed:\n{}", String::from_utf8_lossy(&sent.stderr));
+    }
+    // What the pages must show, from SQL over the stored rows: model calls only.
+    let totals = t
+        .sql
+        .query_one(
+            "SELECT count(*), sum(input_tokens)::bigint, sum(output_tokens)::bigint FROM llm_calls
+             WHERE kind IN ('llm', 'embedding')",
+            &[],
+        )
+        .await
+        .expect("totals");
+    let groups: Vec<serde_json::Value> = t
+        .sql
+        .query(
+            "SELECT coalesce(c.response_model, c.request_model), r.service_name, count(*), sum(c.cost)
+             FROM llm_calls c JOIN resources r USING (resource_id) WHERE c.kind IN ('llm', 'embedding')
+             GROUP BY 1, 2",
+            &[],
+        )
+        .await
+        .expect("groups")
+        .iter()
+        .map(|r| {
+            serde_json::json!({"model": r.get::<_, String>(0), "service": r.get::<_, String>(1),
+                               "calls": r.get::<_, i64>(2), "cost": r.get::<_, f64>(3)})
+        })
+        .collect();
+    let call_cost: f64 = t
+        .sql
+        .query_one(
+            "SELECT max(c.cost) FROM llm_calls c JOIN resources r USING (resource_id)
+             WHERE r.service_name = $1 AND c.kind = 'llm'",
+            &[&genai],
+        )
+        .await
+        .expect("a call's cost")
+        .get(0);
+    let mut conversation_costs = serde_json::Map::new();
+    for service in [&genai, &openinference] {
+        let cost: f64 = t
+            .sql
+            .query_one(
+                "SELECT sum(c.cost) FROM llm_calls c JOIN resources r USING (resource_id)
+                 WHERE r.service_name = $1 AND c.kind = 'llm'",
+                &[service],
+            )
+            .await
+            .expect("a conversation's cost")
+            .get(0);
+        conversation_costs.insert(format!("conv-{service}"), otelephant::ui::cost_text(cost).into());
+    }
+    let data = serde_json::json!({
+        "genai_service": genai,
+        "openinference_conversation": format!("conv-{openinference}"),
+        "sql": {
+            "calls": totals.get::<_, i64>(0),
+            "input": totals.get::<_, i64>(1),
+            "output": totals.get::<_, i64>(2),
+            "groups": groups,
+            "call_cost_text": otelephant::ui::cost_text(call_cost),
+            "conversation_cost_texts": conversation_costs,
+        }
+    });
+    let shots = screenshots("llm");
+    let output = run_browser(
+        &t,
+        &[("MODE", "llm".into()), ("DATA", data.to_string()), ("SHOTS", shots.display().to_string())],
+    )
+    .await;
+    print!("{output}");
+    println!("screenshots in {}", shots.display());
+    t.stop().await;
+}
+
 /// The figures the pages must show, from SQL over the stored rows rather than from the rollups
 /// or the query service.
 async fn raw_figures(t: &TestServer, checkout_trace: &str) -> serde_json::Value {
