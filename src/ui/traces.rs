@@ -25,9 +25,10 @@ use super::{
 use crate::query::{
     jaeger::{parse_go_duration, span_kind_name},
     proto::{
-        query_service_server::QueryService, GetTraceRequest, ListOperationsRequest,
+        query_service_server::QueryService, GetTraceRequest, ListLlmCallsRequest, ListOperationsRequest,
         ListServiceDependenciesRequest, ListServiceDependenciesResponse, ListServiceStatsRequest,
-        ListServicesRequest, ScatterTracesRequest, SearchTracesRequest, ServiceStats, StatsStep,
+        ListServicesRequest, LlmCall, LlmCallFilters, ScatterTracesRequest, SearchTracesRequest,
+        ServiceStats, StatsStep,
     },
     traces::LinkTarget,
 };
@@ -623,11 +624,54 @@ pub async fn trace(
         None => Vec::new(),
     };
     let colors = ui.colors().await;
+    let llm = llm_calls_of(&ui, &trace_id, &data).await;
     super::blocking(move || {
-        timeline_page(&data, &trace_id, selected_id.as_deref(), &linked, &params, &colors)
+        timeline_page(&data, &trace_id, selected_id.as_deref(), &linked, &params, &colors, &llm)
     })
     .await
     .unwrap_or_else(|message| page("Trace", Screen::Traces, &QueryString::default(), error_box(&message)))
+}
+
+/// Most LLM calls of one trace marked on its timeline.
+const MAX_MARKED_CALLS: u32 = 1000;
+
+/// The trace's LLM calls by hex span id, to mark on its timeline; none when they cannot be
+/// read (the timeline shows without them).
+async fn llm_calls_of(ui: &Ui, trace_id: &str, data: &TracesData) -> HashMap<String, LlmCall> {
+    let spans = data.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans);
+    let start = spans.clone().map(|s| s.start_time_unix_nano).min().unwrap_or(0);
+    let end = spans.map(|s| s.start_time_unix_nano).max().unwrap_or(0);
+    let request = ListLlmCallsRequest {
+        time_range: Some(time_range_message((start.max(1), end.saturating_add(1)))),
+        filters: Some(LlmCallFilters { trace_id: trace_id.to_owned(), ..LlmCallFilters::default() }),
+        page_size: MAX_MARKED_CALLS,
+        page_token: String::new(),
+    };
+    match ui.query.list_llm_calls(Request::new(request)).await {
+        Ok(found) => found.into_inner().calls.into_iter().map(|c| (c.span_id.clone(), c)).collect(),
+        Err(_) => HashMap::new(),
+    }
+}
+
+/// An LLM call's mark beside its span's name: model, tokens and cost.
+fn llm_mark(call: &LlmCall) -> Markup {
+    let model = if call.response_model.is_empty() { &call.request_model } else { &call.response_model };
+    // A tool or agent without a model is named by what it is.
+    let name = if model.is_empty() {
+        format!("{} {}{}", call.kind, call.agent_name, call.tool_name).trim().to_owned()
+    } else {
+        model.clone()
+    };
+    let tokens = match (call.input_tokens, call.output_tokens) {
+        (None, None) => String::new(),
+        (input, output) => format!(" · {} → {} tokens", input.unwrap_or(0), output.unwrap_or(0)),
+    };
+    let cost = match call.cost {
+        Some(cost) => format!(" · {}", super::cost_text(cost)),
+        None if !tokens.is_empty() => " · unpriced".to_owned(),
+        None => String::new(),
+    };
+    html! { span.badge.llm title=(format!("LLM call ({})", call.kind)) { (cut(&name, MAX_NAME_CHARS)) (tokens) (cost) } }
 }
 
 /// The trace as OTLP/JSON, the body of an OTLP/HTTP export request that would send it again,
@@ -707,6 +751,7 @@ fn timeline_page(
     linked: &[LinkTarget],
     params: &QueryString,
     colors: &Colors,
+    llm: &HashMap<String, LlmCall>,
 ) -> Response {
     let placed = place(data);
     let t0 = placed.iter().map(|p| p.span.start_time_unix_nano).min().unwrap_or(0);
@@ -764,6 +809,15 @@ fn timeline_page(
             }
             a.button #trace-logs href=(logs_link) { "Logs of this trace" }
             " "
+            @if !llm.is_empty() {
+                @let models = llm.values().filter(|c| matches!(c.kind.as_str(), "llm" | "embedding"));
+                @let cost: f64 = models.clone().filter_map(|c| c.cost).sum();
+                @let tokens: u64 = models.clone().map(|c| c.input_tokens.unwrap_or(0) + c.output_tokens.unwrap_or(0)).sum();
+                a.button #trace-llm href=(format!("/llm/conversation?trace_id={trace_id}")) title=(format!("{} model call(s), {tokens} tokens", models.count())) {
+                    "LLM calls as a chat · " (super::cost_text(cost))
+                }
+                " "
+            }
             a.button #trace-download href=(format!("/trace/{trace_id}/otlp.json")) download=(format!("trace-{trace_id}.json")) { "Download as OTLP JSON" }
             p.hint { span.critical-key {} " The dark line on the bars is the critical path: the work the trace's end waited for. Self time is a span's time outside its children." }
             form.find method="get" {
@@ -826,6 +880,7 @@ fn timeline_page(
                             span.dur style=(format!("left:{:.2}%", (start + width) / 10.0)) data-at=(format!("{:.5}", (start + width) / 1000.0)) {
                                 (duration_text(duration))
                                 @if self_times[i] < duration { " · self " (duration_text(self_times[i])) }
+                                @if let Some(call) = llm.get(&id) { " " (llm_mark(call)) }
                             }
                         } }
                     }

@@ -673,6 +673,18 @@ async function llmRun(data) {
   const one = await page.$$eval("ol.chat li.call", (calls) => calls.length);
   assert.equal(one, 1);
   assert.match(await page.textContent("ol.chat"), /calls get_weather/);
+
+  step("the trace's timeline marks each LLM span with its model, tokens and cost, and opens the chat");
+  await page.click("ol.chat li.call .call-head a[href^='/trace/']");
+  await ready();
+  const marks = await page.$$eval(".span-row", (rows) =>
+    rows.map((r) => r.querySelector(".badge.llm")?.textContent.trim()).filter(Boolean));
+  assert.deepEqual(marks.filter((m) => m.startsWith("gpt")), Array(4).fill(`gpt-4o-mini-2024-07-18 · 1200 → 300 tokens · ${data.sql.call_cost_text}`));
+  assert.deepEqual(marks.filter((m) => !m.startsWith("gpt")), ["agent weather-agent"], "the agent's span is marked too");
+  await shot("llm-trace");
+  await page.click("#trace-llm");
+  await ready();
+  assert.equal(await page.$$eval("ol.chat li.call[data-kind=llm]", (c) => c.length), 4);
 }
 
 // The chat of the application's conversation: what each model call was sent and answered,
