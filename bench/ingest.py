@@ -141,6 +141,7 @@ def last_json(output):
 
 # Whether every request sends trace ids of its own (see --repeat-trace-ids).
 FRESH_IDS = True
+LLM_PERCENT = 0
 
 
 def wal_lsn():
@@ -153,7 +154,8 @@ def loadgen(sig, protocol, seconds, rate=0):
     out = subprocess.run(
         [f"{ROOT}/target/release/examples/loadgen", "--signal", sig, "--protocol", protocol,
          "--endpoint", endpoint, "--connections", "16", "--inflight", "4",
-         "--duration", str(seconds), "--rate", str(rate)] + (["--fresh-trace-ids"] if FRESH_IDS else []),
+         "--duration", str(seconds), "--rate", str(rate), "--llm-percent", str(LLM_PERCENT)]
+        + (["--fresh-trace-ids"] if FRESH_IDS else []),
         check=True, capture_output=True, text=True,
     )
     return last_json(out.stdout)
@@ -250,14 +252,17 @@ def main():
                         help="on: --pg-port is a Citus coordinator (see above); off: a Citus server used alone")
     parser.add_argument("--build", action="append", default=[],
                         help="an otelephant checkout to measure (repeatable; default: this one)")
+    parser.add_argument("--llm-percent", type=int, default=0,
+                        help="percent of the spans sent as LLM calls (OpenTelemetry GenAI chat spans)")
     parser.add_argument("--repeat-trace-ids", action="store_true",
                         help="send the distinct requests' trace ids over and over (the figures before 2026-12-01)")
     args = parser.parse_args()
-    global PG_PORT, SSLMODE, CITUS, FRESH_IDS
+    global PG_PORT, SSLMODE, CITUS, FRESH_IDS, LLM_PERCENT
     PG_PORT = args.pg_port
     SSLMODE = args.sslmode
     CITUS = args.citus
     FRESH_IDS = not args.repeat_trace_ids
+    LLM_PERCENT = args.llm_percent
     builds = [os.path.abspath(b) for b in args.build] or [ROOT]
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "loadgen"], check=True, cwd=ROOT)

@@ -43,7 +43,8 @@ CREATE TABLE llm_calls (
     tool_name                text
 ) PARTITION BY RANGE (start_time_unix_nano);
 CREATE TABLE llm_calls_default PARTITION OF llm_calls DEFAULT;
-CREATE INDEX llm_calls_time ON llm_calls USING brin (start_time_unix_nano) WITH (autosummarize = on);
+-- A btree, not BRIN: the list of calls reads the newest first and stops at its page.
+CREATE INDEX llm_calls_time ON llm_calls (start_time_unix_nano);
 CREATE INDEX llm_calls_trace ON llm_calls (trace_id);
 CREATE INDEX llm_calls_conversation ON llm_calls (conversation_id, start_time_unix_nano)
     WHERE conversation_id IS NOT NULL;

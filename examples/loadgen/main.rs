@@ -75,6 +75,9 @@ struct Args {
     /// Print accepted items every second on stderr.
     #[arg(long)]
     progress: bool,
+    /// Percent of the spans sent as LLM calls (OpenTelemetry GenAI chat spans).
+    #[arg(long, default_value_t = 0)]
+    llm_percent: usize,
 }
 
 /// Sends already-encoded protobuf messages as they are.
@@ -239,7 +242,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_nanos() as u64;
-    let mut bodies = workload::requests(args.signal, args.distinct, args.batch, 1, now);
+    let mut bodies =
+        workload::requests_with_llm_calls(args.signal, args.distinct, args.batch, 1, now, args.llm_percent);
     let plain_bytes: usize = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len().max(1);
     let id_offsets: Vec<Vec<usize>> = match args.fresh_trace_ids {
         true => bodies.iter().map(|b| workload::trace_id_offsets(args.signal, b, b)).collect(),

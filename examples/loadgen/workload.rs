@@ -196,6 +196,39 @@ fn span(rng: &mut Rng, trace_id: &[u8], parent: &[u8], now: u64) -> Span {
     }
 }
 
+/// Makes `span` a chat model call as OpenTelemetry's GenAI instrumentations describe one (the
+/// conventions' older and newer names mixed as instrumentations send them): its HTTP
+/// attributes give way to the operation, provider, models, tokens, finish reasons and
+/// conversation.
+pub fn make_llm_call(rng: &mut Rng, span: &mut Span) {
+    const MODELS: [(&str, &str); 3] = [
+        ("gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+        ("gpt-4o", "gpt-4o-2024-08-06"),
+        ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
+    ];
+    let (request, response) = MODELS[rng.below(MODELS.len())];
+    let provider = if request.starts_with("claude") { "anthropic" } else { "openai" };
+    span.name = format!("chat {request}");
+    span.kind = 3;
+    span.attributes = vec![
+        kv("gen_ai.operation.name", s("chat")),
+        kv("gen_ai.provider.name", s(provider)),
+        kv("gen_ai.request.model", s(request)),
+        kv("gen_ai.response.model", s(response)),
+        kv("gen_ai.response.id", s(format!("chatcmpl-{}", rng.below(1_000_000_000)))),
+        kv("gen_ai.usage.input_tokens", Value::IntValue(100 + rng.below(4000) as i64)),
+        kv("gen_ai.usage.output_tokens", Value::IntValue(10 + rng.below(800) as i64)),
+        kv("gen_ai.usage.cache_read.input_tokens", Value::IntValue(rng.below(100) as i64)),
+        kv(
+            "gen_ai.response.finish_reasons",
+            Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
+                values: vec![opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(s("stop")) }],
+            }),
+        ),
+        kv("gen_ai.conversation.id", s(format!("conv-{}", rng.below(100_000)))),
+    ];
+}
+
 /// One trace export of `spans` spans from one service.
 pub fn traces(rng: &mut Rng, spans: usize, now: u64) -> ExportTraceServiceRequest {
     let mut out = Vec::with_capacity(spans);
@@ -416,12 +449,34 @@ pub fn logs(rng: &mut Rng, records: usize, now: u64) -> ExportLogsServiceRequest
 }
 
 /// `count` distinct requests of `items` items each, encoded as protobuf.
+#[allow(dead_code, reason = "loadgen sends requests_with_llm_calls; the other examples these")]
 pub fn requests(signal: Signal, count: usize, items: usize, seed: u64, now: u64) -> Vec<bytes::Bytes> {
+    requests_with_llm_calls(signal, count, items, seed, now, 0)
+}
+
+/// [`requests`] with `llm_percent` of the spans made LLM calls (see [`make_llm_call`]).
+pub fn requests_with_llm_calls(
+    signal: Signal,
+    count: usize,
+    items: usize,
+    seed: u64,
+    now: u64,
+    llm_percent: usize,
+) -> Vec<bytes::Bytes> {
     let mut rng = Rng::new(seed);
     (0..count)
         .map(|_| {
             let body = match signal {
-                Signal::Traces => traces(&mut rng, items, now).encode_to_vec(),
+                Signal::Traces => {
+                    let mut request = traces(&mut rng, items, now);
+                    let spans = request.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans);
+                    for span in spans.flat_map(|s| &mut s.spans) {
+                        if rng.below(100) < llm_percent {
+                            make_llm_call(&mut rng, span);
+                        }
+                    }
+                    request.encode_to_vec()
+                }
                 Signal::Metrics => metrics(&mut rng, items, now).encode_to_vec(),
                 Signal::Logs => logs(&mut rng, items, now).encode_to_vec(),
             };

@@ -75,11 +75,11 @@ fn conditions(
         and.push(format!("r.service_name = {}", sql.param(filters.service.clone())));
     }
     if !filters.conversation_id.is_empty() {
+        // The calls of the traces where a call carries the id: those calls among them.
         let id = sql.param(filters.conversation_id.clone());
         and.push(format!(
-            "(c.conversation_id = {id} OR c.trace_id IN (SELECT o.trace_id FROM llm_calls o \
-             WHERE o.conversation_id = {id} AND o.start_time_unix_nano >= {start} \
-             AND o.start_time_unix_nano < {end}))"
+            "c.trace_id IN (SELECT o.trace_id FROM llm_calls o WHERE o.conversation_id = {id} \
+             AND o.start_time_unix_nano >= {start} AND o.start_time_unix_nano < {end})"
         ));
     }
     if !filters.user_id.is_empty() {

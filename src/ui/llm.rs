@@ -8,8 +8,8 @@ use maud::{html, Markup};
 use tonic::Request;
 
 use super::{
-    blocking, chart, duration_text, empty, error_box, href, page, range_inputs, range_label, raw, step_text,
-    time_el, time_range, time_range_message, PageParams, QueryString, Screen, Ui,
+    blocking, chart, cut, duration_text, empty, error_box, href, page, range_inputs, range_label, raw,
+    step_text, time_el, time_range, time_range_message, PageParams, QueryString, Screen, Ui, MAX_VALUE_CHARS,
 };
 use crate::query::proto::{
     query_service_server::QueryService, GetLlmConversationRequest, GetLlmOverviewRequest,
@@ -417,15 +417,16 @@ fn bubble(message: &LlmMessage, output: bool) -> Markup {
             @for part in &message.parts {
                 @match part.r#type.as_str() {
                     "tool_call" => div.tool-call {
-                        "calls " code { (part.tool_name) } @if !part.tool_call_id.is_empty() { " " small { (part.tool_call_id) } }
-                        pre { (part.arguments) }
+                        "calls " code { (cut(&part.tool_name, MAX_VALUE_CHARS)) }
+                        @if !part.tool_call_id.is_empty() { " " small { (cut(&part.tool_call_id, MAX_VALUE_CHARS)) } }
+                        pre { (cut(&part.arguments, MAX_VALUE_CHARS)) }
                     },
                     "tool_call_response" => div.tool-result {
-                        "result" @if !part.tool_call_id.is_empty() { " of " small { (part.tool_call_id) } }
-                        pre { (part.content) }
+                        "result" @if !part.tool_call_id.is_empty() { " of " small { (cut(&part.tool_call_id, MAX_VALUE_CHARS)) } }
+                        pre { (cut(&part.content, MAX_VALUE_CHARS)) }
                     },
-                    "reasoning" => div.reasoning { pre { (part.content) } },
-                    _ => div.text { (part.content) },
+                    "reasoning" => div.reasoning { pre { (cut(&part.content, MAX_VALUE_CHARS)) } },
+                    _ => div.text { (cut(&part.content, MAX_VALUE_CHARS)) },
                 }
             }
         }
@@ -478,5 +479,11 @@ mod tests {
         assert!(!second.contains(">hi<"), "{second}");
         assert!(second.contains("2 earlier message(s) not repeated"), "{second}");
         assert!(second.contains("again &lt;b&gt;"), "escaped: {second}");
+        let long = "x".repeat(MAX_VALUE_CHARS + 10);
+        let third = chat_call(&call(vec![], vec![text("assistant", &long)]), &mut previous).into_string();
+        assert!(
+            third.contains("… (10 more bytes)") && third.len() < MAX_VALUE_CHARS + 2000,
+            "cut and marked"
+        );
     }
 }
