@@ -90,18 +90,23 @@ fn filter_form(action: &str, params: &QueryString, list: bool) -> Markup {
     }
 }
 
-pub async fn overview(State(ui): State<Ui>, PageParams(params): PageParams<QueryString>) -> Response {
-    let body = overview_body(&ui, &params).await.unwrap_or_else(|message| error_box(&message));
+/// A page of LLM calls: the filters of `action`, then `body` or the error that kept it.
+fn calls_page(action: &str, params: &QueryString, list: bool, body: Result<Markup, String>) -> Response {
+    let body = body.unwrap_or_else(|message| error_box(&message));
     page(
         "LLM calls",
         Screen::Llm,
-        &params,
+        params,
         html! {
             h1 { "LLM calls" }
-            (filter_form("/llm", &params, false))
+            (filter_form(action, params, list))
             (body)
         },
     )
+}
+
+pub async fn overview(State(ui): State<Ui>, PageParams(params): PageParams<QueryString>) -> Response {
+    calls_page("/llm", &params, false, overview_body(&ui, &params).await)
 }
 
 async fn overview_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> {
@@ -205,17 +210,7 @@ fn render_overview(
 }
 
 pub async fn calls(State(ui): State<Ui>, PageParams(params): PageParams<QueryString>) -> Response {
-    let body = calls_body(&ui, &params).await.unwrap_or_else(|message| error_box(&message));
-    page(
-        "LLM calls",
-        Screen::Llm,
-        &params,
-        html! {
-            h1 { "LLM calls" }
-            (filter_form("/llm/calls", &params, true))
-            (body)
-        },
-    )
+    calls_page("/llm/calls", &params, true, calls_body(&ui, &params).await)
 }
 
 async fn calls_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> {

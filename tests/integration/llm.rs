@@ -163,18 +163,24 @@ fn assert_model_calls(
     }
 }
 
-#[tokio::test]
-async fn openai_v2_default_output_lands_as_llm_calls_with_tokens_and_cost() {
-    let (t, rows, trace_id) = run("genai").await;
+/// The calls openai-v2 sends in `mode`: no cached or reasoning tokens (so all input is priced
+/// as uncached) and no finish reason for the streamed answer.
+async fn openai_v2_calls(mode: &str) -> (TestServer, Vec<Row>, String) {
+    let (t, rows, trace_id) = run(mode).await;
     assert_every_span_has_its_row(
         &t,
         &trace_id,
         ["gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "none", "none"],
     )
     .await;
-    // openai-v2 reports no cached or reasoning tokens, so all input is priced as uncached.
     let cost = INPUT as f64 * MINI_INPUT + OUTPUT as f64 * MINI_OUTPUT;
     assert_model_calls(&rows, None, [Some("stop"), Some("tool_calls"), Some("stop"), None], cost, false);
+    (t, rows, trace_id)
+}
+
+#[tokio::test]
+async fn openai_v2_default_output_lands_as_llm_calls_with_tokens_and_cost() {
+    let (_t, rows, _) = openai_v2_calls("genai").await;
     for call in rows.iter().filter(|r| r.kind == "llm") {
         assert_eq!(call.name, "chat gpt-4o-mini");
         assert_eq!(call.request_model.as_deref(), Some("gpt-4o-mini"));
@@ -192,15 +198,7 @@ async fn openai_v2_default_output_lands_as_llm_calls_with_tokens_and_cost() {
 
 #[tokio::test]
 async fn openai_v2_newest_conventions_land_as_llm_calls() {
-    let (t, rows, trace_id) = run("genai-latest").await;
-    assert_every_span_has_its_row(
-        &t,
-        &trace_id,
-        ["gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "none", "none"],
-    )
-    .await;
-    let cost = INPUT as f64 * MINI_INPUT + OUTPUT as f64 * MINI_OUTPUT;
-    assert_model_calls(&rows, None, [Some("stop"), Some("tool_calls"), Some("stop"), None], cost, false);
+    let (t, _, trace_id) = openai_v2_calls("genai-latest").await;
     // Named by gen_ai.provider.name in this form.
     let named: i64 = t
         .sql
