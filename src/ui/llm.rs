@@ -338,21 +338,66 @@ async fn conversation_body(ui: &Ui, params: &QueryString) -> Result<Markup, Stri
         return Ok(empty(&format!("No LLM calls of it in {}.", range_label(params))));
     }
     blocking(move || {
-        let mut previous: Vec<String> = Vec::new();
+        let mut transcript = Transcript::default();
+        let calls = html! {
+            @for call in &found.calls {
+                (chat_call(call, &mut transcript))
+            }
+        };
         html! {
             p.llm-sums {
                 (found.calls.len()) " call(s) · " (count_text(found.input_tokens)) " input and "
                 (count_text(found.output_tokens)) " output tokens · " span data-total="cost" { (cost_text(found.cost)) }
             }
             @if found.truncated { p.note { "The first 200 calls are shown." } }
-            ol.chat {
-                @for call in &found.calls {
-                    (chat_call(call, &mut previous))
+            ol.chat { (calls) }
+            @if transcript.hidden > 0 {
+                p.note data-hidden=(transcript.hidden) {
+                    (transcript.hidden) " more message(s) not shown: a page shows "
+                    (MAX_PAGE_MESSAGE_BYTES / (1 << 20)) " MiB of messages at most; GetLlmConversation gives every one."
                 }
             }
         }
     })
     .await
+}
+
+/// Text of messages one conversation page shows at most; the messages past it are counted.
+const MAX_PAGE_MESSAGE_BYTES: usize = 4 << 20;
+
+/// What a conversation page has shown so far.
+struct Transcript {
+    /// The previous call's messages (see [`message_key`]).
+    previous: Vec<String>,
+    /// Bytes of message text the page may still show.
+    left: usize,
+    /// Messages not shown once `left` ran out.
+    hidden: usize,
+}
+
+impl Default for Transcript {
+    fn default() -> Self {
+        Transcript { previous: Vec::new(), left: MAX_PAGE_MESSAGE_BYTES, hidden: 0 }
+    }
+}
+
+impl Transcript {
+    /// Whether `message` is shown, taking its bytes from what is left.
+    fn admits(&mut self, message: &LlmMessage) -> bool {
+        if self.left == 0 {
+            self.hidden += 1;
+            return false;
+        }
+        let bytes: usize = message
+            .parts
+            .iter()
+            .map(|p| {
+                p.content.len().min(MAX_VALUE_CHARS * 4) + p.arguments.len().min(MAX_VALUE_CHARS * 4) + 64
+            })
+            .sum();
+        self.left = self.left.saturating_sub(bytes.max(1));
+        true
+    }
 }
 
 /// A message's identity, to tell a call's input that repeats the transcript so far.
@@ -372,11 +417,19 @@ fn message_key(message: &LlmMessage) -> String {
 
 /// One call: its header, the input messages the transcript does not hold yet (a call's input
 /// usually repeats the messages before it), and its answer.
-fn chat_call(entry: &LlmConversationCall, previous: &mut Vec<String>) -> Markup {
+fn chat_call(entry: &LlmConversationCall, transcript: &mut Transcript) -> Markup {
     let Some(call) = entry.call.as_ref() else { return html! {} };
     let keys: Vec<String> = entry.input.iter().map(message_key).collect();
-    let repeated = keys.iter().zip(previous.iter()).take_while(|(a, b)| a == b).count();
-    *previous = keys.into_iter().chain(entry.output.iter().map(message_key)).collect();
+    let repeated = keys.iter().zip(transcript.previous.iter()).take_while(|(a, b)| a == b).count();
+    transcript.previous = keys.into_iter().chain(entry.output.iter().map(message_key)).collect();
+    let shown: Vec<(&LlmMessage, bool)> = entry
+        .input
+        .iter()
+        .skip(repeated)
+        .map(|m| (m, false))
+        .chain(entry.output.iter().map(|m| (m, true)))
+        .filter(|(m, _)| transcript.admits(m))
+        .collect();
     html! {
         li.call data-span=(call.span_id) data-kind=(call.kind) {
             div.call-head {
@@ -396,8 +449,7 @@ fn chat_call(entry: &LlmConversationCall, previous: &mut Vec<String>) -> Markup 
                 }
             } @else {
                 @if repeated > 0 { p.repeated { (repeated) " earlier message(s) not repeated" } }
-                @for message in entry.input.iter().skip(repeated) { (bubble(message, false)) }
-                @for message in &entry.output { (bubble(message, true)) }
+                @for (message, output) in shown { (bubble(message, output)) }
                 p.source { "messages from " (entry.source) }
             }
         }
@@ -461,7 +513,7 @@ mod tests {
             output,
             source: "span messages".into(),
         };
-        let mut previous = Vec::new();
+        let mut previous = Transcript::default();
         let first =
             chat_call(&call(vec![text("user", "hi")], vec![text("assistant", "hello")]), &mut previous)
                 .into_string();
@@ -480,5 +532,28 @@ mod tests {
             third.contains("… (10 more bytes)") && third.len() < MAX_VALUE_CHARS + 2000,
             "cut and marked"
         );
+    }
+
+    #[test]
+    fn a_page_shows_a_bounded_amount_of_messages_and_counts_the_rest() {
+        let message = LlmMessage {
+            role: "user".into(),
+            parts: vec![crate::query::proto::LlmPart {
+                r#type: "text".into(),
+                content: "x".repeat(MAX_VALUE_CHARS),
+                ..Default::default()
+            }],
+            finish_reason: String::new(),
+        };
+        let entry = LlmConversationCall {
+            call: Some(LlmCall { kind: "llm".into(), ..Default::default() }),
+            input: vec![message; 1000],
+            output: Vec::new(),
+            source: "span messages".into(),
+        };
+        let mut transcript = Transcript::default();
+        let page = chat_call(&entry, &mut transcript).into_string();
+        assert!(page.len() < MAX_PAGE_MESSAGE_BYTES + MAX_VALUE_CHARS * 4, "{} bytes", page.len());
+        assert!(transcript.hidden > 0 && transcript.hidden < 1000, "{} hidden", transcript.hidden);
     }
 }
