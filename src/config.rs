@@ -57,6 +57,10 @@ pub struct LlmConfig {
     /// A model price file in LiteLLM's format whose entries replace or add to the table
     /// otelephant ships; read once at start, a file that cannot be read stops start-up.
     pub price_file: Option<PathBuf>,
+    /// The most bytes a string of LLM message content is stored with; longer ones are cut at
+    /// a character boundary and marked with how much was cut (README.md "Message content").
+    /// Unset stores content whole.
+    pub max_content_bytes: Option<usize>,
 }
 
 /// The web UI on the OTLP/HTTP port.
@@ -426,11 +430,21 @@ pub struct RetentionConfig {
     pub logs: Retention,
     /// Metric data points (all five point tables).
     pub metrics: Retention,
+    /// LLM message content (prompts, completions, tool arguments and results) in spans and log
+    /// records: once a day is older than this, its content values are replaced with a mark and
+    /// the rest of each record is kept (README.md "Message content"). `"forever"` keeps content
+    /// as long as its records.
+    pub llm_content: Retention,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { traces: Retention::days(7), logs: Retention::days(7), metrics: Retention::days(30) }
+        Self {
+            traces: Retention::days(7),
+            logs: Retention::days(7),
+            metrics: Retention::days(30),
+            llm_content: Retention::Forever,
+        }
     }
 }
 
@@ -594,6 +608,11 @@ impl Config {
         if let Some((key, _)) = checks.iter().find(|(_, bad)| *bad) {
             return Err(ConfigError::Zero(key));
         }
+        if let Some(limit) =
+            self.llm.max_content_bytes.filter(|&l| l < crate::encode::genai::content::MIN_LIMIT)
+        {
+            return Err(ConfigError::ContentLimitTooSmall(limit));
+        }
         if self.query.memory_bytes < self.query.answer_bytes {
             return Err(ConfigError::ReadMemoryTooSmall {
                 memory: self.query.memory_bytes,
@@ -628,6 +647,8 @@ pub enum ConfigError {
     ReadMemoryTooSmall { memory: usize, answer: usize },
     #[error("invalid configuration: {0}")]
     Tls(&'static str),
+    #[error("invalid configuration: llm.max_content_bytes ({0}) must be at least 64")]
+    ContentLimitTooSmall(usize),
 }
 
 #[cfg(test)]

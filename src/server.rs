@@ -403,6 +403,7 @@ impl Server {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         install_prices(&config.llm)?;
+        crate::encode::genai::content::install(config.llm.max_content_bytes);
         let access = access(&config.auth)?;
         let identity = Identity::load(&config.tls)?;
         let telemetry = Telemetry::new();

@@ -37,6 +37,7 @@ pub const PARTITIONS_DROPPED: &str = "otelephant_partitions_dropped_total";
 pub const PARTITION_DROPS_FAILED: &str = "otelephant_partition_drops_failed_total";
 pub const PARTITIONS_CONVERTED: &str = "otelephant_partitions_converted_total";
 pub const PARTITION_CONVERSIONS_FAILED: &str = "otelephant_partition_conversions_failed_total";
+pub const LLM_CONTENT_REMOVED: &str = "otelephant_llm_content_removed_total";
 pub const DIMENSIONS_COLLECTED: &str = "otelephant_dimensions_collected_total";
 pub const ROLLUP_ROWS_FOLDED: &str = "otelephant_rollup_rows_folded_total";
 pub const ROLLUP_SPANS_PAIRED: &str = "otelephant_rollup_spans_paired_total";
@@ -73,6 +74,7 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
     (PARTITION_DROPS_FAILED, None, "Drops of expired partitions that timed out waiting for their lock (retried)."),
     (PARTITIONS_CONVERTED, None, "Closed days' partitions rewritten in columnar storage."),
     (PARTITION_CONVERSIONS_FAILED, None, "Columnar conversions that timed out waiting for their lock (retried)."),
+    (LLM_CONTENT_REMOVED, None, "Spans and log records whose LLM message content retention.llm_content replaced with a mark."),
     (DIMENSIONS_COLLECTED, None, "Unreferenced resource, scope and series rows deleted, by kind."),
     (ROLLUP_ROWS_FOLDED, None, "Rollup rows of closed minutes folded into one per key (rows before minus rows after)."),
     (ROLLUP_SPANS_PAIRED, None, "Child spans paired with their parents (those of another service counted as calls between services)."),

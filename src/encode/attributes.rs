@@ -34,6 +34,7 @@ use opentelemetry_proto::tonic::common::v1::{
 use serde_json::Value as Json;
 
 use super::{
+    genai,
     source::{MapSource, Read, Unusual, ValueSource},
     validate,
 };
@@ -63,7 +64,55 @@ mod order {
 /// [`Unusual`] for an encoding left to prost.
 #[inline]
 pub fn write_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M) -> Result<bool, Unusual> {
-    write_map::<M, { order::JSONB }>(buf, map, 0, &mut |_, _| {})
+    write_map::<M, { order::JSONB }, false>(buf, map, 0, Cut::Never, &mut |_, _| {})
+}
+
+/// Which strings of a map are cut to `llm.max_content_bytes` (see `genai::content`). The
+/// writers take `CUTS` as a constant too, so that with no limit (the default) they are the same
+/// code as before there were limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// None: every value is stored as sent.
+    Never,
+    /// Those in the values of content keys (`genai::content::is_key`), longer than this.
+    ContentKeys(usize),
+    /// Every string longer than this: the map is itself content.
+    All(usize),
+}
+
+impl Cut {
+    /// Content keys cut to the installed limit, if there is one.
+    #[inline]
+    pub fn content() -> Self {
+        genai::content::limit().map_or(Cut::Never, Cut::ContentKeys)
+    }
+
+    /// The longest a string in the value of `key` is stored.
+    #[inline(always)]
+    fn limit_of(self, key: &[u8]) -> usize {
+        match self {
+            Cut::Never => usize::MAX,
+            Cut::All(limit) => limit,
+            Cut::ContentKeys(limit) if genai::content::is_key(key) => limit,
+            Cut::ContentKeys(_) => usize::MAX,
+        }
+    }
+}
+
+/// [`write_attributes`], the strings of content cut as `cut` says.
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost.
+#[inline]
+pub fn write_attributes_cut<'a, M: MapSource<'a>>(
+    buf: &mut BytesMut,
+    map: M,
+    cut: Cut,
+) -> Result<bool, Unusual> {
+    match cut {
+        Cut::Never => write_map::<M, { order::JSONB }, false>(buf, map, 0, cut, &mut |_, _| {}),
+        _ => write_map_cut(buf, map, cut, &mut |_, _| {}),
+    }
 }
 
 /// [`write_attributes`], showing `seen` each top-level entry as it is read: what a record's
@@ -76,9 +125,13 @@ pub fn write_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M) -> Res
 pub fn write_attributes_seen<'a, M: MapSource<'a>>(
     buf: &mut BytesMut,
     map: M,
+    cut: Cut,
     seen: &mut impl FnMut(&'a [u8], Option<M::Value>),
 ) -> Result<bool, Unusual> {
-    write_map::<M, { order::JSONB }>(buf, map, 0, seen)
+    match cut {
+        Cut::Never => write_map::<M, { order::JSONB }, false>(buf, map, 0, cut, seen),
+        _ => write_map_cut(buf, map, cut, seen),
+    }
 }
 
 /// [`write_attributes`] with the keys of every map sorted, at every level: one canonical text
@@ -88,7 +141,7 @@ pub fn write_attributes_seen<'a, M: MapSource<'a>>(
 /// [`Unusual`] for an encoding left to prost.
 #[inline]
 pub fn write_sorted_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M) -> Result<bool, Unusual> {
-    write_map::<M, { order::CANONICAL }>(buf, map, 0, &mut |_, _| {})
+    write_map::<M, { order::CANONICAL }, false>(buf, map, 0, Cut::Never, &mut |_, _| {})
 }
 
 /// Writes one AnyValue as JSON, the keys of its maps in jsonb's order; returns whether a map
@@ -98,7 +151,21 @@ pub fn write_sorted_attributes<'a, M: MapSource<'a>>(buf: &mut BytesMut, map: M)
 /// [`Unusual`] for an encoding left to prost.
 #[inline]
 pub fn write_any_value<'a, V: ValueSource<'a>>(buf: &mut BytesMut, value: V) -> Result<bool, Unusual> {
-    write_value::<V, { order::JSONB }>(buf, value, 0)
+    write_value::<V, { order::JSONB }, false>(buf, value, 0, usize::MAX)
+}
+
+/// [`write_any_value`] of a value that is content: its strings longer than `limit` cut (see
+/// `genai::content`).
+///
+/// # Errors
+/// [`Unusual`] for an encoding left to prost.
+#[inline]
+pub fn write_content_value<'a, V: ValueSource<'a>>(
+    buf: &mut BytesMut,
+    value: V,
+    limit: usize,
+) -> Result<bool, Unusual> {
+    write_value::<V, { order::JSONB }, true>(buf, value, 0, limit)
 }
 
 /// The JSON of a decoded AnyValue, which is always readable (its keys are not checked).
@@ -112,13 +179,28 @@ pub fn write_decoded_sorted(buf: &mut BytesMut, attributes: &[KeyValue]) {
     let _nul_in_key = write_sorted_attributes(buf, attributes);
 }
 
+/// [`write_map`] with content cut: kept out of line, and shown `seen` as a trait object, so
+/// that the writers' usual path, with no limit, and its `seen` are inlined as they were before
+/// there were limits.
+#[inline(never)]
+#[cold]
+fn write_map_cut<'a, M: MapSource<'a>>(
+    buf: &mut BytesMut,
+    map: M,
+    cut: Cut,
+    seen: &mut dyn FnMut(&'a [u8], Option<M::Value>),
+) -> Result<bool, Unusual> {
+    write_map::<M, { order::JSONB }, true>(buf, map, 0, cut, &mut |key, value| seen(key, value))
+}
+
 /// Entries of a sorted map kept on the stack: most maps have fewer.
 const SORTED_ON_STACK: usize = 8;
 
-fn write_map<'a, M: MapSource<'a>, const ORDER: u8>(
+fn write_map<'a, M: MapSource<'a>, const ORDER: u8, const CUTS: bool>(
     buf: &mut BytesMut,
     map: M,
     depth: usize,
+    cut: Cut,
     seen: &mut impl FnMut(&'a [u8], Option<M::Value>),
 ) -> Result<bool, Unusual> {
     buf.put_u8(b'{');
@@ -149,19 +231,27 @@ fn write_map<'a, M: MapSource<'a>, const ORDER: u8>(
         entries.sort_by(|a, b| a.0.cmp(b.0));
     }
     for (i, &(key, value)) in entries.iter().enumerate() {
-        nul |= write_entry::<M, ORDER>(buf, i, key, value, depth)?;
+        nul |= write_entry::<M, ORDER, CUTS>(
+            buf,
+            i,
+            key,
+            value,
+            depth,
+            if CUTS { cut.limit_of(key) } else { usize::MAX },
+        )?;
     }
     buf.put_u8(b'}');
     Ok(nul)
 }
 
 #[inline(always)]
-fn write_entry<'a, M: MapSource<'a>, const ORDER: u8>(
+fn write_entry<'a, M: MapSource<'a>, const ORDER: u8, const CUTS: bool>(
     buf: &mut BytesMut,
     i: usize,
     key: &[u8],
     value: Option<M::Value>,
     depth: usize,
+    limit: usize,
 ) -> Result<bool, Unusual> {
     if i > 0 {
         buf.put_u8(b',');
@@ -169,22 +259,24 @@ fn write_entry<'a, M: MapSource<'a>, const ORDER: u8>(
     let mut nul = write_key(buf, key)?;
     buf.put_u8(b':');
     match value {
-        Some(value) => nul |= write_value::<M::Value, ORDER>(buf, value, depth)?,
+        Some(value) => nul |= write_value::<M::Value, ORDER, CUTS>(buf, value, depth, limit)?,
         None => buf.put_slice(b"null"),
     }
     Ok(nul)
 }
 
-fn write_value<'a, V: ValueSource<'a>, const ORDER: u8>(
+fn write_value<'a, V: ValueSource<'a>, const ORDER: u8, const CUTS: bool>(
     buf: &mut BytesMut,
     value: V,
     depth: usize,
+    limit: usize,
 ) -> Result<bool, Unusual> {
     if depth > V::MAX_DEPTH {
         return Err(Unusual);
     }
     match value.read()? {
         Read::Empty => buf.put_slice(b"null"),
+        Read::Text(text) if CUTS && text.len() > limit => write_cut_text(buf, text, limit, depth == 0)?,
         Read::Text(text) => write_text(buf, text)?,
         Read::Bool(true) => buf.put_slice(b"true"),
         Read::Bool(false) => buf.put_slice(b"false"),
@@ -198,19 +290,20 @@ fn write_value<'a, V: ValueSource<'a>, const ORDER: u8>(
                 if i > 0 {
                     buf.put_u8(b',');
                 }
-                nul |= write_value::<V, ORDER>(buf, value?, depth + 1)?;
+                nul |= write_value::<V, ORDER, CUTS>(buf, value?, depth + 1, limit)?;
             }
             buf.put_u8(b']');
             return Ok(nul);
         }
         Read::Map(map) => {
+            let cut = if CUTS && limit != usize::MAX { Cut::All(limit) } else { Cut::Never };
             if only_key(map)?.is_some_and(is_tag) {
                 write_tag(buf, TAG_MAP);
-                let nul = write_map::<V::Map, ORDER>(buf, map, depth + 1, &mut |_, _| {})?;
+                let nul = write_map::<V::Map, ORDER, CUTS>(buf, map, depth + 1, cut, &mut |_, _| {})?;
                 buf.put_u8(b'}');
                 return Ok(nul);
             }
-            return write_map::<V::Map, ORDER>(buf, map, depth + 1, &mut |_, _| {});
+            return write_map::<V::Map, ORDER, CUTS>(buf, map, depth + 1, cut, &mut |_, _| {});
         }
         Read::Strindex(i) => write_strindex(buf, i),
     }
@@ -252,6 +345,22 @@ pub fn write_text(buf: &mut BytesMut, bytes: &[u8]) -> Result<(), Unusual> {
         return Ok(());
     }
     write_string_value(buf, std::str::from_utf8(bytes).map_err(|_| Unusual)?);
+    Ok(())
+}
+
+/// A string of content longer than `limit`, cut and marked (see `genai::content`): a whole
+/// value (not one inside an array or map) that holds JSON messages has the strings in it cut.
+///
+/// # Errors
+/// [`Unusual`] when the bytes are not UTF-8.
+#[cold]
+fn write_cut_text(buf: &mut BytesMut, bytes: &[u8], limit: usize, whole: bool) -> Result<(), Unusual> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Unusual)?;
+    if whole {
+        write_string_value(buf, &genai::content::cut_value(text, limit));
+    } else {
+        write_string_value(buf, &genai::content::cut(text, limit));
+    }
     Ok(())
 }
 

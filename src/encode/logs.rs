@@ -8,9 +8,10 @@ use opentelemetry_proto::tonic::{
 };
 
 use super::{
-    attributes::{write_any_value, write_attributes},
+    attributes::{write_any_value, write_attributes_cut, write_content_value, Cut},
     copy::{Signal, Table, TableKind},
     dims::{walk_decoded, KnownIds},
+    genai,
     source::ValueSource,
     validate,
     wire::{self, Fields, Stretch, Unusual, WireMap, WireValue},
@@ -110,11 +111,17 @@ pub fn write_record<'a, V: ValueSource<'a>>(
         row.uint64(record.observed_time_unix_nano);
         row.int4(record.severity_number);
         row.text(record.severity_text);
+        let cut = Cut::content();
         match record.body {
-            Some(value) => row.jsonb(|buf| body = write_any_value(buf, value)),
+            Some(value) => match cut {
+                Cut::ContentKeys(limit) if genai::content::is_event(record.event_name.as_bytes()) => {
+                    row.jsonb(|buf| body = write_content_value(buf, value, limit));
+                }
+                _ => row.jsonb(|buf| body = write_any_value(buf, value)),
+            },
             None => row.null(),
         }
-        row.jsonb(|buf| attributes = write_attributes(buf, record.attributes));
+        row.jsonb(|buf| attributes = write_attributes_cut(buf, record.attributes, cut));
         row.int8(i64::from(record.dropped_attributes_count));
         row.int8(i64::from(record.flags));
         row.bytea_or_null(record.trace_id);

@@ -11,8 +11,8 @@ use opentelemetry_proto::tonic::{
 
 use super::{
     attributes::{
-        attributes_from_json, write_attributes, write_attributes_seen, write_hex, write_int, write_str,
-        MappingError,
+        attributes_from_json, write_attributes_cut, write_attributes_seen, write_hex, write_int, write_str,
+        Cut, MappingError,
     },
     copy::{Signal, Table, TableKind},
     dims::{walk_decoded, KnownIds},
@@ -138,6 +138,7 @@ where
             note_peer(&mut peer, key, value);
         }
     };
+    let cut = Cut::content();
     let mut attributes = Ok(false);
     let mut events = Ok(None);
     let mut links = Ok(None);
@@ -154,12 +155,12 @@ where
         row.int4(span.kind);
         row.int8(resource_id);
         row.int8(scope_id);
-        row.jsonb(|buf| attributes = write_attributes_seen(buf, span.attributes, &mut seen));
+        row.jsonb(|buf| attributes = write_attributes_seen(buf, span.attributes, cut, &mut seen));
         row.int8(i64::from(span.dropped_attributes_count));
         if span.events.is_empty() {
             row.null();
         } else {
-            row.jsonb(|buf| events = write_events(buf, span.events));
+            row.jsonb(|buf| events = write_events(buf, span.events, cut));
         }
         row.int8(i64::from(span.dropped_events_count));
         if span.links.is_empty() {
@@ -277,12 +278,13 @@ pub(crate) fn write_array<'a, T>(
 fn write_events<'a, M: MapSource<'a>>(
     buf: &mut BytesMut,
     events: impl ListSource<'a, EventRow<'a, M>>,
+    cut: Cut,
 ) -> Result<Option<validate::Rejection>, Unusual> {
     write_array(buf, events, |buf, event| {
         let mut members = Members::default();
         members.key(buf, "name");
         write_str(buf, event.name);
-        let nul = write_attributes_member(buf, &mut members, event.attributes)?;
+        let nul = write_attributes_member(buf, &mut members, event.attributes, cut)?;
         members.key(buf, "time_unix_nano");
         write_int(buf, event.time_unix_nano);
         write_dropped_member(buf, &mut members, event.dropped_attributes_count);
@@ -310,7 +312,7 @@ fn write_links<'a, M: MapSource<'a>>(
         write_hex(buf, link.span_id);
         members.key(buf, "trace_id");
         write_hex(buf, link.trace_id);
-        let nul = write_attributes_member(buf, &mut members, link.attributes)?;
+        let nul = write_attributes_member(buf, &mut members, link.attributes, Cut::Never)?;
         if !link.trace_state.is_empty() {
             members.key(buf, "trace_state");
             write_str(buf, link.trace_state);
@@ -330,10 +332,11 @@ fn write_attributes_member<'a, M: MapSource<'a>>(
     buf: &mut BytesMut,
     members: &mut Members,
     attributes: Option<M>,
+    cut: Cut,
 ) -> Result<bool, Unusual> {
     let Some(attributes) = attributes else { return Ok(false) };
     members.key(buf, "attributes");
-    write_attributes(buf, attributes)
+    write_attributes_cut(buf, attributes, cut)
 }
 
 /// The optional `"dropped_attributes_count"` member of a nested object.

@@ -49,7 +49,12 @@ const LAYOUT: &[(&str, Placement)] = &[
     ("llm_calls", Placement::Distributed { column: "trace_id", colocate_with: Some("spans") }),
     ("pairing_candidates", Placement::Coordinator),
     ("peer_services", Placement::Coordinator),
+    ("llm_content_removed", Placement::Coordinator),
 ];
+
+/// Functions that statements on distributed tables call, so made on every worker too.
+const FUNCTIONS: &[&str] =
+    &["llm_content_stripped(jsonb, text, jsonb)", "llm_content_stripped_events(jsonb, text, jsonb)"];
 
 enum Placement {
     Reference,
@@ -164,6 +169,20 @@ pub async fn lay_out(client: &mut Object) -> Result<usize, StoreError> {
         }
         laid_out += 1;
     }
+    for function in FUNCTIONS {
+        let done: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_dist_object \
+                 WHERE classid = 'pg_proc'::regclass AND objid = $1::text::regprocedure)",
+                &[function],
+            )
+            .await?
+            .get(0);
+        if !done {
+            tx.execute("SELECT create_distributed_function($1::text::regprocedure)", &[function]).await?;
+            laid_out += 1;
+        }
+    }
     tx.commit().await?;
     Ok(laid_out)
 }
@@ -177,7 +196,7 @@ mod tests {
         let mut laid_out: Vec<&str> = LAYOUT.iter().map(|(table, _)| *table).collect();
         let mut tables: Vec<&str> = crate::encode::TABLES.iter().map(|table| table.name).collect();
         // Maintenance's own, never copied into by a writer.
-        tables.push("peer_services");
+        tables.extend(["peer_services", "llm_content_removed"]);
         laid_out.sort_unstable();
         tables.sort_unstable();
         assert_eq!(laid_out, tables);

@@ -9,9 +9,12 @@
 //! 3. partitions of days that have ended are analyzed once, and so are their parent tables;
 //! 4. after a drop, resources, scopes and series that no record references any more and that
 //!    no writer has sent for [`DIMENSION_GRACE_DAYS`] days are deleted;
-//! 5. where the database has the `columnar` access method, partitions whose day ended at least
+//! 5. when `retention.llm_content` is set, the LLM message content of days older than it is
+//!    replaced with a mark, each partition in its own transaction (see `store::content`);
+//! 6. where the database has the `columnar` access method, partitions whose day ended at least
 //!    `storage.columnar_after` ago are rewritten as columnar tables, each in its own
-//!    transaction, then analyzed (see [`convert`]).
+//!    transaction, then analyzed (see [`convert`]); while content has a retention of its own,
+//!    a day of spans or log records waits until its content is removed.
 //!
 //! Every step takes `now` from its caller, so tests move the clock instead of waiting, and
 //! [`plan`] reports what a pass would do without doing it (`otelephant retention --dry-run`).
@@ -21,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use deadpool_postgres::{GenericClient, Object, Pool};
 use tokio_postgres::error::SqlState;
 
-use super::{partitions, SessionLock, StoreError};
+use super::{content, partitions, SessionLock, StoreError};
 use crate::{
     config::{ColumnarAfter, PartitionConfig, Retention, RetentionConfig, StorageConfig},
     encode::{
@@ -88,6 +91,12 @@ pub struct Report {
     /// Partitions due for columnar storage whose lock was not granted in time; tried again at
     /// the next pass.
     pub convert_failed: Vec<Partition>,
+    /// Partitions whose LLM message content was removed, with the records changed (in a plan,
+    /// `None`: not counted).
+    pub content_removed: Vec<(Partition, Option<u64>)>,
+    /// Columnar partitions whose content is past `retention.llm_content` but cannot be
+    /// removed: columnar tables cannot be updated.
+    pub content_kept: Vec<Partition>,
     pub collected: Collected,
     pub catch_all: Vec<CatchAll>,
 }
@@ -96,10 +105,10 @@ impl Report {
     /// The report for people: `planned` words it as what a pass would do.
     pub fn render(&self, planned: bool) -> String {
         use std::fmt::Write;
-        let (drop, create, collect, convert) = if planned {
-            ("Would drop", "Would create", "Would collect", "Would convert")
+        let (drop, create, collect, convert, remove) = if planned {
+            ("Would drop", "Would create", "Would collect", "Would convert", "Would remove")
         } else {
-            ("Dropped", "Created", "Collected", "Converted")
+            ("Dropped", "Created", "Collected", "Converted", "Removed")
         };
         let mut out = String::new();
         let bytes: i64 = self.dropped.iter().map(|p| p.bytes).sum();
@@ -118,6 +127,25 @@ impl Report {
         let _ = writeln!(out, "{create} {} partition(s):", self.created.len());
         for (table, day) in &self.created {
             let _ = writeln!(out, "  {table} {}", date(*day));
+        }
+        if !self.content_removed.is_empty() || !self.content_kept.is_empty() {
+            let n = self.content_removed.len();
+            let _ = writeln!(
+                out,
+                "{remove} LLM message content from {n} partition(s) past retention.llm_content:"
+            );
+            for (p, records) in &self.content_removed {
+                let records = records.map_or_else(String::new, |r| format!("  {r} record(s) changed"));
+                let _ = writeln!(out, "  {:<40} {}{records}", p.name, date(p.day));
+            }
+            for p in &self.content_kept {
+                let _ = writeln!(
+                    out,
+                    "  {:<40} {}  columnar storage cannot be updated; content kept until the day is dropped",
+                    p.name,
+                    date(p.day)
+                );
+            }
         }
         if !self.converted.is_empty() || !self.convert_failed.is_empty() {
             let _ = writeln!(out, "{convert} {} partition(s) to columnar storage:", self.converted.len());
@@ -283,7 +311,13 @@ async fn pass(
     if !report.dropped.is_empty() {
         report.collected = collect_dimensions(&*client, today, &[]).await?;
     }
-    for partition in due_for_columnar(&*client, storage, now).await? {
+    let (removable, kept) = content::due(&*client, retention, now).await?;
+    for partition in removable {
+        let records = content::remove(client, &partition, retention.llm_content).await?;
+        report.content_removed.push((partition, Some(records)));
+    }
+    report.content_kept = kept;
+    for partition in due_for_columnar(&*client, retention, storage, now).await? {
         match convert(client, &partition, config.drop_lock_timeout_ms).await {
             Ok(()) => report.converted.push(partition),
             Err(err) if is_lock_timeout(&err) => report.convert_failed.push(partition),
@@ -325,8 +359,18 @@ pub async fn plan(
         tx.rollback().await?;
     }
     let dropped: Vec<u32> = report.dropped.iter().map(|p| p.oid).collect();
-    report.converted = due_for_columnar(&*client, storage, now).await?;
+    let (removable, kept) = content::due(&*client, retention, now).await?;
+    let removable: Vec<Partition> = removable.into_iter().filter(|p| !dropped.contains(&p.oid)).collect();
+    report.converted = due_for_columnar(&*client, retention, storage, now).await?;
+    // Content removed in this pass lets its day be converted in it too.
+    if let Some(due_before) = columnar_due_before(storage, now) {
+        if columnar_available(&*client).await? {
+            report.converted.extend(removable.iter().filter(|p| i64::from(p.day) < due_before).cloned());
+        }
+    }
     report.converted.retain(|p| !dropped.contains(&p.oid));
+    report.content_removed = removable.into_iter().map(|p| (p, None)).collect();
+    report.content_kept = kept;
     Ok(report)
 }
 
@@ -401,32 +445,40 @@ fn is_lock_timeout(err: &StoreError) -> bool {
 }
 
 /// Daily partitions in row storage whose day ended at least `storage.columnar_after` before
-/// `now`, over every record table; none where the database has no `columnar` access method.
+/// `now`, over every record table, except days of spans and log records whose LLM message
+/// content is still to be removed (see `store::content`); none where the database has no
+/// `columnar` access method.
 async fn due_for_columnar(
     client: &impl GenericClient,
+    retention: &RetentionConfig,
     storage: &StorageConfig,
     now: SystemTime,
 ) -> Result<Vec<Partition>, StoreError> {
-    let ColumnarAfter::After(delay) = storage.columnar_after else { return Ok(Vec::new()) };
-    let columnar: bool =
-        client.query_one("SELECT EXISTS (SELECT 1 FROM pg_am WHERE amname = 'columnar')", &[]).await?.get(0);
-    if !columnar {
+    let Some(due_before) = columnar_due_before(storage, now) else { return Ok(Vec::new()) };
+    if !columnar_available(client).await? {
         return Ok(Vec::new());
     }
-    // Day d ends at d + 1 days; it is due once that is at least `delay` before now, that is
-    // once d + 1 <= the day holding now - delay.
-    let due_before =
-        (unix_nanos(now) - delay.as_nanos().min(i64::MAX as u128) as i64).div_euclid(NANOS_PER_DAY);
+    let removed = content::removed(client).await?;
     let mut due = Vec::new();
     for (table, _) in partitions::PARTITIONED {
-        due.extend(
-            partitions_of(client, table)
-                .await?
-                .into_iter()
-                .filter(|p| !p.columnar && i64::from(p.day) < due_before),
-        );
+        due.extend(partitions_of(client, table).await?.into_iter().filter(|p| {
+            !p.columnar && i64::from(p.day) < due_before && content::may_convert(p, retention, &removed)
+        }));
     }
     Ok(due)
+}
+
+/// The first day not yet due for columnar storage at `now`; `None` when it is off.
+fn columnar_due_before(storage: &StorageConfig, now: SystemTime) -> Option<i64> {
+    let ColumnarAfter::After(delay) = storage.columnar_after else { return None };
+    // Day d ends at d + 1 days; it is due once that is at least `delay` before now, that is
+    // once d + 1 <= the day holding now - delay.
+    Some((unix_nanos(now) - delay.as_nanos().min(i64::MAX as u128) as i64).div_euclid(NANOS_PER_DAY))
+}
+
+/// Whether the database has the `columnar` access method.
+async fn columnar_available(client: &impl GenericClient) -> Result<bool, StoreError> {
+    Ok(client.query_one("SELECT EXISTS (SELECT 1 FROM pg_am WHERE amname = 'columnar')", &[]).await?.get(0))
 }
 
 /// Rows per stripe of a columnar day. citus_columnar's planner prices an index lookup at one
@@ -693,6 +745,14 @@ fn record(telemetry: &Telemetry, report: &Report) {
         );
     }
     telemetry.counter(telemetry::PARTITIONS_CONVERTED, &[]).increment(report.converted.len() as u64);
+    let records = report.content_removed.iter().filter_map(|(_, records)| *records).sum::<u64>();
+    telemetry.counter(telemetry::LLM_CONTENT_REMOVED, &[]).increment(records);
+    for partition in &report.content_kept {
+        tracing::warn!(
+            partition = partition.name,
+            "LLM message content is past retention.llm_content on a columnar day, which cannot be updated; kept until the day is dropped"
+        );
+    }
     telemetry
         .counter(telemetry::PARTITION_CONVERSIONS_FAILED, &[])
         .increment(report.convert_failed.len() as u64);

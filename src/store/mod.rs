@@ -4,6 +4,7 @@
 //! that the pipeline's batches go through.
 
 pub mod citus;
+pub mod content;
 pub mod maintenance;
 pub mod migrate;
 pub mod partitions;

@@ -736,6 +736,31 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
         .collect();
     assert_eq!(layouts, ["1000 10000 0"]);
 
+    // LLM message content past `retention.llm_content` is replaced on the workers' shards; the
+    // late day, columnar now, cannot be updated and is said to be kept.
+    trace_client.export(crate::content::call_with_content(0x5c, now)).await.expect("a call with content");
+    let short_content = otelephant::config::RetentionConfig {
+        llm_content: otelephant::config::Retention::days(1),
+        ..retention.clone()
+    };
+    let two_days_on = std::time::SystemTime::now() + std::time::Duration::from_secs(2 * 86_400);
+    let removed =
+        maintenance::run_pass(&server.pool, partitions, &short_content, &config.storage, two_days_on)
+            .await
+            .expect("maintenance pass")
+            .expect("no other pass");
+    let today_spans =
+        format!("spans_p{}", otelephant::time::date_text((now / 86_400_000_000_000) as i64).replace('-', ""));
+    assert!(
+        removed.content_removed.iter().any(|(p, n)| p.name == today_spans && n.is_some_and(|n| n >= 1)),
+        "{:?}",
+        removed.content_removed
+    );
+    assert!(removed.content_kept.iter().any(|p| p.name == partition), "{:?}", removed.content_kept);
+    let (attributes, _) = crate::content::stored_span(&db, 0x5c).await;
+    assert_eq!(attributes["gen_ai.input.messages"], "[content removed after 1day]");
+    assert_eq!(attributes["gen_ai.request.model"], "gpt-4o-mini");
+
     // Storage maintenance: a pass 60 days on, when every partition holding records has expired,
     // drops them all and collects the resources, scopes and series nothing references any
     // more; `retention --dry-run` (a plan) says so beforehand.

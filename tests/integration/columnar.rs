@@ -355,3 +355,47 @@ async fn a_conversion_waits_for_no_one_and_no_one_waits_for_it_but_its_day() {
     assert!(report.converted.iter().any(|p| spans.ends_with(&p.name)), "{report:?}");
     assert_eq!(access_method(&t, &spans).await, "columnar");
 }
+
+#[tokio::test]
+async fn a_day_with_llm_content_becomes_columnar_once_its_content_is_removed() {
+    use crate::content::{call_with_content, records_with_content, stored_span};
+    let Some(url) = columnar_database().await else { return };
+    let t = start(url, |c| c.retention.llm_content = otelephant::config::Retention::days(5)).await;
+    let d = today();
+    let old = (d - 3) * DAY + 12 * 3_600_000_000_000;
+    t.traces().await.export(call_with_content(9, old)).await.expect("spans stored");
+    t.logs().await.export(records_with_content(old)).await.expect("records stored");
+    pass(&t, &ROW_STORAGE, clock(nanos_now())).await;
+    let (spans, logs, calls) = (
+        format!("spans_p{}", date(d - 3)),
+        format!("logs_p{}", date(d - 3)),
+        format!("llm_calls_p{}", date(d - 3)),
+    );
+
+    // Past columnar_after (two days), within the content's five: the day's spans and log
+    // records stay in row storage, where their content can still be removed; the rest goes.
+    let report = pass(&t, &columnar(), clock(nanos_now())).await;
+    let converted: Vec<&str> = report.converted.iter().map(|p| p.name.as_str()).collect();
+    assert!(converted.contains(&calls.as_str()) && !converted.contains(&spans.as_str()), "{report:?}");
+    assert_eq!(access_method(&t, &spans).await, "heap");
+    assert_eq!(access_method(&t, &logs).await, "heap");
+
+    // Three days on, the content is past its retention: removed, then the day converted, in one pass.
+    let later = clock(nanos_now() + 3 * DAY);
+    let report = pass(&t, &columnar(), later).await;
+    assert!(report.content_removed.iter().any(|(p, n)| p.name == spans && *n == Some(1)), "{report:?}");
+    assert!(report.converted.iter().any(|p| p.name == spans), "{report:?}");
+    assert_eq!(access_method(&t, &spans).await, "columnar");
+    assert_eq!(access_method(&t, &logs).await, "columnar");
+    let (attributes, _) = stored_span(&t.sql, 9).await;
+    assert_eq!(attributes["gen_ai.input.messages"], "[content removed after 5days]");
+    assert_eq!(attributes["gen_ai.request.model"], "gpt-4o-mini");
+
+    // A columnar day whose content was never removed (converted before content had a
+    // retention) cannot be updated: the pass says so and leaves it.
+    t.sql.execute("DELETE FROM llm_content_removed WHERE partition = $1", &[&spans]).await.expect("forget");
+    let report = pass(&t, &columnar(), later).await;
+    let kept: Vec<&str> = report.content_kept.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(kept, [spans.as_str()], "{report:?}");
+    assert!(report.render(false).contains("columnar storage cannot be updated"), "{}", report.render(false));
+}

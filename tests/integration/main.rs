@@ -7,6 +7,7 @@ mod browser;
 mod citus;
 mod columnar;
 mod common;
+mod content;
 mod deploy;
 mod e2e;
 mod grpc;

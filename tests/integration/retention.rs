@@ -17,21 +17,21 @@ use crate::common::*;
 
 const DAY: u64 = 86_400_000_000_000;
 
-fn today() -> u64 {
+pub(crate) fn today() -> u64 {
     nanos_now() / DAY
 }
 
 /// The time `hours` into day `day` (days since the epoch).
-fn at(day: u64, hours: u64) -> u64 {
+pub(crate) fn at(day: u64, hours: u64) -> u64 {
     day * DAY + hours * 3_600_000_000_000
 }
 
-fn clock(nanos: u64) -> SystemTime {
+pub(crate) fn clock(nanos: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(nanos)
 }
 
 /// One maintenance pass at `now`, after the server's own first pass.
-async fn pass_at(t: &TestServer, now: SystemTime) -> Report {
+pub(crate) async fn pass_at(t: &TestServer, now: SystemTime) -> Report {
     t.first_maintenance_pass().await;
     let pool = t.server.as_ref().expect("running").pool.clone();
     maintenance::run_pass(&pool, &t.config.partitions, &t.config.retention, &t.config.storage, now)

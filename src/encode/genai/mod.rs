@@ -4,6 +4,7 @@
 //! of every span's attributes. The span itself is stored as it was sent; the row is written
 //! with it, in its transaction, and kept as long as it (see `migrations/0009_llm_calls.sql`).
 
+pub mod content;
 pub mod prices;
 
 use super::{
