@@ -187,6 +187,16 @@ mod tests {
     }
 
     #[test]
+    fn the_content_benchmark_matches_the_keys_content_is_found_by() {
+        let bench = include_str!("../../../bench/llm_content.sql");
+        assert!(
+            bench.contains(&format!("'{}'::text AS p", key_pattern())),
+            "bench/llm_content.sql: {}",
+            key_pattern()
+        );
+    }
+
+    #[test]
     fn a_cut_keeps_whole_characters_and_says_how_much_went() {
         let text = "é".repeat(100); // 200 bytes
         let cut = cut(&text, 101);
