@@ -83,7 +83,12 @@ fn conditions(
         ));
     }
     if !filters.user_id.is_empty() {
-        and.push(format!("c.user_id = {}", sql.param(filters.user_id.clone())));
+        // Likewise: the calls of the traces where a call carries the user's id.
+        let id = sql.param(filters.user_id.clone());
+        and.push(format!(
+            "c.trace_id IN (SELECT o.trace_id FROM llm_calls o WHERE o.user_id = {id} \
+             AND o.start_time_unix_nano >= {start} AND o.start_time_unix_nano < {end})"
+        ));
     }
     if !filters.trace_id.is_empty() {
         let id = parse_trace_id(&filters.trace_id, "filters.trace_id")?;
@@ -105,6 +110,15 @@ fn conditions(
         kind => and.push(format!("c.kind = {}", sql.param(kind.to_owned()))),
     }
     Ok(and.join(" AND "))
+}
+
+/// What GetLlmOverview's groups are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupBy {
+    /// A model of a provider, from a service.
+    Model,
+    /// The calls of the traces in which a call carries an id: of `user_id` or `conversation_id`.
+    Owner(&'static str),
 }
 
 fn count(row: &Row, i: usize) -> u64 {
@@ -130,6 +144,16 @@ pub(super) async fn get_llm_overview(
             "step_nanos: {steps} steps in the range, more than the {MAX_STEPS} one request may ask for"
         )));
     }
+    let group_by = match request.group_by.as_str() {
+        "" | "model" => GroupBy::Model,
+        "user" => GroupBy::Owner("user_id"),
+        "conversation" => GroupBy::Owner("conversation_id"),
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "group_by: {other:?} is none of \"model\", \"user\" or \"conversation\""
+            )))
+        }
+    };
     let mut sql = Sql::default();
     let and = conditions(&mut sql, &filters, (start, end), true, q.limits.max_filter_bytes)?;
     let durations = "c.end_time_unix_nano - c.start_time_unix_nano";
@@ -148,9 +172,28 @@ pub(super) async fn get_llm_overview(
     let order = format!("ORDER BY 10 DESC NULLS LAST, 4 DESC, 1, 2, 3 LIMIT {}", MAX_GROUPS + 1);
     let mut budget = q.budget();
     let mut client = q.client().await?;
-    let (rows, full) = match q.layout {
+    let (rows, full) = match (group_by, q.layout) {
+        // Per user or conversation: the calls of the traces in which a call carries the id.
+        (GroupBy::Owner(column), _) => {
+            let total = format!("SELECT '', '', '', {figures}, true {from}");
+            let (mut rows, _) = client.query_within(&total, &sql.params(), &mut budget).await?;
+            let statement = format!(
+                "SELECT o.owner, '', '', {figures}, false
+                 FROM (SELECT DISTINCT o.{column} AS owner, o.trace_id FROM llm_calls o
+                       WHERE o.{column} IS NOT NULL AND o.start_time_unix_nano >= $1
+                         AND o.start_time_unix_nano < $2) o
+                 JOIN llm_calls c ON c.trace_id = o.trace_id
+                 LEFT JOIN resources r ON r.resource_id = c.resource_id
+                 WHERE {and} GROUP BY o.owner
+                 ORDER BY 10 DESC NULLS LAST, 4 DESC, 1 LIMIT {}",
+                MAX_GROUPS + 1
+            );
+            let (groups, full) = client.query_within(&statement, &sql.params(), &mut budget).await?;
+            rows.extend(groups);
+            (rows, full)
+        }
         // The groups and, in the same scan, their total (the grouping set ()), which sorts first.
-        Layout::SingleNode => {
+        (GroupBy::Model, Layout::SingleNode) => {
             let statement = format!(
                 "{groups}, GROUPING({MODEL}, c.provider, r.service_name) <> 0 {from}
                  GROUP BY GROUPING SETS (({MODEL}, c.provider, r.service_name), ())
@@ -160,7 +203,7 @@ pub(super) async fn get_llm_overview(
             client.query_within(&statement, &sql.params(), &mut budget).await?
         }
         // Citus runs no GROUPING SETS: the total is a statement of its own.
-        Layout::Citus => {
+        (GroupBy::Model, Layout::Citus) => {
             let total = format!("SELECT '', '', '', {figures}, true {from}");
             let (mut rows, _) = client.query_within(&total, &sql.params(), &mut budget).await?;
             let statement = format!("{groups}, false {from} GROUP BY 1, 2, 3 {order}");
@@ -202,13 +245,25 @@ pub(super) async fn get_llm_overview(
             unpriced_calls: count(row, 10),
             p50_nanos: count(row, 11),
             p95_nanos: count(row, 12),
+            user: String::new(),
+            conversation: String::new(),
         };
         let mut rows = rows.iter();
         let total = rows.next().filter(|row| row.get::<_, bool>(13)).map(group).map(|mut total| {
             (total.model, total.provider, total.service) = (String::new(), String::new(), String::new());
             total
         });
-        let mut groups: Vec<LlmGroup> = rows.map(group).collect();
+        let mut groups: Vec<LlmGroup> = rows
+            .map(|row| {
+                let mut g = group(row);
+                match group_by {
+                    GroupBy::Owner("user_id") => g.user = std::mem::take(&mut g.model),
+                    GroupBy::Owner(_) => g.conversation = std::mem::take(&mut g.model),
+                    GroupBy::Model => {}
+                }
+                g
+            })
+            .collect();
         let groups_truncated = full || groups.len() > MAX_GROUPS;
         groups.truncate(MAX_GROUPS);
         let mut steps_out: Vec<LlmStep> = (0..steps)

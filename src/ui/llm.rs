@@ -117,6 +117,7 @@ async fn overview_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
         time_range: Some(time_range_message(range)),
         filters: Some(filters(params)?),
         step_nanos: step,
+        group_by: params.text("group").to_owned(),
     };
     let overview = ui
         .query
@@ -132,8 +133,15 @@ async fn overview_body(ui: &Ui, params: &QueryString) -> Result<Markup, String> 
             range_label(params)
         )));
     }
-    let carry = params.changed(&[("page_token", None)]);
-    blocking(move || render_overview(&overview, &total, range, step, &carry)).await
+    let carry = params.changed(&[("page_token", None), ("group", None)]);
+    let group = params.text("group").to_owned();
+    let tabs: Vec<(&str, String)> = GROUPS
+        .iter()
+        .map(|&(value, _)| {
+            (value, format!("/llm?{}", params.changed(&[("group", Some(value)), ("page_token", None)])))
+        })
+        .collect();
+    blocking(move || render_overview(&overview, &total, range, step, &carry, &group, &tabs)).await
 }
 
 fn render_overview(
@@ -142,6 +150,8 @@ fn render_overview(
     range: (u64, u64),
     step: u64,
     carry: &str,
+    group: &str,
+    tabs: &[(&str, String)],
 ) -> Markup {
     let line = |label: &str, value: &dyn Fn(&crate::query::proto::LlmStep) -> f64| chart::Line {
         label: label.to_owned(),
@@ -174,11 +184,86 @@ fn render_overview(
             figure.red-chart data-chart="calls" { (raw(chart::lines(&calls, range, &|v| format!("{v:.0}")))) figcaption { "Calls per " (every) } }
             figure.red-chart data-chart="p95" { (raw(chart::lines(&p95, range, &|v| duration_text(v.max(0.0) as u64)))) figcaption { "p95 duration, per " (every) } }
         }
+        nav.llm-group-by aria-label="Group by" {
+            "Sum by "
+            @for (&(value, label), (_, link)) in GROUPS.iter().zip(tabs) {
+                @if value == group || (value == "model" && group.is_empty()) {
+                    strong aria-current="true" { (label) }
+                } @else {
+                    a href=(link) data-group=(value) { (label) }
+                }
+                " "
+            }
+        }
+        @if group == "user" || group == "conversation" {
+            (owner_table(overview, group, carry))
+        } @else {
+            (model_table(overview, carry))
+        }
+        @if overview.groups_truncated {
+            p.note { "The 1,000 costliest groups are shown; narrow the filters to see the others." }
+        }
+        p { a href=(href("/llm/calls", &[], carry)) { "Every call in this range →" } }
+    }
+}
+
+/// What the overview's table can sum by: the request's `group_by`, and its label.
+const GROUPS: [(&str, &str); 3] = [("model", "model"), ("user", "user"), ("conversation", "conversation")];
+
+/// The figures every row of the overview's tables ends with.
+fn figures(g: &LlmGroup) -> Markup {
+    html! {
+        td.num { (count_text(g.calls)) }
+        td.num { (count_text(g.errors)) }
+        td.num { (count_text(g.input_tokens)) }
+        td.num { (count_text(g.output_tokens)) }
+        td.num { (count_text(g.cache_read_tokens)) }
+        td.num { (count_text(g.reasoning_tokens)) }
+        td.num data-cost=(g.cost) {
+            (cost_text(g.cost))
+            @if g.unpriced_calls > 0 { " " span.unpriced title="calls with no price" { "+" (g.unpriced_calls) " unpriced" } }
+        }
+        td.num { (duration_text(g.p50_nanos)) }
+        td.num { (duration_text(g.p95_nanos)) }
+    }
+}
+
+const FIGURE_HEADS: [&str; 9] =
+    ["Calls", "Errors", "Input", "Output", "Cached", "Reasoning", "Cost", "p50", "p95"];
+
+/// Per user or conversation: the calls of the traces in which a call carries its id.
+fn owner_table(overview: &GetLlmOverviewResponse, group: &str, carry: &str) -> Markup {
+    html! {
+        table.results.llm-groups data-group=(group) {
+            thead { tr {
+                th { @if group == "user" { "User" } @else { "Conversation" } }
+                @for head in FIGURE_HEADS { th.num { (head) } }
+            } }
+            tbody {
+                @for g in &overview.groups {
+                    @if group == "user" {
+                        tr data-user=(g.user) {
+                            td { a href=(href("/llm/calls", &[("user", &g.user)], carry)) { (g.user) } }
+                            (figures(g))
+                        }
+                    } @else {
+                        tr data-conversation=(g.conversation) {
+                            td { a href=(href("/llm/conversation", &[("id", &g.conversation)], carry)) { (g.conversation) } }
+                            (figures(g))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn model_table(overview: &GetLlmOverviewResponse, carry: &str) -> Markup {
+    html! {
         table.results.llm-groups {
             thead { tr {
-                th { "Model" } th { "Provider" } th { "Service" } th.num { "Calls" } th.num { "Errors" }
-                th.num { "Input" } th.num { "Output" } th.num { "Cached" } th.num { "Reasoning" }
-                th.num { "Cost" } th.num { "p50" } th.num { "p95" }
+                th { "Model" } th { "Provider" } th { "Service" }
+                @for head in FIGURE_HEADS { th.num { (head) } }
             } }
             tbody {
                 @for g in &overview.groups {
@@ -186,26 +271,11 @@ fn render_overview(
                         td { a href=(href("/llm/calls", &[("model", &g.model), ("service", &g.service)], carry)) { (g.model) } }
                         td { (g.provider) }
                         td { (g.service) }
-                        td.num { (count_text(g.calls)) }
-                        td.num { (count_text(g.errors)) }
-                        td.num { (count_text(g.input_tokens)) }
-                        td.num { (count_text(g.output_tokens)) }
-                        td.num { (count_text(g.cache_read_tokens)) }
-                        td.num { (count_text(g.reasoning_tokens)) }
-                        td.num data-cost=(g.cost) {
-                            (cost_text(g.cost))
-                            @if g.unpriced_calls > 0 { " " span.unpriced title="calls with no price" { "+" (g.unpriced_calls) " unpriced" } }
-                        }
-                        td.num { (duration_text(g.p50_nanos)) }
-                        td.num { (duration_text(g.p95_nanos)) }
+                        (figures(g))
                     }
                 }
             }
         }
-        @if overview.groups_truncated {
-            p.note { "The 1,000 costliest groups are shown; narrow the filters to see the others." }
-        }
-        p { a href=(href("/llm/calls", &[], carry)) { "Every call in this range →" } }
     }
 }
 

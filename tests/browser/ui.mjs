@@ -634,6 +634,22 @@ async function llmRun(data) {
   );
   await shot("llm-overview");
 
+  step("summed per user: a click on \"user\" shows each user's calls and cost, as SQL sums them");
+  await page.click("nav.llm-group-by a[data-group=user]");
+  await ready();
+  assert.match(page.url(), /[?&]group=user/);
+  const users = await page.$$eval("table.llm-groups[data-group=user] tbody tr", (rows) =>
+    rows.map((r) => ({ user: r.dataset.user, calls: r.children[1].textContent, cost: Number(r.querySelector("[data-cost]").dataset.cost) })));
+  assert.equal(users.length, data.sql.users.length, JSON.stringify(users));
+  for (const expected of data.sql.users) {
+    const row = users.find((u) => u.user === expected.user);
+    assert.ok(row, `a row for ${expected.user}`);
+    assert.equal(row.calls, String(expected.calls));
+    assert.ok(Math.abs(row.cost - expected.cost) < 1e-12, `${row.cost} against ${expected.cost}`);
+  }
+  await shot("llm-users");
+  await goto("/llm");
+
   step("a model's calls: a click on its row lists them, each with its tokens, cost and links");
   await page.click(`table.llm-groups tr[data-service="${data.genai_service}"] td a`);
   await ready();
@@ -648,11 +664,13 @@ async function llmRun(data) {
   }
   await shot("llm-calls");
 
-  step("filters: errors only finds none of them, a user finds the OpenInference calls");
+  step("filters: errors only finds none of them, a user finds the model calls of both applications' traces");
   await goto(`/llm/calls?errors=1`);
   assert.match(await page.textContent("main"), /No LLM calls match/);
   await goto(`/llm/calls?user=user-ada&kind=llm`);
-  assert.equal(await page.$$eval("table.llm-calls tbody tr", (rows) => rows.length), 4, "OpenInference puts the user on each call");
+  // OpenInference puts the user on each call, the GenAI application on its agent's span only:
+  // a user's calls are those of the traces in which a span carries the id.
+  assert.equal(await page.$$eval("table.llm-calls tbody tr", (rows) => rows.length), 8, "four model calls of each application");
 
   step("a conversation as a chat, from the older per-message events: messages in order, the tool call and its result");
   await goto(`/llm/calls?service=${data.genai_service}&kind=agent`);

@@ -122,6 +122,21 @@ async fn a_person_reads_llm_costs_and_conversations_in_the_web_ui() {
                                "calls": r.get::<_, i64>(2), "cost": r.get::<_, f64>(3)})
         })
         .collect();
+    // Per user: the model calls of the traces in which a span carries the user's id.
+    let users: Vec<serde_json::Value> = t
+        .sql
+        .query(
+            "SELECT o.user_id, count(*), sum(c.cost)
+             FROM (SELECT DISTINCT user_id, trace_id FROM llm_calls WHERE user_id IS NOT NULL) o
+             JOIN llm_calls c USING (trace_id) WHERE c.kind IN ('llm', 'embedding') GROUP BY 1",
+            &[],
+        )
+        .await
+        .expect("users")
+        .iter()
+        .map(|r| serde_json::json!({"user": r.get::<_, String>(0), "calls": r.get::<_, i64>(1), "cost": r.get::<_, f64>(2)}))
+        .collect();
+    assert!(!users.is_empty(), "the instrumented application names its user");
     let call_cost: f64 = t
         .sql
         .query_one(
@@ -154,6 +169,7 @@ async fn a_person_reads_llm_costs_and_conversations_in_the_web_ui() {
             "input": totals.get::<_, i64>(1),
             "output": totals.get::<_, i64>(2),
             "groups": groups,
+            "users": users,
             "call_cost_text": otelephant::ui::cost_text(call_cost),
             "conversation_cost_texts": conversation_costs,
         }

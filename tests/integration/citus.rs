@@ -470,7 +470,11 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     assert_eq!(fixtures::query::flatten(&got), fixtures::query::flatten(&sent), "every field of every span");
 
     // An LLM call is derived, stored with its span's trace, listed and summed on the cluster.
-    trace_client.export(crate::llm::model_call("gpt-4o-mini", 1000, 100)).await.expect("an LLM call stored");
+    let mut call = crate::llm::model_call("gpt-4o-mini", 1000, 100);
+    call.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .push(crate::common::otlp::kv("user.id", crate::common::otlp::s("citus-user")));
+    trace_client.export(call).await.expect("an LLM call stored");
     let calls = query
         .list_llm_calls(otelephant::query::proto::ListLlmCallsRequest::default())
         .await
@@ -491,6 +495,16 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     assert_eq!(overview.total.as_ref().map(|t| t.calls), Some(1));
     assert_eq!(overview.steps.iter().map(|s| s.calls).sum::<u64>(), 1);
     assert!((overview.groups[0].cost - (1000.0 * 1.5e-7 + 100.0 * 6e-7)).abs() < 1e-12);
+    let per_user = query
+        .get_llm_overview(otelephant::query::proto::GetLlmOverviewRequest {
+            group_by: "user".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the LLM overview per user")
+        .into_inner();
+    let users: Vec<(&str, u64)> = per_user.groups.iter().map(|g| (g.user.as_str(), g.calls)).collect();
+    assert_eq!(users, [("citus-user", 1)]);
     let conversation = query
         .get_llm_conversation(otelephant::query::proto::GetLlmConversationRequest {
             trace_id: calls[0].trace_id.clone(),

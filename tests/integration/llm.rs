@@ -513,7 +513,48 @@ async fn the_query_service_lists_llm_calls_and_sums_them_per_model_over_grpc_and
     assert_eq!(stepped, 4);
     assert_eq!(rows.iter().filter(|r| r.kind == "llm").count(), 4);
 
+    // Summed per user and per conversation: the agent's span carries both ids, and the four
+    // model calls of its trace count for them.
+    let user = "user-ada";
+    for (group_by, owner) in [("user", user.to_owned()), ("conversation", conversation.clone())] {
+        let overview = query
+            .get_llm_overview(GetLlmOverviewRequest {
+                filters: filters(LlmCallFilters::default()),
+                group_by: group_by.into(),
+                ..GetLlmOverviewRequest::default()
+            })
+            .await
+            .expect("per owner")
+            .into_inner();
+        assert_eq!(overview.groups.len(), 1, "{overview:?}");
+        let group = &overview.groups[0];
+        let key = if group_by == "user" { &group.user } else { &group.conversation };
+        assert_eq!(key, &owner);
+        assert_eq!((group.calls, group.input_tokens, group.output_tokens), (4, 4800, 1200), "{group:?}");
+        assert!((group.cost - sums.get::<_, f64>(1)).abs() < 1e-12);
+        assert!(group.model.is_empty() && group.service.is_empty());
+        assert_eq!(overview.total.expect("a total").calls, 4);
+    }
+    let of_user = query
+        .list_llm_calls(ListLlmCallsRequest {
+            filters: filters(LlmCallFilters { user_id: user.into(), ..LlmCallFilters::default() }),
+            page_size: 100,
+            ..ListLlmCallsRequest::default()
+        })
+        .await
+        .expect("the user's calls")
+        .into_inner();
+    assert_eq!(of_user.calls.len(), 5, "the agent's span and the model calls of its trace");
+
     // Bad requests are refused with what is wrong.
+    let refused = query
+        .get_llm_overview(GetLlmOverviewRequest {
+            group_by: "tenant".into(),
+            ..GetLlmOverviewRequest::default()
+        })
+        .await
+        .expect_err("no such grouping");
+    assert!(refused.message().contains("group_by"), "{}", refused.message());
     let refused = query
         .get_llm_overview(GetLlmOverviewRequest { step_nanos: 1000, ..GetLlmOverviewRequest::default() })
         .await
