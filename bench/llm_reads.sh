@@ -18,6 +18,9 @@ run "overview, last hour (default)" GetLlmOverview '{}'
 run "overview, last hour, 60 steps of a minute" GetLlmOverview '{"stepNanos":"60000000000"}'
 run "overview, 24 h, 720 steps of 2 minutes" GetLlmOverview "{$range,\"stepNanos\":\"120000000000\"}"
 run "overview, 24 h, one service, 96 steps" GetLlmOverview "{$range,\"filters\":{\"service\":\"llm-app-3\"},\"stepNanos\":\"900000000000\"}"
+run "overview per user, last hour" GetLlmOverview '{"groupBy":"user"}'
+run "overview per conversation, last hour" GetLlmOverview '{"groupBy":"conversation"}'
+run "overview per user, 24 h" GetLlmOverview "{$range,\"groupBy\":\"user\"}"
 run "calls, last hour, first page" ListLlmCalls '{}'
 run "calls, 24 h, one conversation" ListLlmCalls "{$range,\"filters\":{\"conversationId\":\"conv-4242\"},\"pageSize\":100}"
 run "calls, 24 h, one user, errors only" ListLlmCalls "{$range,\"filters\":{\"userId\":\"user-50\",\"errorsOnly\":true}}"

@@ -213,7 +213,7 @@ where
                 status: span.status,
             };
             genai::write_call(out.rows_mut(TableId::LlmCalls), &call, &llm, span.events);
-            if let Some(peer) = Peer::of(&peer).filter(|_| calling) {
+            if let Some(peer) = calling.then(|| Peer::of(&peer)).flatten() {
                 out.spans.add_peer_call(&tallied, &peer);
             }
         }
