@@ -18,7 +18,8 @@
 //! - [`query`]: the read API, `otelephant.query.v1.QueryService`: OTLP back out of the tables,
 //!   [`query::traces`], [`query::logs`], [`query::metrics`] one signal each; on the HTTP port,
 //!   [`query::http`] the same service as JSON and [`query::jaeger`] Jaeger's query API;
-//!   [`query::budget`] the memory answers are built in.
+//!   [`query::budget`] the memory answers are built in; [`query::logql`] parses LogQL, the
+//!   query language of Loki's API.
 //! - [`receive`]: front doors; [`receive::grpc`] serves the OTLP/gRPC export services,
 //!   [`receive::http`] the OTLP/HTTP receiver, [`receive::conn`] the connection limits, idle
 //!   timeout and request body pace both listeners keep, [`receive::inflate`] decompression in

@@ -6,6 +6,7 @@ pub mod conversation;
 pub mod http;
 pub mod jaeger;
 pub mod llm;
+pub mod logql;
 pub mod logs;
 pub mod metrics;
 pub mod special_floats;
