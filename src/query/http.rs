@@ -101,14 +101,16 @@ pub const SERVICE_PATH: &str = "/otelephant.query.v1.QueryService";
 /// The largest request body read: query requests are a few filters.
 const MAX_REQUEST_BYTES: usize = 1 << 20;
 
-/// The read APIs of the OTLP/HTTP port: this JSON form of the query service and Jaeger's API
-/// ([`super::jaeger`]), both behind the query token (see [`Access::admits_query`]).
+/// The read APIs of the OTLP/HTTP port: this JSON form of the query service, Jaeger's API
+/// ([`super::jaeger`]) and Loki's ([`super::loki`]), all behind the query token (see
+/// [`Access::admits_query`]).
 pub fn router(query: Query, access: Access) -> Router {
     Router::new()
         .route(&format!("{SERVICE_PATH}/{{method}}"), post(call))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(query.clone())
-        .merge(super::jaeger::router(query))
+        .merge(super::jaeger::router(query.clone()))
+        .merge(super::loki::router(query))
         .layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: Next| {
             let access = access.clone();
             async move {

@@ -8,6 +8,7 @@ pub mod jaeger;
 pub mod llm;
 pub mod logql;
 pub mod logs;
+pub mod loki;
 pub mod metrics;
 pub mod special_floats;
 pub mod traces;
@@ -105,6 +106,15 @@ impl Query {
             )
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// The rows of one statement, within one answer's memory (`RESOURCE_EXHAUSTED` past it).
+    async fn rows(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Status> {
+        let (rows, full) = self.client().await?.query_within(statement, params, &mut self.budget()).await?;
+        if full {
+            return Err(Status::resource_exhausted("the answer is larger than query.answer_bytes"));
+        }
+        Ok(rows)
     }
 
     /// A connection of the query pool, waited for at most as long as a statement may run.

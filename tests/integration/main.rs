@@ -16,6 +16,7 @@ mod http;
 mod isolation;
 mod llm;
 mod logs;
+mod loki;
 mod metrics;
 mod nul;
 mod outage;

@@ -224,6 +224,10 @@ async fn read_apis_need_the_query_token_as_a_bearer_token_or_a_ui_session() {
     assert_eq!(jaeger.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
     let jaeger = client.get(url(&t, "/jaeger/api/services")).bearer_auth("query-9b2c");
     assert_eq!(jaeger.send().await.unwrap().status(), StatusCode::OK);
+    let loki = client.get(url(&t, "/loki/api/v1/labels"));
+    assert_eq!(loki.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let loki = client.get(url(&t, "/loki/api/v1/labels")).bearer_auth("query-9b2c");
+    assert_eq!(loki.send().await.unwrap().status(), StatusCode::OK);
     t.stop().await;
 }
 

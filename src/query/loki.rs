@@ -1,0 +1,238 @@
+//! Loki's query API over the stored log records, under `/loki` on the HTTP port, for Grafana's
+//! Loki data source (README.md "Logs in Grafana"). Log records are seen as Loki 3 sees OTLP
+//! logs (grafana/loki `docs/sources/send-data/otel`): their stream labels are the well-known
+//! resource attributes Loki promotes ([`PROMOTED`]), named with `_` for every character a label
+//! name cannot hold (`service.name` is `service_name`).
+//!
+//! Served so far: the label names and values (`/loki/api/v1/labels`,
+//! `/loki/api/v1/label/<name>/values`), from the resources `log_rollup` counts records of in the
+//! range, never from the records themselves. Other paths under `/loki` are answered 404, so that
+//! Grafana falls back where it can.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::{
+    extract::{Path, Query as Params, State},
+    http::StatusCode,
+    response::Response,
+    routing::get,
+    Router,
+};
+use serde::Deserialize;
+use serde_json::json;
+use tonic::Status;
+
+use super::{http::json, Query};
+
+/// The resource attributes Loki 3 makes stream labels by default
+/// (`distributor.otlp_config.default_resource_attributes_as_index_labels`).
+pub const PROMOTED: [&str; 18] = [
+    "service.name",
+    "service.namespace",
+    "service.instance.id",
+    "deployment.environment",
+    "deployment.environment.name",
+    "cloud.region",
+    "cloud.availability_zone",
+    "k8s.cluster.name",
+    "k8s.namespace.name",
+    "k8s.pod.name",
+    "k8s.container.name",
+    "container.name",
+    "k8s.replicaset.name",
+    "k8s.deployment.name",
+    "k8s.statefulset.name",
+    "k8s.daemonset.name",
+    "k8s.cronjob.name",
+    "k8s.job.name",
+];
+
+/// How long before `end` a request without `start` looks, as Loki's `since` defaults.
+const DEFAULT_SINCE: Duration = Duration::from_secs(6 * 3600);
+
+/// A label name for an attribute key, as Loki writes it: every character other than an ASCII
+/// letter, digit or `_` becomes `_`, and a leading digit gets a `_` before it.
+pub fn label_name(key: &str) -> String {
+    let mut name: String =
+        key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    name
+}
+
+/// The promoted attribute keys whose label is `name`.
+fn keys_of(name: &str) -> Vec<&'static str> {
+    PROMOTED.iter().copied().filter(|key| label_name(key) == name).collect()
+}
+
+pub fn router(query: Query) -> Router {
+    let api = Router::new()
+        .route("/labels", get(labels))
+        .route("/label/{name}/values", get(label_values))
+        .with_state(query);
+    Router::new().nest("/loki/api/v1", api).route("/loki/{*rest}", get(not_served))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RangeParams {
+    start: Option<String>,
+    end: Option<String>,
+    since: Option<String>,
+}
+
+/// A time as Loki's API takes one: nanoseconds (or seconds, with a fraction) since the epoch,
+/// or RFC 3339.
+///
+/// # Errors
+/// A message naming the parameter.
+pub fn parse_time(name: &str, text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(nanos) = text.parse::<i64>() {
+        // Loki: a plain integer is nanoseconds, unless it is short enough to be seconds.
+        return Ok(if text.trim_start_matches('-').len() <= 10 {
+            nanos.saturating_mul(1_000_000_000)
+        } else {
+            nanos
+        });
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() {
+            return Ok((seconds * 1e9) as i64);
+        }
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|_| format!("invalid {name}: {text:?} is neither a Unix time nor RFC 3339"))
+        .map(|at| at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64))
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
+}
+
+/// The range a labels request asks about, `[start, end)` in nanoseconds.
+fn range(params: &RangeParams) -> Result<(i64, i64), String> {
+    let end = params.end.as_deref().map(|t| parse_time("end", t)).transpose()?.unwrap_or_else(now_nanos);
+    let since = match &params.since {
+        Some(since) => super::logql::parse_duration(since).map_err(|m| format!("invalid since: {m}"))?,
+        None => DEFAULT_SINCE.as_nanos() as i64,
+    };
+    let start = params.start.as_deref().map(|t| parse_time("start", t)).transpose()?.unwrap_or(end - since);
+    if end < start {
+        return Err("the end timestamp must not be before the start time".into());
+    }
+    Ok((start, end))
+}
+
+/// Loki's answer to a bad request: its status and the message as plain text.
+fn bad_request(message: &str) -> Response {
+    use axum::response::IntoResponse;
+    (
+        StatusCode::BAD_REQUEST,
+        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message.to_owned(),
+    )
+        .into_response()
+}
+
+fn failure(status: &Status) -> Response {
+    use axum::response::IntoResponse;
+    let code = match status.code() {
+        tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], status.message().to_owned())
+        .into_response()
+}
+
+/// The resources with log records in the range, by the minutes `log_rollup` counts them in.
+const RESOURCES_IN_RANGE: &str = "SELECT DISTINCT resource_id FROM log_rollup
+     WHERE minute_unix_nano >= $1 - (($1 % 60000000000) + 60000000000) % 60000000000 AND minute_unix_nano < $2";
+
+async fn labels(State(q): State<Query>, Params(params): Params<RangeParams>) -> Response {
+    let (start, end) = match range(&params) {
+        Ok(range) => range,
+        Err(message) => return bad_request(&message),
+    };
+    let keys: Vec<&str> = PROMOTED.to_vec();
+    let statement = format!(
+        "SELECT DISTINCT k FROM resources r, jsonb_object_keys(r.attributes) AS k
+         WHERE r.resource_id IN ({RESOURCES_IN_RANGE}) AND k = ANY($3)"
+    );
+    match q.rows(&statement, &[&start, &end, &keys]).await {
+        Ok(rows) => {
+            let mut names: Vec<String> = rows.iter().map(|row| label_name(row.get::<_, &str>(0))).collect();
+            names.sort_unstable();
+            names.dedup();
+            json(StatusCode::OK, &json!({"status": "success", "data": names}))
+        }
+        Err(status) => failure(&status),
+    }
+}
+
+async fn label_values(
+    State(q): State<Query>,
+    Path(name): Path<String>,
+    Params(params): Params<RangeParams>,
+) -> Response {
+    let (start, end) = match range(&params) {
+        Ok(range) => range,
+        Err(message) => return bad_request(&message),
+    };
+    let keys = keys_of(&name);
+    if keys.is_empty() {
+        return json(StatusCode::OK, &json!({"status": "success", "data": []}));
+    }
+    let statement = format!(
+        "SELECT DISTINCT CASE jsonb_typeof(r.attributes -> k) WHEN 'string' THEN r.attributes ->> k
+                              ELSE (r.attributes -> k)::text END
+         FROM resources r, unnest($3::text[]) AS k
+         WHERE r.resource_id IN ({RESOURCES_IN_RANGE}) AND r.attributes ? k"
+    );
+    match q.rows(&statement, &[&start, &end, &keys]).await {
+        Ok(rows) => {
+            let mut values: Vec<String> =
+                rows.iter().filter_map(|row| row.get::<_, Option<String>>(0)).collect();
+            values.sort_unstable();
+            json(StatusCode::OK, &json!({"status": "success", "data": values}))
+        }
+        Err(status) => failure(&status),
+    }
+}
+
+/// What is not served: 404, so Grafana falls back (detected labels, patterns...).
+async fn not_served(Path(rest): Path<String>) -> Response {
+    use axum::response::IntoResponse;
+    (
+        StatusCode::NOT_FOUND,
+        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("/loki/{rest} is not served by otelephant (README: Logs in Grafana)"),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_names_are_written_as_loki_writes_them() {
+        assert_eq!(label_name("service.name"), "service_name");
+        assert_eq!(label_name("k8s.pod.name"), "k8s_pod_name");
+        assert_eq!(label_name("deployment.environment.name"), "deployment_environment_name");
+        assert_eq!(label_name("3d-model"), "_3d_model");
+        assert_eq!(keys_of("service_name"), ["service.name"]);
+        assert!(keys_of("nope").is_empty());
+    }
+
+    #[test]
+    fn times_are_read_in_every_form_loki_takes() {
+        assert_eq!(parse_time("start", "1700000000000000000"), Ok(1_700_000_000_000_000_000));
+        assert_eq!(parse_time("start", "1700000000"), Ok(1_700_000_000_000_000_000));
+        assert_eq!(parse_time("start", "1700000000.5"), Ok(1_700_000_000_500_000_000));
+        assert_eq!(parse_time("start", "2023-11-14T22:13:20Z"), Ok(1_700_000_000_000_000_000));
+        assert!(parse_time("start", "yesterday").unwrap_err().contains("invalid start"));
+    }
+}
