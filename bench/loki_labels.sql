@@ -1,4 +1,4 @@
--- Loki's /labels and /label/<name>/values at volume: the log_rollup rows that 10M log records
+-- Loki's /labels, /label/<name>/values and /series at volume: the log_rollup rows that 10M log records
 -- over the last 24 hours from 200 services (each its own resource with service.name,
 -- deployment.environment and k8s.pod.name), in five severities, leave: one row per minute,
 -- resource and severity (1.44M rows). The two reads are timed as the endpoints run them, over
@@ -38,3 +38,7 @@ FROM resources r, unnest(ARRAY['service.name']) AS k
 WHERE r.resource_id IN (SELECT DISTINCT resource_id FROM log_rollup
       WHERE minute_unix_nano >= :now - 86400000000000 AND minute_unix_nano < :now)
   AND r.attributes ? k) v;
+-- /series, six hours: the resources' attributes, matched in otelephant.
+SELECT count(*) FROM (SELECT r.attributes FROM resources r WHERE r.resource_id IN (SELECT DISTINCT resource_id FROM log_rollup
+      WHERE minute_unix_nano >= (:now - 21600000000000) - (((:now - 21600000000000) % 60000000000) + 60000000000) % 60000000000
+        AND minute_unix_nano < :now)) s;

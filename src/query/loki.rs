@@ -5,11 +5,15 @@
 //! name cannot hold (`service.name` is `service_name`).
 //!
 //! Served so far: the label names and values (`/loki/api/v1/labels`,
-//! `/loki/api/v1/label/<name>/values`), from the resources `log_rollup` counts records of in the
-//! range, never from the records themselves. Other paths under `/loki` are answered 404, so that
+//! `/loki/api/v1/label/<name>/values`) and the streams a selector matches (`/loki/api/v1/series`),
+//! from the resources `log_rollup` counts records of in the range, never from the records
+//! themselves. Other paths under `/loki` are answered 404, so that
 //! Grafana falls back where it can.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use axum::{
     extract::{Path, Query as Params, State},
@@ -22,7 +26,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tonic::Status;
 
-use super::{http::json, Query};
+use super::{
+    http::json,
+    logql::{self, MatchOp, Matcher},
+    Query,
+};
 
 /// The resource attributes Loki 3 makes stream labels by default
 /// (`distributor.otlp_config.default_resource_attributes_as_index_labels`).
@@ -70,6 +78,7 @@ pub fn router(query: Query) -> Router {
     let api = Router::new()
         .route("/labels", get(labels))
         .route("/label/{name}/values", get(label_values))
+        .route("/series", get(series))
         .with_state(query);
     Router::new().nest("/loki/api/v1", api).route("/loki/{*rest}", get(not_served))
 }
@@ -202,6 +211,117 @@ async fn label_values(
     }
 }
 
+/// A stream's labels: the promoted attributes of a resource, by label name, values as text.
+pub fn stream_labels(attributes: &serde_json::Value) -> BTreeMap<String, String> {
+    PROMOTED
+        .iter()
+        .filter_map(|key| {
+            let value = attributes.get(*key)?;
+            let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+            Some((label_name(key), text))
+        })
+        .collect()
+}
+
+/// Most bytes a label matcher's regex may compile to.
+const REGEX_BYTES: usize = 1 << 20;
+
+/// A label matcher, its regex compiled (fully anchored, RE2 semantics).
+pub struct Compiled {
+    name: String,
+    test: Test,
+}
+
+enum Test {
+    Equal(String, bool),
+    Regex(regex::Regex, bool),
+}
+
+impl Compiled {
+    /// # Errors
+    /// A message when the regex is not one or is too large.
+    pub fn new(matcher: &Matcher) -> Result<Self, String> {
+        let regex = |negated| {
+            regex::RegexBuilder::new(&format!("^(?:{})$", matcher.value))
+                .size_limit(REGEX_BYTES)
+                .build()
+                .map(|re| Test::Regex(re, negated))
+                .map_err(|e| format!("invalid regex {:?}: {e}", matcher.value))
+        };
+        let test = match matcher.op {
+            MatchOp::Eq => Test::Equal(matcher.value.clone(), false),
+            MatchOp::Ne => Test::Equal(matcher.value.clone(), true),
+            MatchOp::Re => regex(false)?,
+            MatchOp::NotRe => regex(true)?,
+        };
+        Ok(Self { name: matcher.name.clone(), test })
+    }
+
+    /// Whether a stream's labels match; a missing label is the empty string.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let value = labels.get(&self.name).map_or("", String::as_str);
+        match &self.test {
+            Test::Equal(expected, negated) => (value == expected) != *negated,
+            Test::Regex(re, negated) => re.is_match(value) != *negated,
+        }
+    }
+}
+
+/// A query string, in order, repeated names kept (`match[]=a&match[]=b`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+struct Pairs(Vec<(String, String)>);
+
+impl Pairs {
+    fn last(&self, name: &str) -> Option<String> {
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+}
+
+/// The streams with records in the range that one of the `match[]` selectors matches, each
+/// once, as its labels.
+async fn series(State(q): State<Query>, Params(pairs): Params<Pairs>) -> Response {
+    let params =
+        RangeParams { start: pairs.last("start"), end: pairs.last("end"), since: pairs.last("since") };
+    let (start, end) = match range(&params) {
+        Ok(range) => range,
+        Err(message) => return bad_request(&message),
+    };
+    let mut selectors = Vec::new();
+    for (_, text) in pairs.0.iter().filter(|(k, _)| k == "match[]" || k == "match") {
+        let selector = match logql::parse(text) {
+            Ok(logql::Query::Log(log)) if log.stages.is_empty() => log.selector,
+            Ok(_) => return bad_request(&format!("match[] takes a stream selector alone: {text}")),
+            Err(err) => return bad_request(&err.to_string()),
+        };
+        match selector.iter().map(Compiled::new).collect::<Result<Vec<_>, _>>() {
+            Ok(compiled) => selectors.push(compiled),
+            Err(message) => return bad_request(&message),
+        }
+    }
+    if selectors.is_empty() {
+        return bad_request("match[] is required: a stream selector such as {service_name=\"checkout\"}");
+    }
+    let statement =
+        format!("SELECT r.attributes FROM resources r WHERE r.resource_id IN ({RESOURCES_IN_RANGE})");
+    let rows = match q.rows(&statement, &[&start, &end]).await {
+        Ok(rows) => rows,
+        Err(status) => return failure(&status),
+    };
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut streams: Vec<BTreeMap<String, String>> = rows
+            .iter()
+            .map(|row| stream_labels(&row.get::<_, serde_json::Value>(0)))
+            .filter(|labels| selectors.iter().any(|matchers| matchers.iter().all(|m| m.matches(labels))))
+            .collect();
+        streams.sort_unstable();
+        streams.dedup();
+        json(StatusCode::OK, &json!({"status": "success", "data": streams}))
+    })
+    .await;
+    answer.unwrap_or_else(|e| failure(&Status::internal(format!("the answer could not be built: {e}"))))
+}
+
 /// What is not served: 404, so Grafana falls back (detected labels, patterns...).
 async fn not_served(Path(rest): Path<String>) -> Response {
     use axum::response::IntoResponse;
@@ -225,6 +345,29 @@ mod tests {
         assert_eq!(label_name("3d-model"), "_3d_model");
         assert_eq!(keys_of("service_name"), ["service.name"]);
         assert!(keys_of("nope").is_empty());
+    }
+
+    #[test]
+    fn matchers_compare_whole_values_and_missing_labels_are_empty() {
+        let labels =
+            stream_labels(&json!({"service.name": "checkout", "k8s.pod.name": "web-1", "other": "x"}));
+        assert_eq!(labels.keys().collect::<Vec<_>>(), ["k8s_pod_name", "service_name"]);
+        let test = |op, name: &str, value: &str| {
+            Compiled::new(&Matcher { name: name.into(), op, value: value.into() }).unwrap().matches(&labels)
+        };
+        assert!(test(MatchOp::Eq, "service_name", "checkout"));
+        assert!(!test(MatchOp::Eq, "service_name", "check"));
+        assert!(test(MatchOp::Re, "k8s_pod_name", "web-.+"));
+        assert!(!test(MatchOp::Re, "k8s_pod_name", "web"), "anchored");
+        assert!(test(MatchOp::NotRe, "service_name", "pay.*"));
+        assert!(test(MatchOp::Eq, "namespace", ""), "a missing label is empty");
+        assert!(test(MatchOp::Ne, "namespace", "x"));
+        assert!(Compiled::new(&Matcher { name: "a".into(), op: MatchOp::Re, value: "(".into() }).is_err());
+        assert!(
+            Compiled::new(&Matcher { name: "a".into(), op: MatchOp::Re, value: "a{1000}{1000}".into() })
+                .is_err(),
+            "too large a regex is refused"
+        );
     }
 
     #[test]

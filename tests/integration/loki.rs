@@ -13,12 +13,30 @@ use crate::common::{
     *,
 };
 
+/// Loki's answer to a series request: each stream's labels.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Series {
+    status: String,
+    data: Vec<std::collections::BTreeMap<String, String>>,
+}
+
 /// Loki's answer to a labels or values request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Names {
     status: String,
     data: Vec<String>,
+}
+
+/// `text` percent-encoded for a query string.
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn get(t: &TestServer, path: &str) -> reqwest::Response {
@@ -66,9 +84,59 @@ async fn grafana_lists_the_stream_labels_and_their_values() {
         .get(0);
     assert_eq!(
         names(&t, &format!("/loki/api/v1/label/service_instance_id/values?{range}")).await,
-        [instance]
+        std::slice::from_ref(&instance)
     );
-    assert_eq!(names(&t, &format!("/loki/api/v1/label/service_name/values?{range}")).await, [service]);
+    assert_eq!(
+        names(&t, &format!("/loki/api/v1/label/service_name/values?{range}")).await,
+        std::slice::from_ref(&service)
+    );
+
+    // The streams a selector matches (fetchSeries: `series?match[]=<selector>&start=&end=`).
+    let series = |query: String| {
+        let path = format!("/loki/api/v1/series?{range}&{query}");
+        let t = &t;
+        async move {
+            let answer = get(t, &path).await;
+            assert_eq!(answer.status(), 200, "{path}");
+            let series: Series = answer.json().await.expect("Loki's JSON");
+            assert_eq!(series.status, "success");
+            series.data
+        }
+    };
+    let stream: std::collections::BTreeMap<String, String> = [
+        ("deployment_environment".to_owned(), "e2e".to_owned()),
+        ("service_instance_id".to_owned(), instance),
+        ("service_name".to_owned(), service.clone()),
+    ]
+    .into();
+    let selector = |s: &str| format!("match[]={}", urlencoding(s));
+    assert_eq!(
+        series(selector(&format!("{{service_name=\"{service}\"}}"))).await,
+        std::slice::from_ref(&stream)
+    );
+    assert_eq!(
+        series(selector("{service_name=~\"loki-.+\", deployment_environment!=\"prod\"}")).await,
+        std::slice::from_ref(&stream)
+    );
+    assert!(series(selector("{service_name=~\"loki\"}")).await.is_empty(), "regexes are anchored");
+    assert_eq!(
+        series(format!(
+            "{}&{}",
+            selector("{service_name=\"none\"}"),
+            selector("{deployment_environment=\"e2e\"}")
+        ))
+        .await,
+        [stream],
+        "any of several selectors"
+    );
+    for bad in [
+        "",
+        "match[]=%7Bservice_name%3D%22a%22%7D%20%7C%3D%20%22x%22",
+        "match[]=%7Bservice_name%3D~%22(%22%7D",
+    ] {
+        let answer = get(&t, &format!("/loki/api/v1/series?{range}&{bad}")).await;
+        assert_eq!(answer.status(), 400, "{bad}");
+    }
     assert_eq!(
         names(&t, &format!("/loki/api/v1/label/deployment_environment/values?{range}")).await,
         ["e2e"]
