@@ -117,8 +117,10 @@ fn conditions(
 enum GroupBy {
     /// A model of a provider, from a service.
     Model,
-    /// The calls of the traces in which a call carries an id: of `user_id` or `conversation_id`.
-    Owner(&'static str),
+    /// The calls of the traces in which a call carries the user's id (`user_id`).
+    User,
+    /// Likewise of a conversation (`conversation_id`).
+    Conversation,
 }
 
 fn count(row: &Row, i: usize) -> u64 {
@@ -146,8 +148,8 @@ pub(super) async fn get_llm_overview(
     }
     let group_by = match request.group_by.as_str() {
         "" | "model" => GroupBy::Model,
-        "user" => GroupBy::Owner("user_id"),
-        "conversation" => GroupBy::Owner("conversation_id"),
+        "user" => GroupBy::User,
+        "conversation" => GroupBy::Conversation,
         other => {
             return Err(Status::invalid_argument(format!(
                 "group_by: {other:?} is none of \"model\", \"user\" or \"conversation\""
@@ -174,7 +176,8 @@ pub(super) async fn get_llm_overview(
     let mut client = q.client().await?;
     let (rows, full) = match (group_by, q.layout) {
         // Per user or conversation: the calls of the traces in which a call carries the id.
-        (GroupBy::Owner(column), _) => {
+        (GroupBy::User | GroupBy::Conversation, _) => {
+            let column = if group_by == GroupBy::User { "user_id" } else { "conversation_id" };
             let total = format!("SELECT '', '', '', {figures}, true {from}");
             let (mut rows, _) = client.query_within(&total, &sql.params(), &mut budget).await?;
             let statement = format!(
@@ -257,8 +260,8 @@ pub(super) async fn get_llm_overview(
             .map(|row| {
                 let mut g = group(row);
                 match group_by {
-                    GroupBy::Owner("user_id") => g.user = std::mem::take(&mut g.model),
-                    GroupBy::Owner(_) => g.conversation = std::mem::take(&mut g.model),
+                    GroupBy::User => g.user = std::mem::take(&mut g.model),
+                    GroupBy::Conversation => g.conversation = std::mem::take(&mut g.model),
                     GroupBy::Model => {}
                 }
                 g

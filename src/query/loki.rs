@@ -27,7 +27,7 @@ use serde_json::json;
 use tonic::Status;
 
 use super::{
-    http::json,
+    http::{json, json_off_thread},
     logql::{self, MatchOp, Matcher},
     Query,
 };
@@ -133,27 +133,24 @@ fn range(params: &RangeParams) -> Result<(i64, i64), String> {
     Ok((start, end))
 }
 
-/// Loki's answer to a bad request: its status and the message as plain text.
-fn bad_request(message: &str) -> Response {
+/// An answer as Loki gives its errors: the status and the message as plain text.
+fn text(status: StatusCode, message: String) -> Response {
     use axum::response::IntoResponse;
-    (
-        StatusCode::BAD_REQUEST,
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message.to_owned(),
-    )
-        .into_response()
+    (status, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
+fn bad_request(message: &str) -> Response {
+    text(StatusCode::BAD_REQUEST, message.to_owned())
 }
 
 fn failure(status: &Status) -> Response {
-    use axum::response::IntoResponse;
     let code = match status.code() {
         tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    (code, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], status.message().to_owned())
-        .into_response()
+    text(code, status.message().to_owned())
 }
 
 /// The resources with log records in the range, by the minutes `log_rollup` counts them in.
@@ -175,7 +172,7 @@ async fn labels(State(q): State<Query>, Params(params): Params<RangeParams>) -> 
             let mut names: Vec<String> = rows.iter().map(|row| label_name(row.get::<_, &str>(0))).collect();
             names.sort_unstable();
             names.dedup();
-            json(StatusCode::OK, &json!({"status": "success", "data": names}))
+            json_off_thread(StatusCode::OK, json!({"status": "success", "data": names})).await
         }
         Err(status) => failure(&status),
     }
@@ -205,7 +202,7 @@ async fn label_values(
             let mut values: Vec<String> =
                 rows.iter().filter_map(|row| row.get::<_, Option<String>>(0)).collect();
             values.sort_unstable();
-            json(StatusCode::OK, &json!({"status": "success", "data": values}))
+            json_off_thread(StatusCode::OK, json!({"status": "success", "data": values})).await
         }
         Err(status) => failure(&status),
     }
@@ -324,13 +321,7 @@ async fn series(State(q): State<Query>, Params(pairs): Params<Pairs>) -> Respons
 
 /// What is not served: 404, so Grafana falls back (detected labels, patterns...).
 async fn not_served(Path(rest): Path<String>) -> Response {
-    use axum::response::IntoResponse;
-    (
-        StatusCode::NOT_FOUND,
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("/loki/{rest} is not served by otelephant (README: Logs in Grafana)"),
-    )
-        .into_response()
+    text(StatusCode::NOT_FOUND, format!("/loki/{rest} is not served by otelephant (README: Logs in Grafana)"))
 }
 
 #[cfg(test)]
