@@ -256,7 +256,7 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
 }
 
 /// Bytes in a size like `10KB`, `1.5MiB`.
-fn parse_bytes(text: &str) -> Option<f64> {
+pub fn parse_bytes(text: &str) -> Option<f64> {
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
     let (number, unit) = text.split_at(split);
     let number: f64 = number.parse().ok()?;

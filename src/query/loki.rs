@@ -4,11 +4,11 @@
 //! resource attributes Loki promotes ([`PROMOTED`]), named with `_` for every character a label
 //! name cannot hold (`service.name` is `service_name`).
 //!
-//! Served so far: the label names and values (`/loki/api/v1/labels`,
-//! `/loki/api/v1/label/<name>/values`) and the streams a selector matches (`/loki/api/v1/series`),
-//! from the resources `log_rollup` counts records of in the range, never from the records
-//! themselves. Other paths under `/loki` are answered 404, so that
-//! Grafana falls back where it can.
+//! Served: LogQL queries over a range and at an instant (`query_range`, `query`; read by
+//! `loki_read`, run by `logql_eval`), the label names and values (`labels`,
+//! `label/<name>/values`), the streams a selector matches (`series`) and what a selector would
+//! read (`index/stats`); the last four from the resources `log_rollup` counts records of in the
+//! range. Other paths under `/loki` are answered 404, so that Grafana falls back where it can.
 
 use std::{
     collections::BTreeMap,
@@ -17,18 +17,20 @@ use std::{
 
 use axum::{
     extract::{Path, Query as Params, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::Response,
     routing::get,
     Router,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tonic::Status;
 
 use super::{
     http::{json, json_off_thread},
     logql::{self, MatchOp, Matcher},
+    logql_eval::{Origin, Steps, Value},
+    loki_read::{self, Line, Read},
     Query,
 };
 
@@ -76,6 +78,9 @@ fn keys_of(name: &str) -> Vec<&'static str> {
 
 pub fn router(query: Query) -> Router {
     let api = Router::new()
+        .route("/query_range", get(query_range))
+        .route("/query", get(query_instant))
+        .route("/index/stats", get(index_stats))
         .route("/labels", get(labels))
         .route("/label/{name}/values", get(label_values))
         .route("/series", get(series))
@@ -121,10 +126,15 @@ fn now_nanos() -> i64 {
 
 /// The range a labels request asks about, `[start, end)` in nanoseconds.
 fn range(params: &RangeParams) -> Result<(i64, i64), String> {
+    range_with(params, DEFAULT_SINCE)
+}
+
+/// The range a request asks about, `since` before `end` when it names no start.
+fn range_with(params: &RangeParams, default_since: Duration) -> Result<(i64, i64), String> {
     let end = params.end.as_deref().map(|t| parse_time("end", t)).transpose()?.unwrap_or_else(now_nanos);
     let since = match &params.since {
         Some(since) => super::logql::parse_duration(since).map_err(|m| format!("invalid since: {m}"))?,
-        None => DEFAULT_SINCE.as_nanos() as i64,
+        None => default_since.as_nanos() as i64,
     };
     let start = params.start.as_deref().map(|t| parse_time("start", t)).transpose()?.unwrap_or(end - since);
     if end < start {
@@ -256,7 +266,16 @@ impl Compiled {
 
     /// Whether a stream's labels match; a missing label is the empty string.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let value = labels.get(&self.name).map_or("", String::as_str);
+        self.test(labels.get(&self.name).map_or("", String::as_str))
+    }
+
+    /// The label this matcher reads.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether a label's value matches.
+    pub fn test(&self, value: &str) -> bool {
         match &self.test {
             Test::Equal(expected, negated) => (value == expected) != *negated,
             Test::Regex(re, negated) => re.is_match(value) != *negated,
@@ -317,6 +336,418 @@ async fn series(State(q): State<Query>, Params(pairs): Params<Pairs>) -> Respons
     })
     .await;
     answer.unwrap_or_else(|e| failure(&Status::internal(format!("the answer could not be built: {e}"))))
+}
+
+/// Lines a log query answers with when it names no limit, and at most (Loki's
+/// `max_entries_limit_per_query`).
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 5000;
+/// A range query's length when it names no start (Loki's default).
+const DEFAULT_QUERY_SINCE: Duration = Duration::from_secs(3600);
+
+/// The header Grafana asks for labels sorted by kind with, and the flag it names.
+const ENCODING_FLAGS: &str = "X-Loki-Response-Encoding-Flags";
+const CATEGORIZE: &str = "categorize-labels";
+
+#[derive(Serialize)]
+struct Envelope<R> {
+    status: &'static str,
+    data: Data<R>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// A query's data, its members in the order Loki writes them: Grafana reads `encodingFlags`
+/// before `result`, and `result` after `resultType`.
+#[derive(Serialize)]
+struct Data<R> {
+    #[serde(rename = "encodingFlags", skip_serializing_if = "Option::is_none")]
+    encoding_flags: Option<[&'static str; 1]>,
+    #[serde(rename = "resultType")]
+    result_type: &'static str,
+    result: R,
+    stats: Stats,
+}
+
+#[derive(Serialize)]
+struct Stats {
+    summary: Summary,
+}
+
+/// What the query read, as Loki's `stats.summary` names it (Grafana shows it in the inspector).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary {
+    bytes_processed_per_second: u64,
+    lines_processed_per_second: u64,
+    total_bytes_processed: u64,
+    total_lines_processed: u64,
+    exec_time: f64,
+    queue_time: f64,
+    total_entries_returned: u64,
+}
+
+impl Stats {
+    fn of(read: &Read, returned: usize) -> Self {
+        let secs = read.started.map_or(0.0, |at| at.elapsed().as_secs_f64());
+        let per_second = |n: u64| if secs > 0.0 { (n as f64 / secs) as u64 } else { 0 };
+        Self {
+            summary: Summary {
+                bytes_processed_per_second: per_second(read.bytes),
+                lines_processed_per_second: per_second(read.lines),
+                total_bytes_processed: read.bytes,
+                total_lines_processed: read.lines,
+                exec_time: secs,
+                queue_time: 0.0,
+                total_entries_returned: returned as u64,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StreamOut {
+    stream: BTreeMap<String, String>,
+    values: Vec<Value2>,
+}
+
+/// A line: `["<ns>", "<line>"]`, or with its structured metadata and parsed labels apart,
+/// `["<ns>", "<line>", {...}]`, when the labels are categorized.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Value2 {
+    Plain(String, String),
+    Categorized(String, String, Categories),
+}
+
+#[derive(Serialize, Default)]
+struct Categories {
+    #[serde(rename = "structuredMetadata", skip_serializing_if = "BTreeMap::is_empty")]
+    structured_metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    parsed: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct MatrixOut {
+    metric: BTreeMap<String, String>,
+    values: Vec<(f64, String)>,
+}
+
+#[derive(Serialize)]
+struct VectorOut {
+    metric: BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+/// A sample's value as Prometheus writes one.
+fn sample_text(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn seconds(nanos: i64) -> f64 {
+    nanos as f64 / 1e9
+}
+
+/// A log query's lines as Loki's streams: by their whole label set, or, categorized, by their
+/// stream labels with the rest beside each line.
+fn streams_out(lines: Vec<Line>, categorize: bool) -> Vec<StreamOut> {
+    let mut order: Vec<BTreeMap<String, String>> = Vec::new();
+    let mut by_labels: std::collections::HashMap<BTreeMap<String, String>, Vec<Value2>> =
+        std::collections::HashMap::new();
+    for line in lines {
+        let time = line.time.to_string();
+        let (key, value) = if categorize {
+            let mut stream = BTreeMap::new();
+            let mut categories = Categories::default();
+            for (name, label) in line.labels {
+                match label.origin {
+                    Origin::Stream => stream.insert(name, label.value),
+                    Origin::Metadata => categories.structured_metadata.insert(name, label.value),
+                    Origin::Parsed => categories.parsed.insert(name, label.value),
+                };
+            }
+            (stream, Value2::Categorized(time, line.line, categories))
+        } else {
+            let labels = line.labels.into_iter().map(|(k, l)| (k, l.value)).collect();
+            (labels, Value2::Plain(time, line.line))
+        };
+        let values = by_labels.entry(key.clone()).or_insert_with(|| {
+            order.push(key);
+            Vec::new()
+        });
+        values.push(value);
+    }
+    order
+        .into_iter()
+        .map(|stream| {
+            let values = by_labels.remove(&stream).unwrap_or_default();
+            StreamOut { stream, values }
+        })
+        .collect()
+}
+
+fn categorized(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ENCODING_FLAGS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|flag| flag.trim() == CATEGORIZE))
+}
+
+/// Encodes an answer off the async threads.
+async fn answer<R: Serialize + Send + 'static>(envelope: Envelope<R>) -> Response {
+    tokio::task::spawn_blocking(move || json(StatusCode::OK, &envelope))
+        .await
+        .unwrap_or_else(|e| failure(&Status::internal(format!("the answer could not be built: {e}"))))
+}
+
+/// A query's text, parsed, or the message of the 400 Loki gives.
+fn parsed(pairs: &Pairs) -> Result<logql::Query, String> {
+    let text = pairs.last("query").unwrap_or_default();
+    logql::parse(&text).map_err(|e| e.to_string())
+}
+
+/// The step of a range query: seconds (with a fraction) or a duration; by default the
+/// range over 250, at least a second, as Loki's.
+fn step_of(pairs: &Pairs, start: i64, end: i64) -> Result<i64, String> {
+    match pairs.last("step").filter(|s| !s.is_empty()) {
+        Some(text) => match text.parse::<f64>() {
+            Ok(secs) if secs.is_finite() => Ok((secs * 1e9) as i64),
+            _ => logql::parse_duration(&text).map_err(|_| format!("invalid step: {text:?}")),
+        },
+        None => Ok((((end - start) / 1_000_000_000) / 250).max(1) * 1_000_000_000),
+    }
+}
+
+/// `GET /loki/api/v1/query_range`: a log query's lines (`streams`) or a metric query's series
+/// at every step (`matrix`).
+async fn query_range(State(q): State<Query>, headers: HeaderMap, Params(pairs): Params<Pairs>) -> Response {
+    let query = match parsed(&pairs) {
+        Ok(query) => query,
+        Err(message) => return bad_request(&message),
+    };
+    let params =
+        RangeParams { start: pairs.last("start"), end: pairs.last("end"), since: pairs.last("since") };
+    let (start, end) = match range_with(&params, DEFAULT_QUERY_SINCE) {
+        Ok(range) => range,
+        Err(message) => return bad_request(&message),
+    };
+    match query {
+        logql::Query::Log(log) => log_answer(&q, &log, (start, end), &pairs, categorized(&headers)).await,
+        logql::Query::Metric(metric) => {
+            let step = match step_of(&pairs, start, end) {
+                Ok(step) => step,
+                Err(message) => return bad_request(&message),
+            };
+            let steps = match Steps::new(start, end, step) {
+                Ok(steps) => steps,
+                Err(message) => return bad_request(&message),
+            };
+            let mut read = Read { started: Some(std::time::Instant::now()), ..Read::default() };
+            let value = match evaluated(&q, &metric, steps, &mut read).await {
+                Ok(value) => value,
+                Err(status) => return failure(&status),
+            };
+            let result: Vec<MatrixOut> = match value {
+                Value::Scalar(v) => vec![MatrixOut {
+                    metric: BTreeMap::new(),
+                    values: (0..steps.count).map(|i| (seconds(steps.at(i)), sample_text(v))).collect(),
+                }],
+                Value::Series(series) => series
+                    .into_iter()
+                    .map(|s| MatrixOut {
+                        values: s
+                            .points
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, p)| p.map(|v| (seconds(steps.at(i)), sample_text(v))))
+                            .collect(),
+                        metric: s.labels,
+                    })
+                    .filter(|m| !m.values.is_empty())
+                    .collect(),
+            };
+            let stats = Stats::of(&read, result.len());
+            answer(Envelope {
+                status: "success",
+                data: Data { encoding_flags: None, result_type: "matrix", result, stats },
+                warnings: Vec::new(),
+            })
+            .await
+        }
+    }
+}
+
+async fn evaluated(
+    q: &Query,
+    metric: &logql::Metric,
+    steps: Steps,
+    read: &mut Read,
+) -> Result<Value, Status> {
+    let value = loki_read::evaluate(q, metric, steps, read).await?;
+    loki_read::check_series(&value)?;
+    Ok(value)
+}
+
+async fn log_answer(
+    q: &Query,
+    log: &logql::LogQuery,
+    range: (i64, i64),
+    pairs: &Pairs,
+    categorize: bool,
+) -> Response {
+    let limit = match pairs.last("limit").filter(|l| !l.is_empty()) {
+        None => DEFAULT_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if limit > MAX_LIMIT => {
+                return bad_request(&format!(
+                    "max entries limit per query exceeded, limit > max_entries_limit_per_query ({limit} > {MAX_LIMIT})"
+                ))
+            }
+            Ok(limit) => limit,
+            Err(_) => return bad_request(&format!("invalid limit: {text:?}")),
+        },
+    };
+    let backward = match pairs.last("direction").map(|d| d.to_ascii_lowercase()).as_deref() {
+        None | Some("" | "backward") => true,
+        Some("forward") => false,
+        Some(other) => return bad_request(&format!("invalid direction {other:?}: backward or forward")),
+    };
+    let mut budget = q.budget();
+    let (lines, read, full) = match loki_read::lines(q, log, range, limit, backward, &mut budget).await {
+        Ok(found) => found,
+        Err(status) => return failure(&status),
+    };
+    let returned = lines.len();
+    let warnings = if full {
+        vec![format!(
+            "the answer holds {returned} lines, fewer than the limit: it reached the memory an answer may take (query.answer_bytes)"
+        )]
+    } else {
+        Vec::new()
+    };
+    let stats = Stats::of(&read, returned);
+    let result =
+        tokio::task::spawn_blocking(move || streams_out(lines, categorize)).await.unwrap_or_default();
+    answer(Envelope {
+        status: "success",
+        data: Data {
+            encoding_flags: categorize.then_some([CATEGORIZE]),
+            result_type: "streams",
+            result,
+            stats,
+        },
+        warnings,
+    })
+    .await
+}
+
+/// `GET /loki/api/v1/query`: a metric query at one instant (`vector`, or `scalar`). Log
+/// queries are refused, as Loki refuses them here.
+async fn query_instant(State(q): State<Query>, Params(pairs): Params<Pairs>) -> Response {
+    let query = match parsed(&pairs) {
+        Ok(query) => query,
+        Err(message) => return bad_request(&message),
+    };
+    let time = match pairs.last("time").filter(|t| !t.is_empty()).map(|t| parse_time("time", &t)).transpose()
+    {
+        Ok(time) => time.unwrap_or_else(now_nanos),
+        Err(message) => return bad_request(&message),
+    };
+    let logql::Query::Metric(metric) = query else {
+        return bad_request(
+            "log queries are not supported as an instant query type, please change your query to a range query type",
+        );
+    };
+    let steps = Steps { start: time, step: 1, count: 1 };
+    let mut read = Read { started: Some(std::time::Instant::now()), ..Read::default() };
+    let value = match evaluated(&q, &metric, steps, &mut read).await {
+        Ok(value) => value,
+        Err(status) => return failure(&status),
+    };
+    match value {
+        Value::Scalar(v) => {
+            let stats = Stats::of(&read, 1);
+            answer(Envelope {
+                status: "success",
+                data: Data {
+                    encoding_flags: None,
+                    result_type: "scalar",
+                    result: (seconds(time), sample_text(v)),
+                    stats,
+                },
+                warnings: Vec::new(),
+            })
+            .await
+        }
+        Value::Series(series) => {
+            let result: Vec<VectorOut> = series
+                .into_iter()
+                .filter_map(|s| {
+                    Some(VectorOut { value: (seconds(time), sample_text(s.points[0]?)), metric: s.labels })
+                })
+                .collect();
+            let stats = Stats::of(&read, result.len());
+            answer(Envelope {
+                status: "success",
+                data: Data { encoding_flags: None, result_type: "vector", result, stats },
+                warnings: Vec::new(),
+            })
+            .await
+        }
+    }
+}
+
+/// `GET /loki/api/v1/index/stats`: the streams a selector matches in the range, and the
+/// records, bytes and chunks (a stream's days) it would read; bytes estimated from the
+/// newest thousand records' lines. Loki's answer is the bare object.
+async fn index_stats(State(q): State<Query>, Params(pairs): Params<Pairs>) -> Response {
+    let log = match parsed(&pairs) {
+        Ok(logql::Query::Log(log)) => log,
+        Ok(logql::Query::Metric(_)) => return bad_request("index/stats takes a stream selector"),
+        Err(message) => return bad_request(&message),
+    };
+    let params =
+        RangeParams { start: pairs.last("start"), end: pairs.last("end"), since: pairs.last("since") };
+    let (start, end) = match range(&params) {
+        Ok(range) => range,
+        Err(message) => return bad_request(&message),
+    };
+    let streams = match loki_read::streams(&q, &log, start, end).await {
+        Ok(streams) => streams,
+        Err(status) => return failure(&status),
+    };
+    let resources: Vec<i64> = streams.keys().copied().collect();
+    let statement = "WITH counted AS (
+             SELECT resource_id, minute_unix_nano / 86400000000000 AS day, sum(records)::bigint AS records
+             FROM log_rollup
+             WHERE resource_id = ANY($3)
+               AND minute_unix_nano >= $1 - (($1 % 60000000000) + 60000000000) % 60000000000 AND minute_unix_nano < $2
+             GROUP BY 1, 2),
+         sample AS (
+             SELECT octet_length(CASE jsonb_typeof(l.body) WHEN 'string' THEN l.body #>> '{}' ELSE coalesce(l.body::text, '') END) AS bytes
+             FROM logs l WHERE l.resource_id = ANY($3) AND l.timestamp_unix_nano >= $1 AND l.timestamp_unix_nano < $2
+             ORDER BY l.timestamp_unix_nano DESC LIMIT 1000)
+         SELECT count(*)::bigint, coalesce(sum(records), 0)::bigint, (SELECT avg(bytes)::float8 FROM sample) FROM counted";
+    let rows = match q.rows(statement, &[&start, &end, &resources]).await {
+        Ok(rows) => rows,
+        Err(status) => return failure(&status),
+    };
+    let (chunks, entries, average) = rows.first().map_or((0, 0, None), |row| {
+        (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, Option<f64>>(2))
+    });
+    let bytes = (entries as f64 * average.unwrap_or(0.0)).round() as u64;
+    json(
+        StatusCode::OK,
+        &json!({"streams": streams.len(), "chunks": chunks, "entries": entries, "bytes": bytes}),
+    )
 }
 
 /// What is not served: 404, so Grafana falls back (detected labels, patterns...).

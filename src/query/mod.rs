@@ -7,8 +7,10 @@ pub mod http;
 pub mod jaeger;
 pub mod llm;
 pub mod logql;
+pub mod logql_eval;
 pub mod logs;
 pub mod loki;
+pub mod loki_read;
 pub mod metrics;
 pub mod special_floats;
 pub mod traces;
@@ -255,6 +257,83 @@ impl Conn {
         Ok((rows, full))
     }
 
+    /// Runs a statement and hands its rows to `consumer` on the blocking pool, a chunk of
+    /// about [`CHUNK_BYTES`] at a time, for as long as it wants more and `budget` takes what it
+    /// holds: rows are never all in memory at once, and what a consumer keeps is charged as it
+    /// grows. Returns the consumer and whether the answer filled up. A consumer that has
+    /// enough, or an answer that filled, ends the statement: it is cancelled and this
+    /// connection replaced, so that the rows left are never read.
+    ///
+    /// # Errors
+    /// The database's error as a status; the consumer's; RESOURCE_EXHAUSTED from the budget.
+    pub(crate) async fn consume<C: Consumer>(
+        &mut self,
+        statement: &str,
+        params: &[&(dyn ToSql + Sync)],
+        mut consumer: C,
+        budget: &mut Budget,
+    ) -> Result<(C, bool), Status> {
+        let Some(client) = &self.client else { return Err(Status::internal("connection already closed")) };
+        self.running.store(true, Ordering::Relaxed);
+        let stream = client.query_raw(statement, params.iter().copied()).await.map_err(|e| self.status(e))?;
+        pin_mut!(stream);
+        let (mut chunk, mut chunk_bytes, mut held) = (Vec::new(), 0, 0);
+        let mut ended = false;
+        let mut full = false;
+        loop {
+            let row = match stream.try_next().await {
+                Ok(row) => row,
+                Err(err) => return Err(self.status(err)),
+            };
+            let last = row.is_none();
+            if let Some(row) = row {
+                chunk_bytes += budget::row_cost(&row).held;
+                chunk.push(row);
+            }
+            if chunk.is_empty() || (!last && chunk_bytes < CHUNK_BYTES) {
+                if last {
+                    break;
+                }
+                continue;
+            }
+            let rows = std::mem::take(&mut chunk);
+            chunk_bytes = 0;
+            let (back, more) = tokio::task::spawn_blocking(move || {
+                let more = consumer.take(rows);
+                (consumer, more)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("reading rows failed: {e}")))?;
+            consumer = back;
+            let wants_more = more?;
+            let now_held = consumer.held_bytes();
+            if now_held > held {
+                match budget.charge(now_held - held).await? {
+                    Fit::Fits => held = now_held,
+                    Fit::Full => full = true,
+                }
+            }
+            if last {
+                break;
+            }
+            if full || !wants_more {
+                ended = true;
+                break;
+            }
+        }
+        if ended {
+            self.abandon();
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| Status::unavailable(format!("no database connection: {e}")))?;
+            self.client = Some(client);
+        }
+        self.running.store(false, Ordering::Relaxed);
+        Ok((consumer, full))
+    }
+
     /// Gives up this connection while its statement runs: the statement is cancelled in
     /// PostgreSQL and the connection closed, never handed to the next query (a cancel that
     /// arrived late would hit that one).
@@ -297,6 +376,21 @@ impl Drop for Conn {
             self.abandon();
         }
     }
+}
+
+/// Rows a [`Conn::consume`] hands over at once, in bytes as [`budget::row_cost`] counts them.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// What reads a statement's rows a chunk at a time (see [`Conn::consume`]), on the blocking pool.
+pub(crate) trait Consumer: Send + 'static {
+    /// Takes a chunk of rows, in the statement's order; returns whether it wants more.
+    ///
+    /// # Errors
+    /// A status that ends the read.
+    fn take(&mut self, rows: Vec<Row>) -> Result<bool, Status>;
+
+    /// Bytes it holds for its answer so far.
+    fn held_bytes(&self) -> usize;
 }
 
 /// Answers larger than this are decoded from their rows on the blocking pool.
