@@ -70,13 +70,32 @@ fn deploy_files_parse_and_name_what_exists() {
         .iter()
         .find(|d| d["type"].as_str() == Some("jaeger"))
         .expect("a Jaeger data source");
-    let host =
-        jaeger["url"].as_str().expect("url").split("://").nth(1).expect("authority").split(['/', ':']).next();
+    let loki = sources[0]["datasources"]
+        .as_vec()
+        .expect("datasources")
+        .iter()
+        .find(|d| d["type"].as_str() == Some("loki"))
+        .expect("a Loki data source");
     let allowed = services["otelephant"]["environment"]["OTELEPHANT_UI__ALLOWED_HOSTS"]
         .as_str()
         .expect("allowed hosts");
     let allowed: Vec<String> = serde_json::from_str(allowed).expect("a JSON list");
-    assert!(allowed.iter().any(|a| Some(a.as_str()) == host), "{host:?} in {allowed:?}");
+    for (source, path) in [(jaeger, "/jaeger"), (loki, "/loki")] {
+        let url = source["url"].as_str().expect("url");
+        let authority = url.split("://").nth(1).expect("authority");
+        let host = authority.split(['/', ':']).next();
+        assert!(allowed.iter().any(|a| Some(a.as_str()) == host), "{host:?} in {allowed:?}");
+        assert!(url.ends_with(path), "{url} is otelephant's {path} API");
+    }
+    // Trace to logs: the Jaeger data source links a span to its service's logs of the trace
+    // through the Loki one, service.name as Loki's service_name.
+    let to_logs = &jaeger["jsonData"]["tracesToLogsV2"];
+    assert_eq!(to_logs["datasourceUid"].as_str(), loki["uid"].as_str());
+    assert_eq!(to_logs["tags"][0]["key"].as_str(), Some("service.name"));
+    assert_eq!(to_logs["tags"][0]["value"].as_str(), Some("service_name"));
+    assert_eq!(to_logs["filterByTraceID"].as_bool(), Some(true));
+    let derived = &loki["jsonData"]["derivedFields"][0];
+    assert_eq!(derived["datasourceUid"].as_str(), jaeger["uid"].as_str(), "a log line's trace opens in Jaeger's");
     let collector_args = services["collector"]["command"].as_vec().expect("command");
     for arg in collector_args {
         let file = arg.as_str().expect("arg").rsplit('/').next().expect("file");
