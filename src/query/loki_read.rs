@@ -19,7 +19,8 @@ use tonic::Status;
 use super::{
     budget::Budget,
     logql::{
-        AggregateOp, Grouping, LabelFilter, LabelFormat, LineOp, LogQuery, MatchOp, Metric, RangeFunc, Stage,
+        AggregateOp, DropItem, Grouping, LabelFilter, LabelFormat, LineOp, LogQuery, MatchOp, Metric,
+        RangeFunc, Stage,
     },
     logql_eval::{self as eval, Entry, Label, Labels, Origin, Pipeline, Series, Steps, Value, Windows},
     loki::{label_name, Compiled, PROMOTED},
@@ -543,6 +544,27 @@ pub fn series_text(labels: &BTreeMap<String, String>) -> String {
 /// Labels a `sum by` can have PostgreSQL count by: the stream labels and the level.
 const COUNTABLE: [&str; 3] = ["detected_level", "severity_text", "severity_number"];
 
+/// Metadata names a record's own fields give, before any attribute of the same name.
+const FIELDS: [&str; 8] = [
+    "trace_id",
+    "span_id",
+    "severity_number",
+    "detected_level",
+    "severity_text",
+    "flags",
+    "dropped_attributes_count",
+    "observed_timestamp",
+];
+
+/// An attribute's value as the label of its own key: none for a map, which becomes labels of
+/// its nested keys.
+fn label_of(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Object(map) if !is_tagged(map) => None,
+        other => Some(as_string(other)),
+    }
+}
+
 /// Evaluates a metric expression at every step.
 ///
 /// # Errors
@@ -595,8 +617,9 @@ pub fn evaluate<'a>(
 }
 
 /// A range function's series. With `grouping` (a `sum` over it), each sample counts into its
-/// group's series straight away; when every stage is a line filter and the groups are of
-/// stream labels and level, PostgreSQL counts the records per window itself.
+/// group's series straight away; when every stage is a line filter (or drops labels the groups
+/// do not read) and the groups are of stream labels and level, PostgreSQL counts the records
+/// per window itself.
 async fn range(
     q: &Query,
     func: RangeFunc,
@@ -620,20 +643,37 @@ async fn range(
     let where_ = format!(
         "l.resource_id = ANY({resources}) AND l.timestamp_unix_nano > {lo_param} AND l.timestamp_unix_nano <= {hi_param}{conditions}"
     );
-    let only_line_filters = log
-        .stages
-        .iter()
-        .all(|s| matches!(s, Stage::Line { op: LineOp::Contains | LineOp::NotContains, .. }));
-    let countable = match &grouping {
-        Some(None) => true,
-        Some(Some(Grouping::By(names))) => names
-            .iter()
-            .all(|n| COUNTABLE.contains(&n.as_str()) || PROMOTED.iter().any(|k| label_name(k) == *n)),
-        _ => false,
+    let grouped_by: &[String] = match &grouping {
+        Some(Some(Grouping::By(names))) => names,
+        _ => &[],
     };
+    // Stages that choose records by their line alone, or drop labels the groups do not read
+    // (Explore's `| drop __error__`), leave what PostgreSQL can count.
+    let counts_records = log.stages.iter().all(|s| match s {
+        Stage::Line { op: LineOp::Contains | LineOp::NotContains, .. } => true,
+        Stage::Drop(items) => items.iter().all(|item| {
+            let name = match item {
+                DropItem::Name(name) => name,
+                DropItem::Matching(m) => &m.name,
+            };
+            !grouped_by.contains(name)
+        }),
+        _ => false,
+    });
+    let stream_label = |n: &str| COUNTABLE.contains(&n) || PROMOTED.iter().any(|k| label_name(k) == n);
+    // Other names the groups read that only an attribute of that very key can give (a name
+    // without `_` is no nested key's and no other key's label name), such as Explore's `level`.
+    let attribute_names: Vec<String> = grouped_by.iter().filter(|n| !stream_label(n)).cloned().collect();
+    let countable = matches!(grouping, Some(None | Some(Grouping::By(_))))
+        && attribute_names.iter().all(|n| {
+            !n.is_empty()
+                && !n.contains('_')
+                && !n.starts_with(|c: char| c.is_ascii_digit())
+                && !FIELDS.contains(&n.as_str())
+        });
     let mut client = q.client().await?;
     let mut budget = q.budget();
-    if only_line_filters && countable {
+    if counts_records && countable {
         // Every window's edges, in order: a record falls in the bucket (b[j-1], b[j]], and
         // every record of a bucket is in the same windows.
         let mut bounds: Vec<i64> =
@@ -641,11 +681,20 @@ async fn range(
         bounds.sort_unstable();
         bounds.dedup();
         let bounds_param = sql.param(bounds.clone());
+        // Each name's value in the record's attributes and in its scope's, grouped by as well.
+        let mut attributes = String::new();
+        for name in &attribute_names {
+            let key = sql.param(name.clone());
+            attributes += &format!(", l.attributes -> {key}::text, s.attributes -> {key}::text");
+        }
+        let join =
+            if attribute_names.is_empty() { "" } else { " LEFT JOIN scopes s ON s.scope_id = l.scope_id" };
+        let group: String = (7..7 + 2 * attribute_names.len()).map(|c| format!(", {c}")).collect();
         let statement = format!(
             "SELECT l.resource_id, l.severity_number, l.severity_text,
                     width_bucket(l.timestamp_unix_nano - 1, {bounds_param}::bigint[]), count(*)::bigint,
-                    sum(octet_length({LINE}))::bigint
-             FROM logs l WHERE {where_} GROUP BY 1, 2, 3, 4"
+                    sum(octet_length({LINE}))::bigint{attributes}
+             FROM logs l{join} WHERE {where_} GROUP BY 1, 2, 3, 4{group}"
         );
         let (rows, full) = client.query_within(&statement, &sql.params(), &mut budget).await?;
         if full {
@@ -674,6 +723,18 @@ async fn range(
                 }
                 if !text.is_empty() {
                     labels.insert("severity_text".into(), text);
+                }
+                // The record's attribute first, then the resource's, then the scope's.
+                for (i, name) in attribute_names.iter().enumerate() {
+                    let from = |column: usize| {
+                        row.get::<_, Option<serde_json::Value>>(column).and_then(|v| label_of(&v))
+                    };
+                    let value = from(6 + 2 * i)
+                        .or_else(|| stream.metadata.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+                        .or_else(|| from(7 + 2 * i));
+                    if let Some(value) = value {
+                        labels.insert(name.clone(), value);
+                    }
                 }
                 let labels = eval::group_labels(&labels, grouping.as_ref());
                 let Some((first, last)) = windows.covering(edge) else { continue };

@@ -75,7 +75,7 @@ def main(endpoint: str, prefix: str, base: int) -> int:
         {"http.method": "GET"},
     )
     emit(shop, 2, warn, 'method=POST status=503 took=1500ms msg="upstream failed"', in_span(SPAN2))
-    emit(shop, 3, error, "payment failed for order o-17", in_span(SPAN2), {"order.id": "o-17", "retry": 2})
+    emit(shop, 3, error, "payment failed for order o-17", in_span(SPAN2), {"order.id": "o-17", "retry": 2, "level": "E"})
     emit(shop, 4, info, f"handled callback for trace {OTHER:032x}")
     emit(shop, 5, info, {"event": "cart.updated", "items": 3})
     emit(shop, 61, error, "payment failed for order o-18", None, {"order.id": "o-18"})

@@ -95,7 +95,11 @@ fn deploy_files_parse_and_name_what_exists() {
     assert_eq!(to_logs["tags"][0]["value"].as_str(), Some("service_name"));
     assert_eq!(to_logs["filterByTraceID"].as_bool(), Some(true));
     let derived = &loki["jsonData"]["derivedFields"][0];
-    assert_eq!(derived["datasourceUid"].as_str(), jaeger["uid"].as_str(), "a log line's trace opens in Jaeger's");
+    assert_eq!(
+        derived["datasourceUid"].as_str(),
+        jaeger["uid"].as_str(),
+        "a log line's trace opens in Jaeger's"
+    );
     let collector_args = services["collector"]["command"].as_vec().expect("command");
     for arg in collector_args {
         let file = arg.as_str().expect("arg").rsplit('/').next().expect("file");

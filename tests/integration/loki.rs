@@ -516,14 +516,24 @@ async fn grafana_queries_the_logs_a_real_sdk_sent() {
         "60000ms",
     )
     .await;
-    assert_eq!(
-        volume,
-        [
-            (level("error"), points(&[(60, 1.0), (120, 1.0)])),
-            (level("info"), points(&[(60, 3.0)])),
-            (level("warn"), points(&[(60, 1.0)])),
-        ]
-    );
+    // The o-17 record's own `level` attribute is a label of its own, as Loki's.
+    let mut level_e = level("error");
+    level_e.insert("level".into(), "E".into());
+    let expected_volume = [
+        (level("error"), points(&[(120, 1.0)])),
+        (level_e, points(&[(60, 1.0)])),
+        (level("info"), points(&[(60, 3.0)])),
+        (level("warn"), points(&[(60, 1.0)])),
+    ];
+    assert_eq!(volume, expected_volume, "counted by PostgreSQL");
+    let volume_through_pipeline = matrix(
+        format!("sum by (level, detected_level) (count_over_time({selector} | drop __error__ | line_format \"{{{{__line__}}}}\" [1m]))"),
+        base,
+        at(120),
+        "60000ms",
+    )
+    .await;
+    assert_eq!(volume_through_pipeline, expected_volume, "counted by the pipeline");
     let each =
         matrix(format!("count_over_time({worker_selector} |= \"job\" [1m])"), base, at(60), "60000ms").await;
     assert_eq!(each.len(), 3, "a series per label set, metadata included, as Loki's");
