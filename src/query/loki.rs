@@ -707,7 +707,8 @@ async fn query_instant(State(q): State<Query>, Params(pairs): Params<Pairs>) -> 
 
 /// `GET /loki/api/v1/index/stats`: the streams a selector matches in the range, and the
 /// records, bytes and chunks (a stream's days) it would read; bytes estimated from the
-/// newest thousand records' lines. Loki's answer is the bare object.
+/// newest thousand records' lines (of the range's last hour when it has them). Loki's answer
+/// is the bare object.
 async fn index_stats(State(q): State<Query>, Params(pairs): Params<Pairs>) -> Response {
     let log = match parsed(&pairs) {
         Ok(logql::Query::Log(log)) => log,
@@ -731,11 +732,19 @@ async fn index_stats(State(q): State<Query>, Params(pairs): Params<Pairs>) -> Re
              WHERE resource_id = ANY($3)
                AND minute_unix_nano >= $1 - (($1 % 60000000000) + 60000000000) % 60000000000 AND minute_unix_nano < $2
              GROUP BY 1, 2),
-         sample AS (
+         -- The newest thousand lines of the range's last hour, or of the whole range when
+         -- that hour has none (coalesce reads the second only then).
+         recent AS (
+             SELECT octet_length(CASE jsonb_typeof(l.body) WHEN 'string' THEN l.body #>> '{}' ELSE coalesce(l.body::text, '') END) AS bytes
+             FROM logs l WHERE l.resource_id = ANY($3) AND l.timestamp_unix_nano >= greatest($1, $2 - 3600000000000)
+               AND l.timestamp_unix_nano < $2
+             ORDER BY l.timestamp_unix_nano DESC LIMIT 1000),
+         older AS (
              SELECT octet_length(CASE jsonb_typeof(l.body) WHEN 'string' THEN l.body #>> '{}' ELSE coalesce(l.body::text, '') END) AS bytes
              FROM logs l WHERE l.resource_id = ANY($3) AND l.timestamp_unix_nano >= $1 AND l.timestamp_unix_nano < $2
              ORDER BY l.timestamp_unix_nano DESC LIMIT 1000)
-         SELECT count(*)::bigint, coalesce(sum(records), 0)::bigint, (SELECT avg(bytes)::float8 FROM sample) FROM counted";
+         SELECT count(*)::bigint, coalesce(sum(records), 0)::bigint,
+                coalesce((SELECT avg(bytes)::float8 FROM recent), (SELECT avg(bytes)::float8 FROM older)) FROM counted";
     let rows = match q.rows(statement, &[&start, &end, &resources]).await {
         Ok(rows) => rows,
         Err(status) => return failure(&status),

@@ -26,6 +26,7 @@ use super::{
     loki::{label_name, Compiled, PROMOTED},
     Consumer, Query, Sql,
 };
+use crate::store::citus::Layout;
 
 /// Most series a metric query may answer with, as Loki's `max_query_series`.
 pub const MAX_SERIES: usize = 500;
@@ -124,12 +125,24 @@ pub async fn streams(q: &Query, log: &LogQuery, start: i64, end: i64) -> Result<
         .map_err(Status::invalid_argument)?;
     let mut sql = Sql::default();
     let (start, end) = (sql.param(start), sql.param(end));
-    let mut statement = format!(
-        "SELECT r.resource_id, r.attributes FROM resources r WHERE r.resource_id IN (
-             SELECT DISTINCT resource_id FROM log_rollup
-             WHERE minute_unix_nano >= {start} - (({start} % 60000000000) + 60000000000) % 60000000000
-               AND minute_unix_nano < {end})"
+    let minutes = format!(
+        "u.minute_unix_nano >= {start} - (({start} % 60000000000) + 60000000000) % 60000000000
+         AND u.minute_unix_nano < {end}"
     );
+    let mut statement = match q.layout {
+        // Each resource's minutes by the rollup's (resource, minute) index: a probe a
+        // resource, or one scan of the range's rows when most resources are asked about.
+        Layout::SingleNode => format!(
+            "SELECT r.resource_id, r.attributes FROM resources r
+             WHERE EXISTS (SELECT 1 FROM log_rollup u WHERE u.resource_id = r.resource_id AND {minutes})"
+        ),
+        // Citus runs no subquery that refers to a reference table's row: the range's resource
+        // ids first.
+        Layout::Citus => format!(
+            "SELECT r.resource_id, r.attributes FROM resources r
+             WHERE r.resource_id IN (SELECT u.resource_id FROM log_rollup u WHERE {minutes})"
+        ),
+    };
     // A service named outright narrows the resources by their index.
     if let Some(m) = log.selector.iter().find(|m| m.name == "service_name" && m.op == MatchOp::Eq) {
         statement += &format!(" AND r.service_name = {}", sql.param(m.value.clone()));

@@ -341,8 +341,11 @@ async fn every_signal_is_stored_spread_over_the_workers_and_read_back() {
     assert_eq!(response.status(), 200);
     let response = http
         .post(format!("http://{}/v1/logs", server.http_addr))
-        .json(&serde_json::json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
-            {"timeUnixNano": (now + 1_000).to_string(), "body": {"stringValue": "over OTLP/HTTP JSON"}}
+        .json(&serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "citus-logs"}}]},
+        "scopeLogs": [{"logRecords": [
+            {"timeUnixNano": (now + 1_000).to_string(), "severityNumber": 17,
+             "body": {"stringValue": "over OTLP/HTTP JSON"}}
         ]}]}]}))
         .send()
         .await
@@ -970,6 +973,47 @@ async fn read_surfaces(base: &str, now: u64, trace_id: &str) {
         call("ScatterTraces", serde_json::json!({ "filters": { "timeRange": range }, "maxPoints": 1 })).await;
     assert_eq!(sample["sampled"], serde_json::json!(true), "ScatterTraces: {sample}");
     assert_eq!(sample["points"].as_array().map(Vec::len), Some(1), "ScatterTraces: {sample}");
+    // Loki's API: a log query, Explore's log volume (counted by the workers), a metric read
+    // through the pipeline, stats of the selector.
+    let loki = |path: &'static str, query: &'static str| {
+        let request = http.get(format!("{base}/loki/api/v1/{path}")).query(&[
+            ("query", query.to_owned()),
+            ("start", (now - 3_600_000_000_000).to_string()),
+            ("end", (now + 3_600_000_000_000).to_string()),
+            ("step", "3600000ms".to_owned()),
+        ]);
+        async move {
+            let response = request.send().await.expect("sent");
+            let status = response.status();
+            let json: serde_json::Value = response.json().await.expect("JSON");
+            assert_eq!(status, 200, "{query}: {json}");
+            json
+        }
+    };
+    let lines = loki("query_range", r#"{service_name="citus-logs"} |= "OTLP""#).await;
+    assert_eq!(lines["data"]["result"][0]["values"][0][1], "over OTLP/HTTP JSON", "{lines}");
+    let total = |json: &serde_json::Value| -> f64 {
+        json["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{json}"))
+            .iter()
+            .flat_map(|series| series["values"].as_array().expect("values").iter())
+            .map(|value| value[1].as_str().expect("a sample").parse::<f64>().expect("a number"))
+            .sum()
+    };
+    let volume = loki(
+        "query_range",
+        r#"sum by (level, detected_level) (count_over_time({service_name="citus-logs"} | drop __error__ [1h]))"#,
+    )
+    .await;
+    assert_eq!(volume["data"]["result"][0]["metric"]["detected_level"], "error", "{volume}");
+    assert_eq!(total(&volume), 1.0, "{volume}");
+    let piped =
+        loki("query_range", r#"sum(count_over_time({service_name="citus-logs"} |~ "over .*" [1h]))"#).await;
+    assert_eq!(total(&piped), 1.0, "{piped}");
+    let stats = loki("index/stats", r#"{service_name="citus-logs"}"#).await;
+    assert_eq!(stats["entries"], 1, "{stats}");
+
     let metrics = call("ListMetrics", serde_json::json!({})).await;
     nonempty("ListMetrics", &metrics, "/metrics");
     let metric = metrics["metrics"][0]["name"].as_str().expect("a metric name").to_owned();

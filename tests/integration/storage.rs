@@ -264,7 +264,7 @@ async fn an_upgrade_pairs_again_what_version_6_had_left_to_pair() {
         .await
         .expect("version 6's state");
 
-    assert_eq!(migrate::run(&mut client).await.expect("upgrades"), [7, 8, 9, 10]);
+    assert_eq!(migrate::run(&mut client).await.expect("upgrades"), [7, 8, 9, 10, 11]);
     let candidates: Vec<(i64, i32, i64)> = client
         .query("SELECT minute_unix_nano, status_code, duration_nanos FROM pairing_candidates ORDER BY 1", &[])
         .await
