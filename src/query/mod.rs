@@ -245,13 +245,7 @@ impl Conn {
         }
         if full {
             // The statement still runs: cancel it with this connection, and go on with another.
-            self.abandon();
-            let client = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| Status::unavailable(format!("no database connection: {e}")))?;
-            self.client = Some(client);
+            self.replace().await?;
         }
         self.running.store(false, Ordering::Relaxed);
         Ok((rows, full))
@@ -322,16 +316,23 @@ impl Conn {
             }
         }
         if ended {
-            self.abandon();
-            let client = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| Status::unavailable(format!("no database connection: {e}")))?;
-            self.client = Some(client);
+            self.replace().await?;
         }
         self.running.store(false, Ordering::Relaxed);
         Ok((consumer, full))
+    }
+
+    /// Gives up this connection while its statement runs (see [`Conn::abandon`]) and goes on
+    /// with a fresh one from the pool.
+    ///
+    /// # Errors
+    /// UNAVAILABLE when the pool has none.
+    async fn replace(&mut self) -> Result<(), Status> {
+        self.abandon();
+        let client =
+            self.pool.get().await.map_err(|e| Status::unavailable(format!("no database connection: {e}")))?;
+        self.client = Some(client);
+        Ok(())
     }
 
     /// Gives up this connection while its statement runs: the statement is cancelled in
