@@ -718,8 +718,8 @@ impl Steps {
                     .into(),
             );
         }
-        let count = (end - start) / step + 1;
-        if count > MAX_POINTS {
+        let count = (i128::from(end) - i128::from(start)) / i128::from(step) + 1;
+        if count > i128::from(MAX_POINTS) {
             return Err(format!(
                 "exceeded maximum resolution of {MAX_POINTS} points per timeseries. Try decreasing the query resolution (?step=XX)"
             ));
@@ -733,8 +733,11 @@ impl Steps {
 
     /// The points whose window `(t - range, t]` holds `time`, as an index range.
     fn covering(&self, time: i64, range: i64) -> Option<(usize, usize)> {
-        let first = (time - self.start + self.step - 1).div_euclid(self.step).max(0);
-        let last = (time + range - 1 - self.start).div_euclid(self.step).min(self.count as i64 - 1);
+        // In i128: a stored time and a range near i64's ends must not wrap.
+        let (time, range, start, step) =
+            (i128::from(time), i128::from(range), i128::from(self.start), i128::from(self.step));
+        let first = (time - start + step - 1).div_euclid(step).max(0);
+        let last = (time + range - 1 - start).div_euclid(step).min(self.count as i128 - 1);
         (first <= last).then_some((first as usize, last as usize))
     }
 }
@@ -1126,6 +1129,10 @@ mod tests {
         w.add(labels, 12 * s, 4);
         assert_eq!(w.finish()[0].points, [None, None, Some(0.2), Some(0.2)], "31 s is past the last point");
         assert!(Steps::new(0, 20_000 * s, s).unwrap_err().contains("11000"));
+        assert!(Steps::new(i64::MIN, i64::MAX, 1).is_err(), "no overflow");
+        let far = Steps::new(0, 1 << 62, 1 << 61).unwrap();
+        assert_eq!(far.covering(i64::MAX, i64::MAX), None, "past the last point, without wrapping");
+        assert_eq!(far.covering(1, i64::MAX), Some((1, 2)));
     }
 
     #[test]

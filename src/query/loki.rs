@@ -102,23 +102,31 @@ struct RangeParams {
 /// A message naming the parameter.
 pub fn parse_time(name: &str, text: &str) -> Result<i64, String> {
     let text = text.trim();
-    if let Ok(nanos) = text.parse::<i64>() {
+    let nanos = if let Ok(nanos) = text.parse::<i64>() {
         // Loki: a plain integer is nanoseconds, unless it is short enough to be seconds.
-        return Ok(if text.trim_start_matches('-').len() <= 10 {
+        if text.trim_start_matches('-').len() <= 10 {
             nanos.saturating_mul(1_000_000_000)
         } else {
             nanos
-        });
-    }
-    if let Ok(seconds) = text.parse::<f64>() {
-        if seconds.is_finite() {
-            return Ok((seconds * 1e9) as i64);
         }
+    } else if let Some(seconds) = text.parse::<f64>().ok().filter(|s| s.is_finite()) {
+        (seconds * 1e9) as i64
+    } else {
+        humantime::parse_rfc3339_weak(text)
+            .map_err(|_| format!("invalid {name}: {text:?} is neither a Unix time nor RFC 3339"))
+            .map(|at| {
+                at.duration_since(UNIX_EPOCH).map_or(-1, |d| d.as_nanos().min(i64::MAX as u128) as i64)
+            })?
+    };
+    // Times the sums over windows cannot overflow on, and that hold records.
+    if !(0..=MAX_TIME).contains(&nanos) {
+        return Err(format!("invalid {name}: {text:?} is before 1970 or after 2116"));
     }
-    humantime::parse_rfc3339_weak(text)
-        .map_err(|_| format!("invalid {name}: {text:?} is neither a Unix time nor RFC 3339"))
-        .map(|at| at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64))
+    Ok(nanos)
 }
+
+/// The latest time a request may name (2^62 ns, in 2116).
+const MAX_TIME: i64 = 1 << 62;
 
 fn now_nanos() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
@@ -136,7 +144,8 @@ fn range_with(params: &RangeParams, default_since: Duration) -> Result<(i64, i64
         Some(since) => super::logql::parse_duration(since).map_err(|m| format!("invalid since: {m}"))?,
         None => default_since.as_nanos() as i64,
     };
-    let start = params.start.as_deref().map(|t| parse_time("start", t)).transpose()?.unwrap_or(end - since);
+    let start =
+        params.start.as_deref().map(|t| parse_time("start", t)).transpose()?.unwrap_or((end - since).max(0));
     if end < start {
         return Err("the end timestamp must not be before the start time".into());
     }
@@ -501,13 +510,6 @@ fn categorized(headers: &HeaderMap) -> bool {
         .any(|v| v.split(',').any(|flag| flag.trim() == CATEGORIZE))
 }
 
-/// Encodes an answer off the async threads.
-async fn answer<R: Serialize + Send + 'static>(envelope: Envelope<R>) -> Response {
-    tokio::task::spawn_blocking(move || json(StatusCode::OK, &envelope))
-        .await
-        .unwrap_or_else(|e| failure(&Status::internal(format!("the answer could not be built: {e}"))))
-}
-
 /// A query's text, parsed, or the message of the 400 Loki gives.
 fn parsed(pairs: &Pairs) -> Result<logql::Query, String> {
     let text = pairs.last("query").unwrap_or_default();
@@ -575,11 +577,14 @@ async fn query_range(State(q): State<Query>, headers: HeaderMap, Params(pairs): 
                     .collect(),
             };
             let stats = Stats::of(&read, result.len());
-            answer(Envelope {
-                status: "success",
-                data: Data { encoding_flags: None, result_type: "matrix", result, stats },
-                warnings: Vec::new(),
-            })
+            json_off_thread(
+                StatusCode::OK,
+                Envelope {
+                    status: "success",
+                    data: Data { encoding_flags: None, result_type: "matrix", result, stats },
+                    warnings: Vec::new(),
+                },
+            )
             .await
         }
     }
@@ -636,16 +641,19 @@ async fn log_answer(
     let stats = Stats::of(&read, returned);
     let result =
         tokio::task::spawn_blocking(move || streams_out(lines, categorize)).await.unwrap_or_default();
-    answer(Envelope {
-        status: "success",
-        data: Data {
-            encoding_flags: categorize.then_some([CATEGORIZE]),
-            result_type: "streams",
-            result,
-            stats,
+    json_off_thread(
+        StatusCode::OK,
+        Envelope {
+            status: "success",
+            data: Data {
+                encoding_flags: categorize.then_some([CATEGORIZE]),
+                result_type: "streams",
+                result,
+                stats,
+            },
+            warnings,
         },
-        warnings,
-    })
+    )
     .await
 }
 
@@ -675,16 +683,19 @@ async fn query_instant(State(q): State<Query>, Params(pairs): Params<Pairs>) -> 
     match value {
         Value::Scalar(v) => {
             let stats = Stats::of(&read, 1);
-            answer(Envelope {
-                status: "success",
-                data: Data {
-                    encoding_flags: None,
-                    result_type: "scalar",
-                    result: (seconds(time), sample_text(v)),
-                    stats,
+            json_off_thread(
+                StatusCode::OK,
+                Envelope {
+                    status: "success",
+                    data: Data {
+                        encoding_flags: None,
+                        result_type: "scalar",
+                        result: (seconds(time), sample_text(v)),
+                        stats,
+                    },
+                    warnings: Vec::new(),
                 },
-                warnings: Vec::new(),
-            })
+            )
             .await
         }
         Value::Series(series) => {
@@ -695,11 +706,14 @@ async fn query_instant(State(q): State<Query>, Params(pairs): Params<Pairs>) -> 
                 })
                 .collect();
             let stats = Stats::of(&read, result.len());
-            answer(Envelope {
-                status: "success",
-                data: Data { encoding_flags: None, result_type: "vector", result, stats },
-                warnings: Vec::new(),
-            })
+            json_off_thread(
+                StatusCode::OK,
+                Envelope {
+                    status: "success",
+                    data: Data { encoding_flags: None, result_type: "vector", result, stats },
+                    warnings: Vec::new(),
+                },
+            )
             .await
         }
     }
@@ -726,7 +740,8 @@ async fn index_stats(State(q): State<Query>, Params(pairs): Params<Pairs>) -> Re
         Err(status) => return failure(&status),
     };
     let resources: Vec<i64> = streams.keys().copied().collect();
-    let statement = "WITH counted AS (
+    let statement = format!(
+        "WITH counted AS (
              SELECT resource_id, minute_unix_nano / 86400000000000 AS day, sum(records)::bigint AS records
              FROM log_rollup
              WHERE resource_id = ANY($3)
@@ -735,17 +750,19 @@ async fn index_stats(State(q): State<Query>, Params(pairs): Params<Pairs>) -> Re
          -- The newest thousand lines of the range's last hour, or of the whole range when
          -- that hour has none (coalesce reads the second only then).
          recent AS (
-             SELECT octet_length(CASE jsonb_typeof(l.body) WHEN 'string' THEN l.body #>> '{}' ELSE coalesce(l.body::text, '') END) AS bytes
+             SELECT octet_length({LINE}) AS bytes
              FROM logs l WHERE l.resource_id = ANY($3) AND l.timestamp_unix_nano >= greatest($1, $2 - 3600000000000)
                AND l.timestamp_unix_nano < $2
              ORDER BY l.timestamp_unix_nano DESC LIMIT 1000),
          older AS (
-             SELECT octet_length(CASE jsonb_typeof(l.body) WHEN 'string' THEN l.body #>> '{}' ELSE coalesce(l.body::text, '') END) AS bytes
+             SELECT octet_length({LINE}) AS bytes
              FROM logs l WHERE l.resource_id = ANY($3) AND l.timestamp_unix_nano >= $1 AND l.timestamp_unix_nano < $2
              ORDER BY l.timestamp_unix_nano DESC LIMIT 1000)
          SELECT count(*)::bigint, coalesce(sum(records), 0)::bigint,
-                coalesce((SELECT avg(bytes)::float8 FROM recent), (SELECT avg(bytes)::float8 FROM older)) FROM counted";
-    let rows = match q.rows(statement, &[&start, &end, &resources]).await {
+                coalesce((SELECT avg(bytes)::float8 FROM recent), (SELECT avg(bytes)::float8 FROM older)) FROM counted",
+        LINE = loki_read::LINE
+    );
+    let rows = match q.rows(&statement, &[&start, &end, &resources]).await {
         Ok(rows) => rows,
         Err(status) => return failure(&status),
     };
@@ -808,5 +825,8 @@ mod tests {
         assert_eq!(parse_time("start", "1700000000.5"), Ok(1_700_000_000_500_000_000));
         assert_eq!(parse_time("start", "2023-11-14T22:13:20Z"), Ok(1_700_000_000_000_000_000));
         assert!(parse_time("start", "yesterday").unwrap_err().contains("invalid start"));
+        assert!(parse_time("start", "-9223372036854775808").unwrap_err().contains("before 1970"));
+        assert!(parse_time("end", "9223372036854775807").unwrap_err().contains("after 2116"));
+        assert!(parse_time("end", "1e300").is_err());
     }
 }

@@ -32,7 +32,7 @@ use crate::store::citus::Layout;
 pub const MAX_SERIES: usize = 500;
 
 /// The text of a record's log line: a string body as it is, any other body as its JSON.
-const LINE: &str =
+pub(super) const LINE: &str =
     "CASE jsonb_typeof(l.body) WHEN 'string' THEN l.body #>> '{}' ELSE coalesce(l.body::text, '') END";
 
 /// What a query read, for the answer's `stats`.

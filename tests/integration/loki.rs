@@ -613,10 +613,32 @@ async fn grafana_queries_the_logs_a_real_sdk_sent() {
             "maximum resolution",
         ),
         ("query", selector.as_str(), vec![], "not supported as an instant query"),
+        (
+            "query_range",
+            selector.as_str(),
+            vec![("start", "-9223372036854775808".to_owned())],
+            "invalid start",
+        ),
     ] {
         let answer = request(path, query, &params, false).send().await.expect("answered");
         assert_eq!(answer.status(), 400, "{query}");
         let text = answer.text().await.expect("text");
         assert!(text.contains(expected), "{query}: {text}");
     }
+    // Times and a range at the edges of what is taken: an answer, not an overflow.
+    let far = request(
+        "query_range",
+        &format!("sum(count_over_time({selector}[200y]))"),
+        &range(0, 1 << 62, &[("step", "1000000000")]),
+        false,
+    )
+    .send()
+    .await
+    .expect("answered");
+    assert_eq!(far.status(), 200);
+    let Answer::Matrix(series) = decode(&far.text().await.expect("text"), false) else { panic!("a matrix") };
+    assert!(
+        series[0].1.iter().any(|(_, v)| *v == 6.0),
+        "the 200 years' windows hold the service's six: {series:?}"
+    );
 }
